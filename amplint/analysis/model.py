@@ -1,0 +1,280 @@
+"""The questions every rule asks of a module, answered once and the same way for all."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cached_property
+from typing import Literal
+
+import libcst as cst
+
+from amplint.analysis.scopes import ModuleIndex, dotted_name
+from amplint.analysis.symbols import Symbol
+from amplint.analysis.values import (
+    AutocastRegion,
+    Evaluator,
+    NoneValue,
+    NullContext,
+    OptimizerInstance,
+    ScalerInstance,
+    SchedulerInstance,
+    Unknown,
+)
+
+_NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+_OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz]er", re.IGNORECASE)
+_SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
+_CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads")
+
+AutocastState = Literal["enabled", "disabled"]
+
+
+def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """Nodes under ``node`` in source order, not entering nested functions/classes/lambdas."""
+    for child in node.children:
+        if isinstance(child, _NESTED_SCOPES):
+            continue
+        yield child
+        yield from walk_body(child)
+
+
+def calls_in(node: cst.CSTNode) -> list[cst.Call]:
+    return [n for n in walk_body(node) if isinstance(n, cst.Call)]
+
+
+def method_name(call: cst.Call) -> str | None:
+    return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
+
+
+def receiver(call: cst.Call) -> cst.BaseExpression | None:
+    return call.func.value if isinstance(call.func, cst.Attribute) else None
+
+
+def receiver_key(call: cst.Call) -> str | None:
+    """``scaler`` / ``self.scaler``: the dotted receiver of a method call, if it is one."""
+    target = receiver(call)
+    return dotted_name(target) if target is not None else None
+
+
+class ModuleModel:
+    def __init__(self, module: cst.Module, text: str) -> None:
+        self.module = module
+        self.text = text
+        self.index = ModuleIndex(module)
+        self.evaluator = Evaluator(self.index)
+        self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
+
+    # -- autocast --------------------------------------------------------------------------
+
+    def autocast_regions(self, with_node: cst.With) -> list[AutocastRegion]:
+        regions = []
+        for item in with_node.items:
+            for value in self.evaluator.evaluate(item.item):
+                if isinstance(value, AutocastRegion):
+                    regions.append(value)
+        return regions
+
+    def autocast_state(self, with_node: cst.With) -> AutocastState | None:
+        """``enabled`` if entering the ``with`` may turn autocast on, ``disabled`` if it surely
+        turns it off, None when it is not an autocast region at all."""
+        regions = self.autocast_regions(with_node)
+        if not regions:
+            return None
+        if any(region.may_be_enabled for region in regions):
+            return "enabled"
+        return "disabled"
+
+    def enclosing_autocast(self, node: cst.CSTNode) -> cst.With | None:
+        """The innermost ``with`` around ``node`` (in the same function) that sets autocast."""
+        for ancestor in self.index.ancestors(node):
+            if isinstance(ancestor, _NESTED_SCOPES):
+                return None
+            if (
+                isinstance(ancestor, cst.With)
+                and _in_with_body(node, ancestor, self.index)
+                and self.autocast_state(ancestor) is not None
+            ):
+                return ancestor
+        return None
+
+    @cached_property
+    def autocast_withs(self) -> list[cst.With]:
+        return [w for w in self.index.withs if self.autocast_state(w) is not None]
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def is_direct_backward(self, call: cst.Call) -> bool:
+        if self.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD, Symbol.AUTOGRAD_GRAD):
+            return True
+        if method_name(call) != "backward":
+            return False
+        # `self.backward(loss)` that this module defines is judged by its body instead.
+        return self.evaluator.resolve_local_callable(call) is None
+
+    def helper_of(self, call: cst.Call) -> cst.FunctionDef | None:
+        """The same-module function, method or callable class instance ``call`` runs."""
+        return self.evaluator.resolve_local_callable(
+            call
+        ) or self.evaluator.resolve_called_instance_class(call)
+
+    def runs_backward(self, call: cst.Call) -> bool:
+        if self.is_direct_backward(call):
+            return True
+        helper = self.helper_of(call)
+        return helper is not None and self.function_runs_backward(helper)
+
+    def function_runs_backward(self, function: cst.FunctionDef) -> bool:
+        memo = self._runs_backward_memo
+        if function in memo:
+            return memo[function]
+        memo[function] = False  # recursion guard
+        result = any(self.runs_backward(call) for call in calls_in(function.body))
+        memo[function] = result
+        return result
+
+    def transitive_calls(self, node: cst.CSTNode) -> list[cst.Call]:
+        """Calls under ``node``, plus those of same-module helpers it calls, transitively."""
+        seen: set[cst.FunctionDef] = set()
+        result: list[cst.Call] = []
+
+        def collect(root: cst.CSTNode) -> None:
+            for call in calls_in(root):
+                result.append(call)
+                helper = self.helper_of(call)
+                if helper is not None and helper not in seen:
+                    seen.add(helper)
+                    collect(helper.body)
+
+        collect(node)
+        return result
+
+    # -- what an object is -----------------------------------------------------------------
+
+    def is_scaler(self, expr: cst.BaseExpression) -> bool:
+        """Surely a GradScaler (or None when AMP is off), as far as the module shows."""
+        values = self.evaluator.evaluate(expr)
+        has_scaler = any(isinstance(v, ScalerInstance) for v in values)
+        return has_scaler and all(isinstance(v, (ScalerInstance, NoneValue)) for v in values)
+
+    def scaler_instances(self, expr: cst.BaseExpression) -> list[ScalerInstance]:
+        return [v for v in self.evaluator.evaluate(expr) if isinstance(v, ScalerInstance)]
+
+    def is_optimizer(self, expr: cst.BaseExpression) -> bool:
+        values = self.evaluator.evaluate(expr)
+        if any(isinstance(v, (ScalerInstance, SchedulerInstance, NullContext)) for v in values):
+            return False
+        if any(isinstance(v, OptimizerInstance) for v in values):
+            return True
+        if not all(isinstance(v, Unknown) for v in values):
+            return False
+        name = _last_name(expr)
+        return bool(name and _OPTIMIZER_NAME.search(name) and not _SCHEDULER_NAME.search(name))
+
+    def is_optimizer_step(self, call: cst.Call) -> bool:
+        target = receiver(call)
+        return (
+            method_name(call) == "step"
+            and target is not None
+            and not call.args
+            and self.is_optimizer(target)
+        )
+
+    def is_clip(self, call: cst.Call) -> bool:
+        name = method_name(call) or (call.func.value if isinstance(call.func, cst.Name) else None)
+        return name in _CLIP_FUNCTIONS
+
+    @cached_property
+    def mentions_scaling(self) -> bool:
+        """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe."""
+        return "scaler" in self.text.lower() or any(
+            method_name(call) in ("scale", "unscale_") for call in self.index.calls
+        )
+
+    # -- structure -------------------------------------------------------------------------
+
+    def is_dead(self, node: cst.CSTNode) -> bool:
+        """Under ``if False:`` / ``if 0:`` / ``if TYPE_CHECKING:``: never runs."""
+        child = node
+        for ancestor in self.index.ancestors(node):
+            if isinstance(ancestor, cst.If) and child is ancestor.body:
+                test = ancestor.test
+                if (isinstance(test, cst.Name) and test.value in ("False", "TYPE_CHECKING")) or (
+                    isinstance(test, cst.Integer) and test.value == "0"
+                ):
+                    return True
+            child = ancestor
+        return False
+
+    def enclosing_loops(self, node: cst.CSTNode) -> list[cst.For | cst.While]:
+        """Loops around ``node`` within its function, innermost first."""
+        loops: list[cst.For | cst.While] = []
+        child = node
+        for ancestor in self.index.ancestors(node):
+            if isinstance(ancestor, _NESTED_SCOPES):
+                break
+            if isinstance(ancestor, (cst.For, cst.While)) and child is ancestor.body:
+                loops.append(ancestor)
+            child = ancestor
+        return loops
+
+    def training_iteration(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The unit that is one training iteration around ``node``.
+
+        The innermost enclosing loop that runs a backward; else the outermost loop; else the
+        function (or module) body. Inner loops over optimizers are thus not iterations.
+        """
+        loops = self.enclosing_loops(node)
+        for loop in loops:
+            if any(self.runs_backward(c) or method_name(c) == "scale" for c in calls_in(loop)):
+                return loop
+        if loops:
+            return loops[-1]
+        function = self.index.enclosing_function(node)
+        return function.body if function is not None else self.module
+
+    def update_anchor(self, step: cst.Call, iteration: cst.CSTNode) -> cst.BaseStatement | None:
+        """The statement after which ``scaler.update()`` belongs for this optimizer step.
+
+        The step's own statement (so an accumulation ``if`` keeps it), lifted out of any loop
+        nested inside the iteration (a loop over several optimizers).
+        """
+        anchor = self.statement_in_block(step)
+        for loop in self.enclosing_loops(step):
+            if anchor is None or loop is iteration:
+                break
+            anchor = self.statement_in_block(loop)
+        return anchor
+
+    def statement_in_block(self, node: cst.CSTNode) -> cst.BaseStatement | None:
+        """The statement around ``node`` that sits directly in an indented block or module."""
+        current: cst.CSTNode | None = node
+        while current is not None:
+            parent = self.index.parent(current)
+            if isinstance(current, cst.BaseStatement) and isinstance(
+                parent, (cst.IndentedBlock, cst.Module)
+            ):
+                return current
+            if isinstance(parent, cst.SimpleStatementSuite):
+                return None  # `if x: a(); b()` on one line: no statement slot to use
+            current = parent
+        return None
+
+
+def _in_with_body(node: cst.CSTNode, with_node: cst.With, index: ModuleIndex) -> bool:
+    current: cst.CSTNode | None = node
+    while current is not None and current is not with_node:
+        if current is with_node.body:
+            return True
+        current = index.parent(current)
+    return False
+
+
+def _last_name(expr: cst.BaseExpression) -> str | None:
+    if isinstance(expr, cst.Subscript):
+        expr = expr.value
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value
+    if isinstance(expr, cst.Name):
+        return expr.value
+    return None

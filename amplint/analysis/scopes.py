@@ -1,0 +1,285 @@
+"""One pass over a module: parents, scopes and what each name is bound to.
+
+This is the light name-resolution layer: imports with their aliases, assignments,
+parameters and definitions per scope, with Python's lookup rules (class bodies are not
+visible from the functions inside them). It never evaluates anything.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import Enum
+
+import libcst as cst
+
+
+class BindingKind(Enum):
+    IMPORT = "import"
+    ASSIGN = "assign"
+    PARAM = "param"
+    FUNCTION = "function"
+    CLASS = "class"
+    OTHER = "other"  # loop targets, `with ... as`, tuple unpacking: value unknown
+
+
+@dataclass(frozen=True)
+class Binding:
+    kind: BindingKind
+    #: IMPORT: the qualified name; otherwise empty.
+    qualified_name: str = ""
+    #: ASSIGN: the assigned expression; FUNCTION/CLASS: the definition; PARAM: the Param.
+    node: cst.CSTNode | None = None
+    #: the scope in which ``node`` must be evaluated.
+    scope: Scope | None = None
+
+
+@dataclass(eq=False)
+class Scope:
+    node: cst.CSTNode  # Module, FunctionDef, ClassDef or Lambda
+    parent: Scope | None
+    bindings: dict[str, list[Binding]] = field(default_factory=lambda: defaultdict(list))
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.node, cst.ClassDef)
+
+    def lookup(self, name: str) -> list[Binding]:
+        """Bindings visible for ``name`` from this scope, by Python's LEGB rule."""
+        scope: Scope | None = self
+        first = True
+        while scope is not None:
+            if (first or not scope.is_class) and name in scope.bindings:
+                return scope.bindings[name]
+            first = False
+            scope = scope.parent
+        return []
+
+
+@dataclass(eq=False)
+class ClassInfo:
+    node: cst.ClassDef
+    scope: Scope
+    methods: dict[str, cst.FunctionDef] = field(default_factory=dict)
+    #: ``self.<attr> = value`` anywhere in the class's methods, with the method's scope.
+    attributes: dict[str, list[Binding]] = field(default_factory=lambda: defaultdict(list))
+
+
+def dotted_name(node: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a Name/Attribute chain, else None."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.append(node.attr.value)
+        node = node.value
+    if not isinstance(node, cst.Name):
+        return None
+    parts.append(node.value)
+    return ".".join(reversed(parts))
+
+
+def _import_module_name(node: cst.BaseExpression | None) -> str:
+    if node is None:
+        return ""
+    return dotted_name(node) or ""  # type: ignore[arg-type]
+
+
+class ModuleIndex(cst.CSTVisitor):
+    """Parents, scopes, bindings, classes and the statements a rule usually starts from."""
+
+    def __init__(self, module: cst.Module) -> None:
+        self.module = module
+        self.parents: dict[cst.CSTNode, cst.CSTNode] = {}
+        self.scope_of_node: dict[cst.CSTNode, Scope] = {}
+        self.module_scope = Scope(module, None)
+        self.classes: dict[cst.ClassDef, ClassInfo] = {}
+        self.class_by_name: dict[str, ClassInfo] = {}
+        self.functions: dict[cst.FunctionDef, Scope] = {}
+        self.module_functions: dict[str, cst.FunctionDef] = {}
+        self.calls: list[cst.Call] = []
+        self.withs: list[cst.With] = []
+        self._stack: list[cst.CSTNode] = []
+        self._scopes: list[Scope] = [self.module_scope]
+        self._classes: list[ClassInfo | None] = [None]
+        module.visit(self)
+
+    # -- generic bookkeeping -------------------------------------------------------------
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if self._stack:
+            self.parents[node] = self._stack[-1]
+        self._stack.append(node)
+        self.scope_of_node[node] = self._scopes[-1]
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        super().on_leave(original_node)
+        self._stack.pop()
+
+    @property
+    def _scope(self) -> Scope:
+        return self._scopes[-1]
+
+    def _bind(self, name: str, binding: Binding, scope: Scope | None = None) -> None:
+        (scope or self._scope).bindings[name].append(binding)
+
+    # -- scopes ------------------------------------------------------------------------------
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        enclosing = self._scope
+        self._bind(node.name.value, Binding(BindingKind.FUNCTION, node=node, scope=enclosing))
+        if enclosing is self.module_scope:
+            self.module_functions[node.name.value] = node
+        owner = self._classes[-1]
+        if owner is not None and enclosing is owner.scope:
+            owner.methods[node.name.value] = node
+        scope = Scope(node, enclosing)
+        self.functions[node] = scope
+        self._scopes.append(scope)
+        # Methods keep the class they belong to so `self.x = ...` lands on it; nested plain
+        # functions inside a method still see the same `self`.
+        self._classes.append(owner)
+        for param in _all_params(node.params):
+            self._bind(param.name.value, Binding(BindingKind.PARAM, node=param, scope=scope))
+
+    def leave_FunctionDef(self, original_node: cst.FunctionDef) -> None:
+        self._scopes.pop()
+        self._classes.pop()
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        scope = Scope(node, self._scope)
+        self._scopes.append(scope)
+        for param in _all_params(node.params):
+            self._bind(param.name.value, Binding(BindingKind.PARAM, node=param, scope=scope))
+
+    def leave_Lambda(self, original_node: cst.Lambda) -> None:
+        self._scopes.pop()
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self._bind(node.name.value, Binding(BindingKind.CLASS, node=node, scope=self._scope))
+        scope = Scope(node, self._scope)
+        info = ClassInfo(node, scope)
+        self.classes[node] = info
+        self.class_by_name.setdefault(node.name.value, info)
+        self._scopes.append(scope)
+        self._classes.append(info)
+
+    def leave_ClassDef(self, original_node: cst.ClassDef) -> None:
+        self._scopes.pop()
+        self._classes.pop()
+
+    # -- bindings ------------------------------------------------------------------------
+
+    def visit_Import(self, node: cst.Import) -> None:
+        for alias in node.names:
+            full = _import_module_name(alias.name)
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                self._bind(alias.asname.name.value, Binding(BindingKind.IMPORT, full))
+            else:
+                top = full.split(".")[0]
+                self._bind(top, Binding(BindingKind.IMPORT, top))
+
+    def visit_ImportFrom(self, node: cst.ImportFrom) -> None:
+        if isinstance(node.names, cst.ImportStar):
+            return
+        prefix = "." * len(node.relative) + _import_module_name(node.module)
+        for alias in node.names:
+            name = _import_module_name(alias.name)
+            local = name
+            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+                local = alias.asname.name.value
+            self._bind(local, Binding(BindingKind.IMPORT, f"{prefix}.{name}"))
+
+    def visit_Assign(self, node: cst.Assign) -> None:
+        for target in node.targets:
+            self._bind_target(target.target, node.value)
+
+    def visit_AnnAssign(self, node: cst.AnnAssign) -> None:
+        if node.value is not None:
+            self._bind_target(node.target, node.value)
+        elif isinstance(node.target, cst.Name):
+            self._bind(node.target.value, Binding(BindingKind.OTHER))
+
+    def visit_AugAssign(self, node: cst.AugAssign) -> None:
+        self._bind_target(node.target, None)
+
+    def visit_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._bind_target(node.target, node.value)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._bind_target(node.target, None)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._bind_target(node.asname.name, None)
+
+    def visit_With(self, node: cst.With) -> None:
+        self.withs.append(node)
+
+    def visit_ExceptHandler(self, node: cst.ExceptHandler) -> None:
+        if node.name is not None:
+            self._bind_target(node.name.name, None)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        self.calls.append(node)
+
+    def _bind_target(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
+        if isinstance(target, cst.Name):
+            kind = BindingKind.ASSIGN if value is not None else BindingKind.OTHER
+            self._bind(target.value, Binding(kind, node=value, scope=self._scope))
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                inner = element.value
+                if isinstance(inner, cst.StarredElement):
+                    inner = inner.value
+                self._bind_target(inner, None)
+        elif isinstance(target, cst.Attribute) and value is not None:
+            owner = self._classes[-1]
+            receiver = target.value
+            if owner is not None and isinstance(receiver, cst.Name) and receiver.value == "self":
+                owner.attributes[target.attr.value].append(
+                    Binding(BindingKind.ASSIGN, node=value, scope=self._scope)
+                )
+
+    # -- queries -------------------------------------------------------------------------
+
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self.parents.get(node)
+
+    def ancestors(self, node: cst.CSTNode) -> list[cst.CSTNode]:
+        chain = []
+        current = self.parents.get(node)
+        while current is not None:
+            chain.append(current)
+            current = self.parents.get(current)
+        return chain
+
+    def scope_of(self, node: cst.CSTNode) -> Scope:
+        return self.scope_of_node.get(node, self.module_scope)
+
+    def enclosing_class(self, node: cst.CSTNode) -> ClassInfo | None:
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, cst.ClassDef):
+                return self.classes.get(ancestor)
+        return None
+
+    def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        for ancestor in self.ancestors(node):
+            if isinstance(ancestor, cst.FunctionDef):
+                return ancestor
+        return None
+
+    def statement_of(self, node: cst.CSTNode) -> cst.BaseStatement | None:
+        """The statement (simple line or compound) that contains ``node``."""
+        current: cst.CSTNode | None = node
+        while current is not None and not isinstance(current, cst.BaseStatement):
+            current = self.parents.get(current)
+        return current
+
+
+def _all_params(params: cst.Parameters) -> list[cst.Param]:
+    found = [*params.posonly_params, *params.params, *params.kwonly_params]
+    if isinstance(params.star_arg, cst.Param):
+        found.append(params.star_arg)
+    if params.star_kwarg is not None:
+        found.append(params.star_kwarg)
+    return found

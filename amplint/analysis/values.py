@@ -1,0 +1,440 @@
+"""Abstract values: what an expression can be, as far as AMP is concerned.
+
+``evaluate`` answers with a set of possibilities, so ``nullcontext() if cpu else
+torch.autocast("cuda")`` is "a null context or a CUDA autocast", and callers decide how
+sure they need to be. Anything the analysis cannot see through is :data:`UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from amplint.analysis.scopes import Binding, BindingKind, ModuleIndex, Scope, dotted_name
+from amplint.analysis.symbols import (
+    AUTOCAST_SYMBOLS,
+    DTYPE_NAMES,
+    SCALER_SYMBOLS,
+    Symbol,
+    symbol_for,
+)
+
+_MAX_DEPTH = 8
+
+
+@dataclass(frozen=True)
+class SymbolValue:
+    """A torch/stdlib object itself, e.g. ``torch.autocast`` (not a call of it)."""
+
+    symbol: Symbol
+    #: keyword arguments bound by ``functools.partial(symbol, ...)``.
+    bound: tuple[tuple[str, cst.BaseExpression], ...] = ()
+    bound_positional: tuple[cst.BaseExpression, ...] = ()
+
+
+@dataclass(frozen=True)
+class AutocastRegion:
+    """A call of an autocast constructor: entering it turns autocast on (maybe)."""
+
+    call: cst.Call = field(repr=False)
+    symbol: Symbol
+    #: "cuda", "cpu", ... when written as a literal; None when not known statically.
+    device: str | None
+    #: the literal device string as written (``"cuda:0"``), None when not a literal.
+    device_literal: str | None
+    #: "float16" / "bfloat16" / "float32"; None when the dtype cannot be known.
+    dtype: str | None
+    #: True / False when literal, None when decided at run time (``enabled=args.amp``).
+    enabled: bool | None
+    #: the expression that gave the device, for fixes that reuse it.
+    device_expr: cst.BaseExpression | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def may_be_enabled(self) -> bool:
+        return self.enabled is not False
+
+
+@dataclass(frozen=True)
+class NullContext:
+    """``contextlib.nullcontext()`` and friends: the "AMP off" stand-in."""
+
+
+@dataclass(frozen=True)
+class ScalerInstance:
+    call: cst.Call = field(repr=False)
+    symbol: Symbol
+    enabled: bool | None
+    #: "cuda" / "cpu" when known; torch.amp.GradScaler() defaults to "cuda".
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimizerInstance:
+    """An instance of a ``torch.optim`` optimizer class."""
+
+
+@dataclass(frozen=True)
+class SchedulerInstance:
+    """An instance of a ``torch.optim.lr_scheduler`` class."""
+
+
+@dataclass(frozen=True)
+class NoneValue:
+    pass
+
+
+@dataclass(frozen=True)
+class Unknown:
+    pass
+
+
+UNKNOWN = Unknown()
+Value = (
+    SymbolValue
+    | AutocastRegion
+    | NullContext
+    | ScalerInstance
+    | OptimizerInstance
+    | SchedulerInstance
+    | NoneValue
+    | Unknown
+)
+
+
+def _literal_string(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.SimpleString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    if isinstance(node, cst.ConcatenatedString):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _literal_bool(node: cst.BaseExpression) -> bool | None:
+    if isinstance(node, cst.Name) and node.value in ("True", "False"):
+        return node.value == "True"
+    return None
+
+
+class Evaluator:
+    """Evaluates expressions of one module to sets of :data:`Value`."""
+
+    def __init__(self, index: ModuleIndex) -> None:
+        self.index = index
+        self._cache: dict[cst.CSTNode, frozenset[Value]] = {}
+        self._in_progress: set[cst.CSTNode] = set()
+
+    # -- names ---------------------------------------------------------------------------
+
+    def qualified_names(self, node: cst.BaseExpression, scope: Scope | None = None) -> set[str]:
+        """Fully qualified names ``node`` may refer to, through imports and simple aliases."""
+        return self._qualified(node, scope or self.index.scope_of(node), 0)
+
+    def _qualified(self, node: cst.BaseExpression, scope: Scope, depth: int) -> set[str]:
+        if depth > _MAX_DEPTH:
+            return set()
+        if isinstance(node, cst.Attribute):
+            return {
+                f"{base}.{node.attr.value}"
+                for base in self._qualified(node.value, scope, depth + 1)
+            }
+        if not isinstance(node, cst.Name):
+            return set()
+        names: set[str] = set()
+        for binding in scope.lookup(node.value):
+            if binding.kind is BindingKind.IMPORT:
+                names.add(binding.qualified_name)
+            elif binding.kind is BindingKind.ASSIGN and binding.node is not None:
+                value = binding.node
+                if isinstance(value, (cst.Name, cst.Attribute)):
+                    names |= self._qualified(value, binding.scope or scope, depth + 1)
+        return names
+
+    def symbols(self, node: cst.BaseExpression, scope: Scope | None = None) -> set[Symbol]:
+        found = set()
+        for name in self.qualified_names(node, scope):
+            symbol = symbol_for(name)
+            if symbol is not None:
+                found.add(symbol)
+        return found
+
+    def is_symbol(self, node: cst.BaseExpression, *symbols: Symbol) -> bool:
+        return bool(self.symbols(node) & set(symbols))
+
+    # -- values --------------------------------------------------------------------------
+
+    def evaluate(self, node: cst.BaseExpression, scope: Scope | None = None) -> frozenset[Value]:
+        scope = scope or self.index.scope_of(node)
+        cached = self._cache.get(node)
+        if cached is not None:
+            return cached
+        if node in self._in_progress:
+            return frozenset({UNKNOWN})
+        self._in_progress.add(node)
+        try:
+            result = frozenset(self._evaluate(node, scope))
+        finally:
+            self._in_progress.discard(node)
+        self._cache[node] = result
+        return result
+
+    def _evaluate(self, node: cst.BaseExpression, scope: Scope) -> Iterable[Value]:
+        if isinstance(node, cst.IfExp):
+            return self.evaluate(node.body, scope) | self.evaluate(node.orelse, scope)
+        if isinstance(node, cst.Name) and node.value == "None":
+            return {NoneValue()}
+        if isinstance(node, cst.Call):
+            return self._evaluate_call(node, scope)
+        if isinstance(node, (cst.Name, cst.Attribute)):
+            return self._evaluate_reference(node, scope)
+        return {UNKNOWN}
+
+    def _evaluate_reference(self, node: cst.Name | cst.Attribute, scope: Scope) -> set[Value]:
+        values: set[Value] = set()
+        for name in self._qualified(node, scope, 0):
+            symbol = symbol_for(name)
+            if symbol is not None:
+                values.add(SymbolValue(symbol))
+        if values:
+            return values
+        bindings = self._bindings_of(node, scope)
+        if not bindings:
+            return {UNKNOWN}
+        for binding in bindings:
+            if binding.kind is BindingKind.ASSIGN and binding.node is not None:
+                values |= self.evaluate(binding.node, binding.scope or scope)  # type: ignore[arg-type]
+            else:
+                values.add(UNKNOWN)
+        return values
+
+    def _bindings_of(self, node: cst.Name | cst.Attribute, scope: Scope) -> list[Binding]:
+        if isinstance(node, cst.Name):
+            return scope.lookup(node.value)
+        receiver = node.value
+        if isinstance(receiver, cst.Name) and receiver.value == "self":
+            info = self.index.enclosing_class(node)
+            if info is not None:
+                attribute = node.attr.value
+                if attribute in info.attributes:
+                    return info.attributes[attribute]
+                prop = info.methods.get(attribute)
+                if prop is not None and _is_property(prop):
+                    return [
+                        Binding(BindingKind.ASSIGN, node=value, scope=self.index.functions[prop])
+                        for value in _return_values(prop)
+                    ]
+        return []
+
+    def _evaluate_call(self, call: cst.Call, scope: Scope) -> set[Value]:
+        results: set[Value] = set()
+        for callee in self.evaluate(call.func, scope):
+            if isinstance(callee, SymbolValue):
+                results.add(self._call_symbol(callee, call, scope))
+            else:
+                results |= self._call_local_function(call, scope)
+        return results or {UNKNOWN}
+
+    def _call_symbol(self, callee: SymbolValue, call: cst.Call, scope: Scope) -> Value:
+        symbol = callee.symbol
+        if symbol is Symbol.PARTIAL and call.args and call.args[0].keyword is None:
+            target = [v for v in self.evaluate(call.args[0].value, scope)]
+            inner = [v for v in target if isinstance(v, SymbolValue)]
+            if len(inner) == 1 and len(target) == 1:
+                keywords = tuple(
+                    (arg.keyword.value, arg.value) for arg in call.args[1:] if arg.keyword
+                )
+                positional = tuple(arg.value for arg in call.args[1:] if arg.keyword is None)
+                return SymbolValue(
+                    inner[0].symbol,
+                    inner[0].bound + keywords,
+                    inner[0].bound_positional + positional,
+                )
+            return UNKNOWN
+        if symbol in AUTOCAST_SYMBOLS:
+            return self._autocast_region(callee, call, scope)
+        if symbol in SCALER_SYMBOLS:
+            # torch.amp.GradScaler(device, init_scale, growth_factor, backoff_factor,
+            # growth_interval, enabled); the legacy classes have no device parameter.
+            device_first = symbol in (Symbol.GRAD_SCALER, Symbol.SHARDED_GRAD_SCALER)
+            enabled_expr = _argument(call, callee, "enabled", position=5 if device_first else 4)
+            enabled = True if enabled_expr is None else _literal_bool(enabled_expr)
+            device: str | None = "cuda" if symbol is Symbol.CUDA_GRAD_SCALER else "cpu"
+            if device_first:
+                device_expr = _argument(call, callee, "device", position=0)
+                device = "cuda" if device_expr is None else _literal_string(device_expr)
+            return ScalerInstance(call, symbol, enabled, device)
+        if symbol is Symbol.NULL_CONTEXT:
+            return NullContext()
+        if symbol is Symbol.OPTIMIZER_CLASS:
+            return OptimizerInstance()
+        if symbol is Symbol.LR_SCHEDULER:
+            return SchedulerInstance()
+        return UNKNOWN
+
+    def _autocast_region(self, callee: SymbolValue, call: cst.Call, scope: Scope) -> Value:
+        symbol = callee.symbol
+        if symbol is Symbol.AUTOCAST:
+            device_expr = _argument(call, callee, "device_type", position=0)
+            dtype_expr = _argument(call, callee, "dtype", position=1)
+            enabled_expr = _argument(call, callee, "enabled", position=2)
+            device_literal = _literal_string(device_expr) if device_expr is not None else None
+            device = device_literal.split(":")[0] if device_literal is not None else None
+        else:
+            # Legacy constructors take (enabled, dtype, cache_enabled) and fix the device.
+            enabled_expr = _argument(call, callee, "enabled", position=0)
+            dtype_expr = _argument(call, callee, "dtype", position=1)
+            device = "cuda" if symbol is Symbol.CUDA_AUTOCAST else "cpu"
+            device_literal = None
+            device_expr = None
+        if dtype_expr is None:
+            dtype = {"cuda": "float16", "cpu": "bfloat16"}.get(device or "")
+        else:
+            dtype = self._dtype_of(dtype_expr, scope)
+        enabled = True if enabled_expr is None else _literal_bool(enabled_expr)
+        return AutocastRegion(
+            call=call,
+            symbol=symbol,
+            device=device,
+            device_literal=device_literal,
+            dtype=dtype,
+            enabled=enabled,
+            device_expr=device_expr,
+        )
+
+    def _dtype_of(self, node: cst.BaseExpression, scope: Scope) -> str | None:
+        dtypes: set[str | None] = set()
+        for value in self.evaluate(node, scope):
+            if isinstance(value, SymbolValue) and value.symbol in DTYPE_NAMES:
+                dtypes.add(DTYPE_NAMES[value.symbol])
+            else:
+                dtypes.add(None)
+        if len(dtypes) == 1:
+            return dtypes.pop()
+        return None
+
+    def _call_local_function(self, call: cst.Call, scope: Scope) -> set[Value]:
+        """What a same-module function or method returns (or yields, as a context manager)."""
+        function = self.resolve_local_callable(call)
+        if function is None:
+            return {UNKNOWN}
+        function_scope = self.index.functions[function]
+        if any(self.is_symbol(d.decorator, Symbol.CONTEXTMANAGER) for d in function.decorators):
+            return self._context_manager_values(function)
+        values: set[Value] = set()
+        returns = _return_values(function)
+        if not returns:
+            return {UNKNOWN}
+        for value in returns:
+            values |= self.evaluate(value, function_scope)
+        return values
+
+    def _context_manager_values(self, function: cst.FunctionDef) -> set[Value]:
+        """A generator context manager is an autocast region when its ``yield`` is in one."""
+        regions: set[Value] = set()
+        for node in _walk_function_body(function):
+            if isinstance(node, cst.Yield):
+                for ancestor in self.index.ancestors(node):
+                    if ancestor is function:
+                        break
+                    if isinstance(ancestor, cst.With):
+                        for item in ancestor.items:
+                            regions |= {
+                                v
+                                for v in self.evaluate(item.item)
+                                if isinstance(v, (AutocastRegion, NullContext))
+                            }
+        return regions or {UNKNOWN}
+
+    def resolve_local_callable(self, call: cst.Call) -> cst.FunctionDef | None:
+        """The FunctionDef a call runs when it is a function or ``self`` method of this module."""
+        func = call.func
+        scope = self.index.scope_of(call)
+        if isinstance(func, cst.Name):
+            bindings = scope.lookup(func.value)
+            if len(bindings) == 1 and bindings[0].kind is BindingKind.FUNCTION:
+                node = bindings[0].node
+                return node if isinstance(node, cst.FunctionDef) else None
+            if len(bindings) == 1 and bindings[0].kind is BindingKind.CLASS:
+                info = self.index.classes.get(bindings[0].node)  # type: ignore[arg-type]
+                return info.methods.get("__init__") if info else None
+            return None
+        if isinstance(func, cst.Attribute) and dotted_name(func.value) == "self":
+            info = self.index.enclosing_class(call)
+            if info is not None:
+                method = info.methods.get(func.attr.value)
+                if method is not None and not _is_property(method):
+                    return method
+        return None
+
+    def resolve_called_instance_class(self, call: cst.Call) -> cst.FunctionDef | None:
+        """``obj(...)`` where ``obj`` holds an instance of a same-module class: its ``__call__``."""
+        for value_node in self._assigned_nodes(call.func):
+            if isinstance(value_node, cst.Call):
+                func = value_node.func
+                if isinstance(func, cst.Name):
+                    scope = self.index.scope_of(value_node)
+                    bindings = scope.lookup(func.value)
+                    if len(bindings) == 1 and bindings[0].kind is BindingKind.CLASS:
+                        info = self.index.classes.get(bindings[0].node)  # type: ignore[arg-type]
+                        if info is not None and "__call__" in info.methods:
+                            return info.methods["__call__"]
+        return None
+
+    def _assigned_nodes(self, node: cst.BaseExpression) -> list[cst.BaseExpression]:
+        if not isinstance(node, (cst.Name, cst.Attribute)):
+            return []
+        bindings = self._bindings_of(node, self.index.scope_of(node))
+        return [b.node for b in bindings if b.kind is BindingKind.ASSIGN and b.node is not None]  # type: ignore[misc]
+
+
+def _argument(
+    call: cst.Call, callee: SymbolValue, keyword: str, position: int | None
+) -> cst.BaseExpression | None:
+    """The expression given for a parameter, from the call or from a ``partial``."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return arg.value
+    for name, value in callee.bound:
+        if name == keyword:
+            return value
+    if position is None:
+        return None
+    positional = [*callee.bound_positional]
+    for arg in call.args:
+        if arg.keyword is None and not arg.star:
+            positional.append(arg.value)
+    if position < len(positional):
+        return positional[position]
+    return None
+
+
+def _is_property(function: cst.FunctionDef) -> bool:
+    return any(
+        isinstance(d.decorator, cst.Name) and d.decorator.value in ("property", "cached_property")
+        for d in function.decorators
+    )
+
+
+def _walk_function_body(function: cst.FunctionDef) -> Iterable[cst.CSTNode]:
+    """Every node of the function's own body, not descending into nested defs."""
+    stack: list[cst.CSTNode] = [function.body]
+    while stack:
+        node = stack.pop()
+        yield node
+        for child in node.children:
+            if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+                stack.append(child)
+
+
+def _return_values(function: cst.FunctionDef) -> list[cst.BaseExpression]:
+    return [
+        node.value
+        for node in _walk_function_body(function)
+        if isinstance(node, cst.Return) and node.value is not None
+    ]
+
+
+walk_function_body = _walk_function_body

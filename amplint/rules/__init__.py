@@ -1,0 +1,1 @@
+"""One module per rule, named for its code and what it forbids."""

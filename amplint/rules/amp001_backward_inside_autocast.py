@@ -1,0 +1,324 @@
+"""AMP001 backward-inside-autocast."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.values import AutocastRegion
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+
+class BackwardInsideAutocast(Rule):
+    code = "AMP001"
+    name = "backward-inside-autocast"
+    summary = "backward pass runs inside an autocast region"
+    fixable = True
+    tokens = ("autocast",)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for `.backward()`, `torch.autograd.backward(...)`, `torch.autograd.grad(...)`, or a
+call to a function of the same module that runs one of them, inside an enabled
+`torch.autocast` region.
+""",
+        why_bad="""
+Autocast should wrap only the forward pass and the loss computation. The backward pass
+already runs each op in the dtype its forward op used; running it inside autocast
+re-enters the autocast dispatch for every gradient op, which PyTorch documents as not
+recommended: it can pick different dtypes than the forward pass did, wastes time on casts
+and makes numerics depend on where the `with` block happens to end.
+""",
+        example="""
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        use_instead="""
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        fix_safety="""
+The fix moves the backward statement and every statement after it in the `with` block out
+of the block. It is safe when the backward is a statement of the `with` body itself. It is
+unsafe when the backward is nested in an `if`/`for` of the body (the whole nested statement
+moves, including forward code before the backward), or when the `with` enters other context
+managers too (the moved code leaves those as well).
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
+            "https://pytorch.org/docs/stable/notes/amp_examples.html",
+        ),
+    )
+
+    valid = (
+        # The textbook loop.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    scaler.scale(loss).backward()
+""",
+        # scale() inside the region, backward outside: valid.
+        """
+import torch
+with torch.autocast(device_type="cuda", dtype=torch.float16):
+    loss = model(x)
+    scaled = scaler.scale(loss)
+scaled.backward()
+""",
+        # A nested region that disables autocast.
+        """
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+    with torch.autocast("cuda", enabled=False):
+        loss = criterion(out.float(), y)
+        loss.backward()
+""",
+        # Not torch's autocast: a local function of the same name.
+        """
+from contextlib import contextmanager
+@contextmanager
+def autocast(device_type="cuda"):
+    yield
+with autocast():
+    loss.backward()
+""",
+        # Legacy apex-style scale_loss is not autocast.
+        """
+from apex import amp
+with amp.scale_loss(loss, optimizer) as scaled_loss:
+    scaled_loss.backward()
+""",
+        # Autocast that is disabled literally.
+        """
+import torch
+with torch.autocast("cuda", enabled=False):
+    loss = model(x)
+    loss.backward()
+""",
+        # A backward in a nested function defined (not run) inside the region.
+        """
+import torch
+with torch.autocast("cuda"):
+    def closure():
+        loss = model(x)
+        loss.backward()
+        return loss
+optimizer.step(closure)
+""",
+        # Dead code.
+        """
+import torch
+if False:
+    with torch.autocast("cuda"):
+        loss.backward()
+""",
+        # torch.autocast held in a variable, backward outside.
+        """
+import torch
+from contextlib import nullcontext
+ctx = nullcontext() if device == "cpu" else torch.amp.autocast(device_type="cuda")
+with ctx:
+    loss = model(x)
+loss.backward()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+        loss.backward()  # the backward pass
+        optimizer.step()
+""",
+            line=6,
+            fixed="""
+import torch
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    loss.backward()  # the backward pass
+    optimizer.step()
+""",
+        ),
+        Invalid(
+            """
+import torch
+from contextlib import nullcontext
+ctx = nullcontext() if device == "cpu" else torch.amp.autocast(device_type="cuda")
+for x, y in loader:
+    with ctx:
+        loss = model(x)
+        scaler.scale(loss).backward()
+""",
+            line=8,
+            fixed="""
+import torch
+from contextlib import nullcontext
+ctx = nullcontext() if device == "cpu" else torch.amp.autocast(device_type="cuda")
+for x, y in loader:
+    with ctx:
+        loss = model(x)
+    scaler.scale(loss).backward()
+""",
+        ),
+        Invalid(
+            """
+import torch
+with torch.set_grad_enabled(True), torch.autocast("cuda"):
+    loss = model(x)
+    loss.backward()
+""",
+            line=5,
+            unsafe=True,
+            fixed="""
+import torch
+with torch.set_grad_enabled(True), torch.autocast("cuda"):
+    loss = model(x)
+with torch.set_grad_enabled(True):
+    loss.backward()
+""",
+        ),
+        Invalid(
+            """
+from torch.cuda.amp import autocast as ac
+
+def run_backward(loss):
+    loss.backward()
+
+with ac():
+    loss = model(x)
+    run_backward(loss)
+""",
+            line=9,
+            fixed="""
+from torch.cuda.amp import autocast as ac
+
+def run_backward(loss):
+    loss.backward()
+
+with ac():
+    loss = model(x)
+run_backward(loss)
+""",
+        ),
+        Invalid(
+            """
+import functools, torch
+amp = functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+with amp():
+    loss = model(x)
+    if train:
+        grads = torch.autograd.grad(loss, params)
+""",
+            line=7,
+            unsafe=True,
+            fixed="""
+import functools, torch
+amp = functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+with amp():
+    loss = model(x)
+if train:
+    grads = torch.autograd.grad(loss, params)
+""",
+        ),
+        Invalid(
+            """
+import torch
+with torch.autocast("cuda", enabled=args.amp):
+    loss.backward()
+""",
+            line=4,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        if not model.autocast_withs:
+            return
+        for call in model.index.calls:
+            if not model.runs_backward(call):
+                continue
+            region = model.enclosing_autocast(call)
+            if region is None or model.autocast_state(region) != "enabled":
+                continue
+            if model.is_dead(call):
+                continue
+            action = "runs the backward pass"
+            if not model.is_direct_backward(call):
+                action = "calls a helper that runs the backward pass"
+            message = (
+                f"`{_short(model, call)}` {action} inside an autocast region; "
+                "leave the `with` block before calling backward"
+            )
+            context.report(call, message, _move_out_of_with(model, call, region))
+
+
+def _short(model: ModuleModel, call: cst.Call) -> str:
+    text = model.module.code_for_node(call)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> FixPlan | None:
+    body = region.body
+    if not isinstance(body, cst.IndentedBlock):
+        return None
+    statement = _body_statement(model, call, region)
+    if statement is None:
+        return None
+    position = next(i for i, s in enumerate(body.body) if s is statement)
+    if position == 0:
+        return None  # nothing before it would stay under autocast: leave it to the user
+    other_items = [item for item in region.items if not _is_autocast_item(model, item)]
+    nested = statement is not model.statement_in_block(call)
+    applicability = "unsafe" if nested or other_items else "safe"
+
+    def replace(updated: cst.CSTNode) -> cst.FlattenSentinel:
+        assert isinstance(updated, cst.With) and isinstance(updated.body, cst.IndentedBlock)
+        kept, moved = updated.body.body[:position], updated.body.body[position:]
+        after: list[cst.BaseStatement] = list(moved)
+        if other_items:
+            # The other context managers stay around the moved code; only autocast is left.
+            items = [item.with_changes(comma=cst.MaybeSentinel.DEFAULT) for item in other_items]
+            after = [
+                updated.with_changes(
+                    items=items, body=updated.body.with_changes(body=moved), leading_lines=()
+                )
+            ]
+        trimmed = updated.with_changes(body=updated.body.with_changes(body=kept))
+        return cst.FlattenSentinel([trimmed, *after])
+
+    return FixPlan(
+        "Move the backward pass and what follows it out of the autocast block",
+        {region: replace},
+        applicability,
+    )
+
+
+def _is_autocast_item(model: ModuleModel, item: cst.WithItem) -> bool:
+    return any(isinstance(v, AutocastRegion) for v in model.evaluator.evaluate(item.item))
+
+
+def _body_statement(
+    model: ModuleModel, call: cst.Call, region: cst.With
+) -> cst.BaseStatement | None:
+    """The statement of the ``with`` body that contains ``call``."""
+    child: cst.CSTNode = call
+    for ancestor in model.index.ancestors(call):
+        if ancestor is region.body:
+            return child if isinstance(child, cst.BaseStatement) else None
+        child = ancestor
+    return None

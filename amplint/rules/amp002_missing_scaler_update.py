@@ -1,0 +1,272 @@
+"""AMP002 missing-scaler-update."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, method_name, receiver, receiver_key
+from amplint.analysis.scopes import dotted_name
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+_SCALER_METHODS = ("step", "scale", "unscale_", "update")
+
+
+class MissingScalerUpdate(Rule):
+    code = "AMP002"
+    name = "missing-scaler-update"
+    summary = "`scaler.step()` is never followed by `scaler.update()` in the training step"
+    fixable = True
+    tokens = ("GradScaler",)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for a `GradScaler` whose `step(optimizer)` is called in a training iteration that
+never calls the same scaler's `update()`.
+""",
+        why_bad="""
+`update()` is what adapts the loss scale: it backs the scale off after an overflow and grows
+it after a run of finite steps. Without it the scale never changes, so a step that overflows
+once keeps overflowing and every following step is skipped, and on the next iteration
+`scaler.step()` raises `RuntimeError: step() has already been called since the last update()`
+for the same optimizer. Training either crashes or silently stops learning.
+""",
+        example="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    optimizer.zero_grad()
+""",
+        use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""",
+        fix_safety="""
+The fix inserts `scaler.update()` right after the last `scaler.step(...)` of the iteration,
+in the same block (so under the same gradient-accumulation condition), or after the loop
+that steps several optimizers. It is safe: `update()` is required once per optimizer step.
+""",
+        references=("https://pytorch.org/docs/stable/notes/amp_examples.html",),
+    )
+
+    valid = (
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Gradient accumulation: step and update under the same condition.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss / accum).backward()
+    if (i + 1) % accum == 0:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        # A scaler passed as a parameter: the caller owns update().
+        """
+def train_step(model, optimizer, scaler, batch):
+    loss = model(batch)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+
+def main(scaler):
+    for batch in loader:
+        train_step(model, optimizer, scaler, batch)
+        scaler.update()
+""",
+        # Attribute scaler, update in another method called by a driver.
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self.scaler = torch.amp.GradScaler(enabled=use_amp)
+
+    def optimizer_step(self):
+        self.scaler.step(self.optimizer)
+
+    def after_step(self):
+        self.scaler.update()
+""",
+        # Several optimizers stepped in a loop, one update.
+        """
+from torch.amp import GradScaler
+scaler = GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+""",
+        # Not a GradScaler.
+        """
+import torch
+scaler = MyScaler()
+for batch in loader:
+    scaler.step(optimizer)
+""",
+        # A helper of the same module updates.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+
+def finish(s):
+    s.update()
+
+for batch in loader:
+    scaler.step(optimizer)
+    finish(scaler)
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # step
+    optimizer.zero_grad()
+""",
+            line=6,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)  # step
+    scaler.update()
+    optimizer.zero_grad()
+""",
+        ),
+        Invalid(
+            """
+import torch
+class Trainer:
+    def __init__(self, use_amp):
+        self.scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+
+    def train_step(self, batch):
+        loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        if self.should_step():
+            self.scaler.step(self.optimizer)
+            self.optimizer.zero_grad()
+""",
+            line=11,
+            fixed="""
+import torch
+class Trainer:
+    def __init__(self, use_amp):
+        self.scaler = torch.cuda.amp.GradScaler(enabled=use_amp)
+
+    def train_step(self, batch):
+        loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        if self.should_step():
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+""",
+        ),
+        Invalid(
+            """
+from torch.amp import GradScaler as GS
+scaler = GS() if use_fp16 else None
+for batch in loader:
+    scaler.scale(loss).backward()
+    for opt in (opt_g, opt_d):
+        scaler.step(opt)
+scaler.update()
+""",
+            line=7,
+            fixed="""
+from torch.amp import GradScaler as GS
+scaler = GS() if use_fp16 else None
+for batch in loader:
+    scaler.scale(loss).backward()
+    for opt in (opt_g, opt_d):
+        scaler.step(opt)
+    scaler.update()
+scaler.update()
+""",
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        by_iteration: dict[tuple[cst.CSTNode, str], list[cst.Call]] = {}
+        for call in model.index.calls:
+            target = receiver(call)
+            key = receiver_key(call)
+            if method_name(call) != "step" or target is None or key is None:
+                continue
+            if not model.is_scaler(target) or model.is_dead(call):
+                continue
+            if all(s.enabled is False for s in model.scaler_instances(target)):
+                continue
+            iteration = model.training_iteration(call)
+            by_iteration.setdefault((iteration, key), []).append(call)
+        for (iteration, key), steps in by_iteration.items():
+            if _updated(model, iteration, key) or _updated_elsewhere(model, key):
+                continue
+            last = steps[-1]
+            context.report(
+                last,
+                f"`{key}.step(...)` is not followed by `{key}.update()` in the training "
+                "iteration; the loss scale never adapts",
+                _insert_update(model, last, iteration, key),
+            )
+
+
+def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
+    """Whether the iteration updates the scaler, itself or through code it hands it to."""
+    for call in model.transitive_calls(iteration):
+        name = method_name(call)
+        target = receiver_key(call) or ""
+        # Inside a same-module helper the scaler may go by another name (`s.update()` with
+        # `s` a parameter), so any scaler-looking receiver counts.
+        if name == "update" and (target == key or "scaler" in target.lower()):
+            return True
+        if name not in _SCALER_METHODS and any(dotted_name(a.value) == key for a in call.args):
+            # Handed to code that may update it (a helper of another module, a hook).
+            return True
+    return False
+
+
+def _updated_elsewhere(model: ModuleModel, key: str) -> bool:
+    """An attribute scaler (`self.scaler`) may be updated by any method of the module."""
+    if "." not in key:
+        return False
+    attribute = key.rsplit(".", 1)[1]
+    return any(
+        method_name(call) == "update" and (receiver_key(call) or "").rsplit(".", 1)[-1] == attribute
+        for call in model.index.calls
+    )
+
+
+def _insert_update(
+    model: ModuleModel, step: cst.Call, iteration: cst.CSTNode, key: str
+) -> FixPlan | None:
+    anchor = model.update_anchor(step, iteration)
+    if anchor is None:
+        return None
+    update = cst.parse_statement(f"{key}.update()\n")
+
+    def insert(updated: cst.CSTNode) -> cst.FlattenSentinel:
+        return cst.FlattenSentinel([updated, update])  # type: ignore[list-item]
+
+    return FixPlan(f"Insert `{key}.update()` after `{key}.step(...)`", {anchor: insert})

@@ -1,0 +1,362 @@
+"""AMP003 fp16-without-gradscaler."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scopes import Binding, BindingKind, dotted_name
+from amplint.analysis.symbols import Symbol
+from amplint.analysis.values import AutocastRegion
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+
+_SCALER = "scaler"
+
+
+class Fp16WithoutGradScaler(Rule):
+    code = "AMP003"
+    name = "fp16-without-gradscaler"
+    summary = "float16 autocast in a training step without a GradScaler"
+    fixable = True
+    tokens = ("autocast",)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for float16 autocast (an explicit `dtype=torch.float16`/`torch.half`, or CUDA
+autocast's default dtype) in a function or script that trains (runs a backward pass and an
+optimizer step) and uses no `GradScaler` at all.
+""",
+        why_bad="""
+float16 represents magnitudes only down to about 6e-8: small gradients flush to zero in the
+backward pass ("underflow"), so those parameters silently stop learning. `GradScaler`
+multiplies the loss before backward so gradients stay representable, unscales them before
+the optimizer step, and skips steps whose gradients overflowed. bfloat16 has float32's range
+and needs no scaler.
+""",
+        example="""
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    loss.backward()
+    optimizer.step()
+""",
+        use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        fix_safety="""
+The fix creates `scaler = torch.amp.GradScaler(<device>)` before the training loop (passing
+the autocast's `enabled=` when it is a plain name), scales the loss before `backward()`,
+routes `optimizer.step()` through `scaler.step(optimizer)` and adds `scaler.update()`, as in
+PyTorch's AMP recipe. It is only offered when the loop is plain: no gradient clipping or
+other reads of `.grad` (those would need `scaler.unscale_` first), no backward in a helper.
+Switching to `dtype=torch.bfloat16` where the hardware supports it is an alternative.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
+            "https://pytorch.org/docs/stable/notes/amp_examples.html",
+        ),
+    )
+
+    valid = (
+        # bfloat16 needs no scaler.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+        # CPU autocast defaults to bfloat16.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cpu"):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+        # Inference only.
+        """
+import torch
+@torch.no_grad()
+def evaluate(model, loader):
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            out = model(x)
+""",
+        # A scaler that is disabled unless the dtype is float16.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=(dtype == "float16"))
+for x, y in loader:
+    with torch.autocast("cuda", dtype=ptdtype):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # dtype from a config: unknown, so no claim.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda", dtype=getattr(torch, cfg.dtype)):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+        # Device type not known statically.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast(device_type=device.type):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+        # A timm-style loss scaler wrapper from another module.
+        """
+import torch
+from timm.utils import NativeScaler
+loss_scaler = NativeScaler()
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    loss_scaler(loss, optimizer)
+""",
+        # fp16 teacher under no_grad, bfloat16 student.
+        """
+import torch
+for x, y in loader:
+    with torch.no_grad(), torch.autocast("cuda"):
+        target = teacher(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = student(x, target)
+    loss.backward()
+    optimizer.step()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+model, optimizer = build()
+for epoch in range(10):
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda"):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+""",
+            line=7,
+            fixed="""
+import torch
+model, optimizer = build()
+scaler = torch.amp.GradScaler("cuda")
+for epoch in range(10):
+    for x, y in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda"):
+            loss = loss_fn(model(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+        Invalid(
+            """
+import torch
+
+def train(model, opt, loader, args):
+    for step, (x, y) in enumerate(loader):
+        with torch.amp.autocast(device_type="cuda", dtype=torch.half, enabled=args.amp):
+            loss = model(x, y)
+        loss.backward()
+        if (step + 1) % args.accum == 0:
+            opt.step()
+            opt.zero_grad()
+""",
+            line=6,
+            fixed="""
+import torch
+
+def train(model, opt, loader, args):
+    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+    for step, (x, y) in enumerate(loader):
+        with torch.amp.autocast(device_type="cuda", dtype=torch.half, enabled=args.amp):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        if (step + 1) % args.accum == 0:
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+""",
+        ),
+        # Clipping reads the gradients: reported, but no automatic fix.
+        Invalid(
+            """
+import torch
+from torch.cuda.amp import autocast
+for x, y in loader:
+    with autocast():
+        loss = model(x)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+""",
+            line=5,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        if model.mentions_scaling:
+            return
+        reported: set[cst.CSTNode] = set()
+        for with_node in model.autocast_withs:
+            region = _float16_region(model, with_node)
+            if region is None or model.is_dead(with_node) or _under_no_grad(model, with_node):
+                continue
+            unit = _unit_of(model, with_node)
+            if unit in reported or not _trains(model, unit):
+                continue
+            reported.add(unit)
+            item = next(i for i in with_node.items if _float16_item(model, i))
+            context.report(
+                item.item,
+                "float16 autocast in a training step without a GradScaler: small gradients "
+                "underflow to zero; scale the loss with `torch.amp.GradScaler`",
+                _add_scaler(model, with_node, region, unit),
+            )
+
+
+def _float16_item(model: ModuleModel, item: cst.WithItem) -> AutocastRegion | None:
+    for value in model.evaluator.evaluate(item.item):
+        if isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16":
+            return value
+    return None
+
+
+def _float16_region(model: ModuleModel, with_node: cst.With) -> AutocastRegion | None:
+    for item in with_node.items:
+        region = _float16_item(model, item)
+        if region is not None:
+            return region
+    return None
+
+
+def _under_no_grad(model: ModuleModel, with_node: cst.With) -> bool:
+    """A frozen teacher's forward pass trains nothing."""
+    withs = [with_node, *(a for a in model.index.ancestors(with_node) if isinstance(a, cst.With))]
+    for node in withs:
+        for item in node.items:
+            expr = item.item.func if isinstance(item.item, cst.Call) else item.item
+            if model.evaluator.is_symbol(expr, Symbol.NO_GRAD):
+                return True
+    return False
+
+
+def _unit_of(model: ModuleModel, node: cst.CSTNode) -> cst.CSTNode:
+    function = model.index.enclosing_function(node)
+    return function.body if function is not None else model.module
+
+
+def _trains(model: ModuleModel, unit: cst.CSTNode) -> bool:
+    calls = model.transitive_calls(unit)
+    return any(model.is_direct_backward(c) for c in calls) and any(
+        model.is_optimizer_step(c) for c in calls
+    )
+
+
+def _add_scaler(
+    model: ModuleModel, with_node: cst.With, region: AutocastRegion, unit: cst.CSTNode
+) -> FixPlan | None:
+    loops = model.enclosing_loops(with_node)
+    torch_bindings = model.index.module_scope.bindings.get("torch", [])
+    if not loops or region.device is None or not _is_torch_module(torch_bindings):
+        return None
+    outer_loop = loops[-1]
+    calls = calls_in(unit)
+    if any(model.is_clip(c) for c in calls) or _reads_grad(unit):
+        return None
+    backwards = [c for c in calls if model.runs_backward(c)]
+    steps = [c for c in calls if model.is_optimizer_step(c)]
+    if not backwards or not steps:
+        return None
+    replacements: dict[cst.CSTNode, Replacement] = {}
+    for call in backwards:
+        loss = receiver(call)
+        if method_name(call) != "backward" or loss is None or not _inside(model, call, outer_loop):
+            return None
+        replacements[call] = _scaled_backward(loss)
+    iteration = model.training_iteration(steps[-1])
+    for call in steps:
+        if not _inside(model, call, outer_loop):
+            return None
+        optimizer = receiver(call)
+        assert optimizer is not None
+        replacements[call] = _scaler_call("step", optimizer)
+    anchor = model.update_anchor(steps[-1], iteration)
+    loop_statement = model.statement_in_block(outer_loop)
+    if anchor is None or loop_statement is None or anchor in replacements:
+        return None
+    update = cst.parse_statement(f"{_SCALER}.update()\n")
+    replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
+    creation = cst.parse_statement(f"{_SCALER} = {_constructor(model, region)}\n")
+    replacements[loop_statement] = lambda updated: cst.FlattenSentinel([creation, updated])
+    return FixPlan(
+        "Create a `torch.amp.GradScaler` and route backward, step and update through it",
+        replacements,
+    )
+
+
+def _is_torch_module(bindings: list[Binding]) -> bool:
+    return bool(bindings) and all(
+        b.kind is BindingKind.IMPORT and b.qualified_name == "torch" for b in bindings
+    )
+
+
+def _constructor(model: ModuleModel, region: AutocastRegion) -> str:
+    arguments = [f'"{region.device}"']
+    enabled = next(
+        (a.value for a in region.call.args if a.keyword and a.keyword.value == "enabled"), None
+    )
+    if enabled is not None and dotted_name(enabled) is not None:
+        arguments.append(f"enabled={model.module.code_for_node(enabled)}")
+    return f"torch.amp.GradScaler({', '.join(arguments)})"
+
+
+def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
+    """``loss.backward(...)`` becomes ``scaler.scale(loss).backward(...)``."""
+
+    def replace(updated: cst.CSTNode) -> cst.CSTNode:
+        assert isinstance(updated, cst.Call) and isinstance(updated.func, cst.Attribute)
+        scaled = _scaler_call("scale", updated.func.value)
+        return updated.with_changes(func=updated.func.with_changes(value=scaled))
+
+    return replace
+
+
+def _scaler_call(method: str, argument: cst.BaseExpression) -> cst.Call:
+    return cst.Call(
+        func=cst.Attribute(cst.Name(_SCALER), cst.Name(method)),
+        args=[cst.Arg(argument)],
+    )
+
+
+def _inside(model: ModuleModel, node: cst.CSTNode, ancestor: cst.CSTNode) -> bool:
+    return ancestor in model.index.ancestors(node)
+
+
+def _reads_grad(unit: cst.CSTNode) -> bool:
+    return any(isinstance(n, cst.Attribute) and n.attr.value == "grad" for n in walk_body(unit))

@@ -1,0 +1,89 @@
+"""Reading, parsing and atomically rewriting user source files without losing a byte."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import libcst as cst
+
+from amplint.findings import Position
+
+_PARSER_PREFIX = re.compile(r"^parser error: (error at \d+:\d+: )?")
+
+
+class SourceError(Exception):
+    """A file that cannot be read, decoded or parsed; ``position`` where known."""
+
+    def __init__(self, message: str, position: Position | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position or Position(1, 1)
+
+
+@dataclass
+class ParsedSource:
+    module: cst.Module
+    #: the decoded text libcst works on (no BOM); edits are positions in it.
+    text: str
+
+    def encode(self, text: str) -> bytes:
+        """Encode edited text the way the original was encoded (coding cookie, BOM)."""
+        return text.encode(self.module.encoding)
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError as error:
+        raise SourceError("is a directory") from error
+    except OSError as error:
+        raise SourceError(f"cannot read file: {error.strerror or error}") from error
+
+
+def parse(data: bytes) -> ParsedSource:
+    """Parse ``data`` with libcst, honouring its BOM and coding cookie."""
+    if b"\x00" in data:
+        raise SourceError("source contains NUL bytes")
+    try:
+        module = cst.parse_module(data)
+    except cst.ParserSyntaxError as error:
+        message = str(error.message).strip().splitlines()[0] if error.message else ""
+        message = _PARSER_PREFIX.sub("", message) or "invalid syntax"
+        raise SourceError(
+            f"SyntaxError: {message}", Position(error.raw_line, error.raw_column + 1)
+        ) from error
+    except (UnicodeDecodeError, LookupError, SyntaxError) as error:
+        raise SourceError(f"cannot decode source: {error}") from error
+    except RecursionError as error:
+        raise SourceError("source is nested too deeply to analyse") from error
+    return ParsedSource(module, module.code)
+
+
+def parse_text(text: str, like: ParsedSource) -> ParsedSource:
+    """Re-parse edited text, keeping the original's encoding."""
+    data = like.encode(text)
+    return parse(data)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically, keeping its permission bits."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    directory = path.parent
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".amplint", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

@@ -1,0 +1,1 @@
+"""Instrumented ``autocast`` and ``GradScaler`` that check AMP usage at run time."""
