@@ -1,0 +1,248 @@
+"""The ``amplint`` command line: a thin click layer over :mod:`amplint.api`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from amplint import __version__, api
+from amplint.config import ConfigError, Settings, load_settings
+from amplint.output import FORMATS, emit, emit_statistics
+from amplint.registry import all_rules, rule_by_code
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+class UserError(click.ClickException):
+    """A one-line error for the user; exits 2 like every amplint error."""
+
+    exit_code = EXIT_ERROR
+
+    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"amplint: error: {self.format_message()}", err=True)
+
+
+def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
+    return click.option(
+        name,
+        multiple=True,
+        metavar="CODES",
+        help=f"{help_text} Comma-separated codes or prefixes (AMP001, AMP0, ALL).",
+    )
+
+
+def _split(values: Sequence[str]) -> list[str] | None:
+    if not values:
+        return None
+    return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]
+
+
+def _common_options(function):  # type: ignore[no-untyped-def]
+    options = [
+        click.argument("paths", nargs=-1, type=click.Path(path_type=Path)),
+        _codes_option("--select", "Rules to enable (replaces the configured selection)."),
+        _codes_option("--ignore", "Rules to disable."),
+        _codes_option("--extend-select", "Rules to enable in addition to the selection."),
+        click.option(
+            "--config",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Configuration file (pyproject.toml with [tool.amplint], or amplint.toml).",
+        ),
+        click.option(
+            "--output-format",
+            type=click.Choice(FORMATS),
+            default="concise",
+            show_default=True,
+            help="How findings are printed.",
+        ),
+        click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain."),
+        click.option("--statistics", is_flag=True, help="Count findings per code instead."),
+        click.option("--show-fixes", is_flag=True, help="List the fixes applied per file."),
+        click.option("--no-cache", is_flag=True, help="Do not read or write a cache."),
+        click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes marked unsafe."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _prepare(
+    paths: Sequence[Path],
+    config: Path | None,
+    select: Sequence[str],
+    ignore: Sequence[str],
+    extend_select: Sequence[str],
+) -> tuple[list[Path], Settings, frozenset[str]]:
+    targets = list(paths) or [Path(".")]
+    try:
+        settings = load_settings(config, targets[0] if len(targets) == 1 else Path("."))
+        codes = api.selected_codes(
+            settings,
+            select=_split(select),
+            ignore=_split(ignore),
+            extend_select=_split(extend_select),
+        )
+    except ConfigError as error:
+        raise UserError(str(error)) from error
+    return targets, settings, codes
+
+
+def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
+    for path, reason in result.errors:
+        click.echo(f"amplint: error: {path}: {reason}", err=True)
+    stream = click.get_text_stream("stdout")
+    if statistics:
+        emit_statistics(result.findings, stream, unsafe_fixes=emit_options["unsafe_fixes"])
+    else:
+        emit(output_format, result.findings, stream, **emit_options)
+
+
+def _exit_status(result: api.RunResult, exit_zero: bool, fixed_is_failure: bool = False) -> int:
+    if result.errors:
+        return EXIT_ERROR
+    if exit_zero:
+        return EXIT_CLEAN
+    if result.findings or (fixed_is_failure and result.fixed):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="amplint")
+def cli() -> None:
+    """Find and fix misuse of PyTorch Automatic Mixed Precision."""
+
+
+@cli.command()
+@_common_options
+def check(
+    paths: tuple[Path, ...],
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+    extend_select: tuple[str, ...],
+    config: Path | None,
+    output_format: str,
+    exit_zero: bool,
+    statistics: bool,
+    show_fixes: bool,
+    no_cache: bool,
+    unsafe_fixes: bool,
+) -> None:
+    """Report AMP misuse in PATHS (default: the current directory)."""
+    targets, settings, codes = _prepare(paths, config, select, ignore, extend_select)
+    result = api.check_paths(targets, settings, codes)
+    _report(result, output_format, statistics, show_fixes=show_fixes, unsafe_fixes=unsafe_fixes)
+    sys.exit(_exit_status(result, exit_zero))
+
+
+@cli.command()
+@_common_options
+@click.option("--diff", is_flag=True, help="Print the fixes as a diff instead of writing them.")
+@click.option(
+    "--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when a file was fixed (for pre-commit)."
+)
+def fix(
+    paths: tuple[Path, ...],
+    select: tuple[str, ...],
+    ignore: tuple[str, ...],
+    extend_select: tuple[str, ...],
+    config: Path | None,
+    output_format: str,
+    exit_zero: bool,
+    statistics: bool,
+    show_fixes: bool,
+    no_cache: bool,
+    unsafe_fixes: bool,
+    diff: bool,
+    exit_non_zero_on_fix: bool,
+) -> None:
+    """Apply fixes to PATHS in place; what cannot be fixed is reported."""
+    targets, settings, codes = _prepare(paths, config, select, ignore, extend_select)
+    result = api.fix_paths(targets, settings, codes, unsafe=unsafe_fixes, write=not diff)
+    if diff:
+        for path, reason in result.errors:
+            click.echo(f"amplint: error: {path}: {reason}", err=True)
+        click.echo("".join(result.diffs), nl=False)
+        fixes = sum(result.fixed.values())
+        if fixes:
+            click.echo(f"Would fix {fixes} error{'s' if fixes != 1 else ''}.", err=True)
+        sys.exit(EXIT_ERROR if result.errors else EXIT_FINDINGS if result.diffs else EXIT_CLEAN)
+    _report(
+        result,
+        output_format,
+        statistics,
+        show_fixes=show_fixes,
+        fixed=result.fixed,
+        unsafe_fixes=unsafe_fixes,
+    )
+    sys.exit(_exit_status(result, exit_zero, fixed_is_failure=exit_non_zero_on_fix))
+
+
+@cli.command()
+def rules() -> None:
+    """List every rule: code, name, fixable, default-on."""
+    rows = [
+        (
+            rule.code,
+            rule.name,
+            "yes" if rule.fixable else "no",
+            "yes" if rule.default_enabled else "no",
+        )
+        for rule in all_rules()
+    ]
+    header = ("code", "name", "fix", "default")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+@cli.command()
+@click.argument("code")
+def rule(code: str) -> None:
+    """Print the documentation of rule CODE."""
+    found = rule_by_code(code)
+    if found is None:
+        raise UserError(f"unknown rule code: {code}")
+    click.echo(found.documentation(), nl=False)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--mode", type=click.Choice(["warn", "raise", "log"]), default="warn", show_default=True
+)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here."
+)
+@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def run(mode: str, report_path: str | None, script: str, args: tuple[str, ...]) -> None:
+    """Run SCRIPT like `python SCRIPT ARGS` with amplint's runtime checks installed."""
+    try:
+        from amplint.runtime.runner import run_script
+    except ImportError as error:
+        raise UserError(f"`amplint run` needs torch: install amplint[runtime] ({error})") from error
+    sys.exit(run_script(script, list(args), mode=mode, report_path=report_path))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: click's usage errors become one line and exit 2, never a traceback."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("amplint: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        if isinstance(error, UserError):
+            error.show()
+        else:
+            click.echo(f"amplint: error: {error.format_message()}", err=True)
+        sys.exit(EXIT_ERROR)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except BrokenPipeError:
+        sys.exit(EXIT_CLEAN)
