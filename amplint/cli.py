@@ -21,9 +21,6 @@ class UserError(click.ClickException):
 
     exit_code = EXIT_ERROR
 
-    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
-        click.echo(f"amplint: error: {self.format_message()}", err=True)
-
 
 def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
     return click.option(
@@ -93,7 +90,7 @@ def _prepare(
 def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
     for path, reason in result.errors:
         click.echo(f"amplint: error: {path}: {reason}", err=True)
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     if statistics:
         emit_statistics(result.findings, stream, unsafe_fixes=emit_options["unsafe_fixes"])
     else:
@@ -110,7 +107,24 @@ def _exit_status(result: api.RunResult, exit_zero: bool, fixed_is_failure: bool 
     return EXIT_CLEAN
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _AmplintGroup(click.Group):
+    """Click's usage errors become one line on stderr and exit 2, never a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[no-untyped-def, override]
+        try:
+            result = super().main(args, prog_name or "amplint", complete_var, False, **extra)
+        except click.exceptions.Abort:
+            click.echo("amplint: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as error:
+            click.echo(f"amplint: error: {error.format_message()}", err=True)
+            sys.exit(EXIT_ERROR)
+        except BrokenPipeError:
+            sys.exit(EXIT_CLEAN)
+        sys.exit(result if isinstance(result, int) else EXIT_CLEAN)
+
+
+@click.group(cls=_AmplintGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="amplint")
 def cli() -> None:
     """Find and fix misuse of PyTorch Automatic Mixed Precision."""
@@ -229,20 +243,5 @@ def run(mode: str, report_path: str | None, script: str, args: tuple[str, ...]) 
     sys.exit(run_script(script, list(args), mode=mode, report_path=report_path))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: click's usage errors become one line and exit 2, never a traceback."""
-    try:
-        cli.main(args=list(argv) if argv is not None else None, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("amplint: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as error:
-        if isinstance(error, UserError):
-            error.show()
-        else:
-            click.echo(f"amplint: error: {error.format_message()}", err=True)
-        sys.exit(EXIT_ERROR)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except BrokenPipeError:
-        sys.exit(EXIT_CLEAN)
+#: The console-script entry point.
+main = cli

@@ -187,7 +187,7 @@ class ModuleModel:
     @cached_property
     def mentions_scaling(self) -> bool:
         """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe."""
-        return "scaler" in self.text.lower() or any(
+        return self.index.names_a_scaler or any(
             method_name(call) in ("scale", "unscale_") for call in self.index.calls
         )
 

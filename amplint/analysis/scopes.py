@@ -97,6 +97,8 @@ class ModuleIndex(cst.CSTVisitor):
         self.module_functions: dict[str, cst.FunctionDef] = {}
         self.calls: list[cst.Call] = []
         self.withs: list[cst.With] = []
+        #: whether any identifier (not a string or comment) mentions a scaler.
+        self.names_a_scaler = False
         self._stack: list[cst.CSTNode] = []
         self._scopes: list[Scope] = [self.module_scope]
         self._classes: list[ClassInfo | None] = [None]
@@ -221,6 +223,10 @@ class ModuleIndex(cst.CSTVisitor):
 
     def visit_Call(self, node: cst.Call) -> None:
         self.calls.append(node)
+
+    def visit_Name(self, node: cst.Name) -> None:
+        if not self.names_a_scaler and "scaler" in node.value.lower():
+            self.names_a_scaler = True
 
     def _bind_target(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
         if isinstance(target, cst.Name):

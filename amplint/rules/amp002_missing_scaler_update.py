@@ -25,9 +25,9 @@ never calls the same scaler's `update()`.
         why_bad="""
 `update()` is what adapts the loss scale: it backs the scale off after an overflow and grows
 it after a run of finite steps. Without it the scale never changes, so a step that overflows
-once keeps overflowing and every following step is skipped, and on the next iteration
-`scaler.step()` raises `RuntimeError: step() has already been called since the last update()`
-for the same optimizer. Training either crashes or silently stops learning.
+once keeps overflowing and every following step is skipped. The per-optimizer state is not
+reset either, so the next iteration's `scaler.unscale_()` or `scaler.step()` raises a
+`RuntimeError` ("... since the last update()"), far from the line that is actually wrong.
 """,
         example="""
 scaler = torch.amp.GradScaler("cuda")
