@@ -196,23 +196,40 @@ def fix(
 
 
 @cli.command()
-def rules() -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown"]),
+    default="text",
+    help="markdown: the table kept in README.md.",
+)
+def rules(fmt: str) -> None:
     """List every rule: code, name, fixable, default-on."""
+    click.echo(rules_table(markdown=fmt == "markdown"), nl=False)
+
+
+def rules_table(*, markdown: bool = False) -> str:
+    header = ("code", "name", "fix", "default", "summary")
     rows = [
         (
             rule.code,
             rule.name,
             "yes" if rule.fixable else "no",
             "yes" if rule.default_enabled else "no",
+            rule.summary,
         )
         for rule in all_rules()
     ]
-    header = ("code", "name", "fix", "default")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"
 
 
 @cli.command()
