@@ -188,7 +188,7 @@ class ModuleModel:
     def mentions_scaling(self) -> bool:
         """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe."""
         return self.index.names_a_scaler or any(
-            method_name(call) in ("scale", "unscale_") for call in self.index.calls
+            method_name(call) in ("scale", "unscale_", "scale_loss") for call in self.index.calls
         )
 
     # -- structure -------------------------------------------------------------------------

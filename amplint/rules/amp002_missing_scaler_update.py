@@ -111,6 +111,17 @@ for batch in loader:
         scaler.step(opt)
     scaler.update()
 """,
+        # A global scaler stepped in one function and updated in another.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+
+def optimizer_step():
+    scaler.step(optimizer)
+
+def end_of_iteration():
+    scaler.update()
+""",
         # Not a GradScaler.
         """
 import torch
@@ -221,7 +232,9 @@ scaler.update()
             iteration = model.training_iteration(call)
             by_iteration.setdefault((iteration, key), []).append(call)
         for (iteration, key), steps in by_iteration.items():
-            if _updated(model, iteration, key) or _updated_elsewhere(model, key):
+            if _updated(model, iteration, key):
+                continue
+            if _shared(model, steps[0], key) and _updated_anywhere(model, key):
                 continue
             last = steps[-1]
             context.report(
@@ -247,11 +260,19 @@ def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
     return False
 
 
-def _updated_elsewhere(model: ModuleModel, key: str) -> bool:
-    """An attribute scaler (`self.scaler`) may be updated by any method of the module."""
-    if "." not in key:
+def _shared(model: ModuleModel, step: cst.Call, key: str) -> bool:
+    """Whether the scaler outlives the function that steps it (an attribute, a global):
+    then any function of the module may be the one that updates it."""
+    if "." in key:
+        return True
+    function = model.index.enclosing_function(step)
+    if function is None:
         return False
-    attribute = key.rsplit(".", 1)[1]
+    return key not in model.index.functions[function].bindings
+
+
+def _updated_anywhere(model: ModuleModel, key: str) -> bool:
+    attribute = key.rsplit(".", 1)[-1]
     return any(
         method_name(call) == "update" and (receiver_key(call) or "").rsplit(".", 1)[-1] == attribute
         for call in model.index.calls

@@ -133,6 +133,15 @@ for x, y in loader:
         loss = model(x)
     loss_scaler(loss, optimizer)
 """,
+        # A framework's backward does its own loss scaling.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    accelerator.backward(loss)
+    optimizer.step()
+""",
         # fp16 teacher under no_grad, bfloat16 student.
         """
 import torch
@@ -273,9 +282,18 @@ def _unit_of(model: ModuleModel, node: cst.CSTNode) -> cst.CSTNode:
 
 def _trains(model: ModuleModel, unit: cst.CSTNode) -> bool:
     calls = model.transitive_calls(unit)
-    return any(model.is_direct_backward(c) for c in calls) and any(
+    return any(_tensor_backward(model, c) for c in calls) and any(
         model.is_optimizer_step(c) for c in calls
     )
+
+
+def _tensor_backward(model: ModuleModel, call: cst.Call) -> bool:
+    """A plain ``loss.backward()``: framework calls such as ``accelerator.backward(loss)``,
+    ``fabric.backward(loss)`` or DeepSpeed's ``engine.backward(loss)`` take the loss as an
+    argument and do their own loss scaling, so they say nothing about a missing scaler."""
+    if not model.is_direct_backward(call):
+        return False
+    return method_name(call) != "backward" or all(arg.keyword is not None for arg in call.args)
 
 
 def _add_scaler(

@@ -1,0 +1,54 @@
+"""Output formats: one small emitter module per ``--output-format``, all over ``Finding``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+from amplint.findings import Finding
+from amplint.output import concise, full, github, json, sarif
+from amplint.output._common import EmitOptions, Emitter
+from amplint.output.statistics import write_statistics
+
+__all__ = ["FORMATS", "EmitOptions", "emit", "emit_statistics"]
+
+_EMITTERS: dict[str, Emitter] = {
+    "concise": concise.write,
+    "full": full.write,
+    "json": json.write,
+    "sarif": sarif.write,
+    "github": github.write,
+}
+
+#: The ``--output-format`` choices, the default first.
+FORMATS: tuple[str, ...] = tuple(_EMITTERS)
+
+
+def emit(
+    fmt: str,
+    findings: Sequence[Finding],
+    stream: TextIO,
+    *,
+    show_fixes: bool = False,
+    fixed: Mapping[str, int] | None = None,
+    unsafe_fixes: bool = False,
+) -> None:
+    """Write ``findings`` to ``stream`` in format ``fmt`` (one of ``FORMATS``).
+
+    ``fixed`` (filename -> fixes applied) is given by ``amplint fix``; with ``show_fixes`` the
+    text formats list those files. ``unsafe_fixes`` says whether unsafe fixes count as
+    fixable (``[*]``), as with ruff's ``--unsafe-fixes``.
+    """
+    emitter = _EMITTERS.get(fmt)
+    if emitter is None:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    options = EmitOptions(show_fixes=show_fixes, fixed=fixed, unsafe_fixes=unsafe_fixes)
+    # Sorting again is cheap and keeps every format deterministic whatever the caller did.
+    emitter(sorted(findings, key=Finding.sort_key), stream, options)
+
+
+def emit_statistics(
+    findings: Sequence[Finding], stream: TextIO, *, unsafe_fixes: bool = False
+) -> None:
+    """ruff-style ``--statistics``: count, code, ``[*]`` when fixable, rule name."""
+    write_statistics(findings, stream, unsafe_fixes=unsafe_fixes)

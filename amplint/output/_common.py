@@ -1,0 +1,78 @@
+"""What the emitters share: their options and a few small facts about a finding."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from amplint.findings import PARSE_ERROR_CODE, Finding, Fix
+
+#: Base of the per-rule documentation links; ``None`` until amplint's docs are published.
+DOCS_URL: str | None = None
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    #: print the files ``amplint fix`` changed (``--show-fixes``)
+    show_fixes: bool = False
+    #: filename -> number of fixes ``amplint fix`` applied to it; ``None`` outside ``fix``
+    fixed: Mapping[str, int] | None = None
+    #: whether unsafe fixes would be applied (``--unsafe-fixes``), which decides ``[*]``
+    unsafe_fixes: bool = False
+
+
+class Emitter(Protocol):
+    def __call__(
+        self, findings: Sequence[Finding], stream: TextIO, options: EmitOptions
+    ) -> None: ...
+
+
+def is_applicable(fix: Fix | None, unsafe_fixes: bool) -> bool:
+    """Whether ``amplint fix`` would apply ``fix``: unsafe ones only with ``--unsafe-fixes``."""
+    if fix is None:
+        return False
+    return fix.applicability == "safe" or unsafe_fixes
+
+
+def fix_mark(finding: Finding, unsafe_fixes: bool) -> str:
+    """``"[*] "`` before the message of a finding that ``amplint fix`` would fix."""
+    return "[*] " if is_applicable(finding.fix, unsafe_fixes) else ""
+
+
+def rule_name(finding: Finding) -> str:
+    if finding.name:
+        return finding.name
+    return "parse-error" if finding.code == PARSE_ERROR_CODE else finding.code
+
+
+def rule_url(finding: Finding) -> str | None:
+    if DOCS_URL is None or not finding.name:
+        return None
+    return f"{DOCS_URL.rstrip('/')}/{finding.name}/"
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
+
+
+def header(finding: Finding, unsafe_fixes: bool) -> str:
+    """The editor-style line ``path:row:col: CODE [*] message`` shared by the text formats."""
+    location = finding.location
+    mark = fix_mark(finding, unsafe_fixes)
+    return (
+        f"{finding.filename}:{location.row}:{location.column}: "
+        f"{finding.code} {mark}{finding.message}"
+    )
+
+
+def relative_posix(filename: str) -> str:
+    """``filename`` as a POSIX path, relative to the working directory when it lies below it."""
+    path = Path(filename)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return path.as_posix()
+    return path.as_posix()

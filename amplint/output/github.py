@@ -1,0 +1,39 @@
+"""GitHub Actions workflow commands: an ``::error`` annotation per finding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TextIO
+
+from amplint.findings import Finding
+from amplint.output._common import EmitOptions
+
+
+def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> None:
+    del options
+    for finding in findings:
+        stream.write(annotation(finding) + "\n")
+
+
+def annotation(finding: Finding) -> str:
+    start, end = finding.location, finding.end_location
+    properties = {
+        "title": f"amplint ({finding.code})",
+        "file": finding.filename,
+        "line": str(start.row),
+        "col": str(start.column),
+        "endLine": str(end.row),
+        "endColumn": str(end.column),
+    }
+    joined = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items())
+    text = f"{finding.filename}:{start.row}:{start.column}: {finding.code} {finding.message}"
+    return f"::error {joined}::{escape_data(text)}"
+
+
+def escape_data(text: str) -> str:
+    # `%` first, or the escapes added for the other characters would be escaped again.
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")

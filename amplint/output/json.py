@@ -1,0 +1,53 @@
+"""A JSON list of findings with ruff's keys (``code``, ``location``, ``fix``, ...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Fix, Position
+from amplint.output._common import EmitOptions, rule_url
+
+
+def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> None:
+    del options  # the JSON carries every fix with its applicability; nothing to choose
+    document = [finding_to_dict(finding) for finding in findings]
+    json.dump(document, stream, indent=2, sort_keys=True, ensure_ascii=False)
+    stream.write("\n")
+
+
+def finding_to_dict(finding: Finding) -> dict[str, Any]:
+    return {
+        "code": finding.code,
+        "message": finding.message,
+        "filename": finding.filename,
+        "location": _position(finding.location),
+        "end_location": _position(finding.end_location),
+        "fix": _fix(finding.fix),
+        "url": rule_url(finding),
+        # A parse error cannot be silenced by a suppression comment, so it has no row for one.
+        "noqa_row": None if finding.code == PARSE_ERROR_CODE else finding.location.row,
+    }
+
+
+def _position(position: Position) -> dict[str, int]:
+    return {"row": position.row, "column": position.column}
+
+
+def _fix(fix: Fix | None) -> dict[str, Any] | None:
+    if fix is None:
+        return None
+    return {
+        "applicability": fix.applicability,
+        "message": fix.message,
+        "edits": [_edit(edit) for edit in fix.edits],
+    }
+
+
+def _edit(edit: Edit) -> dict[str, Any]:
+    return {
+        "content": edit.content,
+        "location": _position(edit.location),
+        "end_location": _position(edit.end_location),
+    }
