@@ -304,7 +304,7 @@ class _Walker:
 
     def _walk(self, path: Path, absolute: str, chain: list[_IgnoreFile]) -> None:
         identity = _directory_identity(absolute)
-        if identity is None:
+        if identity is None or identity in self._visited_dirs:
             # Already walked through another path (a symlink, possibly a loop): skip it.
             return
         self._visited_dirs.add(identity)

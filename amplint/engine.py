@@ -7,8 +7,10 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from libcst.metadata import MetadataWrapper, PositionProvider
 
@@ -28,9 +30,26 @@ def select_rules(codes: Collection[str]) -> list[type[Rule]]:
     return [rule for rule in all_rules() if rule.code in codes]
 
 
+@cache
+def _token_pattern(words: tuple[str, ...]) -> re.Pattern[bytes]:
+    alternatives = b"|".join(re.escape(word.encode()) for word in words)
+    return re.compile(rb"(?<![A-Za-z0-9_])(?:" + alternatives + rb")(?![A-Za-z0-9_])")
+
+
 def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    """The prefilter: rules whose tokens occur in the raw bytes (others cannot fire)."""
-    return [rule for rule in rules if any(token.encode() in data for token in rule.tokens)]
+    """The prefilter: rules whose token groups all occur in the raw bytes.
+
+    A rule cannot fire without them, so the file is parsed only when some rule may fire.
+    The plain substring test runs first because it is much cheaper than the regex.
+    """
+    return [
+        rule
+        for rule in rules
+        if all(
+            any(word.encode() in data for word in group) and _token_pattern(group).search(data)
+            for group in rule.tokens
+        )
+    ]
 
 
 @dataclass

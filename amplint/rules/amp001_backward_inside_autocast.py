@@ -14,7 +14,7 @@ class BackwardInsideAutocast(Rule):
     name = "backward-inside-autocast"
     summary = "backward pass runs inside an autocast region"
     fixable = True
-    tokens = ("autocast",)
+    tokens = (("autocast",), ("backward", "grad"))
     docs = RuleDocs(
         what_it_does="""
 Checks for `.backward()`, `torch.autograd.backward(...)`, `torch.autograd.grad(...)`, or a

@@ -16,7 +16,7 @@ class MissingScalerUpdate(Rule):
     name = "missing-scaler-update"
     summary = "`scaler.step()` is never followed by `scaler.update()` in the training step"
     fixable = True
-    tokens = ("GradScaler",)
+    tokens = (("GradScaler", "ShardedGradScaler"), ("step",))
     docs = RuleDocs(
         what_it_does="""
 Checks for a `GradScaler` whose `step(optimizer)` is called in a training iteration that

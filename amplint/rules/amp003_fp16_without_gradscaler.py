@@ -20,7 +20,7 @@ class Fp16WithoutGradScaler(Rule):
     name = "fp16-without-gradscaler"
     summary = "float16 autocast in a training step without a GradScaler"
     fixable = True
-    tokens = ("autocast",)
+    tokens = (("autocast",), ("backward",), ("step",))
     docs = RuleDocs(
         what_it_does="""
 Checks for float16 autocast (an explicit `dtype=torch.float16`/`torch.half`, or CUDA
@@ -314,7 +314,12 @@ def _add_scaler(
     replacements: dict[cst.CSTNode, Replacement] = {}
     for call in backwards:
         loss = receiver(call)
-        if method_name(call) != "backward" or loss is None or not _inside(model, call, outer_loop):
+        if (
+            not _tensor_backward(model, call)
+            or method_name(call) != "backward"
+            or loss is None
+            or not _inside(model, call, outer_loop)
+        ):
             return None
         replacements[call] = _scaled_backward(loss)
     iteration = model.training_iteration(steps[-1])

@@ -86,8 +86,9 @@ class Rule:
     name: ClassVar[str]
     summary: ClassVar[str]
     docs: ClassVar[RuleDocs]
-    #: Source substrings without which the rule cannot fire (the prefilter's contract).
-    tokens: ClassVar[tuple[str, ...]]
+    #: The prefilter's contract: words that must occur in the source for the rule to fire.
+    #: Every group must match; within a group any one word (matched as a whole word).
+    tokens: ClassVar[tuple[tuple[str, ...], ...]]
     fixable: ClassVar[bool] = False
     default_enabled: ClassVar[bool] = True
     valid: ClassVar[tuple[str, ...]] = ()
