@@ -53,7 +53,7 @@ def display_name(path: Path) -> str:
 
 
 def codes_for_file(settings: Settings, path: Path, codes: Collection[str]) -> frozenset[str]:
-    return frozenset(codes) - codes_ignored_for(settings, path)
+    return frozenset(codes) - codes_ignored_for(settings, path, known_codes=known_codes())
 
 
 def check_source(data: bytes, filename: str, codes: Collection[str]) -> list[Finding]:
