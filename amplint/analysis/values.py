@@ -194,17 +194,24 @@ class Evaluator:
 
     def _evaluate_reference(self, node: cst.Name | cst.Attribute, scope: Scope) -> set[Value]:
         values: set[Value] = set()
-        for name in self._qualified(node, scope, 0):
-            symbol = symbol_for(name)
-            if symbol is not None:
-                values.add(SymbolValue(symbol))
-        if values:
-            return values
+        if isinstance(node, cst.Attribute):
+            # `torch.amp.autocast`, `amp.GradScaler` with `amp` an imported module, ...
+            for name in self._qualified(node, scope, 0):
+                symbol = symbol_for(name)
+                if symbol is not None:
+                    values.add(SymbolValue(symbol))
+            if values:
+                return values
         bindings = self._bindings_of(node, scope)
         if not bindings:
             return {UNKNOWN}
+        # Every binding counts: `amp_autocast = suppress` then, under a flag,
+        # `amp_autocast = partial(torch.autocast, ...)` may be either at the `with`.
         for binding in bindings:
-            if binding.kind is BindingKind.ASSIGN and binding.node is not None:
+            if binding.kind is BindingKind.IMPORT:
+                symbol = symbol_for(binding.qualified_name)
+                values.add(SymbolValue(symbol) if symbol is not None else UNKNOWN)
+            elif binding.kind is BindingKind.ASSIGN and binding.node is not None:
                 values |= self.evaluate(binding.node, binding.scope or scope)  # type: ignore[arg-type]
             else:
                 values.add(UNKNOWN)
