@@ -27,6 +27,8 @@ _OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz
 _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
 _CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads")
 
+_FEATURE_SCALER = re.compile(r"^(Standard|MinMax|Robust|MaxAbs)Scaler$")
+
 AutocastState = Literal["enabled", "disabled"]
 
 
@@ -186,9 +188,28 @@ class ModuleModel:
 
     @cached_property
     def mentions_scaling(self) -> bool:
-        """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe."""
-        return self.index.names_a_scaler or any(
+        """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe.
+
+        Feature scalers of tabular code (scikit-learn's ``StandardScaler`` and kin, and
+        variables holding only them) are not loss scaling.
+        """
+        loss_scaler_names = {
+            name
+            for name in self.index.scaler_identifiers
+            if not _FEATURE_SCALER.match(name) and not self._holds_feature_scaler(name)
+        }
+        return bool(loss_scaler_names) or any(
             method_name(call) in ("scale", "unscale_", "scale_loss") for call in self.index.calls
+        )
+
+    def _holds_feature_scaler(self, name: str) -> bool:
+        bindings = self.index.module_scope.bindings.get(name, [])
+        values = [b.node for b in bindings]
+        return bool(values) and all(
+            isinstance(v, cst.Call)
+            and isinstance(v.func, (cst.Name, cst.Attribute))
+            and _FEATURE_SCALER.match(_last_name(v.func) or "")
+            for v in values
         )
 
     # -- structure -------------------------------------------------------------------------
@@ -226,12 +247,17 @@ class ModuleModel:
         """
         loops = self.enclosing_loops(node)
         for loop in loops:
-            if any(self.runs_backward(c) or method_name(c) == "scale" for c in calls_in(loop)):
+            if self._runs_backward_or_scales(loop):
                 return loop
-        if loops:
-            return loops[-1]
         function = self.index.enclosing_function(node)
-        return function.body if function is not None else self.module
+        body = function.body if function is not None else self.module
+        if loops and not self._runs_backward_or_scales(body):
+            return loops[-1]
+        # A step function whose only loop is over optimizers: the call is the iteration.
+        return body
+
+    def _runs_backward_or_scales(self, node: cst.CSTNode) -> bool:
+        return any(self.runs_backward(c) or method_name(c) == "scale" for c in calls_in(node))
 
     def update_anchor(self, step: cst.Call, iteration: cst.CSTNode) -> cst.BaseStatement | None:
         """The statement after which ``scaler.update()`` belongs for this optimizer step.

@@ -97,8 +97,8 @@ class ModuleIndex(cst.CSTVisitor):
         self.module_functions: dict[str, cst.FunctionDef] = {}
         self.calls: list[cst.Call] = []
         self.withs: list[cst.With] = []
-        #: whether any identifier (not a string or comment) mentions a scaler.
-        self.names_a_scaler = False
+        #: identifiers (not strings or comments) that mention a scaler.
+        self.scaler_identifiers: set[str] = set()
         self._stack: list[cst.CSTNode] = []
         self._scopes: list[Scope] = [self.module_scope]
         self._classes: list[ClassInfo | None] = [None]
@@ -225,8 +225,8 @@ class ModuleIndex(cst.CSTVisitor):
         self.calls.append(node)
 
     def visit_Name(self, node: cst.Name) -> None:
-        if not self.names_a_scaler and "scaler" in node.value.lower():
-            self.names_a_scaler = True
+        if "scaler" in node.value.lower():
+            self.scaler_identifiers.add(node.value)
 
     def _bind_target(self, target: cst.BaseExpression, value: cst.BaseExpression | None) -> None:
         if isinstance(target, cst.Name):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, method_name, receiver, receiver_key
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
 from amplint.analysis.scopes import dotted_name
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
 
 _SCALER_METHODS = ("step", "scale", "unscale_", "update")
 
@@ -212,7 +212,6 @@ for batch in loader:
     for opt in (opt_g, opt_d):
         scaler.step(opt)
     scaler.update()
-scaler.update()
 """,
         ),
     )
@@ -246,18 +245,52 @@ scaler.update()
 
 
 def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
-    """Whether the iteration updates the scaler, itself or through code it hands it to."""
-    for call in model.transitive_calls(iteration):
-        name = method_name(call)
-        target = receiver_key(call) or ""
-        # Inside a same-module helper the scaler may go by another name (`s.update()` with
-        # `s` a parameter), so any scaler-looking receiver counts.
-        if name == "update" and (target == key or "scaler" in target.lower()):
-            return True
-        if name not in _SCALER_METHODS and any(dotted_name(a.value) == key for a in call.args):
-            # Handed to code that may update it (a helper of another module, a hook).
-            return True
-    return False
+    """Whether the iteration updates this scaler, itself or through code it hands it to."""
+    seen: set[cst.FunctionDef] = set()
+
+    def updates(root: cst.CSTNode, names: frozenset[str]) -> bool:
+        for call in calls_in(root):
+            name = method_name(call)
+            if name == "update" and receiver_key(call) in names:
+                return True
+            helper = model.helper_of(call)
+            handed = _parameters_receiving(call, helper, names)
+            if handed is None:
+                return True  # handed to code this module does not show: it may update it
+            if helper is None or helper in seen:
+                continue
+            seen.add(helper)
+            # Inside the helper the scaler is its parameter, or the same global/attribute.
+            if updates(helper.body, frozenset(names | handed)):
+                return True
+        return False
+
+    return updates(iteration, frozenset({key}))
+
+
+def _parameters_receiving(
+    call: cst.Call, helper: cst.FunctionDef | None, names: frozenset[str]
+) -> frozenset[str] | None:
+    """Parameter names of ``helper`` that receive the scaler; None when it goes elsewhere."""
+    passed = [
+        (position, arg) for position, arg in enumerate(call.args) if dotted_name(arg.value) in names
+    ]
+    if not passed or method_name(call) in _SCALER_METHODS:
+        return frozenset()
+    if helper is None:
+        return None
+    parameters = [p.name.value for p in helper.params.params]
+    if parameters and parameters[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
+        parameters = parameters[1:]
+    received: set[str] = set()
+    for position, arg in passed:
+        if arg.keyword is not None:
+            received.add(arg.keyword.value)
+        elif position < len(parameters) and not arg.star:
+            received.add(parameters[position])
+        else:
+            return None
+    return frozenset(received)
 
 
 def _shared(model: ModuleModel, step: cst.Call, key: str) -> bool:
@@ -290,4 +323,32 @@ def _insert_update(
     def insert(updated: cst.CSTNode) -> cst.FlattenSentinel:
         return cst.FlattenSentinel([updated, update])  # type: ignore[list-item]
 
-    return FixPlan(f"Insert `{key}.update()` after `{key}.step(...)`", {anchor: insert})
+    replacements: dict[cst.CSTNode, Replacement] = {anchor: insert}
+    # An update() placed after the training loop would now run with no step since the last
+    # update (torch asserts "No inf checks were recorded"): the fix moves it instead.
+    for misplaced in _updates_outside(model, iteration, step, key):
+        replacements[misplaced] = cst.RemovalSentinel.REMOVE
+    verb = "Move" if len(replacements) > 1 else "Insert"
+    return FixPlan(f"{verb} `{key}.update()` after `{key}.step(...)`", replacements)
+
+
+def _updates_outside(
+    model: ModuleModel, iteration: cst.CSTNode, step: cst.Call, key: str
+) -> list[cst.BaseStatement]:
+    """``key.update()`` statements of the step's function that lie after the iteration."""
+    function = model.index.enclosing_function(step)
+    body = function.body if function is not None else model.module
+    inside = set(calls_in(iteration))
+    found = []
+    for call in calls_in(body):
+        if call in inside or method_name(call) != "update" or receiver_key(call) != key:
+            continue
+        statement = model.statement_in_block(call)
+        if (
+            isinstance(statement, cst.SimpleStatementLine)
+            and len(statement.body) == 1
+            and isinstance(statement.body[0], cst.Expr)
+            and statement.body[0].value is call
+        ):
+            found.append(statement)
+    return found

@@ -371,6 +371,8 @@ def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CS
 
 
 def _scaler_call(method: str, argument: cst.BaseExpression) -> cst.Call:
+    if argument.lpar:  # `(loss / 2).backward()`: the call's parentheses are enough
+        argument = argument.with_changes(lpar=(), rpar=())
     return cst.Call(
         func=cst.Attribute(cst.Name(_SCALER), cst.Name(method)),
         args=[cst.Arg(argument)],
