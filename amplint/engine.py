@@ -7,10 +7,8 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 from libcst.metadata import MetadataWrapper, PositionProvider
 
@@ -18,6 +16,7 @@ from amplint.analysis.model import ModuleModel
 from amplint.findings import PARSE_ERROR_CODE, Finding, Fix, Position
 from amplint.fixes import apply_edits, apply_plan, overlaps, text_edits
 from amplint.noqa import is_silenced, noqa_lines
+from amplint.prefilter import candidate_rules
 from amplint.registry import all_rules
 from amplint.rules.base import Report, Rule, RuleContext
 from amplint.source import ParsedSource, SourceError, parse, parse_text
@@ -28,28 +27,6 @@ MAX_FIX_PASSES = 10
 
 def select_rules(codes: Collection[str]) -> list[type[Rule]]:
     return [rule for rule in all_rules() if rule.code in codes]
-
-
-@cache
-def _token_pattern(words: tuple[str, ...]) -> re.Pattern[bytes]:
-    alternatives = b"|".join(re.escape(word.encode()) for word in words)
-    return re.compile(rb"(?<![A-Za-z0-9_])(?:" + alternatives + rb")(?![A-Za-z0-9_])")
-
-
-def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    """The prefilter: rules whose token groups all occur in the raw bytes.
-
-    A rule cannot fire without them, so the file is parsed only when some rule may fire.
-    The plain substring test runs first because it is much cheaper than the regex.
-    """
-    return [
-        rule
-        for rule in rules
-        if all(
-            any(word.encode() in data for word in group) and _token_pattern(group).search(data)
-            for group in rule.tokens
-        )
-    ]
 
 
 @dataclass
@@ -77,8 +54,12 @@ def error_finding(filename: str, error: SourceError) -> Finding:
     )
 
 
-def lint_bytes(data: bytes, filename: str, codes: Collection[str]) -> LintResult:
-    rules = may_fire(data, select_rules(codes))
+def lint_bytes(
+    data: bytes, filename: str, codes: Collection[str], *, prefilter: bool = True
+) -> LintResult:
+    rules = select_rules(codes)
+    if prefilter:
+        rules = candidate_rules(data, rules)
     if not rules:
         return LintResult([])
     try:
@@ -148,7 +129,9 @@ def fix_bytes(
     if result.parsed is None:
         return FixResult(None, 0, result.findings)
     parsed = result.parsed
-    rules = may_fire(data, select_rules(codes))
+    # Fixes may add the words another rule needs (AMP003 adds a GradScaler), so the fix loop
+    # runs every selected rule.
+    rules = select_rules(codes)
     findings = result.findings
     applied = 0
     original_text = parsed.text

@@ -147,7 +147,9 @@ def test_unparseable_and_undecodable_files_get_one_line_each(
     (project / "broken.py").write_text(
         "import torch\nwith torch.autocast('cuda')\n  loss.backward()\n"
     )
-    (project / "latin.py").write_bytes(b"import torch  # autocast backward \xe9\xff\n")
+    (project / "latin.py").write_bytes(
+        b"import torch  # caf\xe9\xff\nwith torch.autocast('cuda'):\n    loss.backward()\n"
+    )
     (project / "dir.py").mkdir()
     code, out, _ = run(["check"], project, monkeypatch)
     assert code == 1

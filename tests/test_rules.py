@@ -6,7 +6,8 @@ import ast
 
 import pytest
 
-from amplint.engine import fix_bytes, lint_bytes, may_fire
+from amplint.engine import fix_bytes, lint_bytes
+from amplint.prefilter import candidate_rules, identifiers, may_fire, may_fire_in_code
 from amplint.registry import all_rules
 from amplint.rules.base import Invalid, Rule
 
@@ -58,12 +59,17 @@ def test_fix_gives_the_expected_file(rule: type[Rule], example: Invalid) -> None
 
 @pytest.mark.parametrize(("rule", "example"), INVALID)
 def test_prefilter_lets_every_invalid_example_through(rule: type[Rule], example: Invalid) -> None:
-    assert may_fire(example.source.encode(), [rule]) == [rule]
+    data = example.source.encode()
+    assert may_fire(data, [rule]) == [rule]
+    names = identifiers(data)
+    assert names is not None and may_fire_in_code(names, [rule]) == [rule]
+    assert candidate_rules(data, [rule]) == [rule]
 
 
 def test_prefilter_skips_files_that_cannot_matter() -> None:
-    source = b'"""Mentions torch.autocast in a docstring only."""\nimport os\n'
-    assert may_fire(source, list(all_rules())) == []
+    source = b'"""Mentions torch.autocast and loss.backward() in a docstring."""\nimport os\n'
+    assert may_fire(source, list(all_rules())) != []  # the words are there...
+    assert candidate_rules(source, list(all_rules())) == []  # ...but not as code
     assert lint_bytes(b"autocast(\n", "broken.py", {r.code for r in all_rules()}).findings == []
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 import libcst as cst
 
-from amplint.analysis.scopes import ModuleIndex, dotted_name
+from amplint.analysis.scopes import ModuleIndex, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
     AutocastRegion,
@@ -34,11 +34,13 @@ AutocastState = Literal["enabled", "disabled"]
 
 def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes under ``node`` in source order, not entering nested functions/classes/lambdas."""
-    for child in node.children:
-        if isinstance(child, _NESTED_SCOPES):
+    stack = [child for child in reversed(list(iter_children(node)))]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, _NESTED_SCOPES):
             continue
-        yield child
-        yield from walk_body(child)
+        yield current
+        stack.extend(reversed(list(iter_children(current))))
 
 
 def calls_in(node: cst.CSTNode) -> list[cst.Call]:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
-from amplint.analysis.scopes import Binding, BindingKind, ModuleIndex, Scope, dotted_name
+from amplint.analysis.scopes import (
+    Binding,
+    BindingKind,
+    ModuleIndex,
+    Scope,
+    dotted_name,
+    iter_children,
+)
 from amplint.analysis.symbols import (
     AUTOCAST_SYMBOLS,
     DTYPE_NAMES,
@@ -431,7 +438,7 @@ def _walk_function_body(function: cst.FunctionDef) -> Iterable[cst.CSTNode]:
     while stack:
         node = stack.pop()
         yield node
-        for child in node.children:
+        for child in iter_children(node):
             if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
                 stack.append(child)
 
