@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import multiprocessing
 import os
-from collections.abc import Collection, Sequence
+import sys
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from amplint.cache import FindingsCache, content_hash
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
 from amplint.discovery import discover
-from amplint.engine import error_finding, fix_bytes, lint_bytes
 from amplint.findings import Finding
-from amplint.registry import default_codes, known_codes
-from amplint.source import SourceError, read_bytes, write_atomic
+from amplint.source import SourceError, error_finding, read_bytes, write_atomic
+
+# The engine, the rules and libcst are imported on first use: a run answered entirely from
+# the cache never needs them (they are most of amplint's start-up time).
+
+#: Below this many files a process pool costs more than it saves.
+_MIN_FILES_PER_POOL = 24
 
 
 @dataclass
@@ -28,6 +37,24 @@ class RunResult:
     files_checked: int = 0
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Rule selectors as given on the command line, resolved against the settings lazily."""
+
+    select: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] | None = None
+    extend_select: tuple[str, ...] | None = None
+
+    def codes(self, settings: Settings) -> frozenset[str]:
+        """The enabled codes; raises ConfigError for an unknown selector."""
+        return selected_codes(
+            settings, select=self.select, ignore=self.ignore, extend_select=self.extend_select
+        )
+
+    def key(self) -> str:
+        return repr((self.select, self.ignore, self.extend_select))
+
+
 def selected_codes(
     settings: Settings,
     *,
@@ -35,6 +62,8 @@ def selected_codes(
     ignore: Sequence[str] | None = None,
     extend_select: Sequence[str] | None = None,
 ) -> frozenset[str]:
+    from amplint.registry import default_codes, known_codes
+
     return resolve_selection(
         settings,
         select=select,
@@ -53,27 +82,153 @@ def display_name(path: Path) -> str:
 
 
 def codes_for_file(settings: Settings, path: Path, codes: Collection[str]) -> frozenset[str]:
+    from amplint.registry import known_codes
+
     return frozenset(codes) - codes_ignored_for(settings, path, known_codes=known_codes())
 
 
 def check_source(data: bytes, filename: str, codes: Collection[str]) -> list[Finding]:
     """Findings for one file's bytes (the language server's entry point)."""
+    from amplint.engine import lint_bytes
+
     return lint_bytes(data, filename, codes).findings
 
 
-def check_paths(paths: Sequence[Path], settings: Settings, codes: Collection[str]) -> RunResult:
+@dataclass(frozen=True)
+class _Outcome:
+    findings: list[Finding]
+    #: content hash of what was read; None when the file could not be read (not cached).
+    digest: str | None
+    stat: os.stat_result | None
+    #: the cached entry still applies: the content is unchanged although its stat moved.
+    unchanged: bool = False
+
+
+_worker_job: tuple[Settings, frozenset[str]] | None = None
+
+
+def _start_worker(settings: Settings, codes: frozenset[str]) -> None:
+    global _worker_job
+    _worker_job = (settings, codes)
+
+
+def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
+    """Read, hash and lint one file (runs in a pool worker or in the main process)."""
+    assert _worker_job is not None
+    settings, codes = _worker_job
+    path, cached_digest = item
+    name = display_name(path)
+    try:
+        stat = os.stat(path)
+        data = read_bytes(path)
+    except (OSError, SourceError) as error:
+        source_error = error if isinstance(error, SourceError) else SourceError(str(error))
+        return _Outcome([error_finding(name, source_error)], None, None)
+    digest = content_hash(data)
+    if digest == cached_digest:
+        return _Outcome([], digest, stat, unchanged=True)
+    return _Outcome(check_source(data, name, codes_for_file(settings, path, codes)), digest, stat)
+
+
+def _lint_all(
+    items: list[tuple[Path, str | None]],
+    settings: Settings,
+    codes: frozenset[str],
+    jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> Iterator[tuple[Path, _Outcome]]:
+    total = len(items)
+    if jobs > 1 and total >= _MIN_FILES_PER_POOL:
+        method = "fork" if sys.platform == "linux" else "spawn"
+        with ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_start_worker,
+            initargs=(settings, codes),
+        ) as pool:
+            # Workers read the files themselves and send back only small findings: no large
+            # bytes or syntax trees cross the process boundary.
+            outcomes = pool.map(_lint_one, items, chunksize=max(1, total // (jobs * 16)))
+            for done, (item, outcome) in enumerate(zip(items, outcomes, strict=True), 1):
+                if progress:
+                    progress(done, total)
+                yield item[0], outcome
+        return
+    _start_worker(settings, codes)
+    for done, item in enumerate(items, 1):
+        outcome = _lint_one(item)
+        if progress:
+            progress(done, total)
+        yield item[0], outcome
+
+
+def check_paths(
+    paths: Sequence[Path],
+    settings: Settings,
+    codes: Collection[str] | Selection,
+    *,
+    use_cache: bool = True,
+    jobs: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> RunResult:
+    """Check files; unchanged files are answered from the cache, the rest by a process pool.
+
+    ``codes`` may be a :class:`Selection`, resolved only when some file must be analysed.
+    """
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
+    if isinstance(codes, Selection):
+        selection_key = codes.key()
+    else:
+        codes = frozenset(codes)
+        selection_key = ",".join(sorted(codes))
+    cache = (
+        FindingsCache(
+            cache_root(settings), FindingsCache.key_for(settings.fingerprint(), selection_key)
+        )
+        if use_cache
+        else None
+    )
+    pending: list[tuple[Path, str | None]] = []
     for path in found.files:
-        name = display_name(path)
-        try:
-            data = read_bytes(path)
-        except SourceError as error:
-            result.findings.append(error_finding(name, error))
-            continue
-        result.findings.extend(check_source(data, name, codes_for_file(settings, path, codes)))
+        entry = None
+        if cache is not None:
+            with contextlib.suppress(OSError):
+                entry = cache.lookup_by_stat(os.path.abspath(path), os.stat(path))
+                if entry is not None:
+                    result.findings.extend(cache.findings_of(entry, display_name(path)))
+                    continue
+        pending.append((path, cache.digest_of(os.path.abspath(path)) if cache else None))
+    if pending and isinstance(codes, Selection):
+        codes = codes.codes(settings)
+    enabled = frozenset(codes) if not isinstance(codes, Selection) else frozenset()
+    for path, outcome in _lint_all(pending, settings, enabled, jobs or default_jobs(), progress):
+        absolute = os.path.abspath(path)
+        if cache is not None and outcome.unchanged and outcome.stat is not None:
+            entry = cache.lookup_by_content(absolute, outcome.digest or "", outcome.stat)
+            if entry is not None:
+                result.findings.extend(cache.findings_of(entry, display_name(path)))
+                continue
+        result.findings.extend(outcome.findings)
+        if cache is not None and outcome.digest is not None and outcome.stat is not None:
+            cache.store(absolute, outcome.stat, outcome.digest, outcome.findings)
+    if cache is not None:
+        cache.save()
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+def cache_root(settings: Settings) -> Path:
+    """Where ``.amplint_cache`` lives: beside the configuration, else the working directory."""
+    if settings.config_path is not None:
+        return settings.config_path.parent
+    return Path.cwd()
+
+
+def default_jobs() -> int:
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 def fix_paths(
@@ -85,6 +240,8 @@ def fix_paths(
     write: bool = True,
 ) -> RunResult:
     """Fix files in place (``write``) or collect unified diffs of the fixes instead."""
+    from amplint.engine import fix_bytes
+
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
     for path in found.files:

@@ -11,7 +11,7 @@ import click
 from amplint import __version__, api
 from amplint.config import ConfigError, Settings, load_settings
 from amplint.output import FORMATS, emit, emit_statistics
-from amplint.registry import all_rules, rule_by_code
+from amplint.progress import Progress
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -31,10 +31,12 @@ def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
     )
 
 
-def _split(values: Sequence[str]) -> list[str] | None:
+def _split(values: Sequence[str]) -> tuple[str, ...] | None:
     if not values:
         return None
-    return [part.strip().upper() for value in values for part in value.split(",") if part.strip()]
+    return tuple(
+        part.strip().upper() for value in values for part in value.split(",") if part.strip()
+    )
 
 
 def _common_options(function):  # type: ignore[no-untyped-def]
@@ -72,19 +74,21 @@ def _prepare(
     select: Sequence[str],
     ignore: Sequence[str],
     extend_select: Sequence[str],
-) -> tuple[list[Path], Settings, frozenset[str]]:
+) -> tuple[list[Path], Settings, api.Selection]:
     targets = list(paths) or [Path(".")]
     try:
         settings = load_settings(config, targets[0] if len(targets) == 1 else Path("."))
-        codes = api.selected_codes(
-            settings,
-            select=_split(select),
-            ignore=_split(ignore),
-            extend_select=_split(extend_select),
-        )
     except ConfigError as error:
         raise UserError(str(error)) from error
-    return targets, settings, codes
+    selection = api.Selection(_split(select), _split(ignore), _split(extend_select))
+    return targets, settings, selection
+
+
+def _resolve(selection: api.Selection, settings: Settings) -> frozenset[str]:
+    try:
+        return selection.codes(settings)
+    except ConfigError as error:
+        raise UserError(str(error)) from error
 
 
 def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
@@ -146,8 +150,15 @@ def check(
     unsafe_fixes: bool,
 ) -> None:
     """Report AMP misuse in PATHS (default: the current directory)."""
-    targets, settings, codes = _prepare(paths, config, select, ignore, extend_select)
-    result = api.check_paths(targets, settings, codes)
+    targets, settings, selection = _prepare(paths, config, select, ignore, extend_select)
+    interactive = output_format in ("concise", "full") and not statistics
+    with Progress(enabled=interactive) as progress:
+        try:
+            result = api.check_paths(
+                targets, settings, selection, use_cache=not no_cache, progress=progress.update
+            )
+        except ConfigError as error:
+            raise UserError(str(error)) from error
     _report(result, output_format, statistics, show_fixes=show_fixes, unsafe_fixes=unsafe_fixes)
     sys.exit(_exit_status(result, exit_zero))
 
@@ -174,7 +185,8 @@ def fix(
     exit_non_zero_on_fix: bool,
 ) -> None:
     """Apply fixes to PATHS in place; what cannot be fixed is reported."""
-    targets, settings, codes = _prepare(paths, config, select, ignore, extend_select)
+    targets, settings, selection = _prepare(paths, config, select, ignore, extend_select)
+    codes = _resolve(selection, settings)
     result = api.fix_paths(targets, settings, codes, unsafe=unsafe_fixes, write=not diff)
     if diff:
         for path, reason in result.errors:
@@ -209,6 +221,8 @@ def rules(fmt: str) -> None:
 
 
 def rules_table(*, markdown: bool = False) -> str:
+    from amplint.registry import all_rules
+
     header = ("code", "name", "fix", "default", "summary")
     rows = [
         (
@@ -236,6 +250,8 @@ def rules_table(*, markdown: bool = False) -> str:
 @click.argument("code")
 def rule(code: str) -> None:
     """Print the documentation of rule CODE."""
+    from amplint.registry import rule_by_code
+
     found = rule_by_code(code)
     if found is None:
         raise UserError(f"unknown rule code: {code}")

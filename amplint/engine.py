@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from libcst.metadata import MetadataWrapper, PositionProvider
 
 from amplint.analysis.model import ModuleModel
-from amplint.findings import PARSE_ERROR_CODE, Finding, Fix, Position
+from amplint.findings import Finding, Fix, Position
 from amplint.fixes import apply_edits, apply_plan, overlaps, text_edits
 from amplint.noqa import is_silenced, noqa_lines
 from amplint.prefilter import candidate_rules
 from amplint.registry import all_rules
 from amplint.rules.base import Report, Rule, RuleContext
-from amplint.source import ParsedSource, SourceError, parse, parse_text
+from amplint.source import ParsedSource, SourceError, error_finding, parse, parse_text
 
 #: Fix passes per file before giving up on reaching a fixed point.
 MAX_FIX_PASSES = 10
@@ -41,17 +41,6 @@ class FixResult:
     data: bytes | None
     applied: int
     remaining: list[Finding] = field(default_factory=list)
-
-
-def error_finding(filename: str, error: SourceError) -> Finding:
-    return Finding(
-        code=PARSE_ERROR_CODE,
-        message=error.message,
-        filename=filename,
-        location=error.position,
-        end_location=error.position,
-        name="syntax-error",
-    )
 
 
 def lint_bytes(

@@ -55,3 +55,56 @@ class Finding:
 
 #: Code of the diagnostic given to a file that cannot be read, decoded or parsed.
 PARSE_ERROR_CODE = "AMP999"
+
+
+def finding_to_dict(finding: Finding) -> dict[str, object]:
+    """A JSON-ready form (the cache's); the filename is left to the reader to fill in."""
+    fix = finding.fix
+    return {
+        "code": finding.code,
+        "message": finding.message,
+        "location": [finding.location.row, finding.location.column],
+        "end_location": [finding.end_location.row, finding.end_location.column],
+        "name": finding.name,
+        "source_line": finding.source_line,
+        "fix": None
+        if fix is None
+        else {
+            "applicability": fix.applicability,
+            "message": fix.message,
+            "edits": [
+                [
+                    e.content,
+                    e.location.row,
+                    e.location.column,
+                    e.end_location.row,
+                    e.end_location.column,
+                ]
+                for e in fix.edits
+            ],
+        },
+    }
+
+
+def finding_from_dict(data: dict, filename: str) -> Finding:  # type: ignore[type-arg]
+    fix_data = data["fix"]
+    fix = None
+    if fix_data is not None:
+        fix = Fix(
+            fix_data["applicability"],
+            fix_data["message"],
+            tuple(
+                Edit(content, Position(r1, c1), Position(r2, c2))
+                for content, r1, c1, r2, c2 in fix_data["edits"]
+            ),
+        )
+    return Finding(
+        code=data["code"],
+        message=data["message"],
+        filename=filename,
+        location=Position(*data["location"]),
+        end_location=Position(*data["end_location"]),
+        fix=fix,
+        name=data["name"],
+        source_line=data["source_line"],
+    )

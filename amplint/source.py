@@ -9,10 +9,12 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import libcst as cst
+from amplint.findings import PARSE_ERROR_CODE, Finding, Position
 
-from amplint.findings import Position
+if TYPE_CHECKING:
+    import libcst as cst
 
 _PARSER_PREFIX = re.compile(r"^parser error: (error at \d+:\d+: )?")
 
@@ -48,6 +50,8 @@ def read_bytes(path: Path) -> bytes:
 
 def parse(data: bytes) -> ParsedSource:
     """Parse ``data`` with libcst, honouring its BOM and coding cookie."""
+    import libcst as cst  # imported here: a run answered from the cache never needs it
+
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")
     try:
@@ -87,3 +91,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def error_finding(filename: str, error: SourceError) -> Finding:
+    """The one diagnostic of a file that cannot be read, decoded or parsed."""
+    return Finding(
+        code=PARSE_ERROR_CODE,
+        message=error.message,
+        filename=filename,
+        location=error.position,
+        end_location=error.position,
+        name="syntax-error",
+    )
