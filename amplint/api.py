@@ -148,7 +148,9 @@ def _lint_all(
         ) as pool:
             # Workers read the files themselves and send back only small findings: no large
             # bytes or syntax trees cross the process boundary.
-            outcomes = pool.map(_lint_one, items, chunksize=max(1, total // (jobs * 16)))
+            # Largest files first, in small chunks: one huge file must not end up last.
+            items = sorted(items, key=_size, reverse=True)
+            outcomes = pool.map(_lint_one, items, chunksize=4)
             for done, (item, outcome) in enumerate(zip(items, outcomes, strict=True), 1):
                 if progress:
                     progress(done, total)
@@ -160,6 +162,13 @@ def _lint_all(
         if progress:
             progress(done, total)
         yield item[0], outcome
+
+
+def _size(item: tuple[Path, str | None]) -> int:
+    try:
+        return os.path.getsize(item[0])
+    except OSError:
+        return 0
 
 
 def check_paths(

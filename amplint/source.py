@@ -66,7 +66,12 @@ def parse(data: bytes) -> ParsedSource:
         raise SourceError(f"cannot decode source: {error}") from error
     except RecursionError as error:
         raise SourceError("source is nested too deeply to analyse") from error
-    return ParsedSource(module, module.code)
+    # Decoding ourselves is what libcst did (same encoding, BOM dropped) and spares a full
+    # code generation pass over the tree.
+    text = data.decode(module.encoding)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return ParsedSource(module, text)
 
 
 def parse_text(text: str, like: ParsedSource) -> ParsedSource:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel
+from amplint.analysis.model import ModuleModel, calls_in
 from amplint.analysis.values import AutocastRegion
 from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
 
@@ -249,8 +249,14 @@ with torch.autocast("cuda", enabled=args.amp):
         model = context.model
         if not model.autocast_withs:
             return
+        candidates = {
+            call
+            for with_node in model.autocast_withs
+            if model.autocast_state(with_node) == "enabled"
+            for call in calls_in(with_node.body)
+        }
         for call in model.index.calls:
-            if not model.runs_backward(call):
+            if call not in candidates or not model.runs_backward(call):
                 continue
             region = model.enclosing_autocast(call)
             if region is None or model.autocast_state(region) != "enabled":

@@ -1,0 +1,92 @@
+"""The fast paths (prefilter, cache, process pool) never change what is reported."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from amplint import api
+from amplint.config import load_settings
+from amplint.engine import lint_bytes
+from amplint.registry import known_codes
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """The corpus plus many files that mention AMP only in prose (so the pool has work)."""
+    root = tmp_path / "tree"
+    shutil.copytree(CORPUS, root)
+    noise = root / "noise"
+    noise.mkdir()
+    for i in range(40):
+        (noise / f"module_{i}.py").write_text(
+            f'"""Uses torch.autocast and loss.backward() and optimizer.step() ({i})."""\n'
+            "import os\n"
+        )
+    return root
+
+
+def _keys(result: api.RunResult) -> list[tuple[str, int, int, str, bool]]:
+    return [
+        (Path(f.filename).name, f.location.row, f.location.column, f.code, f.fix is not None)
+        for f in result.findings
+    ]
+
+
+def test_prefilter_cache_and_pool_agree(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, tree)
+    codes = frozenset(known_codes())
+    serial = api.check_paths([tree], settings, codes, use_cache=False, jobs=1)
+    pooled = api.check_paths([tree], settings, codes, use_cache=False, jobs=2)
+    cold = api.check_paths([tree], settings, codes, use_cache=True, jobs=2)
+    warm = api.check_paths([tree], settings, codes, use_cache=True, jobs=2)
+    assert (tmp_path / ".amplint_cache").is_dir()
+    assert serial.findings  # the corpus has mistakes in it
+    assert _keys(serial) == _keys(pooled) == _keys(cold) == _keys(warm)
+    assert [f.fix for f in serial.findings] == [f.fix for f in warm.findings]
+
+    unfiltered = sorted(
+        (path.name, f.location.row, f.location.column, f.code, f.fix is not None)
+        for path in sorted(tree.rglob("*.py"))
+        for f in lint_bytes(path.read_bytes(), str(path), codes, prefilter=False).findings
+    )
+    assert sorted(_keys(serial)) == unfiltered
+
+
+def test_warm_run_parses_nothing(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, tree)
+    selection = api.Selection()
+    first = api.check_paths([tree], settings, selection, jobs=1)
+
+    import amplint.source
+
+    def no_parsing(data: bytes) -> None:
+        raise AssertionError("a warm run parsed a file")
+
+    monkeypatch.setattr(amplint.source, "parse", no_parsing)
+    monkeypatch.setattr("amplint.engine.parse", no_parsing)
+    second = api.check_paths([tree], settings, selection, jobs=1)
+    assert _keys(first) == _keys(second)
+
+
+def test_an_edited_file_is_analysed_again(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None, tree)
+    codes = frozenset(known_codes())
+    before = api.check_paths([tree], settings, codes, jobs=1)
+    target = tree / "invalid" / "mnist_backward_in_autocast.py"
+    target.write_text(target.read_text().replace("# expect: AMP001", "# noqa: AMP001"))
+    after = api.check_paths([tree], settings, codes, jobs=1)
+    assert len(after.findings) == len(before.findings) - 1
