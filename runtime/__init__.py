@@ -1,1 +1,42 @@
-"""Instrumented ``autocast`` and ``GradScaler`` that check AMP usage at run time."""
+"""Instrumented ``autocast`` and ``GradScaler`` that check AMP usage at run time.
+
+    from amplint.runtime import autocast, GradScaler   # drop-in for torch.amp's
+    import amplint.runtime as ar
+    ar.install(mode="warn")     # or "raise" / "log": patch torch so unmodified code is checked
+    ar.report()                 # the findings so far
+
+Where things live: ``scaler.py`` and ``autocast.py`` are the drop-in classes, ``state.py``
+decides whether a call is out of order, ``hooks.py`` holds the checks on backward,
+optimizer steps and clipping, ``findings.py`` the messages, ``reporting.py`` how findings
+are shown, ``frames.py`` how the user's line is found, ``install.py`` the patching,
+``runner.py`` the ``amplint run`` entry point.
+
+The drop-in classes check on their own (step/unscale_/update order, half parameters,
+re-created scalers, bfloat16 with a scaler); checks that watch backward passes, direct
+``optimizer.step()`` calls, clipping and ``zero_grad`` need ``install()`` or ``checking()``.
+"""
+
+from .autocast import autocast, cpu_autocast, cuda_autocast
+from .findings import AmpUsageError, AmpWarning, Finding
+from .install import Checking, checking, install, installed, reset, uninstall
+from .reporting import report
+from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
+
+__all__ = [
+    "AmpUsageError",
+    "AmpWarning",
+    "Checking",
+    "CpuGradScaler",
+    "CudaGradScaler",
+    "Finding",
+    "GradScaler",
+    "autocast",
+    "checking",
+    "cpu_autocast",
+    "cuda_autocast",
+    "install",
+    "installed",
+    "report",
+    "reset",
+    "uninstall",
+]

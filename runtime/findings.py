@@ -1,0 +1,156 @@
+"""Finding records, the warning and exception types, and the runtime message catalog.
+
+Messages are data here, apart from where they are detected (``state.py``, ``scaler.py``,
+``hooks.py``) and from how they are shown (``reporting.py``), so that a reader can find
+the text of any runtime finding in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "MESSAGES",
+    "AmpUsageError",
+    "AmpWarning",
+    "Finding",
+    "message_for",
+]
+
+
+class AmpWarning(UserWarning):
+    """Warning category for runtime AMP findings; ``.code`` is the ``AMPnnn`` code."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AmpUsageError(RuntimeError):
+    """Raised for a finding in ``mode="raise"``; ``.code`` is the ``AMPnnn`` code.
+
+    It subclasses ``RuntimeError`` so that code which already handles torch's own
+    ``RuntimeError`` for the same misuse (e.g. a second ``step()``) keeps working.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Finding:
+    """One distinct finding: a code at one user call site, seen ``count`` times."""
+
+    code: str
+    message: str
+    filename: str
+    line: int
+    count: int = 1
+    first_step: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# code -> (kebab-case name, what happened, what to do instead). The names and codes are
+# the shared catalog of DESIGN.md; the static half uses the same codes.
+MESSAGES: dict[str, tuple[str, str, str]] = {
+    "AMP001": (
+        "backward-inside-autocast",
+        "backward ran while an enabled autocast region was active",
+        "move the backward (and the optimizer calls after it) out of the `with autocast(...)` "
+        "block; autocast should wrap only the forward pass and the loss",
+    ),
+    "AMP002": (
+        "missing-scaler-update",
+        "scaler.step() was called again for this optimizer without scaler.update() in between",
+        "call scaler.update() once per iteration, after the last scaler.step(...)",
+    ),
+    "AMP003": (
+        "fp16-without-gradscaler",
+        "backward of a float16 autocast graph, and the optimizer stepped without a GradScaler",
+        "create a torch.amp.GradScaler before the loop and use "
+        "scaler.scale(loss).backward(), scaler.step(optimizer), scaler.update()",
+    ),
+    "AMP004": (
+        "optimizer-step-bypasses-scaler",
+        "optimizer.step() was called directly while its gradients are still scaled",
+        "call scaler.step(optimizer) (then scaler.update()) instead of optimizer.step()",
+    ),
+    "AMP005": (
+        "unscaled-backward-with-scaler",
+        "this backward did not go through scaler.scale(), but the step goes through scaler.step()",
+        "use scaler.scale(loss).backward()",
+    ),
+    "AMP006": (
+        "clip-scaled-gradients",
+        "gradients were clipped while they are still multiplied by the loss scale",
+        "call scaler.unscale_(optimizer) before clipping",
+    ),
+    "AMP007": (
+        "deprecated-amp-api",
+        "{api} is deprecated",
+        "use {replacement}",
+    ),
+    "AMP008": (
+        "autocast-device-type",
+        "autocast got device_type={device!r}, which is not a device type string",
+        'pass the device type string, e.g. "cuda" or "cpu" (not a torch.device or "cuda:0")',
+    ),
+    "AMP009": (
+        "half-params-with-gradscaler",
+        "the optimizer handed to the GradScaler holds float16 parameters",
+        "keep the parameters in float32 (drop model.half()) and let autocast cast",
+    ),
+    "AMP010": (
+        "gradscaler-recreated-per-step",
+        "a GradScaler is constructed again and again from this line, so its scale never adapts",
+        "create the GradScaler once, before the training loop",
+    ),
+    "AMP011": (
+        "unscale-twice",
+        "scaler.unscale_() was called {what} for this optimizer",
+        "call scaler.unscale_(optimizer) once per iteration, after the backward passes and "
+        "before clipping and scaler.step(optimizer)",
+    ),
+    "AMP012": (
+        "optimizer-step-inside-autocast",
+        "{call} ran inside an enabled autocast region",
+        "move optimizer and scaler calls out of the `with autocast(...)` block",
+    ),
+    "AMP013": (
+        "scaler-state-not-checkpointed",
+        "scaler.state_dict() was taken between scaler.step() and scaler.update()",
+        "checkpoint the scaler after scaler.update()",
+    ),
+    "AMP014": (
+        "gradscaler-with-bfloat16",
+        "an enabled GradScaler is used while every autocast region seen runs in bfloat16",
+        "bfloat16 needs no loss scaling: GradScaler(..., enabled=(amp_dtype == torch.float16))",
+    ),
+    "AMP017": (
+        "amp-silently-disabled",
+        "{what} was disabled by torch: {why}",
+        "{fix}",
+    ),
+    "AMP018": (
+        "clip-error-if-nonfinite-with-scaler",
+        "clip_grad_norm_(..., error_if_nonfinite=True) while a GradScaler is in use",
+        "drop error_if_nonfinite=True: with loss scaling, non-finite gradients are a routine "
+        "overflow that scaler.step() skips, not an error",
+    ),
+    "AMP019": (
+        "closure-with-gradscaler",
+        "scaler.step() was given a closure",
+        "GradScaler does not support closures (e.g. LBFGS): compute the loss and "
+        "scaler.scale(loss).backward() before scaler.step(optimizer)",
+    ),
+}
+
+
+def message_for(code: str, **fields: Any) -> str:
+    """Render the message of ``code``: what happened, then what to do instead."""
+    name, what, fix = MESSAGES[code]
+    return f"{code} {name}: {what.format(**fields)}; {fix.format(**fields)}."

@@ -1,0 +1,46 @@
+"""Find the user's call site: the first stack frame outside amplint and torch."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from types import FrameType
+
+import torch
+
+__all__ = ["Site", "user_frame", "user_site"]
+
+Site = tuple[str, int]
+
+# Frames in these folders are the machinery between the user's line and the check: the
+# instrumented classes and hooks here, torch's autocast decorator, Tensor.backward,
+# Optimizer's step wrapper. A finding must name the line the user wrote.
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_SKIPPED_PREFIXES: tuple[str, ...] = (
+    os.path.dirname(os.path.abspath(__file__)) + os.sep,
+    _TORCH_DIR + os.sep,
+    os.path.join(os.path.dirname(_TORCH_DIR), "functorch") + os.sep,
+)
+# contextlib's frames sit between a `with` statement and a generator-based context manager.
+_SKIPPED_FILES: frozenset[str] = frozenset({os.path.abspath(contextlib.__file__)})
+
+
+def _skipped(filename: str) -> bool:
+    return filename.startswith(_SKIPPED_PREFIXES) or filename in _SKIPPED_FILES
+
+
+def user_frame(depth: int = 1) -> FrameType | None:
+    """The innermost frame, starting ``depth`` frames up, that is not amplint's or torch's."""
+    frame: FrameType | None = sys._getframe(depth)
+    while frame is not None and _skipped(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def user_site(depth: int = 1) -> Site:
+    """``(filename, line)`` of the user's call; ``("<unknown>", 0)`` if there is none."""
+    frame = user_frame(depth + 1)
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)

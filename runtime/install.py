@@ -1,0 +1,211 @@
+"""Patching torch (and names user modules imported from it) in place, and undoing it.
+
+Every patch is recorded as ``(owner, name, previous value)`` and ``uninstall()`` puts the
+previous values back in reverse order, so torch ends exactly as it started.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import torch
+import torch.cpu.amp
+import torch.cuda.amp
+import torch.nn.utils.clip_grad
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from . import hooks, reporting, state
+from .autocast import autocast, cpu_autocast, cuda_autocast
+from .findings import Finding
+from .reporting import get_ignored, get_mode, report, set_ignored, set_mode
+from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
+
+__all__ = ["Checking", "checking", "install", "installed", "reset", "uninstall"]
+
+# Modules whose globals are torch's own business (or ours): their references to the
+# originals are implementation, not user code, and must keep pointing at torch.
+_PRIVATE_PREFIXES = ("torch", "functorch", "amplint", "_pytest", "pytest", "typing")
+
+
+@dataclass
+class _Installation:
+    # (owner, name, value before, our replacement)
+    patches: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
+    hook: Any = None
+
+
+_lock = threading.RLock()
+_current: _Installation | None = None
+
+
+def _targets() -> list[tuple[Any, str, Any]]:
+    """``(owner, attribute, replacement)`` for everything install() patches on torch."""
+    amp = torch.amp
+    return [
+        (torch, "autocast", autocast),
+        (amp, "autocast", autocast),
+        (torch, "GradScaler", GradScaler),
+        (amp, "GradScaler", GradScaler),
+        (torch.cuda.amp, "autocast", cuda_autocast),
+        (torch.cuda.amp, "GradScaler", CudaGradScaler),
+        (torch.cpu.amp, "autocast", cpu_autocast),
+        (torch.cpu.amp, "GradScaler", CpuGradScaler),
+        (torch.autograd, "backward", hooks.wrap_backward(torch.autograd.backward)),
+        (torch.autograd, "grad", hooks.wrap_grad(torch.autograd.grad)),
+        # clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+        (
+            torch.nn.utils,
+            "clip_grad_norm_",
+            hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2),
+        ),
+        (torch.nn.utils, "clip_grad_value_", hooks.wrap_clip(torch.nn.utils.clip_grad_value_)),
+        (
+            torch.optim.Optimizer,
+            "zero_grad",
+            hooks.wrap_optimizer_zero_grad(torch.optim.Optimizer.zero_grad),
+        ),
+        (torch.nn.Module, "zero_grad", hooks.wrap_module_zero_grad(torch.nn.Module.zero_grad)),
+    ]
+
+
+def _extra_clip_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:
+    # torch.nn.utils.clip_grad holds the same functions under the same names.
+    module = torch.nn.utils.clip_grad
+    found = []
+    for name in ("clip_grad_norm_", "clip_grad_value_"):
+        value = module.__dict__.get(name)
+        entry = replacements.get(id(value))
+        if entry is not None and entry[0] is value:
+            found.append((module, name, entry[1]))
+    return found
+
+
+def _user_modules() -> Iterator[ModuleType]:
+    for name, module in list(sys.modules.items()):
+        if module is None or name.startswith(_PRIVATE_PREFIXES):
+            continue
+        if isinstance(module, ModuleType):
+            yield module
+
+
+def _module_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:
+    """Names in user modules bound to torch's originals, e.g. an earlier
+    ``from torch.amp import GradScaler`` in ``__main__``."""
+    found = []
+    for module in _user_modules():
+        try:
+            items = list(vars(module).items())
+        except TypeError:
+            continue
+        for name, value in items:
+            entry = replacements.get(id(value))
+            if entry is not None and entry[0] is value:
+                found.append((module, name, entry[1]))
+    return found
+
+
+def install(mode: str = "warn", *, ignore: Iterable[str] = ()) -> None:
+    """Patch torch so that unmodified training code is checked.
+
+    ``mode`` is ``"warn"``, ``"raise"`` or ``"log"``; ``ignore`` lists codes not to
+    report. Calling it again only changes the mode and the ignored codes.
+    """
+    global _current
+    set_mode(mode)
+    set_ignored(ignore)
+    with _lock:
+        if _current is not None:
+            return
+        installation = _Installation()
+        targets = _targets()
+        replacements = {
+            id(owner.__dict__[name]): (owner.__dict__[name], new) for owner, name, new in targets
+        }
+        targets += _extra_clip_targets(replacements)
+        targets += _module_targets(replacements)
+        try:
+            for owner, name, new in targets:
+                installation.patches.append((owner, name, owner.__dict__[name], new))
+                setattr(owner, name, new)
+            installation.hook = register_optimizer_step_pre_hook(hooks.optimizer_step_pre_hook)
+        except BaseException:
+            _undo(installation)
+            raise
+        _current = installation
+
+
+def _undo(installation: _Installation) -> None:
+    if installation.hook is not None:
+        installation.hook.remove()
+    for owner, name, previous, ours in reversed(installation.patches):
+        # A name rebound since install() (by the user, or by another tool patching after
+        # us) is theirs now: leave it.
+        if owner.__dict__.get(name) is ours:
+            setattr(owner, name, previous)
+    installation.patches.clear()
+
+
+def uninstall() -> None:
+    """Undo :func:`install` exactly; a no-op when not installed."""
+    global _current
+    with _lock:
+        if _current is None:
+            return
+        _undo(_current)
+        _current = None
+
+
+def installed() -> bool:
+    return _current is not None
+
+
+def reset() -> None:
+    """Forget findings, the step count, the autocast regions and scaler sites seen: a clean
+    slate between experiments (or tests) in one process."""
+    reporting.reset()
+    state.forget_autocast_history()
+    state.forget_construction_sites()
+    state.thread_state().__init__()  # type: ignore[misc]
+
+
+class Checking:
+    """What :func:`checking` yields: the findings recorded while the block ran."""
+
+    def __init__(self) -> None:
+        self._before = {(f.code, f.filename, f.line): f.count for f in report()}
+
+    @property
+    def findings(self) -> list[Finding]:
+        new = []
+        for finding in report():
+            seen = self._before.get((finding.code, finding.filename, finding.line), 0)
+            if finding.count > seen:
+                finding.count -= seen
+                new.append(finding)
+        return new
+
+    @property
+    def codes(self) -> list[str]:
+        return [finding.code for finding in self.findings]
+
+
+@contextmanager
+def checking(mode: str = "warn", *, ignore: Iterable[str] = ()) -> Iterator[Checking]:
+    """``install()`` for the duration of a block; mode, ignored codes and installation are
+    put back as they were afterwards."""
+    was_installed = installed()
+    previous_mode, previous_ignored = get_mode(), get_ignored()
+    install(mode, ignore=ignore)
+    try:
+        yield Checking()
+    finally:
+        if not was_installed:
+            uninstall()
+        set_mode(previous_mode)
+        set_ignored(previous_ignored)

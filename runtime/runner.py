@@ -1,0 +1,175 @@
+"""``amplint run``: run a training script as ``python SCRIPT ARGS`` would, with checks on.
+
+The CLI (``amplint run``) calls :func:`run_script`; ``python -m amplint.runtime.runner``
+is the same without click.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import contextlib
+import importlib.machinery
+import io
+import json
+import os
+import runpy
+import sys
+import traceback
+import types
+import zipfile
+from types import TracebackType
+
+from .findings import Finding
+from .install import install, installed, uninstall
+from .reporting import MODES, report
+
+__all__ = ["format_summary", "main", "run_script"]
+
+
+def run_script(
+    script: str,
+    args: list[str],
+    mode: str = "warn",
+    report_path: str | None = None,
+) -> int:
+    """Run ``script`` as ``__main__`` with amplint installed; return its exit status.
+
+    Prints a findings table to stderr at the end (nothing when there is none), and writes
+    the JSON report to ``report_path`` whatever the script did.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    path = os.path.abspath(script)
+    if not os.path.exists(path):
+        # Python's own words and status for a missing script.
+        print(
+            f"{sys.executable}: can't open file {path!r}: [Errno 2] No such file or directory",
+            file=sys.stderr,
+        )
+        status = 2
+        if report_path is not None:
+            _write_report(report_path, [], mode, path, status)
+        return status
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = [script, *args]
+    # `python SCRIPT` puts the script's folder first on sys.path, in place of the
+    # interpreter's own choice.
+    if sys.path:
+        sys.path[0] = os.path.dirname(path)
+    else:
+        sys.path.append(os.path.dirname(path))
+    was_installed = installed()
+    install(mode)
+    status = 0
+    try:
+        _run_main(path)
+    except SystemExit as exc:
+        status = _exit_status(exc)
+    except BaseException as exc:
+        _print_exception(exc, path)
+        # An uncaught KeyboardInterrupt ends Python as SIGINT would: status 130 in a shell.
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    finally:
+        findings = report()
+        if not was_installed:
+            uninstall()
+        sys.argv = saved_argv
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+    if findings:
+        print(format_summary(findings), file=sys.stderr)
+    if report_path is not None:
+        _write_report(report_path, findings, mode, path, status)
+    return status
+
+
+def _run_main(path: str) -> None:
+    """Execute the file at ``path`` as the ``__main__`` module, as ``python SCRIPT`` does.
+
+    ``runpy.run_path`` would set ``sys.argv[0]`` to the absolute path; Python keeps the
+    path as typed there and makes only ``__file__`` absolute, so a plain source file is
+    run here directly. Folders and zip files (``__main__.py`` inside) go to runpy.
+    """
+    if not os.path.isfile(path) or zipfile.is_zipfile(path):
+        runpy.run_path(path, run_name="__main__")
+        return
+    with io.open_code(path) as handle:
+        source = handle.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__file__ = path
+    module.__cached__ = None
+    module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
+    module.__builtins__ = builtins
+    saved_main = sys.modules.get("__main__")
+    sys.modules["__main__"] = module
+    try:
+        exec(code, module.__dict__)
+    finally:
+        if saved_main is not None:
+            sys.modules["__main__"] = saved_main
+
+
+def _exit_status(exc: SystemExit) -> int:
+    # Python's own rules: None is 0, an int is itself, anything else is printed and is 1.
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_exception(exc: BaseException, script: str) -> None:
+    # Python's traceback starts at the script; drop the frames of runpy and this runner.
+    tb: TracebackType | None = exc.__traceback__
+    start = tb
+    while start is not None and start.tb_frame.f_code.co_filename != script:
+        start = start.tb_next
+    traceback.print_exception(type(exc), exc, start if start is not None else tb)
+
+
+def format_summary(findings: list[Finding]) -> str:
+    rows = [(f"{f.filename}:{f.line}", f.code, str(f.count), str(f.first_step)) for f in findings]
+    header = ("location", "code", "count", "first step")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    lines = [f"amplint: {len(findings)} AMP finding(s)"]
+    for row in [header, *rows]:
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    lines.append("")
+    lines.extend(f"{f.filename}:{f.line}: {f.message}" for f in findings)
+    return "\n".join(lines)
+
+
+def _write_report(path: str, findings: list[Finding], mode: str, script: str, status: int) -> None:
+    document = {
+        "findings": [finding.to_dict() for finding in findings],
+        "mode": mode,
+        "script": script,
+        "exit_status": status,
+    }
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(document, handle, indent=2)
+        handle.write("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="amplint run", description="Run a training script with amplint.runtime installed."
+    )
+    parser.add_argument("--mode", choices=MODES, default="warn")
+    parser.add_argument("--report", dest="report_path", default=None)
+    parser.add_argument("script")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    options = parser.parse_args(argv)
+    return run_script(options.script, options.args, options.mode, options.report_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

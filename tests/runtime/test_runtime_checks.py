@@ -1,0 +1,370 @@
+"""Each runtime check fires on real CPU training, naming this file and the offending line."""
+
+from __future__ import annotations
+
+import amplint.runtime as ar
+import pytest
+import torch
+from runtime_helpers import batches, codes, here, loss_of, tiny_model
+
+pytestmark = pytest.mark.usefixtures("quiet")
+
+
+def only(findings: list[ar.Finding], code: str) -> ar.Finding:
+    matching = [f for f in findings if f.code == code]
+    assert len(matching) == 1, findings
+    return matching[0]
+
+
+def assert_at(findings: list[ar.Finding], code: str, line: int) -> ar.Finding:
+    finding = only(findings, code)
+    assert (finding.filename, finding.line) == (__file__, line), finding
+    return finding
+
+
+def test_amp001_backward_inside_autocast() -> None:
+    model = tiny_model()
+    with ar.checking() as chk:
+        for x, y in batches(2):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_of(model, x, y)
+                line = here() + 1
+                loss.backward()
+    finding = assert_at(chk.findings, "AMP001", line)
+    assert finding.count == 2
+    assert "out of the `with autocast" in finding.message
+
+
+def test_amp001_autograd_grad_inside_autocast() -> None:
+    model = tiny_model()
+    x, y = batches(1)[0]
+    with ar.checking() as chk, torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_of(model, x, y)
+        line = here() + 1
+        torch.autograd.grad(loss, list(model.parameters()))
+    assert_at(chk.findings, "AMP001", line)
+
+
+def test_amp002_second_step_without_update_reported_before_torch_raises() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        with pytest.warns(ar.AmpWarning) as warned, pytest.raises(RuntimeError, match="step"):
+            line = here() + 1
+            scaler.step(opt)
+    assert_at(chk.findings, "AMP002", line)
+    assert warned[0].message.code == "AMP002"
+
+
+def test_amp002_raise_mode_carries_code_and_torch_message() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking("raise"):
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        with pytest.raises(ar.AmpUsageError) as excinfo:
+            scaler.step(opt)
+    assert excinfo.value.code == "AMP002"
+    assert "step() has already been called since the last update()" in str(excinfo.value)
+    assert isinstance(excinfo.value.__cause__, RuntimeError)
+
+
+def test_amp003_float16_autocast_without_scaler() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        for x, y in batches(2):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            line = here() + 1
+            loss.backward()
+            opt.step()
+    assert_at(chk.findings, "AMP003", line)
+
+
+def test_amp004_optimizer_step_on_scaled_gradients() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(2):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            line = here() + 1
+            opt.step()
+    assert codes(chk.findings) == ["AMP004"]
+    assert_at(chk.findings, "AMP004", line)
+
+
+def test_amp005_unscaled_backward_stepped_through_scaler() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(2):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaled = scaler.scale(loss)  # noqa: F841 - the bug: backward on the wrong name
+            line = here() + 1
+            loss.backward()
+            scaler.step(opt)
+            scaler.update()
+    assert codes(chk.findings) == ["AMP005"]
+    assert assert_at(chk.findings, "AMP005", line).count == 2
+
+
+def test_amp005_reported_before_torchs_assertion_without_any_scale() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        line = here() + 1
+        loss_of(model, x, y).backward()
+        with pytest.raises(AssertionError, match=r"did not use scaler\.scale"):
+            scaler.step(opt)
+    assert_at(chk.findings, "AMP005", line)
+
+
+@pytest.mark.parametrize("clip", ["norm", "value"])
+def test_amp006_clip_before_unscale(clip: str) -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(2):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            if clip == "norm":
+                line = here() + 1
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            else:
+                line = here() + 1
+                torch.nn.utils.clip_grad.clip_grad_value_(model.parameters(), 0.5)
+            scaler.step(opt)
+            scaler.update()
+    assert codes(chk.findings) == ["AMP006"]
+    assert_at(chk.findings, "AMP006", line)
+
+
+def test_amp007_deprecated_constructors() -> None:
+    with ar.checking() as chk:
+        with pytest.warns(FutureWarning, match=r"torch.amp.GradScaler\('cpu'"):
+            scaler_line = here() + 1
+            scaler = torch.cpu.amp.GradScaler()
+        with pytest.warns(FutureWarning):
+            autocast_line = here() + 1
+            region = torch.cpu.amp.autocast(dtype=torch.bfloat16)
+    assert isinstance(scaler, ar.GradScaler) and scaler._device == "cpu"
+    assert isinstance(region, ar.autocast) and region.device == "cpu"
+    found = [(f.code, f.line) for f in chk.findings]
+    assert found == [("AMP007", scaler_line), ("AMP007", autocast_line)]
+    assert "torch.amp.autocast('cpu'" in chk.findings[1].message
+
+
+def test_amp008_device_with_index() -> None:
+    with ar.checking() as chk:
+        line = here() + 1
+        torch.autocast("cuda:0")
+        with pytest.raises(ValueError, match="device_type"):
+            device_line = here() + 1
+            torch.autocast(torch.device("cpu"))  # type: ignore[arg-type]
+    assert [(f.code, f.line) for f in chk.findings] == [("AMP008", line), ("AMP008", device_line)]
+
+
+def test_amp009_half_parameters() -> None:
+    model = tiny_model().half()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        loss = loss_of(model, x.half(), y)
+        scaler.scale(loss).backward()
+        with pytest.raises(ValueError, match="FP16 gradients"):
+            line = here() + 1
+            scaler.step(opt)
+    assert_at(chk.findings, "AMP009", line)
+
+
+def test_amp010_scaler_recreated_every_step() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        for x, y in batches(4):
+            line = here() + 1
+            scaler = torch.amp.GradScaler("cpu")
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert codes(chk.findings) == ["AMP010"]
+    assert assert_at(chk.findings, "AMP010", line).count == 2
+
+
+def test_amp010_not_for_a_sweep_of_long_runs() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        for _run in range(3):
+            scaler = torch.amp.GradScaler("cpu")
+            for x, y in batches(3):
+                opt.zero_grad()
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = loss_of(model, x, y)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+    assert chk.findings == []
+
+
+@pytest.mark.parametrize("order", ["twice", "after_step"])
+def test_amp011_unscale_twice_or_after_step(order: str) -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        if order == "twice":
+            scaler.unscale_(opt)
+            expected = "already been called"
+        else:
+            scaler.step(opt)
+            expected = "after step"
+        with pytest.raises(RuntimeError, match=expected):
+            line = here() + 1
+            scaler.unscale_(opt)
+    finding = assert_at(chk.findings, "AMP011", line)
+    assert ("twice" if order == "twice" else "after scaler.step()") in finding.message
+
+
+def test_amp012_step_update_zero_grad_inside_autocast() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        with torch.autocast("cpu", dtype=torch.float16):
+            step_line = here() + 1
+            scaler.step(opt)
+            update_line = here() + 1
+            scaler.update()
+            zero_line = here() + 1
+            opt.zero_grad()
+    assert [(f.code, f.line) for f in chk.findings] == [
+        ("AMP012", step_line),
+        ("AMP012", update_line),
+        ("AMP012", zero_line),
+    ]
+
+
+def test_amp013_state_dict_mid_iteration() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        line = here() + 1
+        scaler.state_dict()
+        scaler.update()
+        scaler.state_dict()
+    assert assert_at(chk.findings, "AMP013", line).count == 1
+
+
+def test_amp014_scaler_with_only_bfloat16() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        line = here() + 1
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(2):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+    assert codes(chk.findings) == ["AMP014"]
+    assert_at(chk.findings, "AMP014", line)
+
+
+def test_amp017_scaler_defaulting_to_cuda_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    with ar.checking() as chk, pytest.warns(UserWarning, match="CUDA is not available"):
+        line = here() + 1
+        scaler = torch.amp.GradScaler()
+    assert not scaler.is_enabled()
+    assert_at(chk.findings, "AMP017", line)
+
+
+def test_amp017_autocast_with_unsupported_dtype() -> None:
+    with ar.checking() as chk, pytest.warns(UserWarning, match="Disabling autocast"):
+        line = here() + 1
+        region = torch.autocast("cpu", dtype=torch.float32)
+    assert not region._enabled
+    assert_at(chk.findings, "AMP017", line)
+
+
+@pytest.mark.parametrize("positional", [False, True])
+def test_amp018_error_if_nonfinite_with_scaler(positional: bool) -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        if positional:
+            line = here() + 1
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, 2.0, True)
+        else:
+            line = here() + 1
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, 2.0, False)
+        scaler.step(opt)
+        scaler.update()
+    assert codes(chk.findings) == ["AMP018"]
+    assert_at(chk.findings, "AMP018", line)
+
+
+def test_amp019_closure_with_scaler() -> None:
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = batches(1)[0]
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        scaler.scale(loss_of(model, x, y)).backward()
+        with pytest.raises(RuntimeError, match="Closure"):
+            line = here() + 1
+            scaler.step(opt, closure=lambda: loss_of(model, x, y))
+    assert_at(chk.findings, "AMP019", line)
