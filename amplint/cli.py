@@ -258,6 +258,31 @@ def rule(code: str) -> None:
     click.echo(found.documentation(), nl=False)
 
 
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def clean(paths: tuple[Path, ...]) -> None:
+    """Remove the .amplint_cache directory (of PATHS' project, default: here)."""
+    from amplint.cache import clean as remove_cache
+
+    try:
+        settings = load_settings(None, paths[0] if paths else Path("."))
+    except ConfigError as error:
+        raise UserError(str(error)) from error
+    root = api.cache_root(settings)
+    if remove_cache(root):
+        click.echo(f"Removed cache at {root / '.amplint_cache'}", err=True)
+
+
+@cli.command()
+def server() -> None:
+    """Run the language server over stdio (diagnostics and quick fixes in editors)."""
+    try:
+        from amplint.lsp.server import serve
+    except ImportError as error:
+        raise UserError(f"`amplint server` needs pygls: install amplint[lsp] ({error})") from error
+    serve()
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option(
     "--mode", type=click.Choice(["warn", "raise", "log"]), default="warn", show_default=True

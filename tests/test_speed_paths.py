@@ -90,3 +90,50 @@ def test_an_edited_file_is_analysed_again(
     target.write_text(target.read_text().replace("# expect: AMP001", "# noqa: AMP001"))
     after = api.check_paths([tree], settings, codes, jobs=1)
     assert len(after.findings) == len(before.findings) - 1
+
+
+def test_clean_removes_the_cache(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from amplint.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["check", "--exit-zero", str(tree)]).exit_code == 0
+    assert (tmp_path / ".amplint_cache").is_dir()
+    assert runner.invoke(cli, ["check", "--no-cache", "--exit-zero", str(tree)]).exit_code == 0
+    result = runner.invoke(cli, ["clean"])
+    assert result.exit_code == 0 and "Removed cache" in result.stderr
+    assert not (tmp_path / ".amplint_cache").exists()
+
+
+class _Terminal:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_only_on_a_terminal_and_only_for_long_runs(
+    tty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import amplint.progress as progress_module
+
+    clock = iter([0.0, 0.5, 3.0, 3.5, 4.0])
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: next(clock))
+    stream = _Terminal(tty)
+    with progress_module.Progress(stream=stream) as progress:  # type: ignore[arg-type]
+        progress.update(1, 10)  # at 0.5 s: too early to show anything
+        assert stream.text == ""
+        progress.update(5, 10)  # at 3.0 s
+    assert ("5/10 files" in stream.text) is tty
