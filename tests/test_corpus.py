@@ -114,3 +114,17 @@ def test_fixed_scaler_updates_follow_a_step(path: Path) -> None:
         methods = [m for r, m in _CALL.findall(fixed.decode()) if r == scaler]
         for previous, current in zip(["update", *methods], methods, strict=False):
             assert not (previous == current == "update"), f"{scaler}.update() twice in a row"
+
+
+FIXED = CORPUS / "fixed"
+FOUNDATION_CODES = frozenset({"AMP001", "AMP002", "AMP003"})
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in FIXED.glob("*.py")), ids=lambda name: name.removesuffix(".py")
+)
+def test_fix_gives_the_reviewed_whole_file(name: str) -> None:
+    """`amplint fix --unsafe-fixes` output, byte for byte, as reviewed by hand."""
+    source = (CORPUS / "invalid" / name).read_bytes()
+    fixed = fix_bytes(source, name, FOUNDATION_CODES, unsafe=True)
+    assert fixed.data == (FIXED / name).read_bytes()
