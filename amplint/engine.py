@@ -16,7 +16,7 @@ from amplint.analysis.model import ModuleModel
 from amplint.findings import Finding, Fix, Position
 from amplint.fixes import apply_edits, apply_plan, overlaps, text_edits
 from amplint.noqa import is_silenced, noqa_lines
-from amplint.prefilter import candidate_rules
+from amplint.prefilter import candidate_rules, inspect_code
 from amplint.registry import all_rules
 from amplint.rules.base import Report, Rule, RuleContext
 from amplint.source import ParsedSource, SourceError, error_finding, parse, parse_text
@@ -47,10 +47,16 @@ def lint_bytes(
     data: bytes, filename: str, codes: Collection[str], *, prefilter: bool = True
 ) -> LintResult:
     rules = select_rules(codes)
+    facts = None
     if prefilter:
-        rules = candidate_rules(data, rules)
+        rules, facts = candidate_rules(data, rules)
     if not rules:
         return LintResult([])
+    if facts is None:
+        facts = inspect_code(data)
+    if facts.refusal is not None:
+        error = SourceError(facts.refusal, Position(*facts.position))
+        return LintResult([error_finding(filename, error)])
     try:
         parsed = parse(data)
     except SourceError as error:
@@ -66,11 +72,11 @@ def lint_parsed(parsed: ParsedSource, filename: str, rules: Sequence[type[Rule]]
             context = RuleContext(model, rule.code)
             rule().check(context)
             reports.extend(context.reports)
+        return _to_findings(parsed, filename, reports) if reports else []
     except RecursionError:
+        # libcst's metadata and code generation recurse in Python: a deep expression that
+        # CPython's own parser accepted can still exhaust the interpreter's stack here.
         return [error_finding(filename, SourceError("source is nested too deeply to analyse"))]
-    if not reports:
-        return []
-    return _to_findings(parsed, filename, reports)
 
 
 def _to_findings(parsed: ParsedSource, filename: str, reports: list[Report]) -> list[Finding]:

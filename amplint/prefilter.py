@@ -14,6 +14,7 @@ import ast
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 
 from amplint.rules.base import Rule
@@ -40,17 +41,44 @@ def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
     ]
 
 
-def identifiers(data: bytes) -> set[str] | None:
-    """Every identifier used in the code, or None when ``ast`` cannot parse it (then libcst,
-    which knows newer syntax and gives the proper diagnostic, decides)."""
+#: libcst's native parser recurses without a guard: nesting beyond what CPython itself
+#: accepts can overflow its stack and kill the process, so such files never reach it.
+MAX_BRACKET_DEPTH = 150
+#: Syntax nodes above which libcst's memory use (several KiB per node) is not worth paying.
+MAX_SYNTAX_NODES = 200_000
+
+
+@dataclass
+class CodeFacts:
+    """What CPython's ``ast`` tells about a file before libcst is trusted with it."""
+
+    #: identifiers used in code; None when ``ast`` could not parse the file.
+    names: set[str] | None = None
+    #: a reason not to hand the file to libcst at all (too deep, too large).
+    refusal: str | None = None
+    #: where ``ast`` located its error, for the diagnostic.
+    position: tuple[int, int] = (1, 1)
+
+
+def inspect_code(data: bytes) -> CodeFacts:
+    """Identifiers in code, or why the file must not be parsed with libcst."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences and the like
             tree = ast.parse(data)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
+    except (RecursionError, MemoryError):
+        return CodeFacts(refusal="source is nested too deeply to analyse")
+    except SyntaxError as error:
+        position = (error.lineno or 1, error.offset or 1)
+        if "too many" in str(error.msg) or _bracket_depth(data) > MAX_BRACKET_DEPTH:
+            return CodeFacts(refusal=f"SyntaxError: {error.msg}", position=position)
+        return CodeFacts()  # perhaps newer syntax than this Python's: libcst decides
+    except ValueError:  # NUL bytes and the like: libcst's reading gives the diagnostic
+        return CodeFacts()
     found: set[str] = set()
+    count = 0
     for node in ast.walk(tree):
+        count += 1
         node_type = type(node)
         if node_type is ast.Name:
             found.add(node.id)  # type: ignore[attr-defined]
@@ -62,7 +90,31 @@ def identifiers(data: bytes) -> set[str] | None:
                 found.add(node.asname)  # type: ignore[attr-defined]
         elif node_type is ast.ImportFrom and node.module:  # type: ignore[attr-defined]
             found.update(node.module.split("."))  # type: ignore[attr-defined]
-    return found
+    if count > MAX_SYNTAX_NODES:
+        return CodeFacts(
+            names=found,
+            refusal=f"file too large to analyse ({count:,} syntax nodes; "
+            f"the limit is {MAX_SYNTAX_NODES:,})",
+        )
+    return CodeFacts(names=found)
+
+
+def _bracket_depth(data: bytes) -> int:
+    """Deepest bracket nesting, counted naively (brackets in strings count too: an
+    overestimate errs on the side of not crashing)."""
+    depth = deepest = 0
+    for byte in data:
+        if byte in b"([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b")]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def identifiers(data: bytes) -> set[str] | None:
+    """Every identifier used in the code, or None when ``ast`` cannot parse it."""
+    return inspect_code(data).names
 
 
 def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[Rule]]:
@@ -72,12 +124,15 @@ def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[
     ]
 
 
-def candidate_rules(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    """Both stages: the rules that may fire on ``data``."""
+def candidate_rules(
+    data: bytes, rules: Sequence[type[Rule]]
+) -> tuple[list[type[Rule]], CodeFacts | None]:
+    """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
+    stage 1 already excluded every rule)."""
     candidates = may_fire(data, rules)
     if not candidates:
-        return []
-    names = identifiers(data)
-    if names is None:
-        return candidates
-    return may_fire_in_code(names, candidates)
+        return [], None
+    facts = inspect_code(data)
+    if facts.names is None:
+        return candidates, facts
+    return may_fire_in_code(facts.names, candidates), facts
