@@ -290,15 +290,75 @@ def server() -> None:
 @click.option(
     "--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here."
 )
+@click.option(
+    "--health/--no-health",
+    default=True,
+    show_default=True,
+    help="Numerical-health checks (AMP101-AMP107) and the summary at exit.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Write a PNG of the loss scale and skipped steps (needs matplotlib: amplint[plot]).",
+)
+@click.option("--every", type=click.IntRange(min=1), help="Steps between lazy reads [16].")
+@click.option(
+    "--overflow-margin",
+    type=click.FloatRange(0, 1),
+    help="AMP105 at |float16 output| >= 65504*(1-margin), or non-finite [0.5].",
+)
+@click.option("--min-scale", type=click.FloatRange(min=0), help="AMP102 below this scale [1].")
+@click.option(
+    "--max-backoffs",
+    type=click.IntRange(min=1),
+    help="AMP102 after this many backoffs in a row [12].",
+)
+@click.option(
+    "--skip-rate", type=click.FloatRange(0, 1), help="AMP103 skipped share over the window [0.25]."
+)
+@click.option("--skip-window", type=click.IntRange(min=1), help="AMP103 window in steps [100].")
+@click.option(
+    "--underflow-share",
+    type=click.FloatRange(0, 1),
+    help="AMP104 share of gradients below float16's smallest normal [0.1].",
+)
+@click.option(
+    "--underflow-every",
+    type=click.IntRange(min=1),
+    help="AMP104 gradient counts on one step in this many [16].",
+)
+@click.option(
+    "--startup-steps", type=click.IntRange(min=0), help="AMP107 silent for these first steps [100]."
+)
 @click.argument("script", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(mode: str, report_path: str | None, script: str, args: tuple[str, ...]) -> None:
+def run(
+    mode: str,
+    report_path: str | None,
+    health: bool,
+    plot_path: str | None,
+    script: str,
+    args: tuple[str, ...],
+    **thresholds: float | int | None,
+) -> None:
     """Run SCRIPT like `python SCRIPT ARGS` with amplint's runtime checks installed."""
     try:
         from amplint.runtime.runner import run_script
     except ImportError as error:
         raise UserError(f"`amplint run` needs torch: install amplint[runtime] ({error})") from error
-    sys.exit(run_script(script, list(args), mode=mode, report_path=report_path))
+    chosen = {name: value for name, value in thresholds.items() if value is not None}
+    sys.exit(
+        run_script(
+            script,
+            list(args),
+            mode=mode,
+            report_path=report_path,
+            health=health,
+            thresholds=chosen,
+            plot_path=plot_path,
+        )
+    )
 
 
 #: The console-script entry point.

@@ -9,18 +9,23 @@ Where things live: ``scaler.py`` and ``autocast.py`` are the drop-in classes, ``
 decides whether a call is out of order, ``hooks.py`` holds the checks on backward,
 optimizer steps and clipping, ``findings.py`` the messages, ``reporting.py`` how findings
 are shown, ``frames.py`` how the user's line is found, ``install.py`` the patching,
-``runner.py`` the ``amplint run`` entry point.
+``runner.py`` the ``amplint run`` entry point; ``health.py`` the numerical-health checks
+(AMP101-AMP107, ``install(health=True)``), ``summary_text.py`` and ``plot.py`` their summary.
 
 The drop-in classes check on their own (step/unscale_/update order, half parameters,
 re-created scalers, bfloat16 with a scaler); checks that watch backward passes, direct
 ``optimizer.step()`` calls, clipping and ``zero_grad`` need ``install()`` or ``checking()``.
 """
 
+from . import health
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import AmpUsageError, AmpWarning, Finding
+from .health import HealthConfig
 from .install import Checking, checking, install, installed, reset, uninstall
 from .reporting import report
 from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
+
+summary = health.summary  # the numerical-health summary (None when health checks never ran)
 
 __all__ = [
     "AmpUsageError",
@@ -30,6 +35,7 @@ __all__ = [
     "CudaGradScaler",
     "Finding",
     "GradScaler",
+    "HealthConfig",
     "autocast",
     "checking",
     "cpu_autocast",
@@ -38,5 +44,6 @@ __all__ = [
     "installed",
     "report",
     "reset",
+    "summary",
     "uninstall",
 ]

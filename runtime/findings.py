@@ -147,6 +147,52 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "GradScaler does not support closures (e.g. LBFGS): compute the loss and "
         "scaler.scale(loss).backward() before scaler.step(optimizer)",
     ),
+    # Numerical health (runtime only; see health.py). Each message names the step.
+    "AMP101": (
+        "nonfinite-loss",
+        "the loss was {value} before scaling at step {step}",
+        "find where it first goes non-finite (a float16 overflow in the forward: see AMP105; "
+        "log(0), division by zero, bad data); skipping steps will not cure it",
+    ),
+    "AMP102": (
+        "loss-scale-collapse",
+        "the loss scale collapsed at step {step}: {why}",
+        "gradients are non-finite at every scale: look for a float16 overflow (AMP105) or a "
+        "non-finite loss (AMP101), or train in bfloat16",
+    ),
+    "AMP103": (
+        "skipped-step-rate",
+        "{skipped} of the {window} optimizer steps up to step {step} were skipped for "
+        "non-finite gradients",
+        "the model is not training on those steps: look for a float16 overflow (AMP105), "
+        "lower the learning rate, or train in bfloat16",
+    ),
+    "AMP104": (
+        "gradient-underflow",
+        "{share:.1%} of the gradient values at step {step} were below float16's smallest "
+        "normal number at loss scale {scale:g} (flushed to zero or losing precision)",
+        "raise the loss scale (GradScaler(init_scale=...), a shorter growth_interval), or "
+        "train in bfloat16",
+    ),
+    "AMP105": (
+        "activation-overflow",
+        "the float16 output of module `{module}` ({kind}) {what} at step {step}",
+        "run `{module}` in float32 (wrap its forward in torch.autocast(..., enabled=False) and "
+        "cast its input with .float()) or train in bfloat16",
+    ),
+    "AMP106": (
+        "grads-nonfinite-after-unscale",
+        "gradients were finite at scaler.unscale_() but non-finite at scaler.step() at step "
+        "{step}, so the optimizer applied them",
+        "do not change gradients between scaler.unscale_(optimizer) and "
+        "scaler.step(optimizer), or check them yourself before stepping",
+    ),
+    "AMP107": (
+        "scheduler-step-after-skipped-step",
+        "lr_scheduler.step() ran after scaler.step() skipped the optimizer step at step {step}",
+        "the schedule runs ahead of the optimizer by one step per skipped step: fix what makes "
+        "steps skip (see AMP103), or step the scheduler only when the optimizer stepped",
+    ),
 }
 
 

@@ -135,6 +135,7 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
     """Global pre-hook on every ``optimizer.step()``; silent for the one inside scaler.step."""
     tls = thread_state()
     if tls.in_scaler_step:
+        tls.inner_step_ran = True
         return
     step_counter.count(optimizer)
     if autocast_active():

@@ -20,6 +20,7 @@ import torch.cuda.amp
 import torch.nn.utils.clip_grad
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from . import health as _health
 from . import hooks, reporting, state
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import Finding
@@ -110,17 +111,33 @@ def _module_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any,
     return found
 
 
-def install(mode: str = "warn", *, ignore: Iterable[str] = ()) -> None:
+def install(
+    mode: str = "warn",
+    *,
+    ignore: Iterable[str] = (),
+    health: bool | None = None,
+    **thresholds: Any,
+) -> None:
     """Patch torch so that unmodified training code is checked.
 
     ``mode`` is ``"warn"``, ``"raise"`` or ``"log"``; ``ignore`` lists codes not to
-    report. Calling it again only changes the mode and the ignored codes.
+    report. ``health=True`` also turns on the numerical-health checks (AMP101-AMP107,
+    see ``health.py``); keyword ``thresholds`` are the fields of
+    :class:`~amplint.runtime.health.HealthConfig` (``every``, ``overflow_margin``,
+    ``min_scale``, ``max_backoffs``, ``skip_rate``, ``skip_window``, ``underflow_share``,
+    ``startup_steps``, ``activations``) and imply ``health=True`` unless it is ``False``.
+    Calling it again only changes the mode, the ignored codes and the health settings.
     """
     global _current
+    config = _health.HealthConfig(**thresholds)  # TypeError/ValueError before patching
     set_mode(mode)
     set_ignored(ignore)
+    if health is None:
+        health = bool(thresholds)
     with _lock:
         if _current is not None:
+            if health:
+                _health.enable(config)
             return
         installation = _Installation()
         targets = _targets()
@@ -138,6 +155,8 @@ def install(mode: str = "warn", *, ignore: Iterable[str] = ()) -> None:
             _undo(installation)
             raise
         _current = installation
+        if health:
+            _health.enable(config)
 
 
 def _undo(installation: _Installation) -> None:
@@ -157,8 +176,11 @@ def uninstall() -> None:
     with _lock:
         if _current is None:
             return
-        _undo(_current)
-        _current = None
+        try:
+            _health.disable()
+        finally:
+            _undo(_current)
+            _current = None
 
 
 def installed() -> bool:
@@ -169,6 +191,7 @@ def reset() -> None:
     """Forget findings, the step count, the autocast regions and scaler sites seen: a clean
     slate between experiments (or tests) in one process."""
     reporting.reset()
+    _health.reset()
     state.forget_autocast_history()
     state.forget_construction_sites()
     state.thread_state().__init__()  # type: ignore[misc]
@@ -196,16 +219,25 @@ class Checking:
 
 
 @contextmanager
-def checking(mode: str = "warn", *, ignore: Iterable[str] = ()) -> Iterator[Checking]:
-    """``install()`` for the duration of a block; mode, ignored codes and installation are
-    put back as they were afterwards."""
+def checking(
+    mode: str = "warn",
+    *,
+    ignore: Iterable[str] = (),
+    health: bool | None = None,
+    **thresholds: Any,
+) -> Iterator[Checking]:
+    """``install()`` for the duration of a block; mode, ignored codes, health checks and
+    installation are put back as they were afterwards."""
     was_installed = installed()
+    was_health = _health.active() is not None
     previous_mode, previous_ignored = get_mode(), get_ignored()
-    install(mode, ignore=ignore)
+    install(mode, ignore=ignore, health=health, **thresholds)
     try:
         yield Checking()
     finally:
         if not was_installed:
             uninstall()
+        elif not was_health:
+            _health.disable()
         set_mode(previous_mode)
         set_ignored(previous_ignored)

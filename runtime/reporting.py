@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
 from .frames import Site
 
 __all__ = [
     "MODES",
+    "add_flusher",
     "deprecated_api",
     "emit",
     "get_ignored",
@@ -91,11 +92,15 @@ def is_ignored(code: str) -> bool:
     return code in _ignored
 
 
-def emit(code: str, message: str, site: Site, *, raise_now: bool = True) -> None:
+def emit(
+    code: str, message: str, site: Site, *, raise_now: bool = True, step: int | None = None
+) -> None:
     """Record a finding at ``site`` and show it according to the mode.
 
     ``raise_now=False`` lets a caller that is about to see torch raise for the same misuse
-    raise one combined error itself (see ``scaler.py``).
+    raise one combined error itself (see ``scaler.py``), and lets findings read lazily at
+    report time be recorded without raising there. ``step`` is the training step the
+    finding belongs to when it is reported later than it happened (numerical health).
     """
     if code in _ignored:
         return
@@ -105,7 +110,8 @@ def emit(code: str, message: str, site: Site, *, raise_now: bool = True) -> None
         finding = _findings.get(key)
         first = finding is None
         if finding is None:
-            _findings[key] = Finding(code, message, filename, line, 1, step_counter.current)
+            first_step = step_counter.current if step is None else step
+            _findings[key] = Finding(code, message, filename, line, 1, first_step)
         else:
             finding.count += 1
         mode = _mode
@@ -136,8 +142,20 @@ def deprecated_api(api: str, replacement: str, site: Site) -> None:
     emit("AMP007", message_for("AMP007", api=api, replacement=replacement), site)
 
 
+# Callables run before report() answers: numerical health reads its lazily copied device
+# statistics there (see health.py), so that report() is complete.
+_flushers: list[Callable[[], None]] = []
+
+
+def add_flusher(flush: Callable[[], None]) -> None:
+    if flush not in _flushers:
+        _flushers.append(flush)
+
+
 def report() -> list[Finding]:
     """The findings so far, in the order first seen (copies, safe to keep)."""
+    for flush in list(_flushers):
+        flush()
     with _lock:
         return [Finding(**f.to_dict()) for f in _findings.values()]
 

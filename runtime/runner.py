@@ -19,10 +19,13 @@ import traceback
 import types
 import zipfile
 from types import TracebackType
+from typing import Any
 
+from . import health as _health
 from .findings import Finding
 from .install import install, installed, uninstall
 from .reporting import MODES, report
+from .summary_text import format_health_summary
 
 __all__ = ["format_summary", "main", "run_script"]
 
@@ -32,14 +35,23 @@ def run_script(
     args: list[str],
     mode: str = "warn",
     report_path: str | None = None,
+    *,
+    health: bool = False,
+    thresholds: dict[str, Any] | None = None,
+    plot_path: str | None = None,
 ) -> int:
     """Run ``script`` as ``__main__`` with amplint installed; return its exit status.
 
     Prints a findings table to stderr at the end (nothing when there is none), and writes
-    the JSON report to ``report_path`` whatever the script did.
+    the JSON report to ``report_path`` whatever the script did. With ``health`` (the
+    default of ``amplint run``) the numerical-health checks run too (``thresholds``: the
+    fields of ``HealthConfig``), their summary is printed and goes into the report under
+    ``"summary"``, and ``plot_path`` gets a PNG of the loss scale and skipped steps.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    thresholds = dict(thresholds or {})
+    _health.HealthConfig(**thresholds)  # a bad threshold is an error before the script runs
     path = os.path.abspath(script)
     if not os.path.exists(path):
         # Python's own words and status for a missing script.
@@ -49,7 +61,7 @@ def run_script(
         )
         status = 2
         if report_path is not None:
-            _write_report(report_path, [], mode, path, status)
+            _write_report(report_path, [], mode, path, status, None)
         return status
     saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
     sys.argv = [script, *args]
@@ -60,8 +72,9 @@ def run_script(
     else:
         sys.path.append(os.path.dirname(path))
     was_installed = installed()
-    install(mode)
+    install(mode, health=health, **thresholds)
     status = 0
+    summary = None
     try:
         _run_main(path)
     except SystemExit as exc:
@@ -72,6 +85,8 @@ def run_script(
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         findings = report()
+        if health:
+            summary = _health.summary()
         if not was_installed:
             uninstall()
         sys.argv = saved_argv
@@ -81,8 +96,16 @@ def run_script(
             sys.stdout.flush()
     if findings:
         print(format_summary(findings), file=sys.stderr)
+    if summary is not None:
+        print(format_health_summary(summary), file=sys.stderr)
     if report_path is not None:
-        _write_report(report_path, findings, mode, path, status)
+        _write_report(report_path, findings, mode, path, status, summary)
+    if plot_path is not None:
+        from .plot import write_plot
+
+        message = write_plot(plot_path, _health.history())
+        if message:
+            print(message, file=sys.stderr)
     return status
 
 
@@ -147,12 +170,20 @@ def format_summary(findings: list[Finding]) -> str:
     return "\n".join(lines)
 
 
-def _write_report(path: str, findings: list[Finding], mode: str, script: str, status: int) -> None:
+def _write_report(
+    path: str,
+    findings: list[Finding],
+    mode: str,
+    script: str,
+    status: int,
+    summary: dict[str, Any] | None,
+) -> None:
     document = {
         "findings": [finding.to_dict() for finding in findings],
         "mode": mode,
         "script": script,
         "exit_status": status,
+        "summary": summary,
     }
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2)
@@ -165,10 +196,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mode", choices=MODES, default="warn")
     parser.add_argument("--report", dest="report_path", default=None)
+    parser.add_argument("--no-health", dest="health", action="store_false")
+    parser.add_argument("--plot", dest="plot_path", default=None)
+    for name, default in _health.HealthConfig().__dict__.items():
+        if isinstance(default, bool):
+            continue
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default))
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args(argv)
-    return run_script(options.script, options.args, options.mode, options.report_path)
+    thresholds = {
+        name: getattr(options, name)
+        for name in _health.config_fields()
+        if getattr(options, name, None) is not None
+    }
+    return run_script(
+        options.script,
+        options.args,
+        options.mode,
+        options.report_path,
+        health=options.health,
+        thresholds=thresholds,
+        plot_path=options.plot_path,
+    )
 
 
 if __name__ == "__main__":

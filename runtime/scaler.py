@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 
 import torch
 
+from . import health
 from .findings import AmpUsageError, message_for
 from .frames import Site, user_site
 from .reporting import deprecated_api, emit, get_mode, is_ignored, step_counter
 from .state import (
     ScalerUsage,
+    Stage,
     autocast_active,
     note_construction,
     note_enabled_scaler,
@@ -100,6 +102,7 @@ class GradScaler(torch.amp.GradScaler):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_amplint", None)
+        state.pop("_amplint_health", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -119,6 +122,9 @@ class GradScaler(torch.amp.GradScaler):
         scaled = super().scale(outputs)
         if self._enabled:
             self._usage().scaled(_tag(scaled, self))
+            monitor = health.active()
+            if monitor is not None:
+                monitor.for_scaler(self).on_scale(outputs, self)
         return scaled
 
     def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
@@ -128,6 +134,10 @@ class GradScaler(torch.amp.GradScaler):
         self._check_half_params(usage, optimizer)
         problem = usage.unscale_problem(optimizer)
         if problem is None:
+            monitor = health.active()
+            if monitor is not None:
+                # Reads the scaled gradients only; torch's unscale_ below is unchanged.
+                monitor.for_scaler(self).on_unscale(optimizer, self)
             super().unscale_(optimizer)
         else:
             message = message_for("AMP011", what=problem)
@@ -160,7 +170,13 @@ class GradScaler(torch.amp.GradScaler):
             emit("AMP005", message_for("AMP005"), pending.site)
         tls.unscaled_backward = None
         self._check_half_params(usage, optimizer)
-        result = self._call_step(super().step, optimizer, *args, **kwargs)
+        monitor = health.active()
+        if monitor is None:
+            result = self._call_step(super().step, optimizer, *args, **kwargs)
+        else:
+            health.scaler_step_begin(self, optimizer, usage.stage(optimizer) is Stage.UNSCALED)
+            result = self._call_step(super().step, optimizer, *args, **kwargs)
+            health.scaler_step_end(self, optimizer)
         usage.stepped(optimizer)
         return result
 
@@ -184,9 +200,15 @@ class GradScaler(torch.amp.GradScaler):
         if not usage.bf16_reported and only_bfloat16_seen():
             usage.bf16_reported = True
             emit("AMP014", message_for("AMP014"), usage.site)
+        monitor = health.active()
+        watched = None if monitor is None else monitor.for_scaler(self)
+        if watched is not None:
+            watched.on_update(self, new_scale)
         super().update(new_scale)
         usage.updated()
         thread_state().pending.discard(self)
+        if watched is not None:
+            watched.after_update()
 
     def get_scale(self) -> float:
         if self._enabled:

@@ -249,6 +249,8 @@ class ThreadState(threading.local):
         self.pending: weakref.WeakSet[GradScaler] = weakref.WeakSet()
         # >0 while GradScaler.step runs: the optimizer.step() inside it is the legal one.
         self.in_scaler_step = 0
+        # The optimizer.step() inside the current GradScaler.step ran (it was not skipped).
+        self.inner_step_ran = False
 
 
 _thread_state = ThreadState()

@@ -1,0 +1,384 @@
+"""Where a module names torch's AMP API: deprecated spellings, version guards, argument rewrites.
+
+Shared by the API and device-family rules (AMP007, AMP008, AMP015, AMP017, AMP020). Name
+resolution here follows imports only (never assignments): a deprecated object behind a
+local alias (``ac = torch.cuda.amp.autocast``) is reported where the alias is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+from weakref import WeakKeyDictionary
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.scopes import BindingKind, Scope, dotted_name
+
+Kind = Literal["autocast", "scaler", "custom_fwd", "custom_bwd", "function"]
+
+
+@dataclass(frozen=True)
+class Deprecated:
+    """A deprecated AMP object and what replaces it."""
+
+    kind: Kind
+    device: str
+    #: the spelling users know, e.g. ``torch.cuda.amp.autocast``.
+    legacy: str
+    #: the attribute of ``torch.amp`` (or of ``torch`` for functions) that replaces it.
+    new_name: str
+
+    @property
+    def new_path(self) -> str:
+        return f"torch.{self.new_name}" if self.kind == "function" else f"torch.amp.{self.new_name}"
+
+    @property
+    def replacement(self) -> str:
+        device = f'"{self.device}"'
+        if self.kind in ("autocast", "scaler"):
+            return f"{self.new_path}({device}, ...)"
+        if self.kind in ("custom_fwd", "custom_bwd"):
+            return f"{self.new_path}(device_type={device})"
+        return f"{self.new_path}({device}, ...)"
+
+
+def _table() -> dict[str, Deprecated]:
+    table: dict[str, Deprecated] = {}
+    for device in ("cuda", "cpu"):
+        base = f"torch.{device}.amp"
+        autocast = Deprecated("autocast", device, f"{base}.autocast", "autocast")
+        scaler = Deprecated("scaler", device, f"{base}.GradScaler", "GradScaler")
+        table[f"{base}.autocast"] = table[f"{base}.autocast_mode.autocast"] = autocast
+        table[f"{base}.GradScaler"] = table[f"{base}.grad_scaler.GradScaler"] = scaler
+    for name, kind in (("custom_fwd", "custom_fwd"), ("custom_bwd", "custom_bwd")):
+        spec = Deprecated(kind, "cuda", f"torch.cuda.amp.{name}", name)  # type: ignore[arg-type]
+        table[f"torch.cuda.amp.{name}"] = table[f"torch.cuda.amp.autocast_mode.{name}"] = spec
+    for legacy_device, device in (("gpu", "cuda"), ("cpu", "cpu"), ("xla", "xla"), ("ipu", "ipu")):
+        for old, new in (
+            (f"get_autocast_{legacy_device}_dtype", "get_autocast_dtype"),
+            (f"set_autocast_{legacy_device}_dtype", "set_autocast_dtype"),
+            (f"is_autocast_{legacy_device}_enabled", "is_autocast_enabled"),
+            (f"set_autocast_{legacy_device}_enabled", "set_autocast_enabled"),
+        ):
+            if legacy_device == "gpu" and "enabled" in old:
+                continue  # torch.is_autocast_enabled() itself means CUDA; no *_gpu_enabled
+            table[f"torch.{old}"] = Deprecated("function", device, f"torch.{old}", new)
+    return table
+
+
+DEPRECATED: dict[str, Deprecated] = _table()
+
+#: legacy modules and the modern module with the same members.
+LEGACY_MODULES = {
+    "torch.cuda.amp": "torch.amp",
+    "torch.cpu.amp": "torch.amp",
+    "torch.cuda.amp.autocast_mode": "torch.amp.autocast_mode",
+    "torch.cpu.amp.autocast_mode": "torch.amp.autocast_mode",
+    "torch.cuda.amp.grad_scaler": "torch.amp.grad_scaler",
+    "torch.cpu.amp.grad_scaler": "torch.amp.grad_scaler",
+}
+
+#: legacy positional parameters, in order, of the classes whose new form takes a device first.
+LEGACY_POSITIONAL = {
+    "autocast": ("enabled", "dtype", "cache_enabled"),
+    "scaler": ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled"),
+}
+
+_GUARD_EXCEPTIONS = {"ImportError", "ModuleNotFoundError", "AttributeError"}
+
+
+@dataclass(eq=False)
+class ImportSite:
+    statement: cst.Import | cst.ImportFrom
+    alias: cst.ImportAlias
+    #: what the local name denotes, e.g. ``torch.cuda.amp.autocast``.
+    qualified: str
+    #: the statement's module for ``from`` imports (``torch.cuda.amp``), else None.
+    from_module: str | None
+
+
+@dataclass(eq=False)
+class Names:
+    """Every name reference of a module that resolves through imports, computed once."""
+
+    #: (scope, local name) -> import sites binding it.
+    imports: dict[tuple[int, str], list[ImportSite]] = field(default_factory=dict)
+    #: Name nodes in reference position (not attribute names, keywords, import aliases).
+    references: list[cst.Name] = field(default_factory=list)
+    #: every Attribute node outside import statements.
+    attributes: list[cst.Attribute] = field(default_factory=list)
+    #: every string literal (docstrings included).
+    strings: list[cst.SimpleString | cst.FormattedString] = field(default_factory=list)
+
+
+_CACHE: WeakKeyDictionary[ModuleModel, Names] = WeakKeyDictionary()
+
+
+def names_of(model: ModuleModel) -> Names:
+    cached = _CACHE.get(model)
+    if cached is not None:
+        return cached
+    names = Names()
+    skip: set[cst.CSTNode] = set()
+    index = model.index
+    for node in index.parents:
+        if isinstance(node, (cst.Import, cst.ImportFrom)):
+            _collect_import(model, node, names, skip)
+        elif isinstance(node, cst.Attribute):
+            if node not in skip:
+                names.attributes.append(node)
+            skip.add(node.attr)
+        elif isinstance(node, (cst.SimpleString, cst.FormattedString)):
+            names.strings.append(node)
+        elif isinstance(node, cst.Arg) and node.keyword is not None:
+            skip.add(node.keyword)
+        elif isinstance(node, cst.Name) and node not in skip:
+            names.references.append(node)
+    _CACHE[model] = names
+    return names
+
+
+def _collect_import(
+    model: ModuleModel, node: cst.Import | cst.ImportFrom, names: Names, skip: set[cst.CSTNode]
+) -> None:
+    scope = model.index.scope_of(node)
+    for child in _descendants(node):
+        skip.add(child)
+    if isinstance(node, cst.ImportFrom):
+        if isinstance(node.names, cst.ImportStar) or node.relative:
+            return
+        module = dotted_name(node.module) if node.module is not None else None
+        if module is None:
+            return
+        for alias in node.names:
+            name = dotted_name(alias.name) or ""
+            local = _asname(alias) or name
+            site = ImportSite(node, alias, f"{module}.{name}", module)
+            names.imports.setdefault((id(scope), local), []).append(site)
+        return
+    for alias in node.names:
+        full = dotted_name(alias.name) or ""
+        local = _asname(alias)
+        if local is None:
+            local, full = full.split(".")[0], full.split(".")[0]
+        names.imports.setdefault((id(scope), local), []).append(ImportSite(node, alias, full, None))
+
+
+def _asname(alias: cst.ImportAlias) -> str | None:
+    if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+        return alias.asname.name.value
+    return None
+
+
+def _descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    for child in node.children:
+        yield child
+        yield from _descendants(child)
+
+
+def defining_scope(scope: Scope, name: str) -> Scope | None:
+    """The scope whose binding ``scope.lookup(name)`` finds."""
+    current: Scope | None = scope
+    first = True
+    while current is not None:
+        if (first or not current.is_class) and name in current.bindings:
+            return current
+        first = False
+        current = current.parent
+    return None
+
+
+def import_site(model: ModuleModel, name: cst.Name) -> ImportSite | None:
+    """The one import that binds ``name`` here; None when anything else could bind it."""
+    scope = model.index.scope_of(name)
+    bindings = scope.lookup(name.value)
+    if len(bindings) != 1 or bindings[0].kind is not BindingKind.IMPORT:
+        return None
+    owner = defining_scope(scope, name.value)
+    if owner is None:
+        return None
+    sites = names_of(model).imports.get((id(owner), name.value), [])
+    return sites[0] if len(sites) == 1 else None
+
+
+def is_torch_module(model: ModuleModel, name: cst.Name) -> bool:
+    site = import_site(model, name)
+    return site is not None and site.qualified == "torch"
+
+
+def torch_name(model: ModuleModel) -> str | None:
+    """The module-level name under which ``torch`` itself is imported (``torch``/``th``)."""
+    for (scope_id, local), sites in names_of(model).imports.items():
+        if scope_id != id(model.index.module_scope):
+            continue
+        bindings = model.index.module_scope.bindings.get(local, [])
+        if (
+            len(sites) == 1
+            and sites[0].qualified == "torch"
+            and all(b.kind is BindingKind.IMPORT and b.qualified_name == "torch" for b in bindings)
+        ):
+            return local
+    return None
+
+
+def chain_up(model: ModuleModel, name: cst.Name) -> list[cst.BaseExpression]:
+    """``name`` and the attribute accesses built on it: ``torch``, ``torch.cuda``, ..."""
+    chain: list[cst.BaseExpression] = [name]
+    current: cst.BaseExpression = name
+    while True:
+        parent = model.index.parent(current)
+        if isinstance(parent, cst.Attribute) and parent.value is current:
+            chain.append(parent)
+            current = parent
+        else:
+            return chain
+
+
+# -- guards ----------------------------------------------------------------------------------
+
+
+def is_guarded(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """Inside a version check (``if torch_version < ...``, ``hasattr(torch, "amp")``) or a
+    ``try``/``except ImportError`` compatibility block: both spellings are meant to exist."""
+    child = node
+    for ancestor in model.index.ancestors(node):
+        if isinstance(ancestor, (cst.If, cst.IfExp)) and _is_version_test(ancestor.test):
+            return True
+        if isinstance(ancestor, cst.Try) and child is ancestor.body and _catches_import(ancestor):
+            return True
+        if isinstance(ancestor, cst.ExceptHandler) and _is_guard_handler(ancestor):
+            return True
+        child = ancestor
+    return False
+
+
+def _is_version_test(test: cst.BaseExpression) -> bool:
+    for node in [test, *_descendants(test)]:
+        word = None
+        if isinstance(node, cst.Name):
+            word = node.value
+        elif isinstance(node, cst.Attribute):
+            word = node.attr.value
+        if word is None:
+            continue
+        lowered = word.lower()
+        if "version" in lowered or lowered.startswith(("torch_", "is_torch")) or word == "hasattr":
+            return True
+    return False
+
+
+def _catches_import(node: cst.Try) -> bool:
+    return any(_is_guard_handler(handler) for handler in node.handlers)
+
+
+def _is_guard_handler(handler: cst.ExceptHandler) -> bool:
+    kind = handler.type
+    if kind is None:
+        return False
+    elements = [e.value for e in kind.elements] if isinstance(kind, cst.Tuple) else [kind]
+    return any(dotted_name(e) in _GUARD_EXCEPTIONS for e in elements)
+
+
+# -- argument rewriting ----------------------------------------------------------------------
+
+
+def string_arg(value: str, *, last: bool) -> cst.Arg:
+    comma = (
+        cst.MaybeSentinel.DEFAULT if last else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    )
+    return cst.Arg(cst.SimpleString(f'"{value}"'), comma=comma)
+
+
+def keyword_arg(name: str, value: cst.BaseExpression, comma: cst.Comma | None = None) -> cst.Arg:
+    return cst.Arg(
+        value,
+        keyword=cst.Name(name),
+        equal=cst.AssignEqual(
+            whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
+        ),
+        comma=comma if comma is not None else cst.MaybeSentinel.DEFAULT,
+    )
+
+
+def keywordize(
+    args: tuple[cst.Arg, ...] | list[cst.Arg], params: tuple[str, ...]
+) -> list[cst.Arg] | None:
+    """Positional arguments made keywords by ``params``; None when that cannot be done."""
+    result = []
+    for position, arg in enumerate(args):
+        if arg.star == "*":
+            return None
+        if arg.keyword is None and not arg.star:
+            if position >= len(params):
+                return None
+            arg = arg.with_changes(
+                keyword=cst.Name(params[position]),
+                equal=cst.AssignEqual(
+                    whitespace_before=cst.SimpleWhitespace(""),
+                    whitespace_after=cst.SimpleWhitespace(""),
+                ),
+            )
+        result.append(arg)
+    return result
+
+
+def prepend_device(args: list[cst.Arg], device: str) -> list[cst.Arg]:
+    """``device`` as the new first argument, laid out like the arguments that follow it."""
+    new = string_arg(device, last=not args)
+    first_comma = args[0].comma if args else None
+    if isinstance(first_comma, cst.Comma) and isinstance(
+        first_comma.whitespace_after, cst.ParenthesizedWhitespace
+    ):
+        new = new.with_changes(comma=first_comma)  # one argument per line: keep it so
+    return [new, *args]
+
+
+def legacy_call_args(kind: Kind, device: str, args: tuple[cst.Arg, ...]) -> list[cst.Arg] | None:
+    """The arguments of the modern call that replaces a legacy call with ``args``."""
+    if kind in LEGACY_POSITIONAL:
+        converted = keywordize(args, LEGACY_POSITIONAL[kind])
+        return None if converted is None else prepend_device(converted, device)
+    if kind == "function":
+        return prepend_device(list(args), device)
+    # custom_fwd(fwd=None, *, cast_inputs=None) / custom_bwd(bwd): add device_type= after
+    # the positional arguments.
+    if any(arg.star == "*" for arg in args):
+        return None
+    positional = [a for a in args if a.keyword is None and not a.star]
+    rest = [a for a in args if a.keyword is not None or a.star]
+    new = keyword_arg("device_type", cst.SimpleString(f'"{device}"'))
+    if rest:
+        new = new.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
+    if positional:
+        last = positional[-1]
+        if last.comma is cst.MaybeSentinel.DEFAULT:
+            positional[-1] = last.with_changes(
+                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            )
+    return [*positional, new, *rest]
+
+
+def literal_string(node: cst.BaseExpression | None) -> str | None:
+    if isinstance(node, (cst.SimpleString, cst.ConcatenatedString)):
+        value = node.evaluated_value
+        return value if isinstance(value, str) else None
+    return None
+
+
+def argument(call: cst.Call, keyword: str, position: int | None) -> tuple[cst.Arg | None, bool]:
+    """The argument given for a parameter, and whether the call hides arguments
+    (``*args``/``**kwargs``) that could supply it instead."""
+    hidden = any(arg.star for arg in call.args)
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            return arg, hidden
+    if position is not None:
+        positional = [a for a in call.args if a.keyword is None and not a.star]
+        if any(a.star == "*" for a in call.args):
+            return None, True
+        if position < len(positional):
+            return positional[position], hidden
+    return None, hidden

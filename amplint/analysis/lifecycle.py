@@ -1,0 +1,260 @@
+"""Where a module's GradScalers are born, what they live through, and what trains.
+
+Shared by the scaler lifecycle rules (AMP009, AMP010, AMP012, AMP013, AMP014). Results that
+need a walk over the whole module are computed once per :class:`ModuleModel` and kept in a
+weak cache, so several rules asking the same question cost one walk.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scopes import dotted_name
+from amplint.analysis.symbols import SCALER_SYMBOLS, Symbol
+from amplint.analysis.values import NoneValue, ScalerInstance, SymbolValue, Unknown
+
+
+@dataclass(frozen=True)
+class ScalerConstruction:
+    """One ``GradScaler(...)`` call of the module."""
+
+    call: cst.Call
+    instance: ScalerInstance
+    #: ``scaler`` / ``self.scaler`` when the call is the whole right side of an assignment.
+    target: str | None
+    #: the assignment statement (``scaler = GradScaler()``), when there is one.
+    statement: cst.SimpleStatementLine | None
+
+
+_CONSTRUCTIONS: weakref.WeakKeyDictionary[ModuleModel, list[ScalerConstruction]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scaler_constructions(model: ModuleModel) -> list[ScalerConstruction]:
+    """Every call of a GradScaler class (any spelling, alias or ``partial``) in the module."""
+    cached = _CONSTRUCTIONS.get(model)
+    if cached is not None:
+        return cached
+    found = []
+    for call in model.index.calls:
+        if not isinstance(call.func, (cst.Name, cst.Attribute)) or not any(
+            isinstance(v, SymbolValue) and v.symbol in SCALER_SYMBOLS
+            for v in model.evaluator.evaluate(call.func)
+        ):
+            continue
+        instances = [
+            v
+            for v in model.evaluator.evaluate(call)
+            if isinstance(v, ScalerInstance) and v.call is call
+        ]
+        if not instances:
+            continue
+        target, statement = _assignment_of(model, call)
+        found.append(ScalerConstruction(call, instances[0], target, statement))
+    _CONSTRUCTIONS[model] = found
+    return found
+
+
+def _assignment_of(
+    model: ModuleModel, call: cst.Call
+) -> tuple[str | None, cst.SimpleStatementLine | None]:
+    parent = model.index.parent(call)
+    if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
+        line = model.index.parent(parent)
+        statement = (
+            line if isinstance(line, cst.SimpleStatementLine) and len(line.body) == 1 else None
+        )
+        return dotted_name(parent.targets[0].target), statement
+    return None, None
+
+
+def may_be_enabled(construction: ScalerConstruction) -> bool:
+    return construction.instance.enabled is not False
+
+
+def scaler_like(model: ModuleModel, expr: cst.BaseExpression | None) -> bool:
+    """A GradScaler as far as the module shows, or an opaque name that says it is one
+    (``scaler`` parameters, ``self.grad_scaler`` set elsewhere)."""
+    if expr is None:
+        return False
+    if model.is_scaler(expr):
+        return True
+    values = model.evaluator.evaluate(expr)
+    if not all(isinstance(v, (Unknown, NoneValue)) for v in values):
+        return False
+    key = dotted_name(expr)
+    if key is None:
+        return False
+    last = key.rsplit(".", 1)[-1].lower()
+    return "scaler" in last and "standard" not in last and "minmax" not in last
+
+
+def uses_gradscaler(model: ModuleModel) -> bool:
+    """The module constructs a GradScaler that may be on, or scales a loss with one."""
+    if any(may_be_enabled(c) for c in scaler_constructions(model)):
+        return True
+    for call in model.index.calls:
+        target = receiver(call)
+        if method_name(call) not in ("scale", "unscale_") or not scaler_like(model, target):
+            continue
+        assert target is not None
+        instances = model.scaler_instances(target)
+        if not instances or any(i.enabled is not False for i in instances):
+            return True
+    return False
+
+
+def scales_losses(model: ModuleModel) -> bool:
+    """A GradScaler that may be on actually serves training here: it scales, unscales or
+    steps, or it is handed to a function (a train loop elsewhere) that may."""
+    for call in model.index.calls:
+        target = receiver(call)
+        if method_name(call) in ("scale", "unscale_", "step") and scaler_like(model, target):
+            assert target is not None
+            instances = model.scaler_instances(target)
+            if not instances or any(i.enabled is not False for i in instances):
+                return True
+        for arg in call.args:
+            if any(i.enabled is not False for i in model.scaler_instances(arg.value)):
+                return True
+    return False
+
+
+def under_no_grad(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """Inside ``with torch.no_grad()``/``inference_mode()`` or a function decorated by them."""
+    for ancestor in model.index.ancestors(node):
+        if isinstance(ancestor, cst.With):
+            for item in ancestor.items:
+                expr = item.item.func if isinstance(item.item, cst.Call) else item.item
+                if model.evaluator.is_symbol(expr, Symbol.NO_GRAD):
+                    return True
+        if isinstance(ancestor, cst.FunctionDef):
+            for decorator in ancestor.decorators:
+                expr = decorator.decorator
+                expr = expr.func if isinstance(expr, cst.Call) else expr
+                if model.evaluator.is_symbol(expr, Symbol.NO_GRAD):
+                    return True
+    return False
+
+
+def is_step_call(model: ModuleModel, call: cst.Call) -> bool:
+    """``optimizer.step()`` or ``scaler.step(optimizer)``."""
+    if model.is_optimizer_step(call):
+        return True
+    return method_name(call) == "step" and bool(call.args) and scaler_like(model, receiver(call))
+
+
+def runs_training(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """Whether ``node`` (a loop, a body) runs a backward pass or an optimizer step, itself or
+    through helpers of the module."""
+    return any(
+        model.runs_backward(call) or is_step_call(model, call)
+        for call in model.transitive_calls(node)
+    )
+
+
+def unit_of(model: ModuleModel, node: cst.CSTNode) -> cst.CSTNode:
+    """The function body (or module) ``node`` runs in."""
+    function = model.index.enclosing_function(node)
+    return function.body if function is not None else model.module
+
+
+def loop_runs_training_directly(model: ModuleModel, loop: cst.For | cst.While) -> bool:
+    """The loop is one training iteration: it trains, and not only through an inner loop
+    (an epoch loop around a batch loop trains only through the batch loop)."""
+    outer = set(model.index.ancestors(loop))
+    for call in model.transitive_calls(loop):
+        if not (model.runs_backward(call) or is_step_call(model, call)):
+            continue
+        # A loop of its own around the call (nested in this one, or in a helper it calls)
+        # makes this one an outer loop, unless it is a loop over several optimizers.
+        inner = [
+            other
+            for other in model.enclosing_loops(call)
+            if other is not loop and other not in outer and _trains_as_loop(model, other)
+        ]
+        if not inner:
+            return True
+    return False
+
+
+def _trains_as_loop(model: ModuleModel, loop: cst.For | cst.While) -> bool:
+    """Whether a loop runs a backward pass (a loop over batches), not only optimizer steps
+    (a loop over several optimizers inside one iteration)."""
+    return any(model.runs_backward(call) for call in model.transitive_calls(loop))
+
+
+def names_in(node: cst.CSTNode) -> set[str]:
+    """Every identifier read or written under ``node`` (nested scopes included)."""
+    names: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.Name):
+            names.add(current.value)
+        stack.extend(current.children)
+    return names
+
+
+def bound_in(node: cst.CSTNode) -> set[str]:
+    """Names (and ``self.x`` keys) assigned under ``node``: loop targets, assignments, ``as``."""
+    bound: set[str] = set()
+
+    def add(target: cst.BaseExpression) -> None:
+        if isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                inner = element.value
+                add(inner.value if isinstance(inner, cst.StarredElement) else inner)
+            return
+        key = dotted_name(target)
+        if key is not None:
+            bound.add(key)
+
+    stack: list[cst.CSTNode] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, cst.For):
+            add(current.target)
+        elif isinstance(current, cst.Assign):
+            for target in current.targets:
+                add(target.target)
+        elif isinstance(current, (cst.AnnAssign, cst.AugAssign, cst.NamedExpr)):
+            add(current.target)
+        elif isinstance(current, cst.WithItem) and current.asname is not None:
+            add(current.asname.name)
+        elif isinstance(current, cst.CompFor):
+            add(current.target)
+        stack.extend(current.children)
+    return bound
+
+
+def references_in(node: cst.CSTNode) -> set[str]:
+    """Names and dotted names (``self.device``) that occur under ``node``."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (cst.Name, cst.Attribute)):
+            key = dotted_name(current)
+            if key is not None:
+                found.add(key)
+        stack.extend(current.children)
+    return found
+
+
+def guarded_by(model: ModuleModel, node: cst.CSTNode, stop: cst.CSTNode, words: set[str]) -> bool:
+    """Whether an ``if`` between ``node`` and ``stop`` tests one of ``words`` (a lazy
+    ``if self.scaler is None:`` / ``if not hasattr(self, "scaler"):`` initialisation)."""
+    for ancestor in model.index.ancestors(node):
+        if ancestor is stop:
+            return False
+        if isinstance(ancestor, (cst.If, cst.IfExp)):
+            text = model.module.code_for_node(ancestor.test).lower()
+            if any(word.lower() in text for word in words):
+                return True
+    return False

@@ -1,0 +1,619 @@
+"""One training iteration as an ordered list of gradient events, with the ``if``s they sit under.
+
+The scaler call-ordering rules (AMP004, AMP005, AMP006, AMP011, AMP016, AMP018, AMP019,
+AMP021) all ask the same question: in one iteration, in which order do the backward passes,
+``scaler.unscale_``, gradient clipping, ``scaler.step``/``optimizer.step``, ``update`` and
+``zero_grad`` run, and under which conditions? This module answers it once per module.
+
+- An *iteration* is :meth:`ModuleModel.training_iteration` of a call that takes part in a
+  step (a loop body, or the body of a step function).
+- Its *events* are those calls in evaluation order; calls into helpers of the same module
+  are followed (with their parameters renamed to the caller's expressions), so a driver
+  that calls ``self.backward(loss)`` then ``self.step()`` is seen as one sequence.
+- Each event carries its *conditions*: the ``if`` tests around it (and around the helper
+  calls that led to it), normalised so that ``if scaler is None:`` / ``if scaler is not
+  None:`` and ``if not amp:`` / ``if amp:`` are recognised as the two branches of one test,
+  and two ``if (i + 1) % accum == 0:`` blocks as the same boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from weakref import WeakKeyDictionary
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scopes import BindingKind, dotted_name, iter_children
+from amplint.analysis.symbols import Symbol
+from amplint.analysis.values import NoneValue, ScalerInstance, Unknown
+
+_NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
+_FEATURE_SCALER = re.compile(r"(Standard|MinMax|Robust|MaxAbs)Scaler$")
+_MODEL_NAME = re.compile(r"model|module|net|fsdp", re.IGNORECASE)
+_FRAMEWORK_NAME = re.compile(r"accelerat|fabric|engine|trainer|wrapper|strategy", re.IGNORECASE)
+_CLIP_FUNCTIONS = frozenset(
+    f"torch.nn.utils.{module}{name}"
+    for module in ("", "clip_grad.")
+    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
+)
+_INF_NAMES = frozenset({"inf", "math.inf", "torch.inf", "np.inf", "numpy.inf"})
+_ANCHOR_METHODS = frozenset({"backward", "unscale_", "step", "update", "zero_grad"})
+_MAX_HELPER_DEPTH = 6
+
+
+class Kind(Enum):
+    BACKWARD = "backward"  # loss.backward(): gradients at their natural magnitude
+    SCALED_BACKWARD = "scaled-backward"  # scaler.scale(loss).backward()
+    MAYBE_SCALED_BACKWARD = "maybe-scaled-backward"  # `out.backward()`, `out` sometimes scaled
+    UNSCALE = "unscale_"
+    CLIP = "clip"
+    SCALER_STEP = "scaler.step"
+    OPTIMIZER_STEP = "optimizer.step"
+    UPDATE = "update"
+    ZERO_GRAD = "zero_grad"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One branch of a test: ``key`` is the normalised test, ``branch`` the side taken."""
+
+    key: str
+    branch: bool
+    #: the test as written (not compared)
+    test: cst.BaseExpression | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(eq=False)
+class Frame:
+    """The function an event's call sits in, reached from the iteration through ``via``."""
+
+    function: cst.FunctionDef | None
+    via: tuple[cst.Call, ...] = ()
+    #: parameter -> (the caller's key for the argument or None, whether it is a scaler)
+    params: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
+    #: names bound inside the helper (its locals are not the caller's)
+    locals: frozenset[str] = frozenset()
+    #: whether ``self`` is the caller's ``self`` (``self.helper()``)
+    shares_self: bool = True
+
+
+@dataclass(eq=False)
+class Event:
+    kind: Kind
+    call: cst.Call
+    order: int
+    conditions: tuple[Condition, ...]
+    #: loops between the iteration and the call (the call repeats within one iteration)
+    loops: tuple[cst.For | cst.While, ...]
+    frame: Frame
+    #: the scaler (scaler events, scaled backward) as an iteration-wide key, and as written
+    scaler: str | None = None
+    scaler_local: str | None = None
+    #: the optimizer (step, unscale_, zero_grad receiver) likewise
+    optimizer: str | None = None
+    optimizer_local: str | None = None
+
+
+@dataclass(eq=False)
+class Iteration:
+    root: cst.CSTNode
+    events: list[Event]
+
+    def of(self, *kinds: Kind) -> list[Event]:
+        return [e for e in self.events if e.kind in kinds]
+
+    def between(self, first: Event | None, last: Event | None) -> list[Event]:
+        """Events strictly after ``first`` and before ``last`` (None: open end)."""
+        low = first.order if first is not None else -1
+        high = last.order if last is not None else len(self.events)
+        return [e for e in self.events if low < e.order < high]
+
+    @property
+    def scalers(self) -> set[str]:
+        return {e.scaler for e in self.events if e.scaler is not None}
+
+
+def exclusive(a: Event, b: Event) -> bool:
+    """Whether the two events sit in opposite branches of the same test: never both run."""
+    mine = {(c.key, c.branch) for c in a.conditions}
+    return any((c.key, not c.branch) in mine for c in b.conditions)
+
+
+def nested(a: Event, b: Event) -> bool:
+    """Whether one event's conditions include the other's: whenever the more deeply
+    conditioned one runs, so does the other (within the same pass)."""
+    mine, theirs = set(a.conditions), set(b.conditions)
+    return mine <= theirs or theirs <= mine
+
+
+def together(a: Event, b: Event) -> bool:
+    """Surely run in the same pass whenever the more conditional of the two runs."""
+    return nested(a, b) and not exclusive(a, b)
+
+
+def same_frame(a: Event, b: Event) -> bool:
+    return a.frame.via == b.frame.via
+
+
+def usable_at(model: ModuleModel, owner: Event, role: str, site: Event) -> str | None:
+    """How ``owner``'s scaler or optimizer (``role``) is spelled at ``site``'s call, if it
+    can be named there at all."""
+    key: str | None = getattr(owner, role)
+    local: str | None = getattr(owner, f"{role}_local")
+    if key is None or local is None:
+        return None
+    if same_frame(owner, site):
+        return local
+    if not site.frame.via:
+        return None if key.startswith("<") else key  # iteration-wide keys are the root's
+    head = local.split(".")[0]
+    if owner.frame.function is not None and (
+        head in owner.frame.params or head in owner.frame.locals
+    ):
+        return None
+    if head in site.frame.params or head in site.frame.locals:
+        return None
+    if head == "self":
+        same_class = model.index.enclosing_class(owner.call) is model.index.enclosing_class(
+            site.call
+        )
+        shared = owner.frame.shares_self and site.frame.shares_self
+        return local if same_class and shared else None
+    return local if head in model.index.module_scope.bindings else None
+
+
+# -- classification ---------------------------------------------------------------------------
+
+
+def scaler_state(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
+    """``"enabled"`` for a GradScaler (or what is surely one: a ``scaler`` parameter or
+    attribute the module cannot see into), ``"disabled"`` for one built with
+    ``enabled=False``, None for anything else."""
+    if not isinstance(expr, (cst.Name, cst.Attribute)):
+        return None
+    values = model.evaluator.evaluate(expr)
+    scalers = [v for v in values if isinstance(v, ScalerInstance)]
+    if scalers:
+        if not all(isinstance(v, (ScalerInstance, NoneValue)) for v in values):
+            return None
+        return "disabled" if all(s.enabled is False for s in scalers) else "enabled"
+    if not all(isinstance(v, (Unknown, NoneValue)) for v in values):
+        return None
+    name = expr.attr.value if isinstance(expr, cst.Attribute) else expr.value
+    if not _SCALER_NAME.search(name) or _FEATURE_SCALER.search(name):
+        return None
+    if _holds_local_instance(model, expr):
+        return None  # timm's NativeScaler and kin: a wrapper class of this module
+    return "enabled"
+
+
+def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) -> bool:
+    if isinstance(expr, cst.Name):
+        bindings = model.index.scope_of(expr).lookup(expr.value)
+    elif dotted_name(expr.value) == "self":
+        info = model.index.enclosing_class(expr)
+        bindings = info.attributes.get(expr.attr.value, []) if info is not None else []
+    else:
+        return False
+    for binding in bindings:
+        value = binding.node
+        if binding.kind is BindingKind.ASSIGN and isinstance(value, cst.Call):
+            func = value.func
+            name = func.value if isinstance(func, cst.Name) else None
+            if name is not None and name in model.index.class_by_name:
+                return True
+            if not _SCALER_NAME.search(model.module.code_for_node(func)):
+                return True  # `scaler = build_something()`: not evidently a GradScaler
+    return False
+
+
+def clip_kind(model: ModuleModel, call: cst.Call) -> str | None:
+    """``"function"`` for torch's ``clip_grad_norm_``/``clip_grad_value_`` under any alias,
+    ``"method"`` for FSDP's ``model.clip_grad_norm_(max_norm)``, None otherwise (framework
+    methods such as ``accelerator.clip_grad_norm_`` unscale first)."""
+    if model.evaluator.qualified_names(call.func) & _CLIP_FUNCTIONS:
+        return "function"
+    if method_name(call) == "clip_grad_norm_" and model.helper_of(call) is None:
+        target = receiver(call)
+        name = dotted_name(target) if target is not None else None
+        if name is not None and _MODEL_NAME.search(name) and not _FRAMEWORK_NAME.search(name):
+            return "method"
+    return None
+
+
+def clip_max_norm(call: cst.Call, kind: str) -> cst.BaseExpression | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value in ("max_norm", "clip_value"):
+            return arg.value
+    positional = [a.value for a in call.args if a.keyword is None and not a.star]
+    index = 1 if kind == "function" else 0
+    return positional[index] if index < len(positional) else None
+
+
+def measures_only(model: ModuleModel, call: cst.Call, kind: str) -> bool:
+    """``clip_grad_norm_(params, float("inf"))``: computes the norm, clips nothing."""
+    value = clip_max_norm(call, kind)
+    if value is None:
+        return False
+    if isinstance(value, cst.Call) and dotted_name(value.func) == "float" and value.args:
+        literal = value.args[0].value
+        if isinstance(literal, cst.SimpleString) and str(literal.evaluated_value).lower() in (
+            "inf",
+            "infinity",
+        ):
+            return True
+    return (
+        dotted_name(value) in _INF_NAMES if isinstance(value, (cst.Name, cst.Attribute)) else False
+    )
+
+
+def is_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
+    """``scaler.scale(x)``: the scaler's state (see :func:`scaler_state`)."""
+    if isinstance(expr, cst.Call) and method_name(expr) == "scale":
+        target = receiver(expr)
+        return scaler_state(model, target) if target is not None else None
+    return None
+
+
+# -- building iterations ----------------------------------------------------------------------
+
+_CACHE: WeakKeyDictionary[ModuleModel, list[Iteration]] = WeakKeyDictionary()
+
+
+def iterations(model: ModuleModel) -> list[Iteration]:
+    """Every training iteration of the module, each with its ordered events (memoised)."""
+    cached = _CACHE.get(model)
+    if cached is not None:
+        return cached
+    roots: dict[cst.CSTNode, None] = {}
+    for call in model.index.calls:
+        name = method_name(call)
+        if (
+            name in _ANCHOR_METHODS
+            or clip_kind(model, call) is not None
+            or model.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD)
+            or (model.helper_of(call) is not None and model.runs_backward(call))
+        ):
+            if model.is_dead(call):
+                continue
+            roots.setdefault(model.training_iteration(call), None)
+    result = [Iteration(root, _Walker(model).events(root)) for root in roots]
+    _CACHE[model] = result
+    return result
+
+
+def iteration_of(model: ModuleModel, call: cst.Call) -> tuple[Iteration, Event] | None:
+    """The iteration in which ``call`` is an event (the first one found), with the event."""
+    for iteration in iterations(model):
+        for event in iteration.events:
+            if event.call is call:
+                return iteration, event
+    return None
+
+
+def normalise(model: ModuleModel, test: cst.BaseExpression) -> Condition:
+    """``if not x`` / ``if x is None`` are the false branch of ``if x``."""
+    branch = True
+    while True:
+        if test.lpar:
+            test = test.with_changes(lpar=(), rpar=())
+        if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+            branch = not branch
+            test = test.expression
+            continue
+        if (
+            isinstance(test, cst.Comparison)
+            and len(test.comparisons) == 1
+            and isinstance(test.comparisons[0].comparator, cst.Name)
+            and test.comparisons[0].comparator.value == "None"
+            and isinstance(test.comparisons[0].operator, (cst.Is, cst.IsNot))
+        ):
+            if isinstance(test.comparisons[0].operator, cst.Is):
+                branch = not branch
+            test = test.left
+            continue
+        break
+    key = " ".join(model.module.code_for_node(test).split())
+    return Condition(key, branch, test)
+
+
+def _is_false(test: cst.BaseExpression) -> bool:
+    return (isinstance(test, cst.Name) and test.value in ("False", "TYPE_CHECKING")) or (
+        isinstance(test, cst.Integer) and test.value == "0"
+    )
+
+
+_Item = tuple[str, cst.CSTNode, tuple[Condition, ...], tuple, Frame]
+
+
+class _Walker:
+    def __init__(self, model: ModuleModel) -> None:
+        self.model = model
+        self.result: list[Event] = []
+
+    def events(self, root: cst.CSTNode) -> list[Event]:
+        frame = Frame(
+            self.model.index.enclosing_function(root) if root is not self.model.module else None
+        )
+        if frame.function is not None and root is frame.function:
+            root = frame.function.body
+        start: cst.CSTNode = root.body if isinstance(root, (cst.For, cst.While)) else root
+        self._run([("node", start, (), (), frame)])
+        return self.result
+
+    def _run(self, stack: list[_Item]) -> None:
+        model = self.model
+        while stack:
+            what, node, conds, loops, frame = stack.pop()
+            if what == "emit":
+                assert isinstance(node, cst.Call)
+                self._emit(node, conds, loops, frame, stack)
+                continue
+            if isinstance(node, _NESTED_SCOPES):
+                continue
+            if isinstance(node, (cst.If, cst.IfExp)):
+                condition = normalise(model, node.test)
+                flipped = Condition(condition.key, not condition.branch, condition.test)
+                if node.orelse is not None:
+                    stack.append(("node", node.orelse, (*conds, flipped), loops, frame))
+                if not _is_false(node.test):
+                    stack.append(("node", node.body, (*conds, condition), loops, frame))
+                stack.append(("node", node.test, conds, loops, frame))
+                continue
+            if isinstance(node, cst.For):
+                if node.orelse is not None:
+                    stack.append(("node", node.orelse, conds, loops, frame))
+                stack.append(("node", node.body, conds, (*loops, node), frame))
+                stack.append(("node", node.iter, conds, loops, frame))
+                continue
+            if isinstance(node, cst.While):
+                if node.orelse is not None:
+                    stack.append(("node", node.orelse, conds, loops, frame))
+                stack.append(("node", node.body, conds, (*loops, node), frame))
+                stack.append(("node", node.test, conds, (*loops, node), frame))
+                continue
+            if isinstance(node, cst.ExceptHandler):
+                label = model.module.code_for_node(node.type) if node.type is not None else ""
+                handler = (*conds, Condition(f"except {label}", True))
+                stack.append(("node", node.body, handler, loops, frame))
+                continue
+            if isinstance(node, cst.Call):
+                stack.append(("emit", node, conds, loops, frame))
+            for child in reversed(list(iter_children(node))):
+                stack.append(("node", child, conds, loops, frame))
+
+    # -- one call ---------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        call: cst.Call,
+        conds: tuple[Condition, ...],
+        loops: tuple,
+        frame: Frame,
+        stack: list[_Item],
+    ) -> None:
+        model = self.model
+        event = self._classify(call, frame)
+        if event is not None:
+            kind, scaler, optimizer = event
+            self.result.append(
+                Event(
+                    kind,
+                    call,
+                    len(self.result),
+                    conds,
+                    loops,
+                    frame,
+                    scaler=self._key(scaler, frame),
+                    scaler_local=_text(model, scaler),
+                    optimizer=self._key(optimizer, frame),
+                    optimizer_local=_text(model, optimizer),
+                )
+            )
+            return
+        helper = model.helper_of(call)
+        if (
+            helper is None
+            or len(frame.via) >= _MAX_HELPER_DEPTH
+            or any(model.helper_of(c) is helper for c in frame.via)
+            or helper is frame.function
+        ):
+            return
+        inner = Frame(
+            helper,
+            (*frame.via, call),
+            self._parameters(call, helper, frame),
+            frozenset(model.index.functions[helper].bindings),
+            shares_self=_self_call(call),
+        )
+        stack.append(("node", helper.body, conds, loops, inner))
+
+    def _classify(
+        self, call: cst.Call, frame: Frame
+    ) -> tuple[Kind, cst.BaseExpression | None, cst.BaseExpression | None] | None:
+        model = self.model
+        name = method_name(call)
+        target = receiver(call)
+        first = next((a.value for a in call.args if a.keyword is None and not a.star), None)
+        if model.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD):
+            if first is None:
+                return None
+            state = is_scale_call(model, first)
+            if state == "disabled":
+                return None
+            if state == "enabled":
+                return Kind.SCALED_BACKWARD, receiver(first), None  # type: ignore[arg-type]
+            return Kind.BACKWARD, None, None
+        if target is None:
+            kind = clip_kind(model, call)
+            return (Kind.CLIP, None, None) if kind is not None else None
+        if name == "backward":
+            if model.helper_of(call) is not None:
+                return None
+            state = is_scale_call(model, target)
+            if state == "enabled":
+                return Kind.SCALED_BACKWARD, receiver(target), None  # type: ignore[arg-type]
+            if state == "disabled":
+                return None
+            if first is not None or dotted_name(target) == "self":
+                return None  # accelerator.backward(loss) and kin scale for themselves
+            scaled = self._scaled_name(target)
+            if scaled is not None:
+                return scaled
+            return Kind.BACKWARD, None, None
+        if clip_kind(model, call) is not None:
+            return Kind.CLIP, None, None
+        if name not in ("unscale_", "step", "update", "zero_grad"):
+            return None
+        state = self._scaler_state(target, frame)
+        if state == "disabled":
+            return None
+        if state == "enabled":
+            if name == "unscale_":
+                return Kind.UNSCALE, target, first
+            if name == "step":
+                optimizer = first
+                for arg in call.args:
+                    if arg.keyword is not None and arg.keyword.value == "optimizer":
+                        optimizer = arg.value
+                return Kind.SCALER_STEP, target, optimizer
+            if name == "update":
+                return Kind.UPDATE, target, None
+            return None
+        if name == "zero_grad":
+            return Kind.ZERO_GRAD, None, target
+        if name == "step" and model.is_optimizer_step(call):
+            return Kind.OPTIMIZER_STEP, None, target
+        return None
+
+    def _scaled_name(
+        self, target: cst.BaseExpression
+    ) -> tuple[Kind, cst.BaseExpression | None, None] | None:
+        """``scaled = scaler.scale(loss)`` ... ``scaled.backward()``."""
+        if not isinstance(target, cst.Name):
+            return None
+        bindings = self.model.index.scope_of(target).lookup(target.value)
+        scalers = [
+            b.node
+            for b in bindings
+            if b.kind is BindingKind.ASSIGN
+            and isinstance(b.node, cst.BaseExpression)
+            and is_scale_call(self.model, b.node) == "enabled"
+        ]
+        if not scalers:
+            return None
+        if len(scalers) == len(bindings) and len(scalers) == 1:
+            return Kind.SCALED_BACKWARD, receiver(scalers[0]), None  # type: ignore[arg-type]
+        return Kind.MAYBE_SCALED_BACKWARD, None, None
+
+    def _scaler_state(self, target: cst.BaseExpression, frame: Frame) -> str | None:
+        if isinstance(target, cst.Name) and target.value in frame.params:
+            _, is_scaler = frame.params[target.value]
+            if is_scaler:
+                return "enabled"
+        return scaler_state(self.model, target)
+
+    def _parameters(
+        self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
+    ) -> dict[str, tuple[str | None, bool]]:
+        names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
+        if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
+            names = names[1:]
+        mapping: dict[str, tuple[str | None, bool]] = {}
+        position = 0
+        for arg in call.args:
+            if arg.star:
+                break
+            if arg.keyword is not None:
+                name: str | None = arg.keyword.value
+            elif position < len(names):
+                name = names[position]
+                position += 1
+            else:
+                break
+            if name is None:
+                continue
+            key = self._key(arg.value, frame)
+            mapping[name] = (key, self._scaler_state(arg.value, frame) == "enabled")
+        for param in (
+            *helper.params.posonly_params,
+            *helper.params.params,
+            *helper.params.kwonly_params,
+        ):
+            mapping.setdefault(param.name.value, (None, False))
+        return mapping
+
+    def _key(self, expr: cst.BaseExpression | None, frame: Frame) -> str | None:
+        """An iteration-wide name for ``expr``: helper parameters become the caller's."""
+        if expr is None:
+            return None
+        local = _text(self.model, expr)
+        if frame.function is None or not frame.via:
+            return local
+        head, _, rest = local.partition(".")
+        if head in frame.params:
+            mapped = frame.params[head][0]
+            if mapped is None:
+                return f"<{id(frame)}>.{local}"
+            return f"{mapped}.{rest}" if rest else mapped
+        if head in frame.locals:
+            return f"<{id(frame)}>.{local}"
+        if head == "self" and not frame.shares_self:
+            return f"<{id(frame)}>.{local}"
+        return local
+
+
+def _self_call(call: cst.Call) -> bool:
+    return isinstance(call.func, cst.Attribute) and dotted_name(call.func.value) == "self"
+
+
+def _text(model: ModuleModel, expr: cst.BaseExpression | None) -> str | None:
+    if expr is None:
+        return None
+    name = dotted_name(expr)
+    if name is not None:
+        return name
+    return " ".join(model.module.code_for_node(expr).split())
+
+
+def statement_call(model: ModuleModel, call: cst.Call) -> cst.SimpleStatementLine | None:
+    """The line ``call`` is, when it is an expression statement of its own in a block."""
+    statement = model.statement_in_block(call)
+    if (
+        isinstance(statement, cst.SimpleStatementLine)
+        and len(statement.body) == 1
+        and isinstance(statement.body[0], cst.Expr)
+        and statement.body[0].value is call
+    ):
+        return statement
+    return None
+
+
+def _code(model: ModuleModel, node: cst.CSTNode) -> str:
+    return model.module.code_for_node(node)
+
+
+_ACCUMULATION = re.compile(
+    r"accum|grad_acc|sync|boundary|should_(update|step)|update_step|is_last|micro", re.IGNORECASE
+)
+
+
+def accumulation_like(model: ModuleModel, condition: Condition) -> bool:
+    """``(i + 1) % accum == 0``, ``sync_now`` (bound to such a test), ``should_update()``."""
+    if "%" in condition.key or _ACCUMULATION.search(condition.key):
+        return True
+    test = condition.test
+    if isinstance(test, cst.Name):
+        for binding in model.index.scope_of(test).lookup(test.value):
+            value = binding.node
+            if (
+                binding.kind is BindingKind.ASSIGN
+                and value is not None
+                and "%" in _code(model, value)
+            ):
+                return True
+    return False

@@ -1,0 +1,327 @@
+"""The ``amplint server`` language server: pygls plumbing around the ordinary engine.
+
+Concurrency model: pygls runs handlers on one asyncio loop. Checks run on a single worker
+thread, so a long check never blocks reading the client's messages and two checks never
+compete for the GIL. Each document has at most one pending check task; a newer change
+cancels it, and results for a version the client has already replaced are thrown away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from amplint import __version__
+from amplint.api import check_source
+from amplint.findings import PARSE_ERROR_CODE, Finding
+from amplint.lsp.actions import KINDS, code_actions
+from amplint.lsp.convert import contains
+from amplint.lsp.diagnostics import finding_range, to_diagnostic
+from amplint.lsp.docs import DocLinks, rule_markdown
+from amplint.lsp.document import Snapshot, uri_to_path
+from amplint.lsp.settings import ClientOptions, CodeSelection, is_config_file
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Configuration files the client is asked to watch (the engine's lookup names).
+CONFIG_GLOBS = ("**/pyproject.toml", "**/amplint.toml", "**/.amplint.toml")
+_WATCHER_REGISTRATION_ID = "amplint-config-watcher"
+_PYTHON_SUFFIXES = (".py", ".pyi")
+
+
+@dataclass(frozen=True)
+class Checked:
+    """The findings of one document version, kept for code actions and hover."""
+
+    snapshot: Snapshot
+    codes: frozenset[str]
+    findings: list[Finding]
+
+
+class AmplintServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__("amplint", __version__)
+        self.options = ClientOptions()
+        self.links = DocLinks()
+        self.selection = CodeSelection(self.options, Path.cwd(), self.show_error)
+        # One worker: checks are CPU-bound, so more threads would only fight over the GIL.
+        self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amplint-check")
+        self.pending: dict[str, asyncio.Task[None]] = {}
+        self.checked: dict[str, Checked] = {}
+        self.event_loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def configure(self, params: types.InitializeParams) -> None:
+        self.event_loop = asyncio.get_running_loop()
+        self.options = ClientOptions.from_json(params.initialization_options)
+        self.links = DocLinks(self.options.docs_url)
+        self.selection = CodeSelection(self.options, self._root(params), self.show_error)
+
+    @staticmethod
+    def _root(params: types.InitializeParams) -> Path:
+        """Where configuration is looked up for documents that are not files (untitled)."""
+        uris = [folder.uri for folder in params.workspace_folders or ()]
+        if params.root_uri:
+            uris.append(params.root_uri)
+        for uri in uris:
+            path = uri_to_path(uri)
+            if path is not None:
+                return path
+        if params.root_path:
+            return Path(params.root_path)
+        return Path.cwd()
+
+    def show_error(self, message: str) -> None:
+        """Tell the user about a configuration problem; callable from the checker thread."""
+        logger.warning("%s", message)
+        params = types.ShowMessageParams(type=types.MessageType.Error, message=message)
+        if self.event_loop is None:
+            self.window_show_message(params)
+        else:
+            # The JSON-RPC writer belongs to the event loop; never write from the worker.
+            self.event_loop.call_soon_threadsafe(self.window_show_message, params)
+
+    async def watch_config_files(self) -> None:
+        capability = self.client_capabilities.workspace
+        watched = capability.did_change_watched_files if capability else None
+        if not (watched and watched.dynamic_registration):
+            # Clients without dynamic registration (Helix) are told about configuration
+            # changes through didSave of an open pyproject.toml, or by a restart.
+            return
+        watchers = [types.FileSystemWatcher(glob_pattern=glob) for glob in CONFIG_GLOBS]
+        registration = types.Registration(
+            id=_WATCHER_REGISTRATION_ID,
+            method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
+            register_options=types.DidChangeWatchedFilesRegistrationOptions(watchers=watchers),
+        )
+        try:
+            await self.client_register_capability_async(
+                types.RegistrationParams(registrations=[registration])
+            )
+        except Exception as error:  # a refusal must not take the server down
+            logger.warning("could not register configuration watchers: %s", error)
+
+    def reload_config(self) -> None:
+        self.selection.reload()
+        self.checked.clear()
+        for uri in list(self.workspace.text_documents):
+            self.schedule(uri, delay=0.0)
+
+    # ------------------------------------------------------------------ checking
+
+    def snapshot(self, uri: str) -> Snapshot | None:
+        document = self.workspace.text_documents.get(uri)
+        if document is None:
+            return None
+        return Snapshot(uri, document.version, document.source)
+
+    def is_python(self, uri: str) -> bool:
+        document = self.workspace.text_documents.get(uri)
+        if document is None:
+            return False
+        if document.language_id:
+            return document.language_id == "python"
+        return uri.endswith(_PYTHON_SUFFIXES)
+
+    def is_current(self, snapshot: Snapshot) -> bool:
+        document = self.workspace.text_documents.get(snapshot.uri)
+        return (
+            document is not None
+            and document.version == snapshot.version
+            and document.source == snapshot.text
+        )
+
+    def check(self, snapshot: Snapshot) -> Checked | None:
+        """Runs on the checker thread; ``None`` when the text went stale while queued."""
+        if not self.is_current(snapshot):
+            return None
+        codes = self.selection.codes_for(snapshot.path)
+        return Checked(snapshot, codes, check_source(snapshot.data, snapshot.filename, codes))
+
+    async def run_checker(self, function: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.checker, function)
+
+    def schedule(self, uri: str, delay: float) -> None:
+        """(Re)start the check of ``uri``, replacing any check still waiting for it."""
+        previous = self.pending.pop(uri, None)
+        if previous is not None:
+            previous.cancel()
+        if not self.is_python(uri):
+            return
+        task = asyncio.get_running_loop().create_task(self._check_later(uri, delay))
+        self.pending[uri] = task
+        task.add_done_callback(lambda done: self._forget(uri, done))
+
+    def _forget(self, uri: str, task: asyncio.Task[None]) -> None:
+        if self.pending.get(uri) is task:
+            del self.pending[uri]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("checking %s failed", uri, exc_info=task.exception())
+
+    async def _check_later(self, uri: str, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        snapshot = self.snapshot(uri)
+        if snapshot is None:
+            return
+        checked = await self.run_checker(lambda: self.check(snapshot))
+        if checked is None or not self.is_current(snapshot):
+            return
+        self.checked[uri] = checked
+        self.publish(checked)
+
+    def publish(self, checked: Checked) -> None:
+        snapshot = checked.snapshot
+        encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+        # The whole set is replaced every time: a parse error's single AMP999 diagnostic
+        # takes the place of the findings the last parsable version had.
+        diagnostics = [
+            to_diagnostic(snapshot.lines, finding, self.links, encoding)
+            for finding in checked.findings
+        ]
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(
+                uri=snapshot.uri, version=snapshot.version, diagnostics=diagnostics
+            )
+        )
+
+    async def current(self, uri: str) -> Checked | None:
+        """Findings of the document's current text: cached, or checked now."""
+        snapshot = self.snapshot(uri)
+        if snapshot is None or not self.is_python(uri):
+            return None
+        cached = self.checked.get(uri)
+        if cached is not None and cached.snapshot == snapshot:
+            return cached
+        return await self.run_checker(lambda: self.check(snapshot))
+
+    def close(self, uri: str) -> None:
+        task = self.pending.pop(uri, None)
+        if task is not None:
+            task.cancel()
+        self.checked.pop(uri, None)
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=uri, diagnostics=[])
+        )
+
+    # ------------------------------------------------------------------ requests
+
+    async def actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        checked = await self.current(params.text_document.uri)
+        if checked is None:
+            return None
+        encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+        only = params.context.only
+        return await self.run_checker(
+            lambda: code_actions(
+                checked.snapshot,
+                checked.findings,
+                checked.codes,
+                params.range,
+                only,
+                self.links,
+                encoding,
+            )
+        )
+
+    async def hover(self, params: types.HoverParams) -> types.Hover | None:
+        checked = await self.current(params.text_document.uri)
+        if checked is None:
+            return None
+        encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+        lines = checked.snapshot.lines
+        ranged = (
+            (finding, finding_range(lines, finding, encoding)) for finding in checked.findings
+        )
+        hits = [(finding, rng) for finding, rng in ranged if contains(rng, params.position)]
+        if not hits:
+            return None
+        return types.Hover(
+            contents=types.MarkupContent(
+                kind=types.MarkupKind.Markdown,
+                value="\n\n---\n\n".join(hover_text(finding) for finding, _ in hits),
+            ),
+            range=hits[0][1],
+        )
+
+
+def hover_text(finding: Finding) -> str:
+    docs = rule_markdown(finding.code)
+    if docs is None or finding.code == PARSE_ERROR_CODE:
+        return f"**{finding.code}**: {finding.message}"
+    return docs
+
+
+def _watched_config_changed(changes: Sequence[types.FileEvent]) -> bool:
+    paths = (uri_to_path(change.uri) for change in changes)
+    return any(path is not None and is_config_file(path) for path in paths)
+
+
+def create_server() -> AmplintServer:
+    server = AmplintServer()
+
+    @server.feature(types.INITIALIZE)
+    def initialize(params: types.InitializeParams) -> None:
+        server.configure(params)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(params: types.InitializedParams) -> None:
+        await server.watch_config_files()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(params: types.DidOpenTextDocumentParams) -> None:
+        server.schedule(params.text_document.uri, delay=0.0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(params: types.DidChangeTextDocumentParams) -> None:
+        server.schedule(params.text_document.uri, delay=server.options.debounce_ms / 1000)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(params: types.DidSaveTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        path = uri_to_path(uri)
+        if path is not None and is_config_file(path):
+            server.reload_config()
+        else:
+            server.schedule(uri, delay=0.0)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(params: types.DidCloseTextDocumentParams) -> None:
+        server.close(params.text_document.uri)
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
+    def did_change_watched_files(params: types.DidChangeWatchedFilesParams) -> None:
+        if _watched_config_changed(params.changes):
+            server.reload_config()
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=KINDS, resolve_provider=False),
+    )
+    async def code_action(params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        return await server.actions(params)
+
+    @server.feature(types.TEXT_DOCUMENT_HOVER)
+    async def hover(params: types.HoverParams) -> types.Hover | None:
+        return await server.hover(params)
+
+    return server
+
+
+def serve() -> None:
+    """Run the language server on stdin/stdout until the client says exit."""
+    create_server().start_io()
+
+
+__all__ = ["AmplintServer", "Checked", "create_server", "serve"]

@@ -1,0 +1,396 @@
+"""AMP004 optimizer-step-bypasses-scaler."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, method_name, receiver_key
+from amplint.analysis.steps import (
+    Event,
+    Iteration,
+    Kind,
+    exclusive,
+    iterations,
+    usable_at,
+)
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+
+
+class OptimizerStepBypassesScaler(Rule):
+    code = "AMP004"
+    name = "optimizer-step-bypasses-scaler"
+    summary = "`optimizer.step()` runs on gradients produced by a scaled backward"
+    fixable = True
+    tokens = (("scale",), ("backward",), ("step",))
+    docs = RuleDocs(
+        what_it_does="""
+Checks for `optimizer.step()` called directly after `scaler.scale(loss).backward()` in the
+same training iteration, for an optimizer whose gradients that backward produced: one the
+scaler steps elsewhere, or any optimizer in an iteration where the scaler steps none.
+""",
+        why_bad="""
+A scaled backward leaves every gradient multiplied by the loss scale (65536 at the start).
+`optimizer.step()` applies them as they are: the update is thousands of times too large
+(Adam hides the factor, but its epsilon no longer matches, and weight decay is dwarfed), and
+the steps whose gradients overflowed to inf/NaN are applied instead of skipped, which
+corrupts the weights with NaN. `scaler.step(optimizer)` unscales first and skips those steps.
+""",
+        example="""
+scaler.scale(loss).backward()
+optimizer.step()
+scaler.update()
+""",
+        use_instead="""
+scaler.scale(loss).backward()
+scaler.step(optimizer)
+scaler.update()
+""",
+        fix_safety="""
+The fix rewrites the call to `scaler.step(optimizer)` and, when the scaler is not updated
+anywhere, inserts `scaler.update()` after it (without it the next `scaler.step` raises).
+It is safe: this is PyTorch's recipe. No fix is offered when the step sits in a helper
+other code may call, when several scalers scaled the gradients, or when the same
+optimizer is already stepped through the scaler in that iteration (the fix would step twice).
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
+            "https://pytorch.org/docs/stable/notes/amp_examples.html",
+        ),
+    )
+
+    valid = (
+        # torchvision reference: plain step only where there is no scaler.
+        """
+import torch
+def train_one_epoch(model, optimizer, loader, scaler=None):
+    for x, y in loader:
+        with torch.autocast("cuda", enabled=scaler is not None):
+            loss = model(x, y)
+        optimizer.zero_grad()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+""",
+        # The two sides chosen by the same flag, in two separate ifs.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=use_amp)
+for batch in loader:
+    if use_amp:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+    if not use_amp:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        # A disabled-by-flag scaler: scale() is a no-op when the plain step runs.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=use_amp)
+for batch in loader:
+    scaler.scale(loss).backward()
+    if use_amp:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+""",
+        # A GAN whose generator trains unscaled after its gradients were reset.
+        """
+import torch
+scaler_d = torch.amp.GradScaler()
+for real in loader:
+    opt_d.zero_grad()
+    scaler_d.scale(d_loss).backward()
+    scaler_d.step(opt_d)
+    scaler_d.update()
+    opt_g.zero_grad()
+    g_loss.backward()
+    opt_g.step()
+""",
+        # Several optimizers through the scaler.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+""",
+        # A literally disabled scaler.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=False)
+for batch in loader:
+    scaler.scale(loss).backward()
+    optimizer.step()
+""",
+        # An EMA/teacher optimizer that no scaled backward reached.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    swa_optimizer.step()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    optimizer.step()
+""",
+            line=9,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # Attributes; update already there; under the accumulation boundary.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.scaler = torch.amp.GradScaler("cuda")
+        self.optimizer = optimizer
+
+    def train_step(self, i, loss):
+        self.scaler.scale(loss / self.accum).backward()
+        if (i + 1) % self.accum == 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.optimizer.step()
+            self.scaler.update()
+            self.optimizer.zero_grad()
+""",
+            line=13,
+            fixed="""
+import torch
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.scaler = torch.amp.GradScaler("cuda")
+        self.optimizer = optimizer
+
+    def train_step(self, i, loss):
+        self.scaler.scale(loss / self.accum).backward()
+        if (i + 1) % self.accum == 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+""",
+        ),
+        # Backward scaled when a scaler exists, but the step always plain.
+        Invalid(
+            """
+def train(model, loader, optimizer, scaler=None):
+    for x, y in loader:
+        loss = model(x, y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+            line=9,
+        ),
+        # One shared scaler, two optimizers: the generator's step bypasses it.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for real in loader:
+    opt_d.zero_grad()
+    opt_g.zero_grad()
+    scaler.scale(err_d + err_g).backward()
+    scaler.step(opt_d)
+    opt_g.step()
+    scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+for real in loader:
+    opt_d.zero_grad()
+    opt_g.zero_grad()
+    scaler.scale(err_d + err_g).backward()
+    scaler.step(opt_d)
+    scaler.step(opt_g)
+    scaler.update()
+""",
+        ),
+        # The scaled backward in a helper of the module; the scaler a parameter.
+        Invalid(
+            """
+def backward(scaler, loss):
+    scaler.scale(loss).backward()
+
+def train(model, loader, optimizer, scaler):
+    for batch in loader:
+        backward(scaler, model(batch))
+        optimizer.step()
+        scaler.update()
+""",
+            line=8,
+            fixed="""
+def backward(scaler, loss):
+    scaler.scale(loss).backward()
+
+def train(model, loader, optimizer, scaler):
+    for batch in loader:
+        backward(scaler, model(batch))
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for iteration in iterations(model):
+            for step in iteration.of(Kind.OPTIMIZER_STEP):
+                backward = _scaled_gradients(model, iteration, step)
+                if backward is None:
+                    continue
+                scaler = backward.scaler_local or "scaler"
+                context.report(
+                    step.call,
+                    f"`{step.optimizer_local}.step()` applies gradients that "
+                    f"`{scaler}.scale(...).backward()` multiplied by the loss scale, and does "
+                    f"not skip inf/NaN steps; use `{scaler}.step({step.optimizer_local})`",
+                    _through_scaler(model, iteration, step, backward),
+                )
+
+
+def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> Event | None:
+    """The scaled backward whose gradients ``step`` applies, if it surely is one."""
+    optimizer = step.optimizer
+    if any(
+        e.kind is Kind.SCALER_STEP and e.optimizer == optimizer and exclusive(e, step)
+        for e in iteration.events
+    ):
+        return None  # `if amp: scaler.step(opt) else: opt.step()`: a deliberate choice
+    reset = None
+    for event in iteration.events[: step.order]:
+        if (
+            event.kind is Kind.ZERO_GRAD
+            and event.optimizer == optimizer
+            and not exclusive(event, step)
+        ):
+            reset = event
+    window = [e for e in iteration.between(reset, step) if not exclusive(e, step)]
+    scaled = [e for e in window if e.kind is Kind.SCALED_BACKWARD]
+    if not scaled or any(e.kind is Kind.MAYBE_SCALED_BACKWARD for e in window):
+        return None
+    # An unscaled backward that runs together with a scaled one mixes magnitudes: in doubt.
+    plain = any(
+        e.kind is Kind.BACKWARD and any(not exclusive(e, s) for s in scaled) for e in window
+    )
+    scalers = {e.scaler for e in scaled}
+    if _stepped_through_scaler_anywhere(model, step):
+        return scaled[-1]
+    stepped_here = any(
+        e.kind is Kind.SCALER_STEP and e.scaler in scalers and not exclusive(e, step)
+        for e in iteration.events
+    )
+    if plain:
+        return None  # mixed scaled and unscaled gradients: in doubt
+    if not stepped_here or reset is not None:
+        return scaled[-1]
+    return None
+
+
+def _stepped_through_scaler_anywhere(model: ModuleModel, step: Event) -> bool:
+    for iteration in iterations(model):
+        for event in iteration.of(Kind.SCALER_STEP):
+            if event.optimizer_local is not None and (
+                event.optimizer_local == step.optimizer_local or event.optimizer == step.optimizer
+            ):
+                return True
+    return False
+
+
+def _through_scaler(
+    model: ModuleModel, iteration: Iteration, step: Event, backward: Event
+) -> FixPlan | None:
+    window_scalers = {
+        e.scaler for e in iteration.between(None, step) if e.kind is Kind.SCALED_BACKWARD
+    }
+    if len(window_scalers) != 1 or step.frame.via or backward.scaler_local is None:
+        return None
+    key = backward.scaler
+    if any(
+        e.kind is Kind.SCALER_STEP
+        and e.scaler == key
+        and e.optimizer == step.optimizer
+        and not exclusive(e, step)
+        for e in iteration.events
+    ):
+        return None  # already stepped through the scaler: rewriting would step twice
+    scaler = usable_at(model, backward, "scaler", step)
+    target = step.call.func.value if isinstance(step.call.func, cst.Attribute) else None
+    if scaler is None or target is None:
+        return None
+    replacements: dict[cst.CSTNode, Replacement] = {
+        step.call: lambda updated: cst.Call(
+            func=cst.parse_expression(f"{scaler}.step"), args=[cst.Arg(target)]
+        )
+    }
+    updates = [e for e in iteration.of(Kind.UPDATE) if e.scaler == key]
+    if any(e.order < step.order for e in updates):
+        return None
+    if not updates:
+        if _updated_anywhere(model, scaler) or _is_parameter(model, step.call, scaler):
+            return None
+        anchor = model.update_anchor(step.call, iteration.root)
+        if anchor is None:
+            return None
+        update = cst.parse_statement(f"{scaler}.update()\n")
+        replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
+    return FixPlan(f"Step through `{scaler}.step(...)`", replacements)
+
+
+def _updated_anywhere(model: ModuleModel, scaler: str) -> bool:
+    attribute = scaler.rsplit(".", 1)[-1]
+    return any(
+        method_name(call) == "update" and (receiver_key(call) or "").rsplit(".", 1)[-1] == attribute
+        for call in model.index.calls
+    )
+
+
+def _is_parameter(model: ModuleModel, call: cst.Call, scaler: str) -> bool:
+    function = model.index.enclosing_function(call)
+    if function is None:
+        return False
+    head = scaler.split(".")[0]
+    return any(p.name.value == head for p in function.params.params) or (
+        any(p.name.value == head for p in function.params.kwonly_params)
+    )

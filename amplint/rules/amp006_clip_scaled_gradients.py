@@ -1,0 +1,380 @@
+"""AMP006 clip-scaled-gradients."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.steps import (
+    Event,
+    Iteration,
+    Kind,
+    clip_kind,
+    iterations,
+    measures_only,
+    together,
+    usable_at,
+)
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+
+class ClipScaledGradients(Rule):
+    code = "AMP006"
+    name = "clip-scaled-gradients"
+    summary = "gradients are clipped while still multiplied by the loss scale"
+    fixable = True
+    tokens = (("scale",), ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"))
+    docs = RuleDocs(
+        what_it_does="""
+Checks for `clip_grad_norm_` / `clip_grad_value_` (under any import alias, and FSDP's
+`model.clip_grad_norm_`) called after `scaler.scale(loss).backward()` and before
+`scaler.step(optimizer)`, with no `scaler.unscale_(optimizer)` before the clip.
+""",
+        why_bad="""
+After a scaled backward every gradient is multiplied by the loss scale (65536 at the
+start). The clip compares that inflated norm with `max_norm`, so it always fires and
+shrinks the gradients to `max_norm`; `scaler.step()` then divides by the scale again, and
+the step the optimizer takes is about `max_norm / scale`: training silently crawls, and the
+effective clipping threshold drifts with every scale change. `clip_grad_value_` likewise
+clamps the scaled values, leaving almost nothing after unscaling.
+""",
+        example="""
+scaler.scale(loss).backward()
+torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+scaler.step(optimizer)
+scaler.update()
+""",
+        use_instead="""
+scaler.scale(loss).backward()
+scaler.unscale_(optimizer)
+torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+scaler.step(optimizer)
+scaler.update()
+""",
+        fix_safety="""
+The fix inserts `scaler.unscale_(optimizer)` right before the clip, naming the optimizer
+that the following `scaler.step(...)` steps. It is safe: `scaler.step()` does not unscale
+again, and skipping steps on inf/NaN gradients still works. No fix is offered when the
+optimizer is ambiguous (several are stepped), when the clip runs more often than the step
+(it would unscale twice), or when the clip sits in a helper that other code calls too.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
+            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
+        ),
+    )
+
+    valid = (
+        # PyTorch's recipe.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Unscale and clip under the same flag (nanoGPT).
+        """
+import torch
+scaler = torch.cuda.amp.GradScaler(enabled=(dtype == "float16"))
+while True:
+    for micro_step in range(accum):
+        scaler.scale(loss).backward()
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Measuring the norm only.
+        """
+import math
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Unscale in a helper that clips (timm's dispatch style).
+        """
+from torch.nn.utils import clip_grad_norm_
+def unscale_and_clip(scaler, optimizer, params, max_norm):
+    scaler.unscale_(optimizer)
+    clip_grad_norm_(params, max_norm)
+
+def train_step(scaler, optimizer, loss):
+    scaler.scale(loss).backward()
+    unscale_and_clip(scaler, optimizer, model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # A framework's clip unscales first.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # The clip belongs to the branch without a scaler.
+        """
+import torch
+def train(model, optimizer, loader, scaler=None):
+    for x, y in loader:
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+""",
+        # Unscaled training with no scaler at all.
+        """
+import torch
+for x, y in loader:
+    loss.backward()
+    torch.nn.utils.clip_grad_value_(model.parameters(), 0.5)
+    optimizer.step()
+""",
+        # timm's NativeScaler: the wrapper unscales before its clip.
+        """
+import torch
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, clip_grad=None, parameters=None):
+        self._scaler.scale(loss).backward()
+        if clip_grad is not None:
+            self._scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
+        self._scaler.step(optimizer)
+        self._scaler.update()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    # keep the update small
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    # keep the update small
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # An imported alias, attribute scaler and optimizer, under the accumulation boundary.
+        Invalid(
+            """
+from torch import nn
+from torch.nn.utils import clip_grad_norm_ as clip
+class Trainer:
+    def __init__(self, model, optimizer, scaler):
+        self.scaler = scaler
+        self.optimizer = optimizer
+
+    def train_step(self, i, loss):
+        self.scaler.scale(loss / self.accum).backward()
+        if (i + 1) % self.accum == 0:
+            if self.max_norm:
+                clip(self.model.parameters(), self.max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+""",
+            line=13,
+            fixed="""
+from torch import nn
+from torch.nn.utils import clip_grad_norm_ as clip
+class Trainer:
+    def __init__(self, model, optimizer, scaler):
+        self.scaler = scaler
+        self.optimizer = optimizer
+
+    def train_step(self, i, loss):
+        self.scaler.scale(loss / self.accum).backward()
+        if (i + 1) % self.accum == 0:
+            if self.max_norm:
+                self.scaler.unscale_(self.optimizer)
+                clip(self.model.parameters(), self.max_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad()
+""",
+        ),
+        # nn.utils through `import torch.nn as nn`; clip_grad_value_.
+        Invalid(
+            """
+import torch
+import torch.nn as nn
+def train(model, loader, optimizer, scaler):
+    for x, y in loader:
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        nn.utils.clip_grad_value_(model.parameters(), 0.5)
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+import torch.nn as nn
+def train(model, loader, optimizer, scaler):
+    for x, y in loader:
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_value_(model.parameters(), 0.5)
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+        # FSDP's method; the clip runs every micro-batch but the step every k: no fix.
+        Invalid(
+            """
+from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+scaler = ShardedGradScaler()
+for i, batch in enumerate(loader):
+    scaler.scale(fsdp_model(batch)).backward()
+    fsdp_model.clip_grad_norm_(1.0)
+    if (i + 1) % accum == 0:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+            line=6,
+        ),
+        # One scaler, two optimizers: which one to unscale is ambiguous.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    scaler.step(opt_g)
+    scaler.step(opt_d)
+    scaler.update()
+""",
+            line=6,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for iteration in iterations(model):
+            for clip in iteration.of(Kind.CLIP):
+                kind = clip_kind(model, clip.call)
+                if kind is None or measures_only(model, clip.call, kind):
+                    continue
+                window = _scaled_window(iteration, clip)
+                if window is None:
+                    continue
+                step, key = window
+                name = _clip_name(model, clip.call)
+                context.report(
+                    clip.call,
+                    f"`{name}` runs on gradients still multiplied by the loss scale; call "
+                    f"`{step.scaler_local}.unscale_(optimizer)` before clipping",
+                    _unscale_before(model, iteration, clip, step, key),
+                )
+
+
+def _clip_name(model: ModuleModel, call: cst.Call) -> str:
+    names = model.evaluator.qualified_names(call.func)
+    if any(name.endswith("clip_grad_value_") for name in names):
+        return "clip_grad_value_"
+    return "clip_grad_norm_"
+
+
+def _scaled_window(iteration: Iteration, clip: Event) -> tuple[Event, str] | None:
+    """The ``scaler.step`` that follows a scaled backward and ``clip`` with no
+    ``unscale_`` of that scaler before the clip; None when the clip is not in such a window."""
+    backwards = [
+        e for e in iteration.of(Kind.SCALED_BACKWARD) if e.order < clip.order and together(e, clip)
+    ]
+    if not backwards:
+        return None
+    backward = backwards[-1]
+    key = backward.scaler
+    if key is None:
+        return None
+    steps = [
+        e
+        for e in iteration.of(Kind.SCALER_STEP)
+        if e.scaler == key and e.order > clip.order and together(e, clip)
+    ]
+    if not steps:
+        return None
+    for event in iteration.events[: clip.order]:
+        if event.scaler != key:
+            continue
+        if event.kind is Kind.UNSCALE and together(event, clip):
+            return None
+        if event.kind in (Kind.UNSCALE, Kind.MAYBE_SCALED_BACKWARD) and not together(event, clip):
+            return None  # an unscale_ under another condition: in doubt
+        if event.kind in (Kind.SCALER_STEP, Kind.UPDATE) and event.order > backward.order:
+            return None
+    if any(e.kind is Kind.MAYBE_SCALED_BACKWARD and e.order < clip.order for e in iteration.events):
+        return None
+    return steps[0], key
+
+
+def _unscale_before(
+    model: ModuleModel, iteration: Iteration, clip: Event, step: Event, key: str
+) -> FixPlan | None:
+    steps = [e for e in iteration.of(Kind.SCALER_STEP) if e.scaler == key]
+    if len({e.optimizer for e in steps}) != 1 or step.optimizer_local is None:
+        return None
+    if clip.frame.via or clip.loops != step.loops:
+        return None
+    if not set(step.conditions) <= set(clip.conditions):
+        return None  # the clip runs more often than the step: unscale_ would repeat
+    if any(e.kind is Kind.UNSCALE and e.scaler == key for e in iteration.between(clip, None)):
+        return None
+    scaler = usable_at(model, step, "scaler", clip)
+    optimizer = usable_at(model, step, "optimizer", clip)
+    statement = model.statement_in_block(clip.call)
+    if scaler is None or optimizer is None or statement is None:
+        return None
+    unscale = cst.parse_statement(f"{scaler}.unscale_({optimizer})\n")
+
+    def insert(updated: cst.CSTNode) -> cst.FlattenSentinel:
+        assert isinstance(updated, (cst.SimpleStatementLine, cst.BaseCompoundStatement))
+        first = unscale.with_changes(leading_lines=updated.leading_lines)
+        return cst.FlattenSentinel([first, updated.with_changes(leading_lines=())])
+
+    return FixPlan(f"Insert `{scaler}.unscale_({optimizer})` before the clip", {statement: insert})

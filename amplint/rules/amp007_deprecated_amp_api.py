@@ -1,0 +1,754 @@
+"""AMP007 deprecated-amp-api."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+from amplint.analysis.api_names import (
+    DEPRECATED,
+    LEGACY_MODULES,
+    Deprecated,
+    ImportSite,
+    chain_up,
+    import_site,
+    is_guarded,
+    keyword_arg,
+    legacy_call_args,
+    names_of,
+)
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.scopes import BindingKind, dotted_name
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+
+_FIX_MESSAGE = "Rewrite deprecated AMP APIs to `torch.amp` with an explicit device type"
+
+
+@dataclass(eq=False)
+class _Ref:
+    expr: cst.BaseExpression
+    spec: Deprecated
+    root: cst.Name
+    #: "torch": ``torch.cuda.amp.X``; "module": ``amp.X`` with ``amp`` a legacy module
+    #: import; "object": a name imported from a legacy module; "other": anything else.
+    form: str
+    site: ImportSite | None
+    replacements: dict[cst.CSTNode, Replacement] | None = None
+    unsafe: bool = False
+    reported: bool = True
+
+
+@dataclass(eq=False)
+class _Unit:
+    """References that must be fixed together: all uses of one import statement."""
+
+    refs: list[_Ref] = field(default_factory=list)
+    fixable: bool = True
+    replacements: dict[cst.CSTNode, Replacement] = field(default_factory=dict)
+
+    @property
+    def unsafe(self) -> bool:
+        return any(ref.unsafe for ref in self.refs)
+
+
+class DeprecatedAmpApi(Rule):
+    code = "AMP007"
+    name = "deprecated-amp-api"
+    summary = "deprecated `torch.cuda.amp` / `torch.cpu.amp` API"
+    fixable = True
+    tokens = (
+        (
+            "amp",
+            *sorted(
+                {spec.legacy.rsplit(".", 1)[1] for spec in DEPRECATED.values()}
+                - {"autocast", "GradScaler", "custom_fwd", "custom_bwd"}
+            ),
+        ),
+        ("torch",),
+    )
+    docs = RuleDocs(
+        what_it_does="""
+Checks for the device-specific AMP APIs that PyTorch deprecated in favour of `torch.amp`:
+`torch.cuda.amp.autocast`, `torch.cuda.amp.GradScaler`, `torch.cuda.amp.custom_fwd`,
+`torch.cuda.amp.custom_bwd`, `torch.cpu.amp.autocast`, `torch.cpu.amp.GradScaler`, and the
+functions `torch.get_autocast_gpu_dtype()`, `torch.set_autocast_gpu_dtype()`,
+`torch.is_autocast_cpu_enabled()`, `torch.set_autocast_cpu_enabled()`,
+`torch.get_autocast_cpu_dtype()`, `torch.set_autocast_cpu_dtype()` and their `xla`/`ipu`
+variants, under any import alias. Uses inside a version check (`if torch_version < ...:`,
+`hasattr(torch, "amp")`) or a `try: ... except ImportError:` compatibility block are not
+reported.
+""",
+        why_bad="""
+Each of these emits a `FutureWarning` on every construction (once per training step for an
+autocast region) and is slated for removal. The replacements take the device type
+explicitly, which also makes the code portable to other devices. The legacy classes do not
+share the new ones' signatures: `torch.cuda.amp.autocast(enabled, dtype, cache_enabled)`
+versus `torch.amp.autocast(device_type, dtype, enabled, cache_enabled)`, and
+`torch.cuda.amp.GradScaler(init_scale, ...)` versus `torch.amp.GradScaler(device,
+init_scale, ...)`, so replacing the name alone silently passes the arguments to the wrong
+parameters.
+""",
+        example="""
+from torch.cuda.amp import GradScaler, autocast
+
+scaler = GradScaler(2.0**14)
+with autocast(args.amp):
+    loss = model(x)
+""",
+        use_instead="""
+from torch.amp import GradScaler, autocast
+
+scaler = GradScaler("cuda", init_scale=2.0**14)
+with autocast("cuda", enabled=args.amp):
+    loss = model(x)
+""",
+        fix_safety="""
+The fix rewrites every deprecated use in the file at once: attribute spellings become
+`torch.amp.*`, `from torch.cuda.amp import ...` becomes `from torch.amp import ...` (aliases
+kept), calls get the device type as first argument with the legacy positional arguments
+passed as keywords, bare `@custom_fwd`/`@custom_bwd` decorators get `device_type=`, and
+`isinstance` checks and annotations follow. It is offered only when every use of an import
+can be rewritten (a legacy name passed around as a value, or a `torch.cuda.amp` module alias
+used for other members, blocks it). Rewriting the base of a `GradScaler` subclass is unsafe:
+callers outside the file that pass `init_scale` positionally would pass it as the device.
+Subclasses of the legacy `autocast` are reported without a fix.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html",
+            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
+            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
+        ),
+    )
+
+    valid = (
+        # The current API.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+with torch.autocast("cuda", dtype=torch.float16):
+    loss = model(x)
+dtype = torch.get_autocast_dtype("cuda")
+""",
+        # Version fallback: try the new API, fall back to the old one.
+        """
+try:
+    from torch.amp import GradScaler
+except ImportError:
+    from torch.cuda.amp import GradScaler
+scaler = GradScaler(enabled=args.fp16)
+""",
+        # Version check on the torch version.
+        """
+import torch
+if torch.__version__ < "2.3":
+    scaler = torch.cuda.amp.GradScaler()
+else:
+    scaler = torch.amp.GradScaler("cuda")
+""",
+        """
+import torch
+from packaging import version
+TORCH_GE_2_4 = version.parse(torch.__version__) >= version.parse("2.4")
+autocast = torch.amp.autocast if TORCH_GE_2_4 else torch.cuda.amp.autocast
+""",
+        """
+import torch
+if hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler"):
+    make_scaler = lambda: torch.amp.GradScaler("cuda")
+else:
+    make_scaler = torch.cuda.amp.GradScaler
+""",
+        # Strings, comments and docstrings.
+        '''
+"""Uses torch.cuda.amp.autocast() in older releases."""
+import torch
+# with torch.cuda.amp.autocast():
+LEGACY = "torch.cuda.amp.GradScaler"
+with torch.autocast("cuda"):
+    loss = model(x)
+''',
+        # apex's amp is not torch's.
+        """
+from apex import amp
+model, optimizer = amp.initialize(model, optimizer, opt_level="O1")
+with amp.scale_loss(loss, optimizer) as scaled:
+    scaled.backward()
+""",
+        # A local object named like the legacy module.
+        """
+import torch
+class Cuda:
+    amp = None
+torch_like = Cuda()
+torch_like.amp.autocast()
+""",
+        # Not deprecated: is_autocast_enabled() and the still-supported helper.
+        """
+import torch
+from torch.cuda.amp.common import amp_definitely_not_available
+if torch.is_autocast_enabled() and not amp_definitely_not_available():
+    pass
+""",
+        # Dead code is not reported.
+        """
+import torch
+if False:
+    with torch.cuda.amp.autocast():
+        loss = model(x)
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.cuda.amp.GradScaler()
+for x, y in loader:
+    with torch.cuda.amp.autocast(args.amp):
+        loss = model(x)
+""",
+            line=3,
+            count=2,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.amp.autocast("cuda", enabled=args.amp):
+        loss = model(x)
+""",
+        ),
+        # Legacy positional order: (enabled, dtype, cache_enabled).
+        Invalid(
+            """
+import torch as th
+with th.cuda.amp.autocast(True, th.bfloat16, cache_enabled=False):
+    y = net(x)
+""",
+            line=3,
+            fixed="""
+import torch as th
+with th.amp.autocast("cuda", enabled=True, dtype=th.bfloat16, cache_enabled=False):
+    y = net(x)
+""",
+        ),
+        Invalid(
+            """
+import torch
+scaler = torch.cuda.amp.GradScaler(
+    2.0**14,
+    2.0,
+    0.5,
+    1000,
+    args.fp16,
+)
+""",
+            line=3,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler(
+    "cuda",
+    init_scale=2.0**14,
+    growth_factor=2.0,
+    backoff_factor=0.5,
+    growth_interval=1000,
+    enabled=args.fp16,
+)
+""",
+        ),
+        # from-imports with aliases: the import and every use are rewritten together.
+        Invalid(
+            """
+from torch.cuda.amp import GradScaler, autocast as ac
+
+class Trainer:
+    def __init__(self, model, fp16):
+        self.model = model
+        self.scaler = GradScaler(enabled=fp16)
+
+    def forward(self, x):
+        with ac(dtype=self.dtype):
+            return self.model(x)
+
+    def is_amp(self):
+        return isinstance(self.scaler, GradScaler)
+""",
+            line=7,
+            count=3,
+            fixed="""
+from torch.amp import GradScaler, autocast as ac
+
+class Trainer:
+    def __init__(self, model, fp16):
+        self.model = model
+        self.scaler = GradScaler("cuda", enabled=fp16)
+
+    def forward(self, x):
+        with ac("cuda", dtype=self.dtype):
+            return self.model(x)
+
+    def is_amp(self):
+        return isinstance(self.scaler, GradScaler)
+""",
+        ),
+        # custom_fwd / custom_bwd need device_type=.
+        Invalid(
+            """
+import torch
+from torch.cuda.amp import custom_bwd, custom_fwd
+
+class Exp(torch.autograd.Function):
+    @staticmethod
+    @custom_fwd(cast_inputs=torch.float32)
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @custom_bwd
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+""",
+            line=7,
+            count=2,
+            fixed="""
+import torch
+from torch.amp import custom_bwd, custom_fwd
+
+class Exp(torch.autograd.Function):
+    @staticmethod
+    @custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, x):
+        y = x.exp()
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    @custom_bwd(device_type="cuda")
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y
+""",
+        ),
+        Invalid(
+            """
+import torch
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    @torch.cuda.amp.custom_fwd
+    def forward(ctx, x):
+        return x * x
+""",
+            line=6,
+            fixed="""
+import torch
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
+    def forward(ctx, x):
+        return x * x
+""",
+        ),
+        # A module alias of torch.cuda.amp.
+        Invalid(
+            """
+from torch.cuda import amp
+
+scaler = amp.GradScaler()
+with amp.autocast():
+    out = model(x)
+""",
+            line=4,
+            count=2,
+            fixed="""
+from torch import amp
+
+scaler = amp.GradScaler("cuda")
+with amp.autocast("cuda"):
+    out = model(x)
+""",
+        ),
+        # torch.cpu.amp and the global autocast-state functions.
+        Invalid(
+            """
+import torch
+
+def run(model, x):
+    if torch.is_autocast_cpu_enabled():
+        print(torch.get_autocast_gpu_dtype())
+    torch.set_autocast_cpu_dtype(torch.bfloat16)
+    with torch.cpu.amp.autocast():
+        return model(x)
+""",
+            line=5,
+            count=4,
+            fixed="""
+import torch
+
+def run(model, x):
+    if torch.is_autocast_enabled("cpu"):
+        print(torch.get_autocast_dtype("cuda"))
+    torch.set_autocast_dtype("cpu", torch.bfloat16)
+    with torch.amp.autocast("cpu"):
+        return model(x)
+""",
+        ),
+        # Annotations and isinstance with a tuple.
+        Invalid(
+            """
+import torch
+from typing import Optional
+
+def step(scaler: Optional[torch.cuda.amp.GradScaler], loss):
+    if isinstance(scaler, (torch.cuda.amp.GradScaler, MyScaler)):
+        scaler.scale(loss).backward()
+""",
+            line=5,
+            count=2,
+            fixed="""
+import torch
+from typing import Optional
+
+def step(scaler: Optional[torch.amp.GradScaler], loss):
+    if isinstance(scaler, (torch.amp.GradScaler, MyScaler)):
+        scaler.scale(loss).backward()
+""",
+        ),
+        # A subclass: the new base takes a device first, so the fix is unsafe.
+        Invalid(
+            """
+import torch
+
+class LoggingScaler(torch.cuda.amp.GradScaler):
+    def update(self, new_scale=None):
+        super().update(new_scale)
+        log(self.get_scale())
+
+scaler = LoggingScaler(init_scale=1024.0)
+""",
+            line=4,
+            unsafe=True,
+            fixed="""
+import torch
+
+class LoggingScaler(torch.amp.GradScaler):
+    def update(self, new_scale=None):
+        super().update(new_scale)
+        log(self.get_scale())
+
+scaler = LoggingScaler(init_scale=1024.0)
+""",
+        ),
+        # The legacy name is passed around as a value: reported, no fix for that import.
+        Invalid(
+            """
+import functools
+from torch.cuda.amp import autocast
+
+amp_ctx = functools.partial(autocast, enabled=True)
+with autocast():
+    out = model(x)
+""",
+            line=5,
+            count=2,
+        ),
+        # A subclass of the legacy autocast: no fix.
+        Invalid(
+            """
+import torch
+
+class fp16_autocast(torch.cuda.amp.autocast):
+    pass
+""",
+            line=4,
+        ),
+        # A module alias also used for a member that torch.amp lacks: no fix.
+        Invalid(
+            """
+import torch.cuda.amp as cuda_amp
+
+if not cuda_amp.common.amp_definitely_not_available():
+    scaler = cuda_amp.GradScaler()
+""",
+            line=5,
+        ),
+        Invalid(
+            """
+import torch.cuda.amp as cuda_amp
+
+scaler = cuda_amp.GradScaler(enabled=True)
+""",
+            line=4,
+            fixed="""
+import torch.amp as cuda_amp
+
+scaler = cuda_amp.GradScaler("cuda", enabled=True)
+""",
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        refs, blocked = _references(model)
+        if not refs:
+            return
+        units = _units(model, refs, blocked)
+        safe: dict[cst.CSTNode, Replacement] = {}
+        for unit in units.values():
+            if unit.fixable and not unit.unsafe:
+                safe.update(unit.replacements)
+        for unit in units.values():
+            for ref in unit.refs:
+                if not ref.reported:
+                    continue
+                fix = None
+                if unit.fixable and unit.unsafe:
+                    fix = FixPlan(_FIX_MESSAGE, {**safe, **unit.replacements}, "unsafe")
+                elif unit.fixable:
+                    fix = FixPlan(_FIX_MESSAGE, dict(safe))
+                context.report(ref.expr, _message(ref.spec), fix)
+
+
+def _message(spec: Deprecated) -> str:
+    text = f"`{spec.legacy}` is deprecated; use `{spec.replacement}`"
+    if spec.kind in ("autocast", "scaler"):
+        text += " and pass the other arguments by keyword"
+    return text
+
+
+def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
+    """Deprecated references, and import sites with a use that the fix cannot rewrite."""
+    refs: list[_Ref] = []
+    blocked: set[ImportSite] = set()
+    for name in names_of(model).references:
+        site = import_site(model, name)
+        if site is None:
+            continue
+        chain = chain_up(model, name)
+        qualified = site.qualified
+        found = None
+        for depth, expr in enumerate(chain):
+            if depth:
+                qualified = f"{qualified}.{expr.attr.value}"  # type: ignore[attr-defined]
+            spec = DEPRECATED.get(qualified)
+            if spec is not None:
+                found = (depth, expr, spec)
+                break
+        if found is None:
+            if site.qualified in LEGACY_MODULES:
+                blocked.add(site)  # `amp.common...` or the module passed around
+            continue
+        depth, expr, spec = found
+        if depth == 0:
+            form = "object"
+        elif site.qualified == "torch":
+            form = "torch"
+        elif site.qualified in LEGACY_MODULES and depth == 1:
+            form = "module"
+        else:
+            form = "other"
+        ref = _Ref(expr, spec, name, form, site if form != "torch" else None)
+        guarded = is_guarded(model, expr) or (
+            ref.site is not None and is_guarded(model, ref.site.statement)
+        )
+        if guarded:
+            if ref.site is not None:
+                blocked.add(ref.site)
+            continue
+        ref.reported = not model.is_dead(expr)
+        if form == "torch" and not ref.reported:
+            continue
+        _plan_reference(model, ref)
+        refs.append(ref)
+    return refs, blocked
+
+
+def _new_reference(ref: _Ref) -> cst.BaseExpression | None:
+    """What the reference becomes (None: it stays as written, its import changes)."""
+    spec = ref.spec
+    if ref.form == "torch":
+        root = cst.Name(ref.root.value)
+        if spec.kind == "function":
+            return cst.Attribute(root, cst.Name(spec.new_name))
+        return cst.Attribute(cst.Attribute(root, cst.Name("amp")), cst.Name(spec.new_name))
+    if (
+        ref.form == "object"
+        and spec.kind == "function"
+        and ref.site is not None
+        and ref.site.alias.asname is None
+    ):
+        return cst.Name(spec.new_name)
+    return None
+
+
+def _plan_reference(model: ModuleModel, ref: _Ref) -> None:
+    """Fill in the replacements for one reference, or leave them None (no fix)."""
+    if ref.form == "other":
+        return
+    expr, spec = ref.expr, ref.spec
+    new = _new_reference(ref)
+    parent = model.index.parent(expr)
+    if isinstance(parent, cst.Call) and parent.func is expr:
+        if legacy_call_args(spec.kind, spec.device, parent.args) is None:
+            return
+
+        def rewrite_call(updated: cst.CSTNode) -> cst.CSTNode:
+            assert isinstance(updated, cst.Call)
+            args = legacy_call_args(spec.kind, spec.device, updated.args)
+            assert args is not None
+            return updated.with_changes(func=new or updated.func, args=args)
+
+        ref.replacements = {parent: rewrite_call}
+        return
+    if isinstance(parent, cst.Decorator) and parent.decorator is expr:
+        if spec.kind in ("custom_fwd", "custom_bwd"):
+            device = keyword_arg("device_type", cst.SimpleString(f'"{spec.device}"'))
+            ref.replacements = {expr: cst.Call(func=new or expr, args=[device])}
+        return
+    if spec.kind not in ("autocast", "scaler"):
+        return
+    base_of = _class_base_of(model, expr)
+    if base_of is not None:
+        if spec.kind == "scaler" and _subclass_rewritable(model, base_of):
+            ref.replacements = {expr: new} if new is not None else {}
+            ref.unsafe = True
+        return
+    if _in_type_check(model, expr) or _in_annotation(model, expr):
+        ref.replacements = {expr: new} if new is not None else {}
+
+
+def _class_base_of(model: ModuleModel, expr: cst.BaseExpression) -> cst.ClassDef | None:
+    parent = model.index.parent(expr)
+    owner = model.index.parent(parent) if isinstance(parent, cst.Arg) else None
+    if isinstance(owner, cst.ClassDef) and parent in owner.bases:
+        return owner
+    return None
+
+
+def _subclass_rewritable(model: ModuleModel, node: cst.ClassDef) -> bool:
+    """No call in this module passes the legacy positional arguments to the subclass."""
+    info = model.index.classes.get(node)
+    if info is None:
+        return False
+    init = info.methods.get("__init__")
+    if init is not None:
+        for call in model.index.calls:
+            func = call.func
+            if (
+                isinstance(func, cst.Attribute)
+                and func.attr.value == "__init__"
+                and isinstance(func.value, cst.Call)
+                and dotted_name(func.value.func) == "super"
+                and init in model.index.ancestors(call)
+                and any(a.keyword is None for a in call.args)
+            ):
+                return False
+    for call in model.index.calls:
+        if isinstance(call.func, cst.Name) and call.func.value == node.name.value:
+            bindings = model.index.scope_of(call).lookup(call.func.value)
+            if any(b.kind is BindingKind.CLASS and b.node is node for b in bindings) and any(
+                a.keyword is None for a in call.args
+            ):
+                return False
+    return True
+
+
+def _in_type_check(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    node: cst.CSTNode = expr
+    parent = model.index.parent(node)
+    if isinstance(parent, cst.Element):
+        container = model.index.parent(parent)
+        if not isinstance(container, cst.Tuple):
+            return False
+        node, parent = container, model.index.parent(container)
+    if not isinstance(parent, cst.Arg) or parent.value is not node:
+        return False
+    call = model.index.parent(parent)
+    return (
+        isinstance(call, cst.Call)
+        and isinstance(call.func, cst.Name)
+        and call.func.value in ("isinstance", "issubclass")
+        and not model.index.scope_of(call).lookup(call.func.value)
+        and len(call.args) == 2
+        and call.args[1] is parent
+    )
+
+
+def _in_annotation(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    for ancestor in model.index.ancestors(expr):
+        if isinstance(ancestor, cst.Annotation):
+            return True
+        if isinstance(ancestor, (cst.BaseStatement, cst.Param, cst.Call)):
+            return False
+    return False
+
+
+def _units(model: ModuleModel, refs: list[_Ref], blocked: set[ImportSite]) -> dict[int, _Unit]:
+    units: dict[int, _Unit] = {}
+    for ref in refs:
+        key = id(ref.site.statement) if ref.site is not None else id(ref)
+        unit = units.setdefault(key, _Unit())
+        unit.refs.append(ref)
+        if ref.replacements is None:
+            unit.fixable = False
+        else:
+            unit.replacements.update(ref.replacements)
+    for unit in units.values():
+        site = unit.refs[0].site
+        if site is None or not unit.fixable:
+            continue
+        statement_fix = _import_rewrite(model, site.statement, unit, blocked)
+        if statement_fix is None:
+            unit.fixable = False
+        else:
+            unit.replacements.update(statement_fix)
+    return units
+
+
+def _import_rewrite(
+    model: ModuleModel,
+    statement: cst.Import | cst.ImportFrom,
+    unit: _Unit,
+    blocked: set[ImportSite],
+) -> dict[cst.CSTNode, Replacement] | None:
+    sites = [s for sites in names_of(model).imports.values() for s in sites]
+    own = [s for s in sites if s.statement is statement]
+    if any(s in blocked for s in own):
+        return None
+    replacements: dict[cst.CSTNode, Replacement] = {}
+    if isinstance(statement, cst.Import):
+        for site in own:
+            if site.qualified in LEGACY_MODULES and site.alias.asname is not None:
+                new_module = cst.parse_expression(LEGACY_MODULES[site.qualified])
+                replacements[site.alias] = site.alias.with_changes(name=new_module)
+        return replacements or None
+    module = own[0].from_module if own else None
+    if module in LEGACY_MODULES:
+        if not all(s.qualified in DEPRECATED or s.qualified in LEGACY_MODULES for s in own):
+            return None
+        new_module = LEGACY_MODULES[module]
+    elif module in ("torch.cuda", "torch.cpu"):
+        if not all(s.qualified in LEGACY_MODULES for s in own):
+            return None
+        new_module = "torch"
+    elif module == "torch":
+        for ref in unit.refs:
+            spec = ref.spec
+            if ref.site is not None and ref.form == "object" and spec.kind == "function":
+                replacements[ref.site.alias] = ref.site.alias.with_changes(
+                    name=cst.Name(spec.new_name)
+                )
+        return replacements or None
+    else:
+        return None
+    module_node = cst.parse_expression(new_module)
+
+    def rewrite(updated: cst.CSTNode) -> cst.CSTNode:
+        assert isinstance(updated, cst.ImportFrom)
+        return updated.with_changes(module=module_node)
+
+    replacements[statement] = rewrite
+    return replacements

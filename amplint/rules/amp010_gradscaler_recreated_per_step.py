@@ -1,0 +1,406 @@
+"""AMP010 gradscaler-recreated-per-step."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.lifecycle import (
+    ScalerConstruction,
+    bound_in,
+    guarded_by,
+    loop_runs_training_directly,
+    may_be_enabled,
+    references_in,
+    runs_training,
+    scaler_constructions,
+)
+from amplint.analysis.model import ModuleModel, walk_body
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+#: Methods a training framework calls once per iteration.
+_PER_STEP_METHODS = ("train_step", "training_step")
+
+
+class GradScalerRecreatedPerStep(Rule):
+    code = "AMP010"
+    name = "gradscaler-recreated-per-step"
+    summary = "a GradScaler is constructed anew in every training iteration"
+    fixable = True
+    tokens = (("GradScaler", "ShardedGradScaler"),)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for a `GradScaler(...)` constructed inside a training loop (a loop whose iterations
+run a backward pass or an optimizer step), or inside a function that runs once per
+iteration: a `train_step`/`training_step` method, or a function of the same module called
+from inside the training loop.
+""",
+        why_bad="""
+A GradScaler is a piece of state that must live across iterations: its loss scale starts at
+`init_scale` (65536) and only `update()` adapts it, halving it after an overflow and growing
+it after 2000 finite steps. A new scaler every iteration forgets all of that. When the
+gradients overflow at 65536 (common for large models), every step overflows, `scaler.step`
+skips every optimizer step, and training silently makes no progress while the loss curve
+looks flat; when they do not, the scale can never grow to protect small gradients from
+underflow. Each construction also allocates new device tensors for the scale.
+""",
+        example="""
+for x, y in loader:
+    scaler = torch.amp.GradScaler("cuda")
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""",
+        use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""",
+        fix_safety="""
+The fix moves the `scaler = GradScaler(...)` statement above the outermost loop of the
+function around it. It is offered only when the statement sits directly in the loop bodies
+(not under an `if`, `with` or `try`) and its arguments read nothing the loops assign (the
+loop variables included), so the hoisted constructor builds the same scaler once; it is
+safe. A scaler created in a per-iteration function is reported without a fix: create it
+where the trainer is set up (`__init__`, before the loop) and pass it in.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
+            "https://pytorch.org/docs/stable/notes/amp_examples.html#typical-mixed-precision-training",
+        ),
+    )
+
+    valid = (
+        # The recipe: created once, before the loop.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for epoch in range(epochs):
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        # Created in __init__, used in train_step.
+        """
+import torch
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.scaler = torch.amp.GradScaler(enabled=True)
+
+    def train_step(self, batch):
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+        # Lazy creation on the first step.
+        """
+import torch
+class Module:
+    def training_step(self, batch):
+        if self.scaler is None:
+            self.scaler = torch.amp.GradScaler()
+        loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+""",
+        """
+import torch
+from torch.amp import GradScaler
+class Module:
+    def training_step(self, batch):
+        if not hasattr(self, "grad_scaler"):
+            self.grad_scaler = GradScaler()
+        loss = self.model(batch)
+        self.grad_scaler.scale(loss).backward()
+""",
+        # One scaler per network, built in a setup loop that trains nothing.
+        """
+from torch.amp import GradScaler
+scalers = {}
+for name in ("generator", "discriminator"):
+    scalers[name] = GradScaler("cuda")
+for batch in loader:
+    for name, opt in optimizers.items():
+        scalers[name].scale(losses[name]).backward()
+        scalers[name].step(opt)
+        scalers[name].update()
+""",
+        # A scaler per training run (a fresh model each run), created outside the batch loop.
+        """
+import torch
+for run in range(num_runs):
+    model, optimizer = build(run)
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        # train_one_epoch builds its scaler once per epoch, outside its batch loop.
+        """
+import torch
+def train_one_epoch(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+for epoch in range(10):
+    train_one_epoch(model, optimizer, loader)
+""",
+        # A loop that trains nothing (evaluation) creating scalers is none of our business.
+        """
+import torch
+for checkpoint in checkpoints:
+    scaler = torch.amp.GradScaler()
+    scaler.load_state_dict(torch.load(checkpoint)["scaler"])
+    print(scaler.get_scale())
+""",
+        # Not torch's GradScaler.
+        """
+from sklearn.preprocessing import StandardScaler
+for x, y in loader:
+    scaler = StandardScaler()
+    loss = model(scaler.fit_transform(x))
+    loss.backward()
+    optimizer.step()
+""",
+        # Recreated but disabled literally: it holds no state.
+        """
+import torch
+for x, y in loader:
+    scaler = torch.amp.GradScaler(enabled=False)
+    scaler.scale(model(x)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+for x, y in loader:
+    scaler = torch.amp.GradScaler("cuda")
+    with torch.autocast("cuda"):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=4,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # Nested in an epoch loop, aliased import, enabled from the arguments: hoisted above
+        # both loops.
+        Invalid(
+            """
+from torch.cuda.amp import GradScaler as GS, autocast
+
+def train(model, optimizer, loader, args):
+    model.train()
+    for epoch in range(args.epochs):
+        for step, (x, y) in enumerate(loader):
+            optimizer.zero_grad()
+            # one scaler per step
+            scaler = GS(enabled=args.amp)
+            with autocast(enabled=args.amp):
+                loss = model(x, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+""",
+            line=10,
+            fixed="""
+from torch.cuda.amp import GradScaler as GS, autocast
+
+def train(model, optimizer, loader, args):
+    model.train()
+    # one scaler per step
+    scaler = GS(enabled=args.amp)
+    for epoch in range(args.epochs):
+        for step, (x, y) in enumerate(loader):
+            optimizer.zero_grad()
+            with autocast(enabled=args.amp):
+                loss = model(x, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+""",
+        ),
+        # The constructor reads a loop variable: reported, no fix.
+        Invalid(
+            """
+import torch
+for step, (x, y) in enumerate(loader):
+    scaler = torch.amp.GradScaler(init_scale=2.0 ** min(step, 16))
+    scaler.scale(model(x)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=4,
+        ),
+        # An attribute rebuilt in train_step.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def train_step(self, batch):
+        self.scaler = torch.amp.GradScaler("cuda")
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+            line=5,
+        ),
+        # A helper of the module called from the training loop.
+        Invalid(
+            """
+from torch.amp import GradScaler
+
+def step(model, optimizer, batch):
+    scaler = GradScaler("cuda")
+    loss = model(batch)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+for batch in loader:
+    step(model, optimizer, batch)
+""",
+            line=5,
+        ),
+        # Under the accumulation boundary: reported, but moving it out of the `if` is left
+        # to the user.
+        Invalid(
+            """
+import torch
+for i, (x, y) in enumerate(loader):
+    loss = model(x) / accum
+    if (i + 1) % accum == 0:
+        scaler = torch.amp.GradScaler()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=6,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for construction in scaler_constructions(model):
+            call = construction.call
+            if not may_be_enabled(construction) or model.is_dead(call) or _lazy(model, call):
+                continue
+            loops = model.enclosing_loops(call)
+            training = [loop for loop in loops if loop_runs_training_directly(model, loop)]
+            guard_words = {"scaler"}
+            if construction.target:
+                guard_words.add(construction.target.rsplit(".", 1)[-1])
+            if training:
+                if guarded_by(model, call, training[-1], guard_words):
+                    continue
+                context.report(
+                    call,
+                    "GradScaler is created anew in every training iteration: its loss scale "
+                    "restarts at 65536 each step, so overflowing steps are skipped again and "
+                    "again; create it once, before the loop",
+                    _hoist(model, construction, loops[-1]),
+                )
+                continue
+            if loops:
+                continue
+            function = model.index.enclosing_function(call)
+            if function is None or guarded_by(model, call, function, guard_words):
+                continue
+            where = _per_iteration(model, function)
+            if where is None:
+                continue
+            context.report(
+                call,
+                f"GradScaler is created in `{function.name.value}`, which runs once per "
+                f"{where}: its loss scale restarts at 65536 every step, so overflowing steps "
+                "are skipped again and again; create it once at setup and reuse it",
+            )
+
+
+def _lazy(model: ModuleModel, call: cst.Call) -> bool:
+    """``self.scaler = self.scaler or GradScaler()``: created on first use only."""
+    parent = model.index.parent(call)
+    return isinstance(parent, cst.BooleanOperation) and isinstance(parent.operator, cst.Or)
+
+
+def _per_iteration(model: ModuleModel, function: cst.FunctionDef) -> str | None:
+    """How ``function`` runs once per training iteration, or None when it does not (or
+    holds a training loop of its own: then it runs once per epoch, or once)."""
+    own_loops = [n for n in walk_body(function.body) if isinstance(n, (cst.For, cst.While))]
+    if any(runs_training(model, loop) for loop in own_loops):
+        return None
+    if function.name.value in _PER_STEP_METHODS and runs_training(model, function.body):
+        return "training step"
+    if function.name.value in _PER_STEP_METHODS and model.index.enclosing_class(function):
+        return "training step"
+    for call in model.index.calls:
+        if model.helper_of(call) is not function:
+            continue
+        if any(loop_runs_training_directly(model, loop) for loop in model.enclosing_loops(call)):
+            return "training iteration (it is called from the training loop)"
+    return None
+
+
+def _hoist(
+    model: ModuleModel, construction: ScalerConstruction, outer: cst.For | cst.While
+) -> FixPlan | None:
+    statement = construction.statement
+    if statement is None or construction.target is None:
+        return None
+    # Only plain loop bodies between the statement and the outer loop: no if/with/try.
+    for ancestor in model.index.ancestors(statement):
+        if ancestor is outer:
+            break
+        if not isinstance(ancestor, (cst.IndentedBlock, cst.For, cst.While)):
+            return None
+    loop_statement = model.statement_in_block(outer)
+    if loop_statement is not outer:
+        return None
+    bound = bound_in(outer) - {construction.target}
+    if references_in(construction.call) & bound:
+        return None  # the arguments change with the iteration
+    # Comments above the statement travel with it; blank lines stay behind.
+    comments = [line for line in statement.leading_lines if line.comment is not None]
+    moved = statement.with_changes(leading_lines=comments)
+
+    def insert(updated: cst.CSTNode) -> cst.FlattenSentinel:
+        return cst.FlattenSentinel([moved, updated])  # type: ignore[list-item]
+
+    return FixPlan(
+        f"Create `{construction.target}` once, before the loop",
+        {statement: cst.RemovalSentinel.REMOVE, loop_statement: insert},
+    )

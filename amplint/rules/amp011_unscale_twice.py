@@ -1,0 +1,385 @@
+"""AMP011 unscale-twice."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.steps import (
+    Event,
+    Iteration,
+    Kind,
+    exclusive,
+    iterations,
+    statement_call,
+    together,
+)
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+
+
+class UnscaleTwice(Rule):
+    code = "AMP011"
+    name = "unscale-twice"
+    summary = "`scaler.unscale_(optimizer)` called twice before `update()`, or after `step()`"
+    fixable = True
+    tokens = (("unscale_",),)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for `scaler.unscale_(optimizer)` called a second time for the same optimizer before
+`scaler.update()`, called after `scaler.step(optimizer)` in the same iteration, or called in
+a loop (over micro-batches) inside the iteration that updates the scaler only once.
+""",
+        why_bad="""
+`unscale_` may run once per optimizer between two `update()` calls: the second call raises
+`RuntimeError: unscale_() has already been called on this optimizer since the last
+update()`, and after `step()` it raises `unscale_() is being called after step()`. Such a
+call often hides under a flag (`if args.clip_grad:`) and crashes only in the configuration
+nobody tested.
+""",
+        example="""
+scaler.scale(loss).backward()
+scaler.unscale_(optimizer)
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+scaler.unscale_(optimizer)
+scaler.step(optimizer)
+scaler.update()
+""",
+        use_instead="""
+scaler.scale(loss).backward()
+scaler.unscale_(optimizer)
+torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+scaler.step(optimizer)
+scaler.update()
+""",
+        fix_safety="""
+The fix removes the extra call: the second one, when it only runs where the first one ran
+(so every later read, the clip included, already sees unscaled gradients), or the one
+after `step()` (the step already unscaled them). It is safe: `scaler.step()` unscales
+gradients not yet unscaled. No fix is offered when the first call is the conditional one
+(removing either would change what a read in between sees), when the call sits in a helper
+other code may call, or when it is the only statement of its block.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
+            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
+        ),
+    )
+
+    valid = (
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Two optimizers, each unscaled once.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt_a)
+    scaler.unscale_(opt_b)
+    scaler.step(opt_a)
+    scaler.step(opt_b)
+    scaler.update()
+""",
+        # A loop over optimizers.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    for opt in optimizers:
+        scaler.unscale_(opt)
+    for opt in optimizers:
+        scaler.step(opt)
+    scaler.update()
+""",
+        # Exclusive branches.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    if clip_mode == "norm":
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    else:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_value_(params, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Under two unrelated flags: maybe never both (in doubt).
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    if args.clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+    if args.log_grad_norm and not args.clip:
+        scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Accumulation: unscale_, step and update under the same boundary.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for i, batch in enumerate(loader):
+    scaler.scale(loss / accum).backward()
+    if (i + 1) % accum == 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=8,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # Unscaled for logging, then again under the clip flag.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def step(self, loss):
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        self.log_grad_norm()
+        if self.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+class Trainer:
+    def step(self, loss):
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        self.log_grad_norm()
+        if self.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+        ),
+        # The first call is conditional, the second not: which to keep depends on what
+        # reads the gradients in between, so no fix.
+        Invalid(
+            """
+import torch
+def step(scaler, optimizer, loss):
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=8,
+        ),
+        # After step: gradients are already unscaled.
+        Invalid(
+            """
+import torch
+def train(loader, scaler, optimizer):
+    for batch in loader:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.unscale_(optimizer)
+        grad_norm = compute_grad_norm(model)
+        scaler.update()
+""",
+            line=7,
+            fixed="""
+import torch
+def train(loader, scaler, optimizer):
+    for batch in loader:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        grad_norm = compute_grad_norm(model)
+        scaler.update()
+""",
+        ),
+        # Through a helper of the module: the helper unscales, the caller again.
+        Invalid(
+            """
+import torch
+def clip_gradients(scaler, optimizer, params):
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+def train_step(scaler, optimizer, loss):
+    scaler.scale(loss).backward()
+    clip_gradients(scaler, optimizer, model.parameters())
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=10,
+            fixed="""
+import torch
+def clip_gradients(scaler, optimizer, params):
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+def train_step(scaler, optimizer, loss):
+    scaler.scale(loss).backward()
+    clip_gradients(scaler, optimizer, model.parameters())
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # Unscale in the micro-batch loop, update once after it: no fix.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    for micro in split(batch):
+        scaler.scale(model(micro)).backward()
+        scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=7,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for iteration in iterations(model):
+            unscales = iteration.of(Kind.UNSCALE)
+            for event in unscales:
+                found = _problem(iteration, event)
+                if found is None:
+                    continue
+                message, earlier = found
+                fix = _remove_extra(earlier, event, model) if earlier else None
+                if earlier is not None and earlier.kind is Kind.SCALER_STEP:
+                    fix = _remove(model, event, "after `step()`")
+                context.report(event.call, message, fix)
+
+
+def _problem(iteration: Iteration, event: Event) -> tuple[str, Event | None] | None:
+    scaler, optimizer = event.scaler_local, event.optimizer_local
+    for earlier in reversed(iteration.between(None, event)):
+        if earlier.scaler != event.scaler:
+            continue
+        if earlier.kind is Kind.UPDATE and not exclusive(earlier, event):
+            break
+        same = earlier.optimizer == event.optimizer
+        if earlier.kind is Kind.SCALER_STEP and same and together(earlier, event):
+            return (
+                f"`{scaler}.unscale_({optimizer})` after `{scaler}.step({optimizer})` "
+                "raises: the step already unscaled these gradients; remove it",
+                earlier,
+            )
+        if earlier.kind is Kind.UNSCALE and same and together(earlier, event):
+            return (
+                f"`{scaler}.unscale_({optimizer})` is called a second time before "
+                f"`{scaler}.update()` and raises; keep one call, right before the clip",
+                earlier,
+            )
+    for loop in event.loops:
+        if _bound_by(loop, event.optimizer_local or ""):
+            continue
+        updates = [
+            e for e in iteration.of(Kind.UPDATE) if e.scaler == event.scaler and loop in e.loops
+        ]
+        if not updates:
+            return (
+                f"`{scaler}.unscale_({optimizer})` runs on every pass of this loop but "
+                f"`{scaler}.update()` only once after it: the second pass raises; unscale "
+                "once, after the loop",
+                None,
+            )
+    return None
+
+
+def _bound_by(loop: cst.For | cst.While, name: str) -> bool:
+    if not isinstance(loop, cst.For):
+        return False
+    head = name.split(".")[0].split("[")[0]
+    targets = {n.value for n in _names(loop.target)}
+    return head in targets
+
+
+def _names(node: cst.CSTNode) -> list[cst.Name]:
+    if isinstance(node, cst.Name):
+        return [node]
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return [n for element in node.elements for n in _names(element.value)]
+    return []
+
+
+def _remove_extra(first: Event, second: Event, model: ModuleModel) -> FixPlan | None:
+    # Only the second call can go, and only when it runs just when the first did: then
+    # everything after the first already saw unscaled gradients and nothing changes.
+    # Removing the first instead would hand scaled gradients to whatever reads them
+    # in between (a clip, a gradient-norm log).
+    if set(first.conditions) <= set(second.conditions):
+        return _remove(model, second, "a second time")
+    return None
+
+
+def _remove(model: ModuleModel, event: Event, why: str) -> FixPlan | None:
+    if event.frame.via:
+        return None
+    statement = statement_call(model, event.call)
+    parent = model.index.parent(statement) if statement is not None else None
+    if statement is None or not isinstance(parent, (cst.IndentedBlock, cst.Module)):
+        return None
+    body = list(parent.body)
+    if len(body) < 2:
+        return None
+    replacements: dict[cst.CSTNode, Replacement] = {statement: cst.RemovalSentinel.REMOVE}
+    if any(line.comment is not None for line in statement.leading_lines):
+        # The comments above the call stay, above the statement that follows it.
+        position = body.index(statement)
+        if position + 1 == len(body):
+            return None
+        following = body[position + 1]
+        kept = statement.leading_lines
+
+        def keep_comments(updated: cst.CSTNode) -> cst.CSTNode:
+            assert isinstance(updated, (cst.SimpleStatementLine, cst.BaseCompoundStatement))
+            return updated.with_changes(leading_lines=(*kept, *updated.leading_lines))
+
+        replacements[following] = keep_comments
+    return FixPlan(f"Remove the `unscale_` call made {why}", replacements)

@@ -1,0 +1,508 @@
+"""AMP013 scaler-state-not-checkpointed."""
+
+from __future__ import annotations
+
+import re
+
+import libcst as cst
+
+from amplint.analysis.lifecycle import scaler_constructions, scaler_like, scales_losses
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
+from amplint.analysis.scopes import BindingKind, dotted_name
+from amplint.analysis.values import ScalerInstance
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+#: Checkpoint keys that hold AMP state under another name.
+_SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
+#: Calls that may store or restore a scaler they are given.
+_CHECKPOINT_CALL = re.compile(r"save|checkpoint|ckpt|state|load|restore|resume|register", re.I)
+
+
+class ScalerStateNotCheckpointed(Rule):
+    code = "AMP013"
+    name = "scaler-state-not-checkpointed"
+    summary = "a checkpoint saves the optimizer's state but not the GradScaler's"
+    fixable = True
+    tokens = (("state_dict", "load_state_dict"), ("GradScaler", "ShardedGradScaler", "scale"))
+    docs = RuleDocs(
+        what_it_does="""
+Checks for a training checkpoint (`torch.save({...})` of a dict literal, or of a name bound
+to one) that holds the optimizer's `state_dict()` but not the GradScaler's, in a module
+that trains with a GradScaler; and for `optimizer.load_state_dict(checkpoint[...])` in such
+a module with no `scaler.load_state_dict(...)` anywhere.
+
+Weights-only checkpoints, dicts that gain the scaler's state later
+(`checkpoint["scaler"] = scaler.state_dict()`), and modules that hand the scaler to a
+checkpointing helper are not reported.
+""",
+        why_bad="""
+The loss scale is training state like the optimizer's moments: GradScaler has spent the
+run adapting it to the model's gradients. A run resumed without it starts again at
+`init_scale` (65536) with a fresh growth tracker, so it skips optimizer steps until the
+scale backs off to where it was, and a checkpoint taken mid-run does not reproduce the run
+that wrote it. PyTorch's AMP recipe saves and loads `scaler.state_dict()` next to the
+model's and the optimizer's.
+""",
+        example="""
+torch.save(
+    {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+    path,
+)
+""",
+        use_instead="""
+torch.save(
+    {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+    },
+    path,
+)
+# when resuming:
+scaler.load_state_dict(checkpoint["scaler"])
+""",
+        fix_safety="""
+The fix adds `"scaler": scaler.state_dict()` to the checkpoint's dict literal. It is offered
+only when one GradScaler is in scope at the save under an unambiguous name and it is never
+`None`; it is safe (a disabled scaler saves an empty dict). Restoring needs a matching
+`scaler.load_state_dict(...)` where the checkpoint is loaded, which the load-side finding
+points at; it has no automatic fix, since old checkpoints lack the key.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/notes/amp_examples.html#saving-resuming",
+            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.state_dict",
+        ),
+    )
+
+    valid = (
+        # The recipe.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+checkpoint = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+torch.save(checkpoint, "ckpt.pt")
+checkpoint = torch.load("ckpt.pt")
+optimizer.load_state_dict(checkpoint["optimizer"])
+scaler.load_state_dict(checkpoint["scaler"])
+""",
+        # Weights only.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save(model.state_dict(), "weights.pt")
+torch.save({"model": model.state_dict(), "epoch": epoch}, "weights.pt")
+""",
+        # Added later, when AMP is on (torchvision references).
+        """
+import torch
+scaler = torch.cuda.amp.GradScaler() if args.amp else None
+checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+if args.amp:
+    checkpoint["scaler"] = scaler.state_dict()
+torch.save(checkpoint, "ckpt.pt")
+""",
+        # A helper given the scaler saves it.
+        """
+import torch
+from utils import save_checkpoint
+scaler = torch.amp.GradScaler()
+torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "last.pt")
+save_checkpoint(model, optimizer, scaler, "full.pt")
+""",
+        # Under another key name (timm: "amp_scaler"; apex: "amp").
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save({"optimizer": optimizer.state_dict(), "amp": loss_scaler.state_dict()}, "ckpt.pt")
+""",
+        # A disabled scaler holds no state.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=False)
+train(model, optimizer, scaler)
+torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+""",
+        # No GradScaler in the module (bfloat16 training).
+        """
+import torch
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    loss = model(x)
+torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "ckpt.pt")
+""",
+        # A scaler this module never uses (a framework does the backward).
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self.scaler = torch.amp.GradScaler()
+
+    def save(self, path):
+        torch.save({"optimizer": self.optimizer.state_dict()}, path)
+""",
+        # A dict spread from elsewhere may hold it.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save({**extra_state, "optimizer": optimizer.state_dict()}, "ckpt.pt")
+""",
+        # The whole scaler object is pickled into the checkpoint.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save({"optimizer": optimizer.state_dict(), "grad": scaler}, "ckpt.pt")
+""",
+        # The load side restores the scaler through a resume helper.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+ckpt = torch.load(path)
+optimizer.load_state_dict(ckpt["optimizer"])
+resume_amp(ckpt, scaler)
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+train(net, opt, scaler)
+torch.save({"net": net.state_dict(), "opt": opt.state_dict()}, "c")
+""",
+            line=5,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+train(net, opt, scaler)
+torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict()}, "c")
+""",
+        ),
+        # A multi-line dict bound to a name, in a method of a trainer with self.scaler.
+        Invalid(
+            """
+import torch
+from torch.amp import GradScaler
+class Trainer:
+    def __init__(self, cfg):
+        self.scaler = GradScaler(enabled=cfg.fp16)
+
+    def backward(self, loss):
+        self.scaler.scale(loss).backward()
+
+    def save(self, path):
+        state = {
+            'model': self.model.state_dict(),
+            'optimizer': self.optimizer.state_dict(),
+        }
+        torch.save(state, path)
+""",
+            line=16,
+            fixed="""
+import torch
+from torch.amp import GradScaler
+class Trainer:
+    def __init__(self, cfg):
+        self.scaler = GradScaler(enabled=cfg.fp16)
+
+    def backward(self, loss):
+        self.scaler.scale(loss).backward()
+
+    def save(self, path):
+        state = {
+            'model': self.model.state_dict(),
+            'optimizer': self.optimizer.state_dict(),
+            'scaler': self.scaler.state_dict(),
+        }
+        torch.save(state, path)
+""",
+        ),
+        # A one-entry multi-line dict with a scaler parameter.
+        Invalid(
+            """
+import torch
+def checkpoint(opt, scaler, path):
+    torch.save({
+        "optimizer": opt.state_dict()
+    }, path)
+
+def train(model, opt, scaler):
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(opt)
+        scaler.update()
+""",
+            line=4,
+            fixed="""
+import torch
+def checkpoint(opt, scaler, path):
+    torch.save({
+        "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict()
+    }, path)
+
+def train(model, opt, scaler):
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(opt)
+        scaler.update()
+""",
+        ),
+        # The scaler may be None: reported, no fix.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler() if args.amp else None
+train(model, optimizer, scaler)
+torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch}, "ckpt.pt")
+""",
+            line=5,
+        ),
+        # The load side: report only.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+if args.resume:
+    checkpoint = torch.load(args.resume, map_location="cpu")
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+train(model, optimizer, scaler)
+""",
+            line=7,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        if not scales_losses(model):
+            return
+        saves_scaler = _scaler_method_anywhere(model, "state_dict")
+        loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
+        for call in model.index.calls:
+            if model.is_dead(call):
+                continue
+            if not saves_scaler and _is_torch_save(model, call):
+                self._check_save(context, call)
+            elif not loads_scaler and _is_optimizer_load(model, call):
+                if _hands_scaler_to_checkpointing(model, call):
+                    continue
+                context.report(
+                    call,
+                    "the optimizer's state is restored from a checkpoint but the GradScaler's "
+                    "is not: the resumed run restarts the loss scale at 65536 and skips steps "
+                    "until it adapts again; also call `scaler.load_state_dict(...)`",
+                )
+
+    def _check_save(self, context: RuleContext, call: cst.Call) -> None:
+        model = context.model
+        found = _checkpoint_dict(model, call)
+        if found is None:
+            return
+        mapping, name = found
+        if not _holds_optimizer_state(model, mapping) or _holds_scaler(model, mapping):
+            return
+        if name is not None and _extended_later(model, call, name):
+            return
+        if _hands_scaler_to_checkpointing(model, call):
+            return
+        context.report(
+            call,
+            "checkpoint saves the optimizer's state but not the GradScaler's: a resumed run "
+            "restarts the loss scale at 65536 and skips steps until it adapts again; add "
+            "`scaler.state_dict()` to it",
+            _add_scaler(model, call, mapping),
+        )
+
+
+def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
+    return bool(call.args) and "torch.save" in model.evaluator.qualified_names(call.func)
+
+
+def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
+    target = receiver(call)
+    return (
+        method_name(call) == "load_state_dict"
+        and target is not None
+        and len(call.args) >= 1
+        and isinstance(call.args[0].value, cst.Subscript)
+        and model.is_optimizer(target)
+    )
+
+
+def _scaler_method_anywhere(model: ModuleModel, method: str) -> bool:
+    return any(
+        method_name(c) == method and scaler_like(model, receiver(c)) for c in model.index.calls
+    )
+
+
+def _checkpoint_dict(model: ModuleModel, call: cst.Call) -> tuple[cst.Dict, str | None] | None:
+    """The dict literal ``torch.save`` writes, and the name it goes by, if any."""
+    value = call.args[0].value
+    if isinstance(value, cst.Dict):
+        return value, None
+    if isinstance(value, cst.Name):
+        bindings = model.index.scope_of(value).lookup(value.value)
+        if len(bindings) == 1 and bindings[0].kind is BindingKind.ASSIGN:
+            node = bindings[0].node
+            if isinstance(node, cst.Dict):
+                return node, value.value
+    return None
+
+
+def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
+    for element in mapping.elements:
+        value = element.value
+        if isinstance(value, cst.Call) and method_name(value) == "state_dict":
+            target = receiver(value)
+            if target is not None and model.is_optimizer(target):
+                return True
+    return False
+
+
+def _holds_scaler(model: ModuleModel, mapping: cst.Dict) -> bool:
+    for element in mapping.elements:
+        if isinstance(element, cst.StarredDictElement):
+            return True  # `**state`: may hold anything
+        key = element.key
+        if isinstance(key, cst.SimpleString) and _SCALER_KEY.search(str(key.evaluated_value)):
+            return True
+        if not isinstance(key, (cst.SimpleString, cst.Integer)):
+            return True  # computed keys: cannot tell
+        if _mentions_scaler(model, element.value):
+            return True
+    return False
+
+
+def _mentions_scaler(model: ModuleModel, node: cst.CSTNode) -> bool:
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, (cst.Name, cst.Attribute)) and scaler_like(model, current):
+            return True
+        stack.extend(current.children)
+    return False
+
+
+def _extended_later(model: ModuleModel, save: cst.Call, name: str) -> bool:
+    """``checkpoint["scaler"] = ...`` / ``checkpoint.update(...)`` in the same function."""
+    function = model.index.enclosing_function(save)
+    unit = function.body if function is not None else model.module
+    for node in _walk(unit):
+        if (
+            isinstance(node, cst.Call)
+            and method_name(node) in ("update", "setdefault")
+            and dotted_name(receiver(node) or cst.Name("_")) == name
+        ):
+            return True
+        if (
+            isinstance(node, cst.AssignTarget)
+            and isinstance(node.target, cst.Subscript)
+            and dotted_name(node.target.value) == name
+        ):
+            return True
+    return False
+
+
+def _walk(node: cst.CSTNode) -> list[cst.CSTNode]:
+    found = []
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(current.children)
+    return found
+
+
+def _hands_scaler_to_checkpointing(model: ModuleModel, call: cst.Call) -> bool:
+    """The function (or script) gives the scaler to a save/load/resume helper."""
+    function = model.index.enclosing_function(call)
+    unit = function.body if function is not None else model.module
+    for other in calls_in(unit):
+        if other is call:
+            continue
+        name = method_name(other) or (other.func.value if isinstance(other.func, cst.Name) else "")
+        if not name or not _CHECKPOINT_CALL.search(name):
+            continue
+        if any(_mentions_scaler(model, arg.value) for arg in other.args):
+            return True
+    return False
+
+
+def _scaler_in_scope(model: ModuleModel, save: cst.Call) -> str | None:
+    """The one expression that names a never-None GradScaler where ``save`` runs."""
+    candidates: set[str] = set()
+    scope = model.index.scope_of(save)
+    save_class = model.index.enclosing_class(save)
+    for construction in scaler_constructions(model):
+        target = construction.target
+        if target is None:
+            continue
+        if target.startswith("self."):
+            owner = model.index.enclosing_class(construction.call)
+            if owner is not None and owner is save_class and target.count(".") == 1:
+                bindings = owner.attributes.get(target[5:], [])
+                if _never_none(model, bindings):
+                    candidates.add(target)
+                else:
+                    return None
+        elif "." not in target:
+            bindings = scope.lookup(target)
+            if any(b.node is construction.call for b in bindings):
+                if _never_none(model, bindings):
+                    candidates.add(target)
+                else:
+                    return None
+    function = model.index.enclosing_function(save)
+    if function is not None:
+        for param in [*function.params.params, *function.params.kwonly_params]:
+            if "scaler" in param.name.value.lower():
+                if param.default is not None:
+                    return None  # `scaler=None`
+                candidates.add(param.name.value)
+    return candidates.pop() if len(candidates) == 1 else None
+
+
+def _never_none(model: ModuleModel, bindings: list) -> bool:  # type: ignore[type-arg]
+    for binding in bindings:
+        if binding.kind is not BindingKind.ASSIGN or binding.node is None:
+            return False
+        values = model.evaluator.evaluate(binding.node, binding.scope)
+        if not values or not all(isinstance(v, ScalerInstance) for v in values):
+            return False
+    return True
+
+
+def _add_scaler(model: ModuleModel, save: cst.Call, mapping: cst.Dict) -> FixPlan | None:
+    scaler = _scaler_in_scope(model, save)
+    if scaler is None or not mapping.elements:
+        return None
+    elements = list(mapping.elements)
+    first_key = elements[0].key if isinstance(elements[0], cst.DictElement) else None
+    quote = (
+        "'" if isinstance(first_key, cst.SimpleString) and first_key.value.startswith("'") else '"'
+    )
+    last = elements[-1]
+    if len(elements) >= 2:
+        separator = elements[-2].comma
+    else:
+        after_brace = mapping.lbrace.whitespace_after
+        separator = cst.Comma(
+            whitespace_after=after_brace
+            if isinstance(after_brace, cst.ParenthesizedWhitespace)
+            else cst.SimpleWhitespace(" ")
+        )
+    if not isinstance(separator, cst.Comma):
+        separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    new = cst.DictElement(
+        key=cst.SimpleString(f"{quote}scaler{quote}"),
+        value=cst.parse_expression(f"{scaler}.state_dict()"),
+        comma=last.comma,
+    )
+    updated = mapping.with_changes(
+        elements=[*elements[:-1], last.with_changes(comma=separator), new]
+    )
+    return FixPlan(f"Save `{scaler}.state_dict()` in the checkpoint", {mapping: updated})

@@ -1,0 +1,462 @@
+"""AMP014 gradscaler-with-bfloat16."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.lifecycle import (
+    ScalerConstruction,
+    scaler_constructions,
+    scales_losses,
+    under_no_grad,
+)
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.scopes import Binding, BindingKind, dotted_name
+from amplint.analysis.symbols import Symbol
+from amplint.analysis.values import AutocastRegion
+from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+
+class GradScalerWithBfloat16(Rule):
+    code = "AMP014"
+    name = "gradscaler-with-bfloat16"
+    summary = "a GradScaler is enabled where every autocast region is bfloat16"
+    fixable = True
+    tokens = (("GradScaler", "ShardedGradScaler"), ("autocast",))
+    docs = RuleDocs(
+        what_it_does="""
+Checks for a GradScaler that is enabled (literally, or by default) in a module where every
+enabled autocast region that trains runs in bfloat16 (explicitly, or as CPU autocast's
+default). A scaler disabled by the dtype (`enabled=(dtype == torch.float16)`,
+`enabled=args.fp16`) is the intended idiom and is not reported; nor is any module with a
+float16 region or a region whose dtype cannot be known.
+""",
+        why_bad="""
+Loss scaling exists because float16 cannot represent small gradients. bfloat16 has
+float32's exponent range, so its gradients do not underflow and the scaler protects
+nothing. It still costs: every `scaler.step()` reads the inf check back to the host (one
+device synchronisation per step, unless the optimizer is fused), `unscale_` makes an extra
+pass over every gradient, and a stray inf silently skips a step instead of surfacing. It
+also suggests float16 settings that the code does not use.
+""",
+        example="""
+amp_dtype = torch.bfloat16
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda", dtype=amp_dtype):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        use_instead="""
+amp_dtype = torch.bfloat16
+scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype == torch.float16))
+for x, y in loader:
+    with torch.autocast("cuda", dtype=amp_dtype):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        fix_safety="""
+When every training region takes its dtype from the same variable, assigned before the
+scaler in the same block, the fix passes `enabled=(<variable> == torch.float16)`: the
+scaler stays ready for a switch to float16 and does nothing for bfloat16 (its `scale`
+returns the loss unchanged, `step` calls `optimizer.step()`). This is safe. Otherwise the
+fix passes `enabled=False`, which is unsafe: a later switch to float16 would train without
+loss scaling. A disabled scaler saves an empty `state_dict()`, so a checkpoint written
+with the scaler enabled still loads.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
+            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
+        ),
+    )
+
+    valid = (
+        # float16: the scaler is needed.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Disabled by dtype (nanoGPT).
+        """
+import torch
+dtype = "bfloat16"
+ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+ctx = torch.amp.autocast(device_type="cuda", dtype=ptdtype)
+scaler = torch.cuda.amp.GradScaler(enabled=(dtype == "float16"))
+for x in loader:
+    with ctx:
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Enabled from the arguments.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=args.fp16)
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # The dtype comes from a flag: cannot be known.
+        """
+import torch
+amp_dtype = torch.bfloat16 if args.bf16 else torch.float16
+scaler = torch.amp.GradScaler()
+for x in loader:
+    with torch.autocast("cuda", dtype=amp_dtype):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # A bfloat16 teacher under no_grad, float16 (CUDA default) student.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for x in loader:
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        target = teacher(x)
+    with torch.autocast("cuda"):
+        loss = student(x, target)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # A bfloat16 region for evaluation only; the scaler serves float16 training
+        # run by a framework elsewhere.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+
+@torch.no_grad()
+def evaluate(model, loader):
+    for x in loader:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            model(x)
+""",
+        # A float16 autocast used as a decorator on the forward pass.
+        """
+import torch
+class Net(torch.nn.Module):
+    @torch.autocast("cuda")
+    def forward(self, x):
+        return self.body(x)
+
+scaler = torch.amp.GradScaler()
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = head(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # A scaler disabled literally.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=False)
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+    )
+    invalid = (
+        # The dtype is a named variable: safe fix.
+        Invalid(
+            """
+import torch
+amp_dtype = torch.bfloat16
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda", dtype=amp_dtype):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=4,
+            fixed="""
+import torch
+amp_dtype = torch.bfloat16
+scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype == torch.float16))
+for x, y in loader:
+    with torch.autocast("cuda", dtype=amp_dtype):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # self attributes in a trainer, `enabled=True` written out.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def __init__(self, model):
+        self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=True)
+
+    def train_step(self, x):
+        with torch.autocast(device_type="cuda", dtype=self.amp_dtype):
+            loss = self.model(x)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+            line=6,
+            fixed="""
+import torch
+class Trainer:
+    def __init__(self, model):
+        self.amp_dtype = torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(self.amp_dtype == torch.float16))
+
+    def train_step(self, x):
+        with torch.autocast(device_type="cuda", dtype=self.amp_dtype):
+            loss = self.model(x)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+        ),
+        # CPU autocast defaults to bfloat16; literal dtype: unsafe `enabled=False`.
+        Invalid(
+            """
+from torch.amp import GradScaler, autocast
+
+def train(model, optimizer, loader):
+    scaler = GradScaler("cpu")
+    for x, y in loader:
+        with autocast("cpu"):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=5,
+            unsafe=True,
+            fixed="""
+from torch.amp import GradScaler, autocast
+
+def train(model, optimizer, loader):
+    scaler = GradScaler("cpu", enabled=False)
+    for x, y in loader:
+        with autocast("cpu"):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+        # Through a partial; the scaler built inside a helper class.
+        Invalid(
+            """
+import functools, torch
+amp = functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+class LossScaler:
+    def __init__(self):
+        self._scaler = torch.cuda.amp.GradScaler()
+
+    def __call__(self, loss, optimizer):
+        self._scaler.scale(loss).backward()
+        self._scaler.step(optimizer)
+        self._scaler.update()
+
+loss_scaler = LossScaler()
+for x in loader:
+    with amp():
+        loss = model(x)
+    loss_scaler(loss, optimizer)
+""",
+            line=6,
+            unsafe=True,
+            fixed="""
+import functools, torch
+amp = functools.partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16)
+class LossScaler:
+    def __init__(self):
+        self._scaler = torch.cuda.amp.GradScaler(enabled=False)
+
+    def __call__(self, loss, optimizer):
+        self._scaler.scale(loss).backward()
+        self._scaler.step(optimizer)
+        self._scaler.update()
+
+loss_scaler = LossScaler()
+for x in loader:
+    with amp():
+        loss = model(x)
+    loss_scaler(loss, optimizer)
+""",
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        scalers = [
+            c
+            for c in scaler_constructions(model)
+            if c.instance.enabled is True and not model.is_dead(c.call)
+        ]
+        if not scalers or _float16_decorator(model) or not scales_losses(model):
+            return
+        training: list[cst.Call] = []
+        for with_node in model.autocast_withs:
+            if model.is_dead(with_node) or under_no_grad(model, with_node):
+                continue
+            for region in model.autocast_regions(with_node):
+                if not region.may_be_enabled:
+                    continue
+                if region.dtype != "bfloat16":
+                    return  # float16, or not known: the scaler may be needed
+                if _trains(model, with_node):
+                    training.append(region.call)
+        if not training:
+            return
+        for construction in scalers:
+            context.report(
+                construction.call,
+                "GradScaler is enabled but every autocast region that trains here is "
+                "bfloat16, which needs no loss scaling: the scaler only adds a host sync per "
+                "step; enable it for float16 only (`enabled=(amp_dtype == torch.float16)`)",
+                _disable(model, construction, training),
+            )
+
+
+def _float16_decorator(model: ModuleModel) -> bool:
+    """``@torch.autocast(...)`` on a function: a region this rule cannot see the extent of."""
+    for function in model.index.functions:
+        for decorator in function.decorators:
+            values = model.evaluator.evaluate(decorator.decorator)
+            if any(isinstance(v, AutocastRegion) and v.dtype != "bfloat16" for v in values):
+                return True
+    return False
+
+
+def _trains(model: ModuleModel, with_node: cst.With) -> bool:
+    function = model.index.enclosing_function(with_node)
+    unit = function.body if function is not None else model.module
+    return any(model.runs_backward(call) for call in model.transitive_calls(unit))
+
+
+def _dtype_expr(model: ModuleModel, call: cst.Call) -> cst.BaseExpression | None:
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == "dtype":
+            return arg.value
+    positional = [a.value for a in call.args if a.keyword is None and not a.star]
+    symbols = model.evaluator.symbols(call.func)
+    if Symbol.AUTOCAST in symbols and len(positional) > 1:
+        return positional[1]
+    return None
+
+
+def _disable(
+    model: ModuleModel, construction: ScalerConstruction, training: list[cst.Call]
+) -> FixPlan | None:
+    call = construction.call
+    enabled_arg = next(
+        (a for a in call.args if a.keyword is not None and a.keyword.value == "enabled"), None
+    )
+    positional = [a for a in call.args if a.keyword is None]
+    limit = (
+        5 if construction.instance.symbol in (Symbol.GRAD_SCALER, Symbol.SHARDED_GRAD_SCALER) else 4
+    )
+    if enabled_arg is None and (len(positional) > limit or any(a.star for a in call.args)):
+        return None
+    variable = _shared_dtype_variable(model, construction, training)
+    if variable is not None:
+        value = cst.parse_expression(f"({variable} == torch.float16)")
+        message = f"Enable the GradScaler only when `{variable}` is float16"
+        applicability = "safe"
+    else:
+        value = cst.Name("False")
+        message = "Disable the GradScaler"
+        applicability = "unsafe"
+    if enabled_arg is not None:
+        new_args = [a.with_changes(value=value) if a is enabled_arg else a for a in call.args]
+    else:
+        no_space = cst.SimpleWhitespace("")
+        argument = cst.Arg(
+            value=value,
+            keyword=cst.Name("enabled"),
+            equal=cst.AssignEqual(whitespace_before=no_space, whitespace_after=no_space),
+        )
+        args = list(call.args)
+        if args and not isinstance(args[-1].comma, cst.Comma):
+            args[-1] = args[-1].with_changes(
+                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+            )
+        new_args = [*args, argument]
+    return FixPlan(message, {call: call.with_changes(args=new_args)}, applicability)
+
+
+def _shared_dtype_variable(
+    model: ModuleModel, construction: ScalerConstruction, training: list[cst.Call]
+) -> str | None:
+    """The variable every training region takes its dtype from, when the scaler can read it
+    too: assigned once, before the scaler, in the same block; and ``torch`` is the module."""
+    texts = set()
+    for region_call in training:
+        expr = _dtype_expr(model, region_call)
+        if expr is None or dotted_name(expr) is None:
+            return None
+        texts.add((dotted_name(expr), _bindings_at(model, expr)))
+    if len(texts) != 1:
+        return None
+    ((name, bindings),) = texts
+    if bindings is None or len(bindings) != 1 or bindings[0].node is None:
+        return None
+    torch = model.index.module_scope.bindings.get("torch", [])
+    if not torch or not all(
+        b.kind is BindingKind.IMPORT and b.qualified_name == "torch" for b in torch
+    ):
+        return None
+    statement = construction.statement
+    reference = cst.parse_expression(name)
+    at_scaler = _bindings_at(model, reference, construction.call)
+    if statement is None or at_scaler is None or at_scaler != bindings:
+        return None
+    definition = model.index.statement_of(bindings[0].node)
+    block = model.index.parent(statement)
+    if definition is None or model.index.parent(definition) is not block:
+        return None
+    assert isinstance(block, (cst.IndentedBlock, cst.Module))
+    order = list(block.body)
+    if order.index(definition) > order.index(statement):  # type: ignore[arg-type]
+        return None
+    return name
+
+
+def _bindings_at(
+    model: ModuleModel, expr: cst.BaseExpression, where: cst.CSTNode | None = None
+) -> tuple[Binding, ...] | None:
+    """The bindings a ``name`` / ``self.attr`` refers to at ``where`` (default: itself)."""
+    where = where or expr
+    if isinstance(expr, cst.Name):
+        return tuple(model.index.scope_of(where).lookup(expr.value))
+    if (
+        isinstance(expr, cst.Attribute)
+        and isinstance(expr.value, cst.Name)
+        and expr.value.value == "self"
+    ):
+        info = model.index.enclosing_class(where)
+        if info is None:
+            return None
+        return tuple(info.attributes.get(expr.attr.value, ()))
+    return None

@@ -1,0 +1,316 @@
+"""AMP016 accumulation-scale-mismatch."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.steps import (
+    Condition,
+    Event,
+    Iteration,
+    Kind,
+    accumulation_like,
+    exclusive,
+    iterations,
+    statement_call,
+)
+from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+
+_MOVABLE = (Kind.UNSCALE, Kind.CLIP, Kind.SCALER_STEP, Kind.UPDATE)
+
+
+class AccumulationScaleMismatch(Rule):
+    code = "AMP016"
+    name = "accumulation-scale-mismatch"
+    summary = "scaler `step`/`update`/`unscale_` every micro-batch while `zero_grad` runs every k"
+    fixable = True
+    tokens = (("zero_grad",), ("step", "update", "unscale_"))
+    docs = RuleDocs(
+        what_it_does="""
+Checks for gradient accumulation in which `optimizer.zero_grad()` runs only at the
+accumulation boundary (`if (i + 1) % accum == 0:`), but `scaler.unscale_`, `scaler.step`
+or `scaler.update` run on every micro-batch.
+""",
+        why_bad="""
+Gradients accumulate across micro-batches, so the scaler's calls belong to the boundary
+too. `unscale_` every micro-batch divides the already-unscaled part of the accumulated
+gradients again, `step` applies a partial sum k times, and `update` changes the loss scale
+between micro-batches, so the accumulated gradients mix several scales (after a backoff
+the sum is wrong by the scale factor; the next `unscale_` raises once per update cycle).
+The model trains on silently wrong gradients.
+""",
+        example="""
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss / accum).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if (i + 1) % accum == 0:
+        optimizer.zero_grad()
+""",
+        use_instead="""
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss / accum).backward()
+    if (i + 1) % accum == 0:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        fix_safety="""
+The fix moves the scaler's calls (and a clip between them) into the accumulation block,
+before `zero_grad()`, when they stand right before that block. It is unsafe: the optimizer
+then steps k times less often, which changes the training schedule (learning-rate
+schedulers and step counters keyed to optimizer steps).
+""",
+        references=(
+            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-accumulation",
+        ),
+    )
+
+    valid = (
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for i, (x, y) in enumerate(loader):
+    scaler.scale(loss / accum).backward()
+    if (i + 1) % accum == 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        # DDP no_sync: the boundary in a variable.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
+for i, (x, y) in enumerate(loader):
+    sync_now = (i + 1) % args.accum_steps == 0
+    scaler.scale(loss).backward()
+    if sync_now:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+""",
+        # No accumulation: zero_grad every step.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for x, y in loader:
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # zero_grad at the window's start, step at its end: two boundaries.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for i, batch in enumerate(loader):
+    if i % accum == 0:
+        optimizer.zero_grad()
+    scaler.scale(loss / accum).backward()
+    if (i + 1) % accum == 0:
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        # mmengine: boundary through a method.
+        """
+import torch
+class Wrapper:
+    def __init__(self):
+        self.loss_scaler = torch.amp.GradScaler("cuda")
+
+    def update_params(self, loss):
+        self.loss_scaler.scale(loss).backward()
+        if self.should_update():
+            self.loss_scaler.step(self.optimizer)
+            self.loss_scaler.update()
+            self.optimizer.zero_grad()
+""",
+        # zero_grad under a phase test, not accumulation.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    if phase == "train":
+        optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / accum
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    if (i + 1) % accum == 0:
+        optimizer.zero_grad()
+""",
+            line=8,
+            count=2,
+            unsafe=True,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y) / accum
+    scaler.scale(loss).backward()
+    if (i + 1) % accum == 0:
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        ),
+        # unscale_ and clip every micro-batch, step at the boundary.
+        Invalid(
+            """
+import torch
+def train(model, loader, optimizer, scaler, accum):
+    for step, batch in enumerate(loader):
+        scaler.scale(model(batch) / accum).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if (step + 1) % accum == 0:
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""",
+            line=6,
+            unsafe=True,
+            fixed="""
+import torch
+def train(model, loader, optimizer, scaler, accum):
+    for step, batch in enumerate(loader):
+        scaler.scale(model(batch) / accum).backward()
+        if (step + 1) % accum == 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""",
+        ),
+        # update every micro-batch, attribute scaler; something in between: no fix.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def train_step(self, i, loss):
+        self.scaler.scale(loss).backward()
+        self.scaler.update()
+        self.meter.add(loss.item())
+        if self.sync_gradients(i):
+            self.scaler.step(self.optimizer)
+            self.optimizer.zero_grad()
+""",
+            line=6,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for iteration in iterations(model):
+            boundary = _boundary(model, iteration)
+            if boundary is None:
+                continue
+            every = [
+                e
+                for e in iteration.of(Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE)
+                if not any(accumulation_like(model, c) for c in e.conditions)
+                and not any(exclusive(e, z) for z in iteration.of(Kind.ZERO_GRAD))
+            ]
+            if not every:
+                continue
+            fix = _move_under(model, iteration, boundary, every)
+            for event in every:
+                func = event.call.func
+                method = func.attr.value if isinstance(func, cst.Attribute) else ""
+                context.report(
+                    event.call,
+                    f"`{event.scaler_local}.{method}()` runs on every micro-batch while "
+                    f"`zero_grad()` runs only under `if {boundary.key}:`; move it under the "
+                    "accumulation boundary",
+                    fix,
+                )
+
+
+def _boundary(model: ModuleModel, iteration: Iteration) -> Condition | None:
+    """The accumulation condition every ``zero_grad`` of the iteration sits under, when
+    backward runs on every micro-batch."""
+    zero_grads = iteration.of(Kind.ZERO_GRAD)
+    if not zero_grads:
+        return None
+    shared: set[Condition] | None = None
+    for event in zero_grads:
+        conditions = {c for c in event.conditions if accumulation_like(model, c)}
+        shared = conditions if shared is None else shared & conditions
+    if not shared:
+        return None
+    every_backward = [
+        e
+        for e in iteration.of(Kind.SCALED_BACKWARD)
+        if not any(accumulation_like(model, c) for c in e.conditions)
+    ]
+    if not every_backward:
+        return None
+    return next(c for e in zero_grads for c in e.conditions if c in shared)
+
+
+def _move_under(
+    model: ModuleModel, iteration: Iteration, boundary: Condition, every: list[Event]
+) -> FixPlan | None:
+    if not boundary.branch:
+        return None
+    target = _boundary_if(model, iteration, boundary)
+    if target is None or not isinstance(target.body, cst.IndentedBlock):
+        return None
+    block = model.index.parent(target)
+    if not isinstance(block, (cst.IndentedBlock, cst.Module)):
+        return None
+    body = list(block.body)
+    position = body.index(target)
+    flagged = set()
+    for event in every:
+        statement = statement_call(model, event.call)
+        if statement is None or event.frame.via or statement not in body:
+            return None
+        flagged.add(statement)
+    movable = {
+        statement_call(model, e.call)
+        for e in iteration.events
+        if e.kind in _MOVABLE and not e.frame.via
+    }
+    first = min(body.index(s) for s in flagged)
+    if first > position:
+        return None
+    moved = body[first:position]
+    if not all(s in movable for s in moved):
+        return None
+
+    def prepend(updated: cst.CSTNode) -> cst.CSTNode:
+        assert isinstance(updated, cst.If) and isinstance(updated.body, cst.IndentedBlock)
+        inner = [*moved, *updated.body.body]
+        return updated.with_changes(body=updated.body.with_changes(body=inner))
+
+    replacements: dict[cst.CSTNode, Replacement] = {s: cst.RemovalSentinel.REMOVE for s in moved}
+    replacements[target] = prepend
+    return FixPlan("Move the scaler calls under the accumulation boundary", replacements, "unsafe")
+
+
+def _boundary_if(model: ModuleModel, iteration: Iteration, boundary: Condition) -> cst.If | None:
+    for event in iteration.of(Kind.ZERO_GRAD):
+        if event.frame.via:
+            continue
+        for ancestor in model.index.ancestors(event.call):
+            if isinstance(ancestor, cst.If) and ancestor.test is boundary.test:
+                return ancestor
+    return None

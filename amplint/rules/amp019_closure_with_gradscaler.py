@@ -1,0 +1,196 @@
+"""AMP019 closure-with-gradscaler."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scopes import BindingKind, dotted_name
+from amplint.analysis.steps import scaler_state
+from amplint.rules.base import Invalid, Rule, RuleContext, RuleDocs
+
+_LBFGS = frozenset({"torch.optim.LBFGS", "torch.optim.lbfgs.LBFGS"})
+
+
+class ClosureWithGradScaler(Rule):
+    code = "AMP019"
+    name = "closure-with-gradscaler"
+    summary = "`scaler.step()` with a closure, or an LBFGS optimizer, which GradScaler cannot drive"
+    tokens = (("step",),)
+    docs = RuleDocs(
+        what_it_does="""
+Checks for `scaler.step(optimizer, closure)` / `scaler.step(optimizer, closure=...)`, and
+for an `LBFGS` optimizer stepped through a GradScaler.
+""",
+        why_bad="""
+GradScaler does not support closures. `scaler.step(opt, closure=...)` raises
+`RuntimeError: Closure use is not currently supported if GradScaler is enabled`. A
+positional closure is passed on to `optimizer.step`, which re-evaluates the loss and
+re-runs backward after `unscale_`: those gradients are never unscaled or checked for
+inf/NaN, so the optimizer steps on scaled gradients. LBFGS needs its closure on every step.
+""",
+        example="""
+def closure():
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    return loss
+
+scaler.step(optimizer, closure)
+scaler.update()
+""",
+        use_instead="""
+optimizer.zero_grad()
+with torch.autocast("cuda"):
+    loss = loss_fn(model(x), y)
+scaler.scale(loss).backward()
+scaler.step(optimizer)
+scaler.update()
+""",
+        fix_safety="""
+No fix: restructuring a closure-based optimizer loop (or choosing another optimizer, or
+training LBFGS in bfloat16/float32 without a scaler) is a decision for the author.
+""",
+        references=(
+            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.step",
+            "https://pytorch.org/docs/stable/optim.html#optimizer-step-closure",
+        ),
+    )
+
+    valid = (
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # LBFGS with a closure, no scaler.
+        """
+import torch
+optimizer = torch.optim.LBFGS(model.parameters())
+def closure():
+    optimizer.zero_grad()
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    return loss
+for _ in range(10):
+    optimizer.step(closure)
+""",
+        # Keyword arguments forwarded to the optimizer's step are not closures.
+        """
+import torch
+class Wrapper:
+    def __init__(self):
+        self.loss_scaler = torch.amp.GradScaler("cuda")
+
+    def step(self, **kwargs):
+        self.loss_scaler.step(self.optimizer, **kwargs)
+        self.loss_scaler.update()
+""",
+        # A literally disabled scaler forwards the closure to the optimizer.
+        """
+import torch
+scaler = torch.amp.GradScaler(enabled=False)
+scaler.step(optimizer, closure)
+""",
+        # Not a GradScaler.
+        """
+import torch
+lr_scheduler.step(epoch)
+""",
+    )
+    invalid = (
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+def closure():
+    optimizer.zero_grad()
+    scaler.scale(loss_fn(model(x), y)).backward()
+    return loss
+scaler.step(optimizer, closure=closure)
+scaler.update()
+""",
+            line=8,
+        ),
+        Invalid(
+            """
+import torch
+def train(model, optimizer, scaler, closure):
+    for _ in range(steps):
+        scaler.step(optimizer, closure)
+        scaler.update()
+""",
+            line=5,
+        ),
+        # LBFGS stepped through the scaler.
+        Invalid(
+            """
+import torch
+from torch import optim
+class Fitter:
+    def __init__(self, model):
+        self.optimizer = optim.LBFGS(model.parameters(), lr=1)
+        self.scaler = torch.amp.GradScaler("cuda")
+
+    def fit_step(self, loss):
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+""",
+            line=11,
+        ),
+    )
+
+    def check(self, context: RuleContext) -> None:
+        model = context.model
+        for call in model.index.calls:
+            target = receiver(call)
+            if method_name(call) != "step" or target is None:
+                continue
+            if scaler_state(model, target) != "enabled" or model.is_dead(call):
+                continue
+            positional = [a for a in call.args if a.keyword is None and not a.star]
+            closure = any(a.keyword is not None and a.keyword.value == "closure" for a in call.args)
+            key = dotted_name(target)
+            if closure:
+                context.report(
+                    call,
+                    f"`{key}.step(..., closure=...)` raises: GradScaler does not support "
+                    "closures; run the closure's forward and backward before the step",
+                )
+            elif len(positional) > 1:
+                context.report(
+                    call,
+                    f"`{key}.step()` passes this closure to the optimizer, whose backward "
+                    "passes then escape unscaling and inf/NaN checks; GradScaler does not "
+                    "support closures",
+                )
+            elif positional and _is_lbfgs(model, positional[0].value):
+                context.report(
+                    call,
+                    "LBFGS needs a closure on every step, which GradScaler does not support; "
+                    "train it without a GradScaler (float32 or bfloat16)",
+                )
+
+
+def _is_lbfgs(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    if isinstance(expr, cst.Name):
+        bindings = model.index.scope_of(expr).lookup(expr.value)
+    elif isinstance(expr, cst.Attribute) and dotted_name(expr.value) == "self":
+        info = model.index.enclosing_class(expr)
+        bindings = info.attributes.get(expr.attr.value, []) if info is not None else []
+    else:
+        return False
+    for binding in bindings:
+        value = binding.node
+        if (
+            binding.kind is BindingKind.ASSIGN
+            and isinstance(value, cst.Call)
+            and model.evaluator.qualified_names(value.func) & _LBFGS
+        ):
+            return True
+    return False

@@ -1,0 +1,368 @@
+"""Cost of amplint's numerical-health checks on a real training step, against a
+NanDetector-style per-module detector, and host readbacks per step.
+
+Trains a 2-layer TransformerEncoder (d_model 128) with float16 autocast and GradScaler,
+in interleaved rounds of four variants (torch, usage, health, nandetector, torch, ...):
+
+* ``torch``: torch's own autocast and GradScaler;
+* ``usage``: ``amplint.runtime.install()`` (usage checks);
+* ``health``: ``install(health=True, every=1)``: usage + numerical health, with the device
+  statistics handed to the host at every step (the most expensive setting);
+* ``nandetector``: torch's classes plus a detector written the way fairseq's NanDetector
+  works: forward and backward hooks on every module that run ``isnan(t).any()`` and
+  ``isinf(t).any()`` on each output / output gradient and branch on them on the host.
+
+Prints the median step time of each, the ratio to torch, the time each adds over torch,
+and the host readbacks per step (Tensor.item / __bool__ / __float__ / __int__ / tolist,
+plus torch.cuda / Event / Stream synchronize calls), counted during the timed steps.
+Targets: health / torch <= 1.05, no readback added, and health adding at least 10x less
+time than the NanDetector-style detector.
+
+On CUDA (when available) the same runs use a fused AdamW, whose GradScaler path has no
+host sync of its own, and the torch / usage / health steps run under
+``torch.cuda.set_sync_debug_mode("error")``: any synchronisation added there raises.
+
+    .venv/bin/python benchmarks/bench_health.py [--rounds 6] [--steps 15] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import amplint.runtime as ar
+import torch
+from torch import nn
+
+READBACKS = ("item", "__bool__", "__float__", "__int__", "tolist")
+VARIANTS = ("torch", "usage", "health", "nandetector")
+
+
+@contextmanager
+def counting_readbacks() -> Iterator[list[int]]:
+    counter = [0]
+    patched: list[tuple[Any, str, Any]] = [
+        (torch.Tensor, name, getattr(torch.Tensor, name)) for name in READBACKS
+    ]
+    if torch.cuda.is_available():
+        patched += [
+            (torch.cuda, "synchronize", torch.cuda.synchronize),
+            (torch.cuda.Event, "synchronize", torch.cuda.Event.synchronize),
+            (torch.cuda.Stream, "synchronize", torch.cuda.Stream.synchronize),
+        ]
+
+    def counted(original: Callable[..., object]) -> Callable[..., object]:
+        def wrapper(*args: object, **kwargs: object) -> object:
+            counter[0] += 1
+            return original(*args, **kwargs)
+
+        return wrapper
+
+    for owner, name, original in patched:
+        setattr(owner, name, counted(original))
+    try:
+        yield counter
+    finally:
+        for owner, name, original in patched:
+            setattr(owner, name, original)
+
+
+class NanDetector:
+    """Per-module isnan/isinf with a host read per tensor, as fairseq's NanDetector does."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.handles = []
+        self.found: str | None = None
+        for name, module in model.named_modules():
+            module.__name = name  # type: ignore[attr-defined]
+            self.handles.append(module.register_forward_hook(self.forward_hook))
+            self.handles.append(module.register_full_backward_hook(self.backward_hook))
+
+    def _detect(self, tensor: Any, name: str, backward: bool) -> None:
+        if not isinstance(tensor, torch.Tensor) or not torch.is_floating_point(tensor):
+            return
+        if tensor.numel() < 2:
+            return
+        with torch.no_grad():
+            if torch.isnan(tensor).any():  # bool(): a host read
+                err = "NaN"
+            elif torch.isinf(tensor).any():
+                err = "Inf"
+            else:
+                return
+        if self.found is None:
+            self.found = f"{err} in {'backward' if backward else 'forward'} of {name}"
+
+    def _apply(self, module: nn.Module, outputs: Any, backward: bool) -> None:
+        name = module.__name  # type: ignore[attr-defined]
+        if isinstance(outputs, (tuple, list)):
+            for output in outputs:
+                self._detect(output, name, backward)
+        else:
+            self._detect(outputs, name, backward)
+
+    def forward_hook(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
+        self._apply(module, outputs, backward=False)
+
+    def backward_hook(self, module: nn.Module, grad_inputs: Any, grad_outputs: Any) -> None:
+        self._apply(module, grad_outputs, backward=True)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+class Setup:
+    """Model, optimizer and data, rebuilt identically for each round."""
+
+    def __init__(self, device: str, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        layer = nn.TransformerEncoderLayer(
+            d_model=128, nhead=4, dim_feedforward=256, dropout=0.0, batch_first=True
+        )
+        self.model = nn.Sequential(
+            nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False),
+            nn.Linear(128, 1),
+        ).to(device)
+        fused = {"fused": True} if device == "cuda" else {}
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3, **fused)
+        generator = torch.Generator().manual_seed(seed + 1)
+        self.data = [
+            (
+                torch.randn(16, 32, 128, generator=generator).to(device),
+                torch.randn(16, 32, 1, generator=generator).to(device),
+            )
+            for _ in range(8)
+        ]
+
+
+def train_round(
+    variant: str, device: str, steps: int, warmup: int
+) -> tuple[list[float], float, list[torch.Tensor]]:
+    setup = Setup(device)
+    model, optimizer = setup.model, setup.optimizer
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
+    detector = NanDetector(model) if variant == "nandetector" else None
+    cuda = device == "cuda"
+    strict = cuda and variant != "nandetector"
+    # On the CPU with one torch thread all the work is this thread's: its CPU time is the
+    # step's cost whatever else the machine runs. Otherwise, wall time.
+    clock = time.thread_time if not cuda and torch.get_num_threads() == 1 else time.perf_counter
+    times: list[float] = []
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.float16):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        scaler.step(optimizer)
+        scaler.update()
+
+    try:
+        for i in range(warmup):
+            step(*setup.data[i % len(setup.data)])
+        if cuda:
+            torch.cuda.synchronize()
+        with counting_readbacks() as counter:
+            for i in range(steps):
+                x, y = setup.data[i % len(setup.data)]
+                start = clock()
+                if strict:
+                    torch.cuda.set_sync_debug_mode("error")
+                try:
+                    step(x, y)
+                finally:
+                    if strict:
+                        torch.cuda.set_sync_debug_mode(0)
+                if cuda:
+                    torch.cuda.synchronize()  # timing only: not counted below
+                    counter[0] -= 1
+                times.append(clock() - start)
+    finally:
+        if detector is not None:
+            detector.close()
+    return times, counter[0] / steps, [p.detach().cpu().clone() for p in model.parameters()]
+
+
+@contextmanager
+def attributed_time(variant: str) -> Iterator[list[float]]:
+    """Seconds spent inside the checks' own code: amplint's health entry points, or the
+    NanDetector-style hooks. Neither counts what the hooks cost torch outside them (the
+    hooked module-call path, the backward-hook wrappers), so the comparison is like for like
+    and immune to other load on the machine, which end-to-end times on a shared CPU are not.
+    """
+    from amplint.runtime import health
+
+    total = [0.0]
+    if variant == "health":
+        targets = [
+            (health.ScalerHealth, name)
+            for name in ("on_scale", "on_unscale", "on_step_after_unscale", "on_update")
+        ]
+        targets += [(health.ScalerHealth, "after_update"), (health._Activations, "hook")]
+    else:
+        targets = [(NanDetector, "forward_hook"), (NanDetector, "backward_hook")]
+    originals = [(owner, name, owner.__dict__[name]) for owner, name in targets]
+
+    def timed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                total[0] += time.perf_counter() - start
+
+        return wrapper
+
+    for owner, name, original in originals:
+        setattr(owner, name, timed(original))
+    try:
+        yield total
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+
+
+def attributed(device: str, args: argparse.Namespace) -> dict[str, float]:
+    """Per step, the time inside the checks of health and of the NanDetector-style hooks."""
+    result = {}
+    for variant in ("health", "nandetector"):
+        ar.reset()
+        if variant == "health":
+            ar.install(mode="raise", health=True, every=1)
+        try:
+            with attributed_time(variant) as total, warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                train_round(variant, device, args.steps, 0)
+        finally:
+            ar.uninstall()
+        result[variant] = total[0] / args.steps
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6, help="rounds per variant (interleaved)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: CPU steps are then timed by thread CPU time, which "
+        "other load on the machine does not inflate; 0: torch's default, wall time)",
+    )
+    parser.add_argument(
+        "--device", action="append", choices=("cpu", "cuda"), help="default: cpu, and cuda if any"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    for device in devices:
+        run_device(device, args)
+
+
+def run_device(device: str, args: argparse.Namespace) -> None:
+    times: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    # Per round, each variant's median step: ratios are taken within a round (the four
+    # variants ran back to back), so that drift in machine speed cancels out.
+    per_round: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    # Means too: a cost paid on one step in N (amplint's sampled gradient counts) hides
+    # from a median.
+    per_round_mean: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    readbacks: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    final: dict[str, list[torch.Tensor]] = {}
+    findings = 0
+    started = time.perf_counter()
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            ar.reset()
+            if variant == "usage":
+                ar.install(mode="raise")  # a finding would abort the benchmark
+            elif variant == "health":
+                ar.install(mode="raise", health=True, every=1)
+            context = nullcontext()
+            try:
+                with context, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    round_times, per_step, params = train_round(
+                        variant, device, args.steps, args.warmup
+                    )
+                if variant == "health":
+                    findings += len(ar.report())
+            finally:
+                ar.uninstall()
+            times[variant].extend(round_times)
+            per_round[variant].append(statistics.median(round_times))
+            per_round_mean[variant].append(statistics.mean(round_times))
+            readbacks[variant].append(per_step)
+            final[variant] = params
+
+    # amplint must give torch's numbers; the NanDetector-style hooks need not (its full
+    # backward hooks reorder gradient accumulation).
+    identical = all(
+        all(torch.equal(a, b) for a, b in zip(final["torch"], final[v], strict=True))
+        for v in ("usage", "health")
+    )
+    medians = {variant: statistics.median(values) for variant, values in times.items()}
+    base = per_round["torch"]
+    ratio = {
+        v: statistics.median(r / t for r, t in zip(per_round[v], base, strict=True))
+        for v in VARIANTS
+    }
+    added = {
+        v: statistics.median(r - t for r, t in zip(per_round[v], base, strict=True))
+        for v in VARIANTS
+    }
+    clock = "thread CPU time" if device == "cpu" and torch.get_num_threads() == 1 else "wall time"
+    print(
+        f"[{device}] torch {torch.__version__}, {torch.get_num_threads()} threads ({clock}), "
+        f"{args.rounds} rounds x {args.steps} steps per variant, interleaved; "
+        f"ratio and added time: median over rounds of the in-round difference to torch"
+    )
+    added_mean = {
+        v: statistics.median(
+            r - t for r, t in zip(per_round_mean[v], per_round_mean["torch"], strict=True)
+        )
+        for v in VARIANTS
+    }
+    for variant in VARIANTS:
+        print(
+            f"{variant:>12}: median step {medians[variant] * 1e3:8.2f} ms, "
+            f"ratio {ratio[variant]:.3f}, added {added[variant] * 1e3:+7.2f} ms "
+            f"(by means {added_mean[variant] * 1e3:+7.2f} ms), "
+            f"host readbacks per step {statistics.mean(readbacks[variant]):.2f}"
+        )
+    if added["health"] > 0 and added_mean["health"] > 0:
+        print(
+            "  nandetector added time / health added time: "
+            f"{added['nandetector'] / added['health']:.1f}x by medians, "
+            f"{added_mean['nandetector'] / added_mean['health']:.1f}x by means (target >= 10)"
+        )
+    else:
+        print("  health added no measurable time (within noise)")
+    print(
+        f"  health/torch ratio {ratio['health']:.3f} (target <= 1.05); "
+        f"readbacks added by health: "
+        f"{statistics.mean(readbacks['health']) - statistics.mean(readbacks['torch']):+.2f}/step"
+    )
+    inside = attributed(device, args)
+    print(
+        f"  time inside the checks per step: health {inside['health'] * 1e3:.2f} ms, "
+        f"nandetector {inside['nandetector'] * 1e3:.2f} ms "
+        f"({inside['nandetector'] / inside['health']:.1f}x; target >= 10)"
+    )
+    print(f"  health findings: {findings}, parameters bit-identical: {identical}")
+    print(f"  wall time: {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

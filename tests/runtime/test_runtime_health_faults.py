@@ -1,0 +1,334 @@
+"""Numerical health (AMP101-AMP107): faults injected into real small CPU training runs.
+
+Each run trains a small nested model with float16 CPU autocast and GradScaler("cpu"); a
+fault is switched on at a chosen step and the finding must name that step (the 0-based
+optimizer step, i.e. the loop index here) and, for AMP105, the module.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+
+import amplint.runtime as ar
+import pytest
+import torch
+from amplint.runtime import health
+from torch import nn
+
+pytestmark = pytest.mark.usefixtures("quiet")
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny models: intra-op threads only contend (seconds per run on a loaded machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+INF = float("inf")
+
+
+class Amplify(nn.Module):
+    """Multiplies by ``factor`` (1 when healthy): the fault switch for AMP105."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factor = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+class Shift(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.offset = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.offset
+
+
+class Mlp(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.act = nn.GELU()
+        self.boost = Amplify()
+        self.fc2 = nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.boost(self.act(self.fc1(x))))
+
+
+class Layer(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.mlp = Mlp(width)
+        self.shift = Shift()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shift(x + self.mlp(self.norm(x)))
+
+
+class Encoder(nn.Module):
+    def __init__(self, width: int, depth: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(width) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 16, depth: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.encoder = Encoder(width, depth)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x)))
+
+
+Fault = Callable[[int, Net], None]
+
+
+def train(
+    steps: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float16,
+    fault: Fault | None = None,
+    loss_fault: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    grad_fault: Callable[[int, Net], None] | None = None,
+    init_scale: float = 2.0**10,
+    unscale: bool = False,
+    scheduler: bool = False,
+) -> tuple[Net, list[torch.Tensor]]:
+    torch.manual_seed(seed)
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 10) if scheduler else None
+    scaler = torch.amp.GradScaler(
+        "cpu", init_scale=init_scale, growth_interval=4, enabled=dtype is torch.float16
+    )
+    generator = torch.Generator().manual_seed(seed + 100)
+    for step in range(steps):
+        if fault is not None:
+            fault(step, model)
+        x = torch.randn(6, 8, generator=generator)
+        y = torch.randn(6, 4, generator=generator)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=dtype):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        if loss_fault is not None:
+            loss = loss_fault(step, loss)
+        scaler.scale(loss).backward()
+        if grad_fault is not None:
+            grad_fault(step, model)
+        if unscale:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if unscale and grad_fault is not None:
+            grad_fault(-step - 1, model)  # after unscale_: the AMP106 hook point
+        scaler.step(opt)
+        scaler.update()
+        if sched is not None:
+            sched.step()
+    return model, [p.detach().clone() for p in model.parameters()]
+
+
+def found(code: str) -> list[ar.Finding]:
+    return [finding for finding in ar.report() if finding.code == code]
+
+
+# AMP105: the overflow locator ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("layer", "at"), [(2, 7), (0, 3), (3, 11)])
+def test_overflowing_module_is_named_with_its_step(layer: int, at: int) -> None:
+    def fault(step: int, model: Net) -> None:
+        model.encoder.layers[layer].mlp.boost.factor = 1e6 if step == at else 1.0
+
+    with ar.checking("warn", health=True):
+        train(at + 5, fault=fault)
+        (finding,) = found("AMP105")
+    assert finding.first_step == at
+    assert f"`encoder.layers.{layer}.mlp.boost` (Amplify)" in finding.message
+    assert "autocast" in finding.message and "bfloat16" in finding.message
+    assert finding.filename == __file__
+    summary = ar.summary()
+    assert summary is not None
+    assert summary["first_overflow"]["module"] == f"encoder.layers.{layer}.mlp.boost"
+    assert summary["first_overflow"]["step"] == at
+    # The overflow made the loss non-finite at the same step.
+    (loss,) = found("AMP101")
+    assert loss.first_step == at
+
+
+def test_output_within_the_margin_of_65504_is_reported_before_it_overflows() -> None:
+    at = 5
+
+    def fault(step: int, model: Net) -> None:
+        model.encoder.layers[1].shift.offset = 40000.0 if step >= at else 0.0
+
+    with ar.checking("warn", health=True):
+        train(at + 3, fault=fault)
+        (finding,) = found("AMP105")
+    assert finding.first_step == at
+    assert "`encoder.layers.1.shift` (Shift) reached 40000" in finding.message
+    # A narrower margin (limit 65504 * 0.75 = 49128) lets the same output through.
+    ar.reset()
+    with ar.checking("warn", health=True, overflow_margin=0.25):
+        train(at + 3, fault=fault)
+        assert found("AMP105") == []
+
+
+# Gradients, the scale, the loss --------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nonfinite_gradients_at_random_steps_are_the_skipped_steps(seed: int) -> None:
+    rng = random.Random(seed)
+    bad = set(rng.sample(range(3, 40), 4))
+    poison = [INF, -INF, math.nan]
+
+    def grad_fault(step: int, model: Net) -> None:
+        if step in bad:
+            layer = model.encoder.layers[rng.randrange(4)]
+            layer.mlp.fc1.weight.grad[0, 0] = rng.choice(poison)
+
+    with ar.checking("warn", health=True, skip_window=40, skip_rate=0.1):
+        train(40, seed=seed, grad_fault=grad_fault)
+        history = health.history()
+        report = ar.report()
+    assert {step for step, skipped in enumerate(history["skipped"]) if skipped} == bad
+    # 4 of 40 steps skipped: AMP103 (rate 0.1 over 40 steps) at the last step, nothing else.
+    assert [(f.code, f.first_step) for f in report] == [("AMP103", 39)]
+    summary = ar.summary()
+    assert summary is not None and summary["skipped_steps"] == 4 and summary["steps"] == 40
+
+
+def test_scale_driven_to_collapse_by_repeated_infs() -> None:
+    at = 6
+
+    def grad_fault(step: int, model: Net) -> None:
+        if step >= at:
+            model.head.weight.grad.fill_(INF)
+
+    # Consecutive backoffs: the 5th in a row is at step at + 4.
+    with ar.checking("warn", health=True, max_backoffs=5):
+        train(at + 8, grad_fault=grad_fault)
+        (finding,) = found("AMP102")
+    assert finding.first_step == at + 4
+    assert "5 consecutive" in finding.message
+    # The scale falling below 1: from 4 it is 4, 2, 1, 0.5 on steps 3..6 (no growth yet:
+    # growth_interval is 4).
+    ar.reset()
+
+    def early(step: int, model: Net) -> None:
+        if step >= 3:
+            model.head.weight.grad.fill_(INF)
+
+    with ar.checking("warn", health=True):
+        train(10, grad_fault=early, init_scale=4.0)
+        (finding,) = found("AMP102")
+        summary = ar.summary()
+        scales = health.history()["scale"]
+    assert scales[3:7] == [4.0, 2.0, 1.0, 0.5]
+    assert finding.first_step == 6
+    assert "below 1" in finding.message
+    assert summary is not None and summary["scale"]["min"] < 1 and summary["scale"]["max"] == 4.0
+
+
+def test_loss_that_goes_nan() -> None:
+    at = 9
+
+    def loss_fault(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * math.nan if step == at else loss
+
+    with ar.checking("warn", health=True):
+        train(14, loss_fault=loss_fault)
+        report = ar.report()
+    assert [(f.code, f.first_step) for f in report] == [("AMP101", at)]
+    assert "the loss was nan before scaling at step 9" in report[0].message
+
+
+def test_gradient_underflow_at_a_tiny_scale() -> None:
+    def loss_fault(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * 1e-6
+
+    with ar.checking("warn", health=True):
+        train(3, loss_fault=loss_fault, init_scale=1.0)
+        (finding,) = found("AMP104")
+        summary = ar.summary()
+    assert finding.first_step == 0
+    assert summary is not None and summary["grad_underflow_share"] > 0.1
+
+
+def test_gradients_made_nonfinite_after_unscale_are_reported_not_changed() -> None:
+    at = 4
+
+    def grad_fault(step: int, model: Net) -> None:
+        if step == -at - 1:  # after unscale_, before step
+            model.head.bias.grad[0] = INF
+
+    with ar.checking("warn", health=True):
+        train(at + 3, grad_fault=grad_fault, unscale=True)
+        (finding,) = found("AMP106")
+        skipped = health.history()["skipped"]
+    assert finding.first_step == at
+    # torch's behaviour: the step ran with the inf gradient (the next ones then skip)
+    assert not any(skipped[: at + 1])
+
+
+def test_scheduler_stepped_after_a_skipped_step() -> None:
+    at = 5
+
+    def grad_fault(step: int, model: Net) -> None:
+        if step == at:
+            model.head.weight.grad[0, 0] = math.nan
+
+    with ar.checking("warn", health=True, startup_steps=0):
+        train(at + 3, grad_fault=grad_fault, scheduler=True)
+        (finding,) = found("AMP107")
+    assert finding.first_step == at
+    # The same run with the default startup grace is silent.
+    ar.reset()
+    with ar.checking("warn", health=True):
+        train(at + 3, grad_fault=grad_fault, scheduler=True)
+        assert ar.report() == []
+
+
+def test_raise_mode_raises_at_the_lazy_read_with_the_code() -> None:
+    def loss_fault(step: int, loss: torch.Tensor) -> torch.Tensor:
+        return loss * math.nan if step == 2 else loss
+
+    with ar.checking("raise", health=True, every=1), pytest.raises(ar.AmpUsageError) as excinfo:
+        train(5, loss_fault=loss_fault)
+    assert excinfo.value.code == "AMP101"
+
+
+# Healthy runs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_healthy_runs_are_silent(dtype: torch.dtype, seed: int) -> None:
+    with ar.checking("raise", health=True):
+        # Default initial scale: a few backoffs at the start are normal and must stay quiet.
+        train(40, seed=seed, dtype=dtype, init_scale=2.0**16, unscale=seed == 1, scheduler=True)
+        assert ar.report() == []
+        summary = ar.summary()
+    assert summary is not None
+    if dtype is torch.float16:
+        assert summary["steps"] == 40 and summary["first_overflow"] is None
+    else:
+        assert summary["steps"] == 0  # no enabled GradScaler in bfloat16
