@@ -19,26 +19,45 @@ from functools import cache
 
 from amplint.rules.base import Rule
 
+#: A token that starts with this marks a part of a name (``"~scaler"``: any identifier that
+#: contains "scaler", in any case), for rules that recognise objects by how they are named.
+PART = "~"
+
 
 @cache
 def _token_pattern(words: tuple[str, ...]) -> re.Pattern[bytes]:
-    alternatives = b"|".join(re.escape(word.encode()) for word in words)
+    whole = [word for word in words if not word.startswith(PART)]
+    alternatives = b"|".join(re.escape(word.encode()) for word in whole)
     return re.compile(rb"(?<![A-Za-z0-9_])(?:" + alternatives + rb")(?![A-Za-z0-9_])")
 
 
+class _Bytes:
+    """The raw bytes, with a lower-cased copy made only when a name part is asked for."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._lower: bytes | None = None
+
+    def has_group(self, group: tuple[str, ...]) -> bool:
+        for word in group:
+            if word.startswith(PART):
+                if self._lower is None:
+                    self._lower = self.data.lower()
+                if word[1:].lower().encode() in self._lower:
+                    return True
+            elif word.encode() in self.data and _token_pattern(group).search(self.data):
+                return True
+        return False
+
+
 def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    """Stage 1: rules whose token groups all occur in the raw bytes as whole words.
+    """Stage 1: rules whose token groups all occur in the raw bytes as whole words (or,
+    for name parts, anywhere).
 
     The substring test runs first because it is much cheaper than the regex.
     """
-    return [
-        rule
-        for rule in rules
-        if all(
-            any(word.encode() in data for word in group) and _token_pattern(group).search(data)
-            for group in rule.tokens
-        )
-    ]
+    source = _Bytes(data)
+    return [rule for rule in rules if all(source.has_group(group) for group in rule.tokens)]
 
 
 #: libcst's native parser recurses without a guard: nesting beyond what CPython itself
@@ -119,8 +138,19 @@ def identifiers(data: bytes) -> set[str] | None:
 
 def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[Rule]]:
     """Stage 2: rules whose token groups all occur among the code's identifiers."""
+    lowered: list[str] | None = None
+
+    def has(word: str) -> bool:
+        nonlocal lowered
+        if not word.startswith(PART):
+            return word in names
+        if lowered is None:
+            lowered = [name.lower() for name in names]
+        part = word[1:].lower()
+        return any(part in name for name in lowered)
+
     return [
-        rule for rule in rules if all(any(word in names for word in group) for group in rule.tokens)
+        rule for rule in rules if all(any(has(word) for word in group) for group in rule.tokens)
     ]
 
 

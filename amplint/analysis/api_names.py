@@ -87,7 +87,9 @@ LEGACY_POSITIONAL = {
     "scaler": ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled"),
 }
 
-_GUARD_EXCEPTIONS = {"ImportError", "ModuleNotFoundError", "AttributeError"}
+#: what the new API raises on an old torch: missing names, and TypeError from
+#: ``torch.is_autocast_enabled(device)`` before it took a device.
+_GUARD_EXCEPTIONS = {"ImportError", "ModuleNotFoundError", "AttributeError", "TypeError"}
 
 
 @dataclass(eq=False)
@@ -264,7 +266,7 @@ def _is_version_test(test: cst.BaseExpression) -> bool:
             word = node.attr.value
         if word is None:
             continue
-        lowered = word.lower()
+        lowered = word.lower().lstrip("_")
         if "version" in lowered or lowered.startswith(("torch_", "is_torch")) or word == "hasattr":
             return True
     return False

@@ -259,6 +259,22 @@ def is_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
     return None
 
 
+def _wraps_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    """A ``scaler.scale(...)`` call nested inside ``expr`` (call arguments, arithmetic)."""
+    pending: list[cst.BaseExpression] = [expr]
+    while pending:
+        node = pending.pop()
+        if is_scale_call(model, node) == "enabled":
+            return True
+        if isinstance(node, cst.Call):
+            pending.extend(arg.value for arg in node.args)
+        elif isinstance(node, cst.BinaryOperation):
+            pending.extend((node.left, node.right))
+        elif isinstance(node, cst.IfExp):
+            pending.extend((node.body, node.orelse))
+    return False
+
+
 # -- building iterations ----------------------------------------------------------------------
 
 _CACHE: WeakKeyDictionary[ModuleModel, list[Iteration]] = WeakKeyDictionary()
@@ -428,7 +444,7 @@ class _Walker:
             (*frame.via, call),
             self._parameters(call, helper, frame),
             frozenset(model.index.functions[helper].bindings),
-            shares_self=_self_call(call),
+            shares_self=_self_call(call) and frame.shares_self,
         )
         stack.append(("node", helper.body, conds, loops, inner))
 
@@ -505,6 +521,14 @@ class _Walker:
             and is_scale_call(self.model, b.node) == "enabled"
         ]
         if not scalers:
+            if any(
+                b.kind is BindingKind.ASSIGN
+                and isinstance(b.node, cst.BaseExpression)
+                and _wraps_scale_call(self.model, b.node)
+                for b in bindings
+            ):
+                # `loss = cast(Tensor, scaler.scale(loss))`, `scaler.scale(loss) / accum`
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
             return None
         if len(scalers) == len(bindings) and len(scalers) == 1:
             return Kind.SCALED_BACKWARD, receiver(scalers[0]), None  # type: ignore[arg-type]
@@ -555,14 +579,15 @@ class _Walker:
         if frame.function is None or not frame.via:
             return local
         head, _, rest = local.partition(".")
+        if head == "self":
+            # `self.helper()` from a method: the same object, so the same names.
+            return local if frame.shares_self else f"<{id(frame)}>.{local}"
         if head in frame.params:
             mapped = frame.params[head][0]
             if mapped is None:
                 return f"<{id(frame)}>.{local}"
             return f"{mapped}.{rest}" if rest else mapped
         if head in frame.locals:
-            return f"<{id(frame)}>.{local}"
-        if head == "self" and not frame.shares_self:
             return f"<{id(frame)}>.{local}"
         return local
 

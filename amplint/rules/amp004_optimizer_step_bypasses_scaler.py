@@ -21,7 +21,7 @@ class OptimizerStepBypassesScaler(Rule):
     name = "optimizer-step-bypasses-scaler"
     summary = "`optimizer.step()` runs on gradients produced by a scaled backward"
     fixable = True
-    tokens = (("scale",), ("backward",), ("step",))
+    tokens = (("~scaler",), ("scale",), ("backward",), ("step",))
     docs = RuleDocs(
         what_it_does="""
 Checks for `optimizer.step()` called directly after `scaler.scale(loss).backward()` in the

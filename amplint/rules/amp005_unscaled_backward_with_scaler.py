@@ -23,7 +23,7 @@ class UnscaledBackwardWithScaler(Rule):
     name = "unscaled-backward-with-scaler"
     summary = "`loss.backward()` is not scaled but the step goes through `scaler.step()`"
     fixable = True
-    tokens = (("backward",), ("step",))
+    tokens = (("~scaler",), ("backward",), ("step",))
     docs = RuleDocs(
         what_it_does="""
 Checks for a plain `loss.backward()` (or `torch.autograd.backward(loss)`) whose gradients
@@ -145,6 +145,19 @@ scaler = torch.amp.GradScaler()
 for batch in loader:
     grads = torch.autograd.grad(scaler.scale(loss), params, create_graph=True)
     scaler.scale(loss + penalty).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # The loss is scaled through a wrapper (`cast`) on one path.
+        """
+import torch
+from typing import cast
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    loss = model(batch)
+    if use_amp:
+        loss = cast(torch.Tensor, scaler.scale(loss))
+    loss.backward()
     scaler.step(optimizer)
     scaler.update()
 """,

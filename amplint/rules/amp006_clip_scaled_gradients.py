@@ -23,7 +23,7 @@ class ClipScaledGradients(Rule):
     name = "clip-scaled-gradients"
     summary = "gradients are clipped while still multiplied by the loss scale"
     fixable = True
-    tokens = (("scale",), ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"))
+    tokens = (("~scaler",), ("scale",), ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"))
     docs = RuleDocs(
         what_it_does="""
 Checks for `clip_grad_norm_` / `clip_grad_value_` (under any import alias, and FSDP's

@@ -197,6 +197,19 @@ if False:
     with torch.cuda.amp.autocast():
         loss = model(x)
 """,
+        # Lightning-style private version flag, timm-style TypeError fallback.
+        """
+import torch
+from lightning_utilities import compare_version
+_TORCH_GREATER_EQUAL_2_4 = compare_version("torch", operator.ge, "2.4.0")
+scaler = torch.amp.GradScaler("cuda") if _TORCH_GREATER_EQUAL_2_4 else torch.cuda.amp.GradScaler()
+
+def is_autocast_enabled(device="cuda"):
+    try:
+        return torch.is_autocast_enabled(device)
+    except TypeError:
+        return torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+""",
     )
     invalid = (
         Invalid(

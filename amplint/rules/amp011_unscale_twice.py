@@ -142,6 +142,32 @@ for i, batch in enumerate(loader):
         scaler.update()
         optimizer.zero_grad()
 """,
+        # An OOM-retry loop repeats only through `continue`; one unscale per optimizer.
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self.scaler = torch.amp.GradScaler()
+
+    def train_batch(self, batches):
+        while True:
+            try:
+                for micro in batches:
+                    self.scaler.scale(self.model(micro)).backward()
+            except torch.OutOfMemoryError:
+                batches = halve(batches)
+                continue
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
+            return
+
+    def fit(self, loader):
+        for batch in loader:
+            self.train_batch(batch)
+            for optimizer in self.optimizers:
+                self.scaler.step(optimizer)
+            self.scaler.update()
+""",
     )
     invalid = (
         Invalid(
@@ -317,7 +343,7 @@ def _problem(iteration: Iteration, event: Event) -> tuple[str, Event | None] | N
                 earlier,
             )
     for loop in event.loops:
-        if _bound_by(loop, event.optimizer_local or ""):
+        if _bound_by(loop, event.optimizer_local or "") or _is_retry_loop(loop):
             continue
         updates = [
             e for e in iteration.of(Kind.UPDATE) if e.scaler == event.scaler and loop in e.loops
@@ -338,6 +364,15 @@ def _bound_by(loop: cst.For | cst.While, name: str) -> bool:
     head = name.split(".")[0].split("[")[0]
     targets = {n.value for n in _names(loop.target)}
     return head in targets
+
+
+def _is_retry_loop(loop: cst.For | cst.While) -> bool:
+    """``while True: ... return`` (OOM retries and kin): the body ends by leaving the loop,
+    so a second pass happens only through ``continue`` or an exception, not every time."""
+    body = loop.body.body if isinstance(loop.body, cst.IndentedBlock) else ()
+    if not body or not isinstance(body[-1], cst.SimpleStatementLine):
+        return False
+    return any(isinstance(s, (cst.Return, cst.Break, cst.Raise)) for s in body[-1].body)
 
 
 def _names(node: cst.CSTNode) -> list[cst.Name]:

@@ -23,7 +23,7 @@ class ScalerStateNotCheckpointed(Rule):
     name = "scaler-state-not-checkpointed"
     summary = "a checkpoint saves the optimizer's state but not the GradScaler's"
     fixable = True
-    tokens = (("state_dict", "load_state_dict"), ("GradScaler", "ShardedGradScaler", "scale"))
+    tokens = (("state_dict", "load_state_dict"), ("~scaler",))
     docs = RuleDocs(
         what_it_does="""
 Checks for a training checkpoint (`torch.save({...})` of a dict literal, or of a name bound

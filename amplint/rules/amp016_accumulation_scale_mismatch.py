@@ -25,7 +25,7 @@ class AccumulationScaleMismatch(Rule):
     name = "accumulation-scale-mismatch"
     summary = "scaler `step`/`update`/`unscale_` every micro-batch while `zero_grad` runs every k"
     fixable = True
-    tokens = (("zero_grad",), ("step", "update", "unscale_"))
+    tokens = (("~scaler",), ("zero_grad",), ("step", "update", "unscale_"))
     docs = RuleDocs(
         what_it_does="""
 Checks for gradient accumulation in which `optimizer.zero_grad()` runs only at the

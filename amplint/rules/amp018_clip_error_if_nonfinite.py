@@ -17,7 +17,7 @@ class ClipErrorIfNonfinite(Rule):
     name = "clip-error-if-nonfinite"
     summary = "`clip_grad_norm_(..., error_if_nonfinite=True)` in a loop with a GradScaler"
     fixable = True
-    tokens = (("clip_grad_norm_",),)
+    tokens = (("~scaler",), ("clip_grad_norm_",))
     docs = RuleDocs(
         what_it_does="""
 Checks for `torch.nn.utils.clip_grad_norm_(..., error_if_nonfinite=True)` in a training

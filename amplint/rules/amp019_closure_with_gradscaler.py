@@ -16,7 +16,7 @@ class ClosureWithGradScaler(Rule):
     code = "AMP019"
     name = "closure-with-gradscaler"
     summary = "`scaler.step()` with a closure, or an LBFGS optimizer, which GradScaler cannot drive"
-    tokens = (("step",),)
+    tokens = (("GradScaler", "ShardedGradScaler"), ("step",))
     docs = RuleDocs(
         what_it_does="""
 Checks for `scaler.step(optimizer, closure)` / `scaler.step(optimizer, closure=...)`, and
@@ -90,6 +90,27 @@ class Wrapper:
         self.loss_scaler.step(self.optimizer, **kwargs)
         self.loss_scaler.update()
 """,
+        # A wrapper forwarding its own `closure=None` parameter: nothing says it is set.
+        """
+import torch
+class AcceleratedOptimizer:
+    def __init__(self, optimizer):
+        self.optimizer = optimizer
+        self.scaler = torch.amp.GradScaler()
+
+    def step(self, closure=None):
+        self.scaler.step(self.optimizer, closure)
+        self.scaler.update()
+""",
+        # A scaler of a framework's own class, which may support closures.
+        """
+import torch
+from framework import ClosureGradScaler
+class Trainer:
+    def fit(self):
+        self.state.scaler = ClosureGradScaler() if self.closures else torch.amp.GradScaler()
+        self.state.scaler.step(self.optimizer, closure=lambda: self.train_microbatches())
+""",
         # A literally disabled scaler forwards the closure to the optimizer.
         """
 import torch
@@ -119,12 +140,13 @@ scaler.update()
         Invalid(
             """
 import torch
-def train(model, optimizer, scaler, closure):
+scaler = torch.amp.GradScaler()
+def train(model, optimizer):
     for _ in range(steps):
-        scaler.step(optimizer, closure)
+        scaler.step(optimizer, lambda: loss_fn(model(x), y))
         scaler.update()
 """,
-            line=5,
+            line=6,
         ),
         # LBFGS stepped through the scaler.
         Invalid(
@@ -153,8 +175,17 @@ class Fitter:
                 continue
             if scaler_state(model, target) != "enabled" or model.is_dead(call):
                 continue
+            if not model.scaler_instances(target):
+                # Frameworks ship closure-capable GradScaler subclasses (composer's
+                # ClosureGradScaler): only a scaler built here from torch's class is known.
+                continue
             positional = [a for a in call.args if a.keyword is None and not a.star]
-            closure = any(a.keyword is not None and a.keyword.value == "closure" for a in call.args)
+            closure = any(
+                a.keyword is not None
+                and a.keyword.value == "closure"
+                and _is_callable(model, a.value)
+                for a in call.args
+            )
             key = dotted_name(target)
             if closure:
                 context.report(
@@ -162,7 +193,7 @@ class Fitter:
                     f"`{key}.step(..., closure=...)` raises: GradScaler does not support "
                     "closures; run the closure's forward and backward before the step",
                 )
-            elif len(positional) > 1:
+            elif len(positional) > 1 and _is_callable(model, positional[1].value):
                 context.report(
                     call,
                     f"`{key}.step()` passes this closure to the optimizer, whose backward "
@@ -194,3 +225,18 @@ def _is_lbfgs(model: ModuleModel, expr: cst.BaseExpression) -> bool:
         ):
             return True
     return False
+
+
+def _is_callable(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    """A lambda, or a name bound only to functions and lambdas: surely a closure. A
+    forwarded ``closure`` parameter may well be None, so it is not."""
+    if isinstance(expr, cst.Lambda):
+        return True
+    if not isinstance(expr, cst.Name):
+        return False
+    bindings = model.index.scope_of(expr).lookup(expr.value)
+    return bool(bindings) and all(
+        isinstance(b.node, (cst.FunctionDef, cst.Lambda))
+        or (b.kind is BindingKind.ASSIGN and isinstance(b.node, cst.Lambda))
+        for b in bindings
+    )

@@ -119,6 +119,18 @@ with torch.autocast("cuda"):
     out = model(x)
 print(eval_loss(out.float().sigmoid(), y))
 """,
+        # A region that is off unless a caller turns it on: the float32 island for the loss.
+        """
+import torch
+class BCELoss(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.loss_f = torch.nn.BCELoss()
+
+    def forward(self, probs, labels, enable_autocast=False):
+        with torch.autocast("cuda", enabled=enable_autocast):
+            return self.loss_f(probs, labels)
+""",
     )
     invalid = (
         Invalid(
@@ -316,8 +328,27 @@ def _lexical_cuda_state(model: ModuleModel, node: cst.CSTNode) -> bool | None:
         if isinstance(ancestor, cst.With) and _in_body(model, node, ancestor):
             for region in model.autocast_regions(ancestor):
                 if region.device == "cuda":
-                    return region.may_be_enabled
+                    return region.may_be_enabled and not _off_by_default(model, region.call)
     return None
+
+
+def _off_by_default(model: ModuleModel, autocast: cst.Call) -> bool:
+    """``autocast(enabled=flag)`` where ``flag`` is a parameter defaulting to False: the
+    region is the usual way to keep a loss out of autocast, on unless a caller asks."""
+    for arg in autocast.args:
+        if arg.keyword is None or arg.keyword.value != "enabled":
+            continue
+        if not isinstance(arg.value, cst.Name):
+            return False
+        bindings = model.index.scope_of(arg.value).lookup(arg.value.value)
+        return bool(bindings) and all(
+            b.kind is BindingKind.PARAM
+            and isinstance(b.node, cst.Param)
+            and isinstance(b.node.default, cst.Name)
+            and b.node.default.value == "False"
+            for b in bindings
+        )
+    return False
 
 
 def _in_body(model: ModuleModel, node: cst.CSTNode, with_node: cst.With) -> bool:

@@ -31,7 +31,7 @@ class SyncPerStep(Rule):
     code = "AMP021"
     name = "sync-per-step"
     summary = "scaler state read on the host every iteration (a device sync per step)"
-    tokens = (("get_scale", "state_dict", "_scale", "_growth_tracker"),)
+    tokens = (("~scaler",), ("get_scale", "state_dict", "_scale", "_growth_tracker"))
     docs = RuleDocs(
         what_it_does="""
 Checks for `scaler.get_scale()`, `scaler.state_dict()` or `.item()` of the scaler's
