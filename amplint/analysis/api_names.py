@@ -253,7 +253,29 @@ def is_guarded(model: ModuleModel, node: cst.CSTNode) -> bool:
             return True
         if isinstance(ancestor, cst.ExceptHandler) and _is_guard_handler(ancestor):
             return True
+        if isinstance(ancestor, (cst.IndentedBlock, cst.Module)) and _after_version_return(
+            ancestor, child
+        ):
+            return True
         child = ancestor
+    return False
+
+
+def _after_version_return(block: cst.IndentedBlock | cst.Module, statement: cst.CSTNode) -> bool:
+    """``if hasattr(torch, "get_autocast_dtype"): ... return`` earlier in the block: what
+    follows is the old-torch fallback."""
+    for earlier in block.body:
+        if earlier is statement:
+            return False
+        if (
+            isinstance(earlier, cst.If)
+            and _is_version_test(earlier.test)
+            and isinstance(earlier.body, cst.IndentedBlock)
+            and earlier.body.body
+            and isinstance(earlier.body.body[-1], cst.SimpleStatementLine)
+            and any(isinstance(s, (cst.Return, cst.Raise)) for s in earlier.body.body[-1].body)
+        ):
+            return True
     return False
 
 

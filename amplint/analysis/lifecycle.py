@@ -14,8 +14,11 @@ import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name, receiver
 from amplint.analysis.scopes import dotted_name
+from amplint.analysis.steps import Condition, normalise
 from amplint.analysis.symbols import SCALER_SYMBOLS, Symbol
 from amplint.analysis.values import NoneValue, ScalerInstance, SymbolValue, Unknown
+
+_NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 
 
 @dataclass(frozen=True)
@@ -258,3 +261,122 @@ def guarded_by(model: ModuleModel, node: cst.CSTNode, stop: cst.CSTNode, words: 
             if any(word.lower() in text for word in words):
                 return True
     return False
+
+
+# -- which scalers a statement works with, and when they are on ------------------------------
+
+
+def conditions_around(
+    model: ModuleModel, node: cst.CSTNode, stop: cst.CSTNode | None = None
+) -> tuple[Condition, ...]:
+    """The branches of ``if`` statements and conditional expressions ``node`` sits in, up to
+    ``stop`` or its function, normalised (``if not x`` is the false branch of ``if x``)."""
+    found: list[Condition] = []
+    child = node
+    for ancestor in model.index.ancestors(node):
+        if ancestor is stop or isinstance(ancestor, _NESTED_SCOPES):
+            break
+        if isinstance(ancestor, (cst.If, cst.IfExp)) and child is not ancestor.test:
+            condition = normalise(model, ancestor.test)
+            if child is ancestor.body:
+                found.append(condition)
+            else:
+                found.append(Condition(condition.key, not condition.branch, condition.test))
+        child = ancestor
+    return tuple(found)
+
+
+def enabling_conditions(
+    model: ModuleModel, construction: ScalerConstruction
+) -> tuple[Condition, ...]:
+    """What must hold for the scaler to exist and be on: the branches its construction sits
+    in, and its ``enabled=`` test when that is decided at run time."""
+    conditions = conditions_around(model, construction.call)
+    if construction.instance.enabled is not None:
+        return conditions
+    expr = _enabled_expr(construction)
+    if expr is None:
+        # `**kwargs`, a partial: something decides, and we cannot say what.
+        return (*conditions, Condition("<unknown enabled>", True))
+    return (*conditions, normalise(model, expr))
+
+
+def _enabled_expr(construction: ScalerConstruction) -> cst.BaseExpression | None:
+    call = construction.call
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == "enabled":
+            return arg.value
+    device_first = construction.instance.symbol in (
+        Symbol.GRAD_SCALER,
+        Symbol.SHARDED_GRAD_SCALER,
+    )
+    positional = [a.value for a in call.args if a.keyword is None and not a.star]
+    position = 5 if device_first else 4
+    return positional[position] if len(positional) > position else None
+
+
+@dataclass(frozen=True)
+class ScalerReach:
+    """The GradScalers the code around a statement trains with."""
+
+    constructions: tuple[ScalerConstruction, ...]
+    #: a scaler the module does not build (a parameter, an attribute set elsewhere) is used.
+    opaque: bool
+
+
+def scalers_reaching(model: ModuleModel, node: cst.CSTNode) -> ScalerReach:
+    """The scalers that the function around ``node`` (the whole class for a method, the
+    module's top-level code for a top-level statement) builds, uses or hands on, following
+    calls into helpers of the module."""
+    by_call = {c.call: c for c in scaler_constructions(model)}
+    function = model.index.enclosing_function(node)
+    owner = model.index.enclosing_class(node)
+    roots: list[cst.CSTNode]
+    if function is not None and owner is not None:
+        roots = [method.body for method in owner.methods.values()]
+    elif function is not None:
+        roots = [function.body]
+    else:
+        roots = [model.module]
+    found: dict[cst.Call, ScalerConstruction] = {}
+    opaque = False
+    for root in roots:
+        for call in model.transitive_calls(root):
+            if call in by_call:
+                found[call] = by_call[call]
+            exprs: list[cst.BaseExpression] = [arg.value for arg in call.args]
+            if method_name(call) in ("scale", "unscale_", "step", "update"):
+                target = receiver(call)
+                if target is not None:
+                    exprs.append(target)
+            for expr in exprs:
+                if not scaler_like(model, expr):
+                    continue
+                instances = model.scaler_instances(expr)
+                for instance in instances:
+                    if instance.call in by_call:
+                        found[instance.call] = by_call[instance.call]
+                if not instances:
+                    opaque = True
+    return ScalerReach(
+        tuple(c for c in found.values() if may_be_enabled(c)),
+        opaque,
+    )
+
+
+def surely_scaled(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """Whether a GradScaler that is on whenever ``node`` runs trains the code around it.
+
+    A scaler built under another flag than the one ``node`` runs under (``if args.half:
+    model.half()`` next to ``GradScaler(enabled=args.amp)``), or in the other branch of the
+    same test, does not count: the analysis cannot tell that both are on together.
+    """
+    reach = scalers_reaching(model, node)
+    where = set(conditions_around(model, node))
+    for construction in reach.constructions:
+        needs = enabling_conditions(model, construction)
+        if any(Condition(c.key, not c.branch) in where for c in needs):
+            continue  # the other branch of the test `node` runs under
+        if set(needs) <= where:
+            return True
+    return reach.opaque and not where and not reach.constructions

@@ -210,6 +210,14 @@ def is_autocast_enabled(device="cuda"):
     except TypeError:
         return torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
 """,
+        # The old-torch fallback after an early return on the new API.
+        """
+import torch
+def autocast_dtype(device_type):
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype(device_type)
+    return torch.get_autocast_gpu_dtype()
+""",
     )
     invalid = (
         Invalid(

@@ -6,7 +6,7 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.lifecycle import is_step_call, scales_losses, under_no_grad
+from amplint.analysis.lifecycle import is_step_call, scales_losses, surely_scaled, under_no_grad
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.symbols import DTYPE_NAMES, Symbol
@@ -30,15 +30,22 @@ class HalfParamsWithGradScaler(Rule):
     name = "half-params-with-gradscaler"
     summary = "a model trained with a GradScaler is cast to float16 parameters"
     fixable = True
-    tokens = (("GradScaler", "ShardedGradScaler"), ("half", "float16"))
+    tokens = (
+        ("~scaler",),
+        ("half", "float16"),
+    )
     docs = RuleDocs(
         what_it_does="""
 Checks for `model.half()`, `model.to(torch.float16)` and `model.to(device, dtype=torch.half)`
-on a model whose parameters an optimizer of the module trains, in a module that scales its
-losses with a GradScaler. Casts that are not half-precision training are left alone:
-`.half().float()` round trips, `.half().eval()` copies, casts under `torch.no_grad()`,
-casts after training (for an export or checkpoint), EMA/teacher copies no optimizer owns,
-and `x.half()` on input tensors.
+on a model whose parameters an optimizer of the module trains, where a GradScaler that is
+on whenever the cast runs scales the losses: one built, used or passed on by the same
+function (the same class, for methods), unconditionally or under the same flag as the cast
+(`if args.fp16: model.half()` with `GradScaler(enabled=args.fp16)`). Casts that are not
+half-precision training are left alone: `.half().float()` round trips, `.half().eval()`
+copies, casts under `torch.no_grad()`, casts after training (for an export or checkpoint),
+EMA/teacher copies no optimizer owns, `x.half()` on input tensors, pure float16 training in
+a function without a scaler, and casts under a flag other than the scaler's (or in the
+branch where no scaler is built), where the analysis cannot tell both are on together.
 """,
         why_bad="""
 Mixed precision keeps float32 parameters and lets autocast run selected ops in float16;
@@ -184,6 +191,58 @@ def main(args):
         scaler.step(optimizer)
         scaler.update()
 """,
+        # Pure float16 training in one function, mixed precision in another.
+        """
+import torch
+def train_pure_fp16(model, loader):
+    model.half()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x in loader:
+        model(x).backward()
+        optimizer.step()
+
+def train_amp(model, loader):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler()
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        # Half parameters in the branch without a scaler.
+        """
+import torch
+def main(args):
+    model = build(args)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    if args.half:
+        model.half()
+        scaler = None
+    else:
+        scaler = torch.amp.GradScaler()
+    for x in loader:
+        if scaler is None:
+            model(x).backward()
+            optimizer.step()
+        else:
+            scaler.scale(model(x)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+""",
+        # Two modes under two flags: the analysis cannot tell both are on together.
+        """
+import torch
+def main(args):
+    model = build(args)
+    if args.pure_half:
+        model.half()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler(enabled=args.amp)
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         # bfloat16 parameters are a different trade-off, and GradScaler accepts them.
         """
 import torch
@@ -258,6 +317,31 @@ def main(args):
         pass
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     train(model, optimizer, GS(enabled=args.fp16))
+""",
+        ),
+        # A scaler parameter of the function that trains the cast model.
+        Invalid(
+            """
+import torch
+def train(model, loader, scaler):
+    model = model.cuda().half()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=4,
+            unsafe=True,
+            fixed="""
+import torch
+def train(model, loader, scaler):
+    model = model.cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
 """,
         ),
         # `.to(device, dtype=torch.half)` on an attribute, set up in __init__.
@@ -341,14 +425,24 @@ for x in loader:
                 continue
             if not _before_training(model, cast, order) or _cast_back(model, cast, keys, order):
                 continue
+            if not surely_scaled(model, cast):
+                continue  # another function's scaler, or one that is on under another flag
             text = model.module.code_for_node(cast)
             text = text if len(text) <= 40 else text[:37] + "..."
+            if _fused_optimizer(model, keys):
+                effect = (
+                    "its fused optimizer skips the float16-gradient check, so it silently "
+                    "steps float16 weights and small updates round away"
+                )
+            else:
+                effect = (
+                    "`scaler.step` fails with 'Attempting to unscale FP16 gradients' (a fused "
+                    "optimizer would instead silently step float16 weights)"
+                )
             context.report(
                 cast,
                 f"`{text}` gives float16 parameters to a model trained with a GradScaler: "
-                "`scaler.step` fails with 'Attempting to unscale FP16 gradients' (or, with a "
-                "fused optimizer, silently steps float16 weights); keep the parameters "
-                "float32 and let autocast cast",
+                f"{effect}; keep the parameters float32 and let autocast cast",
                 _drop_cast(model, cast, statement),
             )
 
@@ -451,6 +545,27 @@ def _trained_keys(model: ModuleModel) -> set[str]:
                     keys.add(key)
                 keys |= _parameter_owners(root)
     return keys
+
+
+def _fused_optimizer(model: ModuleModel, keys: set[str]) -> bool:
+    """An optimizer built with ``fused=True`` over the parameters of one of ``keys``."""
+    for call in model.index.calls:
+        fused = any(
+            arg.keyword is not None
+            and arg.keyword.value == "fused"
+            and isinstance(arg.value, cst.Name)
+            and arg.value.value == "True"
+            for arg in call.args
+        )
+        if not fused or not _is_optimizer_factory(model, call):
+            continue
+        for arg in call.args:
+            owners = _parameter_owners(arg.value)
+            if isinstance(arg.value, cst.BaseExpression) and (key := dotted_name(arg.value)):
+                owners.add(key)
+            if owners & keys:
+                return True
+    return False
 
 
 def _is_optimizer_factory(model: ModuleModel, call: cst.Call) -> bool:

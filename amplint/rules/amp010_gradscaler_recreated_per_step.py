@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from amplint.analysis.lifecycle import (
@@ -15,8 +17,11 @@ from amplint.analysis.lifecycle import (
     scaler_constructions,
 )
 from amplint.analysis.model import ModuleModel, walk_body
+from amplint.analysis.steps import accumulation_like, normalise
 from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
 
+#: Names whose rebinding in an outer loop means each iteration is a training run of its own.
+_RUN_STATE = re.compile(r"optim|(^|_)opt(s|\d*)($|_)|model|net|scaler", re.IGNORECASE)
 #: Methods a training framework calls once per iteration.
 _PER_STEP_METHODS = ("train_step", "training_step")
 
@@ -32,7 +37,10 @@ class GradScalerRecreatedPerStep(Rule):
 Checks for a `GradScaler(...)` constructed inside a training loop (a loop whose iterations
 run a backward pass or an optimizer step), or inside a function that runs once per
 iteration: a `train_step`/`training_step` method, or a function of the same module called
-from inside the training loop.
+from inside the training loop. A scaler built lazily (`if self.scaler is None:`,
+`self.scaler = self.scaler or GradScaler()`), under another test (`if step == 0:`), in an
+`except` handler, or literally disabled is not reported; nor is one built once per run or
+per epoch, outside the batch loop.
 """,
         why_bad="""
 A GradScaler is a piece of state that must live across iterations: its loss scale starts at
@@ -64,12 +72,14 @@ for x, y in loader:
     optimizer.zero_grad()
 """,
         fix_safety="""
-The fix moves the `scaler = GradScaler(...)` statement above the outermost loop of the
-function around it. It is offered only when the statement sits directly in the loop bodies
-(not under an `if`, `with` or `try`) and its arguments read nothing the loops assign (the
-loop variables included), so the hoisted constructor builds the same scaler once; it is
-safe. A scaler created in a per-iteration function is reported without a fix: create it
-where the trainer is set up (`__init__`, before the loop) and pass it in.
+The fix moves the `scaler = GradScaler(...)` statement above the training loop, and above
+the loops around it (epochs) unless one of them builds a model or an optimizer anew (a
+loop over training runs keeps one scaler per run). It is offered only when the statement
+sits directly in the loop bodies (not under an `if`, `with` or `try`) and its arguments
+read nothing the loops assign (the loop variables included), so the hoisted constructor
+builds the same scaler once; it is safe. A scaler created in a per-iteration function is
+reported without a fix: create it where the trainer is set up (`__init__`, before the
+loop) and pass it in.
 """,
         references=(
             "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
@@ -172,6 +182,30 @@ for checkpoint in checkpoints:
     scaler.load_state_dict(torch.load(checkpoint)["scaler"])
     print(scaler.get_scale())
 """,
+        # Built on the first iteration only.
+        """
+import torch
+for i, (x, y) in enumerate(loader):
+    if i == 0:
+        scaler = torch.amp.GradScaler("cuda")
+    with torch.autocast("cuda"):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Rebuilt after a failure, in an except handler.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for x in loader:
+    try:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    except RuntimeError:
+        scaler = torch.amp.GradScaler(init_scale=1024.0)
+""",
         # Not torch's GradScaler.
         """
 from sklearn.preprocessing import StandardScaler
@@ -252,6 +286,31 @@ def train(model, optimizer, loader, args):
             scaler.update()
 """,
         ),
+        # One run per outer iteration (a fresh optimizer): hoisted out of the batch loop
+        # only, so each run keeps a scaler of its own.
+        Invalid(
+            """
+import torch
+for run in range(3):
+    model, optimizer = build(run)
+    for x, y in loader:
+        scaler = torch.amp.GradScaler("cuda")
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=6,
+            fixed="""
+import torch
+for run in range(3):
+    model, optimizer = build(run)
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
         # The constructor reads a loop variable: reported, no fix.
         Invalid(
             """
@@ -327,12 +386,14 @@ for i, (x, y) in enumerate(loader):
             if training:
                 if guarded_by(model, call, training[-1], guard_words):
                     continue
+                if _conditional(model, call, training[-1]):
+                    continue
                 context.report(
                     call,
                     "GradScaler is created anew in every training iteration: its loss scale "
                     "restarts at 65536 each step, so overflowing steps are skipped again and "
                     "again; create it once, before the loop",
-                    _hoist(model, construction, loops[-1]),
+                    _hoist(model, construction, _hoist_target(model, loops, training[-1])),
                 )
                 continue
             if loops:
@@ -349,6 +410,36 @@ for i, (x, y) in enumerate(loader):
                 f"{where}: its loss scale restarts at 65536 every step, so overflowing steps "
                 "are skipped again and again; create it once at setup and reuse it",
             )
+
+
+def _conditional(model: ModuleModel, call: cst.Call, loop: cst.For | cst.While) -> bool:
+    """Built under a test other than a gradient-accumulation boundary (``if step == 0:``,
+    ``if resumed:``) or in an ``except`` handler: how often it runs cannot be known."""
+    for ancestor in model.index.ancestors(call):
+        if ancestor is loop:
+            return False
+        if isinstance(ancestor, cst.ExceptHandler):
+            return True
+        if isinstance(ancestor, (cst.If, cst.IfExp)) and not accumulation_like(
+            model, normalise(model, ancestor.test)
+        ):
+            return True
+    return False
+
+
+def _hoist_target(
+    model: ModuleModel, loops: list[cst.For | cst.While], training: cst.For | cst.While
+) -> cst.For | cst.While:
+    """The loop to create the scaler above: the outermost training loop, and the loops
+    around it (epochs) up to one that starts a new run (builds a model or optimizer anew):
+    one scaler per run is right, and sharing it across runs would change the program."""
+    target = training
+    for outer in loops[loops.index(training) + 1 :]:
+        fresh = bound_in(outer.body) - bound_in(target)
+        if any(_RUN_STATE.search(name.rsplit(".", 1)[-1]) for name in fresh):
+            break
+        target = outer
+    return target
 
 
 def _lazy(model: ModuleModel, call: cst.Call) -> bool:

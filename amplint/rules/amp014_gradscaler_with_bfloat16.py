@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from amplint.analysis.lifecycle import (
     ScalerConstruction,
+    conditions_around,
     scaler_constructions,
     scales_losses,
     under_no_grad,
 )
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
-from amplint.analysis.symbols import Symbol
-from amplint.analysis.values import AutocastRegion
+from amplint.analysis.symbols import AUTOCAST_SYMBOLS, Symbol
+from amplint.analysis.values import AutocastRegion, SymbolValue
 from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+
+_DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
 
 
 class GradScalerWithBfloat16(Rule):
@@ -26,10 +31,12 @@ class GradScalerWithBfloat16(Rule):
     docs = RuleDocs(
         what_it_does="""
 Checks for a GradScaler that is enabled (literally, or by default) in a module where every
-enabled autocast region that trains runs in bfloat16 (explicitly, or as CPU autocast's
-default). A scaler disabled by the dtype (`enabled=(dtype == torch.float16)`,
-`enabled=args.fp16`) is the intended idiom and is not reported; nor is any module with a
-float16 region or a region whose dtype cannot be known.
+enabled autocast region that trains runs in bfloat16 (explicitly, through a variable or a
+`functools.partial`, or as CPU autocast's default). A scaler disabled by the dtype
+(`enabled=(dtype == torch.float16)`, `enabled=args.fp16`) or built only under a precision
+test (`if args.precision == "fp16":`) is the intended idiom and is not reported; nor is any
+module with a float16 region, a region whose dtype cannot be known, or an autocast outside
+`with` statements (a decorator, `enter_context(...)`, autocast handed to other code).
 """,
         why_bad="""
 Loss scaling exists because float16 cannot represent small gradients. bfloat16 has
@@ -161,6 +168,38 @@ for x in loader:
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = head(x)
     scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # Built only for float16 runs: the precision test says what the scaler is for.
+        """
+import torch
+if args.precision == "fp16":
+    scaler = torch.amp.GradScaler()
+else:
+    scaler = None
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+""",
+        # A float16 region entered through an ExitStack.
+        """
+import contextlib, torch
+scaler = torch.amp.GradScaler()
+for x in loader:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
+        loss = model(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        aux = head(x)
+    scaler.scale(loss + aux).backward()
     scaler.step(optimizer)
     scaler.update()
 """,
@@ -312,9 +351,11 @@ for x in loader:
         scalers = [
             c
             for c in scaler_constructions(model)
-            if c.instance.enabled is True and not model.is_dead(c.call)
+            if c.instance.enabled is True
+            and not model.is_dead(c.call)
+            and not _chosen_by_dtype(model, c.call)
         ]
-        if not scalers or _float16_decorator(model) or not scales_losses(model):
+        if not scalers or not scales_losses(model) or _other_autocast(model):
             return
         training: list[cst.Call] = []
         for with_node in model.autocast_withs:
@@ -339,12 +380,36 @@ for x in loader:
             )
 
 
-def _float16_decorator(model: ModuleModel) -> bool:
-    """``@torch.autocast(...)`` on a function: a region this rule cannot see the extent of."""
-    for function in model.index.functions:
-        for decorator in function.decorators:
-            values = model.evaluator.evaluate(decorator.decorator)
-            if any(isinstance(v, AutocastRegion) and v.dtype != "bfloat16" for v in values):
+def _chosen_by_dtype(model: ModuleModel, call: cst.Call) -> bool:
+    """Built only under a precision test (``if args.precision == "fp16":``): whoever wrote
+    it meant the scaler for float16, whatever the autocast regions of this module say."""
+    return any(_DTYPE_TEST.search(condition.key) for condition in conditions_around(model, call))
+
+
+def _other_autocast(model: ModuleModel) -> bool:
+    """An autocast this rule cannot prove bfloat16 outside ``with`` statements: a
+    ``@torch.autocast(...)`` decorator, ``stack.enter_context(torch.autocast(...))``, or
+    autocast itself handed to other code (``Trainer(autocast=torch.autocast)``)."""
+    for call in model.index.calls:
+        if model.is_dead(call) or under_no_grad(model, call):
+            continue
+        callee = model.evaluator.evaluate(call.func)
+        if any(isinstance(v, SymbolValue) and v.symbol in AUTOCAST_SYMBOLS for v in callee):
+            for value in model.evaluator.evaluate(call):
+                if (
+                    isinstance(value, AutocastRegion)
+                    and value.may_be_enabled
+                    and value.dtype != "bfloat16"
+                ):
+                    return True
+            continue
+        if any(isinstance(v, SymbolValue) and v.symbol is Symbol.PARTIAL for v in callee):
+            continue  # judged where the partial is called
+        for arg in call.args:
+            if any(
+                isinstance(v, SymbolValue) and v.symbol in AUTOCAST_SYMBOLS
+                for v in model.evaluator.evaluate(arg.value)
+            ):
                 return True
     return False
 

@@ -87,7 +87,8 @@ class Rule:
     summary: ClassVar[str]
     docs: ClassVar[RuleDocs]
     #: The prefilter's contract: words that must occur in the source for the rule to fire.
-    #: Every group must match; within a group any one word (matched as a whole word).
+    #: Every group must match; within a group any one word (matched as a whole word, or,
+    #: written ``"~part"``, as part of any identifier in any case).
     tokens: ClassVar[tuple[tuple[str, ...], ...]]
     fixable: ClassVar[bool] = False
     default_enabled: ClassVar[bool] = True
