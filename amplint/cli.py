@@ -344,11 +344,12 @@ def run(
 ) -> None:
     """Run SCRIPT like `python SCRIPT ARGS` with amplint's runtime checks installed."""
     try:
-        from amplint.runtime.runner import run_script
+        from amplint.runtime.runner import exit_as_python, run_script
     except ImportError as error:
         raise UserError(f"`amplint run` needs torch: install amplint[runtime] ({error})") from error
     chosen = {name: value for name, value in thresholds.items() if value is not None}
-    sys.exit(
+    # Ctrl-C ends amplint run as it ends `python SCRIPT`: by SIGINT, so shell loops stop.
+    exit_as_python(
         run_script(
             script,
             list(args),

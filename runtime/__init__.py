@@ -11,6 +11,8 @@ optimizer steps and clipping, ``findings.py`` the messages, ``reporting.py`` how
 are shown, ``frames.py`` how the user's line is found, ``install.py`` the patching,
 ``runner.py`` the ``amplint run`` entry point; ``health.py`` the numerical-health checks
 (AMP101-AMP107, ``install(health=True)``), ``summary_text.py`` and ``plot.py`` their summary.
+``distributed.py``: ``torch.distributed`` (FSDP's ``ShardedGradScaler``, per-rank reports
+merged by rank 0 under ``torchrun``).
 
 The drop-in classes check on their own (step/unscale_/update order, half parameters,
 re-created scalers, bfloat16 with a scaler); checks that watch backward passes, direct
@@ -26,6 +28,16 @@ from .reporting import report
 from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
 
 summary = health.summary  # the numerical-health summary (None when health checks never ran)
+
+
+def __getattr__(name: str) -> object:
+    # ShardedGradScaler is built on first use: importing FSDP takes seconds.
+    if name == "ShardedGradScaler":
+        from . import distributed
+
+        return distributed.ShardedGradScaler
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AmpUsageError",

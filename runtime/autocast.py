@@ -1,7 +1,9 @@
 """``autocast``: torch's autocast that records which regions a thread enters.
 
 Entering and leaving stay torch's (``super()``); the only addition is a note of the device
-and dtype of each enabled region, which the backward and optimizer checks consult.
+and dtype of each enabled region, which the backward and optimizer checks consult. A region
+left by an exception is forgotten again, as torch forgets its autocast state: its forward
+will not be back-propagated, so it must not count as a float16 forward (AMP003).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from torch.amp.autocast_mode import autocast as _torch_autocast
 
 from .findings import message_for
 from .frames import user_site
-from .reporting import deprecated_api, emit
-from .state import note_autocast_entered
+from .reporting import deprecated_api, emit, internal_error, run_check
+from .state import note_autocast_entered, thread_state
 
 __all__ = ["autocast", "cpu_autocast", "cuda_autocast"]
 
@@ -30,23 +32,46 @@ class autocast(_torch_autocast):
         cache_enabled: bool | None = None,
     ) -> None:
         if not isinstance(device_type, str) or ":" in device_type:
-            # A torch.device makes torch raise; "cuda:0" is accepted but is not the
-            # documented form. Either way, name the form autocast wants.
-            emit("AMP008", message_for("AMP008", device=device_type), user_site())
+            run_check("the autocast check", _report_device_type, device_type)
         super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
         if enabled and not self._enabled:
-            why = f"autocast({self.device!r}, dtype={self.fast_dtype}) is not available here"
-            fix = (
-                "name a device and dtype that this machine supports "
-                "(CPU: torch.bfloat16 or torch.float16), or pass enabled=False explicitly"
-            )
-            emit("AMP017", message_for("AMP017", what="autocast", why=why, fix=fix), user_site())
+            run_check("the autocast check", _report_unavailable, self.device, self.fast_dtype)
 
     def __enter__(self) -> Any:
         result = super().__enter__()
-        if self._enabled:
-            note_autocast_entered(self.device, self.fast_dtype)
+        # Entered now: nothing below may raise, or the `with` would never leave the region.
+        try:
+            tls = thread_state()
+            self._amplint_fp16_forward = tls.fp16_forward
+            if self._enabled:
+                note_autocast_entered(self.device, self.fast_dtype)
+        except Exception as error:  # amplint's bug: note it, keep the region as torch made it
+            internal_error("the autocast region check", error)
         return result
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
+        result = super().__exit__(exc_type, exc_val, exc_tb)
+        if exc_type is not None:
+            # torch put its autocast state back; forget this region's forward likewise.
+            before = self.__dict__.get("_amplint_fp16_forward")
+            if before is not None:
+                thread_state().fp16_forward = before
+        return result
+
+
+def _report_device_type(device_type: object) -> None:
+    # A torch.device makes torch raise; "cuda:0" is accepted but is not the documented
+    # form. Either way, name the form autocast wants.
+    emit("AMP008", message_for("AMP008", device=device_type), user_site())
+
+
+def _report_unavailable(device: str, dtype: torch.dtype) -> None:
+    why = f"autocast({device!r}, dtype={dtype}) is not available here"
+    fix = (
+        "name a device and dtype that this machine supports "
+        "(CPU: torch.bfloat16 or torch.float16), or pass enabled=False explicitly"
+    )
+    emit("AMP017", message_for("AMP017", what="autocast", why=why, fix=fix), user_site())
 
 
 class cuda_autocast(autocast):

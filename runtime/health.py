@@ -32,6 +32,7 @@ from __future__ import annotations
 import ctypes
 import math
 import struct
+import sys
 import threading
 import weakref
 from collections import deque
@@ -641,13 +642,25 @@ def _grads_by_device_dtype(
     optimizer: torch.optim.Optimizer,
 ) -> dict[tuple[Any, Any], list[torch.Tensor]]:
     groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
+    dtensor = _dtensor_type()
     for group in optimizer.param_groups:
         for param in group["params"]:
             grad = param.grad
             if grad is None or grad.is_sparse:
                 continue
+            if dtensor is not None and isinstance(grad, dtensor):
+                # FSDP2 / tensor parallel: this rank's shard. Reducing the DTensor itself
+                # would add collectives to the step; the ranks' shares meet in the report.
+                grad = grad.to_local()
+            if grad.numel() == 0:  # an empty shard: nothing to measure (aminmax rejects it)
+                continue
             groups.setdefault((grad.device, grad.dtype), []).append(grad)
     return groups
+
+
+def _dtensor_type() -> Any:
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else getattr(module, "DTensor", None)
 
 
 # The process-wide monitor -------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 ``install.py`` puts these wrappers in place of torch's functions and registers the global
 optimizer step pre-hook; each wrapper runs its check and then calls torch's original with
-the same arguments. None of them reads a tensor's value.
+the same arguments. None of them reads a tensor's value. A check that fails (amplint's bug)
+becomes an internal-error note (``reporting.run_check``): torch's call still runs.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 
 from .findings import message_for
 from .frames import user_site
-from .reporting import emit, step_counter
+from .reporting import emit, run_check, step_counter
 from .scaler import tagged_scaler
 from .state import UnscaledBackward, autocast_active, thread_state, uses_scalers
 
@@ -109,11 +111,14 @@ def wrap_backward(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
-        roots = _roots(tensors)
-        _note_backward(roots)
+        try:
+            roots = _roots(tensors)
+        except TypeError:
+            return original(tensors, *args, **kwargs)  # not tensors: torch's error, not ours
         # A one-shot iterable was consumed above; hand torch the tuple instead.
         if not isinstance(tensors, (torch.Tensor, list, tuple)):
             tensors = roots
+        run_check("the backward check", _note_backward, roots)
         return original(tensors, *args, **kwargs)
 
     return backward
@@ -124,15 +129,23 @@ def wrap_grad(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def grad(outputs: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _inside_backward() and autocast_active():
-            emit("AMP001", message_for("AMP001"), user_site())
+        run_check("the autograd.grad check", _check_grad)
         return original(outputs, *args, **kwargs)
 
     return grad
 
 
+def _check_grad() -> None:
+    if not _inside_backward() and autocast_active():
+        emit("AMP001", message_for("AMP001"), user_site())
+
+
 def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """Global pre-hook on every ``optimizer.step()``; silent for the one inside scaler.step."""
+    run_check("the optimizer.step() check", _check_optimizer_step, optimizer)
+
+
+def _check_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     tls = thread_state()
     if tls.in_scaler_step:
         tls.inner_step_ran = True
@@ -146,8 +159,31 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
             break
     pending = tls.unscaled_backward
     tls.unscaled_backward = None
-    if pending is not None and pending.fp16:
+    if pending is not None and pending.fp16 and not _inside_torch_scaler_step():
         emit("AMP003", message_for("AMP003"), pending.site)
+
+
+# torch.amp.GradScaler's methods that call optimizer.step(): the fused path in step(), and
+# _maybe_opt_step() after the inf check.
+_SCALER_STEP_NAMES = frozenset({"step", "_maybe_opt_step"})
+# torch's class itself: install() rebinds the public name torch.amp.GradScaler to ours.
+_TorchGradScaler = torch.amp.grad_scaler.GradScaler
+
+
+def _inside_torch_scaler_step(limit: int = 32) -> bool:
+    """Whether this optimizer.step() comes from a GradScaler that is not amplint's: one
+    built before install() (or a torch subclass imported from elsewhere). Its loss was
+    scaled, just not tagged, so the float16 backward before it had a scaler (no AMP003).
+    Runs only when AMP003 would be reported, so the stack walk costs nothing per step."""
+    frame = sys._getframe(1)
+    while frame is not None and limit > 0:
+        if frame.f_code.co_name in _SCALER_STEP_NAMES and isinstance(
+            frame.f_locals.get("self"), _TorchGradScaler
+        ):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+        limit -= 1
+    return False
 
 
 def wrap_clip(
@@ -157,8 +193,7 @@ def wrap_clip(
     for ``clip_grad_norm_`` (whose ``error_if_nonfinite`` is positional argument
     ``error_if_nonfinite_at`` after ``parameters``) turning overflow into errors (AMP018)."""
 
-    @functools.wraps(original)
-    def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         for scaler in list(thread_state().pending):
             if scaler._usage().grads_still_scaled():
                 emit("AMP006", message_for("AMP006"), user_site())
@@ -170,6 +205,10 @@ def wrap_clip(
                 strict = kwargs.get("error_if_nonfinite", False)
             if strict:
                 emit("AMP018", message_for("AMP018"), user_site())
+
+    @functools.wraps(original)
+    def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
+        run_check("the gradient clipping check", check, args, kwargs)
         return original(parameters, *args, **kwargs)
 
     return clip
@@ -178,19 +217,27 @@ def wrap_clip(
 def wrap_optimizer_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def zero_grad(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
-        # Gradients from before zero_grad no longer reach any step.
-        thread_state().unscaled_backward = None
-        if autocast_active():
-            emit("AMP012", message_for("AMP012", call="optimizer.zero_grad()"), user_site())
+        run_check("the optimizer.zero_grad() check", _check_optimizer_zero_grad)
         return original(self, *args, **kwargs)
 
     return zero_grad
+
+
+def _check_optimizer_zero_grad() -> None:
+    # Gradients from before zero_grad no longer reach any step.
+    thread_state().unscaled_backward = None
+    if autocast_active():
+        emit("AMP012", message_for("AMP012", call="optimizer.zero_grad()"), user_site())
 
 
 def wrap_module_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def zero_grad(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        thread_state().unscaled_backward = None
+        run_check("the module.zero_grad() check", _forget_unscaled_backward)
         return original(self, *args, **kwargs)
 
     return zero_grad
+
+
+def _forget_unscaled_backward() -> None:
+    thread_state().unscaled_backward = None

@@ -20,8 +20,8 @@ import torch.cuda.amp
 import torch.nn.utils.clip_grad
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from . import distributed, hooks, reporting, state
 from . import health as _health
-from . import hooks, reporting, state
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import Finding
 from .reporting import get_ignored, get_mode, report, set_ignored, set_mode
@@ -72,6 +72,8 @@ def _targets() -> list[tuple[Any, str, Any]]:
             hooks.wrap_optimizer_zero_grad(torch.optim.Optimizer.zero_grad),
         ),
         (torch.nn.Module, "zero_grad", hooks.wrap_module_zero_grad(torch.nn.Module.zero_grad)),
+        # FSDP's ShardedGradScaler, if imported (later imports: watch_imports)
+        *distributed.scaler_targets(),
     ]
 
 
@@ -151,6 +153,7 @@ def install(
                 installation.patches.append((owner, name, owner.__dict__[name], new))
                 setattr(owner, name, new)
             installation.hook = register_optimizer_step_pre_hook(hooks.optimizer_step_pre_hook)
+            distributed.watch_imports()  # FSDP's scaler, when imported later
         except BaseException:
             _undo(installation)
             raise
@@ -160,6 +163,7 @@ def install(
 
 
 def _undo(installation: _Installation) -> None:
+    distributed.unwatch_imports()
     if installation.hook is not None:
         installation.hook.remove()
     for owner, name, previous, ours in reversed(installation.patches):
@@ -178,6 +182,8 @@ def uninstall() -> None:
             return
         try:
             _health.disable()
+        except Exception as error:  # amplint's bug: torch is put back all the same
+            reporting.internal_error("turning the numerical-health checks off", error)
         finally:
             _undo(_current)
             _current = None

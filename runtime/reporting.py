@@ -8,24 +8,32 @@ occurrence: an error that stopped being an error on its second hit would hide bu
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
 from .frames import Site
 
 __all__ = [
     "MODES",
+    "USER_FACING",
     "add_flusher",
     "deprecated_api",
     "emit",
     "get_ignored",
     "get_mode",
+    "internal_error",
+    "internal_errors",
     "is_ignored",
+    "recorded",
     "report",
     "reset",
+    "run_check",
     "set_ignored",
     "set_mode",
     "step_counter",
@@ -122,7 +130,16 @@ def emit(
     if not first:
         return
     if mode == "warn":
-        warnings.warn_explicit(AmpWarning(message, code), AmpWarning, filename, line)
+        if raise_now:
+            # Under `-W error` this raises at the user's line: the user asked for that.
+            warnings.warn_explicit(AmpWarning(message, code), AmpWarning, filename, line)
+            return
+        # Not at a call the user is making (report time), or torch is about to raise for
+        # the same misuse: a warnings filter must not turn it into an exception here.
+        try:
+            warnings.warn_explicit(AmpWarning(message, code), AmpWarning, filename, line)
+        except Warning:
+            logger.warning("%s:%d: %s", filename, line, message)
     else:
         logger.warning("%s:%d: %s", filename, line, message)
 
@@ -155,13 +172,76 @@ def add_flusher(flush: Callable[[], None]) -> None:
 def report() -> list[Finding]:
     """The findings so far, in the order first seen (copies, safe to keep)."""
     for flush in list(_flushers):
-        flush()
+        try:
+            flush()
+        except Exception as error:
+            internal_error("reading the numerical-health statistics", error)
     with _lock:
         return [Finding(**f.to_dict()) for f in _findings.values()]
 
 
+def recorded(timeout: float) -> list[Finding]:
+    """The findings recorded so far without flushing, waiting at most ``timeout`` seconds
+    for the registry's lock: for a signal handler, which may have interrupted its holder."""
+    locked = _lock.acquire(timeout=timeout)
+    try:
+        return [Finding(**f.to_dict()) for f in list(_findings.values())]
+    finally:
+        if locked:
+            _lock.release()
+
+
 def reset() -> None:
-    """Forget all findings and the step count (e.g. between experiments or tests)."""
+    """Forget all findings, internal errors and the step count (e.g. between experiments
+    or tests)."""
     with _lock:
         _findings.clear()
+        _internal.clear()
     step_counter.reset()
+
+
+# amplint's own failures ------------------------------------------------------------------
+
+# Exceptions a check may let through to the user: a finding in mode="raise", and a finding
+# (or torch's own deprecation warning, which amplint's stand-ins repeat) that the user's
+# warnings filter turned into an error. Anything else a check raises is amplint's bug.
+USER_FACING: tuple[type[BaseException], ...] = (AmpUsageError, AmpWarning, FutureWarning)
+
+_internal: dict[str, str] = {}
+
+
+def internal_error(where: str, error: BaseException) -> None:
+    """Note that amplint's own code failed in ``where``; the training goes on.
+
+    Shown once per place on stderr (never as a warning: a warnings filter set to "error"
+    must not turn amplint's bug into the user's crash) and kept for the JSON report.
+    """
+    text = f"{type(error).__name__}: {error}"
+    with _lock:
+        if where in _internal:
+            return
+        _internal[where] = text
+    # A closed or broken stderr loses only the line: the note stays in internal_errors().
+    with contextlib.suppress(Exception):
+        print(
+            f"amplint: internal error in {where} ({text}); that check was skipped, "
+            "the training is unaffected. Please report this as an amplint bug.",
+            file=sys.stderr,
+        )
+
+
+def internal_errors() -> list[str]:
+    """``"where: ExceptionType: message"`` for each place amplint's own code failed."""
+    with _lock:
+        return [f"{where}: {text}" for where, text in _internal.items()]
+
+
+def run_check(where: str, check: Callable[..., None], *args: Any) -> None:
+    """Run ``check(*args)``; a failure of amplint's own code becomes an internal-error note
+    instead of an exception in the user's training step (see ``USER_FACING``)."""
+    try:
+        check(*args)
+    except USER_FACING:
+        raise
+    except Exception as error:
+        internal_error(where, error)

@@ -14,20 +14,26 @@ import io
 import json
 import os
 import runpy
+import signal
 import sys
+import threading
 import traceback
 import types
 import zipfile
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
+from . import distributed as _distributed
 from . import health as _health
 from .findings import Finding
 from .install import install, installed, uninstall
-from .reporting import MODES, report
+from .reporting import MODES, internal_error, internal_errors, recorded, report
 from .summary_text import format_health_summary
 
-__all__ = ["format_summary", "main", "run_script"]
+__all__ = ["exit_as_python", "format_summary", "main", "run_script"]
+
+# The latest run_script() ended in an uncaught KeyboardInterrupt (see exit_as_python).
+_interrupted = False
 
 
 def run_script(
@@ -71,10 +77,14 @@ def run_script(
         sys.path[0] = os.path.dirname(path)
     else:
         sys.path.append(os.path.dirname(path))
+    global _interrupted
+    _interrupted = False
     was_installed = installed()
+    _distributed.begin(report_path)
     install(mode, health=health, **thresholds)
     status = 0
     summary = None
+    previous_sigterm = _catch_sigterm(mode, path, report_path, health)
     try:
         _run_main(path)
     except SystemExit as exc:
@@ -83,12 +93,19 @@ def run_script(
         _print_exception(exc, path)
         # An uncaught KeyboardInterrupt ends Python as SIGINT would: status 130 in a shell.
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        _interrupted = isinstance(exc, KeyboardInterrupt)
     finally:
         findings = report()
         if health:
-            summary = _health.summary()
+            try:
+                summary = _health.summary()
+            except Exception as error:
+                internal_error("the numerical-health summary", error)
         if not was_installed:
-            uninstall()
+            try:
+                uninstall()
+            except Exception as error:
+                internal_error("uninstall()", error)
         sys.argv = saved_argv
         if saved_path0 is not None:
             sys.path[0] = saved_path0
@@ -100,6 +117,9 @@ def run_script(
         print(format_health_summary(summary), file=sys.stderr)
     if report_path is not None:
         _write_report(report_path, findings, mode, path, status, summary)
+    # Until the report is written, SIGTERM still writes it (under torchrun, the launcher
+    # stops the other ranks as soon as one fails: rank 0 may be merging then).
+    _restore_sigterm(previous_sigterm)
     if plot_path is not None:
         from .plot import write_plot
 
@@ -107,6 +127,68 @@ def run_script(
         if message:
             print(message, file=sys.stderr)
     return status
+
+
+def _catch_sigterm(mode: str, script: str, report_path: str | None, health: bool) -> Any:
+    """Write the report when the script is killed by SIGTERM, then die of SIGTERM as Python
+    would (status -15 to a parent, 143 in a shell; no ``finally`` of the script runs).
+
+    Only where Python's default (die at once) is in force and this is the main thread;
+    returns the handler to put back, or None when nothing was changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    try:
+        if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+            return None  # the caller's own handler keeps its say
+
+        def on_sigterm(signum: int, frame: types.FrameType | None) -> None:
+            _report_and_die(signum, mode, script, report_path, health)
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
+    except (AttributeError, ValueError, OSError):  # no SIGTERM here, or not allowed
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _report_and_die(
+    signum: int, mode: str, script: str, report_path: str | None, health: bool
+) -> None:
+    # This runs between two bytecodes of the main thread, which may hold amplint's locks:
+    # read the findings in a helper thread and fall back to the registry as it stands.
+    findings: list[Finding] = []
+    summary: dict[str, Any] | None = None
+
+    def collect() -> None:
+        nonlocal findings, summary
+        findings = report()
+        if health:
+            summary = _health.summary()
+
+    reader = threading.Thread(target=collect, name="amplint-report", daemon=True)
+    reader.start()
+    reader.join(timeout=2.0)
+    if reader.is_alive():
+        findings, summary = recorded(timeout=0.1), None
+    with contextlib.suppress(Exception):
+        if findings:
+            print(format_summary(findings), file=sys.stderr)
+        if summary is not None:
+            print(format_health_summary(summary), file=sys.stderr)
+    if report_path is not None:
+        _write_report(
+            report_path, findings, mode, script, 128 + signum, summary, signal.Signals(signum).name
+        )
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
 
 
 def _run_main(path: str) -> None:
@@ -177,17 +259,31 @@ def _write_report(
     script: str,
     status: int,
     summary: dict[str, Any] | None,
+    killed_by: str | None = None,
 ) -> None:
-    document = {
+    """Write the JSON report; a path that cannot be written gets one line on stderr and
+    changes nothing else (the script's output and exit status are the script's)."""
+    document: dict[str, Any] = {
         "findings": [finding.to_dict() for finding in findings],
         "mode": mode,
         "script": script,
         "exit_status": status,
         "summary": summary,
+        "internal_errors": internal_errors(),
     }
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2)
-        handle.write("\n")
+    if killed_by is not None:
+        document["signal"] = killed_by
+    try:
+        # Under torchrun: this rank's file, and rank 0 merges (see distributed.py).
+        if _distributed.write_report(path, document):
+            return
+        text = json.dumps(document, indent=2) + "\n"
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except (OSError, TypeError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        with contextlib.suppress(Exception):
+            print(f"amplint: cannot write the report to {path!r}: {reason}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,5 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     )
 
 
+def exit_as_python(status: int) -> NoReturn:
+    """End the process with ``status`` from :func:`run_script`, as ``python SCRIPT`` ends.
+
+    After an uncaught KeyboardInterrupt Python dies of SIGINT (status -2 to a parent, 130
+    in a shell, and a shell loop running it stops too); ``sys.exit(130)`` would not.
+    """
+    if _interrupted and status == 130 and os.name == "posix":
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_as_python(main())

@@ -421,3 +421,108 @@ def test_scale_will_not_overflow() -> None:
     scaler.step(opt)
     scaler.update()
     assert torch.isfinite(scaler._scale).all()
+
+
+# Found by running torch's own tests under every mode (benchmarks/run_upstream_gradscaler_tests.py)
+
+
+def test_deprecated_cpu_scaler_keeps_torchs_future_warning() -> None:
+    # torch's test matches its own wording; the stand-in must keep it word for word.
+    wording = r"`torch\.cpu\.amp\.GradScaler\(args\.\.\.\)` is deprecated\."
+    with pytest.warns(FutureWarning, match=wording):
+        scaler = torch.cpu.amp.GradScaler(init_scale=2.0)
+    assert isinstance(scaler, ar.GradScaler) and scaler.get_scale() == 2.0
+
+
+def _break_grads_after_unscale(scaler: Any, kwargs: dict) -> tuple[list[torch.Tensor], Any]:
+    """One iteration that writes inf/nan into the gradients between unscale_ and step;
+    returns the parameters and the first error update() raised (None if it returned)."""
+    model, _, opt, _, data, loss_fn, _ = scaling_case(torch.optim.Adam, kwargs)
+    inp, target = data[0]
+    opt.zero_grad()
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = loss_fn(model(inp).float(), target)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    for j, param in enumerate(model.parameters()):
+        param.grad.copy_(torch.tensor(torch.inf if j % 2 else torch.nan))
+    scaler.step(opt)
+    error = None
+    try:
+        scaler.update()
+    except ar.AmpUsageError as err:
+        error = err
+    return [p.detach().clone() for p in model.parameters()], error
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"foreach": False}, {"foreach": True}, {"fused": True}], ids=str
+)
+def test_raise_mode_stops_broken_grads_only_after_torchs_step_and_update(kwargs: dict) -> None:
+    # raise mode may stop the run, but the step it reports on is torch's, unchanged, and the
+    # scaler is left consistent (torch's update ran) so a handler can carry on.
+    expected, _ = _break_grads_after_unscale(_REFERENCE[0]("cpu", init_scale=128.0), kwargs)
+    reference_scale = _REFERENCE[0]("cpu", init_scale=128.0)
+    _break_grads_after_unscale(reference_scale, kwargs)
+    with ar.checking("raise", health=True, every=1):
+        scaler = torch.amp.GradScaler("cpu", init_scale=128.0)
+        params, error = _break_grads_after_unscale(scaler, kwargs)
+    assert error is not None and error.code == "AMP106"
+    for got, want in zip(params, expected, strict=True):
+        torch.testing.assert_close(got, want, equal_nan=True, rtol=0, atol=0)
+    assert not scaler._per_optimizer_states
+    assert scaler.get_scale() == reference_scale.get_scale()
+
+
+class _Readbacks:
+    """Counts Python-visible tensor readbacks: the CPU stand-in for a host sync."""
+
+    NAMES = ("item", "__bool__", "__float__", "__int__", "tolist")
+
+    def __enter__(self) -> _Readbacks:
+        self.count = 0
+        self.saved = {name: getattr(torch.Tensor, name) for name in self.NAMES}
+
+        def counted(original: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapper(tensor: torch.Tensor, *args: Any) -> Any:
+                self.count += 1
+                return original(tensor, *args)
+
+            return wrapper
+
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, counted(original))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self.saved.items():
+            setattr(torch.Tensor, name, original)
+
+
+def _fused_steps(scaler: Any, unscale: bool) -> tuple[list[torch.Tensor], int]:
+    model, _, opt, _, data, loss_fn, _ = scaling_case(torch.optim.Adam, {"fused": True})
+    reads = 0
+    for inp, target in data:
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_fn(model(inp).float(), target)
+        scaler.scale(loss).backward()
+        with _Readbacks() as counter:
+            if unscale:
+                scaler.unscale_(opt)
+            scaler.step(opt)
+            scaler.update()
+        reads += counter.count
+    return [p.detach().clone() for p in model.parameters()], reads
+
+
+@pytest.mark.parametrize("health", [False, True], ids=["usage", "health"])
+@pytest.mark.parametrize("unscale", [False, True], ids=["step", "unscale_step"])
+def test_fused_optimizer_path_stays_sync_free(unscale: bool, health: bool) -> None:
+    # Fused optimizers take grad_scale/found_inf as tensors: torch reads nothing back, and
+    # neither may amplint, with or without a separate unscale_ and the health checks.
+    expected, torch_reads = _fused_steps(_REFERENCE[0]("cpu", init_scale=128.0), unscale)
+    with ar.checking("warn", health=health, every=1, underflow_every=1):
+        params, reads = _fused_steps(torch.amp.GradScaler("cpu", init_scale=128.0), unscale)
+    assert torch_reads == 0 and reads == 0
+    assert all(torch.equal(a, b) for a, b in zip(params, expected, strict=True))
