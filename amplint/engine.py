@@ -8,17 +8,15 @@ filtering and text-edit fixes.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
-
-from libcst.metadata import MetadataWrapper, PositionProvider
+from dataclasses import dataclass, field, replace
 
 from amplint.analysis.model import ModuleModel
-from amplint.findings import Finding, Fix, Position
-from amplint.fixes import apply_edits, apply_plan, overlaps, text_edits
+from amplint.findings import Applicability, Finding, Fix, Position
+from amplint.fixes import ModuleLayout, apply_edits, overlaps, text_edits
 from amplint.noqa import is_silenced, noqa_lines
 from amplint.prefilter import candidate_rules, inspect_code
 from amplint.registry import all_rules
-from amplint.rules.base import Report, Rule, RuleContext
+from amplint.rules.base import FixPlan, Report, Rule, RuleContext
 from amplint.source import ParsedSource, SourceError, error_finding, parse, parse_text
 
 #: Fix passes per file before giving up on reaching a fixed point.
@@ -33,6 +31,51 @@ def select_rules(codes: Collection[str]) -> list[type[Rule]]:
 class LintResult:
     findings: list[Finding]
     parsed: ParsedSource | None = None
+    #: Fixes not yet turned into edits (``lint_bytes(..., fixes=False)``), by finding key.
+    pending: dict[tuple[str, Position], FixPlan] = field(default_factory=dict)
+    layout: ModuleLayout | None = None
+    _resolved: dict[tuple[str, Position, bool], Fix | None] = field(
+        default_factory=dict, repr=False
+    )
+
+    def fix_summary(self, finding: Finding) -> tuple[str, Applicability] | None:
+        """The fix's title and applicability, without computing its edits."""
+        if finding.fix is not None:
+            return finding.fix.message, finding.fix.applicability
+        plan = self.pending.get(_key(finding))
+        return None if plan is None else (plan.message, plan.applicability)
+
+    def fix_of(self, finding: Finding, *, local: bool = True) -> Fix | None:
+        """The finding's fix with its edits, computed on first use from the kept syntax tree.
+
+        ``local`` edits are diffed over the statements the fix touches only: they give the
+        same text as ``amplint fix``'s edits, which are diffed over the whole file.
+        """
+        if finding.fix is not None:
+            return finding.fix
+        key = _key(finding)
+        if (*key, local) in self._resolved:
+            return self._resolved[(*key, local)]
+        plan = self.pending.get(key)
+        fix = None
+        if plan is not None and self.layout is not None:
+            try:
+                fix = _fix(plan, self.layout, local=local)
+            except RecursionError:
+                fix = None
+        self._resolved[(*key, local)] = fix
+        return fix
+
+
+def _key(finding: Finding) -> tuple[str, Position]:
+    return (finding.code, finding.location)
+
+
+def _fix(plan: FixPlan, layout: ModuleLayout, *, local: bool) -> Fix | None:
+    # Whole-file diffs for everything amplint prints or applies, so edits never change with
+    # the shortcut; region diffs where only the resulting text matters.
+    edits = layout.local_edits(plan) if local else text_edits(layout.text, layout.fixed_text(plan))
+    return Fix(plan.applicability, plan.message, edits) if edits else None
 
 
 @dataclass
@@ -44,8 +87,23 @@ class FixResult:
 
 
 def lint_bytes(
-    data: bytes, filename: str, codes: Collection[str], *, prefilter: bool = True
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    *,
+    prefilter: bool = True,
+    fixes: bool = True,
+    previous: LintResult | None = None,
 ) -> LintResult:
+    """Findings for one file's bytes.
+
+    With ``fixes=False`` no fix is computed: findings carry ``fix=None`` and the result
+    keeps the syntax tree and the rules' fix plans, so :meth:`LintResult.fix_summary` and
+    :meth:`LintResult.fix_of` answer later, for the findings someone asks about.
+
+    ``previous`` is the result for an earlier version of the same file (with ``fixes=False``
+    it keeps its tree): the statements an edit left alone are then not parsed again.
+    """
     rules = select_rules(codes)
     facts = None
     if prefilter:
@@ -57,14 +115,52 @@ def lint_bytes(
     if facts.refusal is not None:
         error = SourceError(facts.refusal, Position(*facts.position))
         return LintResult([error_finding(filename, error)])
+    parsed, layout = _reparse(data, previous) if previous is not None else (None, None)
+    if parsed is None:
+        try:
+            parsed = parse(data)
+        except SourceError as error:
+            return LintResult([error_finding(filename, error)])
+    result = LintResult([], parsed)
+    result.findings = lint_parsed(
+        parsed, filename, rules, lazy=None if fixes else result, layout=layout
+    )
+    return result
+
+
+def _reparse(data: bytes, previous: LintResult) -> tuple[ParsedSource | None, ModuleLayout | None]:
+    """``data`` parsed by reusing ``previous``'s tree where the text did not change."""
+    from amplint.incremental import reparse
+
+    old, old_layout = previous.parsed, previous.layout
+    if old is None or old_layout is None or b"\x00" in data:
+        return None, None
     try:
-        parsed = parse(data)
-    except SourceError as error:
-        return LintResult([error_finding(filename, error)])
-    return LintResult(lint_parsed(parsed, filename, rules), parsed)
+        text = data.decode(old.module.encoding)
+    except (UnicodeDecodeError, LookupError):
+        return None, None
+    if text.startswith("\ufeff") or old.text.startswith("\ufeff"):
+        return None, None
+    try:
+        spliced = reparse(text, old, old_layout)
+    except RecursionError:
+        return None, None
+    return spliced if spliced is not None else (None, None)
 
 
-def lint_parsed(parsed: ParsedSource, filename: str, rules: Sequence[type[Rule]]) -> list[Finding]:
+def lint_parsed(
+    parsed: ParsedSource,
+    filename: str,
+    rules: Sequence[type[Rule]],
+    *,
+    lazy: LintResult | None = None,
+    layout: ModuleLayout | None = None,
+) -> list[Finding]:
+    """Findings of an already parsed file; with ``lazy``, fixes are left as plans in it.
+
+    ``layout`` is a :class:`ModuleLayout` of ``parsed`` made earlier (its generated code is
+    reused); its parents are filled in here.
+    """
     try:
         model = ModuleModel(parsed.module, parsed.text)
         reports: list[Report] = []
@@ -72,15 +168,27 @@ def lint_parsed(parsed: ParsedSource, filename: str, rules: Sequence[type[Rule]]
             context = RuleContext(model, rule.code)
             rule().check(context)
             reports.extend(context.reports)
-        return _to_findings(parsed, filename, reports) if reports else []
+        if layout is None:
+            layout = ModuleLayout(parsed.module, parsed.text, model.index.parents)
+        else:
+            layout.parents = model.index.parents
+        if lazy is not None:
+            lazy.layout = layout
+        return _to_findings(parsed, filename, reports, layout, lazy) if reports else []
     except RecursionError:
         # libcst's metadata and code generation recurse in Python: a deep expression that
         # CPython's own parser accepted can still exhaust the interpreter's stack here.
         return [error_finding(filename, SourceError("source is nested too deeply to analyse"))]
 
 
-def _to_findings(parsed: ParsedSource, filename: str, reports: list[Report]) -> list[Finding]:
-    positions = MetadataWrapper(parsed.module, unsafe_skip_copy=True).resolve(PositionProvider)
+def _to_findings(
+    parsed: ParsedSource,
+    filename: str,
+    reports: list[Report],
+    layout: ModuleLayout,
+    lazy: LintResult | None,
+) -> list[Finding]:
+    positions = layout.positions(report.node for report in reports)
     silenced = noqa_lines(parsed.text)
     lines = parsed.text.splitlines()
     names = {rule.code: rule.name for rule in all_rules()}
@@ -91,12 +199,15 @@ def _to_findings(parsed: ParsedSource, filename: str, reports: list[Report]) -> 
         end = Position(code_range.end.line, code_range.end.column + 1)
         if is_silenced(silenced, start.row, report.code):
             continue
+        key = (report.code, start)
+        if key in findings:
+            continue
         fix = None
         if report.fix is not None:
-            edits = text_edits(parsed.text, apply_plan(parsed.module, report.fix))
-            if edits:
-                fix = Fix(report.fix.applicability, report.fix.message, edits)
-        key = (report.code, start)
+            if lazy is not None:
+                lazy.pending[key] = report.fix
+            else:
+                fix = _fix(report.fix, layout, local=False)
         findings.setdefault(
             key,
             Finding(
@@ -114,20 +225,32 @@ def _to_findings(parsed: ParsedSource, filename: str, reports: list[Report]) -> 
 
 
 def fix_bytes(
-    data: bytes, filename: str, codes: Collection[str], *, unsafe: bool = False
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    *,
+    unsafe: bool = False,
+    linted: LintResult | None = None,
 ) -> FixResult:
     """Apply every applicable fix, pass after pass, until the file stops changing.
 
-    The result always parses: a pass whose output would not parse is dropped.
+    The result always parses: a pass whose output would not parse is dropped. ``linted``
+    is ``lint_bytes`` of the same ``data`` and ``codes`` made before (possibly with
+    ``fixes=False``); it stands in for the first pass's parse and lint.
     """
-    result = lint_bytes(data, filename, codes)
+    result = linted if linted is not None else lint_bytes(data, filename, codes)
     if result.parsed is None:
         return FixResult(None, 0, result.findings)
     parsed = result.parsed
     # Fixes may add the words another rule needs (AMP003 adds a GradScaler), so the fix loop
     # runs every selected rule.
     rules = select_rules(codes)
-    findings = result.findings
+    findings = [
+        finding
+        if finding.fix is not None or result.fix_summary(finding) is None
+        else replace(finding, fix=result.fix_of(finding, local=False))
+        for finding in result.findings
+    ]
     applied = 0
     original_text = parsed.text
     for _ in range(MAX_FIX_PASSES):

@@ -1,14 +1,30 @@
-"""Turning CST fixes into text edits, and applying text edits to source text."""
+"""Turning CST fixes into text edits, and applying text edits to source text.
+
+Code generation over a whole module is the expensive part of a fix (and of positions), so
+:class:`ModuleLayout` works per top-level statement where it can: a fix is rendered by
+transforming and generating only the statements it touches, spliced into the unchanged
+text around them; positions are computed for the statements holding reported nodes only.
+Every fast path checks its own preconditions and falls back to the whole-module way.
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 
 import libcst as cst
+from libcst._nodes.internal import CodegenState
+from libcst._position import CodeRange
+from libcst.metadata import MetadataWrapper, PositionProvider
+from libcst.metadata.position_provider import PositionProvidingCodegenState
 
 from amplint.findings import Edit, Position
 from amplint.rules.base import FixPlan
+
+#: libcst's own idea of a line break (its position provider counts lines with it).
+_NEWLINE = re.compile(r"\r\n?|\n")
 
 
 class _Replacer(cst.CSTTransformer):
@@ -26,8 +42,187 @@ class _Replacer(cst.CSTTransformer):
 
 
 def apply_plan(module: cst.Module, plan: FixPlan) -> str:
-    """The module's code after the plan's replacements."""
+    """The module's code after the plan's replacements (whole-module transform)."""
     return module.visit(_Replacer(plan)).code
+
+
+class _Positions:
+    """Stands in for libcst's provider: the codegen state writes ranges into ``_computed``."""
+
+    def __init__(self) -> None:
+        self._computed: dict[cst.CSTNode, CodeRange] = {}
+
+
+class ModuleLayout:
+    """Where each top-level statement of a parsed module lies in its text.
+
+    ``parents`` maps nodes to their parents (the analysis index's map); a node it cannot
+    lead to a top-level statement sends the caller down the whole-module path. A
+    ``previous`` layout lends the code of statements both trees share (an incremental
+    re-parse keeps the unchanged statement objects), so only new statements are generated.
+    """
+
+    def __init__(
+        self,
+        module: cst.Module,
+        text: str,
+        parents: Mapping[cst.CSTNode, cst.CSTNode],
+        *,
+        previous: ModuleLayout | None = None,
+    ) -> None:
+        self.module = module
+        self.text = text
+        self.parents = parents
+        self._known: Mapping[cst.CSTNode, str] = previous._codes if previous is not None else {}
+        self._codes: dict[cst.CSTNode, str] = {}
+
+    def statement_spans(self) -> dict[cst.CSTNode, tuple[int, int, int]] | None:
+        """Top-level statement -> (start offset, end offset, 1-based start line).
+
+        ``None`` when the statements' code does not add up to the text (then nothing here
+        can be trusted, and every caller falls back).
+        """
+        return self._spans
+
+    @cached_property
+    def _spans(self) -> dict[cst.CSTNode, tuple[int, int, int]] | None:
+        module = self.module
+        state = CodegenState(
+            default_indent=module.default_indent, default_newline=module.default_newline
+        )
+        for line in module.header:
+            line._codegen(state)
+        header = "".join(state.tokens)
+        offset = len(header)
+        row = 1 + len(_NEWLINE.findall(header))
+        spans: dict[cst.CSTNode, tuple[int, int, int]] = {}
+        pieces = [header]
+        for statement in module.body:
+            code = self._known.get(statement)
+            if code is None:
+                state.tokens = []
+                statement._codegen(state)
+                code = "".join(state.tokens)
+            self._codes[statement] = code
+            pieces.append(code)
+            spans[statement] = (offset, offset + len(code), row)
+            offset += len(code)
+            row += len(_NEWLINE.findall(code))
+        state.tokens = []
+        for line in module.footer:
+            line._codegen(state)
+        pieces.append("".join(state.tokens))
+        if not module.has_trailing_newline:
+            # Module codegen drops the final newline token; the last statement keeps it here.
+            if not pieces[-1] and module.body:
+                last = pieces[-2]
+                match = _NEWLINE.search(last, max(len(last) - 2, 0))
+                if match is None or match.end() != len(last):
+                    return None
+                pieces[-2] = last[: match.start()]
+            else:
+                return None
+        if "".join(pieces) != self.text:
+            return None
+        return spans
+
+    def top_statement(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        spans = self._spans
+        if spans is None:
+            return None
+        current: cst.CSTNode | None = node
+        while current is not None and current not in spans:
+            current = self.parents.get(current)
+        return current
+
+    def positions(self, nodes: Iterable[cst.CSTNode]) -> Mapping[cst.CSTNode, CodeRange]:
+        """libcst's :class:`PositionProvider` ranges of ``nodes`` (and of their neighbours).
+
+        Only the top-level statements holding ``nodes`` are generated: a top-level statement
+        starts a line with no indentation, so its ranges do not depend on what precedes it
+        beyond its first line number.
+        """
+        statements = {self.top_statement(node) for node in nodes}
+        spans = self._spans
+        if spans is None or None in statements:
+            return MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        found = _Positions()
+        for statement in statements:
+            assert statement is not None
+            state = PositionProvidingCodegenState(
+                default_indent=self.module.default_indent,
+                default_newline=self.module.default_newline,
+                provider=found,  # type: ignore[arg-type]
+                line=spans[statement][2],
+            )
+            statement._codegen(state)
+        return found._computed
+
+    def plan_change(self, plan: FixPlan) -> tuple[int, int, str] | None:
+        """The plan as one text replacement ``(start, end, new code)``, generated only for
+        the top-level statements it touches; ``None`` when that shortcut does not apply."""
+        spans = self._spans
+        if spans is None or not plan.replacements:
+            return None
+        statements = {self.top_statement(node) for node in plan.replacements}
+        if None in statements:
+            return None
+        ordered = sorted(statements, key=lambda statement: spans[statement][0])  # type: ignore[index]
+        last = self.module.body[-1] if self.module.body else None
+        if not self.module.has_trailing_newline and last in statements:
+            return None
+        replacer = _Replacer(plan)
+        start, end = spans[ordered[0]][0], spans[ordered[-1]][1]  # type: ignore[index]
+        pieces = []
+        cursor = start
+        for statement in ordered:
+            begin, finish, _ = spans[statement]  # type: ignore[index]
+            pieces.append(self.text[cursor:begin])
+            pieces.append(self._code(statement.visit(replacer)))  # type: ignore[union-attr]
+            cursor = finish
+        new = "".join(pieces)
+        if not new.strip() and start == 0 and end == len(self.text):
+            return None  # an emptied module has its own codegen rules
+        return start, end, new
+
+    def _code(self, node: cst.CSTNode | cst.FlattenSentinel | cst.RemovalSentinel) -> str:
+        if isinstance(node, cst.RemovalSentinel):
+            return ""
+        if isinstance(node, cst.FlattenSentinel):
+            return "".join(self._code(item) for item in node.nodes)
+        return self.module.code_for_node(node)
+
+    def fixed_text(self, plan: FixPlan) -> str:
+        """The whole text after ``plan``: exactly :func:`apply_plan`'s result, usually faster."""
+        change = self.plan_change(plan)
+        if change is None:
+            return apply_plan(self.module, plan)
+        start, end, new = change
+        return self.text[:start] + new + self.text[end:]
+
+    def local_edits(self, plan: FixPlan) -> tuple[Edit, ...]:
+        """Edits for ``plan`` diffed over the statements it touches only (not the file).
+
+        They produce the same text as :func:`text_edits` over the whole file, though a
+        diff of a region may cut its hunks differently; use it where only the result
+        matters (the language server's quick fixes).
+        """
+        change = self.plan_change(plan)
+        if change is None:
+            return text_edits(self.text, apply_plan(self.module, plan))
+        start, end, new = change
+        # The region starts a line, so its rows are the file's rows shifted by the lines
+        # before it, counted as text_edits counts them.
+        shift = len(self.text[:start].splitlines())
+        edits = text_edits(self.text[start:end], new)
+        return tuple(
+            Edit(
+                edit.content,
+                Position(edit.location.row + shift, edit.location.column),
+                Position(edit.end_location.row + shift, edit.end_location.column),
+            )
+            for edit in edits
+        )
 
 
 def text_edits(before: str, after: str) -> tuple[Edit, ...]:

@@ -274,17 +274,56 @@ def test_hover_on_a_diagnostic_shows_the_rule_documentation(
 def test_rapid_changes_publish_only_the_latest_version(client: LspClient, workspace: Path) -> None:
     document = open_document(client, workspace, "typing.py", CLEAN)
     mark = client.mark()
+    # The first change after a quiet spell is checked at once; the ones that follow it
+    # within the debounce interval are coalesced: only the last of them is published.
     client.change(document.uri, BUGGY, 2)
-    client.change(document.uri, CLEAN, 3)
-    assert client.diagnostics(document.uri, mark, version=3) == []
+    client.change(document.uri, BUGGY.replace("loss = ", "out = loss = "), 3)
+    client.change(document.uri, CLEAN, 4)
+    assert client.diagnostics(document.uri, mark, version=4) == []
     stale = [
         n
         for n in client._notifications[mark:]
         if n.get("method") == "textDocument/publishDiagnostics"
         and n["params"]["uri"] == document.uri
-        and n["params"].get("version") == 2
+        and n["params"].get("version") == 3
     ]
     assert stale == []
+
+
+def test_a_change_after_a_pause_is_checked_without_the_debounce(tmp_path: Path) -> None:
+    client = start(tmp_path, tmp_path / "cache", {"debounceMs": 5000})
+    try:
+        document = open_document(client, tmp_path, "pause.py", CLEAN)
+        mark = client.mark()
+        client.change(document.uri, BUGGY, 2)
+        # Well inside the 5 s debounce: the change came after quiet, so no waiting.
+        diagnostics = client.wait_for(
+            "textDocument/publishDiagnostics",
+            lambda params: params["uri"] == document.uri and params.get("version") == 2,
+            mark,
+            timeout=4.0,
+        )["diagnostics"]
+        assert {d["code"] for d in diagnostics} == engine_codes(BUGGY)
+    finally:
+        client.kill()
+
+
+def test_code_action_after_an_edit_reuses_the_tree_and_fixes(
+    client: LspClient, workspace: Path
+) -> None:
+    # Diagnostics carry the fix title without computing the fix; the quick fix computes it
+    # on request from the kept tree (re-parsed incrementally after the edit).
+    padding = "".join(f"def helper_{i}(x):\n    return x + {i}\n\n\n" for i in range(5))
+    before = padding + BUGGY
+    document = open_document(client, workspace, "lazy.py", before)
+    edited = before.replace("return x + 2", "return x + 22")
+    fixable = [d for d in document.replace(edited) if d["data"]["fix"]]
+    assert fixable
+    actions = document.code_actions(fixable[0]["range"], only=["quickfix"])
+    fixes = [a for a in actions if a["title"].startswith(fixable[0]["data"]["fix"])]
+    assert fixes
+    fixed = apply_text_edits(edited, workspace_edits(fixes[0]["edit"], document.uri))
+    assert fixable[0]["code"] not in engine_codes(fixed)
 
 
 def test_close_clears_diagnostics(client: LspClient, workspace: Path) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Collection, Sequence
 
 from lsprotocol import types
 
-from amplint.engine import fix_bytes
-from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Position
+from amplint.engine import LintResult, fix_bytes
+from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Fix, Position
 from amplint.lsp.convert import UTF16, minimal_edits, ranges_intersect, to_text_edits
 from amplint.lsp.diagnostics import finding_range, to_diagnostic
 from amplint.lsp.docs import DocLinks
@@ -48,9 +48,14 @@ def _workspace_edit(snapshot: Snapshot, edits: list[types.TextEdit]) -> types.Wo
 
 
 def quick_fix(
-    snapshot: Snapshot, finding: Finding, diagnostic: types.Diagnostic, encoding: str = UTF16
+    snapshot: Snapshot,
+    finding: Finding,
+    diagnostic: types.Diagnostic,
+    encoding: str = UTF16,
+    fix: Fix | None = None,
 ) -> types.CodeAction | None:
-    fix = finding.fix
+    """The finding's fix as a code action; ``fix`` when computed apart from the finding."""
+    fix = fix or finding.fix
     if fix is None:
         return None
     safe = fix.applicability == "safe"
@@ -120,10 +125,17 @@ def noqa_action(
 
 
 def fix_all_action(
-    snapshot: Snapshot, codes: Collection[str], encoding: str = UTF16
+    snapshot: Snapshot,
+    codes: Collection[str],
+    encoding: str = UTF16,
+    linted: LintResult | None = None,
 ) -> types.CodeAction | None:
-    """Every safe fix, to a fixed point, exactly as ``amplint fix`` would apply them."""
-    result = fix_bytes(snapshot.data, snapshot.filename, codes, unsafe=False)
+    """Every safe fix, to a fixed point, exactly as ``amplint fix`` would apply them.
+
+    ``linted`` is the check of exactly this snapshot and these codes: its syntax tree and
+    findings serve the first pass, so nothing is parsed twice.
+    """
+    result = fix_bytes(snapshot.data, snapshot.filename, codes, unsafe=False, linted=linted)
     if result.data is None:
         return None
     edits = minimal_edits(snapshot.text, snapshot.decode(result.data), encoding)
@@ -136,26 +148,33 @@ def fix_all_action(
 
 def code_actions(
     snapshot: Snapshot,
-    findings: Sequence[Finding],
+    linted: LintResult,
     codes: Collection[str],
     request: types.Range,
     only: Sequence[str] | None,
     links: DocLinks,
     encoding: str = UTF16,
 ) -> list[types.CodeAction]:
+    """Quick fixes (edits computed now, for the requested range only), noqa, fix-all.
+
+    ``linted`` is the check of ``snapshot`` with ``codes`` (fixes may still be plans).
+    """
+    findings = linted.findings
     actions: list[types.CodeAction] = []
     if wanted(QUICK_FIX, only):
         fixes, silencers = [], []
         for finding in findings:
             if not ranges_intersect(finding_range(snapshot.lines, finding, encoding), request):
                 continue
-            diagnostic = to_diagnostic(snapshot.lines, finding, links, encoding)
-            fixes.append(quick_fix(snapshot, finding, diagnostic, encoding))
+            summary = linted.fix_summary(finding)
+            diagnostic = to_diagnostic(snapshot.lines, finding, links, encoding, summary)
+            fix = linted.fix_of(finding) if summary is not None else None
+            fixes.append(quick_fix(snapshot, finding, diagnostic, encoding, fix))
             silencers.append(noqa_action(snapshot, finding, diagnostic, encoding))
         # Fixes first: the light bulb's first entry should be the one that repairs the code.
         actions.extend(action for action in (*fixes, *silencers) if action is not None)
-    if wanted(FIX_ALL_KIND, only) and any(finding.fix is not None for finding in findings):
-        action = fix_all_action(snapshot, codes, encoding)
+    if wanted(FIX_ALL_KIND, only) and any(linted.fix_summary(f) is not None for f in findings):
+        action = fix_all_action(snapshot, codes, encoding, linted)
         if action is not None:
             actions.append(action)
     return actions

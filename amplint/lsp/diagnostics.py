@@ -7,7 +7,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from amplint.findings import PARSE_ERROR_CODE, Finding
+from amplint.findings import PARSE_ERROR_CODE, Applicability, Finding
 from amplint.lsp.convert import UTF16, code_units, to_lsp_range
 from amplint.lsp.docs import DocLinks
 
@@ -29,19 +29,31 @@ def finding_range(lines: Sequence[str], finding: Finding, encoding: str = UTF16)
     return rng
 
 
-def diagnostic_data(finding: Finding) -> dict[str, Any]:
-    """What a client may want without asking again: the fix's title and whether it is safe."""
-    fix = finding.fix
+#: A fix's title and applicability, known without its edits (``LintResult.fix_summary``).
+FixSummary = tuple[str, Applicability]
+
+
+def diagnostic_data(finding: Finding, fix: FixSummary | None = None) -> dict[str, Any]:
+    """What a client may want without asking again: the fix's title and whether it is safe.
+
+    ``fix`` describes a fix whose edits are not computed yet; without it, the finding's own.
+    """
+    if fix is None and finding.fix is not None:
+        fix = (finding.fix.message, finding.fix.applicability)
     return {
         "code": finding.code,
         "name": finding.name,
-        "fix": None if fix is None else fix.message,
-        "applicability": None if fix is None else fix.applicability,
+        "fix": None if fix is None else fix[0],
+        "applicability": None if fix is None else fix[1],
     }
 
 
 def to_diagnostic(
-    lines: Sequence[str], finding: Finding, links: DocLinks, encoding: str = UTF16
+    lines: Sequence[str],
+    finding: Finding,
+    links: DocLinks,
+    encoding: str = UTF16,
+    fix: FixSummary | None = None,
 ) -> types.Diagnostic:
     is_error = finding.code == PARSE_ERROR_CODE
     href = links.href(finding)
@@ -53,5 +65,5 @@ def to_diagnostic(
         code_description=types.CodeDescription(href=href) if href else None,
         source=SOURCE,
         tags=[types.DiagnosticTag.Deprecated] if finding.code in _DEPRECATION_CODES else None,
-        data=diagnostic_data(finding),
+        data=diagnostic_data(finding, fix),
     )

@@ -4,12 +4,19 @@ Concurrency model: pygls runs handlers on one asyncio loop. Checks run on a sing
 thread, so a long check never blocks reading the client's messages and two checks never
 compete for the GIL. Each document has at most one pending check task; a newer change
 cancels it, and results for a version the client has already replaced are thrown away.
+
+Latency: a check computes no fix edits (only whether a finding has a fix, and its title);
+the edits of a quick fix are made when the client asks for code actions, from the syntax
+tree kept with the version's findings. The next check re-parses only the statements the
+edit touched. A change after a quiet spell is checked at once; only changes that follow
+each other within the debounce interval (typing) wait for the interval's quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +27,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from amplint import __version__
-from amplint.api import check_source
+from amplint.engine import LintResult, lint_bytes
 from amplint.findings import PARSE_ERROR_CODE, Finding
 from amplint.lsp.actions import KINDS, code_actions
 from amplint.lsp.convert import contains
@@ -45,7 +52,12 @@ class Checked:
 
     snapshot: Snapshot
     codes: frozenset[str]
-    findings: list[Finding]
+    #: the engine's result, fixes still as plans (computed by code actions on demand).
+    result: LintResult
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.result.findings
 
 
 class AmplintServer(LanguageServer):
@@ -58,6 +70,11 @@ class AmplintServer(LanguageServer):
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="amplint-check")
         self.pending: dict[str, asyncio.Task[None]] = {}
         self.checked: dict[str, Checked] = {}
+        #: the newest check of each document (published or not), whose syntax tree the next
+        #: check of that document reuses; touched by the checker thread only.
+        self.latest: dict[str, Checked] = {}
+        #: when each document last changed (``time.monotonic()``), for the debounce.
+        self.changed_at: dict[str, float] = {}
         self.event_loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ configuration
@@ -147,7 +164,22 @@ class AmplintServer(LanguageServer):
         if not self.is_current(snapshot):
             return None
         codes = self.selection.codes_for(snapshot.path)
-        return Checked(snapshot, codes, check_source(snapshot.data, snapshot.filename, codes))
+        latest = self.latest.get(snapshot.uri)
+        previous = latest.result if latest is not None and latest.codes == codes else None
+        result = lint_bytes(snapshot.data, snapshot.filename, codes, fixes=False, previous=previous)
+        checked = Checked(snapshot, codes, result)
+        if result.parsed is not None:
+            self.latest[snapshot.uri] = checked
+        return checked
+
+    def on_change(self, uri: str) -> None:
+        """Check after a change: now after a quiet spell, else after the debounce's quiet."""
+        debounce = self.options.debounce_ms / 1000
+        now = time.monotonic()
+        last = self.changed_at.get(uri)
+        self.changed_at[uri] = now
+        quiet = last is None or now - last >= debounce
+        self.schedule(uri, delay=0.0 if quiet and uri not in self.pending else debounce)
 
     async def run_checker(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.checker, function)
@@ -187,7 +219,9 @@ class AmplintServer(LanguageServer):
         # The whole set is replaced every time: a parse error's single AMP999 diagnostic
         # takes the place of the findings the last parsable version had.
         diagnostics = [
-            to_diagnostic(snapshot.lines, finding, self.links, encoding)
+            to_diagnostic(
+                snapshot.lines, finding, self.links, encoding, checked.result.fix_summary(finding)
+            )
             for finding in checked.findings
         ]
         self.text_document_publish_diagnostics(
@@ -211,6 +245,9 @@ class AmplintServer(LanguageServer):
         if task is not None:
             task.cancel()
         self.checked.pop(uri, None)
+        self.changed_at.pop(uri, None)
+        # The checker thread owns ``latest``; drop the tree there, after any queued check.
+        self.checker.submit(self.latest.pop, uri, None)
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=[])
         )
@@ -226,7 +263,7 @@ class AmplintServer(LanguageServer):
         return await self.run_checker(
             lambda: code_actions(
                 checked.snapshot,
-                checked.findings,
+                checked.result,
                 checked.codes,
                 params.range,
                 only,
@@ -285,7 +322,7 @@ def create_server() -> AmplintServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(params: types.DidChangeTextDocumentParams) -> None:
-        server.schedule(params.text_document.uri, delay=server.options.debounce_ms / 1000)
+        server.on_change(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(params: types.DidSaveTextDocumentParams) -> None:
