@@ -7,6 +7,7 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -269,7 +270,12 @@ def fix_bytes(
         findings = lint_parsed(parsed, filename, rules)
     if parsed.text == original_text:
         return FixResult(None, 0, findings)
-    return FixResult(parsed.encode(parsed.text), applied, findings)
+    # One fix may clear several findings (AMP007 rewrites an import and all its uses at once):
+    # count the findings that are gone, as ruff does, not the edits made.
+    gone = Counter((f.code, f.message) for f in result.findings)
+    gone.subtract((f.code, f.message) for f in findings)
+    cleared = sum(count for count in gone.values() if count > 0)
+    return FixResult(parsed.encode(parsed.text), cleared or applied, findings)
 
 
 def _non_overlapping(findings: Sequence[Finding], unsafe: bool) -> list[Finding]:

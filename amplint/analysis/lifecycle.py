@@ -333,11 +333,25 @@ def scalers_reaching(model: ModuleModel, node: cst.CSTNode) -> ScalerReach:
     owner = model.index.enclosing_class(node)
     roots: list[cst.CSTNode]
     if function is not None and owner is not None:
-        roots = [method.body for method in owner.methods.values()]
-    elif function is not None:
-        roots = [function.body]
-    else:
-        roots = [model.module]
+        # The method itself, and every method for scalers kept on `self` (built in
+        # `__init__`, used in `train_step`); a local scaler of another method (another test
+        # of a large test class) trains something else.
+        own = scalers_reaching_roots(model, [function.body], by_call)
+        shared = scalers_reaching_roots(
+            model, [method.body for method in owner.methods.values()], by_call
+        )
+        kept = tuple(
+            c for c in shared.constructions if c.target is not None and c.target.startswith("self.")
+        )
+        merged = {c.call: c for c in (*own.constructions, *kept)}
+        return ScalerReach(tuple(merged.values()), own.opaque)
+    roots = [function.body] if function is not None else [model.module]
+    return scalers_reaching_roots(model, roots, by_call)
+
+
+def scalers_reaching_roots(
+    model: ModuleModel, roots: list[cst.CSTNode], by_call: dict[cst.Call, ScalerConstruction]
+) -> ScalerReach:
     found: dict[cst.Call, ScalerConstruction] = {}
     opaque = False
     for root in roots:

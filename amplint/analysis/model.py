@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Literal
 
 import libcst as cst
@@ -43,8 +43,11 @@ def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(list(iter_children(current))))
 
 
-def calls_in(node: cst.CSTNode) -> list[cst.Call]:
-    return [n for n in walk_body(node) if isinstance(n, cst.Call)]
+@lru_cache(maxsize=4096)
+def calls_in(node: cst.CSTNode) -> tuple[cst.Call, ...]:
+    """Calls under ``node`` in source order (memoised: rules ask again and again about the
+    same loop bodies, and trees never change)."""
+    return tuple(n for n in walk_body(node) if isinstance(n, cst.Call))
 
 
 def method_name(call: cst.Call) -> str | None:
@@ -68,6 +71,7 @@ class ModuleModel:
         self.index = ModuleIndex(module)
         self.evaluator = Evaluator(self.index)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
+        self._backward_or_scale: dict[cst.CSTNode, bool] = {}
 
     # -- autocast --------------------------------------------------------------------------
 
@@ -259,7 +263,11 @@ class ModuleModel:
         return body
 
     def _runs_backward_or_scales(self, node: cst.CSTNode) -> bool:
-        return any(self.runs_backward(c) or method_name(c) == "scale" for c in calls_in(node))
+        known = self._backward_or_scale.get(node)
+        if known is None:
+            known = any(self.runs_backward(c) or method_name(c) == "scale" for c in calls_in(node))
+            self._backward_or_scale[node] = known
+        return known
 
     def update_anchor(self, step: cst.Call, iteration: cst.CSTNode) -> cst.BaseStatement | None:
         """The statement after which ``scaler.update()`` belongs for this optimizer step.

@@ -250,6 +250,24 @@ model = Net().to(torch.bfloat16)
 optimizer = torch.optim.AdamW(model.parameters())
 scaler = torch.amp.GradScaler()
 """,
+        # A test class: one test trains with a local scaler, another runs a half model.
+        """
+import torch
+class DistributedTest:
+    def test_amp(self):
+        model = Net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler()
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def test_half(self):
+        model = Net().half()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(x).sum().backward()
+        optimizer.step()
+""",
     )
     invalid = (
         Invalid(

@@ -6,7 +6,12 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.lifecycle import scaler_constructions, scaler_like, scales_losses
+from amplint.analysis.lifecycle import (
+    scaler_constructions,
+    scaler_like,
+    scalers_reaching,
+    scales_losses,
+)
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
@@ -164,6 +169,21 @@ ckpt = torch.load(path)
 optimizer.load_state_dict(ckpt["optimizer"])
 resume_amp(ckpt, scaler)
 """,
+        # A test class: one test trains with a scaler, another checkpoints a plain optimizer.
+        """
+import torch
+class DistributedTest:
+    def test_amp(self):
+        scaler = torch.amp.GradScaler()
+        scaler.scale(self.model(x)).backward()
+        scaler.step(self.optimizer)
+        scaler.update()
+
+    def test_checkpoint(self):
+        optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        torch.save({"optimizer": optimizer.state_dict()}, self.path)
+        optimizer.load_state_dict(torch.load(self.path)["optimizer"])
+""",
     )
     invalid = (
         Invalid(
@@ -283,7 +303,7 @@ train(model, optimizer, scaler)
         saves_scaler = _scaler_method_anywhere(model, "state_dict")
         loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
         for call in model.index.calls:
-            if model.is_dead(call):
+            if model.is_dead(call) or not _trains_with_a_scaler(model, call):
                 continue
             if not saves_scaler and _is_torch_save(model, call):
                 self._check_save(context, call)
@@ -316,6 +336,20 @@ train(model, optimizer, scaler)
             "`scaler.state_dict()` to it",
             _add_scaler(model, call, mapping),
         )
+
+
+def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
+    """A GradScaler is at hand where ``call`` runs: built or used by its function (its class,
+    for one kept on ``self``), or handed to it as a parameter. A scaler elsewhere in the
+    module (another test of a large test class) says nothing about this checkpoint."""
+    reach = scalers_reaching(model, call)
+    if reach.constructions or reach.opaque:
+        return True
+    function = model.index.enclosing_function(call)
+    if function is None:
+        return False
+    params = [*function.params.params, *function.params.kwonly_params]
+    return any("scaler" in param.name.value.lower() for param in params)
 
 
 def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
