@@ -9,13 +9,13 @@ import os
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from amplint.cache import FindingsCache, content_hash
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
 from amplint.discovery import discover
-from amplint.findings import Finding
+from amplint.findings import Finding, Fix
 from amplint.source import SourceError, error_finding, read_bytes, write_atomic
 
 # The engine, the rules and libcst are imported on first use: a run answered entirely from
@@ -87,11 +87,26 @@ def codes_for_file(settings: Settings, path: Path, codes: Collection[str]) -> fr
     return frozenset(codes) - codes_ignored_for(settings, path, known_codes=known_codes())
 
 
-def check_source(data: bytes, filename: str, codes: Collection[str]) -> list[Finding]:
-    """Findings for one file's bytes (the language server's entry point)."""
+def check_source(
+    data: bytes, filename: str, codes: Collection[str], *, with_edits: bool = True
+) -> list[Finding]:
+    """Findings for one file's bytes.
+
+    Without ``with_edits`` a fixable finding's fix carries its title and applicability but
+    no edits: what `[*]` and the summary need, at a fraction of the cost on large files.
+    """
     from amplint.engine import lint_bytes
 
-    return lint_bytes(data, filename, codes).findings
+    if with_edits:
+        return lint_bytes(data, filename, codes).findings
+    result = lint_bytes(data, filename, codes, fixes=False)
+    findings = []
+    for finding in result.findings:
+        summary = result.fix_summary(finding) if finding.fix is None else None
+        if summary is not None:
+            finding = replace(finding, fix=Fix(summary[1], summary[0], ()))
+        findings.append(finding)
+    return findings
 
 
 @dataclass(frozen=True)
@@ -104,18 +119,18 @@ class _Outcome:
     unchanged: bool = False
 
 
-_worker_job: tuple[Settings, frozenset[str]] | None = None
+_worker_job: tuple[Settings, frozenset[str], bool] | None = None
 
 
-def _start_worker(settings: Settings, codes: frozenset[str]) -> None:
+def _start_worker(settings: Settings, codes: frozenset[str], with_edits: bool = True) -> None:
     global _worker_job
-    _worker_job = (settings, codes)
+    _worker_job = (settings, codes, with_edits)
 
 
 def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     """Read, hash and lint one file (runs in a pool worker or in the main process)."""
     assert _worker_job is not None
-    settings, codes = _worker_job
+    settings, codes, with_edits = _worker_job
     path, cached_digest = item
     name = display_name(path)
     try:
@@ -127,7 +142,10 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
-    return _Outcome(check_source(data, name, codes_for_file(settings, path, codes)), digest, stat)
+    findings = check_source(
+        data, name, codes_for_file(settings, path, codes), with_edits=with_edits
+    )
+    return _Outcome(findings, digest, stat)
 
 
 def _lint_all(
@@ -136,6 +154,7 @@ def _lint_all(
     codes: frozenset[str],
     jobs: int,
     progress: Callable[[int, int], None] | None,
+    with_edits: bool = True,
 ) -> Iterator[tuple[Path, _Outcome]]:
     total = len(items)
     if jobs > 1 and total >= _MIN_FILES_PER_POOL:
@@ -144,7 +163,7 @@ def _lint_all(
             max_workers=jobs,
             mp_context=multiprocessing.get_context(method),
             initializer=_start_worker,
-            initargs=(settings, codes),
+            initargs=(settings, codes, with_edits),
         ) as pool:
             # Workers read the files themselves and send back only small findings: no large
             # bytes or syntax trees cross the process boundary.
@@ -156,7 +175,7 @@ def _lint_all(
                     progress(done, total)
                 yield item[0], outcome
         return
-    _start_worker(settings, codes)
+    _start_worker(settings, codes, with_edits)
     for done, item in enumerate(items, 1):
         outcome = _lint_one(item)
         if progress:
@@ -179,10 +198,13 @@ def check_paths(
     use_cache: bool = True,
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    with_edits: bool = True,
 ) -> RunResult:
     """Check files; unchanged files are answered from the cache, the rest by a process pool.
 
     ``codes`` may be a :class:`Selection`, resolved only when some file must be analysed.
+    Without ``with_edits`` fixes are described but their edits are not computed (see
+    :func:`check_source`); such results are cached apart from complete ones.
     """
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
@@ -191,6 +213,8 @@ def check_paths(
     else:
         codes = frozenset(codes)
         selection_key = ",".join(sorted(codes))
+    if not with_edits:
+        selection_key += "|without-edits"
     cache = (
         FindingsCache(
             cache_root(settings), FindingsCache.key_for(settings.fingerprint(), selection_key)
@@ -211,7 +235,9 @@ def check_paths(
     if pending and isinstance(codes, Selection):
         codes = codes.codes(settings)
     enabled = frozenset(codes) if not isinstance(codes, Selection) else frozenset()
-    for path, outcome in _lint_all(pending, settings, enabled, jobs or default_jobs(), progress):
+    for path, outcome in _lint_all(
+        pending, settings, enabled, jobs or default_jobs(), progress, with_edits
+    ):
         absolute = os.path.abspath(path)
         if cache is not None and outcome.unchanged and outcome.stat is not None:
             entry = cache.lookup_by_content(absolute, outcome.digest or "", outcome.stat)

@@ -155,7 +155,13 @@ def check(
     with Progress(enabled=interactive) as progress:
         try:
             result = api.check_paths(
-                targets, settings, selection, use_cache=not no_cache, progress=progress.update
+                targets,
+                settings,
+                selection,
+                use_cache=not no_cache,
+                progress=progress.update,
+                # Only JSON and SARIF carry a fix's edits; the rest need its title alone.
+                with_edits=output_format in ("json", "sarif"),
             )
         except ConfigError as error:
             raise UserError(str(error)) from error

@@ -10,6 +10,7 @@ import pytest
 from amplint import api
 from amplint.config import load_settings
 from amplint.engine import lint_bytes
+from amplint.findings import Finding, Position
 from amplint.registry import known_codes
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
@@ -137,3 +138,25 @@ def test_progress_only_on_a_terminal_and_only_for_long_runs(
         assert stream.text == ""
         progress.update(5, 10)  # at 3.0 s
     assert ("5/10 files" in stream.text) is tty
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.rglob("*.py")), ids=lambda p: p.name)
+def test_findings_without_edits_describe_the_same_fixes(path: Path) -> None:
+    """`amplint check` (concise) skips computing edits: the same findings, the same `[*]`,
+    and every described fix really has edits when computed."""
+    data = path.read_bytes()
+    complete = api.check_source(data, path.name, known_codes())
+    described = api.check_source(data, path.name, known_codes(), with_edits=False)
+
+    def key(f: Finding) -> tuple[str, Position, str]:
+        return f.code, f.location, f.message
+
+    assert [key(f) for f in described] == [key(f) for f in complete]
+    for lazy, full in zip(described, complete, strict=True):
+        assert (lazy.fix is None) == (full.fix is None)
+        if full.fix is not None:
+            assert lazy.fix is not None and not lazy.fix.edits and full.fix.edits
+            assert (lazy.fix.applicability, lazy.fix.message) == (
+                full.fix.applicability,
+                full.fix.message,
+            )
