@@ -19,7 +19,10 @@ machine and findings. What this module adds:
   given path. The exchange goes through the file system at exit, never through a
   collective: it works when a rank failed, when the process group is gone, and adds
   nothing to a training step. A rank whose file never came is named in
-  ``"missing_ranks"``.
+  ``"missing_ranks"``. Rank 0 then prints the merged summary (findings with the ranks
+  that reported them, :func:`format_merged_summary`); the other ranks print one line
+  pointing at their own file (:func:`pointer_line`). ``report()`` in the script gives
+  findings that carry the rank, as the per-rank files do.
 """
 
 from __future__ import annotations
@@ -47,8 +50,11 @@ from .scaler import GradScaler
 __all__ = [
     "MERGE_TIMEOUT_ENV",
     "RankInfo",
+    "Written",
     "begin",
+    "format_merged_summary",
     "merge_reports",
+    "pointer_line",
     "rank_info",
     "rank_report_path",
     "scaler_targets",
@@ -364,10 +370,20 @@ def _merge_timeout(status: int) -> float:
     return timeout
 
 
-def write_report(path: str, document: dict[str, Any]) -> bool:
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_report` wrote for this rank."""
+
+    rank: int
+    path: str  # this rank's own report
+    findings: int  # how many findings it holds
+    merged: dict[str, Any] | None = None  # rank 0: the merged report written at the path
+
+
+def write_report(path: str, document: dict[str, Any]) -> Written | None:
     """Write ``document`` (this process's report) as a distributed run needs.
 
-    Returns False outside a distributed run: the caller writes ``path`` as usual. Every
+    Returns None outside a distributed run: the caller writes ``path`` as usual. Every
     rank writes its report, each finding carrying its rank, to :func:`rank_report_path`.
     Rank 0 then waits (``AMPLINT_MERGE_TIMEOUT`` seconds at most, 60 by default; 3 when
     it failed itself) for the others' and writes the merged report at ``path``. A rank
@@ -376,7 +392,7 @@ def write_report(path: str, document: dict[str, Any]) -> bool:
     """
     info = rank_info()
     if info is None:
-        return False
+        return None
     own = dict(document)
     own["findings"] = [{**finding, "rank": info.rank} for finding in document["findings"]]
     own.update(
@@ -386,7 +402,8 @@ def write_report(path: str, document: dict[str, Any]) -> bool:
         run_id=_run_id(info.world_size),
         started=_started,
     )
-    _write_json(rank_report_path(path, info.rank), own)
+    own_path = rank_report_path(path, info.rank)
+    _write_json(own_path, own)
     if info.rank == 0:
         status = document.get("exit_status", 0)
         timeout = _merge_timeout(status if isinstance(status, int) else 0)
@@ -400,7 +417,7 @@ def write_report(path: str, document: dict[str, Any]) -> bool:
                 "has the others; a rank that ends later adds its own",
                 file=sys.stderr,
             )
-        return True
+        return Written(info.rank, own_path, len(own["findings"]), merged)
     with _merge_lock(path):
         merged = _read(path)
         # Rank 0 merged without this rank (it gave up waiting, or failed): merge again.
@@ -413,7 +430,46 @@ def write_report(path: str, document: dict[str, Any]) -> bool:
             rank0 = _read(rank_report_path(path, 0))
             if _valid(rank0, 0, merged):
                 _merge_files(path, rank0, own)
-    return True
+    return Written(info.rank, own_path, len(own["findings"]))
+
+
+def format_merged_summary(merged: dict[str, Any]) -> str:
+    """The findings table of a merged report, with the ranks that reported each finding
+    (what rank 0 prints at exit in place of its own table)."""
+    findings = [f for f in merged.get("findings") or [] if isinstance(f, dict)]
+    ranks = ", ".join(str(rank) for rank in merged.get("ranks") or [])
+    rows = [
+        (
+            f"{f.get('filename')}:{f.get('line')}",
+            str(f.get("code")),
+            str(f.get("count")),
+            str(f.get("first_step")),
+            ",".join(str(rank) for rank in f.get("ranks") or []),
+        )
+        for f in findings
+    ]
+    header = ("location", "code", "count", "first step", "ranks")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    title = f"amplint: {len(findings)} AMP finding(s), merged from rank(s) {ranks}"
+    missing = merged.get("missing_ranks") or []
+    if missing:
+        title += f" (no report from rank(s) {', '.join(str(rank) for rank in missing)})"
+    lines = [title]
+    for row in [header, *rows]:
+        lines.append(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    lines.append("")
+    lines.extend(f"{f.get('filename')}:{f.get('line')}: {f.get('message')}" for f in findings)
+    return "\n".join(lines)
+
+
+def pointer_line(written: Written) -> str:
+    """What a rank other than 0 prints at exit: where its own report is."""
+    return (
+        f"amplint: rank {written.rank}: {written.findings} AMP finding(s), report in "
+        f"{written.path} (rank 0 prints the merged summary)"
+    )
 
 
 def _merge_files(path: str, rank0: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:

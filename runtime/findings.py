@@ -41,7 +41,11 @@ class AmpUsageError(RuntimeError):
 
 @dataclass
 class Finding:
-    """One distinct finding: a code at one user call site, seen ``count`` times."""
+    """One distinct finding: a code at one user call site, seen ``count`` times.
+
+    ``rank`` is the process's rank in a distributed run (``torchrun``), as in the per-rank
+    JSON reports; None, and left out of :meth:`to_dict`, in a single process.
+    """
 
     code: str
     message: str
@@ -49,9 +53,13 @@ class Finding:
     line: int
     count: int = 1
     first_step: int = 0
+    rank: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        result = asdict(self)
+        if self.rank is None:
+            del result["rank"]
+        return result
 
 
 # code -> (kebab-case name, what happened, what to do instead). The names and codes are

@@ -25,6 +25,10 @@ findings, each with the step it belongs to. Nothing here calls ``.item()``, ``.t
 
 Steps are 0-based optimizer steps of a scaler: the number of ``update()`` calls before it,
 i.e. ``i`` in ``for i, batch in enumerate(loader)`` when there is no accumulation.
+
+Everything here that runs inside the user's training (the forward hook, the LR-scheduler
+patch, the GradScaler's calls in ``scaler.py``) turns a failure of its own into an
+internal-error note (``reporting.internal_error``): the training goes on as torch's.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ import torch
 
 from .findings import message_for
 from .frames import Site, user_site
-from .reporting import add_flusher, emit
+from .reporting import add_flusher, emit, internal_error, run_check
 from .state import thread_state, uses_scalers
 
 if TYPE_CHECKING:
@@ -202,40 +206,50 @@ class _Activations:
                 self.names[slot] = best.get(id(module)) or f"<root {self.kinds[slot]}>"
 
     def hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if not torch.is_grad_enabled() or not uses_scalers():
-            return
-        # Every module seen gets a slot, also those not measured: the outermost ones are
-        # the roots that give the others their qualified names.
-        entry = self.slot_of.get(id(module))
-        if entry is None or entry[1]() is not module:
-            slot = len(self.modules)
-            ref = weakref.ref(module)
-            self.slot_of[id(module)] = (slot, ref)
-            self.modules.append(ref)
-            self.kinds.append(type(module).__name__)
-        else:
-            slot = entry[0]
-        if isinstance(output, torch.Tensor):
-            tensor = output
-        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-            tensor = output[0]
-        else:
-            return
-        # A parent returning its last child's output (Sequential, a block ending in a norm)
-        # is the same tensor: measured once, attributed to the child, which ran first.
-        if (
-            tensor.dtype is not torch.float16
-            or tensor is self.last
-            or tensor.is_sparse
-            or isinstance(module, _PASS_THROUGH)
-            or tensor.numel() == 0
-        ):
-            return
-        self.last = tensor
-        self.pending.append(tensor)
-        self.pending_slots.append(slot)
-        if len(self.pending) >= _ACT_CAP:
-            self.reduce()
+        """The global forward hook: runs after every module's forward, in the user's step.
+
+        The body is one ``try`` rather than a call through ``run_check``: this runs on every
+        module call, and a ``try`` costs nothing until it catches.
+        """
+        try:
+            if not torch.is_grad_enabled() or not uses_scalers():
+                return
+            # Every module seen gets a slot, also those not measured: the outermost ones are
+            # the roots that give the others their qualified names.
+            entry = self.slot_of.get(id(module))
+            if entry is None or entry[1]() is not module:
+                slot = len(self.modules)
+                ref = weakref.ref(module)
+                self.slot_of[id(module)] = (slot, ref)
+                self.modules.append(ref)
+                self.kinds.append(type(module).__name__)
+            else:
+                slot = entry[0]
+            if isinstance(output, torch.Tensor):
+                tensor = output
+            elif (
+                isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor)
+            ):
+                tensor = output[0]
+            else:
+                return
+            # A parent returning its last child's output (Sequential, a block ending in a norm)
+            # is the same tensor: measured once, attributed to the child, which ran first.
+            if (
+                tensor.dtype is not torch.float16
+                or tensor is self.last
+                or tensor.is_sparse
+                or isinstance(module, _PASS_THROUGH)
+                or tensor.numel() == 0
+            ):
+                return
+            self.last = tensor
+            self.pending.append(tensor)
+            self.pending_slots.append(slot)
+            if len(self.pending) >= _ACT_CAP:
+                self.reduce()
+        except Exception as error:  # amplint's bug: the forward's output stays torch's
+            internal_error("the activation check (forward hook)", error)
 
     def reduce(self) -> None:
         """Reduce the held outputs to their maxima (one multi-tensor op per device) and let
@@ -864,7 +878,7 @@ def _patch_scheduler() -> None:
         monitor = _current
         # The constructor's own first step (_step_count still 0) is not the user's.
         if monitor is not None and getattr(self, "_step_count", 0) > 0:
-            monitor.scheduler_stepped(self)
+            run_check("the LR-scheduler check", monitor.scheduler_stepped, self)
         return original(self, *args, **kwargs)
 
     step.__wrapped__ = original  # type: ignore[attr-defined]

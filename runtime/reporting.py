@@ -4,6 +4,11 @@ Every check ends in :func:`emit`. The registry is keyed by ``(code, filename, li
 first occurrence at a call site is shown, later ones only increase ``count``, so a bug in
 a loop body is reported once and not once per step. ``mode="raise"`` raises on every
 occurrence: an error that stopped being an error on its second hit would hide bugs.
+
+After a failure of amplint's own code (:func:`internal_error`) its bookkeeping may be off,
+and a finding could be a false one: from then on findings are recorded and shown, but
+never raised into the training, whatever the mode or the warnings filter
+(:func:`may_raise`). ``reset()`` restores the normal behaviour.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
 from .frames import Site
@@ -30,6 +35,7 @@ __all__ = [
     "internal_error",
     "internal_errors",
     "is_ignored",
+    "may_raise",
     "recorded",
     "report",
     "reset",
@@ -47,6 +53,8 @@ _lock = threading.Lock()
 _findings: dict[tuple[str, str, int], Finding] = {}
 _mode = "warn"
 _ignored: frozenset[str] = frozenset()
+
+_T = TypeVar("_T")
 
 
 class _StepCounter:
@@ -123,6 +131,12 @@ def emit(
         else:
             finding.count += 1
         mode = _mode
+        if _internal:
+            # amplint failed before: this finding may come from its broken bookkeeping,
+            # so it is shown without stopping the training (see may_raise()).
+            raise_now = False
+            if mode == "raise":
+                mode = "warn"
     if mode == "raise":
         if raise_now:
             raise AmpUsageError(f"{filename}:{line}: {message}", code)
@@ -177,7 +191,25 @@ def report() -> list[Finding]:
         except Exception as error:
             internal_error("reading the numerical-health statistics", error)
     with _lock:
-        return [Finding(**f.to_dict()) for f in _findings.values()]
+        findings = [Finding(**f.to_dict()) for f in _findings.values()]
+    return _with_rank(findings)
+
+
+def _with_rank(findings: list[Finding]) -> list[Finding]:
+    """``findings`` with this process's rank when it is one of a distributed run's."""
+    if not findings:
+        return findings
+    try:
+        from .distributed import rank_info  # imported late: distributed imports this module
+
+        info = rank_info()
+    except Exception as error:
+        internal_error("finding this process's rank", error)
+        return findings
+    if info is not None:
+        for finding in findings:
+            finding.rank = info.rank
+    return findings
 
 
 def recorded(timeout: float) -> list[Finding]:
@@ -230,18 +262,26 @@ def internal_error(where: str, error: BaseException) -> None:
         )
 
 
+def may_raise() -> bool:
+    """Whether a finding may still stop the training: not once amplint's own code failed
+    (until ``reset()``), since a finding may then come from its broken bookkeeping."""
+    return not _internal
+
+
 def internal_errors() -> list[str]:
     """``"where: ExceptionType: message"`` for each place amplint's own code failed."""
     with _lock:
         return [f"{where}: {text}" for where, text in _internal.items()]
 
 
-def run_check(where: str, check: Callable[..., None], *args: Any) -> None:
-    """Run ``check(*args)``; a failure of amplint's own code becomes an internal-error note
-    instead of an exception in the user's training step (see ``USER_FACING``)."""
+def run_check(where: str, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+    """Run ``check(*args, **kwargs)`` and return its result; a failure of amplint's own code
+    becomes an internal-error note and None instead of an exception in the user's training
+    step (see ``USER_FACING``)."""
     try:
-        check(*args)
+        return check(*args, **kwargs)
     except USER_FACING:
         raise
     except Exception as error:
         internal_error(where, error)
+        return None

@@ -111,12 +111,7 @@ def run_script(
             sys.path[0] = saved_path0
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
-    if findings:
-        print(format_summary(findings), file=sys.stderr)
-    if summary is not None:
-        print(format_health_summary(summary), file=sys.stderr)
-    if report_path is not None:
-        _write_report(report_path, findings, mode, path, status, summary)
+    _show_and_write(report_path, findings, mode, path, status, summary)
     # Until the report is written, SIGTERM still writes it (under torchrun, the launcher
     # stops the other ranks as soon as one fails: rank 0 may be merging then).
     _restore_sigterm(previous_sigterm)
@@ -175,20 +170,65 @@ def _report_and_die(
     reader.join(timeout=2.0)
     if reader.is_alive():
         findings, summary = recorded(timeout=0.1), None
-    with contextlib.suppress(Exception):
-        if findings:
-            print(format_summary(findings), file=sys.stderr)
-        if summary is not None:
-            print(format_health_summary(summary), file=sys.stderr)
-    if report_path is not None:
-        _write_report(
-            report_path, findings, mode, script, 128 + signum, summary, signal.Signals(signum).name
-        )
+    _show_and_write(
+        report_path, findings, mode, script, 128 + signum, summary, signal.Signals(signum).name
+    )
     with contextlib.suppress(Exception):
         sys.stdout.flush()
         sys.stderr.flush()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def _show_and_write(
+    report_path: str | None,
+    findings: list[Finding],
+    mode: str,
+    script: str,
+    status: int,
+    summary: dict[str, Any] | None,
+    killed_by: str | None = None,
+) -> None:
+    """Print the summaries to stderr and write the report.
+
+    Under torchrun with a report path, the report is written first: rank 0 then prints the
+    merged summary of every rank, the other ranks one line pointing at their own file.
+    """
+    distributed = False
+    if report_path is not None:
+        try:
+            distributed = _distributed.rank_info() is not None
+        except Exception as error:
+            internal_error("finding this process's rank", error)
+    if not distributed:
+        _print_summaries(findings, summary)
+        if report_path is not None:
+            _write_report(report_path, findings, mode, script, status, summary, killed_by)
+        return
+    assert report_path is not None
+    written = _write_report(report_path, findings, mode, script, status, summary, killed_by)
+    try:
+        if written is None:  # this rank's file could not be written: its own summary then
+            _print_summaries(findings, summary)
+        elif written.merged is None:
+            sys.stderr.write(_distributed.pointer_line(written) + "\n")
+        else:
+            merged = written.merged
+            text = [_distributed.format_merged_summary(merged)] if merged["findings"] else []
+            if merged.get("summary") is not None:
+                text.append(format_health_summary(merged["summary"]))
+            if text:
+                sys.stderr.write("\n".join(text) + "\n")
+    except Exception as error:
+        internal_error("the distributed summary", error)
+
+
+def _print_summaries(findings: list[Finding], summary: dict[str, Any] | None) -> None:
+    with contextlib.suppress(Exception):
+        if findings:
+            print(format_summary(findings), file=sys.stderr)
+        if summary is not None:
+            print(format_health_summary(summary), file=sys.stderr)
 
 
 def _run_main(path: str) -> None:
@@ -260,9 +300,10 @@ def _write_report(
     status: int,
     summary: dict[str, Any] | None,
     killed_by: str | None = None,
-) -> None:
+) -> _distributed.Written | None:
     """Write the JSON report; a path that cannot be written gets one line on stderr and
-    changes nothing else (the script's output and exit status are the script's)."""
+    changes nothing else (the script's output and exit status are the script's). Returns
+    what was written under torchrun (see ``distributed.write_report``), else None."""
     document: dict[str, Any] = {
         "findings": [finding.to_dict() for finding in findings],
         "mode": mode,
@@ -275,8 +316,9 @@ def _write_report(
         document["signal"] = killed_by
     try:
         # Under torchrun: this rank's file, and rank 0 merges (see distributed.py).
-        if _distributed.write_report(path, document):
-            return
+        written = _distributed.write_report(path, document)
+        if written is not None:
+            return written
         text = json.dumps(document, indent=2) + "\n"
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -284,6 +326,7 @@ def _write_report(
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         with contextlib.suppress(Exception):
             print(f"amplint: cannot write the report to {path!r}: {reason}", file=sys.stderr)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,11 @@ Every method calls torch's own through ``super()`` and only adds bookkeeping and
 before or after it, so numerics, errors, ``state_dict()`` and the fused-optimizer protocol
 are torch's. The checks read Python-side state only (stages, flags, dtypes): no tensor is
 read back, so they add no host-device synchronisation.
+
+amplint's part of each method runs through ``reporting.run_check``: a failure of amplint's
+own code becomes an internal-error note and torch's call runs as it would without amplint.
+torch's calls are never inside it, so torch's exceptions reach the user as torch raised
+them.
 """
 
 from __future__ import annotations
@@ -17,10 +22,19 @@ import torch
 from . import health
 from .findings import AmpUsageError, message_for
 from .frames import Site, user_site
-from .reporting import deprecated_api, emit, get_mode, is_ignored, step_counter
+from .reporting import (
+    deprecated_api,
+    emit,
+    get_mode,
+    is_ignored,
+    may_raise,
+    run_check,
+    step_counter,
+)
 from .state import (
     ScalerUsage,
     Stage,
+    ThreadState,
     autocast_active,
     note_construction,
     note_enabled_scaler,
@@ -31,6 +45,9 @@ from .state import (
 __all__ = ["CpuGradScaler", "CudaGradScaler", "GradScaler"]
 
 _T = TypeVar("_T")
+
+# A misuse that torch is about to reject: (code, message, the user's line).
+_Misuse = tuple[str, str, Site]
 
 
 def _tag(value: Any, scaler: GradScaler) -> bool:
@@ -47,15 +64,17 @@ def _tag(value: Any, scaler: GradScaler) -> bool:
 
 
 @contextmanager
-def _torch_raises_next(code: str, message: str, site: Site) -> Iterator[None]:
+def _torch_raises_next(misuse: _Misuse) -> Iterator[None]:
     """Report a misuse that torch is about to reject, then let torch's call run.
 
     In warn/log mode the report comes first and torch's own exception follows untouched.
     In raise mode the two become one ``AmpUsageError`` (a ``RuntimeError``) that carries
-    the code and keeps torch's message, chained to torch's exception.
+    the code and keeps torch's message, chained to torch's exception. After an internal
+    error of amplint (``may_raise()`` is False) torch's call runs as in warn mode.
     """
-    emit(code, message, site, raise_now=False)
-    if get_mode() != "raise" or is_ignored(code):
+    code, message, site = misuse
+    run_check(f"the {code} check", emit, code, message, site, raise_now=False)
+    if get_mode() != "raise" or is_ignored(code) or not may_raise():
         yield
         return
     try:
@@ -63,6 +82,14 @@ def _torch_raises_next(code: str, message: str, site: Site) -> Iterator[None]:
     except (RuntimeError, ValueError) as err:
         raise AmpUsageError(f"{site[0]}:{site[1]}: {message}\n{err}", code) from err
     raise AmpUsageError(f"{site[0]}:{site[1]}: {message}", code)
+
+
+def _enter_scaler_step() -> ThreadState:
+    # The optimizer.step() that torch calls from here is the legal one: the global
+    # optimizer hook must not report it as a bypass.
+    tls = thread_state()
+    tls.in_scaler_step += 1
+    return tls
 
 
 class GradScaler(torch.amp.GradScaler):
@@ -85,6 +112,9 @@ class GradScaler(torch.amp.GradScaler):
             growth_interval=growth_interval,
             enabled=enabled,
         )
+        run_check("the GradScaler() check", self._after_init, device, enabled)
+
+    def _after_init(self, device: str, enabled: bool) -> None:
         site = user_site()
         recreated = note_construction(site, step_counter.current)
         self._amplint = ScalerUsage(site)
@@ -117,35 +147,96 @@ class GradScaler(torch.amp.GradScaler):
         return usage
 
     # The iteration -------------------------------------------------------------------
+    #
+    # Each method: amplint's checks before torch's call (run_check), torch's call (never
+    # inside run_check), amplint's bookkeeping after it (run_check). The numerical-health
+    # statistics are checked apart, so that their failure leaves the usage checks working.
 
     def scale(self, outputs: Any) -> Any:
         scaled = super().scale(outputs)
         if self._enabled:
-            self._usage().scaled(_tag(scaled, self))
-            monitor = health.active()
-            if monitor is not None:
-                monitor.for_scaler(self).on_scale(outputs, self)
+            run_check("the GradScaler.scale() bookkeeping", self._after_scale, scaled)
+            if health.active() is not None:
+                run_check(
+                    "the numerical-health check in GradScaler.scale()",
+                    self._health_scale,
+                    outputs,
+                )
         return scaled
+
+    def _after_scale(self, scaled: Any) -> None:
+        self._usage().scaled(_tag(scaled, self))
+
+    def _health_scale(self, outputs: Any) -> None:
+        monitor = health.active()
+        if monitor is not None:
+            monitor.for_scaler(self).on_scale(outputs, self)
 
     def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._enabled:
             return super().unscale_(optimizer)
+        misuse = run_check("the GradScaler.unscale_() check", self._before_unscale, optimizer)
+        if misuse is None:
+            if health.active() is not None:
+                # Reads the scaled gradients only; torch's unscale_ below is unchanged.
+                run_check(
+                    "the numerical-health check in GradScaler.unscale_()",
+                    self._health_unscale,
+                    optimizer,
+                )
+            super().unscale_(optimizer)
+        else:
+            with _torch_raises_next(misuse):
+                super().unscale_(optimizer)
+        run_check("the GradScaler.unscale_() bookkeeping", self._after_unscale, optimizer)
+
+    def _before_unscale(self, optimizer: torch.optim.Optimizer) -> _Misuse | None:
         usage = self._usage()
         self._check_half_params(usage, optimizer)
         problem = usage.unscale_problem(optimizer)
         if problem is None:
-            monitor = health.active()
-            if monitor is not None:
-                # Reads the scaled gradients only; torch's unscale_ below is unchanged.
-                monitor.for_scaler(self).on_unscale(optimizer, self)
-            super().unscale_(optimizer)
-        else:
-            message = message_for("AMP011", what=problem)
-            with _torch_raises_next("AMP011", message, user_site()):
-                super().unscale_(optimizer)
-        usage.unscaled(optimizer)
+            return None
+        return ("AMP011", message_for("AMP011", what=problem), user_site())
+
+    def _after_unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        self._usage().unscaled(optimizer)
+
+    def _health_unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        monitor = health.active()
+        if monitor is not None:
+            monitor.for_scaler(self).on_unscale(optimizer, self)
 
     def step(self, optimizer: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> float | None:
+        misuse = run_check(
+            "the GradScaler.step() check", self._before_step, optimizer, args, kwargs
+        )
+        if misuse is not None:
+            with _torch_raises_next(misuse):
+                return self._call_step(super().step, optimizer, *args, **kwargs)
+        if not self._enabled:
+            return self._call_step(super().step, optimizer, *args, **kwargs)
+        watched = None
+        if health.active() is not None:
+            watched = run_check(
+                "the numerical-health check in GradScaler.step()",
+                self._health_step_begin,
+                optimizer,
+            )
+        result = self._call_step(super().step, optimizer, *args, **kwargs)
+        if watched:
+            run_check(
+                "the numerical-health check in GradScaler.step()",
+                health.scaler_step_end,
+                self,
+                optimizer,
+            )
+        run_check("the GradScaler.step() bookkeeping", self._after_step, optimizer)
+        return result
+
+    def _before_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> _Misuse | None:
+        """The checks before torch's step; a misuse torch is about to reject, or None."""
         tls = thread_state()
         if autocast_active():
             emit("AMP012", message_for("AMP012", call="scaler.step()"), user_site())
@@ -153,72 +244,94 @@ class GradScaler(torch.amp.GradScaler):
             # A scaler disabled on purpose (`enabled=use_amp`, or torch's own tests running
             # fp16 with scaling off) is a choice, not a forgotten scaler: no AMP003.
             tls.unscaled_backward = None
-            return self._call_step(super().step, optimizer, *args, **kwargs)
-
+            return None
         usage = self._usage()
         if "closure" in kwargs:
-            with _torch_raises_next("AMP019", message_for("AMP019"), user_site()):
-                return self._call_step(super().step, optimizer, *args, **kwargs)
+            return ("AMP019", message_for("AMP019"), user_site())
         if args and callable(args[0]):
             # Passed on positionally, torch hands it to optimizer.step() unchecked.
             emit("AMP019", message_for("AMP019"), user_site())
         if usage.step_problem(optimizer):
-            with _torch_raises_next("AMP002", message_for("AMP002"), user_site()):
-                return self._call_step(super().step, optimizer, *args, **kwargs)
+            return ("AMP002", message_for("AMP002"), user_site())
         pending = tls.unscaled_backward
         if pending is not None and not usage.untracked_scale and pending.touches(optimizer):
             emit("AMP005", message_for("AMP005"), pending.site)
         tls.unscaled_backward = None
         self._check_half_params(usage, optimizer)
-        monitor = health.active()
-        if monitor is None:
-            result = self._call_step(super().step, optimizer, *args, **kwargs)
-        else:
-            health.scaler_step_begin(self, optimizer, usage.stage(optimizer) is Stage.UNSCALED)
-            result = self._call_step(super().step, optimizer, *args, **kwargs)
-            health.scaler_step_end(self, optimizer)
-        usage.stepped(optimizer)
-        return result
+        return None
+
+    def _after_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self._usage().stepped(optimizer)
+
+    def _health_step_begin(self, optimizer: torch.optim.Optimizer) -> bool:
+        unscaled = self._usage().stage(optimizer) is Stage.UNSCALED
+        health.scaler_step_begin(self, optimizer, unscaled)
+        return True
 
     def _call_step(self, step: Callable[..., _T], optimizer: Any, *args: Any, **kwargs: Any) -> _T:
-        # The optimizer.step() that torch calls from here is the legal one: the global
-        # optimizer hook must not report it as a bypass.
-        step_counter.count(optimizer)
-        tls = thread_state()
-        tls.in_scaler_step += 1
+        # amplint's bookkeeping first, each part on its own: if it fails, torch still steps.
+        tls = run_check("the GradScaler.step() marker", _enter_scaler_step)
+        run_check("the step counter", step_counter.count, optimizer)
         try:
             return step(optimizer, *args, **kwargs)
         finally:
-            tls.in_scaler_step -= 1
+            if tls is not None:
+                tls.in_scaler_step -= 1
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         if not self._enabled:
             return super().update(new_scale)
+        run_check("the GradScaler.update() check", self._before_update)
+        watched = None
+        if health.active() is not None:
+            watched = run_check(
+                "the numerical-health check in GradScaler.update()",
+                self._health_update,
+                new_scale,
+            )
+        super().update(new_scale)
+        run_check("the GradScaler.update() bookkeeping", self._after_update)
+        if watched is not None:
+            # Reads the statistics handed to the host; in raise mode a numerical finding
+            # raises here, at the user's update().
+            run_check("the numerical-health check in GradScaler.update()", watched.after_update)
+
+    def _before_update(self) -> None:
         if autocast_active():
             emit("AMP012", message_for("AMP012", call="scaler.update()"), user_site())
         usage = self._usage()
         if not usage.bf16_reported and only_bfloat16_seen():
             usage.bf16_reported = True
             emit("AMP014", message_for("AMP014"), usage.site)
+
+    def _health_update(self, new_scale: float | torch.Tensor | None) -> health.ScalerHealth | None:
         monitor = health.active()
-        watched = None if monitor is None else monitor.for_scaler(self)
-        if watched is not None:
-            watched.on_update(self, new_scale)
-        super().update(new_scale)
-        usage.updated()
+        if monitor is None:
+            return None
+        watched = monitor.for_scaler(self)
+        watched.on_update(self, new_scale)
+        return watched
+
+    def _after_update(self) -> None:
+        self._usage().updated()
         thread_state().pending.discard(self)
-        if watched is not None:
-            watched.after_update()
 
     def get_scale(self) -> float:
         if self._enabled:
-            self._usage().read_scale()
+            run_check("the GradScaler.get_scale() check", self._after_get_scale)
         return super().get_scale()
 
+    def _after_get_scale(self) -> None:
+        self._usage().read_scale()
+
     def state_dict(self) -> dict[str, Any]:
-        if self._enabled and self._usage().mid_iteration():
-            emit("AMP013", message_for("AMP013"), user_site())
+        if self._enabled:
+            run_check("the GradScaler.state_dict() check", self._check_state_dict)
         return super().state_dict()
+
+    def _check_state_dict(self) -> None:
+        if self._usage().mid_iteration():
+            emit("AMP013", message_for("AMP013"), user_site())
 
     # Helpers -------------------------------------------------------------------------
 
@@ -237,6 +350,10 @@ def _half(param: Any) -> bool:
     return isinstance(param, torch.Tensor) and param.dtype is torch.float16
 
 
+def _deprecated(api: str, replacement: str) -> None:
+    deprecated_api(api, replacement, user_site())
+
+
 class CudaGradScaler(GradScaler):
     """Stands in for the deprecated ``torch.cuda.amp.GradScaler``; reports AMP007."""
 
@@ -249,7 +366,7 @@ class CudaGradScaler(GradScaler):
         enabled: bool = True,
     ) -> None:
         replacement = "torch.amp.GradScaler('cuda', args...)"
-        deprecated_api("torch.cuda.amp.GradScaler", replacement, user_site())
+        run_check("the GradScaler() check", _deprecated, "torch.cuda.amp.GradScaler", replacement)
         super().__init__(
             "cuda", init_scale, growth_factor, backoff_factor, growth_interval, enabled
         )
@@ -267,7 +384,7 @@ class CpuGradScaler(GradScaler):
         enabled: bool = True,
     ) -> None:
         replacement = "torch.amp.GradScaler('cpu', args...)"
-        deprecated_api("torch.cpu.amp.GradScaler", replacement, user_site())
+        run_check("the GradScaler() check", _deprecated, "torch.cpu.amp.GradScaler", replacement)
         super().__init__("cpu", init_scale, growth_factor, backoff_factor, growth_interval, enabled)
 
 

@@ -72,6 +72,8 @@ class ModuleModel:
         self.evaluator = Evaluator(self.index)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}
+        self._helpers: dict[cst.Call, cst.FunctionDef | None] = {}
+        self._transitive: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}
 
     # -- autocast --------------------------------------------------------------------------
 
@@ -122,9 +124,13 @@ class ModuleModel:
 
     def helper_of(self, call: cst.Call) -> cst.FunctionDef | None:
         """The same-module function, method or callable class instance ``call`` runs."""
-        return self.evaluator.resolve_local_callable(
+        if call in self._helpers:
+            return self._helpers[call]
+        helper = self.evaluator.resolve_local_callable(
             call
         ) or self.evaluator.resolve_called_instance_class(call)
+        self._helpers[call] = helper
+        return helper
 
     def runs_backward(self, call: cst.Call) -> bool:
         if self.is_direct_backward(call):
@@ -143,6 +149,12 @@ class ModuleModel:
 
     def transitive_calls(self, node: cst.CSTNode) -> list[cst.Call]:
         """Calls under ``node``, plus those of same-module helpers it calls, transitively."""
+        known = self._transitive.get(node)
+        if known is None:
+            known = self._transitive[node] = tuple(self._collect_transitive(node))
+        return list(known)
+
+    def _collect_transitive(self, node: cst.CSTNode) -> list[cst.Call]:
         seen: set[cst.FunctionDef] = set()
         result: list[cst.Call] = []
 

@@ -303,12 +303,15 @@ train(model, optimizer, scaler)
         saves_scaler = _scaler_method_anywhere(model, "state_dict")
         loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
         for call in model.index.calls:
-            if model.is_dead(call) or not _trains_with_a_scaler(model, call):
+            if model.is_dead(call):
                 continue
             if not saves_scaler and _is_torch_save(model, call):
-                self._check_save(context, call)
+                if _trains_with_a_scaler(model, call):
+                    self._check_save(context, call)
             elif not loads_scaler and _is_optimizer_load(model, call):
-                if _hands_scaler_to_checkpointing(model, call):
+                if _hands_scaler_to_checkpointing(model, call) or not _trains_with_a_scaler(
+                    model, call
+                ):
                     continue
                 context.report(
                     call,

@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import amplint.runtime as ar
 import pytest
 import torch
-from amplint.runtime import distributed
+from amplint.runtime import distributed, reporting
+from amplint.runtime.runner import run_script
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -58,6 +60,10 @@ DDP_CLIPS_SCALED = DDP_PRELUDE + textwrap.dedent(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # AMP006
         scaler.step(opt)
         scaler.update()
+    import amplint.runtime as ar  # what the script itself sees, with the process group up
+
+    found = [(f.code, f.rank) for f in ar.report()]
+    sys.stdout.write(f"rank {rank} report(): {found}\\n")  # one write: ranks share the pipe
     dist.destroy_process_group()
     """
 )
@@ -225,6 +231,16 @@ def test_ddp_clipping_scaled_gradients_reported_by_both_ranks_merged_once(
         assert [(f["code"], f["line"], f["rank"], f["count"]) for f in own["findings"]] == [
             ("AMP006", line, rank, 3)
         ]
+        # report() in the script: the findings carry the rank, as the files do.
+        assert f"rank {rank} report(): [('AMP006', {rank})]" in output
+    # Rank 0 prints the merged table (with the ranks of each finding) and health summary;
+    # rank 1 only points at its own file.
+    assert output.count("AMP finding(s)") == 2, output
+    assert "amplint: 1 AMP finding(s), merged from rank(s) 0, 1" in output
+    assert f"{script}:{line}  AMP006  6      0           0,1" in output
+    assert output.count("amplint: numerical health over 3 step(s)") == 1, output
+    pointer = f"amplint: rank 1: 1 AMP finding(s), report in {tmp_path / 'r.rank1.json'}"
+    assert pointer in output
 
 
 def test_correct_ddp_loop_no_finding_and_same_parameters_as_without_amplint(
@@ -400,17 +416,30 @@ def test_write_report_per_rank_files_bounded_wait_and_late_ranks(
     assert distributed.write_report(report, _document())
     _rank_env(monkeypatch, 1)
     distributed.begin(report)
-    assert distributed.write_report(report, _document(status=1))
+    written = distributed.write_report(report, _document(status=1))
+    assert written == distributed.Written(1, str(tmp_path / "r.rank1.json"), 1)
+    assert distributed.pointer_line(written) == (
+        f"amplint: rank 1: 1 AMP finding(s), report in {tmp_path / 'r.rank1.json'} "
+        "(rank 0 prints the merged summary)"
+    )
     assert not os.path.exists(report)  # only rank 0 writes the merged report
     assert _read(tmp_path / "r.rank1.json")["findings"][0]["rank"] == 1
     _rank_env(monkeypatch, 0)
     started = time.monotonic()
-    assert distributed.write_report(report, _document())
+    written = distributed.write_report(report, _document())
     assert 0.3 <= time.monotonic() - started < 5
     merged = _read(Path(report))
     assert merged["ranks"] == [0, 1] and merged["missing_ranks"] == [2]
     assert _codes(merged) == [("AMP006", 20, [0, 1], 2)]
     assert merged["exit_status"] == 1
+    assert written.merged == merged
+    assert written == distributed.Written(0, str(tmp_path / "r.rank0.json"), 1, merged)
+    table = distributed.format_merged_summary(merged).splitlines()
+    assert table[0] == (
+        "amplint: 1 AMP finding(s), merged from rank(s) 0, 1 (no report from rank(s) 2)"
+    )
+    assert table[1].split() == ["location", "code", "count", "first", "step", "ranks"]
+    assert table[2].split() == ["/t/train.py:20", "AMP006", "2", "0", "0,1"]
     assert merged["rank_reports"] == {"0": "r.rank0.json", "1": "r.rank1.json"}
     # Rank 2 of this launch ends after rank 0 gave up waiting: it merges itself in.
     _rank_env(monkeypatch, 2)
@@ -425,6 +454,71 @@ def test_write_report_per_rank_files_bounded_wait_and_late_ranks(
         "r.rank1.json",
         "r.rank2.json",
     ]
+
+
+@pytest.mark.usefixtures("quiet")
+def test_report_and_summaries_of_ranks_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``amplint run`` as rank 1 then rank 0 of one launch, in this process: report() gives
+    the rank, rank 1 prints one line, rank 0 the merged table and nothing of its own."""
+    script = tmp_path / "train.py"
+    script.write_text(CLIPS_SCALED_ALONE)
+    report = str(tmp_path / "r.json")
+    monkeypatch.setenv(distributed.MERGE_TIMEOUT_ENV, "5")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_PORT", "29501")
+    line = _line(CLIPS_SCALED_ALONE, "# AMP006")
+    outputs = {}
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        assert run_script(str(script), [], "warn", report, health=True) == 0
+        findings = ar.report()
+        assert [(f.code, f.line, f.rank) for f in findings] == [("AMP006", line, rank)]
+        assert findings[0].to_dict()["rank"] == rank
+        outputs[rank] = capsys.readouterr()
+        ar.reset()
+    assert outputs[1].out == outputs[0].out == "trained\n"
+    assert outputs[1].err == (
+        f"amplint: rank 1: 1 AMP finding(s), report in {tmp_path / 'r.rank1.json'} "
+        "(rank 0 prints the merged summary)\n"
+    )
+    err = outputs[0].err.splitlines()
+    assert err[0] == "amplint: 1 AMP finding(s), merged from rank(s) 0, 1"
+    assert err[2].split() == [f"{script}:{line}", "AMP006", "4", "0", "0,1"]
+    assert sum("AMP finding(s)" in text for text in err) == 1
+    assert sum(text.startswith("amplint: numerical health over 2") for text in err) == 1
+    merged = _read(Path(report))
+    assert _codes(merged) == [("AMP006", line, [0, 1], 4)]
+    # Outside a distributed run: no rank anywhere.
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name)
+    reporting.emit("AMP006", "m", (str(script), line))
+    (finding,) = ar.report()
+    assert finding.rank is None and "rank" not in finding.to_dict()
+
+
+CLIPS_SCALED_ALONE = textwrap.dedent(
+    """\
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    for step in range(2):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(torch.randn(4, 8)).float().pow(2).mean()
+        scaler.scale(loss).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # AMP006
+        scaler.step(opt)
+        scaler.update()
+    print("trained")
+    """
+)
 
 
 def test_not_distributed_without_a_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from runtime_helpers import batches, here, loss_of, tiny_model
 from torch import nn
 
 autocast_module = sys.modules["amplint.runtime.autocast"]  # the package's name is the class
+scaler_module = sys.modules["amplint.runtime.scaler"]
 TorchAutocast = torch.amp.autocast_mode.autocast  # never patched by install()
 TorchGradScaler = torch.amp.grad_scaler.GradScaler
 
@@ -455,6 +456,130 @@ def test_internal_errors_in_checks_never_reach_the_training(
     assert "Traceback" not in err
     ar.reset()
     assert reporting.internal_errors() == []
+
+
+def train_with_scheduler(scaler_cls: type, steps: int = 5) -> nn.Module:
+    """A correct float16 loop using every GradScaler method and an LR scheduler."""
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.9)
+    scaler = scaler_cls("cpu", init_scale=256.0)
+    for x, y in batches(steps):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = loss_of(model, x, y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        scaler.get_scale()
+    scaler.state_dict()
+    return model
+
+
+# Every part amplint adds to GradScaler's methods and to the health hooks, made to fail:
+# (owner, attribute, the internal-error note it must give).
+SCALER_AND_HEALTH_FAILURES: list[tuple[Any, str, str]] = [
+    (scaler_module.GradScaler, "_after_init", "the GradScaler() check"),
+    (scaler_module.GradScaler, "_after_scale", "the GradScaler.scale() bookkeeping"),
+    (scaler_module.GradScaler, "_before_unscale", "the GradScaler.unscale_() check"),
+    (scaler_module.GradScaler, "_after_unscale", "the GradScaler.unscale_() bookkeeping"),
+    (scaler_module.GradScaler, "_before_step", "the GradScaler.step() check"),
+    (scaler_module.GradScaler, "_after_step", "the GradScaler.step() bookkeeping"),
+    (scaler_module, "_enter_scaler_step", "the GradScaler.step() marker"),
+    (reporting.step_counter, "count", "the step counter"),
+    (scaler_module.GradScaler, "_before_update", "the GradScaler.update() check"),
+    (scaler_module.GradScaler, "_after_update", "the GradScaler.update() bookkeeping"),
+    (scaler_module.GradScaler, "_after_get_scale", "the GradScaler.get_scale() check"),
+    (scaler_module.GradScaler, "_check_state_dict", "the GradScaler.state_dict() check"),
+    (health.ScalerHealth, "on_scale", "the numerical-health check in GradScaler.scale()"),
+    (health.ScalerHealth, "on_unscale", "the numerical-health check in GradScaler.unscale_()"),
+    (health, "scaler_step_begin", "the numerical-health check in GradScaler.step()"),
+    (health.ScalerHealth, "after_update", "the numerical-health check in GradScaler.update()"),
+    (health, "uses_scalers", "the activation check (forward hook)"),
+    (health.Monitor, "scheduler_stepped", "the LR-scheduler check"),
+]
+
+
+@pytest.mark.parametrize("mode", ["warn", "raise"])
+def test_internal_errors_in_the_scaler_and_health_never_reach_the_training(
+    mode: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    reference = train_with_scheduler(TorchGradScaler)
+    for owner, name, _ in SCALER_AND_HEALTH_FAILURES:
+        monkeypatch.setattr(owner, name, broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ar.install(mode, health=True)
+        checked = train_with_scheduler(torch.amp.GradScaler)
+        ar.report()
+        ar.uninstall()
+    assert same_parameters(reference, checked)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    notes = [line for line in err.splitlines() if line.startswith("amplint: internal error")]
+    wheres = [error.split(": RuntimeError: injected")[0] for error in reporting.internal_errors()]
+    # Each failure once, on stderr and in the report's list; every injected one is there
+    # (a hook may add its own: the optimizer.step() inside an unmarked scaler.step()).
+    assert len(notes) == len(set(notes)) == len(wheres)
+    assert all("RuntimeError: injected" in note for note in notes)
+    assert {where for _, _, where in SCALER_AND_HEALTH_FAILURES} <= set(wheres)
+
+
+def test_torch_errors_pass_through_a_failing_scaler_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # amplint's checks around torch's call fail; torch's own error still comes out as is.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    model = tiny_model()
+    x, y = batches(1)[0]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ar.install("raise")
+    monkeypatch.setattr(scaler_module.GradScaler, "_before_step", broken)
+    monkeypatch.setattr(scaler_module.GradScaler, "_before_unscale", broken)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(loss_of(model, x, y)).backward()
+    scaler.step(opt)
+    with pytest.raises(RuntimeError, match="step\\(\\) has already been called") as caught:
+        scaler.step(opt)
+    assert type(caught.value) is RuntimeError
+    with pytest.raises(RuntimeError, match="unscale_\\(\\) is being called after step") as caught:
+        scaler.unscale_(opt)
+    assert type(caught.value) is RuntimeError
+
+
+def test_findings_after_an_internal_error_never_stop_the_training(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The unscale_ bookkeeping fails: the clip after it looks like clipping scaled
+    # gradients (AMP006). After amplint's own failure such a finding is recorded and
+    # shown, never raised, whatever the mode or the warnings filter.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    reference = train_fp16_with_scaler(TorchGradScaler, steps=3)
+    monkeypatch.setattr(scaler_module.ScalerUsage, "unscaled", broken)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ar.install("raise")
+        assert reporting.may_raise()
+        checked = train_fp16_with_scaler(torch.amp.GradScaler, steps=3)
+        assert not reporting.may_raise()
+    assert same_parameters(reference, checked)
+    assert [f.code for f in ar.report()] == ["AMP006"]
+    assert reporting.internal_errors() == [
+        "the GradScaler.unscale_() bookkeeping: RuntimeError: injected"
+    ]
+    assert "Traceback" not in capsys.readouterr().err
+    ar.reset()
+    assert reporting.may_raise()
 
 
 def test_internal_error_is_in_the_report(
