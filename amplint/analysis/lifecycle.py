@@ -325,28 +325,36 @@ class ScalerReach:
 
 
 def scalers_reaching(model: ModuleModel, node: cst.CSTNode) -> ScalerReach:
-    """The scalers that the function around ``node`` (the whole class for a method, the
-    module's top-level code for a top-level statement) builds, uses or hands on, following
-    calls into helpers of the module."""
-    by_call = {c.call: c for c in scaler_constructions(model)}
+    """The scalers that the function around ``node`` (plus those its class keeps on ``self``;
+    the module's top-level code for a top-level statement) builds, uses or hands on,
+    following calls into helpers of the module."""
     function = model.index.enclosing_function(node)
+    root = function.body if function is not None else model.module
+    memo = _REACH.setdefault(model, {})
+    reach = memo.get(root)
+    if reach is None:
+        by_call = {c.call: c for c in scaler_constructions(model)}
+        reach = memo[root] = scalers_reaching_roots(model, [root], by_call)
     owner = model.index.enclosing_class(node)
-    roots: list[cst.CSTNode]
-    if function is not None and owner is not None:
-        # The method itself, and every method for scalers kept on `self` (built in
-        # `__init__`, used in `train_step`); a local scaler of another method (another test
-        # of a large test class) trains something else.
-        own = scalers_reaching_roots(model, [function.body], by_call)
-        shared = scalers_reaching_roots(
-            model, [method.body for method in owner.methods.values()], by_call
-        )
-        kept = tuple(
-            c for c in shared.constructions if c.target is not None and c.target.startswith("self.")
-        )
-        merged = {c.call: c for c in (*own.constructions, *kept)}
-        return ScalerReach(tuple(merged.values()), own.opaque)
-    roots = [function.body] if function is not None else [model.module]
-    return scalers_reaching_roots(model, roots, by_call)
+    if function is None or owner is None:
+        return reach
+    # A scaler kept on `self` (built in `__init__`, used in `train_step`) serves every
+    # method; a local scaler of another method (another test of a large test class) does not.
+    kept = tuple(
+        c
+        for c in scaler_constructions(model)
+        if c.target is not None
+        and c.target.startswith("self.")
+        and model.index.enclosing_class(c.call) is owner
+        and may_be_enabled(c)
+    )
+    merged = {c.call: c for c in (*reach.constructions, *kept)}
+    return ScalerReach(tuple(merged.values()), reach.opaque)
+
+
+_REACH: weakref.WeakKeyDictionary[ModuleModel, dict[cst.CSTNode, ScalerReach]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def scalers_reaching_roots(
