@@ -9,8 +9,10 @@ Every fast path checks its own preconditions and falls back to the whole-module 
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
 
@@ -142,6 +144,13 @@ class ModuleLayout:
         starts a line with no indentation, so its ranges do not depend on what precedes it
         beyond its first line number.
         """
+        nodes = list(nodes)
+        if "_spans" not in self.__dict__:
+            # Offsets of every top-level statement cost a whole-module codegen; CPython's
+            # line numbers give the few statements needed here, each checked against the text.
+            quick = self._positions_from_ast_rows(nodes)
+            if quick is not None:
+                return quick
         statements = {self.top_statement(node) for node in nodes}
         spans = self._spans
         if spans is None or None in statements:
@@ -157,6 +166,68 @@ class ModuleLayout:
             )
             statement._codegen(state)
         return found._computed
+
+    def _positions_from_ast_rows(
+        self, nodes: list[cst.CSTNode]
+    ) -> Mapping[cst.CSTNode, CodeRange] | None:
+        rows = self._first_rows
+        if rows is None:
+            return None
+        body = self.module.body
+        index = {statement: i for i, statement in enumerate(body)}
+        statements: set[cst.CSTNode] = set()
+        for node in nodes:
+            current: cst.CSTNode | None = node
+            while current is not None and current not in index:
+                current = self.parents.get(current)
+            if current is None:
+                return None
+            statements.add(current)
+        found = _Positions()
+        for statement in statements:
+            row = rows[index[statement]] - _lines_before_first_token(statement)
+            if row < 1 or row > len(self._line_starts):
+                return None
+            state = PositionProvidingCodegenState(
+                default_indent=self.module.default_indent,
+                default_newline=self.module.default_newline,
+                provider=found,  # type: ignore[arg-type]
+                line=row,
+            )
+            statement._codegen(state)
+            code = "".join(state.tokens)
+            start = self._line_starts[row - 1]
+            if self.text[start : start + len(code)] != code:
+                return None
+        return found._computed
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        return [0, *(match.end() for match in _NEWLINE.finditer(self.text))]
+
+    @cached_property
+    def _first_rows(self) -> list[int] | None:
+        """Per top-level libcst statement, the row of its first token (per CPython's ast);
+        None when the two trees do not line up."""
+        if self.text.startswith("\ufeff"):
+            return None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(self.text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None
+        statements = tree.body
+        rows: list[int] = []
+        position = 0
+        for statement in self.module.body:
+            if position >= len(statements):
+                return None
+            first = statements[position]
+            decorators = getattr(first, "decorator_list", None)
+            rows.append(min([first.lineno, *(d.lineno for d in decorators or ())]))
+            position += len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
+        return rows if position == len(statements) else None
 
     def plan_change(self, plan: FixPlan) -> tuple[int, int, str] | None:
         """The plan as one text replacement ``(start, end, new code)``, generated only for
@@ -223,6 +294,15 @@ class ModuleLayout:
             )
             for edit in edits
         )
+
+
+def _lines_before_first_token(statement: cst.CSTNode) -> int:
+    """Blank and comment lines a top-level statement's code starts with."""
+    lines = len(getattr(statement, "leading_lines", ()))
+    decorators = getattr(statement, "decorators", ())
+    if decorators:
+        lines += len(decorators[0].leading_lines)
+    return lines
 
 
 def text_edits(before: str, after: str) -> tuple[Edit, ...]:

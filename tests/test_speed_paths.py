@@ -160,3 +160,24 @@ def test_findings_without_edits_describe_the_same_fixes(path: Path) -> None:
                 full.fix.applicability,
                 full.fix.message,
             )
+
+
+@pytest.mark.parametrize("path", sorted(CORPUS.rglob("*.py")), ids=lambda p: p.name)
+def test_positions_from_line_numbers_match_libcst(path: Path) -> None:
+    """The layout's positions (CPython's line numbers, checked against the text) equal
+    libcst's own PositionProvider for every call and name of the file."""
+    import libcst as cst
+    from libcst.metadata import MetadataWrapper, PositionProvider
+
+    from amplint.analysis.scopes import ModuleIndex
+    from amplint.fixes import ModuleLayout
+    from amplint.source import parse
+
+    parsed = parse(path.read_bytes())
+    index = ModuleIndex(parsed.module)
+    nodes = [n for n in index.parents if isinstance(n, (cst.Call, cst.Name))]
+    layout = ModuleLayout(parsed.module, parsed.text, index.parents)
+    quick = layout.positions(nodes)
+    assert "_spans" not in layout.__dict__, "the line-number path was not taken"
+    expected = MetadataWrapper(parsed.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    assert all(quick[n] == expected[n] for n in nodes)
