@@ -253,9 +253,11 @@ def test_two_threads_one_buggy_one_correct_report_only_the_buggy_one() -> None:
     errors: list[BaseException] = []
     lines: dict[str, int] = {}
     models: dict[str, nn.Module] = {}
+    # Built here: tiny_model seeds the global generator, which two threads would race on.
+    initial = {"correct": tiny_model(0), "buggy": tiny_model(1)}
 
     def correct() -> None:
-        model = tiny_model(0)
+        model = initial["correct"]
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         scaler = torch.amp.GradScaler("cpu")
         for x, y in batches(steps, seed=2):
@@ -273,7 +275,7 @@ def test_two_threads_one_buggy_one_correct_report_only_the_buggy_one() -> None:
         models["correct"] = model
 
     def buggy() -> None:
-        model = tiny_model(1)
+        model = initial["buggy"]
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         for x, y in batches(steps, seed=3):
             barrier.wait()
