@@ -170,22 +170,16 @@ class ModuleLayout:
     def _positions_from_ast_rows(
         self, nodes: list[cst.CSTNode]
     ) -> Mapping[cst.CSTNode, CodeRange] | None:
-        rows = self._first_rows
-        if rows is None:
+        if self._ast_lines_up is None:
             return None
-        body = self.module.body
-        index = {statement: i for i, statement in enumerate(body)}
-        statements: set[cst.CSTNode] = set()
+        places: dict[cst.CSTNode, tuple[int, list[str]]] = {}
         for node in nodes:
-            current: cst.CSTNode | None = node
-            while current is not None and current not in index:
-                current = self.parents.get(current)
-            if current is None:
+            place = self._place(node)
+            if place is None:
                 return None
-            statements.add(current)
+            places[place[0]] = place[1:]
         found = _Positions()
-        for statement in statements:
-            row = rows[index[statement]] - _lines_before_first_token(statement)
+        for statement, (row, indents) in places.items():
             if row < 1 or row > len(self._line_starts):
                 return None
             state = PositionProvidingCodegenState(
@@ -194,6 +188,7 @@ class ModuleLayout:
                 provider=found,  # type: ignore[arg-type]
                 line=row,
             )
+            state.indent_tokens = list(indents)
             statement._codegen(state)
             code = "".join(state.tokens)
             start = self._line_starts[row - 1]
@@ -201,33 +196,79 @@ class ModuleLayout:
                 return None
         return found._computed
 
-    @cached_property
-    def _line_starts(self) -> list[int]:
-        return [0, *(match.end() for match in _NEWLINE.finditer(self.text))]
+    def _place(self, node: cst.CSTNode) -> tuple[cst.CSTNode, int, list[str]] | None:
+        """The smallest statement around ``node`` that CPython's line numbers can place
+        (descending through class and function bodies only, which a 10k-line test class is
+        made of), its first row, and the indentation its block adds."""
+        chain: list[cst.CSTNode] = []
+        current: cst.CSTNode | None = node
+        while current is not None and current is not self.module:
+            parent = self.parents.get(current)
+            if isinstance(parent, (cst.Module, cst.IndentedBlock)):
+                chain.append(current)
+            current = parent
+        if current is None or not chain:
+            return None
+        chain.reverse()
+        assert self._ast_body is not None
+        cst_body: Sequence[cst.CSTNode] = self.module.body
+        ast_body: list[ast.stmt] = self._ast_body
+        indents: list[str] = []
+        for depth, statement in enumerate(chain):
+            position = next((i for i, s in enumerate(cst_body) if s is statement), None)
+            if position is None:
+                return None
+            counted = sum(
+                len(s.body) if isinstance(s, cst.SimpleStatementLine) else 1
+                for s in cst_body[:position]
+            )
+            if counted >= len(ast_body):
+                return None
+            counterpart = ast_body[counted]
+            inner = chain[depth + 1] if depth + 1 < len(chain) else None
+            block = getattr(statement, "body", None)
+            if (
+                inner is not None
+                and isinstance(statement, (cst.FunctionDef, cst.ClassDef))
+                and isinstance(counterpart, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                and isinstance(block, cst.IndentedBlock)
+                and any(s is inner for s in block.body)
+            ):
+                indents.append(block.indent if block.indent is not None else "")
+                if block.indent is None:
+                    indents[-1] = self.module.default_indent
+                cst_body, ast_body = block.body, counterpart.body
+                continue
+            decorators = getattr(counterpart, "decorator_list", ())
+            first = min([counterpart.lineno, *(d.lineno for d in decorators)])
+            return statement, first - _lines_before_first_token(statement), indents
+        return None
 
     @cached_property
-    def _first_rows(self) -> list[int] | None:
-        """Per top-level libcst statement, the row of its first token (per CPython's ast);
-        None when the two trees do not line up."""
+    def _ast_body(self) -> list[ast.stmt] | None:
         if self.text.startswith("\ufeff"):
             return None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                tree = ast.parse(self.text)
+                return ast.parse(self.text).body
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
-        statements = tree.body
-        rows: list[int] = []
-        position = 0
-        for statement in self.module.body:
-            if position >= len(statements):
-                return None
-            first = statements[position]
-            decorators = getattr(first, "decorator_list", None)
-            rows.append(min([first.lineno, *(d.lineno for d in decorators or ())]))
-            position += len(statement.body) if isinstance(statement, cst.SimpleStatementLine) else 1
-        return rows if position == len(statements) else None
+
+    @cached_property
+    def _line_starts(self) -> list[int]:
+        return [0, *(match.end() for match in _NEWLINE.finditer(self.text))]
+
+    @cached_property
+    def _ast_lines_up(self) -> bool | None:
+        """Whether CPython's statements line up with libcst's top-level ones (None if not)."""
+        statements = self._ast_body
+        if statements is None:
+            return None
+        count = sum(
+            len(s.body) if isinstance(s, cst.SimpleStatementLine) else 1 for s in self.module.body
+        )
+        return True if count == len(statements) else None
 
     def plan_change(self, plan: FixPlan) -> tuple[int, int, str] | None:
         """The plan as one text replacement ``(start, end, new code)``, generated only for
