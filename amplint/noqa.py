@@ -17,21 +17,22 @@ def noqa_lines(text: str) -> dict[int, frozenset[str]]:
     silenced: dict[int, frozenset[str]] = {}
     if "noqa" not in text.lower():
         return silenced
+    # Streamed, not listed: a large file's tokens would cost more memory than its findings.
     try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type != tokenize.COMMENT:
+                continue
+            match = _NOQA.search(token.string)
+            if match is None:
+                continue
+            codes = match.group("codes")
+            if codes:
+                found = frozenset(c.upper() for c in re.split(r"[,\s]+", codes))
+            else:
+                found = frozenset({ALL})
+            silenced[token.start[0]] = found
     except (tokenize.TokenError, SyntaxError):
-        return silenced
-    for token in tokens:
-        if token.type != tokenize.COMMENT:
-            continue
-        match = _NOQA.search(token.string)
-        if match is None:
-            continue
-        codes = match.group("codes")
-        if codes:
-            silenced[token.start[0]] = frozenset(c.upper() for c in re.split(r"[,\s]+", codes))
-        else:
-            silenced[token.start[0]] = frozenset({ALL})
+        return {}
     return silenced
 
 
