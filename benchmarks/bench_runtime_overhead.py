@@ -15,35 +15,11 @@ import argparse
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import amplint.runtime as ar
 import torch
+from bench_health import counting_readbacks  # also counts CUDA synchronizations
 from torch import nn
-
-READBACKS = ("item", "__bool__", "__float__", "__int__", "tolist")
-
-
-@contextmanager
-def counting_readbacks() -> Iterator[list[int]]:
-    counter = [0]
-    originals = {name: getattr(torch.Tensor, name) for name in READBACKS}
-
-    def counted(original: Callable[..., object]) -> Callable[..., object]:
-        def wrapper(self: torch.Tensor, *args: object, **kwargs: object) -> object:
-            counter[0] += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    for name, original in originals.items():
-        setattr(torch.Tensor, name, counted(original))
-    try:
-        yield counter
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)
 
 
 class Setup:
