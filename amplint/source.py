@@ -52,10 +52,14 @@ def parse(data: bytes) -> ParsedSource:
     """Parse ``data`` with libcst, honouring its BOM and coding cookie."""
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
+    from amplint.piecewise import PIECEWISE_ABOVE, parse_large
+
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")
     try:
-        module = cst.parse_module(data)
+        module = parse_large(data) if len(data) > PIECEWISE_ABOVE else None
+        if module is None:
+            module = cst.parse_module(data)
     except cst.ParserSyntaxError as error:
         message = str(error.message).strip().splitlines()[0] if error.message else ""
         message = _PARSER_PREFIX.sub("", message) or "invalid syntax"

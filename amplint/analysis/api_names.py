@@ -126,19 +126,24 @@ def names_of(model: ModuleModel) -> Names:
     names = Names()
     skip: set[cst.CSTNode] = set()
     index = model.index
+    # Exact type tests: libcst's node classes are ABCs, whose isinstance is ~5x slower, and
+    # this loop sees every node of the module.
     for node in index.parents:
-        if isinstance(node, (cst.Import, cst.ImportFrom)):
-            _collect_import(model, node, names, skip)
-        elif isinstance(node, cst.Attribute):
+        kind = type(node)
+        if kind is cst.Name:
             if node not in skip:
-                names.attributes.append(node)
-            skip.add(node.attr)
-        elif isinstance(node, (cst.SimpleString, cst.FormattedString)):
-            names.strings.append(node)
-        elif isinstance(node, cst.Arg) and node.keyword is not None:
-            skip.add(node.keyword)
-        elif isinstance(node, cst.Name) and node not in skip:
-            names.references.append(node)
+                names.references.append(node)  # type: ignore[arg-type]
+        elif kind is cst.Attribute:
+            if node not in skip:
+                names.attributes.append(node)  # type: ignore[arg-type]
+            skip.add(node.attr)  # type: ignore[attr-defined]
+        elif kind is cst.Arg:
+            if node.keyword is not None:  # type: ignore[attr-defined]
+                skip.add(node.keyword)  # type: ignore[attr-defined]
+        elif kind is cst.SimpleString or kind is cst.FormattedString:
+            names.strings.append(node)  # type: ignore[arg-type]
+        elif kind is cst.Import or kind is cst.ImportFrom:
+            _collect_import(model, node, names, skip)  # type: ignore[arg-type]
     _CACHE[model] = names
     return names
 

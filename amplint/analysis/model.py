@@ -9,7 +9,7 @@ from typing import Literal
 
 import libcst as cst
 
-from amplint.analysis.scopes import ModuleIndex, dotted_name, iter_children
+from amplint.analysis.scopes import NESTED_SCOPE_TYPES, ModuleIndex, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
     AutocastRegion,
@@ -37,7 +37,7 @@ def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     stack = [child for child in reversed(list(iter_children(node)))]
     while stack:
         current = stack.pop()
-        if isinstance(current, _NESTED_SCOPES):
+        if type(current) in NESTED_SCOPE_TYPES:
             continue
         yield current
         stack.extend(reversed(list(iter_children(current))))

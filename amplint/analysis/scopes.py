@@ -133,6 +133,13 @@ def _child_fields(node_type: type) -> tuple[str, ...]:
     return names
 
 
+#: Nodes that open a scope of their own, as exact types: hot loops test ``type(node) in``
+#: this rather than ``isinstance`` (libcst's node classes are ABCs, and slow to test).
+NESTED_SCOPE_TYPES: frozenset[type[cst.CSTNode]] = frozenset(
+    {cst.FunctionDef, cst.ClassDef, cst.Lambda}
+)
+
+
 def iter_children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """The children of ``node`` that carry meaning, in source order (layout is skipped).
 

@@ -26,11 +26,10 @@ from weakref import WeakKeyDictionary
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name, receiver
-from amplint.analysis.scopes import BindingKind, dotted_name, iter_children
+from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import NoneValue, ScalerInstance, Unknown
 
-_NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
 _FEATURE_SCALER = re.compile(r"(Standard|MinMax|Robust|MaxAbs)Scaler$")
 _MODEL_NAME = re.compile(r"model|module|net|fsdp", re.IGNORECASE)
@@ -369,9 +368,10 @@ class _Walker:
                 assert isinstance(node, cst.Call)
                 self._emit(node, conds, loops, frame, stack)
                 continue
-            if isinstance(node, _NESTED_SCOPES):
+            kind = type(node)
+            if kind in NESTED_SCOPE_TYPES:
                 continue
-            if isinstance(node, (cst.If, cst.IfExp)):
+            if kind is cst.If or kind is cst.IfExp:
                 condition = normalise(model, node.test)
                 flipped = Condition(condition.key, not condition.branch, condition.test)
                 if node.orelse is not None:
@@ -380,24 +380,24 @@ class _Walker:
                     stack.append(("node", node.body, (*conds, condition), loops, frame))
                 stack.append(("node", node.test, conds, loops, frame))
                 continue
-            if isinstance(node, cst.For):
+            if kind is cst.For:
                 if node.orelse is not None:
                     stack.append(("node", node.orelse, conds, loops, frame))
                 stack.append(("node", node.body, conds, (*loops, node), frame))
                 stack.append(("node", node.iter, conds, loops, frame))
                 continue
-            if isinstance(node, cst.While):
+            if kind is cst.While:
                 if node.orelse is not None:
                     stack.append(("node", node.orelse, conds, loops, frame))
                 stack.append(("node", node.body, conds, (*loops, node), frame))
                 stack.append(("node", node.test, conds, (*loops, node), frame))
                 continue
-            if isinstance(node, cst.ExceptHandler):
+            if kind is cst.ExceptHandler:
                 label = model.module.code_for_node(node.type) if node.type is not None else ""
                 handler = (*conds, Condition(f"except {label}", True))
                 stack.append(("node", node.body, handler, loops, frame))
                 continue
-            if isinstance(node, cst.Call):
+            if kind is cst.Call:
                 stack.append(("emit", node, conds, loops, frame))
             for child in reversed(list(iter_children(node))):
                 stack.append(("node", child, conds, loops, frame))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from amplint.analysis.scopes import (
+    NESTED_SCOPE_TYPES,
     Binding,
     BindingKind,
     ModuleIndex,
@@ -439,7 +440,7 @@ def _walk_function_body(function: cst.FunctionDef) -> Iterable[cst.CSTNode]:
         node = stack.pop()
         yield node
         for child in iter_children(node):
-            if not isinstance(child, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            if type(child) not in NESTED_SCOPE_TYPES:
                 stack.append(child)
 
 
@@ -447,7 +448,7 @@ def _return_values(function: cst.FunctionDef) -> list[cst.BaseExpression]:
     return [
         node.value
         for node in _walk_function_body(function)
-        if isinstance(node, cst.Return) and node.value is not None
+        if type(node) is cst.Return and node.value is not None  # type: ignore[attr-defined]
     ]
 
 

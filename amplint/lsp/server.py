@@ -27,6 +27,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from amplint import __version__
+from amplint.api import tune_collector
 from amplint.engine import LintResult, lint_bytes
 from amplint.findings import PARSE_ERROR_CODE, Finding
 from amplint.lsp.actions import KINDS, code_actions
@@ -358,6 +359,7 @@ def create_server() -> AmplintServer:
 
 def serve() -> None:
     """Run the language server on stdin/stdout until the client says exit."""
+    tune_collector()
     create_server().start_io()
 
 
