@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amplint import piecewise, source
+from amplint import piecewise
 from amplint.engine import lint_bytes
+from amplint.piecewise import parse_piecewise
 from amplint.registry import known_codes
 from amplint.source import SourceError, parse
-from amplint.piecewise import parse_piecewise
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 
@@ -158,7 +158,6 @@ def test_findings_on_a_large_file_equal_a_whole_parse(monkeypatch: pytest.Monkey
     data = _large_module().encode()
     pieced = lint_bytes(data, "suite.py", known_codes())
     monkeypatch.setattr(piecewise, "PIECEWISE_ABOVE", 10**12)
-    monkeypatch.setattr(source, "PIECEWISE_ABOVE", 10**12, raising=False)
     whole = lint_bytes(data, "suite.py", known_codes())
     assert {f.code for f in pieced.findings} >= {"AMP001", "AMP007"}
     assert pieced.findings == whole.findings
