@@ -7,6 +7,7 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
@@ -119,12 +120,17 @@ def lint_bytes(
     parsed, layout = _reparse(data, previous) if previous is not None else (None, None)
     if parsed is None:
         try:
-            parsed = parse(data)
+            parsed = parse(data, syntax=facts.tree)
         except SourceError as error:
             return LintResult([error_finding(filename, error)])
     result = LintResult([], parsed)
     result.findings = lint_parsed(
-        parsed, filename, rules, lazy=None if fixes else result, layout=layout
+        parsed,
+        filename,
+        rules,
+        lazy=None if fixes else result,
+        layout=layout,
+        syntax=facts.tree if layout is None else None,
     )
     return result
 
@@ -156,11 +162,13 @@ def lint_parsed(
     *,
     lazy: LintResult | None = None,
     layout: ModuleLayout | None = None,
+    syntax: ast.Module | None = None,
 ) -> list[Finding]:
     """Findings of an already parsed file; with ``lazy``, fixes are left as plans in it.
 
     ``layout`` is a :class:`ModuleLayout` of ``parsed`` made earlier (its generated code is
-    reused); its parents are filled in here.
+    reused); its parents are filled in here. ``syntax`` is CPython's tree of the same text,
+    where the prefilter made one.
     """
     try:
         model = ModuleModel(parsed.module, parsed.text)
@@ -170,7 +178,7 @@ def lint_parsed(
             rule().check(context)
             reports.extend(context.reports)
         if layout is None:
-            layout = ModuleLayout(parsed.module, parsed.text, model.index.parents)
+            layout = ModuleLayout(parsed.module, parsed.text, model.index.parents, syntax=syntax)
         else:
             layout.parents = model.index.parents
         if lazy is not None:

@@ -71,10 +71,12 @@ class ModuleLayout:
         parents: Mapping[cst.CSTNode, cst.CSTNode],
         *,
         previous: ModuleLayout | None = None,
+        syntax: ast.Module | None = None,
     ) -> None:
         self.module = module
         self.text = text
         self.parents = parents
+        self._syntax = syntax
         self._known: Mapping[cst.CSTNode, str] = previous._codes if previous is not None else {}
         self._codes: dict[cst.CSTNode, str] = {}
 
@@ -248,6 +250,8 @@ class ModuleLayout:
     def _ast_body(self) -> list[ast.stmt] | None:
         if self.text.startswith("\ufeff"):
             return None
+        if self._syntax is not None:
+            return self._syntax.body
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

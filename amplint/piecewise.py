@@ -69,15 +69,20 @@ class _OpenBlock:
     statements: list[cst.BaseStatement] = field(default_factory=list)
 
 
-def parse_piecewise(text: str, piece_chars: int = PIECE_CHARS) -> cst.Module | None:
+def parse_piecewise(
+    text: str, piece_chars: int = PIECE_CHARS, syntax: ast.Module | None = None
+) -> cst.Module | None:
     """The module libcst's ``parse_module(text)`` gives, parsed in pieces; ``None`` when the
-    text offers no place to cut or the pieces do not add up to it."""
+    text offers no place to cut or the pieces do not add up to it.
+
+    ``syntax`` is CPython's tree of the same text, if the caller has one.
+    """
     if "\r" in text.replace("\r\n", "") or "\f" in text or "\x00" in text:
         return None  # line counting and indentation rules that differ between parsers
     lines = text.splitlines(keepends=True)
     if "".join(lines) != text:  # other line separators (\v, \x1c, \u2028...)
         return None
-    cuts = _choose_cuts(text, lines, piece_chars)
+    cuts = _choose_cuts(text, lines, piece_chars, syntax)
     if not cuts:
         return None
     try:
@@ -93,13 +98,16 @@ class _Mismatch(Exception):
     """A piece's tree is not shaped as its plan says."""
 
 
-def _choose_cuts(text: str, lines: list[str], piece_chars: int) -> list[_Cut]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return []
+def _choose_cuts(
+    text: str, lines: list[str], piece_chars: int, tree: ast.Module | None
+) -> list[_Cut]:
+    if tree is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return []
     first_indent = _first_indent_line(text)
     if first_indent is None:
         return []
@@ -296,7 +304,7 @@ def _block(statement: cst.BaseStatement) -> cst.IndentedBlock:
     return body
 
 
-def parse_large(data: bytes) -> cst.Module | None:
+def parse_large(data: bytes, syntax: ast.Module | None = None) -> cst.Module | None:
     """:func:`parse_piecewise` for a file's bytes, honouring its coding cookie as
     ``libcst.parse_module`` does; ``None`` where the caller should parse it whole."""
     try:
@@ -310,7 +318,7 @@ def parse_large(data: bytes) -> cst.Module | None:
     if text.startswith("\ufeff"):
         return None
     try:
-        module = parse_piecewise(text)
+        module = parse_piecewise(text, syntax=syntax)
     except Exception:  # a whole parse follows, and it is the reference
         return None
     return module.with_changes(encoding=encoding) if module is not None else None

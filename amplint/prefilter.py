@@ -94,6 +94,9 @@ class CodeFacts:
     refusal: str | None = None
     #: where ``ast`` located its error, for the diagnostic.
     position: tuple[int, int] = (1, 1)
+    #: the tree itself, handed on so that later stages (cutting a large file into pieces,
+    #: placing findings by line) need not parse again.
+    tree: ast.Module | None = None
 
 
 def inspect_code(data: bytes) -> CodeFacts:
@@ -132,7 +135,7 @@ def inspect_code(data: bytes) -> CodeFacts:
             refusal=f"file too large to analyse ({count:,} syntax nodes; "
             f"the limit is {MAX_SYNTAX_NODES:,})",
         )
-    return CodeFacts(names=found)
+    return CodeFacts(names=found, tree=tree)
 
 
 def _bracket_depth(data: bytes) -> int:

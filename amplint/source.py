@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from amplint.findings import PARSE_ERROR_CODE, Finding, Position
 
 if TYPE_CHECKING:
+    import ast
+
     import libcst as cst
 
 _PARSER_PREFIX = re.compile(r"^parser error: (error at \d+:\d+: )?")
@@ -48,8 +50,12 @@ def read_bytes(path: Path) -> bytes:
         raise SourceError(f"cannot read file: {error.strerror or error}") from error
 
 
-def parse(data: bytes) -> ParsedSource:
-    """Parse ``data`` with libcst, honouring its BOM and coding cookie."""
+def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
+    """Parse ``data`` with libcst, honouring its BOM and coding cookie.
+
+    ``syntax`` is CPython's tree of ``data`` where one was made already (a large file is cut
+    into pieces by it).
+    """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
     from amplint.piecewise import PIECEWISE_ABOVE, parse_large
@@ -57,7 +63,7 @@ def parse(data: bytes) -> ParsedSource:
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")
     try:
-        module = parse_large(data) if len(data) > PIECEWISE_ABOVE else None
+        module = parse_large(data, syntax) if len(data) > PIECEWISE_ABOVE else None
         if module is None:
             module = cst.parse_module(data)
     except cst.ParserSyntaxError as error:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from amplint import api
+from amplint.analysis.api_names import DEPRECATED
 from amplint.config import load_settings
 from amplint.engine import lint_bytes
 from amplint.findings import Finding, Position
@@ -181,3 +182,33 @@ def test_positions_from_line_numbers_match_libcst(path: Path) -> None:
     assert "_spans" not in layout.__dict__, "the line-number path was not taken"
     expected = MetadataWrapper(parsed.module, unsafe_skip_copy=True).resolve(PositionProvider)
     assert all(quick[n] == expected[n] for n in nodes)
+
+
+def _spellings(legacy: str) -> list[str]:
+    """Ways a program reaches a deprecated AMP object: its full attribute chain, its module
+    imported under an alias, its module's parent imported from, the object imported by name."""
+    module, name = legacy.rsplit(".", 1)
+    programs = [
+        f"import torch\n\nref = {legacy}\n",
+        f"import torch\nimport {module} as legacy_module\n\nref = legacy_module.{name}\n",
+        f"import torch\nfrom {module} import {name} as legacy_name\n\nref = legacy_name\n",
+    ]
+    if "." in module:
+        parent, last = module.rsplit(".", 1)
+        programs.append(f"import torch\nfrom {parent} import {last} as m\n\nref = m.{name}\n")
+    return programs
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    sorted({spec.legacy for spec in DEPRECATED.values()}),
+)
+def test_amp007_words_admit_every_spelling_of_a_deprecated_api(legacy: str) -> None:
+    """AMP007's word groups are narrower than "mentions amp": any way of writing a deprecated
+    API still passes them, and is reported."""
+    for program in _spellings(legacy):
+        data = program.encode()
+        with_prefilter = lint_bytes(data, "m.py", ["AMP007"]).findings
+        without = lint_bytes(data, "m.py", ["AMP007"], prefilter=False).findings
+        assert with_prefilter == without, program
+        assert [f.code for f in with_prefilter] == ["AMP007"], program

@@ -22,6 +22,13 @@ from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
 
+_DEPRECATED_FUNCTIONS = tuple(
+    sorted(
+        {spec.legacy.rsplit(".", 1)[1] for spec in DEPRECATED.values()}
+        - {"autocast", "GradScaler", "custom_fwd", "custom_bwd"}
+    )
+)
+
 _FIX_MESSAGE = "Rewrite deprecated AMP APIs to `torch.amp` with an explicit device type"
 
 
@@ -57,14 +64,12 @@ class DeprecatedAmpApi(Rule):
     name = "deprecated-amp-api"
     summary = "deprecated `torch.cuda.amp` / `torch.cpu.amp` API"
     fixable = True
+    # A deprecated function (``get_autocast_gpu_dtype``...) by name, or ``amp`` together with
+    # ``cuda`` or ``cpu``: no import or attribute reaches ``torch.cuda.amp`` or
+    # ``torch.cpu.amp`` without naming the device module.
     tokens = (
-        (
-            "amp",
-            *sorted(
-                {spec.legacy.rsplit(".", 1)[1] for spec in DEPRECATED.values()}
-                - {"autocast", "GradScaler", "custom_fwd", "custom_bwd"}
-            ),
-        ),
+        ("amp", *_DEPRECATED_FUNCTIONS),
+        ("cuda", "cpu", *_DEPRECATED_FUNCTIONS),
         ("torch",),
     )
     docs = RuleDocs(
