@@ -16,6 +16,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.fixes import ModuleLayout
+from amplint.piecewise import PIECEWISE_ABOVE, parse_piecewise
 from amplint.source import ParsedSource
 
 #: Edits in the first lines may change the coding cookie (or the BOM): always re-parse.
@@ -55,7 +56,10 @@ def reparse(
     region_start, region_end = bounds[before][0], bounds[after][1] + shift
     fragment_text = text[region_start:region_end]
     try:
-        fragment = cst.parse_module(fragment_text)
+        # A 10k-line class is one top-level statement: large regions go in pieces too.
+        fragment = (
+            parse_piecewise(fragment_text) if len(fragment_text) > PIECEWISE_ABOVE else None
+        ) or cst.parse_module(fragment_text)
     except (cst.ParserSyntaxError, RecursionError, SyntaxError):
         return None
     if (

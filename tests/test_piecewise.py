@@ -254,3 +254,29 @@ def test_any_layout_in_pieces_equals_the_whole_parse(text: str, piece_chars: int
     pieced = parse_piecewise(text, piece_chars=piece_chars)
     if pieced is not None:
         assert pieced.deep_equals(whole)
+
+
+def test_an_edit_inside_a_large_class_is_reparsed_in_pieces(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The language server re-parses only the statements an edit touched; when that is a
+    class of thousands of lines, it too goes in pieces, and the result is a full parse's."""
+    before = _large_module().encode()
+    first = lint_bytes(before, "suite.py", known_codes(), fixes=False)
+    after = before.replace(b"out = model(x) * 7  #", b"out = model(x) * 77  #", 1)
+    sizes: list[int] = []
+    real_parse = cst.parse_module
+
+    def recording_parse(code: str | bytes, *args: object, **kwargs: object) -> cst.Module:
+        sizes.append(len(code))
+        return real_parse(code, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(piecewise.cst, "parse_module", recording_parse)
+    edited = lint_bytes(after, "suite.py", known_codes(), fixes=False, previous=first)
+    monkeypatch.undo()
+
+    assert sizes and max(sizes) <= piecewise.PIECE_CHARS + 2_000
+    assert sum(sizes) < 0.8 * len(after), "the whole file was parsed again"
+    assert edited.parsed is not None
+    assert edited.parsed.module.deep_equals(cst.parse_module(after))
+    assert edited.findings == lint_bytes(after, "suite.py", known_codes(), fixes=False).findings
