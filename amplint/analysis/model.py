@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Literal
 
 import libcst as cst
@@ -43,11 +43,19 @@ def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(list(iter_children(current))))
 
 
-@lru_cache(maxsize=4096)
+#: Memo of :func:`calls_in` for the file being analysed: a new :class:`ModuleModel` empties
+#: it, so that no file's nodes outlive its lint (an LRU cache kept thousands of subtrees of
+#: earlier files alive in a worker). Libcst nodes cannot be weakly referenced.
+_CALLS: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}
+
+
 def calls_in(node: cst.CSTNode) -> tuple[cst.Call, ...]:
     """Calls under ``node`` in source order (memoised: rules ask again and again about the
     same loop bodies, and trees never change)."""
-    return tuple(n for n in walk_body(node) if isinstance(n, cst.Call))
+    calls = _CALLS.get(node)
+    if calls is None:
+        calls = _CALLS[node] = tuple(n for n in walk_body(node) if type(n) is cst.Call)
+    return calls
 
 
 def method_name(call: cst.Call) -> str | None:
@@ -66,6 +74,7 @@ def receiver_key(call: cst.Call) -> str | None:
 
 class ModuleModel:
     def __init__(self, module: cst.Module, text: str) -> None:
+        _CALLS.clear()
         self.module = module
         self.text = text
         self.index = ModuleIndex(module)
