@@ -240,9 +240,11 @@ def check_paths(
         entry = None
         if cache is not None:
             with contextlib.suppress(OSError):
-                entry = cache.lookup_by_stat(os.path.abspath(path), os.stat(path))
+                absolute = os.path.abspath(path)
+                entry = cache.lookup_by_stat(absolute, os.stat(absolute))
                 if entry is not None:
-                    result.findings.extend(cache.findings_of(entry, display_name(path)))
+                    if entry.findings:  # most files have none: skip naming them
+                        result.findings.extend(cache.findings_of(entry, display_name(path)))
                     continue
         pending.append((path, cache.digest_of(os.path.abspath(path)) if cache else None))
     if pending and isinstance(codes, Selection):

@@ -332,18 +332,21 @@ class _Walker:
             self._error(path, f"cannot read directory: {exc.strerror or exc}")
             return
         for entry in entries:
-            self._visit_entry(path / entry.name, os.path.join(absolute, entry.name), entry, chain)
+            self._visit_entry(path, os.path.join(absolute, entry.name), entry, chain)
 
     def _visit_entry(
-        self, path: Path, absolute: str, entry: os.DirEntry[str], chain: list[_IgnoreFile]
+        self, parent: Path, absolute: str, entry: os.DirEntry[str], chain: list[_IgnoreFile]
     ) -> None:
         try:
             is_dir = entry.is_dir()
             is_file = not is_dir and entry.is_file()
         except OSError:
             return
-        if not is_dir and not (is_file and path.suffix in PYTHON_SUFFIXES):
+        # The suffix is read off the name: most entries of a tree are dropped here, before
+        # any Path object is made for them.
+        if not is_dir and not (is_file and os.path.splitext(entry.name)[1] in PYTHON_SUFFIXES):
             return
+        path = parent / entry.name
         if self._excludes.excludes_entry(absolute, is_dir):
             return
         if _ignored_by(chain, absolute, is_dir):
