@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import gc
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -172,6 +170,10 @@ def _lint_all(
     total = len(items)
     if jobs > 1 and total >= _MIN_FILES_PER_POOL:
         method = "fork" if sys.platform == "linux" else "spawn"
+        # Imported here: a run answered from the cache never starts a pool.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
         with ProcessPoolExecutor(
             max_workers=jobs,
             mp_context=multiprocessing.get_context(method),
