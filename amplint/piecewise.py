@@ -79,9 +79,7 @@ def parse_piecewise(
     """
     if "\r" in text.replace("\r\n", "") or "\f" in text or "\x00" in text:
         return None  # line counting and indentation rules that differ between parsers
-    lines = text.splitlines(keepends=True)
-    if "".join(lines) != text:  # other line separators (\v, \x1c, \u2028...)
-        return None
+    lines = _lines(text)
     cuts = _choose_cuts(text, lines, piece_chars, syntax)
     if not cuts:
         return None
@@ -96,6 +94,16 @@ def parse_piecewise(
 
 class _Mismatch(Exception):
     """A piece's tree is not shaped as its plan says."""
+
+
+def _lines(text: str) -> list[str]:
+    """The text's lines as CPython numbers them (``str.splitlines`` also breaks at
+    ``\v``, ``\x1c``, ``\u2028`` and others, which may sit in string literals)."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    if not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def _choose_cuts(

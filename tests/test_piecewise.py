@@ -84,6 +84,8 @@ SOURCES = {
     "  b = 2\n  def f(self):\n      return 1\n  c = 3\n",
     "trailing blank lines and comments": "import os\ndef f():\n    a = 1\n\n\n\n    b = 2\n\n\n"
     "    # c\n\n\n",
+    "line separators in strings": 'class A:\n    s = "a\u2028b\x0bc\x1cd"\n    def f(self):\n'
+    "        return 1\n\n    t = 2\n",
     "nested classes end together": "class A:\n    class B:\n        x = 1\n        y = 2\n"
     "            # deep\n        # b-level\n    # a-level\n# top\nz = 3\n",
 }
