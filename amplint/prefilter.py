@@ -80,7 +80,9 @@ def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
 #: libcst's native parser recurses without a guard: nesting beyond what CPython itself
 #: accepts can overflow its stack and kill the process, so such files never reach it.
 MAX_BRACKET_DEPTH = 150
-#: Syntax nodes above which libcst's memory use (several KiB per node) is not worth paying.
+#: Syntax nodes above which a file is not analysed. Large files are parsed in pieces cut
+#: between statements, but one huge statement (a 20k-line table literal) is parsed whole,
+#: at several KiB of libcst working memory per node.
 MAX_SYNTAX_NODES = 200_000
 
 
