@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import libcst as cst
@@ -135,9 +137,9 @@ def _large_module(classes: int = 3, methods: int = 400) -> str:
     return "".join(parts)
 
 
-def test_large_files_are_parsed_in_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _large_module()
-    assert len(text) > piecewise.PIECEWISE_ABOVE
+@contextmanager
+def _parse_sizes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The size of every text handed to ``libcst.parse_module`` inside the block."""
     sizes: list[int] = []
     real_parse = cst.parse_module
 
@@ -145,9 +147,18 @@ def test_large_files_are_parsed_in_bounded_pieces(monkeypatch: pytest.MonkeyPatc
         sizes.append(len(code))
         return real_parse(code, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(piecewise.cst, "parse_module", recording_parse)
-    parsed = parse(text.encode())
-    monkeypatch.undo()
+    monkeypatch.setattr(cst, "parse_module", recording_parse)
+    try:
+        yield sizes
+    finally:
+        monkeypatch.undo()
+
+
+def test_large_files_are_parsed_in_bounded_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _large_module()
+    assert len(text) > piecewise.PIECEWISE_ABOVE
+    with _parse_sizes(monkeypatch) as sizes:
+        parsed = parse(text.encode())
 
     assert len(sizes) > 3, "the file was not cut"
     # A piece is its share of the text plus a few stand-in lines.
@@ -266,16 +277,8 @@ def test_an_edit_inside_a_large_class_is_reparsed_in_pieces(
     before = _large_module().encode()
     first = lint_bytes(before, "suite.py", known_codes(), fixes=False)
     after = before.replace(b"out = model(x) * 7  #", b"out = model(x) * 77  #", 1)
-    sizes: list[int] = []
-    real_parse = cst.parse_module
-
-    def recording_parse(code: str | bytes, *args: object, **kwargs: object) -> cst.Module:
-        sizes.append(len(code))
-        return real_parse(code, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(piecewise.cst, "parse_module", recording_parse)
-    edited = lint_bytes(after, "suite.py", known_codes(), fixes=False, previous=first)
-    monkeypatch.undo()
+    with _parse_sizes(monkeypatch) as sizes:
+        edited = lint_bytes(after, "suite.py", known_codes(), fixes=False, previous=first)
 
     assert sizes and max(sizes) <= piecewise.PIECE_CHARS + 2_000
     assert sum(sizes) < 0.8 * len(after), "the whole file was parsed again"
