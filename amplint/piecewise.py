@@ -6,15 +6,16 @@ runs, though the tree it returns is a small fraction of that: torch's 460 KB
 module in pieces of about :data:`PIECE_CHARS` bounds that peak by the piece size instead of the
 file size; the pieces' statements are then put together into the one tree a whole parse gives.
 
-Pieces start at statements of the module or of class and function bodies (any depth). A
-piece that starts inside a body is parsed behind *stand-in headers*: a ``class _:`` (or
-``def _():``) line at each enclosing header's own indentation, so the piece's lines keep
-their exact indentation, and comments and blank lines are owned by the same nodes as in a
-whole parse. A piece ends with a stand-in ``pass`` at the indentation of the statement that
-starts the next piece, so the lines between the two are shared out between block footers and
-that statement's leading lines exactly as a whole parse shares them. Every piece after the
-first also starts with a small indented block that makes libcst detect the module's own
-default indentation (blocks indented by it are stored without an explicit indent).
+Pieces start at statements of the module or of the bodies of classes, functions, ``if``,
+``for``, ``while`` and ``with`` statements without an ``else`` (any depth). A piece that starts
+inside a body is parsed behind *stand-in headers*: a ``class _:`` (``def _():``, ``if _:``...)
+line at each enclosing header's own indentation, so the piece's lines keep their exact
+indentation, and comments and blank lines are owned by the same nodes as in a whole parse. A
+piece ends with a stand-in ``pass`` at the indentation of the statement that starts the next
+piece, so the lines between the two are shared out between block footers and that
+statement's leading lines exactly as a whole parse shares them. Every piece after the first
+also starts with a small indented block that makes libcst detect the module's own default
+indentation (blocks indented by it are stored without an explicit indent).
 
 The assembled tree is checked by generating its code: anything but the original text, or any
 piece that does not parse, sends the caller back to a whole parse.
@@ -38,7 +39,6 @@ PIECEWISE_ABOVE = 128 * 1024
 PIECE_CHARS = 48 * 1024
 
 _NEWLINE = re.compile(r"\r\n|\n")
-_CONTAINERS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class _Cut:
 class _OpenBlock:
     """A block whose statements are still being gathered from pieces."""
 
-    node: cst.ClassDef | cst.FunctionDef | None  # None: the module itself
+    node: cst.BaseCompoundStatement | None  # None: the module itself
     statements: list[cst.BaseStatement] = field(default_factory=list)
 
 
@@ -147,9 +147,10 @@ def _collect_cuts(
         first = _first_line(statement)
         if previous_end is not None and previous_end < first:
             out.append(_Cut(first, chain))
-        if isinstance(statement, _CONTAINERS) and _body_on_own_lines(statement, lines):
-            container = _Container(first, _stand_in_header(statement))
-            _collect_cuts(statement.body, (*chain, container), lines, out)
+        header = _stand_in_header(statement)
+        if header is not None and _body_on_own_lines(statement, lines):
+            container = _Container(first, header)
+            _collect_cuts(statement.body, (*chain, container), lines, out)  # type: ignore[attr-defined]
         previous_end = statement.end_lineno
         if previous_end is None:
             return
@@ -169,12 +170,25 @@ def _body_on_own_lines(statement: ast.stmt, lines: list[str]) -> bool:
     return first.col_offset == len(line) - len(line.lstrip(" \t"))
 
 
-def _stand_in_header(statement: ast.stmt) -> str:
-    if isinstance(statement, ast.ClassDef):
-        return "class _:"
-    if isinstance(statement, ast.AsyncFunctionDef):
-        return "async def _():"
-    return "def _():"
+def _stand_in_header(statement: ast.stmt) -> str | None:
+    """The header that stands in for ``statement``'s when a piece starts inside its body;
+    ``None`` for statements a piece never starts inside: those with a clause after the body
+    (``else:``, ``except:``), which would follow the stand-in in the next piece."""
+    kind = type(statement)
+    if kind in (ast.If, ast.For, ast.While) and statement.orelse:  # type: ignore[attr-defined]
+        return None
+    return _STAND_INS.get(kind)
+
+
+_STAND_INS: dict[type[ast.stmt], str] = {
+    ast.ClassDef: "class _:",
+    ast.FunctionDef: "def _():",
+    ast.AsyncFunctionDef: "async def _():",
+    ast.If: "if _:",
+    ast.For: "for _ in _:",
+    ast.While: "while _:",
+    ast.With: "with _:",
+}
 
 
 def _first_indent_line(text: str) -> int | None:
@@ -280,7 +294,7 @@ class _Piece:
             self.blocks[-1].statements.extend(rest)
         elif following.path[: len(path)] == path and len(following.path) > len(path):
             opened = rest.pop()
-            if not isinstance(opened, (cst.ClassDef, cst.FunctionDef)):
+            if not isinstance(opened, _OPENABLE):
                 raise _Mismatch
             self.blocks[-1].statements.extend(rest)
             self.blocks.append(_OpenBlock(opened))
@@ -303,6 +317,10 @@ class _Piece:
             body=block.with_changes(body=tuple(finished.statements), footer=footer)
         )
         self.blocks[-1].statements.append(node)
+
+
+#: The libcst counterparts of the statements in ``_STAND_INS``.
+_OPENABLE = (cst.ClassDef, cst.FunctionDef, cst.If, cst.For, cst.While, cst.With)
 
 
 def _block(statement: cst.BaseStatement) -> cst.IndentedBlock:

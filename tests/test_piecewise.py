@@ -88,6 +88,11 @@ SOURCES = {
     "    # c\n\n\n",
     "line separators in strings": 'class A:\n    s = "a\u2028b\x0bc\x1cd"\n    def f(self):\n'
     "        return 1\n\n    t = 2\n",
+    "if, with, for and while bodies": "import torch\nif torch.cuda.is_available():\n"
+    "    def a():\n        pass\n\n    x = 1\n    # c\nwith torch.autocast('cuda'):\n"
+    "    y = 2\n\n    z = 3\n        # deep\nfor i in range(3):\n    w = i\n    v = w\n"
+    "while running:\n    step()\n    check()\nif flag:\n    a = 1\n    b = 2\nelse:\n"
+    "    c = 3\n    d = 4\n",
     "nested classes end together": "class A:\n    class B:\n        x = 1\n        y = 2\n"
     "            # deep\n        # b-level\n    # a-level\n# top\nz = 3\n",
 }
@@ -208,6 +213,18 @@ def test_texts_it_does_not_handle_are_left_to_a_whole_parse(text: str) -> None:
     assert parse_piecewise(text, piece_chars=1) is None
 
 
+_HEADERS = [
+    "class K:",
+    "def f(self):",
+    "async def g():",
+    "if flag:",
+    "for item in items:",
+    "while running:",
+    "with torch.autocast('cuda'):",
+    "try:",
+]
+#: The clause that may follow a header's block (a piece never starts inside such a body).
+_CLAUSES = {"if flag:": "else:", "for item in items:": "else:", "try:": "finally:"}
 _INDENTS = st.sampled_from([" ", "  ", "   ", "    ", "\t"])
 _SIMPLE = st.sampled_from(
     ["x = 1", "call(a, b)", "return value", "pass", "y = [\n1,\n  2]", 's = """a\n b\nc"""']
@@ -240,11 +257,16 @@ def _block(draw: st.DrawFn, indent: str, depth: int) -> list[str]:
             unit = draw(_INDENTS)
             if "\t" in indent + unit and " " in indent + unit:
                 unit = "\t" if "\t" in indent else "    "
-            if draw(st.booleans()):
+            header = draw(st.sampled_from(_HEADERS))
+            if header.startswith(("class", "def", "async def")) and draw(st.booleans()):
                 lines.append(f"{indent}@decorator")
-            header = draw(st.sampled_from(["class K:", "def f(self):", "async def g():"]))
             lines.append(indent + header)
             lines.extend(draw(_block(indent + unit, depth + 1)))
+            clause = _CLAUSES.get(header)
+            if clause is not None and (header == "try:" or draw(st.booleans())):
+                lines.extend(draw(_lines_between(indent)))
+                lines.append(indent + clause)
+                lines.extend(draw(_block(indent + unit, depth + 1)))
         else:
             statement = draw(_SIMPLE)
             lines.append(indent + statement.replace("\n", "\n" + indent))
