@@ -43,10 +43,10 @@ _NEWLINE = re.compile(r"\r\n|\n")
 
 @dataclass(frozen=True)
 class _Container:
-    """A class or function whose body a piece may start inside."""
+    """A statement whose body a piece may start inside."""
 
     line: int  # first line, decorators included
-    header: str  # the stand-in header: "class _:", "def _():" or "async def _():"
+    header: str  # its stand-in header ("class _:", "def _():", "if _:"...)
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,21 @@ class _Mismatch(Exception):
 
 
 def _lines(text: str) -> list[str]:
-    """The text's lines as CPython numbers them (``str.splitlines`` also breaks at
-    ``\v``, ``\x1c``, ``\u2028`` and others, which may sit in string literals)."""
+    """The text's lines as CPython numbers them: ``str.splitlines`` also breaks at vertical
+    tabs, file separators, U+2028 and more, which may sit in string literals."""
     lines = [line + "\n" for line in text.split("\n")]
     lines[-1] = lines[-1][:-1]
     if not lines[-1]:
         lines.pop()
     return lines
+
+
+def _line_starts(lines: list[str]) -> list[int]:
+    """The offset where each line starts (index 0 is line 1), and the text's length."""
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    return starts
 
 
 def _choose_cuts(
@@ -121,9 +129,7 @@ def _choose_cuts(
         return []
     candidates: list[_Cut] = []
     _collect_cuts(tree.body, (), lines, candidates)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(lines)
     chosen: list[_Cut] = []
     piece_start = 0
     pending: _Cut | None = None
@@ -209,9 +215,7 @@ def _indentation(line: str) -> str:
 def _assemble(text: str, lines: list[str], cuts: list[_Cut]) -> cst.Module | None:
     match = _NEWLINE.search(text)
     newline = match.group() if match else "\n"
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
+    starts = _line_starts(lines)
     boundaries = [0, *(starts[cut.line - 1] for cut in cuts), len(text)]
     blocks = [_OpenBlock(None)]
     first_module: cst.Module | None = None
