@@ -14,8 +14,8 @@ from pathlib import Path
 from amplint.cache import FindingsCache, content_hash
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
 from amplint.discovery import discover
+from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
-from amplint.source import SourceError, error_finding, read_bytes, write_atomic
 
 # The engine, the rules and libcst are imported on first use: a run answered entirely from
 # the cache never needs them (they are most of amplint's start-up time).
@@ -73,7 +73,7 @@ def selected_codes(
     ignore: Sequence[str] | None = None,
     extend_select: Sequence[str] | None = None,
 ) -> frozenset[str]:
-    from amplint.registry import default_codes, known_codes
+    from amplint.catalog import default_codes, known_codes
 
     return resolve_selection(
         settings,
@@ -93,7 +93,7 @@ def display_name(path: Path) -> str:
 
 
 def codes_for_file(settings: Settings, path: Path, codes: Collection[str]) -> frozenset[str]:
-    from amplint.registry import known_codes
+    from amplint.catalog import known_codes
 
     return frozenset(codes) - codes_ignored_for(settings, path, known_codes=known_codes())
 
@@ -106,7 +106,7 @@ def check_source(
     Without ``with_edits`` a fixable finding's fix carries its title and applicability but
     no edits: what `[*]` and the summary need, at a fraction of the cost on large files.
     """
-    from amplint.engine import lint_bytes
+    from amplint.engine.run import lint_bytes
 
     if with_edits:
         return lint_bytes(data, filename, codes).findings
@@ -292,7 +292,7 @@ def fix_paths(
     write: bool = True,
 ) -> RunResult:
     """Fix files in place (``write``) or collect unified diffs of the fixes instead."""
-    from amplint.engine import fix_bytes
+    from amplint.engine.run import fix_bytes
 
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))

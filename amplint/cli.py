@@ -228,7 +228,7 @@ def rules(fmt: str) -> None:
 
 
 def rules_table(*, markdown: bool = False) -> str:
-    from amplint.registry import all_rules
+    from amplint.engine.registry import all_rules
 
     header = ("code", "name", "fix", "default", "summary")
     rows = [
@@ -257,7 +257,7 @@ def rules_table(*, markdown: bool = False) -> str:
 @click.argument("code")
 def rule(code: str) -> None:
     """Print the documentation of rule CODE."""
-    from amplint.registry import rule_by_code
+    from amplint.engine.registry import rule_by_code
 
     found = rule_by_code(code)
     if found is None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from amplint.catalog import PARSE_ERROR_CODE
+
+__all__ = ["PARSE_ERROR_CODE"]  # re-exported: findings carry it; the catalog defines it
+
 Applicability = Literal["safe", "unsafe"]
 
 
@@ -51,10 +55,6 @@ class Finding:
 
     def sort_key(self) -> tuple[str, int, int, str]:
         return (self.filename, self.location.row, self.location.column, self.code)
-
-
-#: Code of the diagnostic given to a file that cannot be read, decoded or parsed.
-PARSE_ERROR_CODE = "AMP999"
 
 
 def finding_to_dict(finding: Finding) -> dict[str, object]:

@@ -262,15 +262,15 @@ def test_failed_write_leaves_the_original_intact(
 def test_file_changed_while_fixing_is_not_overwritten(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import amplint.engine
+    import amplint.engine.run
 
-    real_fix = amplint.engine.fix_bytes
+    real_fix = amplint.engine.run.fix_bytes
 
     def edit_meanwhile(data, filename, codes, *, unsafe=False):  # type: ignore[no-untyped-def]
         (project / "train.py").write_text(BUGGY + "# edited in the editor\n")
         return real_fix(data, filename, codes, unsafe=unsafe)
 
-    monkeypatch.setattr(amplint.engine, "fix_bytes", edit_meanwhile)
+    monkeypatch.setattr(amplint.engine.run, "fix_bytes", edit_meanwhile)
     code, out, _ = run(["fix", "train.py"], project, monkeypatch)
     assert code == 1 and "changed while it was being fixed" in out
     assert (project / "train.py").read_text().endswith("# edited in the editor\n")

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from amplint.api import check_source
-from amplint.engine import fix_bytes
-from amplint.registry import known_codes
+from amplint.catalog import known_codes
+from amplint.engine.run import fix_bytes
 
 CORPUS = Path(__file__).parent / "fixtures" / "corpus"
 CODES = known_codes()

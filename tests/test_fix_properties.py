@@ -9,8 +9,8 @@ import hypothesmith
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amplint.engine import fix_bytes, lint_bytes
-from amplint.registry import known_codes
+from amplint.catalog import known_codes
+from amplint.engine.run import fix_bytes, lint_bytes
 
 CODES = frozenset(known_codes())
 

@@ -19,12 +19,13 @@ from lsp_helpers import (
 from lsprotocol import types
 
 from amplint.api import check_source
-from amplint.engine import fix_bytes
+from amplint.catalog import default_codes
+from amplint.engine.registry import rule_by_code
+from amplint.engine.run import fix_bytes
 from amplint.findings import Edit, Position
 from amplint.lsp import actions, convert
 from amplint.lsp.document import uri_to_path
 from amplint.lsp.settings import ClientOptions
-from amplint.registry import default_codes, rule_by_code
 
 BUGGY = """\
 import torch

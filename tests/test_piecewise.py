@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from amplint import piecewise
-from amplint.engine import lint_bytes
-from amplint.piecewise import parse_piecewise
-from amplint.registry import known_codes
-from amplint.source import SourceError, parse
+from amplint.catalog import known_codes
+from amplint.engine import piecewise
+from amplint.engine.piecewise import parse_piecewise
+from amplint.engine.run import lint_bytes
+from amplint.engine.source import SourceError, parse
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 

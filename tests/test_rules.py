@@ -6,10 +6,10 @@ import ast
 
 import pytest
 
-from amplint.engine import fix_bytes, lint_bytes
-from amplint.prefilter import candidate_rules, identifiers, may_fire, may_fire_in_code
-from amplint.registry import all_rules
-from amplint.rules.base import Invalid, Rule
+from amplint.engine.contract import Invalid, Rule
+from amplint.engine.prefilter import candidate_rules, identifiers, may_fire, may_fire_in_code
+from amplint.engine.registry import all_rules
+from amplint.engine.run import fix_bytes, lint_bytes
 
 VALID = [
     pytest.param(rule, source, id=f"{rule.code}-valid-{i}")

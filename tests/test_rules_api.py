@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from amplint.engine import fix_bytes, lint_bytes
+from amplint.engine.run import fix_bytes, lint_bytes
 
 torch = pytest.importorskip("torch")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from amplint.engine import fix_bytes, lint_bytes
+from amplint.engine.run import fix_bytes, lint_bytes
 
 torch = pytest.importorskip("torch")
 

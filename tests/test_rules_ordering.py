@@ -15,7 +15,7 @@ import pytest
 
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.steps import Kind, iterations
-from amplint.engine import fix_bytes, lint_bytes
+from amplint.engine.run import fix_bytes, lint_bytes
 
 torch = pytest.importorskip("torch")
 

@@ -9,10 +9,10 @@ import pytest
 
 from amplint import api
 from amplint.analysis.api_names import DEPRECATED
+from amplint.catalog import known_codes
 from amplint.config import load_settings
-from amplint.engine import lint_bytes
+from amplint.engine.run import lint_bytes
 from amplint.findings import Finding, Position
-from amplint.registry import known_codes
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 
@@ -70,13 +70,13 @@ def test_warm_run_parses_nothing(
     selection = api.Selection()
     first = api.check_paths([tree], settings, selection, jobs=1)
 
-    import amplint.source
+    import amplint.engine.source
 
     def no_parsing(data: bytes) -> None:
         raise AssertionError("a warm run parsed a file")
 
-    monkeypatch.setattr(amplint.source, "parse", no_parsing)
-    monkeypatch.setattr("amplint.engine.parse", no_parsing)
+    monkeypatch.setattr(amplint.engine.source, "parse", no_parsing)
+    monkeypatch.setattr("amplint.engine.run.parse", no_parsing)
     second = api.check_paths([tree], settings, selection, jobs=1)
     assert _keys(first) == _keys(second)
 
@@ -171,8 +171,8 @@ def test_positions_from_line_numbers_match_libcst(path: Path) -> None:
     from libcst.metadata import MetadataWrapper, PositionProvider
 
     from amplint.analysis.scopes import ModuleIndex
-    from amplint.fixes import ModuleLayout
-    from amplint.source import parse
+    from amplint.engine.fixes import ModuleLayout
+    from amplint.engine.source import parse
 
     parsed = parse(path.read_bytes())
     index = ModuleIndex(parsed.module)

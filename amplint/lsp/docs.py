@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from amplint import __version__
+from amplint.engine.registry import rule_by_code
 from amplint.findings import Finding
 from amplint.output._common import rule_url
-from amplint.registry import rule_by_code
 
 
 def rule_markdown(code: str) -> str | None:

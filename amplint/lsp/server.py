@@ -28,7 +28,7 @@ from pygls.lsp.server import LanguageServer
 
 from amplint import __version__
 from amplint.api import tune_collector
-from amplint.engine import LintResult, lint_bytes
+from amplint.engine.run import LintResult, lint_bytes
 from amplint.findings import PARSE_ERROR_CODE, Finding
 from amplint.lsp.actions import KINDS, code_actions
 from amplint.lsp.convert import contains

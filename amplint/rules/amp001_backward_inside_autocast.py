@@ -6,58 +6,12 @@ import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in
 from amplint.analysis.values import AutocastRegion
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 
 class BackwardInsideAutocast(Rule):
     code = "AMP001"
-    name = "backward-inside-autocast"
-    summary = "backward pass runs inside an autocast region"
-    fixable = True
     tokens = (("autocast",), ("backward", "grad"))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `.backward()`, `torch.autograd.backward(...)`, `torch.autograd.grad(...)`, or a
-call to a function of the same module that runs one of them, inside an enabled
-`torch.autocast` region.
-""",
-        why_bad="""
-Autocast should wrap only the forward pass and the loss computation. The backward pass
-already runs each op in the dtype its forward op used; running it inside autocast
-re-enters the autocast dispatch for every gradient op, which PyTorch documents as not
-recommended: it can pick different dtypes than the forward pass did, wastes time on casts
-and makes numerics depend on where the `with` block happens to end.
-""",
-        example="""
-for x, y in loader:
-    optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-""",
-        use_instead="""
-for x, y in loader:
-    optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        fix_safety="""
-The fix moves the backward statement and every statement after it in the `with` block out
-of the block. It is safe when the backward is a statement of the `with` body itself. It is
-unsafe when the backward is nested in an `if`/`for` of the body (the whole nested statement
-moves, including forward code before the backward), or when the `with` enters other context
-managers too (the moved code leaves those as well).
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-        ),
-    )
 
     valid = (
         # The textbook loop.

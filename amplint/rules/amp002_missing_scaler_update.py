@@ -6,55 +6,14 @@ import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
 from amplint.analysis.scopes import dotted_name
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _SCALER_METHODS = ("step", "scale", "unscale_", "update")
 
 
 class MissingScalerUpdate(Rule):
     code = "AMP002"
-    name = "missing-scaler-update"
-    summary = "`scaler.step()` is never followed by `scaler.update()` in the training step"
-    fixable = True
     tokens = (("GradScaler", "ShardedGradScaler"), ("step",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a `GradScaler` whose `step(optimizer)` is called in a training iteration that
-never calls the same scaler's `update()`.
-""",
-        why_bad="""
-`update()` is what adapts the loss scale: it backs the scale off after an overflow and grows
-it after a run of finite steps. Without it the scale never changes, so a step that overflows
-once keeps overflowing and every following step is skipped. The per-optimizer state is not
-reset either, so the next iteration's `scaler.unscale_()` or `scaler.step()` raises a
-`RuntimeError` ("... since the last update()"), far from the line that is actually wrong.
-""",
-        example="""
-scaler = torch.amp.GradScaler("cuda")
-for x, y in loader:
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    optimizer.zero_grad()
-""",
-        use_instead="""
-scaler = torch.amp.GradScaler("cuda")
-for x, y in loader:
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-""",
-        fix_safety="""
-The fix inserts `scaler.update()` right after the last `scaler.step(...)` of the iteration,
-in the same block (so under the same gradient-accumulation condition), or after the loop
-that steps several optimizers. It is safe: `update()` is required once per optimizer step.
-""",
-        references=("https://pytorch.org/docs/stable/notes/amp_examples.html",),
-    )
 
     valid = (
         """

@@ -10,61 +10,14 @@ from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver,
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _SCALER = "scaler"
 
 
 class Fp16WithoutGradScaler(Rule):
     code = "AMP003"
-    name = "fp16-without-gradscaler"
-    summary = "float16 autocast in a training step without a GradScaler"
-    fixable = True
     tokens = (("autocast",), ("backward",), ("step",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for float16 autocast (an explicit `dtype=torch.float16`/`torch.half`, or CUDA
-autocast's default dtype) in a function or script that trains (runs a backward pass and an
-optimizer step) and uses no `GradScaler` at all.
-""",
-        why_bad="""
-float16 represents magnitudes only down to about 6e-8: small gradients flush to zero in the
-backward pass ("underflow"), so those parameters silently stop learning. `GradScaler`
-multiplies the loss before backward so gradients stay representable, unscales them before
-the optimizer step, and skips steps whose gradients overflowed. bfloat16 has float32's range
-and needs no scaler.
-""",
-        example="""
-for x, y in loader:
-    optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    loss.backward()
-    optimizer.step()
-""",
-        use_instead="""
-scaler = torch.amp.GradScaler("cuda")
-for x, y in loader:
-    optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        fix_safety="""
-The fix creates `scaler = torch.amp.GradScaler(<device>)` before the training loop (passing
-the autocast's `enabled=` when it is a plain name), scales the loss before `backward()`,
-routes `optimizer.step()` through `scaler.step(optimizer)` and adds `scaler.update()`, as in
-PyTorch's AMP recipe. It is only offered when the loop is plain: no gradient clipping or
-other reads of `.grad` (those would need `scaler.unscale_` first), no backward in a helper.
-Switching to `dtype=torch.bfloat16` where the hardware supports it is an alternative.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-        ),
-    )
 
     valid = (
         # bfloat16 needs no scaler.

@@ -13,50 +13,12 @@ from amplint.analysis.steps import (
     iterations,
     usable_at,
 )
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 
 class OptimizerStepBypassesScaler(Rule):
     code = "AMP004"
-    name = "optimizer-step-bypasses-scaler"
-    summary = "`optimizer.step()` runs on gradients produced by a scaled backward"
-    fixable = True
     tokens = (("~scaler",), ("scale",), ("backward",), ("step",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `optimizer.step()` called directly after `scaler.scale(loss).backward()` in the
-same training iteration, for an optimizer whose gradients that backward produced: one the
-scaler steps elsewhere, or any optimizer in an iteration where the scaler steps none.
-""",
-        why_bad="""
-A scaled backward leaves every gradient multiplied by the loss scale (65536 at the start).
-`optimizer.step()` applies them as they are: the update is thousands of times too large
-(Adam hides the factor, but its epsilon no longer matches, and weight decay is dwarfed), and
-the steps whose gradients overflowed to inf/NaN are applied instead of skipped, which
-corrupts the weights with NaN. `scaler.step(optimizer)` unscales first and skips those steps.
-""",
-        example="""
-scaler.scale(loss).backward()
-optimizer.step()
-scaler.update()
-""",
-        use_instead="""
-scaler.scale(loss).backward()
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-The fix rewrites the call to `scaler.step(optimizer)` and, when the scaler is not updated
-anywhere, inserts `scaler.update()` after it (without it the next `scaler.step` raises).
-It is safe: this is PyTorch's recipe. No fix is offered when the step sits in a helper
-other code may call, when several scalers scaled the gradients, or when the same
-optimizer is already stepped through the scaler in that iteration (the fix would step twice).
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-        ),
-    )
 
     valid = (
         # torchvision reference: plain step only where there is no scaler.

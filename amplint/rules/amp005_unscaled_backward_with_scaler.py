@@ -15,53 +15,12 @@ from amplint.analysis.steps import (
     usable_at,
 )
 from amplint.analysis.symbols import Symbol
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 
 class UnscaledBackwardWithScaler(Rule):
     code = "AMP005"
-    name = "unscaled-backward-with-scaler"
-    summary = "`loss.backward()` is not scaled but the step goes through `scaler.step()`"
-    fixable = True
     tokens = (("~scaler",), ("backward",), ("step",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a plain `loss.backward()` (or `torch.autograd.backward(loss)`) whose gradients
-are then stepped with `scaler.step(optimizer)` in the same training iteration.
-""",
-        why_bad="""
-`scaler.step()` unscales: it divides every gradient by the current loss scale (65536 at
-the start) before the optimizer sees it. Gradients that were never multiplied by the scale
-come out tens of thousands of times too small, so plain SGD barely moves and Adam's
-epsilon swamps them: training silently stalls. And the small float16 gradients the scaler
-exists to protect still underflow to zero. (When no loss at all is scaled, torch refuses
-the step with an `AssertionError` instead.)
-""",
-        example="""
-with torch.autocast("cuda"):
-    loss = loss_fn(model(x), y)
-loss.backward()
-scaler.step(optimizer)
-scaler.update()
-""",
-        use_instead="""
-with torch.autocast("cuda"):
-    loss = loss_fn(model(x), y)
-scaler.scale(loss).backward()
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-The fix wraps the loss: `loss.backward(...)` becomes `scaler.scale(loss).backward(...)`,
-keeping the backward's arguments. It is safe. No fix is offered when the backward sits in
-a helper other code may call, or when gradients are clipped before the step without
-`scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients).
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-        ),
-    )
 
     valid = (
         """

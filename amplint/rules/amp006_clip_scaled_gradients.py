@@ -15,54 +15,12 @@ from amplint.analysis.steps import (
     together,
     usable_at,
 )
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 
 class ClipScaledGradients(Rule):
     code = "AMP006"
-    name = "clip-scaled-gradients"
-    summary = "gradients are clipped while still multiplied by the loss scale"
-    fixable = True
     tokens = (("~scaler",), ("scale",), ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `clip_grad_norm_` / `clip_grad_value_` (under any import alias, and FSDP's
-`model.clip_grad_norm_`) called after `scaler.scale(loss).backward()` and before
-`scaler.step(optimizer)`, with no `scaler.unscale_(optimizer)` before the clip.
-""",
-        why_bad="""
-After a scaled backward every gradient is multiplied by the loss scale (65536 at the
-start). The clip compares that inflated norm with `max_norm`, so it always fires and
-shrinks the gradients to `max_norm`; `scaler.step()` then divides by the scale again, and
-the step the optimizer takes is about `max_norm / scale`: training silently crawls, and the
-effective clipping threshold drifts with every scale change. `clip_grad_value_` likewise
-clamps the scaled values, leaving almost nothing after unscaling.
-""",
-        example="""
-scaler.scale(loss).backward()
-torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
-scaler.step(optimizer)
-scaler.update()
-""",
-        use_instead="""
-scaler.scale(loss).backward()
-scaler.unscale_(optimizer)
-torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-The fix inserts `scaler.unscale_(optimizer)` right before the clip, naming the optimizer
-that the following `scaler.step(...)` steps. It is safe: `scaler.step()` does not unscale
-again, and skipping steps on inf/NaN gradients still works. No fix is offered when the
-optimizer is ambiguous (several are stepped), when the clip runs more often than the step
-(it would unscale twice), or when the clip sits in a helper that other code calls too.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
-        ),
-    )
 
     valid = (
         # PyTorch's recipe.

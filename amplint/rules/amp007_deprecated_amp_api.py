@@ -20,7 +20,7 @@ from amplint.analysis.api_names import (
 )
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import BindingKind, dotted_name
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _DEPRECATED_FUNCTIONS = tuple(
     sorted(
@@ -61,9 +61,6 @@ class _Unit:
 
 class DeprecatedAmpApi(Rule):
     code = "AMP007"
-    name = "deprecated-amp-api"
-    summary = "deprecated `torch.cuda.amp` / `torch.cpu.amp` API"
-    fixable = True
     # A deprecated function (``get_autocast_gpu_dtype``...) by name, or ``amp`` together with
     # ``cuda`` or ``cpu``: no import or attribute reaches ``torch.cuda.amp`` or
     # ``torch.cpu.amp`` without naming the device module.
@@ -71,59 +68,6 @@ class DeprecatedAmpApi(Rule):
         ("amp", *_DEPRECATED_FUNCTIONS),
         ("cuda", "cpu", *_DEPRECATED_FUNCTIONS),
         ("torch",),
-    )
-    docs = RuleDocs(
-        what_it_does="""
-Checks for the device-specific AMP APIs that PyTorch deprecated in favour of `torch.amp`:
-`torch.cuda.amp.autocast`, `torch.cuda.amp.GradScaler`, `torch.cuda.amp.custom_fwd`,
-`torch.cuda.amp.custom_bwd`, `torch.cpu.amp.autocast`, `torch.cpu.amp.GradScaler`, and the
-functions `torch.get_autocast_gpu_dtype()`, `torch.set_autocast_gpu_dtype()`,
-`torch.is_autocast_cpu_enabled()`, `torch.set_autocast_cpu_enabled()`,
-`torch.get_autocast_cpu_dtype()`, `torch.set_autocast_cpu_dtype()` and their `xla`/`ipu`
-variants, under any import alias. Uses inside a version check (`if torch_version < ...:`,
-`hasattr(torch, "amp")`) or a `try: ... except ImportError:` compatibility block are not
-reported.
-""",
-        why_bad="""
-Each of these emits a `FutureWarning` on every construction (once per training step for an
-autocast region) and is slated for removal. The replacements take the device type
-explicitly, which also makes the code portable to other devices. The legacy classes do not
-share the new ones' signatures: `torch.cuda.amp.autocast(enabled, dtype, cache_enabled)`
-versus `torch.amp.autocast(device_type, dtype, enabled, cache_enabled)`, and
-`torch.cuda.amp.GradScaler(init_scale, ...)` versus `torch.amp.GradScaler(device,
-init_scale, ...)`, so replacing the name alone silently passes the arguments to the wrong
-parameters.
-""",
-        example="""
-from torch.cuda.amp import GradScaler, autocast
-
-scaler = GradScaler(2.0**14)
-with autocast(args.amp):
-    loss = model(x)
-""",
-        use_instead="""
-from torch.amp import GradScaler, autocast
-
-scaler = GradScaler("cuda", init_scale=2.0**14)
-with autocast("cuda", enabled=args.amp):
-    loss = model(x)
-""",
-        fix_safety="""
-The fix rewrites every deprecated use in the file at once: attribute spellings become
-`torch.amp.*`, `from torch.cuda.amp import ...` becomes `from torch.amp import ...` (aliases
-kept), calls get the device type as first argument with the legacy positional arguments
-passed as keywords, bare `@custom_fwd`/`@custom_bwd` decorators get `device_type=`, and
-`isinstance` checks and annotations follow. It is offered only when every use of an import
-can be rewritten (a legacy name passed around as a value, or a `torch.cuda.amp` module alias
-used for other members, blocks it). Rewriting the base of a `GradScaler` subclass is unsafe:
-callers outside the file that pass `init_scale` positionally would pass it as the device.
-Subclasses of the legacy `autocast` are reported without a fix.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html",
-            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-        ),
     )
 
     valid = (

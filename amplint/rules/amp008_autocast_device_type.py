@@ -11,7 +11,7 @@ from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import BindingKind
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, SymbolValue
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _DEVICE_TYPE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*):")
 #: receivers whose ``.device`` is usually a configured string, not a torch.device.
@@ -24,51 +24,7 @@ _DEVICE_CALL = ("torch.device",)
 
 class AutocastDeviceType(Rule):
     code = "AMP008"
-    name = "autocast-device-type"
-    summary = "`torch.autocast` without a device type, or with a device instead of its type"
-    fixable = True
     tokens = (("autocast",), ("torch",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks `torch.autocast(...)` and `torch.amp.autocast(...)` (also through
-`functools.partial`) for a missing device type, a `torch.device` object (`torch.device("cuda")`,
-a tensor's `x.device`, a variable assigned from `torch.device(...)`), or a device string with
-an index (`"cuda:0"`, `f"cuda:{rank}"`, or a variable holding one) where the device *type*
-(`"cuda"`) is expected. The legacy `torch.cuda.amp.autocast()` takes no device type and is
-not checked here. Variables of unknown origin, `device.type` and `str(device).split(":")[0]`
-are accepted.
-""",
-        why_bad="""
-`device_type` is a required string. Without it autocast raises `TypeError`; a `torch.device`
-raises `ValueError: Expected device_type of type str`, so the training script crashes on the
-first step. A string with an index is rejected by older PyTorch releases
-(`unsupported autocast device_type 'cuda:0'`) and, where it is accepted, bypasses the checks
-autocast makes for the `"cuda"` type (CUDA availability, bfloat16 support): the region
-behaves differently from the one the code means.
-""",
-        example="""
-device = torch.device(f"cuda:{local_rank}")
-with torch.autocast(device_type=f"cuda:{local_rank}", dtype=torch.bfloat16):
-    loss = model(x.to(device))
-""",
-        use_instead="""
-device = torch.device(f"cuda:{local_rank}")
-with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-    loss = model(x.to(device))
-""",
-        fix_safety="""
-Replacing a device string or a `torch.device(...)` call with its type is safe: the original
-call cannot work as intended. Appending `.type` to a tensor's `.device` or to a variable
-assigned from `torch.device(...)` is unsafe: the analysis cannot prove the value is a
-`torch.device` everywhere the line runs. A missing device type is filled in (unsafe) only
-when every other autocast of the module names the same device type; otherwise no fix is
-offered.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
-            "https://pytorch.org/docs/stable/tensor_attributes.html#torch.device",
-        ),
-    )
 
     valid = (
         """

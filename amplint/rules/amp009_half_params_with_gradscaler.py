@@ -11,7 +11,7 @@ from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.symbols import DTYPE_NAMES, Symbol
 from amplint.analysis.values import SymbolValue
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _OPTIMIZER_FACTORY = re.compile(
     r"optim|adam|sgd|rmsprop|adagrad|adadelta|lamb|lars|lion|adafactor|sophia|muon",
@@ -27,57 +27,9 @@ _SETUP = re.compile(
 
 class HalfParamsWithGradScaler(Rule):
     code = "AMP009"
-    name = "half-params-with-gradscaler"
-    summary = "a model trained with a GradScaler is cast to float16 parameters"
-    fixable = True
     tokens = (
         ("~scaler",),
         ("half", "float16"),
-    )
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `model.half()`, `model.to(torch.float16)` and `model.to(device, dtype=torch.half)`
-on a model whose parameters an optimizer of the module trains, where a GradScaler that is
-on whenever the cast runs scales the losses: one built, used or passed on by the same
-function (the same class, for methods), unconditionally or under the same flag as the cast
-(`if args.fp16: model.half()` with `GradScaler(enabled=args.fp16)`). Casts that are not
-half-precision training are left alone: `.half().float()` round trips, `.half().eval()`
-copies, casts under `torch.no_grad()`, casts after training (for an export or checkpoint),
-EMA/teacher copies no optimizer owns, `x.half()` on input tensors, pure float16 training in
-a function without a scaler, and casts under a flag other than the scaler's (or in the
-branch where no scaler is built), where the analysis cannot tell both are on together.
-""",
-        why_bad="""
-Mixed precision keeps float32 parameters and lets autocast run selected ops in float16;
-`GradScaler` relies on that. With float16 parameters the gradients are float16 too, and
-`scaler.step()` (through `unscale_`) raises `ValueError: Attempting to unscale FP16
-gradients.` Worse, fused optimizers (`torch.optim.Adam(..., fused=True)`, `AdamW`, `SGD`)
-take the scale into their own kernel and skip that check: training runs, but the weights
-themselves are float16, so every update smaller than half a float16 step of the weight
-(about 1e-3 relative) rounds away, and training stalls or diverges with no error at all.
-""",
-        example="""
-model = Net().cuda().half()
-optimizer = torch.optim.AdamW(model.parameters(), fused=True)
-scaler = torch.amp.GradScaler("cuda")
-""",
-        use_instead="""
-model = Net().cuda()
-optimizer = torch.optim.AdamW(model.parameters(), fused=True)
-scaler = torch.amp.GradScaler("cuda")
-# ... and run the forward pass under torch.autocast("cuda", dtype=torch.float16)
-""",
-        fix_safety="""
-The fix drops the cast (the whole statement when it only casts, else the `.half()` call or
-the `dtype` argument of `.to(...)`). It is unsafe: the parameters stay float32, which uses
-more memory, and code that relied on float16 parameters outside autocast (inputs cast with
-`.half()`, custom kernels) needs autocast around the forward pass to keep its speed.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-            "https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html",
-        ),
     )
 
     valid = (

@@ -18,7 +18,7 @@ from amplint.analysis.lifecycle import (
 )
 from amplint.analysis.model import ModuleModel, walk_body
 from amplint.analysis.steps import accumulation_like, normalise
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 #: Names whose rebinding in an outer loop means each iteration is a training run of its own.
 _RUN_STATE = re.compile(r"optim|(^|_)opt(s|\d*)($|_)|model|net|scaler", re.IGNORECASE)
@@ -28,64 +28,7 @@ _PER_STEP_METHODS = ("train_step", "training_step")
 
 class GradScalerRecreatedPerStep(Rule):
     code = "AMP010"
-    name = "gradscaler-recreated-per-step"
-    summary = "a GradScaler is constructed anew in every training iteration"
-    fixable = True
     tokens = (("GradScaler", "ShardedGradScaler"),)
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a `GradScaler(...)` constructed inside a training loop (a loop whose iterations
-run a backward pass or an optimizer step), or inside a function that runs once per
-iteration: a `train_step`/`training_step` method, or a function of the same module called
-from inside the training loop. A scaler built lazily (`if self.scaler is None:`,
-`self.scaler = self.scaler or GradScaler()`), under another test (`if step == 0:`), in an
-`except` handler, or literally disabled is not reported; nor is one built once per run or
-per epoch, outside the batch loop.
-""",
-        why_bad="""
-A GradScaler is a piece of state that must live across iterations: its loss scale starts at
-`init_scale` (65536) and only `update()` adapts it, halving it after an overflow and growing
-it after 2000 finite steps. A new scaler every iteration forgets all of that. When the
-gradients overflow at 65536 (common for large models), every step overflows, `scaler.step`
-skips every optimizer step, and training silently makes no progress while the loss curve
-looks flat; when they do not, the scale can never grow to protect small gradients from
-underflow. Each construction also allocates new device tensors for the scale.
-""",
-        example="""
-for x, y in loader:
-    scaler = torch.amp.GradScaler("cuda")
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-""",
-        use_instead="""
-scaler = torch.amp.GradScaler("cuda")
-for x, y in loader:
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad()
-""",
-        fix_safety="""
-The fix moves the `scaler = GradScaler(...)` statement above the training loop, and above
-the loops around it (epochs) unless one of them builds a model or an optimizer anew (a
-loop over training runs keeps one scaler per run). It is offered only when the statement
-sits directly in the loop bodies (not under an `if`, `with` or `try`) and its arguments
-read nothing the loops assign (the loop variables included), so the hoisted constructor
-builds the same scaler once; it is safe. A scaler created in a per-iteration function is
-reported without a fix: create it where the trainer is set up (`__init__`, before the
-loop) and pass it in.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#typical-mixed-precision-training",
-        ),
-    )
 
     valid = (
         # The recipe: created once, before the loop.

@@ -14,56 +14,12 @@ from amplint.analysis.steps import (
     statement_call,
     together,
 )
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 
 class UnscaleTwice(Rule):
     code = "AMP011"
-    name = "unscale-twice"
-    summary = "`scaler.unscale_(optimizer)` called twice before `update()`, or after `step()`"
-    fixable = True
     tokens = (("unscale_",),)
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `scaler.unscale_(optimizer)` called a second time for the same optimizer before
-`scaler.update()`, called after `scaler.step(optimizer)` in the same iteration, or called in
-a loop (over micro-batches) inside the iteration that updates the scaler only once.
-""",
-        why_bad="""
-`unscale_` may run once per optimizer between two `update()` calls: the second call raises
-`RuntimeError: unscale_() has already been called on this optimizer since the last
-update()`, and after `step()` it raises `unscale_() is being called after step()`. Such a
-call often hides under a flag (`if args.clip_grad:`) and crashes only in the configuration
-nobody tested.
-""",
-        example="""
-scaler.scale(loss).backward()
-scaler.unscale_(optimizer)
-torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-scaler.unscale_(optimizer)
-scaler.step(optimizer)
-scaler.update()
-""",
-        use_instead="""
-scaler.scale(loss).backward()
-scaler.unscale_(optimizer)
-torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-The fix removes the extra call: the second one, when it only runs where the first one ran
-(so every later read, the clip included, already sees unscaled gradients), or the one
-after `step()` (the step already unscaled them). It is safe: `scaler.step()` unscales
-gradients not yet unscaled. No fix is offered when the first call is the conditional one
-(removing either would change what a read in between sees), when the call sits in a helper
-other code may call, or when it is the only statement of its block.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
-        ),
-    )
 
     valid = (
         """

@@ -9,67 +9,14 @@ import libcst as cst
 from amplint.analysis.lifecycle import scaler_like
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
 from amplint.analysis.values import AutocastRegion, SchedulerInstance
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _SCHEDULER = re.compile(r"sched", re.IGNORECASE)
 
 
 class OptimizerStepInsideAutocast(Rule):
     code = "AMP012"
-    name = "optimizer-step-inside-autocast"
-    summary = "optimizer step, scaler update or zero_grad inside an autocast region"
-    fixable = True
     tokens = (("autocast",), ("step", "update", "zero_grad"))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `optimizer.step()`, `scaler.step(optimizer)`, `scaler.update()` and
-`optimizer.zero_grad()` called while an enabled autocast region is active.
-
-A step that follows a backward pass in the same `with` block is left to
-`backward-inside-autocast` (AMP001), whose fix moves the backward and everything after it.
-""",
-        why_bad="""
-Autocast should wrap only the forward pass and the loss computation. Everything the
-optimizer does under it runs through autocast's dispatch: optimizers that multiply
-matrices (Shampoo, Muon, K-FAC style preconditioners, LBFGS) silently compute their updates
-in float16 or bfloat16, which loses precision in exactly the place mixed precision keeps
-float32 master weights for, and the update then depends on where the `with` block happens
-to end. `zero_grad()` and `scaler.update()` gain nothing from autocast; inside the block
-they make the region look like it covers the whole iteration, which is how backward passes
-end up inside it too.
-""",
-        example="""
-for x, y in loader:
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        accelerator_backward(loss)
-        optimizer.step()
-""",
-        use_instead="""
-for x, y in loader:
-    optimizer.zero_grad()
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = loss_fn(model(x), y)
-        accelerator_backward(loss)
-    optimizer.step()
-""",
-        fix_safety="""
-Statements at the start of the `with` body that only zero gradients or step are moved
-before the `with`; the first step statement after the forward code is moved after the
-`with`, together with every statement that follows it in the block (as AMP001 does for a
-backward pass); a block that only steps is unwrapped. The fix is safe when every moved
-statement is a plain call of `step`, `update`, `zero_grad` or a scheduler's `step`. It is
-unsafe when other code moves with them (it then runs without autocast), when the step is
-nested in an `if`/`for` of the block, or when the `with` enters other context managers too
-(the moved code leaves those as well). No fix is offered for a step between forward
-statements.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.autocast",
-            "https://pytorch.org/docs/stable/notes/amp_examples.html",
-        ),
-    )
 
     valid = (
         # The recipe.

@@ -15,7 +15,7 @@ from amplint.analysis.lifecycle import (
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 #: Checkpoint keys that hold AMP state under another name.
 _SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
@@ -25,59 +25,7 @@ _CHECKPOINT_CALL = re.compile(r"save|checkpoint|ckpt|state|load|restore|resume|r
 
 class ScalerStateNotCheckpointed(Rule):
     code = "AMP013"
-    name = "scaler-state-not-checkpointed"
-    summary = "a checkpoint saves the optimizer's state but not the GradScaler's"
-    fixable = True
     tokens = (("state_dict", "load_state_dict"), ("~scaler",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a training checkpoint (`torch.save({...})` of a dict literal, or of a name bound
-to one) that holds the optimizer's `state_dict()` but not the GradScaler's, in a module
-that trains with a GradScaler; and for `optimizer.load_state_dict(checkpoint[...])` in such
-a module with no `scaler.load_state_dict(...)` anywhere.
-
-Weights-only checkpoints, dicts that gain the scaler's state later
-(`checkpoint["scaler"] = scaler.state_dict()`), and modules that hand the scaler to a
-checkpointing helper are not reported.
-""",
-        why_bad="""
-The loss scale is training state like the optimizer's moments: GradScaler has spent the
-run adapting it to the model's gradients. A run resumed without it starts again at
-`init_scale` (65536) with a fresh growth tracker, so it skips optimizer steps until the
-scale backs off to where it was, and a checkpoint taken mid-run does not reproduce the run
-that wrote it. PyTorch's AMP recipe saves and loads `scaler.state_dict()` next to the
-model's and the optimizer's.
-""",
-        example="""
-torch.save(
-    {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
-    path,
-)
-""",
-        use_instead="""
-torch.save(
-    {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-    },
-    path,
-)
-# when resuming:
-scaler.load_state_dict(checkpoint["scaler"])
-""",
-        fix_safety="""
-The fix adds `"scaler": scaler.state_dict()` to the checkpoint's dict literal. It is offered
-only when one GradScaler is in scope at the save under an unambiguous name and it is never
-`None`; it is safe (a disabled scaler saves an empty dict). Restoring needs a matching
-`scaler.load_state_dict(...)` where the checkpoint is loaded, which the load-side finding
-points at; it has no automatic fix, since old checkpoints lack the key.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#saving-resuming",
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.state_dict",
-        ),
-    )
 
     valid = (
         # The recipe.

@@ -17,69 +17,14 @@ from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
 from amplint.analysis.symbols import AUTOCAST_SYMBOLS, Symbol
 from amplint.analysis.values import AutocastRegion, SymbolValue
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
 
 
 class GradScalerWithBfloat16(Rule):
     code = "AMP014"
-    name = "gradscaler-with-bfloat16"
-    summary = "a GradScaler is enabled where every autocast region is bfloat16"
-    fixable = True
     tokens = (("GradScaler", "ShardedGradScaler"), ("autocast",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a GradScaler that is enabled (literally, or by default) in a module where every
-enabled autocast region that trains runs in bfloat16 (explicitly, through a variable or a
-`functools.partial`, or as CPU autocast's default). A scaler disabled by the dtype
-(`enabled=(dtype == torch.float16)`, `enabled=args.fp16`) or built only under a precision
-test (`if args.precision == "fp16":`) is the intended idiom and is not reported; nor is any
-module with a float16 region, a region whose dtype cannot be known, or an autocast outside
-`with` statements (a decorator, `enter_context(...)`, autocast handed to other code).
-""",
-        why_bad="""
-Loss scaling exists because float16 cannot represent small gradients. bfloat16 has
-float32's exponent range, so its gradients do not underflow and the scaler protects
-nothing. It still costs: every `scaler.step()` reads the inf check back to the host (one
-device synchronisation per step, unless the optimizer is fused), `unscale_` makes an extra
-pass over every gradient, and a stray inf silently skips a step instead of surfacing. It
-also suggests float16 settings that the code does not use.
-""",
-        example="""
-amp_dtype = torch.bfloat16
-scaler = torch.amp.GradScaler("cuda")
-for x, y in loader:
-    with torch.autocast("cuda", dtype=amp_dtype):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        use_instead="""
-amp_dtype = torch.bfloat16
-scaler = torch.amp.GradScaler("cuda", enabled=(amp_dtype == torch.float16))
-for x, y in loader:
-    with torch.autocast("cuda", dtype=amp_dtype):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        fix_safety="""
-When every training region takes its dtype from the same variable, assigned before the
-scaler in the same block, the fix passes `enabled=(<variable> == torch.float16)`: the
-scaler stays ready for a switch to float16 and does nothing for bfloat16 (its `scale`
-returns the loss unchanged, `step` calls `optimizer.step()`). This is safe. Otherwise the
-fix passes `enabled=False`, which is unsafe: a later switch to float16 would train without
-loss scaling. A disabled scaler saves an empty `state_dict()`, so a checkpoint written
-with the scaler enabled still loads.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
-        ),
-    )
 
     valid = (
         # float16: the scaler is needed.

@@ -15,57 +15,14 @@ from amplint.analysis.steps import (
     iterations,
     statement_call,
 )
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _MOVABLE = (Kind.UNSCALE, Kind.CLIP, Kind.SCALER_STEP, Kind.UPDATE)
 
 
 class AccumulationScaleMismatch(Rule):
     code = "AMP016"
-    name = "accumulation-scale-mismatch"
-    summary = "scaler `step`/`update`/`unscale_` every micro-batch while `zero_grad` runs every k"
-    fixable = True
     tokens = (("~scaler",), ("zero_grad",), ("step", "update", "unscale_"))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for gradient accumulation in which `optimizer.zero_grad()` runs only at the
-accumulation boundary (`if (i + 1) % accum == 0:`), but `scaler.unscale_`, `scaler.step`
-or `scaler.update` run on every micro-batch.
-""",
-        why_bad="""
-Gradients accumulate across micro-batches, so the scaler's calls belong to the boundary
-too. `unscale_` every micro-batch divides the already-unscaled part of the accumulated
-gradients again, `step` applies a partial sum k times, and `update` changes the loss scale
-between micro-batches, so the accumulated gradients mix several scales (after a backoff
-the sum is wrong by the scale factor; the next `unscale_` raises once per update cycle).
-The model trains on silently wrong gradients.
-""",
-        example="""
-for i, (x, y) in enumerate(loader):
-    scaler.scale(loss / accum).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    if (i + 1) % accum == 0:
-        optimizer.zero_grad()
-""",
-        use_instead="""
-for i, (x, y) in enumerate(loader):
-    scaler.scale(loss / accum).backward()
-    if (i + 1) % accum == 0:
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad()
-""",
-        fix_safety="""
-The fix moves the scaler's calls (and a clip between them) into the accumulation block,
-before `zero_grad()`, when they stand right before that block. It is unsafe: the optimizer
-then steps k times less often, which changes the training schedule (learning-rate
-schedulers and step counters keyed to optimizer steps).
-""",
-        references=(
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-accumulation",
-        ),
-    )
 
     valid = (
         """

@@ -17,7 +17,7 @@ from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, ScalerInstance
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 #: devices whose autocast accepts only float16 and bfloat16 and disables itself otherwise
 #: (CUDA takes any dtype; custom backends declare their own list).
@@ -32,57 +32,7 @@ _FULL_PRECISION = {
 
 class AmpSilentlyDisabled(Rule):
     code = "AMP017"
-    name = "amp-silently-disabled"
-    summary = "autocast or GradScaler that PyTorch disables with only a warning"
-    fixable = True
     tokens = (("autocast",), ("torch",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for AMP objects that PyTorch turns off at construction, with a warning, so that the
-program runs but without mixed precision:
-
-- an autocast region on `"cpu"` (also `"mps"`, `"xpu"`) with a dtype other than `float16`
-  or `bfloat16`, e.g. `torch.autocast("cpu", dtype=torch.float32)`;
-- a `torch.amp.GradScaler()` (whose device defaults to `"cuda"`) or a
-  `torch.cuda.amp.GradScaler()` in a file whose autocast is CPU-only float16 and that never
-  mentions CUDA: on a machine without CUDA the scaler disables itself.
-""",
-        why_bad="""
-The only trace is a warning at start-up (`Disabling autocast`, `GradScaler is enabled, but
-CUDA is not available. Disabling.`). Training then runs in full precision (no speed-up), or
-worse, float16 autocast runs with a disabled scaler: `scaler.scale(loss)` returns the loss
-unscaled, small gradients underflow to zero and the model silently stops learning.
-""",
-        example="""
-scaler = torch.amp.GradScaler()
-for x, y in loader:
-    with torch.autocast("cpu", dtype=torch.float16):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        use_instead="""
-scaler = torch.amp.GradScaler("cpu")
-for x, y in loader:
-    with torch.autocast("cpu", dtype=torch.float16):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-""",
-        fix_safety="""
-The fix names the scaler's device, `"cpu"` (the legacy `torch.cuda.amp.GradScaler(...)`
-becomes `torch.amp.GradScaler("cpu", ...)` with its arguments passed by keyword). It is safe:
-the file's autocast runs on the CPU, so the scaler is meant to scale CPU gradients. No fix
-is offered for an unsupported autocast dtype: whether full precision (drop autocast) or
-`bfloat16` was meant is the author's call.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#cpu-op-specific-behavior",
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
-        ),
-    )
 
     valid = (
         """

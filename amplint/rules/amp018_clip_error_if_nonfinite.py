@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.steps import Kind, clip_kind, iterations
-from amplint.rules.base import FixPlan, Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _SCALER_KINDS = (Kind.SCALED_BACKWARD, Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE)
 #: clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
@@ -14,44 +14,7 @@ _POSITION = 3
 
 class ClipErrorIfNonfinite(Rule):
     code = "AMP018"
-    name = "clip-error-if-nonfinite"
-    summary = "`clip_grad_norm_(..., error_if_nonfinite=True)` in a loop with a GradScaler"
-    fixable = True
     tokens = (("~scaler",), ("clip_grad_norm_",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `torch.nn.utils.clip_grad_norm_(..., error_if_nonfinite=True)` in a training
-iteration that uses a `GradScaler`.
-""",
-        why_bad="""
-With float16 loss scaling, inf/NaN gradients are routine: the scaler starts at a scale of
-65536 and finds the largest safe one by overflowing now and then, skipping those steps.
-`error_if_nonfinite=True` turns each such expected overflow into a `RuntimeError`, so a
-healthy run crashes early in training or hours later at the next scale growth.
-""",
-        example="""
-scaler.scale(loss).backward()
-scaler.unscale_(optimizer)
-torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=True)
-scaler.step(optimizer)
-scaler.update()
-""",
-        use_instead="""
-scaler.scale(loss).backward()
-scaler.unscale_(optimizer)
-torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-The fix removes the argument. It is safe: `scaler.step()` already skips the optimizer step
-when the gradients are not finite, which is the protection the flag was meant to give.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/generated/torch.nn.utils.clip_grad_norm_.html",
-            "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
-        ),
-    )
 
     valid = (
         """

@@ -7,56 +7,14 @@ import libcst as cst
 from amplint.analysis.model import ModuleModel, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.steps import scaler_state
-from amplint.rules.base import Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _LBFGS = frozenset({"torch.optim.LBFGS", "torch.optim.lbfgs.LBFGS"})
 
 
 class ClosureWithGradScaler(Rule):
     code = "AMP019"
-    name = "closure-with-gradscaler"
-    summary = "`scaler.step()` with a closure, or an LBFGS optimizer, which GradScaler cannot drive"
     tokens = (("GradScaler", "ShardedGradScaler"), ("step",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `scaler.step(optimizer, closure)` / `scaler.step(optimizer, closure=...)`, and
-for an `LBFGS` optimizer stepped through a GradScaler.
-""",
-        why_bad="""
-GradScaler does not support closures. `scaler.step(opt, closure=...)` raises
-`RuntimeError: Closure use is not currently supported if GradScaler is enabled`. A
-positional closure is passed on to `optimizer.step`, which re-evaluates the loss and
-re-runs backward after `unscale_`: those gradients are never unscaled or checked for
-inf/NaN, so the optimizer steps on scaled gradients. LBFGS needs its closure on every step.
-""",
-        example="""
-def closure():
-    optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = loss_fn(model(x), y)
-    scaler.scale(loss).backward()
-    return loss
-
-scaler.step(optimizer, closure)
-scaler.update()
-""",
-        use_instead="""
-optimizer.zero_grad()
-with torch.autocast("cuda"):
-    loss = loss_fn(model(x), y)
-scaler.scale(loss).backward()
-scaler.step(optimizer)
-scaler.update()
-""",
-        fix_safety="""
-No fix: restructuring a closure-based optimizer loop (or choosing another optimizer, or
-training LBFGS in bfloat16/float32 without a scaler) is a decision for the author.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.step",
-            "https://pytorch.org/docs/stable/optim.html#optimizer-step-closure",
-        ),
-    )
 
     valid = (
         """

@@ -7,7 +7,7 @@ import libcst as cst
 from amplint.analysis.api_names import argument, names_of
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import BindingKind
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _BCE_FUNCTIONS = {
     "torch.nn.functional.binary_cross_entropy",
@@ -19,48 +19,7 @@ _MAX_HELPER_DEPTH = 3
 
 class BannedOpUnderAutocast(Rule):
     code = "AMP020"
-    name = "banned-op-under-autocast"
-    summary = "`binary_cross_entropy` / `BCELoss` inside CUDA autocast"
-    fixable = True
     tokens = (("binary_cross_entropy", "BCELoss"), ("autocast",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `torch.nn.functional.binary_cross_entropy(...)` and calls of an `nn.BCELoss()`
-instance (created anywhere in the module: a local, a module global, `self.criterion`) inside
-an enabled CUDA autocast region, directly or through a function of the same module called
-there.
-""",
-        why_bad="""
-PyTorch refuses these under CUDA autocast: the call raises `RuntimeError:
-torch.nn.functional.binary_cross_entropy and torch.nn.BCELoss are unsafe to autocast`, because
-the gradient of `log(p)` for float16 probabilities near 0 or 1 is inaccurate. The training
-step crashes the first time it runs with AMP on.
-""",
-        example="""
-criterion = nn.BCELoss()
-with torch.autocast("cuda"):
-    probs = torch.sigmoid(model(x))
-    loss = criterion(probs, y)
-""",
-        use_instead="""
-criterion = nn.BCEWithLogitsLoss()
-with torch.autocast("cuda"):
-    logits = model(x)
-    loss = criterion(logits, y)
-""",
-        fix_safety="""
-`binary_cross_entropy_with_logits` / `BCEWithLogitsLoss` take logits, not probabilities, so a
-fix is offered only when the input is literally `torch.sigmoid(x)` / `x.sigmoid()`: the
-sigmoid is dropped and the with-logits form used (for a `BCELoss` instance, only when every
-call of it in the module passes such an input). The result is the same loss computed more
-stably, which is not bit-identical: the fix is unsafe. Otherwise, compute the loss in float32
-outside autocast (`with torch.autocast("cuda", enabled=False): loss = F.binary_cross_entropy(
-probs.float(), y)`) or make the model return logits.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#prefer-binary-cross-entropy-with-logits-over-binary-cross-entropy",
-        ),
-    )
 
     valid = (
         """

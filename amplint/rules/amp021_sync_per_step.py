@@ -9,7 +9,7 @@ import libcst as cst
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import Iteration, Kind, iterations, normalise, scaler_state
-from amplint.rules.base import Invalid, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _DISPLAY_CALLS = frozenset(
     {
@@ -29,42 +29,7 @@ _SCALER_STATE_ATTRIBUTES = ("_scale", "_growth_tracker")
 
 class SyncPerStep(Rule):
     code = "AMP021"
-    name = "sync-per-step"
-    summary = "scaler state read on the host every iteration (a device sync per step)"
     tokens = (("~scaler",), ("get_scale", "state_dict", "_scale", "_growth_tracker"))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for `scaler.get_scale()`, `scaler.state_dict()` or `.item()` of the scaler's
-`_scale` / `_growth_tracker` tensors read for display (printed, logged, put in a progress
-bar) on every training iteration, not under a logging interval such as
-`if step % log_every == 0:`. `state_dict()` is checked on every iteration whatever the use.
-""",
-        why_bad="""
-The loss scale lives on the GPU: reading it copies it to the host and makes the CPU wait
-for every queued kernel. Once per iteration, that stalls the pipeline that lets the CPU
-queue the next forward pass while the GPU runs this one, for a number nobody needs every
-step. Reading it where it is needed to decide something (e.g. whether the step was
-skipped) is not flagged.
-""",
-        example="""
-for step, batch in enumerate(loader):
-    ...
-    scaler.update()
-    print(f"loss scale {scaler.get_scale()}")
-""",
-        use_instead="""
-for step, batch in enumerate(loader):
-    ...
-    scaler.update()
-    if step % log_every == 0:
-        print(f"loss scale {scaler.get_scale()}")
-""",
-        fix_safety="No fix: the logging interval is the author's choice.",
-        references=(
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.get_scale",
-            "https://pytorch.org/docs/stable/notes/cuda.html#asynchronous-execution",
-        ),
-    )
 
     valid = (
         """

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from amplint.rules.base import Rule
+from amplint.engine.contract import Rule
 
 #: A token that starts with this marks a part of a name (``"~scaler"``: any identifier that
 #: contains "scaler", in any case), for rules that recognise objects by how they are named.

@@ -7,79 +7,15 @@ import libcst as cst
 from amplint.analysis.api_names import torch_name
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import BindingKind, dotted_name
-from amplint.rules.base import FixPlan, Invalid, Replacement, Rule, RuleContext, RuleDocs
+from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _FUNCTION_BASES = {"torch.autograd.Function", "torch.autograd.function.Function"}
 _MAX_HELPER_DEPTH = 3
 
 
-class CustomFunctionWithoutCustomFwd(Rule):
+class CustomAutogradFunctionWithoutCustomFwd(Rule):
     code = "AMP015"
-    name = "custom-autograd-function-without-custom-fwd"
-    summary = "custom autograd Function applied under autocast without `custom_fwd`/`custom_bwd`"
-    fixable = True
     tokens = (("Function",), ("apply",), ("autocast",))
-    docs = RuleDocs(
-        what_it_does="""
-Checks for a `torch.autograd.Function` subclass defined in the module whose `forward` is not
-decorated with `torch.amp.custom_fwd` (or the legacy `torch.cuda.amp.custom_fwd`) and whose
-`.apply(...)` is called inside an enabled autocast region of the same module (directly, through
-an alias such as `my_op = MyOp.apply`, or through a function of the module called there).
-""",
-        why_bad="""
-Autocast does not cast the inputs of a custom Function, and its `backward` runs outside the
-autocast region (autograd calls it after the `with` block). Ops in `forward` pick float16 or
-float32 per op while `backward` sees the incoming float16 gradients together with saved
-float32 tensors: matmuls fail with `expected scalar type Half but found Float`, or gradients
-silently come out in another precision than the forward pass used. `custom_fwd` records the
-autocast state (and can cast the inputs with `cast_inputs=`), and `custom_bwd` runs `backward`
-in the same state.
-""",
-        example="""
-class ScaledMatmul(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return a @ b
-
-    @staticmethod
-    def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        return grad @ b.T, a.T @ grad
-
-with torch.autocast("cuda"):
-    out = ScaledMatmul.apply(x, w)
-""",
-        use_instead="""
-class ScaledMatmul(torch.autograd.Function):
-    @staticmethod
-    @torch.amp.custom_fwd(device_type="cuda")
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return a @ b
-
-    @staticmethod
-    @torch.amp.custom_bwd(device_type="cuda")
-    def backward(ctx, grad):
-        a, b = ctx.saved_tensors
-        return grad @ b.T, a.T @ grad
-
-with torch.autocast("cuda"):
-    out = ScaledMatmul.apply(x, w)
-""",
-        fix_safety="""
-The fix adds `@torch.amp.custom_fwd(device_type=...)` below `@staticmethod` on `forward` and
-`@torch.amp.custom_bwd(device_type=...)` on `backward` (where missing), with the device type
-of the autocast regions the Function is applied in. It is safe: `forward` runs exactly as
-before, and `backward` now runs under the autocast state `forward` ran with, which is the
-repair. It is offered only when every such region names the same device type and `torch` is
-imported as a module. If `forward` needs float32 inputs, add `cast_inputs=torch.float32`.
-""",
-        references=(
-            "https://pytorch.org/docs/stable/notes/amp_examples.html#autocast-and-custom-autograd-functions",
-            "https://pytorch.org/docs/stable/amp.html#torch.amp.custom_fwd",
-        ),
-    )
 
     valid = (
         # Decorated forward.

@@ -22,8 +22,8 @@ from libcst._position import CodeRange
 from libcst.metadata import MetadataWrapper, PositionProvider
 from libcst.metadata.position_provider import PositionProvidingCodegenState
 
+from amplint.engine.contract import FixPlan
 from amplint.findings import Edit, Position
-from amplint.rules.base import FixPlan
 
 #: libcst's own idea of a line break (its position provider counts lines with it).
 _NEWLINE = re.compile(r"\r\n?|\n")

@@ -13,13 +13,13 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from amplint.analysis.model import ModuleModel
+from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
+from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
+from amplint.engine.noqa import is_silenced, noqa_lines
+from amplint.engine.prefilter import candidate_rules, inspect_code
+from amplint.engine.registry import all_rules
+from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
-from amplint.fixes import ModuleLayout, apply_edits, overlaps, text_edits
-from amplint.noqa import is_silenced, noqa_lines
-from amplint.prefilter import candidate_rules, inspect_code
-from amplint.registry import all_rules
-from amplint.rules.base import FixPlan, Report, Rule, RuleContext
-from amplint.source import ParsedSource, SourceError, error_finding, parse, parse_text
 
 #: Fix passes per file before giving up on reaching a fixed point.
 MAX_FIX_PASSES = 10
@@ -137,7 +137,7 @@ def lint_bytes(
 
 def _reparse(data: bytes, previous: LintResult) -> tuple[ParsedSource | None, ModuleLayout | None]:
     """``data`` parsed by reusing ``previous``'s tree where the text did not change."""
-    from amplint.incremental import reparse
+    from amplint.engine.incremental import reparse
 
     old, old_layout = previous.parsed, previous.layout
     if old is None or old_layout is None or b"\x00" in data:

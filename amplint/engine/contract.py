@@ -1,13 +1,14 @@
-"""What a rule is: a self-documenting, self-testing check over one module's model."""
+"""The contract between the engine and the rules: what a rule is, sees and reports."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import libcst as cst
 
+from amplint.catalog import Docs, Entry, documentation, entry
 from amplint.findings import Applicability
 
 if TYPE_CHECKING:
@@ -67,64 +68,69 @@ class RuleContext:
         self.reports.append(Report(self._code, node, message, fix))
 
 
-@dataclass(frozen=True)
-class RuleDocs:
-    """Documentation in ruff's shape; ``amplint rule CODE`` prints it."""
-
-    what_it_does: str
-    why_bad: str
-    example: str
-    use_instead: str
-    fix_safety: str
-    references: tuple[str, ...] = field(default_factory=tuple)
+class RuleDefinitionError(Exception):
+    """A rule that disagrees with the catalog; raised when its module is imported."""
 
 
 class Rule:
-    """Base class of every rule. Subclasses are registered by defining them in amplint.rules."""
+    """Base class of every rule. Subclasses are registered by defining them in amplint.rules.
+
+    A rule declares only its ``code``: its name, summary, docs and default come from the
+    catalog entry of that code, and ``fixable`` from its examples. A rule whose module or
+    class name does not spell the catalog's name is refused at import.
+    """
 
     code: ClassVar[str]
+    entry: ClassVar[Entry]
     name: ClassVar[str]
     summary: ClassVar[str]
-    docs: ClassVar[RuleDocs]
+    docs: ClassVar[Docs]
+    default_enabled: ClassVar[bool]
+    fixable: ClassVar[bool]
     #: The prefilter's contract: words that must occur in the source for the rule to fire.
     #: Every group must match; within a group any one word (matched as a whole word, or,
     #: written ``"~part"``, as part of any identifier in any case).
     tokens: ClassVar[tuple[tuple[str, ...], ...]]
-    fixable: ClassVar[bool] = False
-    default_enabled: ClassVar[bool] = True
     valid: ClassVar[tuple[str, ...]] = ()
     invalid: ClassVar[tuple[Invalid, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" not in cls.__dict__:
+            return
+        found = entry(cls.code)
+        if found is None or not found.static:
+            raise RuleDefinitionError(
+                f"rule {cls.__module__}.{cls.__qualname__}: {cls.code} is not a static code "
+                "of amplint.catalog"
+            )
+        _check_spelling(cls, found)
+        cls.entry = found
+        cls.name = found.name
+        cls.summary = found.summary
+        cls.docs = found.docs
+        cls.default_enabled = found.default_enabled
+        cls.fixable = any(example.fixed is not None for example in cls.invalid)
 
     def check(self, context: RuleContext) -> None:
         raise NotImplementedError
 
     @classmethod
     def documentation(cls) -> str:
-        docs = cls.docs
-        parts = [
-            f"# {cls.name} ({cls.code})",
-            "",
-            f"Fix is {'sometimes available' if cls.fixable else 'not available'}.",
-            "",
-            "## What it does",
-            docs.what_it_does.strip(),
-            "",
-            "## Why is this bad?",
-            docs.why_bad.strip(),
-            "",
-            "## Example",
-            "```python",
-            docs.example.strip("\n"),
-            "```",
-            "",
-            "Use instead:",
-            "```python",
-            docs.use_instead.strip("\n"),
-            "```",
-            "",
-            "## Fix safety",
-            docs.fix_safety.strip(),
-        ]
-        if docs.references:
-            parts += ["", "## References", *(f"- {ref}" for ref in docs.references)]
-        return "\n".join(parts) + "\n"
+        return documentation(cls.entry, fixable=cls.fixable)
+
+
+def _check_spelling(rule: type[Rule], found: Entry) -> None:
+    words = found.name.split("-")
+    module = found.code.lower() + "_" + "_".join(words)
+    actual_module = rule.__module__.rpartition(".")[2]
+    if actual_module != module:
+        raise RuleDefinitionError(
+            f"rule {rule.code} ({found.name}) lives in module {actual_module!r}; "
+            f"the catalog's name asks for {module!r}"
+        )
+    if rule.__name__.lower() != "".join(words):
+        raise RuleDefinitionError(
+            f"rule {rule.code} ({found.name}) is class {rule.__name__!r}; "
+            f"the catalog's name asks for {''.join(w.capitalize() for w in words)!r}"
+        )

@@ -58,7 +58,7 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
-    from amplint.piecewise import PIECEWISE_ABOVE, parse_large
+    from amplint.engine.piecewise import PIECEWISE_ABOVE, parse_large
 
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.fixes import ModuleLayout
-from amplint.piecewise import PIECEWISE_ABOVE, parse_piecewise
-from amplint.source import ParsedSource
+from amplint.engine.fixes import ModuleLayout
+from amplint.engine.piecewise import PIECEWISE_ABOVE, parse_piecewise
+from amplint.engine.source import ParsedSource
 
 #: Edits in the first lines may change the coding cookie (or the BOM): always re-parse.
 _COOKIE_LINES = 2

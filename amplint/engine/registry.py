@@ -1,0 +1,46 @@
+"""The one place that maps codes to rules. Rules register by living in ``amplint.rules``.
+
+Selection and listing read ``amplint.catalog`` alone; this module imports the rule modules
+(and so libcst) only when rules are about to run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+
+import amplint.rules
+from amplint.engine.contract import Rule, RuleDefinitionError
+
+
+@cache
+def all_rules() -> tuple[type[Rule], ...]:
+    """Every rule, ordered by code; a duplicate code or a module without a rule is refused."""
+    found: dict[str, type[Rule]] = {}
+    for module_info in pkgutil.iter_modules(amplint.rules.__path__):
+        module = importlib.import_module(f"amplint.rules.{module_info.name}")
+        defined = [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, Rule)
+            and value.__module__ == module.__name__
+            and "code" in value.__dict__
+        ]
+        if len(defined) != 1:
+            raise RuleDefinitionError(
+                f"module {module.__name__} must define exactly one rule, found {len(defined)}"
+            )
+        rule = defined[0]
+        if rule.code in found:
+            raise RuleDefinitionError(
+                f"code {rule.code} is claimed by two rules: {found[rule.code].__module__} and "
+                f"{rule.__module__}"
+            )
+        found[rule.code] = rule
+    return tuple(found[code] for code in sorted(found))
+
+
+def rule_by_code(code: str) -> type[Rule] | None:
+    return next((rule for rule in all_rules() if rule.code == code.upper()), None)
