@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from amplint.cache import FindingsCache, content_hash
+from amplint.catalog import INTERNAL_ERROR_CODE
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
 from amplint.discovery import discover
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
@@ -46,6 +47,11 @@ class RunResult:
     #: unified diffs (``fix --diff`` only).
     diffs: list[str] = field(default_factory=list)
     files_checked: int = 0
+
+    @property
+    def failed(self) -> bool:
+        """A path could not be used, or amplint itself failed on a file (exit status 2)."""
+        return bool(self.errors) or any(f.code == INTERNAL_ERROR_CODE for f in self.findings)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from functools import cache
 from typing import Literal
 
 __all__ = [
+    "ALWAYS_REPORTED",
     "CATALOG",
+    "INTERNAL_ERROR_CODE",
     "PARSE_ERROR_CODE",
     "Docs",
     "Entry",
@@ -23,12 +25,19 @@ __all__ = [
     "documentation",
     "entry",
     "known_codes",
+    "name_of",
 ]
 
 Caught = Literal["static", "runtime", "both"]
 
 #: The code of a file that cannot be read or parsed. Reported whatever ``--select`` says.
 PARSE_ERROR_CODE = "AMP999"
+#: The code of a rule (or the analysis) that failed on a file: amplint's bug, not the user's.
+INTERNAL_ERROR_CODE = "AMP998"
+#: Codes amplint reports about itself or the file as a whole, whatever the selection says.
+ALWAYS_REPORTED = frozenset({PARSE_ERROR_CODE, INTERNAL_ERROR_CODE})
+
+BUG_REPORT_URL = "https://github.com/amplint/amplint/issues"
 
 DOCS_URL = "https://github.com/amplint/amplint/blob/main/README.md#rules"
 
@@ -1408,8 +1417,37 @@ scheduler only when the optimizer stepped.
         thresholds=(Threshold("startup_steps", 100, "silent during this many first steps"),),
     ),
     Entry(
+        code=INTERNAL_ERROR_CODE,
+        name="internal-error",
+        summary="a rule failed on this file: a bug in amplint",
+        caught="static",
+        docs=Docs(
+            what_it_does="""
+Reports that one of amplint's rules (or the analysis they share) raised an exception on
+this file. The message names the rule. The other rules and files are still checked, and
+`amplint check` exits with status 2 at the end.
+""",
+            why_bad="""
+The failing rule could not check this file, so its silence there means nothing. It is a
+bug in amplint, not in your code: please report it, with the message and, if you can, the
+smallest file that shows it, at https://github.com/amplint/amplint/issues. Like the
+syntax-error code, it is always reported: `--select`, `--ignore` and `# noqa` do not
+silence it.
+""",
+            example="""
+# any file on which a rule raises, e.g. on a construct it did not expect
+""",
+            use_instead="""
+# nothing to change in your code; `--ignore` the failing rule's code until it is fixed
+""",
+            fix_safety="""
+There is no fix.
+""",
+        ),
+    ),
+    Entry(
         code=PARSE_ERROR_CODE,
-        name="parse-error",
+        name="syntax-error",
         summary="the file cannot be read or parsed as Python",
         caught="static",
         docs=Docs(
@@ -1452,13 +1490,14 @@ def entry(code: str) -> Entry | None:
     return by_code().get(code.upper())
 
 
+def name_of(code: str) -> str:
+    """The kebab-case name of a catalog code (KeyError for a code the catalog lacks)."""
+    return by_code()[code].name
+
+
 def known_codes() -> tuple[str, ...]:
-    """Every selectable code, in order (the syntax-error code is not selectable)."""
-    return tuple(code for code in sorted(by_code()) if code != PARSE_ERROR_CODE)
-
-
-def static_codes() -> tuple[str, ...]:
-    return tuple(item.code for item in CATALOG if item.static and item.code != PARSE_ERROR_CODE)
+    """Every selectable code, in order (the always-reported codes are not selectable)."""
+    return tuple(code for code in sorted(by_code()) if code not in ALWAYS_REPORTED)
 
 
 def default_codes() -> tuple[str, ...]:

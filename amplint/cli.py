@@ -103,7 +103,7 @@ def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_
 
 
 def _exit_status(result: api.RunResult, exit_zero: bool, fixed_is_failure: bool = False) -> int:
-    if result.errors:
+    if result.failed:
         return EXIT_ERROR
     if exit_zero:
         return EXIT_CLEAN
@@ -202,7 +202,7 @@ def fix(
         fixes = sum(result.fixed.values())
         if fixes:
             click.echo(f"Would fix {fixes} error{'s' if fixes != 1 else ''}.", err=True)
-        sys.exit(EXIT_ERROR if result.errors else EXIT_FINDINGS if result.diffs else EXIT_CLEAN)
+        sys.exit(EXIT_ERROR if result.failed else EXIT_FINDINGS if result.diffs else EXIT_CLEAN)
     _report(
         result,
         output_format,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import libcst as cst
 
-from amplint.catalog import Docs, Entry, documentation, entry
+from amplint.catalog import ALWAYS_REPORTED, Docs, Entry, documentation, entry
 from amplint.findings import Applicability
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class Rule:
         if "code" not in cls.__dict__:
             return
         found = entry(cls.code)
-        if found is None or not found.static:
+        if found is None or not found.static or found.code in ALWAYS_REPORTED:
             raise RuleDefinitionError(
                 f"rule {cls.__module__}.{cls.__qualname__}: {cls.code} is not a static code "
                 "of amplint.catalog"

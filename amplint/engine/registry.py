@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Iterable
 from functools import cache
+from types import ModuleType
 
 import amplint.rules
 from amplint.engine.contract import Rule, RuleDefinitionError
@@ -16,10 +18,19 @@ from amplint.engine.contract import Rule, RuleDefinitionError
 
 @cache
 def all_rules() -> tuple[type[Rule], ...]:
-    """Every rule, ordered by code; a duplicate code or a module without a rule is refused."""
+    """Every rule, ordered by code."""
+    modules = (
+        importlib.import_module(f"amplint.rules.{info.name}")
+        for info in pkgutil.iter_modules(amplint.rules.__path__)
+    )
+    return collect_rules(modules)
+
+
+def collect_rules(modules: Iterable[ModuleType]) -> tuple[type[Rule], ...]:
+    """The rule of each module, ordered by code; refuses a module without exactly one rule
+    and a code claimed twice."""
     found: dict[str, type[Rule]] = {}
-    for module_info in pkgutil.iter_modules(amplint.rules.__path__):
-        module = importlib.import_module(f"amplint.rules.{module_info.name}")
+    for module in modules:
         defined = [
             value
             for value in vars(module).values()

@@ -13,10 +13,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from amplint.analysis.model import ModuleModel
+from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, name_of
 from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
 from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
 from amplint.engine.noqa import is_silenced, noqa_lines
-from amplint.engine.prefilter import candidate_rules, inspect_code
+from amplint.engine.prefilter import CodeFacts, candidate_rules, inspect_code, may_fire
 from amplint.engine.registry import all_rules
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
@@ -63,7 +64,7 @@ class LintResult:
         if plan is not None and self.layout is not None:
             try:
                 fix = _fix(plan, self.layout, local=local)
-            except RecursionError:
+            except Exception:
                 fix = None
         self._resolved[(*key, local)] = fix
         return fix
@@ -110,7 +111,9 @@ def lint_bytes(
     facts = None
     if prefilter:
         rules, facts = candidate_rules(data, rules)
-    if not rules:
+        if not rules:
+            return LintResult(_syntax_only(data, filename, facts))
+    elif not rules:
         return LintResult([])
     if facts is None:
         facts = inspect_code(data)
@@ -133,6 +136,24 @@ def lint_bytes(
         syntax=facts.tree if layout is None else None,
     )
     return result
+
+
+def _syntax_only(data: bytes, filename: str, facts: CodeFacts | None) -> list[Finding]:
+    """The syntax-error finding of a file no selected rule needs: a file that mentions AMP
+    at all is checked for syntax whatever the selection, as ruff reports syntax errors."""
+    if facts is None:
+        if not may_fire(data, all_rules()):
+            return []
+        facts = inspect_code(data)
+    if facts.refusal is not None:
+        return [error_finding(filename, SourceError(facts.refusal, Position(*facts.position)))]
+    if facts.names is not None:
+        return []
+    try:  # CPython's parser refused it: libcst, which may know newer syntax, decides
+        parse(data)
+    except SourceError as error:
+        return [error_finding(filename, error)]
+    return []
 
 
 def _reparse(data: bytes, previous: LintResult) -> tuple[ParsedSource | None, ModuleLayout | None]:
@@ -171,11 +192,21 @@ def lint_parsed(
     where the prefilter made one.
     """
     try:
-        model = ModuleModel(parsed.module, parsed.text)
+        try:
+            model = ModuleModel(parsed.module, parsed.text)
+        except Exception as error:
+            return [internal_error(filename, "the analysis shared by every rule", error)]
         reports: list[Report] = []
+        failures: list[Finding] = []
         for rule in rules:
             context = RuleContext(model, rule.code)
-            rule().check(context)
+            try:
+                rule().check(context)
+            except RecursionError:
+                raise
+            except Exception as error:
+                failures.append(internal_error(filename, f"rule {rule.code} ({rule.name})", error))
+                continue
             reports.extend(context.reports)
         if layout is None:
             layout = ModuleLayout(parsed.module, parsed.text, model.index.parents, syntax=syntax)
@@ -183,11 +214,35 @@ def lint_parsed(
             layout.parents = model.index.parents
         if lazy is not None:
             lazy.layout = layout
-        return _to_findings(parsed, filename, reports, layout, lazy) if reports else []
+        findings = _to_findings(parsed, filename, reports, layout, lazy) if reports else []
+        return failures + findings
     except RecursionError:
         # libcst's metadata and code generation recurse in Python: a deep expression that
         # CPython's own parser accepted can still exhaust the interpreter's stack here.
         return [error_finding(filename, SourceError("source is nested too deeply to analyse"))]
+
+
+def internal_error(filename: str, culprit: str, error: Exception) -> Finding:
+    """The diagnostic of a rule that raised: names it and asks for a bug report."""
+    where = error.__traceback__
+    while where is not None and where.tb_next is not None:
+        where = where.tb_next
+    origin = (
+        f" at {where.tb_frame.f_code.co_filename.rpartition('/')[2]}:{where.tb_lineno}"
+        if where is not None
+        else ""
+    )
+    return Finding(
+        code=INTERNAL_ERROR_CODE,
+        message=(
+            f"internal error in {culprit}: {type(error).__name__}: {error}{origin}; "
+            f"this is a bug in amplint, please report it at {BUG_REPORT_URL}"
+        ),
+        filename=filename,
+        location=Position(1, 1),
+        end_location=Position(1, 1),
+        name=name_of(INTERNAL_ERROR_CODE),
+    )
 
 
 def _to_findings(
@@ -201,6 +256,7 @@ def _to_findings(
     silenced = noqa_lines(parsed.text)
     lines = parsed.text.splitlines()
     names = {rule.code: rule.name for rule in all_rules()}
+    failures: list[Finding] = []
     findings: dict[tuple[str, Position], Finding] = {}
     for report in reports:
         code_range = positions[report.node]
@@ -216,7 +272,12 @@ def _to_findings(
             if lazy is not None:
                 lazy.pending[key] = report.fix
             else:
-                fix = _fix(report.fix, layout, local=False)
+                try:
+                    fix = _fix(report.fix, layout, local=False)
+                except RecursionError:
+                    raise
+                except Exception as error:
+                    failures.append(internal_error(filename, f"the fix of {report.code}", error))
         findings.setdefault(
             key,
             Finding(
@@ -230,7 +291,7 @@ def _to_findings(
                 source_line=lines[start.row - 1] if start.row <= len(lines) else "",
             ),
         )
-    return sorted(findings.values(), key=Finding.sort_key)
+    return failures + sorted(findings.values(), key=Finding.sort_key)
 
 
 def fix_bytes(

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amplint.findings import PARSE_ERROR_CODE, Finding, Position
+from amplint.catalog import PARSE_ERROR_CODE, name_of
+from amplint.findings import Finding, Position
 
 if TYPE_CHECKING:
     import ast
@@ -116,5 +117,5 @@ def error_finding(filename: str, error: SourceError) -> Finding:
         filename=filename,
         location=error.position,
         end_location=error.position,
-        name="syntax-error",
+        name=name_of(PARSE_ERROR_CODE),
     )
