@@ -14,12 +14,14 @@ from typing import Literal
 
 __all__ = [
     "CATALOG",
+    "HOMEPAGE",
     "PARSE_ERROR_CODE",
     "Docs",
     "Entry",
     "Threshold",
     "by_code",
     "default_codes",
+    "docs_url",
     "documentation",
     "entry",
     "known_codes",
@@ -30,7 +32,13 @@ Caught = Literal["static", "runtime", "both"]
 #: The code of a file that cannot be read or parsed. Reported whatever ``--select`` says.
 PARSE_ERROR_CODE = "AMP999"
 
-DOCS_URL = "https://github.com/amplint/amplint/blob/main/README.md#rules"
+#: Where amplint lives (SARIF's ``informationUri``).
+HOMEPAGE = "https://github.com/amplint/amplint"
+
+
+def docs_url(code: str) -> str:
+    """The published page of a code: ``docs/rules/CODE.md``, generated from this catalog."""
+    return f"{HOMEPAGE}/blob/main/docs/rules/{code}.md"
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class Entry:
     caught: Caught
     docs: Docs
     default_enabled: bool = True
+    #: The linter fixes some findings of this code automatically. The rule's examples must
+    #: show a fix exactly when this is set (checked when the rule class is defined).
+    fixable: bool = False
     #: Runtime-only codes: the thresholds that decide when the finding fires.
     thresholds: tuple[Threshold, ...] = ()
 
@@ -129,6 +140,7 @@ managers too (the moved code leaves those as well).
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP002",
@@ -173,6 +185,7 @@ that steps several optimizers. It is safe: `update()` is required once per optim
 """,
             references=("https://pytorch.org/docs/stable/notes/amp_examples.html",),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP003",
@@ -223,6 +236,7 @@ Switching to `dtype=torch.bfloat16` where the hardware supports it is an alterna
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP004",
@@ -264,6 +278,7 @@ optimizer is already stepped through the scaler in that iteration (the fix would
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP005",
@@ -308,6 +323,7 @@ a helper other code may call, or when gradients are clipped before the step with
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP006",
@@ -353,6 +369,7 @@ optimizer is ambiguous (several are stepped), when the clip runs more often than
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP007",
@@ -412,6 +429,7 @@ Subclasses of the legacy `autocast` are reported without a fix.
                 "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP008",
@@ -459,6 +477,7 @@ offered.
                 "https://pytorch.org/docs/stable/tensor_attributes.html#torch.device",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP009",
@@ -510,6 +529,7 @@ more memory, and code that relied on float16 parameters outside autocast (inputs
                 "https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP010",
@@ -570,6 +590,7 @@ loop) and pass it in.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#typical-mixed-precision-training",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP011",
@@ -617,6 +638,7 @@ other code may call, or when it is the only statement of its block.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP012",
@@ -673,6 +695,7 @@ statements.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP013",
@@ -728,6 +751,7 @@ points at; it has no automatic fix, since old checkpoints lack the key.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.state_dict",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP014",
@@ -786,6 +810,7 @@ with the scaler enabled still loads.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP015",
@@ -853,6 +878,7 @@ imported as a module. If `forward` needs float32 inputs, add `cast_inputs=torch.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.custom_fwd",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP016",
@@ -901,6 +927,7 @@ schedulers and step counters keyed to optimizer steps).
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-accumulation",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP017",
@@ -954,6 +981,7 @@ is offered for an unsupported autocast dtype: whether full precision (drop autoc
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP018",
@@ -994,6 +1022,7 @@ when the gradients are not finite, which is the protection the flag was meant to
                 "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP019",
@@ -1086,6 +1115,7 @@ probs.float(), y)`) or make the model return logits.
                 "https://pytorch.org/docs/stable/amp.html#prefer-binary-cross-entropy-with-logits-over-binary-cross-entropy",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP021",

@@ -109,8 +109,14 @@ def lint_bytes(
     rules = select_rules(codes)
     facts = None
     if prefilter:
-        rules, facts = candidate_rules(data, rules)
-    if not rules:
+        # Prefiltered against every rule, not the selected ones: a file any rule would read is
+        # parsed, so its syntax error (AMP999) is reported whatever the selection says.
+        candidates, facts = candidate_rules(data, all_rules())
+        rules = [rule for rule in candidates if rule.code in codes]
+        parses = facts is None or (facts.names is not None and facts.refusal is None)
+        if not rules and parses:
+            return LintResult([])
+    elif not rules:
         return LintResult([])
     if facts is None:
         facts = inspect_code(data)

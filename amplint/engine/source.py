@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amplint.findings import PARSE_ERROR_CODE, Finding, Position
+from amplint.catalog import PARSE_ERROR_CODE, by_code
+from amplint.findings import Finding, Position
+
+PARSE_ERROR_NAME = by_code()[PARSE_ERROR_CODE].name
 
 if TYPE_CHECKING:
     import ast
@@ -116,5 +119,5 @@ def error_finding(filename: str, error: SourceError) -> Finding:
         filename=filename,
         location=error.position,
         end_location=error.position,
-        name="syntax-error",
+        name=PARSE_ERROR_NAME,
     )
