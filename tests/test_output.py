@@ -245,7 +245,7 @@ def test_json_round_trip_with_ruff_keys() -> None:
                 }
             ],
         },
-        "url": None,
+        "url": "https://github.com/amplint/amplint/blob/main/docs/rules/AMP001.md",
         "noqa_row": 4,
     }
 
