@@ -427,6 +427,10 @@ def rule(code: str | None, every: bool) -> None:
         raise UserError("give a code (amplint rule AMP001) or --all")
     found = entry(code.strip())
     if found is None:
+        wanted = code.strip().upper()
+        below = [item.code for item in CATALOG if item.code.startswith(wanted)]
+        if below and len(wanted) > len("AMP"):
+            raise UserError(f"{code} is a prefix of {', '.join(below)}: give one code")
         codes = [*known_codes(), *(item.code for item in CATALOG)]
         raise UserError(f"unknown rule code: {code}{selector_hint(code.strip(), codes)}")
     click.echo(documentation(found, fixable=found.fixable), nl=False)

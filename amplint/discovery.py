@@ -181,6 +181,7 @@ class _Excludes:
 
     def __init__(self, settings: Settings) -> None:
         self._root = os.path.abspath(settings.project_root)
+        self._configured = settings.config_path is not None
         defaults = DEFAULT_EXCLUDES if settings.exclude is None else ()
         patterns = (*defaults, *(settings.exclude or ()), *settings.extend_exclude)
         self._all = _Rules(patterns)
@@ -197,7 +198,17 @@ class _Excludes:
             return False
         relative = self._relative(path)
         # A directory pattern (`legacy/`) excludes the files named below it as well.
-        return bool(self._arguments.verdict(relative, is_dir))
+        if self._arguments.verdict(relative, is_dir):
+            return True
+        # Without a configuration the root is the argument's own folder, where `build` in
+        # `build/gen.py` cannot be seen: match below the working directory too, as pre-commit
+        # names files relative to it.
+        if self._configured:
+            return False
+        below_cwd = relative_to_root(path, os.getcwd())
+        return below_cwd not in (None, relative) and bool(
+            self._arguments.verdict(below_cwd, is_dir)
+        )
 
     def excludes_entry(self, path: str, is_dir: bool) -> bool:
         """Whether the walk skips an entry, by the default and the user's patterns."""
