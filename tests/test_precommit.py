@@ -69,9 +69,7 @@ def test_check_and_fix_hooks(user_repo: Path, tmp_path_factory: pytest.TempPathF
     fixed = _try_repo(user_repo, "amplint-fix", home)
     assert fixed.returncode == 1, fixed.stdout + fixed.stderr  # files were modified
     assert "    scaler.update()\n" in (user_repo / "train.py").read_text()
-
-    again = _try_repo(user_repo, "amplint", home)
-    assert again.returncode == 0, again.stdout + again.stderr
+    # (A clean run after the fix is the README snippet's test: each try-repo installs anew.)
 
 
 def _readme_snippet() -> str:
