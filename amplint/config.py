@@ -257,7 +257,8 @@ def selector_codes(selector: str, known_codes: Collection[str]) -> frozenset[str
 
 
 def selector_hint(selector: str, known_codes: Collection[str]) -> str:
-    """ " (did you mean ...?)" for a mistyped selector, or why it cannot be selected."""
+    """A hint for a mistyped selector (" (did you mean AMP001?)"), or why it cannot be
+    selected; empty when there is none."""
     from amplint.catalog import PARSE_ERROR_CODE, by_code
 
     if len(selector) > len("AMP") and PARSE_ERROR_CODE.startswith(selector.upper()):
