@@ -247,11 +247,11 @@ def _lint_stdin(options: _Options) -> int:
     start = path.parent if path is not None else Path(".")
     settings, selection = _settings(options, start)
     codes = _resolve(selection, settings)
-    data = click.get_binary_stream("stdin").read()
+    data = sys.stdin.buffer.read()
     fixing = options.fix or options.diff
     result = api.lint_stdin(data, path, settings, codes, fix=fixing, unsafe=options.unsafe_fixes)
     name = api.display_name(path) if path is not None else STDIN
-    stdout = click.get_binary_stream("stdout")
+    stdout = sys.stdout.buffer
     if result.excluded:
         if options.fix:
             stdout.write(data)  # a formatter pipeline must get its source back untouched

@@ -718,3 +718,27 @@ def test_listing_and_option_errors_import_no_rule_and_no_libcst(tmp_path: Path) 
             timeout=60,
         )
         assert "LOADED []" in result.stderr, (args, result.stderr)
+
+
+def test_ruff_habits_in_a_real_process(project: Path) -> None:
+    quiet = amplint(["check", "-q", "--extend-exclude", "clean.py"], project)
+    assert quiet.returncode == 1 and len(quiet.stdout.splitlines()) == 2
+    shown = amplint(["check", "--show-fixes", "train.py"], project)
+    assert shown.stdout.count("  = help: ") == 2
+    excluded = amplint(["check", "--extend-exclude", "train.py"], project)
+    assert (excluded.returncode, excluded.stdout) == (0, "All checks passed!\n")
+    mistyped = amplint(["check", "--exlude", "x"], project)
+    assert mistyped.returncode == 2 and "'--exclude'" in mistyped.stderr
+    assert len(mistyped.stderr.splitlines()) == 1 and "Traceback" not in mistyped.stderr
+    fixed = amplint(["check", "--fix", "train.py"], project)
+    assert fixed.returncode == 0 and (project / "train.py").read_text() == FIXED
+    assert fixed.stdout == "Found 2 errors (2 fixed, 0 remaining).\n"
+
+
+def test_stdin_through_clicks_runner(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    args = ["check", "--fix", "--stdin-filename", "train.py"]
+    result = CliRunner().invoke(main, args, input=BUGGY, catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (0, FIXED)
+    result = CliRunner().invoke(main, ["check", "-"], input=CLEAN, catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (0, "All checks passed!\n")
