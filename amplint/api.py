@@ -11,10 +11,10 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from amplint.cache import FindingsCache, content_hash
+from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, content_hash
 from amplint.catalog import INTERNAL_ERROR_CODE
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
-from amplint.discovery import discover
+from amplint.discovery import discover, is_excluded
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
 
@@ -220,12 +220,14 @@ def check_paths(
     jobs: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     with_edits: bool = True,
+    cache_dir: Path | None = None,
 ) -> RunResult:
     """Check files; unchanged files are answered from the cache, the rest by a process pool.
 
     ``codes`` may be a :class:`Selection`, resolved only when some file must be analysed.
     Without ``with_edits`` fixes are described but their edits are not computed (see
-    :func:`check_source`); such results are cached apart from complete ones.
+    :func:`check_source`); such results are cached apart from complete ones. The cache
+    lives in ``cache_dir``, by default :func:`cache_directory`'s.
     """
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
@@ -238,7 +240,8 @@ def check_paths(
         selection_key += "|without-edits"
     cache = (
         FindingsCache(
-            cache_root(settings), FindingsCache.key_for(settings.fingerprint(), selection_key)
+            cache_dir or cache_directory(settings),
+            FindingsCache.key_for(settings.fingerprint(), selection_key),
         )
         if use_cache
         else None
@@ -277,10 +280,27 @@ def check_paths(
 
 
 def cache_root(settings: Settings) -> Path:
-    """Where ``.amplint_cache`` lives: beside the configuration, else the working directory."""
+    """The project root, where ``.amplint_cache`` goes: the configuration's directory, else the
+    nearest directory with a ``pyproject.toml`` above the checked paths, else the working
+    directory (never a subfolder the command happened to start in)."""
     if settings.config_path is not None:
         return settings.config_path.parent
+    start = Path(os.path.abspath(settings.project_root))
+    for directory in (start, *start.parents):
+        if (directory / "pyproject.toml").is_file():
+            return directory
     return Path.cwd()
+
+
+def cache_directory(settings: Settings, override: Path | None = None) -> Path:
+    """The cache directory: ``override`` (``--cache-dir``), else ``AMPLINT_CACHE_DIR``, else
+    ``.amplint_cache`` at the project root."""
+    if override is not None:
+        return Path(os.path.abspath(override))
+    from_environment = os.environ.get(CACHE_DIR_ENV)
+    if from_environment:
+        return Path(os.path.abspath(from_environment))
+    return cache_root(settings) / CACHE_DIRECTORY
 
 
 def default_jobs() -> int:
@@ -320,10 +340,51 @@ def fix_paths(
                 result.findings.append(error_finding(name, error))
                 continue
         else:
-            result.diffs.append(_unified_diff(name, data, fixed.data))
+            result.diffs.append(unified_diff(name, data, fixed.data))
         result.fixed[name] = fixed.applied
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+@dataclass
+class StdinResult:
+    findings: list[Finding] = field(default_factory=list)
+    #: the fixed source (``fix``): also the unchanged source when nothing was fixed.
+    output: bytes | None = None
+    applied: int = 0
+    #: the ``--stdin-filename`` is excluded (``force-exclude``): nothing was checked.
+    excluded: bool = False
+
+
+def lint_stdin(
+    data: bytes,
+    path: Path | None,
+    settings: Settings,
+    codes: Collection[str],
+    *,
+    fix: bool = False,
+    unsafe: bool = False,
+) -> StdinResult:
+    """Check (or fix) source read from standard input, as if it were the file ``path``.
+
+    ``path`` (``--stdin-filename``) decides the name findings carry, the ``per-file-ignores``
+    that apply and, with ``force-exclude``, whether the source is excluded; with ``fix`` the
+    output is the fixed source, to be written back to standard output.
+    """
+    name = display_name(path) if path is not None else "-"
+    if path is not None and settings.force_exclude and is_excluded(path, settings):
+        return StdinResult(output=data if fix else None, excluded=True)
+    enabled = codes_for_file(settings, path, codes) if path is not None else frozenset(codes)
+    if not fix:
+        return StdinResult(findings=check_source(data, name, enabled))
+    from amplint.engine.run import fix_bytes
+
+    fixed = fix_bytes(data, name, enabled, unsafe=unsafe)
+    output = data if fixed.data is None else fixed.data
+    applied = fixed.applied if fixed.data is not None else 0
+    return StdinResult(
+        findings=sorted(fixed.remaining, key=Finding.sort_key), output=output, applied=applied
+    )
 
 
 def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:
@@ -340,7 +401,8 @@ def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:
         raise SourceError(f"cannot write fixed file: {error.strerror or error}") from error
 
 
-def _unified_diff(name: str, before: bytes, after: bytes) -> str:
+def unified_diff(name: str, before: bytes, after: bytes) -> str:
+    """``before`` -> ``after`` as a unified diff between ``a/name`` and ``b/name``."""
     old = before.decode("utf-8", errors="replace").splitlines(keepends=True)
     new = after.decode("utf-8", errors="replace").splitlines(keepends=True)
     lines = difflib.unified_diff(old, new, fromfile=f"a/{name}", tofile=f"b/{name}")
@@ -350,9 +412,11 @@ def _unified_diff(name: str, before: bytes, after: bytes) -> str:
 __all__ = [
     "RunResult",
     "Settings",
+    "StdinResult",
     "check_paths",
     "check_source",
     "fix_paths",
+    "lint_stdin",
     "load_settings",
     "selected_codes",
 ]

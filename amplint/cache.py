@@ -1,11 +1,16 @@
 """A ruff-like cache of findings: a re-run over unchanged files parses nothing.
 
 One JSON file per (amplint version, effective settings, selected codes) under
-``<project root>/.amplint_cache/``. Each entry is keyed by the file's absolute path and
-holds its size, modification time and content hash: an unchanged ``stat`` is trusted as
-is; a changed one is checked against the content hash before the file is analysed again.
-Writes replace the file atomically, so concurrent runs never see half a cache (the last
-writer wins, and both wrote complete, correct entries).
+``<project root>/.amplint_cache/`` (the project root holds the configuration or
+``pyproject.toml``; ``--cache-dir`` or ``AMPLINT_CACHE_DIR`` choose another directory). Like
+ruff's, the directory ignores itself (a ``.gitignore`` of ``*``) and carries a
+``CACHEDIR.TAG``, so neither git nor backup tools pick it up.
+
+Each entry is keyed by the file's absolute path and holds its size, modification time and
+content hash: an unchanged ``stat`` is trusted as is; a changed one is checked against the
+content hash before the file is analysed again. Writes replace the file atomically, so
+concurrent runs never see half a cache (the last writer wins, and both wrote complete,
+correct entries).
 """
 
 from __future__ import annotations
@@ -23,7 +28,15 @@ from amplint import __version__
 from amplint.findings import Finding, finding_from_dict, finding_to_dict
 
 CACHE_DIRECTORY = ".amplint_cache"
-_README = "Created by amplint: a cache of findings. Safe to delete (`amplint clean`).\n"
+#: The environment variable that, like ``--cache-dir``, names the cache directory.
+CACHE_DIR_ENV = "AMPLINT_CACHE_DIR"
+#: https://bford.info/cachedir/: the first line is what backup tools look for.
+_TAG = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by amplint.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+_GITIGNORE = "# Automatically created by amplint: a cache of findings (`amplint clean`).\n*\n"
 
 
 def content_hash(data: bytes) -> str:
@@ -39,8 +52,9 @@ class Entry:
 
 
 class FindingsCache:
-    def __init__(self, root: Path, key: str) -> None:
-        self.directory = root / CACHE_DIRECTORY / __version__
+    def __init__(self, cache_dir: Path, key: str) -> None:
+        self.cache_dir = cache_dir
+        self.directory = cache_dir / __version__
         self.path = self.directory / f"{key}.json"
         self._entries: dict[str, Entry] = {}
         self._dirty = False
@@ -97,9 +111,7 @@ class FindingsCache:
         }
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            readme = self.directory.parent / "README"
-            if not readme.exists():
-                readme.write_text(_README)
+            mark(self.cache_dir)
             handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(payload, stream, separators=(",", ":"))
@@ -110,10 +122,34 @@ class FindingsCache:
                 os.unlink(temporary)
 
 
-def clean(root: Path) -> bool:
-    """Remove the cache directory under ``root``; whether there was one."""
-    directory = root / CACHE_DIRECTORY
-    if not directory.exists():
+def mark(cache_dir: Path) -> None:
+    """Write the ``.gitignore`` and ``CACHEDIR.TAG`` that keep the cache out of the
+    user's repository and backups (once; an existing file is left as it is)."""
+    for name, text in ((".gitignore", _GITIGNORE), ("CACHEDIR.TAG", _TAG)):
+        path = cache_dir / name
+        if not path.exists():
+            path.write_text(text, encoding="utf-8")
+
+
+def is_amplint_cache(cache_dir: Path) -> bool:
+    """Whether ``cache_dir`` is a cache amplint made: only such a directory is ever removed,
+    whatever ``--cache-dir`` names."""
+    # Caches written before the tag existed carry a README of this first line instead.
+    for name, first_line in (
+        ("CACHEDIR.TAG", _TAG.splitlines()[0]),
+        ("README", "Created by amplint"),
+    ):
+        try:
+            if (cache_dir / name).read_text(encoding="utf-8").startswith(first_line):
+                return True
+        except (OSError, UnicodeDecodeError):
+            continue
+    return False
+
+
+def clean(cache_dir: Path) -> bool:
+    """Remove an amplint cache directory; whether there was one."""
+    if not cache_dir.is_dir() or not is_amplint_cache(cache_dir):
         return False
-    shutil.rmtree(directory, ignore_errors=True)
+    shutil.rmtree(cache_dir, ignore_errors=True)
     return True

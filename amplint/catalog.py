@@ -15,6 +15,7 @@ from typing import Literal
 __all__ = [
     "ALWAYS_REPORTED",
     "CATALOG",
+    "HOMEPAGE",
     "INTERNAL_ERROR_CODE",
     "PARSE_ERROR_CODE",
     "Docs",
@@ -22,6 +23,7 @@ __all__ = [
     "Threshold",
     "by_code",
     "default_codes",
+    "docs_url",
     "documentation",
     "entry",
     "known_codes",
@@ -39,7 +41,13 @@ ALWAYS_REPORTED = frozenset({PARSE_ERROR_CODE, INTERNAL_ERROR_CODE})
 
 BUG_REPORT_URL = "https://github.com/amplint/amplint/issues"
 
-DOCS_URL = "https://github.com/amplint/amplint/blob/main/README.md#rules"
+#: Where amplint lives (SARIF's ``informationUri``).
+HOMEPAGE = "https://github.com/amplint/amplint"
+
+
+def docs_url(code: str) -> str:
+    """The published page of a code: ``docs/rules/CODE.md``, generated from this catalog."""
+    return f"{HOMEPAGE}/blob/main/docs/rules/{code}.md"
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,9 @@ class Entry:
     caught: Caught
     docs: Docs
     default_enabled: bool = True
+    #: The linter fixes some findings of this code automatically. The rule's examples must
+    #: show a fix exactly when this is set (checked when the rule class is defined).
+    fixable: bool = False
     #: Runtime-only codes: the thresholds that decide when the finding fires.
     thresholds: tuple[Threshold, ...] = ()
 
@@ -138,6 +149,7 @@ managers too (the moved code leaves those as well).
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP002",
@@ -182,6 +194,7 @@ that steps several optimizers. It is safe: `update()` is required once per optim
 """,
             references=("https://pytorch.org/docs/stable/notes/amp_examples.html",),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP003",
@@ -232,6 +245,7 @@ Switching to `dtype=torch.bfloat16` where the hardware supports it is an alterna
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP004",
@@ -273,6 +287,7 @@ optimizer is already stepped through the scaler in that iteration (the fix would
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP005",
@@ -317,6 +332,7 @@ a helper other code may call, or when gradients are clipped before the step with
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP006",
@@ -362,6 +378,7 @@ optimizer is ambiguous (several are stepped), when the clip runs more often than
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.unscale_",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP007",
@@ -421,6 +438,7 @@ Subclasses of the legacy `autocast` are reported without a fix.
                 "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP008",
@@ -468,6 +486,7 @@ offered.
                 "https://pytorch.org/docs/stable/tensor_attributes.html#torch.device",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP009",
@@ -519,6 +538,7 @@ more memory, and code that relied on float16 parameters outside autocast (inputs
                 "https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP010",
@@ -579,6 +599,7 @@ loop) and pass it in.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#typical-mixed-precision-training",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP011",
@@ -626,6 +647,7 @@ other code may call, or when it is the only statement of its block.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP012",
@@ -682,6 +704,7 @@ statements.
                 "https://pytorch.org/docs/stable/notes/amp_examples.html",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP013",
@@ -737,6 +760,7 @@ points at; it has no automatic fix, since old checkpoints lack the key.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler.state_dict",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP014",
@@ -795,6 +819,7 @@ with the scaler enabled still loads.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP015",
@@ -862,6 +887,7 @@ imported as a module. If `forward` needs float32 inputs, add `cast_inputs=torch.
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.custom_fwd",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP016",
@@ -910,6 +936,7 @@ schedulers and step counters keyed to optimizer steps).
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-accumulation",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP017",
@@ -963,6 +990,7 @@ is offered for an unsupported autocast dtype: whether full precision (drop autoc
                 "https://pytorch.org/docs/stable/amp.html#torch.amp.GradScaler",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP018",
@@ -1003,6 +1031,7 @@ when the gradients are not finite, which is the protection the flag was meant to
                 "https://pytorch.org/docs/stable/amp.html#gradient-scaling",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP019",
@@ -1095,6 +1124,7 @@ probs.float(), y)`) or make the model return logits.
                 "https://pytorch.org/docs/stable/amp.html#prefer-binary-cross-entropy-with-logits-over-binary-cross-entropy",
             ),
         ),
+        fixable=True,
     ),
     Entry(
         code="AMP021",

@@ -1,19 +1,31 @@
-"""The ``amplint`` command line: a thin click layer over :mod:`amplint.api`."""
+"""The ``amplint`` command line: a thin click layer over :mod:`amplint.api`.
+
+Option parsing, ``amplint rules`` and ``amplint rule`` read only :mod:`amplint.catalog`: the
+rules (and libcst) are imported when a file is really analysed.
+"""
 
 from __future__ import annotations
 
+import difflib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 from amplint import __version__, api
+from amplint.cache import CACHE_DIR_ENV
 from amplint.config import ConfigError, Settings, load_settings
 from amplint.output import FORMATS, emit, emit_statistics
+from amplint.output.source import decode
 from amplint.progress import Progress
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+#: The path argument that means "read the source from standard input".
+STDIN = "-"
 
 
 class UserError(click.ClickException):
@@ -31,15 +43,15 @@ def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
     )
 
 
-def _split(values: Sequence[str]) -> tuple[str, ...] | None:
+def _split(values: Sequence[str], *, upper: bool = True) -> tuple[str, ...] | None:
     if not values:
         return None
-    return tuple(
-        part.strip().upper() for value in values for part in value.split(",") if part.strip()
-    )
+    parts = (part.strip() for value in values for part in value.split(","))
+    return tuple(part.upper() if upper else part for part in parts if part)
 
 
-def _common_options(function):  # type: ignore[no-untyped-def]
+def _lint_options(*, fix_command: bool):  # type: ignore[no-untyped-def]
+    """The options ``check`` and ``fix`` share (``fix`` is ``check --fix``), as ruff's."""
     options = [
         click.argument("paths", nargs=-1, type=click.Path(path_type=Path)),
         _codes_option("--select", "Rules to enable (replaces the configured selection)."),
@@ -57,32 +69,117 @@ def _common_options(function):  # type: ignore[no-untyped-def]
             show_default=True,
             help="How findings are printed.",
         ),
-        click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain."),
-        click.option("--statistics", is_flag=True, help="Count findings per code instead."),
-        click.option("--show-fixes", is_flag=True, help="List the fixes applied per file."),
-        click.option("--no-cache", is_flag=True, help="Do not read or write a cache."),
+        *(
+            []
+            if fix_command
+            else [click.option("--fix", is_flag=True, help="Apply fixes in place (as `fix`).")]
+        ),
         click.option("--unsafe-fixes", is_flag=True, help="Also apply fixes marked unsafe."),
+        click.option("--diff", is_flag=True, help="Print the fixes as a diff; write nothing."),
+        click.option(
+            "--show-fixes",
+            is_flag=True,
+            help="List the fixes applied per file; without --fix, each finding's fix.",
+        ),
+        click.option("--exit-zero", is_flag=True, help="Exit 0 even when findings remain."),
+        click.option(
+            "--exit-non-zero-on-fix",
+            is_flag=True,
+            help="Exit 1 when a file was fixed, even if nothing remains (for pre-commit).",
+        ),
+        click.option("--statistics", is_flag=True, help="Count findings per code instead."),
+        click.option("-q", "--quiet", is_flag=True, help="Print the findings and nothing else."),
+        click.option(
+            "--exclude",
+            multiple=True,
+            metavar="PATTERNS",
+            help="Exclude these gitignore-style patterns (replaces the configured exclude "
+            "and the default excluded directories).",
+        ),
+        click.option(
+            "--extend-exclude",
+            multiple=True,
+            metavar="PATTERNS",
+            help="Exclude these patterns in addition to the configured ones.",
+        ),
+        click.option(
+            "--force-exclude/--no-force-exclude",
+            default=None,
+            help="Apply exclusions to paths named on the command line too (pre-commit).",
+        ),
+        click.option(
+            "--stdin-filename",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="Read the source from standard input ('-' or no paths) as this file; with "
+            "fixes, the fixed source goes to standard output.",
+        ),
+        click.option("--no-cache", is_flag=True, help="Do not read or write a cache."),
+        click.option(
+            "--cache-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            envvar=CACHE_DIR_ENV,
+            show_envvar=True,
+            help="Cache directory [default: .amplint_cache at the project root].",
+        ),
     ]
-    for option in reversed(options):
-        function = option(function)
-    return function
+
+    def decorate(function):  # type: ignore[no-untyped-def]
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
 
 
-def _prepare(
-    paths: Sequence[Path],
-    config: Path | None,
-    select: Sequence[str],
-    ignore: Sequence[str],
-    extend_select: Sequence[str],
-) -> tuple[list[Path], Settings, api.Selection]:
-    targets = list(paths) or [Path(".")]
+@dataclass(frozen=True)
+class _Options:
+    """``check``'s and ``fix``'s options, as given."""
+
+    paths: tuple[Path, ...]
+    select: tuple[str, ...]
+    ignore: tuple[str, ...]
+    extend_select: tuple[str, ...]
+    config: Path | None
+    output_format: str
+    unsafe_fixes: bool
+    diff: bool
+    show_fixes: bool
+    exit_zero: bool
+    exit_non_zero_on_fix: bool
+    statistics: bool
+    quiet: bool
+    exclude: tuple[str, ...]
+    extend_exclude: tuple[str, ...]
+    force_exclude: bool | None
+    stdin_filename: Path | None
+    no_cache: bool
+    cache_dir: Path | None
+    fix: bool = False
+
+
+def _settings(options: _Options, start: Path) -> tuple[Settings, api.Selection]:
     api.tune_collector()
     try:
-        settings = load_settings(config, targets[0] if len(targets) == 1 else Path("."))
+        settings = load_settings(options.config, start)
     except ConfigError as error:
         raise UserError(str(error)) from error
-    selection = api.Selection(_split(select), _split(ignore), _split(extend_select))
-    return targets, settings, selection
+    # Command-line exclusions layer over the configuration's, as ruff's do.
+    exclude = _split(options.exclude, upper=False)
+    settings = replace(
+        settings,
+        exclude=settings.exclude if exclude is None else exclude,
+        extend_exclude=(
+            *settings.extend_exclude,
+            *(_split(options.extend_exclude, upper=False) or ()),
+        ),
+        force_exclude=settings.force_exclude
+        if options.force_exclude is None
+        else options.force_exclude,
+    )
+    selection = api.Selection(
+        _split(options.select), _split(options.ignore), _split(options.extend_select)
+    )
+    return settings, selection
 
 
 def _resolve(selection: api.Selection, settings: Settings) -> frozenset[str]:
@@ -92,22 +189,137 @@ def _resolve(selection: api.Selection, settings: Settings) -> frozenset[str]:
         raise UserError(str(error)) from error
 
 
-def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
-    for path, reason in result.errors:
-        click.echo(f"amplint: error: {path}: {reason}", err=True)
-    stream = sys.stdout
-    if statistics:
-        emit_statistics(result.findings, stream, unsafe_fixes=emit_options["unsafe_fixes"])
-    else:
-        emit(output_format, result.findings, stream, **emit_options)
+def _lint(options: _Options) -> int:
+    """``check`` and ``fix``: report, fix in place, or show fixes as a diff."""
+    reads_stdin = STDIN in (str(path) for path in options.paths) or (
+        not options.paths and options.stdin_filename is not None
+    )
+    if reads_stdin:
+        if len(options.paths) > 1:
+            raise UserError("'-' (standard input) cannot be combined with other paths")
+        return _lint_stdin(options)
+    targets = list(options.paths) or [Path(".")]
+    settings, selection = _settings(options, targets[0] if len(targets) == 1 else Path("."))
+    if options.diff or options.fix:
+        return _fix(options, targets, settings, _resolve(selection, settings))
+    interactive = (
+        options.output_format in ("concise", "full")
+        and not options.statistics
+        and not options.quiet
+    )
+    with Progress(enabled=interactive) as progress:
+        try:
+            result = api.check_paths(
+                targets,
+                settings,
+                selection,
+                use_cache=not options.no_cache,
+                progress=progress.update,
+                # The text formats need a fix's title only; the rest show its edits.
+                with_edits=options.output_format in ("json", "sarif", "full"),
+                cache_dir=api.cache_directory(settings, options.cache_dir),
+            )
+        except ConfigError as error:
+            raise UserError(str(error)) from error
+    _report(result, options)
+    return _exit_status(result, options)
 
 
-def _exit_status(result: api.RunResult, exit_zero: bool, fixed_is_failure: bool = False) -> int:
+def _fix(options: _Options, targets: list[Path], settings: Settings, codes: frozenset[str]) -> int:
+    result = api.fix_paths(
+        targets, settings, codes, unsafe=options.unsafe_fixes, write=not options.diff
+    )
+    if not options.diff:
+        _report(result, options, fixed=result.fixed)
+        return _exit_status(result, options)
+    _errors(result)
+    click.echo("".join(result.diffs), nl=False)
+    fixes = sum(result.fixed.values())
+    if fixes and not options.quiet:
+        click.echo(f"Would fix {fixes} error{'s' if fixes != 1 else ''}.", err=True)
     if result.failed:
         return EXIT_ERROR
-    if exit_zero:
+    return EXIT_FINDINGS if result.diffs and not options.exit_zero else EXIT_CLEAN
+
+
+def _lint_stdin(options: _Options) -> int:
+    path = options.stdin_filename
+    start = path.parent if path is not None else Path(".")
+    settings, selection = _settings(options, start)
+    codes = _resolve(selection, settings)
+    data = sys.stdin.buffer.read()
+    fixing = options.fix or options.diff
+    result = api.lint_stdin(data, path, settings, codes, fix=fixing, unsafe=options.unsafe_fixes)
+    name = api.display_name(path) if path is not None else STDIN
+    stdout = sys.stdout.buffer
+    if result.excluded:
+        if options.fix:
+            stdout.write(data)  # a formatter pipeline must get its source back untouched
         return EXIT_CLEAN
-    if result.findings or (fixed_is_failure and result.fixed):
+    if options.diff:
+        if result.output is not None and result.output != data:
+            click.echo(api.unified_diff(name, data, result.output), nl=False)
+            return EXIT_CLEAN if options.exit_zero else EXIT_FINDINGS
+        return EXIT_CLEAN
+    sources = {name: _decoded(result.output if result.output is not None else data)}
+    run = api.RunResult(findings=result.findings, files_checked=1)
+    if options.fix:
+        assert result.output is not None
+        stdout.write(result.output)
+        stdout.flush()
+        # The source owns standard output; what remains is reported on standard error.
+        run.fixed = {name: result.applied}
+        _report(run, options, fixed=run.fixed, sources=sources, stream=sys.stderr)
+    else:
+        _report(run, options, sources=sources)
+    return _exit_status(run, options)
+
+
+def _decoded(data: bytes) -> str:
+    try:
+        return decode(data)
+    except (SyntaxError, UnicodeDecodeError, LookupError):
+        return data.decode("utf-8", errors="replace")
+
+
+def _errors(result: api.RunResult) -> None:
+    for path, reason in result.errors:
+        click.echo(f"amplint: error: {path}: {reason}", err=True)
+
+
+def _report(
+    result: api.RunResult,
+    options: _Options,
+    *,
+    fixed: dict[str, int] | None = None,
+    sources: dict[str, str] | None = None,
+    stream: Any = None,
+) -> None:
+    _errors(result)
+    stream = stream or sys.stdout
+    if options.statistics:
+        fmt = "json" if options.output_format == "json" else "text"
+        emit_statistics(result.findings, stream, unsafe_fixes=options.unsafe_fixes, fmt=fmt)
+        return
+    emit(
+        options.output_format,
+        result.findings,
+        stream,
+        show_fixes=options.show_fixes,
+        fixed=fixed,
+        unsafe_fixes=options.unsafe_fixes,
+        quiet=options.quiet,
+        unchecked=len(result.errors),
+        sources=sources,
+    )
+
+
+def _exit_status(result: api.RunResult, options: _Options) -> int:
+    if result.failed:
+        return EXIT_ERROR
+    if options.exit_zero:
+        return EXIT_CLEAN
+    if result.findings or (options.exit_non_zero_on_fix and any(result.fixed.values())):
         return EXIT_FINDINGS
     return EXIT_CLEAN
 
@@ -122,11 +334,20 @@ class _AmplintGroup(click.Group):
             click.echo("amplint: aborted", err=True)
             sys.exit(130)
         except click.ClickException as error:
-            click.echo(f"amplint: error: {error.format_message()}", err=True)
+            message = " ".join(error.format_message().split())
+            click.echo(f"amplint: error: {message}", err=True)
             sys.exit(EXIT_ERROR)
         except BrokenPipeError:
             sys.exit(EXIT_CLEAN)
         sys.exit(result if isinstance(result, int) else EXIT_CLEAN)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):  # type: ignore[no-untyped-def]
+        name = args[0] if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise click.UsageError(f"no such command '{name}'{hint}", ctx)
+        return super().resolve_command(ctx, args)
 
 
 @click.group(cls=_AmplintGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -136,82 +357,17 @@ def cli() -> None:
 
 
 @cli.command()
-@_common_options
-def check(
-    paths: tuple[Path, ...],
-    select: tuple[str, ...],
-    ignore: tuple[str, ...],
-    extend_select: tuple[str, ...],
-    config: Path | None,
-    output_format: str,
-    exit_zero: bool,
-    statistics: bool,
-    show_fixes: bool,
-    no_cache: bool,
-    unsafe_fixes: bool,
-) -> None:
-    """Report AMP misuse in PATHS (default: the current directory)."""
-    targets, settings, selection = _prepare(paths, config, select, ignore, extend_select)
-    interactive = output_format in ("concise", "full") and not statistics
-    with Progress(enabled=interactive) as progress:
-        try:
-            result = api.check_paths(
-                targets,
-                settings,
-                selection,
-                use_cache=not no_cache,
-                progress=progress.update,
-                # Only JSON and SARIF carry a fix's edits; the rest need its title alone.
-                with_edits=output_format in ("json", "sarif"),
-            )
-        except ConfigError as error:
-            raise UserError(str(error)) from error
-    _report(result, output_format, statistics, show_fixes=show_fixes, unsafe_fixes=unsafe_fixes)
-    sys.exit(_exit_status(result, exit_zero))
+@_lint_options(fix_command=False)
+def check(**given: Any) -> None:
+    """Report AMP misuse in PATHS (default: the current directory; '-': standard input)."""
+    sys.exit(_lint(_Options(**given)))
 
 
 @cli.command()
-@_common_options
-@click.option("--diff", is_flag=True, help="Print the fixes as a diff instead of writing them.")
-@click.option(
-    "--exit-non-zero-on-fix", is_flag=True, help="Exit 1 when a file was fixed (for pre-commit)."
-)
-def fix(
-    paths: tuple[Path, ...],
-    select: tuple[str, ...],
-    ignore: tuple[str, ...],
-    extend_select: tuple[str, ...],
-    config: Path | None,
-    output_format: str,
-    exit_zero: bool,
-    statistics: bool,
-    show_fixes: bool,
-    no_cache: bool,
-    unsafe_fixes: bool,
-    diff: bool,
-    exit_non_zero_on_fix: bool,
-) -> None:
-    """Apply fixes to PATHS in place; what cannot be fixed is reported."""
-    targets, settings, selection = _prepare(paths, config, select, ignore, extend_select)
-    codes = _resolve(selection, settings)
-    result = api.fix_paths(targets, settings, codes, unsafe=unsafe_fixes, write=not diff)
-    if diff:
-        for path, reason in result.errors:
-            click.echo(f"amplint: error: {path}: {reason}", err=True)
-        click.echo("".join(result.diffs), nl=False)
-        fixes = sum(result.fixed.values())
-        if fixes:
-            click.echo(f"Would fix {fixes} error{'s' if fixes != 1 else ''}.", err=True)
-        sys.exit(EXIT_ERROR if result.failed else EXIT_FINDINGS if result.diffs else EXIT_CLEAN)
-    _report(
-        result,
-        output_format,
-        statistics,
-        show_fixes=show_fixes,
-        fixed=result.fixed,
-        unsafe_fixes=unsafe_fixes,
-    )
-    sys.exit(_exit_status(result, exit_zero, fixed_is_failure=exit_non_zero_on_fix))
+@_lint_options(fix_command=True)
+def fix(**given: Any) -> None:
+    """Apply fixes to PATHS in place (`check --fix`); what cannot be fixed is reported."""
+    sys.exit(_lint(_Options(**given, fix=True)))
 
 
 @cli.command()
@@ -223,23 +379,25 @@ def fix(
     help="markdown: the table kept in README.md.",
 )
 def rules(fmt: str) -> None:
-    """List every rule: code, name, fixable, default-on."""
+    """List every code: name, where it is caught, fixable, default-on, summary."""
     click.echo(rules_table(markdown=fmt == "markdown"), nl=False)
 
 
 def rules_table(*, markdown: bool = False) -> str:
-    from amplint.engine.registry import all_rules
+    """Every catalog code; reads the catalog only (no rule is imported)."""
+    from amplint.catalog import ALWAYS_REPORTED, CATALOG
 
-    header = ("code", "name", "fix", "default", "summary")
+    header = ("code", "name", "caught", "fix", "default", "summary")
     rows = [
         (
-            rule.code,
-            rule.name,
-            "yes" if rule.fixable else "no",
-            "yes" if rule.default_enabled else "no",
-            rule.summary,
+            f"[{item.code}](docs/rules/{item.code}.md)" if markdown else item.code,
+            item.name,
+            item.caught,
+            "yes" if item.fixable else "no",
+            "always" if item.code in ALWAYS_REPORTED else "yes" if item.default_enabled else "no",
+            item.summary,
         )
-        for rule in all_rules()
+        for item in sorted(CATALOG, key=lambda item: item.code)
     ]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -254,30 +412,50 @@ def rules_table(*, markdown: bool = False) -> str:
 
 
 @cli.command()
-@click.argument("code")
-def rule(code: str) -> None:
-    """Print the documentation of rule CODE."""
-    from amplint.engine.registry import rule_by_code
+@click.argument("code", required=False)
+@click.option("--all", "every", is_flag=True, help="Print the documentation of every code.")
+def rule(code: str | None, every: bool) -> None:
+    """Print the documentation of CODE (any code `amplint rules` lists)."""
+    from amplint.catalog import CATALOG, documentation, entry, known_codes
+    from amplint.config import selector_hint
 
-    found = rule_by_code(code)
+    if every:
+        pages = [documentation(item, fixable=item.fixable) for item in CATALOG]
+        click.echo("\n".join(pages), nl=False)
+        return
+    if code is None:
+        raise UserError("give a code (amplint rule AMP001) or --all")
+    found = entry(code.strip())
     if found is None:
-        raise UserError(f"unknown rule code: {code}")
-    click.echo(found.documentation(), nl=False)
+        wanted = code.strip().upper()
+        below = [item.code for item in CATALOG if item.code.startswith(wanted)]
+        if below and len(wanted) > len("AMP"):
+            raise UserError(f"{code} is a prefix of {', '.join(below)}: give one code")
+        codes = [*known_codes(), *(item.code for item in CATALOG)]
+        raise UserError(f"unknown rule code: {code}{selector_hint(code.strip(), codes)}")
+    click.echo(documentation(found, fixable=found.fixable), nl=False)
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def clean(paths: tuple[Path, ...]) -> None:
-    """Remove the .amplint_cache directory (of PATHS' project, default: here)."""
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar=CACHE_DIR_ENV,
+    show_envvar=True,
+    help="Cache directory [default: .amplint_cache at the project root].",
+)
+def clean(paths: tuple[Path, ...], cache_dir: Path | None) -> None:
+    """Remove the cache (of PATHS' project, default: here)."""
     from amplint.cache import clean as remove_cache
 
     try:
         settings = load_settings(None, paths[0] if paths else Path("."))
     except ConfigError as error:
         raise UserError(str(error)) from error
-    root = api.cache_root(settings)
-    if remove_cache(root):
-        click.echo(f"Removed cache at {root / '.amplint_cache'}", err=True)
+    directory = api.cache_directory(settings, cache_dir)
+    if remove_cache(directory):
+        click.echo(f"Removed cache at {directory}", err=True)
 
 
 @cli.command()

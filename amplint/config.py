@@ -6,11 +6,12 @@ checked against a fixed list of keys and turned into a frozen ``Settings``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "relative_to_root",
     "resolve_selection",
     "selector_codes",
+    "selector_hint",
 ]
 
 #: Selects every known code, as ruff's ``ALL`` does.
@@ -43,7 +45,8 @@ CONFIG_FILENAMES = (".amplint.toml", "amplint.toml", "pyproject.toml")
 
 _LIST_KEYS = ("select", "ignore", "extend-select", "exclude", "extend-exclude")
 _TABLE_KEYS = ("per-file-ignores",)
-_KNOWN_KEYS = _LIST_KEYS + _TABLE_KEYS
+_BOOL_KEYS = ("force-exclude",)
+_KNOWN_KEYS = _LIST_KEYS + _TABLE_KEYS + _BOOL_KEYS
 
 # Bumped whenever the meaning of a setting changes, so that old cache entries stop matching.
 _FINGERPRINT_VERSION = 1
@@ -67,6 +70,9 @@ class Settings:
     per_file_ignores: tuple[tuple[str, tuple[str, ...]], ...] = ()
     exclude: tuple[str, ...] | None = None
     extend_exclude: tuple[str, ...] = ()
+    #: Apply every exclusion (the defaults too) to paths named on the command line, as
+    #: pre-commit names every changed file.
+    force_exclude: bool = False
     project_root: Path = field(default_factory=Path.cwd)
     config_path: Path | None = None
 
@@ -80,6 +86,7 @@ class Settings:
             "per_file_ignores": [[glob, list(codes)] for glob, codes in self.per_file_ignores],
             "exclude": _maybe_list(self.exclude),
             "extend_exclude": list(self.extend_exclude),
+            "force_exclude": self.force_exclude,
             "project_root": str(self.project_root),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
@@ -178,6 +185,7 @@ def _settings_from_file(path: Path, document: dict[str, Any]) -> Settings:
         per_file_ignores=_per_file_ignores(path, values.get("per-file-ignores")),
         exclude=_optional_strings(path, values, "exclude"),
         extend_exclude=_optional_strings(path, values, "extend-exclude") or (),
+        force_exclude=_bool(path, values, "force-exclude"),
         project_root=path.parent,
         config_path=path,
     )
@@ -189,12 +197,25 @@ def _normalized_keys(path: Path, table: Mapping[str, Any], where: str) -> dict[s
     for key, value in table.items():
         canonical = key.replace("_", "-")
         if canonical not in _KNOWN_KEYS:
-            known = ", ".join(_KNOWN_KEYS)
-            raise ConfigError(f"{path}: unknown key '{key}' in {where} (known keys: {known})")
+            raise ConfigError(f"{path}: unknown key '{key}' in {where}{_key_hint(canonical)}")
         if canonical in values:
             raise ConfigError(f"{path}: '{canonical}' is given twice (kebab-case and snake_case)")
         values[canonical] = value
     return values
+
+
+def _key_hint(key: str) -> str:
+    close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (known keys: {', '.join(_KNOWN_KEYS)})"
+
+
+def _bool(path: Path, values: Mapping[str, Any], key: str) -> bool:
+    value = values.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{path}: '{key}' must be true or false")
+    return value
 
 
 def _optional_strings(path: Path, values: Mapping[str, Any], key: str) -> tuple[str, ...] | None:
@@ -230,8 +251,29 @@ def selector_codes(selector: str, known_codes: Collection[str]) -> frozenset[str
         return frozenset(known_codes)
     matched = frozenset(code for code in known_codes if code.startswith(selector))
     if not matched:
-        raise ConfigError(f"unknown rule selector: {selector}")
+        hint = selector_hint(selector, known_codes)
+        raise ConfigError(f"unknown rule selector: {selector}{hint}")
     return matched
+
+
+def selector_hint(selector: str, known_codes: Collection[str]) -> str:
+    """A hint for a mistyped selector (" (did you mean AMP001?)"), or why it cannot be
+    selected; empty when there is none."""
+    from amplint.catalog import PARSE_ERROR_CODE, by_code
+
+    if len(selector) > len("AMP") and PARSE_ERROR_CODE.startswith(selector.upper()):
+        return (
+            f" ({PARSE_ERROR_CODE}, a file that cannot be parsed, is always reported: it cannot "
+            "be selected or ignored)"
+        )
+    upper = selector.upper()
+    if upper != selector and any(code.startswith(upper) for code in known_codes):
+        return f" (did you mean {upper}? codes are upper case)"
+    for item in by_code().values():
+        if item.name == selector.lower() and item.code in known_codes:
+            return f" (did you mean {item.code}? select codes, not names)"
+    close = difflib.get_close_matches(upper, sorted(known_codes), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _specificity(selector: str) -> int:
@@ -246,6 +288,21 @@ class _Layer:
     select: Sequence[str] | None
     extend_select: Sequence[str]
     ignore: Sequence[str]
+    #: where a key of this layer was written, for error messages: ``where("ignore")``.
+    where: Callable[[str], str] | None = None
+
+
+def _config_origin(settings: Settings) -> Callable[[str], str]:
+    file = str(settings.config_path) if settings.config_path else "configuration"
+
+    def where(key: str) -> str:
+        return f"{file}: '{key}'"
+
+    return where
+
+
+def _option_origin(key: str) -> str:
+    return f"--{key}"
 
 
 def resolve_selection(
@@ -264,12 +321,19 @@ def resolve_selection(
     ``ignore`` from what the layers before it left. Within one layer the more specific selector
     wins (``select = ["AMP"]`` with ``ignore = ["AMP001"]`` drops AMP001, and the reverse keeps
     it), and at equal specificity ``ignore`` wins.
+
+    An unknown selector is an error that names where it was written (the configuration file
+    and key, or the option), also one in ``per-file-ignores``.
     """
+    config_origin = _config_origin(settings)
     layers = (
         _Layer(select=tuple(default_codes), extend_select=(), ignore=()),
-        _Layer(settings.select, settings.extend_select, settings.ignore),
-        _Layer(select, extend_select or (), ignore or ()),
+        _Layer(settings.select, settings.extend_select, settings.ignore, config_origin),
+        _Layer(select, extend_select or (), ignore or (), _option_origin),
     )
+    for glob, selectors in settings.per_file_ignores:
+        for selector in selectors:
+            _checked(selector, known_codes, config_origin(f"per-file-ignores.{glob}"))
     enabled: set[str] = set()
     for layer in layers:
         updates = _layer_updates(layer, known_codes)
@@ -283,14 +347,23 @@ def resolve_selection(
     return frozenset(enabled)
 
 
+def _checked(selector: str, known_codes: Collection[str], where: str | None) -> frozenset[str]:
+    try:
+        return selector_codes(selector, known_codes)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}" if where else str(error)) from None
+
+
 def _layer_updates(layer: _Layer, known_codes: Collection[str]) -> dict[str, bool]:
-    tagged = [(selector, True) for selector in (*(layer.select or ()), *layer.extend_select)]
-    tagged += [(selector, False) for selector in layer.ignore]
+    tagged = [(selector, True, "select") for selector in layer.select or ()]
+    tagged += [(selector, True, "extend-select") for selector in layer.extend_select]
+    tagged += [(selector, False, "ignore") for selector in layer.ignore]
     # Stable sort: at one specificity the ignores come after the selects and so override them.
     tagged.sort(key=lambda item: _specificity(item[0]))
     updates: dict[str, bool] = {}
-    for selector, on in tagged:
-        for code in selector_codes(selector, known_codes):
+    for selector, on, key in tagged:
+        where = layer.where(key) if layer.where else None
+        for code in _checked(selector, known_codes, where):
             updates[code] = on
     return updates
 

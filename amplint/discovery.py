@@ -5,7 +5,7 @@ project root down, plus ``.git/info/exclude``), the default excluded directories
 configuration's ``exclude``/``extend-exclude``. Paths named explicitly are checked even when a
 ``.gitignore`` or a default exclude would skip them, but a user's own ``exclude`` or
 ``extend-exclude`` pattern still applies to them, so a pre-commit hook that passes every
-changed file respects the configuration.
+changed file respects the configuration; with ``force-exclude`` the default excludes do too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pathspec
 
 from amplint.config import Settings, relative_to_root
 
-__all__ = ["DEFAULT_EXCLUDES", "PYTHON_SUFFIXES", "Discovery", "discover"]
+__all__ = ["DEFAULT_EXCLUDES", "PYTHON_SUFFIXES", "Discovery", "discover", "is_excluded"]
 
 PYTHON_SUFFIXES = frozenset({".py", ".pyi"})
 
@@ -71,6 +71,12 @@ def discover(paths: Sequence[Path], settings: Settings) -> Discovery:
     for path in paths:
         walker.visit_argument(Path(path))
     return walker.result()
+
+
+def is_excluded(path: Path, settings: Settings) -> bool:
+    """Whether a file named explicitly (``--stdin-filename``) is excluded, as a path argument
+    would be."""
+    return _Excludes(settings).excludes_argument(os.path.abspath(path), False)
 
 
 # --------------------------------------------------------------------------- matching
@@ -175,21 +181,34 @@ class _Excludes:
 
     def __init__(self, settings: Settings) -> None:
         self._root = os.path.abspath(settings.project_root)
-        self._user = _Rules((*(settings.exclude or ()), *settings.extend_exclude))
+        self._configured = settings.config_path is not None
         defaults = DEFAULT_EXCLUDES if settings.exclude is None else ()
         patterns = (*defaults, *(settings.exclude or ()), *settings.extend_exclude)
         self._all = _Rules(patterns)
+        forced = defaults if settings.force_exclude else ()
+        self._arguments = _Rules((*forced, *(settings.exclude or ()), *settings.extend_exclude))
         # The usual case, bare names (`.venv`, `build`): a set lookup on the entry's own name
         # gives the same verdict as matching every pattern, at a fraction of the cost.
         self._bare_names = frozenset(patterns) if all(_is_bare_name(p) for p in patterns) else None
 
     def excludes_argument(self, path: str, is_dir: bool) -> bool:
-        """Whether a path named on the command line is excluded, by the user's patterns only."""
+        """Whether a path named on the command line is excluded: by the user's patterns, and
+        with ``force-exclude`` by the defaults too."""
         if path == self._root:
             return False
         relative = self._relative(path)
         # A directory pattern (`legacy/`) excludes the files named below it as well.
-        return bool(self._user.verdict(relative, is_dir))
+        if self._arguments.verdict(relative, is_dir):
+            return True
+        # Without a configuration the root is the argument's own folder, where `build` in
+        # `build/gen.py` cannot be seen: match below the working directory too, as pre-commit
+        # names files relative to it.
+        if self._configured:
+            return False
+        below_cwd = relative_to_root(path, os.getcwd())
+        return below_cwd not in (None, relative) and bool(
+            self._arguments.verdict(below_cwd, is_dir)
+        )
 
     def excludes_entry(self, path: str, is_dir: bool) -> bool:
         """Whether the walk skips an entry, by the default and the user's patterns."""

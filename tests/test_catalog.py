@@ -89,7 +89,14 @@ def test_always_reported_codes_are_documented_and_not_selectable() -> None:
 
 
 def _rule_class(module: str, class_name: str, code: str) -> type[Rule]:
-    namespace = {"__module__": module, "code": code, "tokens": (("x",),)}
+    known = catalog.entry(code)
+    fixed = "y\n" if known is not None and known.fixable else None
+    namespace = {
+        "__module__": module,
+        "code": code,
+        "tokens": (("x",),),
+        "invalid": (Invalid("x\n", 1, fixed=fixed),),
+    }
     return type(class_name, (Rule,), namespace)
 
 
@@ -129,17 +136,18 @@ def test_the_registry_refuses_a_module_without_exactly_one_rule() -> None:
         collect_rules([types.ModuleType("amplint.rules.amp099_empty")])
 
 
-def test_fixable_follows_from_the_examples() -> None:
-    name = "amplint.rules.amp019_closure_with_gradscaler"
+def test_fixable_follows_from_the_examples_and_must_agree_with_the_catalog() -> None:
+    name = "amplint.rules.amp019_closure_with_gradscaler"  # not fixable in the catalog
     namespace = {
         "__module__": name,
         "code": "AMP019",
         "tokens": (("x",),),
-        "invalid": (Invalid("x\n", 1, fixed="y\n"),),
+        "invalid": (Invalid("x\n", 1),),
     }
-    assert type("ClosureWithGradScaler", (Rule,), namespace).fixable is True
-    namespace["invalid"] = (Invalid("x\n", 1),)
     assert type("ClosureWithGradScaler", (Rule,), namespace).fixable is False
+    namespace["invalid"] = (Invalid("x\n", 1, fixed="y\n"),)
+    with pytest.raises(RuleDefinitionError, match="fixable=False"):
+        type("ClosureWithGradScaler", (Rule,), namespace)
 
 
 # ---------------------------------------------------------------- a rule's failure is contained

@@ -341,3 +341,404 @@ def test_nested_gitignore_in_repository(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "sub" / "train.py").write_text(BUGGY)
     code, out, _ = run(["check"], tmp_path, monkeypatch)
     assert code == 1 and "sub/train.py" in out and "generated_train.py" not in out
+
+
+# --------------------------------------------------------------------------- ruff's habits, catalog
+
+HALF = """\
+import torch
+model = Net().cuda().half()
+optimizer = torch.optim.AdamW(model.parameters(), fused=True)
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+"""
+FIXED = (
+    "import torch\n"
+    'scaler = torch.amp.GradScaler("cuda")\n'
+    "\n"
+    "for x, y in loader:\n"
+    '    with torch.autocast("cuda"):\n'
+    "        loss = model(x)\n"
+    "    scaler.scale(loss).backward()\n"
+    "    scaler.step(optimizer)\n"
+    "    scaler.update()\n"
+)
+BROKEN = "import torch\nwith torch.autocast('cuda')\n    loss.backward()\n"
+
+
+def amplint(
+    args: list[str], cwd: Path, *, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AMPLINT, *args],
+        cwd=cwd,
+        input=stdin,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("bad", ["nope.py", "notes.txt"])
+def test_an_error_is_never_beside_all_checks_passed(
+    bad: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "notes.txt").write_text("not python\n")
+    code, out, err = run(["check", "clean.py", bad], project, monkeypatch)
+    assert code == 2 and bad in err
+    assert out == "1 path was not checked: see the error above.\n"
+    code, out, _ = run(["check", "train.py", bad], project, monkeypatch)
+    assert code == 2
+    assert out.splitlines()[-3:-1] == [
+        "Found 2 errors.",
+        "1 path was not checked: see the error above.",
+    ]
+    process = amplint(["check", "clean.py", bad], project)
+    assert process.returncode == 2 and "All checks passed!" not in process.stdout
+
+
+def test_cache_lives_at_the_project_root_and_ignores_itself(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "demo"\n')
+    package = tmp_path / "src" / "demo"
+    package.mkdir(parents=True)
+    (package / "train.py").write_text(BUGGY)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    assert amplint(["check", "."], package).returncode == 1
+    cache = tmp_path / ".amplint_cache"
+    assert not (package / ".amplint_cache").exists()
+    assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"
+    tag = (cache / "CACHEDIR.TAG").read_text()
+    assert tag.startswith("Signature: 8a477f597d28d172789f06886806bc55\n")
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "amplint_cache" not in status and "src/demo/train.py" in status
+
+
+def test_cache_dir_option_and_environment_variable(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path_factory.mktemp("caches")
+    assert run(["check", "--cache-dir", str(elsewhere / "a")], project, monkeypatch)[0] == 1
+    assert list((elsewhere / "a").glob("*/*.json"))
+    assert amplint(["check"], project, env={"AMPLINT_CACHE_DIR": str(elsewhere / "b")}).returncode
+    assert (elsewhere / "b" / "CACHEDIR.TAG").is_file()
+    assert not (project / ".amplint_cache").exists()
+    # `clean` follows the same choice, and never removes a directory amplint did not make.
+    (elsewhere / "mine").mkdir()
+    (elsewhere / "mine" / "keep.txt").write_text("x")
+    run(["clean", "--cache-dir", str(elsewhere / "mine")], project, monkeypatch)
+    assert (elsewhere / "mine" / "keep.txt").exists()
+    run(["clean", "--cache-dir", str(elsewhere / "a")], project, monkeypatch)
+    assert not (elsewhere / "a").exists()
+
+
+def test_check_fix_is_fix(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["check", "--fix", "--show-fixes", "train.py"], project, monkeypatch)
+    assert code == 0
+    assert (project / "train.py").read_text() == FIXED
+    assert out.splitlines() == [
+        "Fixed 2 errors:",
+        "- train.py: 2 fixes",
+        "",
+        "Found 2 errors (2 fixed, 0 remaining).",
+    ]
+
+
+def test_check_fix_applies_unsafe_fixes_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "half.py"
+    path.write_text(HALF)
+    code, out, _ = run(["check", "--fix", "half.py"], tmp_path, monkeypatch)
+    assert code == 1 and path.read_text() == HALF
+    assert "1 hidden fix can be enabled with the `--unsafe-fixes` option" in out
+    code, _, _ = run(["check", "--fix", "--unsafe-fixes", "half.py"], tmp_path, monkeypatch)
+    assert code == 0
+    assert path.read_text() == HALF.replace("Net().cuda().half()", "Net().cuda()")
+
+
+def test_check_diff_writes_nothing(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(["check", "--diff", "train.py"], project, monkeypatch)
+    assert code == 1 and (project / "train.py").read_text() == BUGGY
+    assert out.startswith("--- a/train.py\n+++ b/train.py\n")
+    assert "+    scaler.update()\n" in out and err == "Would fix 2 errors.\n"
+
+
+def test_quiet_prints_findings_only(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, _ = run(["check", "-q"], project, monkeypatch)
+    assert code == 1
+    assert [line.split(" ")[1] for line in out.splitlines()] == ["AMP003", "AMP001"]
+    code, out, _ = run(["check", "--quiet", "clean.py"], project, monkeypatch)
+    assert (code, out) == (0, "")
+
+
+def test_exclude_options_on_the_command_line(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "legacy").mkdir()
+    (project / "legacy" / "old.py").write_text(BUGGY)
+    code, out, _ = run(["check", "--extend-exclude", "legacy,train.py"], project, monkeypatch)
+    assert (code, out) == (0, "All checks passed!\n")
+    # --exclude replaces the defaults too: a build/ folder is checked again.
+    (project / "build").mkdir()
+    (project / "build" / "gen.py").write_text(BUGGY)
+    code, out, _ = run(["check", "--exclude", "legacy", "-q"], project, monkeypatch)
+    assert "build/gen.py:6:9: AMP001" in out and "legacy" not in out
+
+
+def test_force_exclude_keeps_named_files_out(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "build").mkdir()
+    (project / "build" / "gen.py").write_text(BUGGY)
+    assert run(["check", "build/gen.py"], project, monkeypatch)[0] == 1
+    code, out, _ = run(["check", "--force-exclude", "build/gen.py"], project, monkeypatch)
+    assert (code, out) == (0, "All checks passed!\n")
+    (project / "pyproject.toml").write_text("[tool.amplint]\nforce-exclude = true\n")
+    assert amplint(["check", "build/gen.py"], project).returncode == 0
+    assert amplint(["check", "--no-force-exclude", "build/gen.py"], project).returncode == 1
+
+
+def test_stdin_check_and_fix(project: Path) -> None:
+    checked = amplint(["check", "-"], project, stdin=BUGGY)
+    assert checked.returncode == 1
+    assert checked.stdout.startswith("-:4:10: AMP003 [*]")
+    named = amplint(["check", "--stdin-filename", "pkg/train.py"], project, stdin=BUGGY)
+    assert "pkg/train.py:6:9: AMP001" in named.stdout
+    fixed = amplint(["check", "--fix", "--stdin-filename", "train.py", "-"], project, stdin=BUGGY)
+    assert (fixed.returncode, fixed.stdout) == (0, FIXED)
+    assert "Found 2 errors (2 fixed, 0 remaining)." in fixed.stderr
+    assert (project / "train.py").read_text() == BUGGY  # the file itself is not touched
+    diff = amplint(["check", "--diff", "-"], project, stdin=BUGGY)
+    assert diff.returncode == 1 and "+    scaler.update()" in diff.stdout
+
+
+def test_stdin_filename_honours_per_file_ignores_and_force_exclude(project: Path) -> None:
+    (project / "pyproject.toml").write_text(
+        '[tool.amplint]\nper-file-ignores = { "scripts/*" = ["AMP001"] }\n'
+        'extend-exclude = ["vendored"]\n'
+    )
+    out = amplint(["check", "--stdin-filename", "scripts/t.py"], project, stdin=BUGGY).stdout
+    assert "AMP003" in out and "AMP001" not in out
+    args = ["check", "--force-exclude", "--fix", "--stdin-filename", "vendored/t.py"]
+    excluded = amplint(args, project, stdin=BUGGY)
+    assert (excluded.returncode, excluded.stdout) == (0, BUGGY)
+
+
+def test_stdin_cannot_mix_with_paths(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run(["check", "-", "train.py"], project, monkeypatch)
+    assert code == 2 and out == "" and "cannot be combined" in err
+
+
+def test_statistics_honour_json(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["check", "--statistics", "--output-format", "json"]
+    code, out, _ = run(args, project, monkeypatch)
+    assert code == 1
+    assert json.loads(out) == [
+        {
+            "code": "AMP001",
+            "name": "backward-inside-autocast",
+            "count": 1,
+            "fixable": True,
+            "fixable_count": 1,
+        },
+        {
+            "code": "AMP003",
+            "name": "fp16-without-gradscaler",
+            "count": 1,
+            "fixable": True,
+            "fixable_count": 1,
+        },
+    ]
+    assert json.loads(amplint(args, project).stdout) == json.loads(out)
+
+
+def test_show_fixes_on_check_describes_each_fix(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = run(["check", "--show-fixes", "train.py"], project, monkeypatch)
+    assert code == 1
+    lines = out.splitlines()
+    assert lines[1].startswith("  = help: Create a `torch.amp.GradScaler`")
+    assert lines[1].endswith("(safe fix)")
+    assert lines[3].startswith("  = help: Move the backward pass and what follows it out")
+
+
+@pytest.mark.parametrize(
+    ("args", "suggestion"),
+    [
+        (["check", "--selct", "AMP001"], "--select"),
+        (["chek"], "did you mean 'check'?"),
+        (["check", "--select", "AMP0001"], "did you mean AMP001?"),
+        (["check", "--ignore", "backward-inside-autocast"], "did you mean AMP001?"),
+        (["rule", "AMP10"], "a prefix of AMP101, AMP102, AMP103"),
+    ],
+)
+def test_mistakes_get_a_did_you_mean(
+    args: list[str], suggestion: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run(args, project, monkeypatch)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and suggestion in err
+
+
+def test_config_errors_name_the_file(project: Path) -> None:
+    config = project / "pyproject.toml"
+    config.write_text('[tool.amplint]\nextend-selct = ["AMP001"]\n')
+    result = amplint(["check"], project)
+    assert result.returncode == 2 and result.stdout == ""
+    assert f"{config}: unknown key 'extend-selct'" in result.stderr
+    assert "did you mean 'extend-select'?" in result.stderr
+    config.write_text('[tool.amplint]\nignore = ["AMP0003"]\n')
+    result = amplint(["check"], project)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"amplint: error: {config}: 'ignore': unknown rule selector: AMP0003 (did you mean AMP003?)"
+    )
+
+
+def test_json_url_and_sarif_metadata_come_from_the_catalog(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, out, _ = run(["check", "--output-format", "json", "train.py"], project, monkeypatch)
+    urls = {item["code"]: item["url"] for item in json.loads(out)}
+    assert urls["AMP001"] == "https://github.com/amplint/amplint/blob/main/docs/rules/AMP001.md"
+    assert (REPO / "docs" / "rules" / "AMP001.md").is_file()
+    sarif = json.loads(amplint(["check", "--output-format", "sarif"], project).stdout)
+    driver = sarif["runs"][0]["tool"]["driver"]
+    assert driver["informationUri"] == "https://github.com/amplint/amplint"
+    rule = next(item for item in driver["rules"] if item["id"] == "AMP001")
+    assert rule["helpUri"] == urls["AMP001"]
+    assert rule["shortDescription"]["text"] == "backward pass runs inside an autocast region"
+    assert rule["fullDescription"]["text"].startswith("Checks for .backward(),")
+    assert rule["help"]["markdown"].startswith("# backward-inside-autocast (AMP001)")
+
+
+def test_full_format_shows_context_and_the_fix_as_a_diff(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["check", "--output-format", "full", "--select", "AMP001", "train.py"]
+    code, out, _ = run(args, project, monkeypatch)
+    assert code == 1
+    assert out == (
+        "train.py:6:9: AMP001 [*] `loss.backward()` runs the backward pass inside an autocast "
+        "region; leave the `with` block before calling backward\n"
+        "  |\n"
+        '4 |     with torch.autocast("cuda"):\n'
+        "5 |         loss = model(x)\n"
+        "6 |         loss.backward()\n"
+        "  |         ^^^^^^^^^^^^^^^ AMP001\n"
+        "7 |     optimizer.step()\n"
+        "  |\n"
+        "  = help: Move the backward pass and what follows it out of the autocast block\n"
+        "\n"
+        "  Safe fix:\n"
+        '  4 4 |      with torch.autocast("cuda"):\n'
+        "  5 5 |          loss = model(x)\n"
+        "  6   | -        loss.backward()\n"
+        "    6 | +    loss.backward()\n"
+        "  7 7 |      optimizer.step()\n"
+        "\n"
+        "Found 1 error.\n"
+        "[*] 1 fixable with the `amplint fix` command.\n"
+    )
+    assert amplint(args, project).stdout == out
+
+
+def test_syntax_error_is_reported_whatever_the_selection(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "broken.py").write_text(BROKEN)
+    for args in (
+        ["--select", "AMP007"],
+        ["--ignore", "ALL"],
+        ["--select", "AMP1"],  # runtime codes only: no static rule runs at all
+    ):
+        code, out, _ = run(["check", "--no-cache", "broken.py", *args], project, monkeypatch)
+        assert code == 1 and out.startswith("broken.py:3:1: AMP999 "), (args, out)
+    (project / "pyproject.toml").write_text(
+        '[tool.amplint]\nper-file-ignores = { "broken.py" = ["ALL"] }\n'
+    )
+    (project / "broken.py").write_text(BROKEN.replace("'cuda')", "'cuda')  # noqa"))
+    result = amplint(["check", "broken.py"], project)
+    assert result.returncode == 1 and ": AMP999 " in result.stdout
+
+
+def test_rules_lists_every_catalog_code_with_where_it_is_caught(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from amplint.catalog import CATALOG
+
+    code, out, _ = run(["rules"], project, monkeypatch)
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:5] for line in out.splitlines()[1:]}
+    assert sorted(rows) == sorted(item.code for item in CATALOG)
+    assert rows["AMP001"] == ["backward-inside-autocast", "both", "yes", "yes"]
+    assert rows["AMP015"][1] == "static"
+    assert rows["AMP104"] == ["gradient-underflow", "runtime", "no", "yes"]
+    assert rows["AMP999"] == ["syntax-error", "static", "no", "always"]
+    for item in CATALOG:
+        page = run(["rule", item.code.lower()], project, monkeypatch)
+        assert page[0] == 0 and page[1].startswith(f"# {item.name} ({item.code})")
+    assert "## Thresholds" in run(["rule", "AMP103"], project, monkeypatch)[1]
+    assert "always reported" in run(["rule", "AMP999"], project, monkeypatch)[1]
+
+
+def test_listing_and_option_errors_import_no_rule_and_no_libcst(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from amplint.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "loaded = [m for m in sys.modules if m == 'libcst' or m.startswith('amplint.rules')]\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    for args in (
+        ["rules"],
+        ["rule", "AMP001"],
+        ["rule", "AMP105"],
+        ["check", "--select", "AMP777"],
+        ["check", "--bogus"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "LOADED []" in result.stderr, (args, result.stderr)
+
+
+def test_ruff_habits_in_a_real_process(project: Path) -> None:
+    quiet = amplint(["check", "-q", "--extend-exclude", "clean.py"], project)
+    assert quiet.returncode == 1 and len(quiet.stdout.splitlines()) == 2
+    shown = amplint(["check", "--show-fixes", "train.py"], project)
+    assert shown.stdout.count("  = help: ") == 2
+    excluded = amplint(["check", "--extend-exclude", "train.py"], project)
+    assert (excluded.returncode, excluded.stdout) == (0, "All checks passed!\n")
+    mistyped = amplint(["check", "--exlude", "x"], project)
+    assert mistyped.returncode == 2 and "'--exclude'" in mistyped.stderr
+    assert len(mistyped.stderr.splitlines()) == 1 and "Traceback" not in mistyped.stderr
+    fixed = amplint(["check", "--fix", "train.py"], project)
+    assert fixed.returncode == 0 and (project / "train.py").read_text() == FIXED
+    assert fixed.stdout == "Found 2 errors (2 fixed, 0 remaining).\n"
+
+
+def test_stdin_through_clicks_runner(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project)
+    args = ["check", "--fix", "--stdin-filename", "train.py"]
+    result = CliRunner().invoke(main, args, input=BUGGY, catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (0, FIXED)
+    result = CliRunner().invoke(main, ["check", "-"], input=CLEAN, catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (0, "All checks passed!\n")

@@ -266,14 +266,64 @@ def test_ignore_wins_at_equal_specificity(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["select", "ignore", "extend_select"])
-def test_unknown_cli_selector_is_an_error(tmp_path: Path, where: str) -> None:
-    with pytest.raises(ConfigError, match=r"^unknown rule selector: AMP777$"):
+def test_unknown_cli_selector_is_an_error_naming_the_option(tmp_path: Path, where: str) -> None:
+    option = "--" + where.replace("_", "-")
+    with pytest.raises(ConfigError, match=rf"^{option}: unknown rule selector: AMP777$"):
         selection(Settings(project_root=tmp_path), **{where: ["AMP777"]})
 
 
 def test_unknown_config_selector_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown rule selector: E501"):
         selection(Settings(ignore=("E501",), project_root=tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "hint"),
+    [
+        ('ignore = ["AMP0003"]\n', "'ignore'", "did you mean AMP003?"),
+        ('select = ["amp001"]\n', "'select'", "did you mean AMP001? codes are upper case"),
+        ('extend-select = ["AMP7"]\n', "'extend-select'", ""),
+        ('per-file-ignores = {"t/*" = ["APM010"]}\n', "'per-file-ignores.t/*'", "AMP010"),
+    ],
+)
+def test_config_selector_error_names_file_key_and_suggestion(
+    tmp_path: Path, body: str, key: str, hint: str
+) -> None:
+    config = write(tmp_path / "pyproject.toml", "[tool.amplint]\n" + body)
+    settings = load_settings(None, tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        selection(settings)
+    message = str(raised.value)
+    assert message.startswith(f"{config}: {key}: unknown rule selector: ")
+    assert hint in message and "\n" not in message
+
+
+def test_syntax_error_code_cannot_be_selected_and_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="AMP999, a file that cannot be parsed, is always"):
+        resolve_selection(
+            Settings(project_root=tmp_path),
+            select=None,
+            ignore=["AMP999"],
+            extend_select=None,
+            known_codes=("AMP001",),
+            default_codes=("AMP001",),
+        )
+
+
+def test_mistyped_config_key_gets_a_suggestion(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.amplint]\nextend-exlude = ["x"]\n')
+    with pytest.raises(
+        ConfigError, match=r"unknown key 'extend-exlude'.*did you mean 'extend-exclude'"
+    ):
+        load_settings(None, tmp_path)
+
+
+def test_force_exclude_must_be_a_boolean(tmp_path: Path) -> None:
+    write(tmp_path / "pyproject.toml", '[tool.amplint]\nforce-exclude = "yes"\n')
+    with pytest.raises(ConfigError, match="'force-exclude' must be true or false"):
+        load_settings(None, tmp_path)
+    write(tmp_path / "pyproject.toml", "[tool.amplint]\nforce-exclude = true\n")
+    assert load_settings(None, tmp_path).force_exclude is True
 
 
 def test_selectors_are_case_sensitive(tmp_path: Path) -> None:

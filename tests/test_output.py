@@ -245,7 +245,7 @@ def test_json_round_trip_with_ruff_keys() -> None:
                 }
             ],
         },
-        "url": None,
+        "url": "https://github.com/amplint/amplint/blob/main/docs/rules/AMP001.md",
         "noqa_row": 4,
     }
 
@@ -317,7 +317,7 @@ def test_sarif_without_findings_and_parse_error_rule() -> None:
     assert run["results"] == []
     assert run["tool"]["driver"]["rules"] == []
     (run,) = sarif([parse_error()])["runs"]
-    assert run["tool"]["driver"]["rules"][0]["name"] == "parse-error"
+    assert run["tool"]["driver"]["rules"][0]["name"] == "syntax-error"
     assert "fixes" not in run["results"][0]
 
 
@@ -359,7 +359,7 @@ def test_statistics_counts_codes_most_frequent_first() -> None:
     assert stream.getvalue().splitlines() == [
         "12\tAMP001\t[*] backward-inside-autocast",
         " 1\tAMP009\t[ ] half-params-with-gradscaler",
-        " 1\tAMP999\t[ ] parse-error",
+        " 1\tAMP999\t[ ] syntax-error",
     ]
 
 
@@ -379,3 +379,90 @@ def test_statistics_unsafe_fixes_count_as_fixable_when_enabled() -> None:
     stream = io.StringIO()
     emit_statistics([half()], stream, unsafe_fixes=True)
     assert stream.getvalue() == "1\tAMP009\t[*] half-params-with-gradscaler\n"
+
+
+# --------------------------------------------------------------------------- summary, full, stdin
+
+
+def test_summary_never_passes_beside_unchecked_paths() -> None:
+    assert render("concise", [], unchecked=2) == (
+        "2 paths were not checked: see the errors above.\n"
+    )
+    out = render("full", [finding()], unchecked=1)
+    assert out.splitlines()[-2:] == [
+        "Found 1 error.",
+        "1 path was not checked: see the error above.",
+    ]
+
+
+def test_quiet_leaves_out_every_summary_line() -> None:
+    assert render("concise", [], quiet=True) == ""
+    out = render("concise", [finding(fix=SAFE_FIX)], quiet=True, fixed={"a.py": 1})
+    assert out == (
+        "src/train.py:4:9: AMP001 [*] `backward()` runs inside an enabled autocast region\n"
+    )
+
+
+def test_full_shows_context_and_diff_from_the_given_source() -> None:
+    text = "a = 1\nb = 2\nwith ctx:\n    x()\n    loss.backward()\nc = 3\nd = 4\ne = 5\n"
+    fix = Fix(
+        "unsafe",
+        "Dedent it",
+        (Edit(content="", location=Position(5, 1), end_location=Position(5, 5)),),
+    )
+    found = finding(
+        filename="<stdin>", row=5, column=5, fix=fix, source_line="    loss.backward()\n"
+    )
+    out = render("full", [found], sources={"<stdin>": text}, unsafe_fixes=True)
+    assert out.splitlines()[:18] == [
+        "<stdin>:5:5: AMP001 [*] `backward()` runs inside an enabled autocast region",
+        "  |",
+        "3 | with ctx:",
+        "4 |     x()",
+        "5 |     loss.backward()",
+        "  |     ^^^^^^^^^^^^^^^ AMP001",
+        "6 | c = 3",
+        "7 | d = 4",
+        "  |",
+        "  = help: Dedent it",
+        "",
+        "  Unsafe fix:",
+        "  3 3 |  with ctx:",
+        "  4 4 |      x()",
+        "  5   | -    loss.backward()",
+        "    5 | +loss.backward()",
+        "  6 6 |  c = 3",
+        "  7 7 |  d = 4",
+    ]
+
+
+def test_full_falls_back_to_the_finding_line_when_the_file_changed(tmp_path: Path) -> None:
+    path = tmp_path / "t.py"
+    path.write_text("something else entirely\n" * 6)
+    out = render("full", [finding(filename=str(path), fix=SAFE_FIX)])
+    assert "4 |         loss.backward()" in out
+    assert "something else" not in out and "Safe fix:" not in out
+
+
+def test_statistics_as_json() -> None:
+    stream = io.StringIO()
+    emit_statistics([finding(fix=SAFE_FIX), finding(row=9), half()], stream, fmt="json")
+    assert json.loads(stream.getvalue()) == [
+        {
+            "code": "AMP001",
+            "name": "backward-inside-autocast",
+            "count": 2,
+            "fixable": True,
+            "fixable_count": 1,
+        },
+        {
+            "code": "AMP009",
+            "name": "half-params-with-gradscaler",
+            "count": 1,
+            "fixable": False,
+            "fixable_count": 0,
+        },
+    ]
+    empty = io.StringIO()
+    emit_statistics([], empty, fmt="json")
+    assert empty.getvalue() == "[]\n"

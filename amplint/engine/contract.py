@@ -76,8 +76,9 @@ class Rule:
     """Base class of every rule. Subclasses are registered by defining them in amplint.rules.
 
     A rule declares only its ``code``: its name, summary, docs and default come from the
-    catalog entry of that code, and ``fixable`` from its examples. A rule whose module or
-    class name does not spell the catalog's name is refused at import.
+    catalog entry of that code; ``fixable`` follows from its examples and must agree with the
+    catalog's. A rule whose module or class name does not spell the catalog's name is
+    refused at import.
     """
 
     code: ClassVar[str]
@@ -111,6 +112,13 @@ class Rule:
         cls.docs = found.docs
         cls.default_enabled = found.default_enabled
         cls.fixable = any(example.fixed is not None for example in cls.invalid)
+        if cls.fixable != found.fixable:
+            # The catalog says it for listings that import no rule; the examples prove it.
+            shown = "show a fix" if cls.fixable else "show no fix"
+            raise RuleDefinitionError(
+                f"rule {cls.code} ({found.name}): its examples {shown} but the catalog says "
+                f"fixable={found.fixable}"
+            )
 
     def check(self, context: RuleContext) -> None:
         raise NotImplementedError

@@ -1,8 +1,9 @@
-"""Rule documentation for editors: the diagnostic's link and the hover text.
+"""Rule documentation for editors: the diagnostic's link and the hover text, from the catalog
+(so runtime codes and the syntax-error code have docs too).
 
-amplint has no published documentation site yet, so by default a diagnostic links to a
-Markdown copy of ``amplint rule CODE`` written once per amplint version into the user's
-cache directory (``file:`` URL). It works offline, always matches the installed rules, and
+By default a diagnostic links to a Markdown copy of ``amplint rule CODE`` written once per
+amplint version into the user's cache directory (``file:`` URL), not to the published page:
+the copy matches the installed version. It works offline, always matches the installed rules, and
 needs no command URI (which Neovim and Helix would not understand). A client can replace it
 with its own URL template through the ``docsUrl`` initialization option.
 """
@@ -15,14 +16,14 @@ import tempfile
 from pathlib import Path
 
 from amplint import __version__
-from amplint.engine.registry import rule_by_code
+from amplint.catalog import documentation, entry
 from amplint.findings import Finding
-from amplint.output._common import rule_url
 
 
 def rule_markdown(code: str) -> str | None:
-    rule = rule_by_code(code)
-    return None if rule is None else rule.documentation()
+    """The documentation of any catalog code (``amplint rule CODE``), or ``None``."""
+    found = entry(code)
+    return None if found is None else documentation(found, fixable=found.fixable)
 
 
 def cache_root() -> Path:
@@ -48,17 +49,15 @@ class DocLinks:
         self._links: dict[str, str | None] = {}
 
     def href(self, finding: Finding) -> str | None:
-        rule = rule_by_code(finding.code)
-        if rule is None:
+        found = entry(finding.code)
+        if found is None:
             return None
         if self._template:
-            return self._template.format(code=rule.code, name=rule.name)
-        published = rule_url(finding)
-        if published is not None:
-            return published
-        if rule.code not in self._links:
-            self._links[rule.code] = self._write_page(rule.code, rule.documentation())
-        return self._links[rule.code]
+            return self._template.format(code=found.code, name=found.name)
+        if found.code not in self._links:
+            page = documentation(found, fixable=found.fixable)
+            self._links[found.code] = self._write_page(found.code, page)
+        return self._links[found.code]
 
     def _write_page(self, code: str, markdown: str) -> str | None:
         path = self._root / f"{code}.md"

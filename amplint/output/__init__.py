@@ -32,23 +32,37 @@ def emit(
     show_fixes: bool = False,
     fixed: Mapping[str, int] | None = None,
     unsafe_fixes: bool = False,
+    quiet: bool = False,
+    unchecked: int = 0,
+    sources: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``findings`` to ``stream`` in format ``fmt`` (one of ``FORMATS``).
 
-    ``fixed`` (filename -> fixes applied) is given by ``amplint fix``; with ``show_fixes`` the
-    text formats list those files. ``unsafe_fixes`` says whether unsafe fixes count as
-    fixable (``[*]``), as with ruff's ``--unsafe-fixes``.
+    ``fixed`` (filename -> fixes applied) is given after fixing; with ``show_fixes`` the text
+    formats list those files (before fixing: each finding's available fix). ``unsafe_fixes``
+    says whether unsafe fixes count as fixable (``[*]``), as with ruff's ``--unsafe-fixes``.
+    ``quiet`` leaves out the summary; ``unchecked`` paths that could not be checked keep the
+    summary from saying that all checks passed; ``sources`` holds the text of findings'
+    files that are not on disk (standard input).
     """
     emitter = _EMITTERS.get(fmt)
     if emitter is None:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    options = EmitOptions(show_fixes=show_fixes, fixed=fixed, unsafe_fixes=unsafe_fixes)
+    options = EmitOptions(
+        show_fixes=show_fixes,
+        fixed=fixed,
+        unsafe_fixes=unsafe_fixes,
+        quiet=quiet,
+        unchecked=unchecked,
+        sources=sources,
+    )
     # Sorting again is cheap and keeps every format deterministic whatever the caller did.
     emitter(sorted(findings, key=Finding.sort_key), stream, options)
 
 
 def emit_statistics(
-    findings: Sequence[Finding], stream: TextIO, *, unsafe_fixes: bool = False
+    findings: Sequence[Finding], stream: TextIO, *, unsafe_fixes: bool = False, fmt: str = "text"
 ) -> None:
-    """ruff-style ``--statistics``: count, code, ``[*]`` when fixable, rule name."""
-    write_statistics(findings, stream, unsafe_fixes=unsafe_fixes)
+    """ruff-style ``--statistics``: count, code, ``[*]`` when fixable, rule name; with
+    ``fmt="json"`` (``--output-format json``) a JSON list of the same facts."""
+    write_statistics(findings, stream, unsafe_fixes=unsafe_fixes, fmt=fmt)

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from amplint.findings import PARSE_ERROR_CODE, Finding, Fix
-
-#: Base of the per-rule documentation links; ``None`` until amplint's docs are published.
-DOCS_URL: str | None = None
+from amplint.catalog import docs_url, entry
+from amplint.findings import Finding, Fix
 
 
 @dataclass(frozen=True)
@@ -21,6 +19,12 @@ class EmitOptions:
     fixed: Mapping[str, int] | None = None
     #: whether unsafe fixes would be applied (``--unsafe-fixes``), which decides ``[*]``
     unsafe_fixes: bool = False
+    #: print the findings and nothing else (``--quiet``): no summary lines
+    quiet: bool = False
+    #: paths that could not be checked at all (missing, not Python); never "All checks passed!"
+    unchecked: int = 0
+    #: filename -> text for sources that are not files (standard input)
+    sources: Mapping[str, str] | None = None
 
 
 class Emitter(Protocol):
@@ -42,15 +46,16 @@ def fix_mark(finding: Finding, unsafe_fixes: bool) -> str:
 
 
 def rule_name(finding: Finding) -> str:
-    if finding.name:
-        return finding.name
-    return "parse-error" if finding.code == PARSE_ERROR_CODE else finding.code
+    """The catalog's name of the finding's code (the finding's own for unknown codes)."""
+    known = entry(finding.code)
+    if known is not None:
+        return known.name
+    return finding.name or finding.code
 
 
 def rule_url(finding: Finding) -> str | None:
-    if DOCS_URL is None or not finding.name:
-        return None
-    return f"{DOCS_URL.rstrip('/')}/{finding.name}/"
+    """The documentation page of the finding's code; ``None`` for a code not in the catalog."""
+    return docs_url(finding.code) if entry(finding.code) is not None else None
 
 
 def plural(count: int, noun: str, nouns: str | None = None) -> str:

@@ -11,6 +11,11 @@ from amplint.output.summary import write_summary
 
 
 def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> None:
+    # `--show-fixes` before anything is fixed: say what each available fix would do.
+    describe = options.show_fixes and options.fixed is None
     for finding in findings:
         stream.write(header(finding, options.unsafe_fixes) + "\n")
+        if describe and finding.fix is not None:
+            fix = finding.fix
+            stream.write(f"  = help: {fix.message} ({fix.applicability} fix)\n")
     write_summary(findings, stream, options)

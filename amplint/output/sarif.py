@@ -8,6 +8,7 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from amplint import __version__
+from amplint.catalog import HOMEPAGE, documentation, entry
 from amplint.findings import Finding, Fix, Position
 from amplint.output._common import EmitOptions, relative_posix, rule_name, rule_url
 
@@ -28,6 +29,7 @@ def document(findings: Sequence[Finding]) -> dict[str, Any]:
         "tool": {
             "driver": {
                 "name": "amplint",
+                "informationUri": HOMEPAGE,
                 "version": __version__,
                 "semanticVersion": __version__,
                 "rules": rules,
@@ -48,17 +50,32 @@ def _rules(findings: Sequence[Finding]) -> list[dict[str, Any]]:
 
 
 def _rule(finding: Finding) -> dict[str, Any]:
+    """A reportingDescriptor: the catalog's name, summary and documentation of the code."""
     name = rule_name(finding)
-    rule: dict[str, Any] = {
-        "id": finding.code,
-        "name": name,
-        "shortDescription": {"text": name.replace("-", " ").capitalize()},
-        "defaultConfiguration": {"level": "error"},
-    }
+    rule: dict[str, Any] = {"id": finding.code, "name": name}
+    known = entry(finding.code)
+    if known is None:
+        rule["shortDescription"] = {"text": name.replace("-", " ").capitalize()}
+    else:
+        rule["shortDescription"] = {"text": _plain(known.summary)}
+        docs = known.docs
+        rule["fullDescription"] = {
+            "text": " ".join(_plain(docs.what_it_does).split()),
+            "markdown": docs.what_it_does.strip(),
+        }
+        page = documentation(known, fixable=known.fixable)
+        rule["help"] = {"text": page, "markdown": page}
+        rule["properties"] = {"caught": known.caught, "fixable": known.fixable}
+    rule["defaultConfiguration"] = {"level": "error"}
     url = rule_url(finding)
     if url is not None:
         rule["helpUri"] = url
     return rule
+
+
+def _plain(markdown: str) -> str:
+    # Code spans read the same without their backticks in a plain-text field.
+    return markdown.strip().replace("`", "")
 
 
 def _result(finding: Finding, rule_index: int) -> dict[str, Any]:

@@ -10,13 +10,21 @@ from amplint.output._common import EmitOptions, is_applicable, plural
 
 
 def write_summary(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> None:
+    if options.quiet:
+        return
     fixed_total = sum(options.fixed.values()) if options.fixed else 0
     if options.show_fixes and fixed_total:
         _write_fixed(options, fixed_total, stream)
-    if not findings and not fixed_total:
+    if not findings and not fixed_total and not options.unchecked:
         stream.write("All checks passed!\n")
         return
-    stream.write(_found_line(len(findings), fixed_total, options.fixed is not None))
+    if findings or fixed_total:
+        stream.write(_found_line(len(findings), fixed_total, options.fixed is not None))
+    if options.unchecked:
+        # The pass line would be false: these paths were not checked at all.
+        paths = plural(options.unchecked, "path")
+        verb, errors = ("was", "error") if options.unchecked == 1 else ("were", "errors")
+        stream.write(f"{paths} {verb} not checked: see the {errors} above.\n")
     fixable_line = _fixable_line(findings, options.unsafe_fixes)
     if fixable_line:
         stream.write(fixable_line)
