@@ -16,6 +16,7 @@ from amplint.config import Settings, codes_ignored_for, load_settings, resolve_s
 from amplint.discovery import discover
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
+from amplint.notebook import is_notebook
 
 # The engine, the rules and libcst are imported on first use: a run answered entirely from
 # the cache never needs them (they are most of amplint's start-up time).
@@ -41,6 +42,8 @@ class RunResult:
     findings: list[Finding] = field(default_factory=list)
     #: paths that could not be used at all (missing paths), with one-line reasons.
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    #: files left out on purpose (a notebook whose kernel is not Python), with the reason.
+    notes: list[tuple[Path, str]] = field(default_factory=list)
     #: display filename -> number of fixes applied (``fix`` only).
     fixed: dict[str, int] = field(default_factory=dict)
     #: unified diffs (``fix --diff`` only).
@@ -108,6 +111,8 @@ def check_source(
     """
     from amplint.engine.run import lint_bytes
 
+    if is_notebook(filename):
+        return _notebook_findings(data, filename, codes, with_edits)
     if with_edits:
         return lint_bytes(data, filename, codes).findings
     result = lint_bytes(data, filename, codes, fixes=False)
@@ -120,6 +125,17 @@ def check_source(
     return findings
 
 
+def _notebook_findings(
+    data: bytes, filename: str, codes: Collection[str], with_edits: bool
+) -> list[Finding]:
+    from amplint.notebook import NotebookError, check_notebook
+
+    try:
+        return check_notebook(data, filename, codes, with_edits=with_edits).findings
+    except NotebookError as error:
+        return [error_finding(filename, SourceError(str(error)))]
+
+
 @dataclass(frozen=True)
 class _Outcome:
     findings: list[Finding]
@@ -128,6 +144,10 @@ class _Outcome:
     stat: os.stat_result | None
     #: the cached entry still applies: the content is unchanged although its stat moved.
     unchanged: bool = False
+    #: the file is not usable (a broken notebook): a one-line reason, reported as an error.
+    error: str | None = None
+    #: the file was left out on purpose (a notebook of another language).
+    note: str | None = None
 
 
 _worker_job: tuple[Settings, frozenset[str], bool] | None = None
@@ -153,10 +173,26 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
+    if is_notebook(name):
+        return _lint_notebook(data, name, codes_for_file(settings, path, codes), with_edits, stat)
     findings = check_source(
         data, name, codes_for_file(settings, path, codes), with_edits=with_edits
     )
     return _Outcome(findings, digest, stat)
+
+
+def _lint_notebook(
+    data: bytes, name: str, codes: frozenset[str], with_edits: bool, stat: os.stat_result
+) -> _Outcome:
+    from amplint.notebook import NotebookError, check_notebook
+
+    try:
+        checked = check_notebook(data, name, codes, with_edits=with_edits)
+    except NotebookError as error:
+        return _Outcome([], None, None, error=str(error))
+    if checked.skipped is not None:
+        return _Outcome([], None, None, note=checked.skipped)  # not cached: the note repeats
+    return _Outcome(checked.findings, content_hash(data), stat)
 
 
 def _lint_all(
@@ -261,6 +297,10 @@ def check_paths(
             if entry is not None:
                 result.findings.extend(cache.findings_of(entry, display_name(path)))
                 continue
+        if outcome.error is not None:
+            result.errors.append((path, outcome.error))
+        if outcome.note is not None:
+            result.notes.append((path, outcome.note))
         result.findings.extend(outcome.findings)
         if cache is not None and outcome.digest is not None and outcome.stat is not None:
             cache.store(absolute, outcome.stat, outcome.digest, outcome.findings)
@@ -303,6 +343,10 @@ def fix_paths(
         except SourceError as error:
             result.findings.append(error_finding(name, error))
             continue
+        if is_notebook(name):
+            file_codes = codes_for_file(settings, path, codes)
+            _fix_notebook(path, name, data, file_codes, unsafe, write, result)
+            continue
         fixed = fix_bytes(data, name, codes_for_file(settings, path, codes), unsafe=unsafe)
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
@@ -318,6 +362,38 @@ def fix_paths(
         result.fixed[name] = fixed.applied
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+def _fix_notebook(
+    path: Path,
+    name: str,
+    data: bytes,
+    codes: frozenset[str],
+    unsafe: bool,
+    write: bool,
+    result: RunResult,
+) -> None:
+    from amplint.notebook import NotebookError, fix_notebook
+
+    try:
+        fixed = fix_notebook(data, name, codes, unsafe=unsafe)
+    except NotebookError as error:
+        result.errors.append((path, str(error)))
+        return
+    if fixed.skipped is not None:
+        result.notes.append((path, fixed.skipped))
+    result.findings.extend(fixed.remaining)
+    if fixed.data is None:
+        return
+    if write:
+        try:
+            _replace_if_unchanged(path, data, fixed.data)
+        except SourceError as error:
+            result.findings.append(error_finding(name, error))
+            return
+    else:
+        result.diffs.append(fixed.diff)
+    result.fixed[name] = fixed.applied
 
 
 def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:

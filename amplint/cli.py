@@ -92,9 +92,15 @@ def _resolve(selection: api.Selection, settings: Settings) -> frozenset[str]:
         raise UserError(str(error)) from error
 
 
-def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
+def _echo_problems(result: api.RunResult) -> None:
+    for path, reason in result.notes:
+        click.echo(f"amplint: note: {path}: {reason}", err=True)
     for path, reason in result.errors:
         click.echo(f"amplint: error: {path}: {reason}", err=True)
+
+
+def _report(result: api.RunResult, output_format: str, statistics: bool, **emit_options) -> None:  # type: ignore[no-untyped-def]
+    _echo_problems(result)
     stream = sys.stdout
     if statistics:
         emit_statistics(result.findings, stream, unsafe_fixes=emit_options["unsafe_fixes"])
@@ -196,8 +202,7 @@ def fix(
     codes = _resolve(selection, settings)
     result = api.fix_paths(targets, settings, codes, unsafe=unsafe_fixes, write=not diff)
     if diff:
-        for path, reason in result.errors:
-            click.echo(f"amplint: error: {path}: {reason}", err=True)
+        _echo_problems(result)
         click.echo("".join(result.diffs), nl=False)
         fixes = sum(result.fixed.values())
         if fixes:

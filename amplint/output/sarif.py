@@ -77,8 +77,13 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
             }
         ],
     }
+    if finding.cell is not None:
+        # A notebook is JSON on disk: the region's rows are rows of this cell, so say which,
+        # and leave out replacements, which would be applied to the file's JSON text.
+        result["properties"] = {"cell": finding.cell}
+        result["message"]["text"] = f"cell {finding.cell}: {finding.message}"
     # SARIF requires at least one replacement per fix, so an edit-less fix is left out.
-    if finding.fix is not None and finding.fix.edits:
+    elif finding.fix is not None and finding.fix.edits:
         result["fixes"] = [_fix(finding.fix, uri)]
     return result
 

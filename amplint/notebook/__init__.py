@@ -1,0 +1,190 @@
+"""Jupyter notebooks: checked and fixed like Python files, cell by cell.
+
+``jsonfile`` reads a notebook's cells and writes edited sources back in the file's own
+layout; ``cells`` joins the code cells into one module (IPython syntax masked) and maps
+positions back to cells. This module runs the ordinary engine over that module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from amplint.findings import PARSE_ERROR_CODE, Finding, Fix
+from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
+from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
+
+__all__ = [
+    "NOTEBOOK_SUFFIX",
+    "CodeCell",
+    "NotebookCheck",
+    "NotebookError",
+    "NotebookFix",
+    "NotebookModule",
+    "check_notebook",
+    "fix_notebook",
+    "is_notebook",
+    "lint_cells",
+]
+
+NOTEBOOK_SUFFIX = ".ipynb"
+
+
+def is_notebook(filename: str) -> bool:
+    return filename.endswith(NOTEBOOK_SUFFIX)
+
+
+@dataclass
+class NotebookCheck:
+    findings: list[Finding]
+    #: why the notebook was not analysed (a kernel that is not Python), else None.
+    skipped: str | None = None
+
+
+@dataclass
+class NotebookFix:
+    #: the fixed notebook's bytes, or None when nothing changed.
+    data: bytes | None
+    applied: int
+    remaining: list[Finding] = field(default_factory=list)
+    #: unified diff of the changed cells, one hunk group per cell.
+    diff: str = ""
+    skipped: str | None = None
+
+
+def code_cells(notebook: NotebookFile) -> list[CodeCell]:
+    return [CodeCell(c.number, c.source) for c in notebook.cells if c.cell_type == "code"]
+
+
+def skip_reason(notebook: NotebookFile) -> str | None:
+    language = notebook.language
+    if language is None or language == "python":
+        return None
+    return f"kernel language is {language}, not Python; skipped"
+
+
+def check_notebook(
+    data: bytes, filename: str, codes: Collection[str], *, with_edits: bool = True
+) -> NotebookCheck:
+    """Findings of a notebook's bytes; raises NotebookError for a file that is no notebook."""
+    notebook = read_notebook(data)
+    reason = skip_reason(notebook)
+    if reason is not None:
+        return NotebookCheck([], reason)
+    return NotebookCheck(lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits))
+
+
+def lint_cells(
+    cells: Iterable[CodeCell],
+    filename: str,
+    codes: Collection[str],
+    *,
+    with_edits: bool = True,
+    module: NotebookModule | None = None,
+) -> list[Finding]:
+    """Findings of code cells taken as one module, with positions in their cells."""
+    from amplint.engine.run import lint_bytes
+
+    module = module or NotebookModule.build(cells)
+    if not module.cells:
+        return []
+    result = lint_bytes(module.text.encode("utf-8"), filename, codes, fixes=with_edits)
+    findings = []
+    for finding in result.findings:
+        fix = finding.fix
+        if with_edits and fix is not None:
+            fix = _cell_fix(module, fix)
+        elif fix is None:
+            summary = result.fix_summary(finding)
+            if summary is not None:
+                fix = Fix(summary[1], summary[0], ())
+        findings.append(to_cell_finding(module, finding, fix))
+    return sorted(findings, key=Finding.sort_key)
+
+
+def to_cell_finding(module: NotebookModule, finding: Finding, fix: Fix | None) -> Finding:
+    cell, start = module.cell_position(finding.location)
+    end_cell, end = module.cell_position(finding.end_location)
+    if end_cell != cell:
+        end = start
+    return replace(
+        finding,
+        location=start,
+        end_location=end,
+        fix=fix,
+        cell=cell,
+        source_line=module.cell_line(cell, start.row) if finding.code != PARSE_ERROR_CODE else "",
+    )
+
+
+def _cell_fix(module: NotebookModule, fix: Fix) -> Fix | None:
+    """The fix with its edits in cell coordinates; None when it cannot be put into cells."""
+    from amplint.engine.fixes import apply_edits
+
+    if not fix.edits:
+        return fix
+    changed = module.cell_texts(apply_edits(module.text, fix.edits))
+    if changed is None:
+        return None
+    before = {cell.number: cell.text for cell in module.cells}
+    return Fix(fix.applicability, fix.message, cell_edits(before, changed))
+
+
+def fixed_cells(
+    cells: Sequence[CodeCell], filename: str, codes: Collection[str], *, unsafe: bool = False
+) -> tuple[dict[int, str], int]:
+    """(new text by cell number, fixes applied) for every applicable fix, as ``amplint fix``."""
+    from amplint.engine.run import fix_bytes
+
+    module = NotebookModule.build(cells)
+    if not module.cells:
+        return {}, 0
+    fixed = fix_bytes(module.text.encode("utf-8"), filename, codes, unsafe=unsafe)
+    if fixed.data is None:
+        return {}, 0
+    changed = module.cell_texts(fixed.data.decode("utf-8"))
+    if changed is None:
+        return {}, 0  # a fix that would cross cells is not applied
+    return changed, fixed.applied
+
+
+def fix_notebook(
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    *,
+    unsafe: bool = False,
+    with_edits: bool = True,
+) -> NotebookFix:
+    """Fix a notebook's code cells; every byte outside the edited sources is kept."""
+    notebook = read_notebook(data)
+    reason = skip_reason(notebook)
+    if reason is not None:
+        return NotebookFix(None, 0, skipped=reason)
+    cells = code_cells(notebook)
+    changed, applied = fixed_cells(cells, filename, codes, unsafe=unsafe)
+    if not changed:
+        remaining = lint_cells(cells, filename, codes, with_edits=with_edits)
+        return NotebookFix(None, 0, remaining)
+    new_data = write_sources(notebook, {number - 1: text for number, text in changed.items()})
+    after = read_notebook(new_data)
+    remaining = lint_cells(code_cells(after), filename, codes, with_edits=with_edits)
+    before = {cell.number: cell.text for cell in cells}
+    return NotebookFix(new_data, applied, remaining, cell_diff(filename, before, changed))
+
+
+def cell_diff(filename: str, before: dict[int, str], after: dict[int, str]) -> str:
+    """A unified diff per changed cell, headed ``a/train.ipynb:cell 4`` as ruff does."""
+    parts = []
+    for number in sorted(after):
+        old = before[number].splitlines(keepends=True)
+        new = after[number].splitlines(keepends=True)
+        lines = difflib.unified_diff(
+            old,
+            new,
+            fromfile=f"a/{filename}:cell {number}",
+            tofile=f"b/{filename}:cell {number}",
+        )
+        parts.append("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    return "".join(parts)
