@@ -178,8 +178,10 @@ def cell_diff(filename: str, before: dict[int, str], after: dict[int, str]) -> s
     """A unified diff per changed cell, headed ``a/train.ipynb:cell 4`` as ruff does."""
     parts = []
     for number in sorted(after):
-        old = before[number].splitlines(keepends=True)
-        new = after[number].splitlines(keepends=True)
+        # A cell's last line has no line end in the file; giving both sides one keeps a
+        # line added after it from showing that line as changed too.
+        old = _terminated(before[number]).splitlines(keepends=True)
+        new = _terminated(after[number]).splitlines(keepends=True)
         lines = difflib.unified_diff(
             old,
             new,
@@ -188,3 +190,7 @@ def cell_diff(filename: str, before: dict[int, str], after: dict[int, str]) -> s
         )
         parts.append("".join(line if line.endswith("\n") else line + "\n" for line in lines))
     return "".join(parts)
+
+
+def _terminated(text: str) -> str:
+    return text if not text or text.endswith(("\n", "\r")) else text + "\n"

@@ -187,6 +187,11 @@ class NotebookModule:
                     by_cell[owners[i1 + offset]].append(new_lines[j1 + offset])
                 continue
             touched = set(owners[i1:i2])
+            if len(touched) > 1 and i2 - i1 == j2 - j1:
+                # Changed lines next to each other in two cells: each keeps its own cell.
+                for offset in range(i2 - i1):
+                    by_cell[owners[i1 + offset]].append(new_lines[j1 + offset])
+                continue
             if len(touched) > 1:
                 return None
             if touched:
