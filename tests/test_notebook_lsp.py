@@ -15,12 +15,12 @@ import pytest
 
 pytest.importorskip("pygls")
 
-from lsprotocol import types  # noqa: E402
-from pygls.lsp.client import LanguageClient  # noqa: E402
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
 
-from amplint.findings import Edit, Position  # noqa: E402
-from amplint.engine.fixes import apply_edits  # noqa: E402
-from tests.notebooks import code_sources, write  # noqa: E402
+from amplint.engine.fixes import apply_edits
+from amplint.findings import Edit, Position
+from tests.notebooks import code_sources, write
 
 SETUP = 'import torch\nscaler = torch.amp.GradScaler("cuda")'
 LOOP = (
