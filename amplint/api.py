@@ -170,11 +170,12 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     except (OSError, SourceError) as error:
         source_error = error if isinstance(error, SourceError) else SourceError(str(error))
         return _Outcome([error_finding(name, source_error)], None, None)
+    if is_notebook(name):
+        file_codes = codes_for_file(settings, path, codes)
+        return _lint_notebook(data, name, file_codes, with_edits, stat, cached_digest)
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
-    if is_notebook(name):
-        return _lint_notebook(data, name, codes_for_file(settings, path, codes), with_edits, stat)
     findings = check_source(
         data, name, codes_for_file(settings, path, codes), with_edits=with_edits
     )
@@ -182,17 +183,31 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
 
 
 def _lint_notebook(
-    data: bytes, name: str, codes: frozenset[str], with_edits: bool, stat: os.stat_result
+    data: bytes,
+    name: str,
+    codes: frozenset[str],
+    with_edits: bool,
+    stat: os.stat_result,
+    cached_digest: str | None,
 ) -> _Outcome:
-    from amplint.notebook import NotebookError, check_notebook
+    from amplint.notebook import NotebookError, analysed_text, lint_notebook, read_notebook
 
     try:
-        checked = check_notebook(data, name, codes, with_edits=with_edits)
+        notebook = read_notebook(data)
     except NotebookError as error:
         return _Outcome([], None, None, error=str(error))
-    if checked.skipped is not None:
-        return _Outcome([], None, None, note=checked.skipped)  # not cached: the note repeats
-    return _Outcome(checked.findings, content_hash(data), stat)
+    text = analysed_text(notebook)
+    if text is None:
+        from amplint.notebook import skip_reason
+
+        # Not cached: the note is repeated on every run.
+        return _Outcome([], None, None, note=skip_reason(notebook))
+    # The findings depend on the code cells alone: hashing megabytes of outputs would cost
+    # more than the analysis (and a changed output changes no finding).
+    digest = content_hash(text.encode("utf-8", errors="surrogatepass"))
+    if digest == cached_digest:
+        return _Outcome([], digest, stat, unchanged=True)
+    return _Outcome(lint_notebook(notebook, name, codes, with_edits=with_edits), digest, stat)
 
 
 def _lint_all(

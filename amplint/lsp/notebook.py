@@ -24,7 +24,7 @@ from amplint.lsp.convert import UTF16, minimal_edits, ranges_intersect, split_li
 from amplint.lsp.diagnostics import finding_range, to_diagnostic
 from amplint.lsp.docs import DocLinks
 from amplint.lsp.document import uri_to_path
-from amplint.notebook import CodeCell, fixed_cells, lint_cells
+from amplint.notebook import CodeCell, NotebookLint, NotebookModule, fixed_cells, lint_module
 
 if TYPE_CHECKING:
     from pygls.workspace import Workspace
@@ -98,16 +98,23 @@ def notebook_snapshot(workspace: Workspace, uri: str) -> NotebookSnapshot | None
 class NotebookChecked:
     snapshot: NotebookSnapshot
     codes: frozenset[str]
-    #: findings with positions in their cells and fixes as per-cell edits.
-    findings: list[Finding]
+    #: findings with positions in their cells; fixes made on request (``lint.fix_of``).
+    lint: NotebookLint
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.lint.findings
 
     def in_cell(self, number: int) -> list[Finding]:
         return [finding for finding in self.findings if finding.cell == number]
 
 
 def check_notebook(snapshot: NotebookSnapshot, codes: frozenset[str]) -> NotebookChecked:
-    findings = lint_cells(snapshot.code_cells(), snapshot.filename, codes, with_edits=True)
-    return NotebookChecked(snapshot, codes, findings)
+    # Like a Python file's check, no fix edits are made here: a quick fix makes its own.
+    module = NotebookModule.build(snapshot.code_cells())
+    return NotebookChecked(
+        snapshot, codes, lint_module(module, snapshot.filename, codes, lazy=True)
+    )
 
 
 def cell_diagnostics(
@@ -166,7 +173,7 @@ def code_actions(
             if not ranges_intersect(finding_range(lines, finding, encoding), request):
                 continue
             diagnostic = to_diagnostic(lines, finding, links, encoding)
-            fix = finding.fix
+            fix = checked.lint.fix_of(finding) if finding.fix is not None else None
             edit = _cell_edit(snapshot, fix.edits, encoding) if fix and fix.edits else None
             if fix is not None and edit is not None:
                 safe = fix.applicability == "safe"

@@ -10,10 +10,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from amplint.findings import PARSE_ERROR_CODE, Finding, Fix
 from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
 from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
+
+if TYPE_CHECKING:
+    from amplint.engine.run import LintResult
 
 __all__ = [
     "NOTEBOOK_SUFFIX",
@@ -21,11 +25,16 @@ __all__ = [
     "NotebookCheck",
     "NotebookError",
     "NotebookFix",
+    "NotebookLint",
     "NotebookModule",
+    "analysed_text",
     "check_notebook",
     "fix_notebook",
     "is_notebook",
     "lint_cells",
+    "lint_module",
+    "lint_notebook",
+    "read_notebook",
 ]
 
 NOTEBOOK_SUFFIX = ".ipynb"
@@ -72,7 +81,41 @@ def check_notebook(
     reason = skip_reason(notebook)
     if reason is not None:
         return NotebookCheck([], reason)
-    return NotebookCheck(lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits))
+    return NotebookCheck(lint_notebook(notebook, filename, codes, with_edits=with_edits))
+
+
+def lint_notebook(
+    notebook: NotebookFile, filename: str, codes: Collection[str], *, with_edits: bool = True
+) -> list[Finding]:
+    return lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits)
+
+
+def analysed_text(notebook: NotebookFile) -> str | None:
+    """Everything the findings depend on (the code cells, numbered), for a cache key; None
+    for a notebook that is skipped."""
+    if skip_reason(notebook) is not None:
+        return None
+    return "\x00".join(f"{cell.number}\x01{cell.text}" for cell in code_cells(notebook))
+
+
+@dataclass
+class NotebookLint:
+    """Findings of code cells (positions in their cells), and their fixes on request."""
+
+    module: NotebookModule
+    findings: list[Finding]
+    #: the engine's result with fixes still as plans (``lazy=True``), else None.
+    result: LintResult | None = None
+    #: each cell finding's finding in the module, for :meth:`fix_of`.
+    origin: dict[Finding, Finding] = field(default_factory=dict)
+
+    def fix_of(self, finding: Finding) -> Fix | None:
+        """The finding's fix with its edits in cell coordinates (each edit names its cell)."""
+        original = self.origin.get(finding)
+        if original is None or self.result is None:
+            return finding.fix
+        fix = self.result.fix_of(original)
+        return None if fix is None else _cell_fix(self.module, fix)
 
 
 def lint_cells(
@@ -81,26 +124,42 @@ def lint_cells(
     codes: Collection[str],
     *,
     with_edits: bool = True,
-    module: NotebookModule | None = None,
 ) -> list[Finding]:
     """Findings of code cells taken as one module, with positions in their cells."""
+    return lint_module(NotebookModule.build(cells), filename, codes, with_edits=with_edits).findings
+
+
+def lint_module(
+    module: NotebookModule,
+    filename: str,
+    codes: Collection[str],
+    *,
+    with_edits: bool = True,
+    lazy: bool = False,
+) -> NotebookLint:
+    """Lint the module; ``lazy`` keeps fixes as plans, made by ``fix_of`` on request (what
+    an editor wants: a check computes no edits, a quick fix only its own)."""
     from amplint.engine.run import lint_bytes
 
-    module = module or NotebookModule.build(cells)
     if not module.cells:
-        return []
-    result = lint_bytes(module.text.encode("utf-8"), filename, codes, fixes=with_edits)
-    findings = []
+        return NotebookLint(module, [])
+    fixes = with_edits and not lazy
+    result = lint_bytes(module.text.encode("utf-8", "surrogatepass"), filename, codes, fixes=fixes)
+    lint = NotebookLint(module, [], result if lazy else None)
     for finding in result.findings:
         fix = finding.fix
-        if with_edits and fix is not None:
+        if fix is not None:
             fix = _cell_fix(module, fix)
-        elif fix is None:
+        else:
             summary = result.fix_summary(finding)
             if summary is not None:
                 fix = Fix(summary[1], summary[0], ())
-        findings.append(to_cell_finding(module, finding, fix))
-    return sorted(findings, key=Finding.sort_key)
+        mapped = to_cell_finding(module, finding, fix)
+        lint.findings.append(mapped)
+        if lazy:
+            lint.origin[mapped] = finding
+    lint.findings.sort(key=Finding.sort_key)
+    return lint
 
 
 def to_cell_finding(module: NotebookModule, finding: Finding, fix: Fix | None) -> Finding:
@@ -140,7 +199,7 @@ def fixed_cells(
     module = NotebookModule.build(cells)
     if not module.cells:
         return {}, 0
-    fixed = fix_bytes(module.text.encode("utf-8"), filename, codes, unsafe=unsafe)
+    fixed = fix_bytes(module.text.encode("utf-8", "surrogatepass"), filename, codes, unsafe=unsafe)
     if fixed.data is None:
         return {}, 0
     changed = module.cell_texts(fixed.data.decode("utf-8"))
