@@ -182,8 +182,10 @@ async def _session(tmp_path: Path) -> None:
         )
         assert actions is not None
         titles = [a.title for a in actions if isinstance(a, types.CodeAction)]
-        assert titles == ["Insert `scaler.update()` after `scaler.step(...)` (AMP002)",
-                          "Disable AMP002 for this line"]
+        assert titles == [
+            "Insert `scaler.update()` after `scaler.step(...)` (AMP002)",
+            "Disable AMP002 for this line",
+        ]
         quick_fix = actions[0]
         assert isinstance(quick_fix, types.CodeAction) and quick_fix.edit is not None
         seen = len(received[loop_cell])
