@@ -173,6 +173,14 @@ async def _session(tmp_path: Path) -> None:
         ]
         assert await next_diagnostics(editor.cell_uri(0), 0) == []
 
+        hover = await client.text_document_hover_async(
+            types.HoverParams(
+                text_document=types.TextDocumentIdentifier(uri=loop_cell),
+                position=types.Position(line=4, character=8),
+            )
+        )
+        assert hover is not None and "AMP002" in str(hover.contents)
+
         actions = await client.text_document_code_action_async(
             types.CodeActionParams(
                 text_document=types.TextDocumentIdentifier(uri=loop_cell),

@@ -20,7 +20,14 @@ from lsprotocol import types
 
 from amplint.findings import Edit, Finding
 from amplint.lsp.actions import FIX_ALL_KIND, FIX_ALL_TITLE, QUICK_FIX, noqa_edit, wanted
-from amplint.lsp.convert import UTF16, minimal_edits, ranges_intersect, split_lines, to_text_edits
+from amplint.lsp.convert import (
+    UTF16,
+    contains,
+    minimal_edits,
+    ranges_intersect,
+    split_lines,
+    to_text_edits,
+)
 from amplint.lsp.diagnostics import finding_range, to_diagnostic
 from amplint.lsp.docs import DocLinks
 from amplint.lsp.document import uri_to_path
@@ -328,3 +335,18 @@ class NotebookChecks:
                 encoding,
             )
         )
+
+    async def hover_findings(
+        self, params: types.HoverParams
+    ) -> list[tuple[Finding, types.Range]] | None:
+        """The findings under the cursor in a notebook cell (None: not a notebook cell)."""
+        uri = self.notebook_of(params.text_document.uri)
+        if uri is None:
+            return None
+        checked = await self.current(uri)
+        cell = None if checked is None else checked.snapshot.by_uri(params.text_document.uri)
+        if checked is None or cell is None:
+            return []
+        encoding, lines = self.encoding(), cell.lines
+        ranged = ((f, finding_range(lines, f, encoding)) for f in checked.in_cell(cell.number))
+        return [(f, rng) for f, rng in ranged if contains(rng, params.position)]

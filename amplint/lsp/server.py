@@ -292,15 +292,17 @@ class AmplintServer(LanguageServer):
         )
 
     async def hover(self, params: types.HoverParams) -> types.Hover | None:
-        checked = await self.current(params.text_document.uri)
-        if checked is None:
-            return None
-        encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
-        lines = checked.snapshot.lines
-        ranged = (
-            (finding, finding_range(lines, finding, encoding)) for finding in checked.findings
-        )
-        hits = [(finding, rng) for finding, rng in ranged if contains(rng, params.position)]
+        hits = await self.notebooks.hover_findings(params)
+        if hits is None:
+            checked = await self.current(params.text_document.uri)
+            if checked is None:
+                return None
+            encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+            lines = checked.snapshot.lines
+            ranged = (
+                (finding, finding_range(lines, finding, encoding)) for finding in checked.findings
+            )
+            hits = [(finding, rng) for finding, rng in ranged if contains(rng, params.position)]
         if not hits:
             return None
         return types.Hover(
