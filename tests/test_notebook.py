@@ -342,12 +342,14 @@ def test_directories_and_gitignore_cover_notebooks(tmp_path: Path) -> None:
     (tmp_path / "scratch").mkdir()
     write(tmp_path / "scratch" / "b.ipynb", [SETUP, LOOP])
     (tmp_path / ".gitignore").write_text("scratch/\n")
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # Jupyter's autosave copies: not checked
+    write(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.ipynb", [SETUP, LOOP])
     (tmp_path / "c.py").write_text(SETUP + "\n" + LOOP + "\n")
     code, out, _ = _run("check", "--no-cache", str(tmp_path), cwd=tmp_path)
     assert code == 1
     assert "a.ipynb:cell 2:5:5: AMP002" in out
     assert "c.py:7:5: AMP002" in out
-    assert "b.ipynb" not in out
+    assert "b.ipynb" not in out and "checkpoint" not in out
 
 
 def test_bad_notebooks_are_one_line_each_and_the_rest_is_checked(tmp_path: Path) -> None:
@@ -418,3 +420,23 @@ def test_subprocess_check_names_cells(tmp_path: Path) -> None:
         "train.ipynb:cell 3:5:5: AMP002 [*] `scaler.step(...)` is not followed by "
         "`scaler.update()` in the training iteration; the loss scale never adapts"
     )
+
+
+def test_a_fixed_module_goes_back_into_its_cells_or_not_at_all() -> None:
+    from amplint.notebook import CodeCell, NotebookModule
+
+    module = NotebookModule.build([CodeCell(1, "a = 1"), CodeCell(3, "%pwd\nb = 2")])
+    assert module.text == "a = 1\npass  # amplint-ipython:0\nb = 2\n"
+    # A line inserted at a boundary goes with the line it precedes; magics come back.
+    assert module.cell_texts("a = 1\nx = 0\npass  # amplint-ipython:0\nb = 2\n") == {
+        3: "x = 0\n%pwd\nb = 2"
+    }
+    # Re-indented with its block, a magic keeps the new indentation.
+    assert module.cell_texts("a = 1\nif a:\n    pass  # amplint-ipython:0\nb = 2\n") == {
+        3: "if a:\n    %pwd\nb = 2"
+    }
+    # A magic dropped, or code merged across two cells, cannot be put back: no fix.
+    assert module.cell_texts("a = 1\nb = 2\n") is None
+    plain = NotebookModule.build([CodeCell(1, "a = 1"), CodeCell(2, "b = 2")])
+    assert plain.cell_texts("c = (1,\n     2,\n     3)\n") is None
+    assert plain.cell_texts("a = 2\nb = 3\n") == {1: "a = 2", 2: "b = 3"}

@@ -68,7 +68,8 @@ def code_cells(notebook: NotebookFile) -> list[CodeCell]:
 
 def skip_reason(notebook: NotebookFile) -> str | None:
     language = notebook.language
-    if language is None or language == "python":
+    # "python", and the spellings some kernels use ("python3", "ipython3").
+    if language is None or language.removeprefix("i").startswith("python"):
         return None
     return f"kernel language is {language}, not Python; skipped"
 
@@ -194,18 +195,29 @@ def fixed_cells(
     cells: Sequence[CodeCell], filename: str, codes: Collection[str], *, unsafe: bool = False
 ) -> tuple[dict[int, str], int]:
     """(new text by cell number, fixes applied) for every applicable fix, as ``amplint fix``."""
+    changed, applied, _ = _fix_cells(NotebookModule.build(cells), filename, codes, unsafe)
+    return changed, applied
+
+
+def _fix_cells(
+    module: NotebookModule, filename: str, codes: Collection[str], unsafe: bool
+) -> tuple[dict[int, str], int, list[Finding] | None]:
+    """Changed cells, fixes applied, and (when nothing changed) the findings in cells."""
     from amplint.engine.run import fix_bytes
 
-    module = NotebookModule.build(cells)
     if not module.cells:
-        return {}, 0
+        return {}, 0, []
     fixed = fix_bytes(module.text.encode("utf-8", "surrogatepass"), filename, codes, unsafe=unsafe)
     if fixed.data is None:
-        return {}, 0
+        remaining = [
+            to_cell_finding(module, f, None if f.fix is None else _cell_fix(module, f.fix))
+            for f in fixed.remaining
+        ]
+        return {}, 0, sorted(remaining, key=Finding.sort_key)
     changed = module.cell_texts(fixed.data.decode("utf-8"))
     if changed is None:
-        return {}, 0  # a fix that would cross cells is not applied
-    return changed, fixed.applied
+        return {}, 0, None  # a fix that would cross cells is not applied
+    return changed, fixed.applied, None
 
 
 def fix_notebook(
@@ -222,9 +234,10 @@ def fix_notebook(
     if reason is not None:
         return NotebookFix(None, 0, skipped=reason)
     cells = code_cells(notebook)
-    changed, applied = fixed_cells(cells, filename, codes, unsafe=unsafe)
+    changed, applied, remaining = _fix_cells(NotebookModule.build(cells), filename, codes, unsafe)
     if not changed:
-        remaining = lint_cells(cells, filename, codes, with_edits=with_edits)
+        if remaining is None:
+            remaining = lint_cells(cells, filename, codes, with_edits=with_edits)
         return NotebookFix(None, 0, remaining)
     new_data = write_sources(notebook, {number - 1: text for number, text in changed.items()})
     after = read_notebook(new_data)
