@@ -65,7 +65,8 @@ def test_every_invalid_example_is_found_in_its_cell_and_fixed_there(code: str, i
     example = rule.invalid[index]
     source = example.source
     cells = _cut_into_cells(source)
-    nb = notebook([("md", "# Training"), *[part for cell in cells for part in (cell, ("md", "-"))]])
+    parts = [part for cell in cells for part in (cell, ("md", "-"))]
+    nb = notebook([("md", "# Training"), *parts, "print('done')"])
     data = nbformat.writes(nb).encode()
 
     # Where each row of the file lies: (cell number counting markdown cells, row in cell).
@@ -88,8 +89,11 @@ def test_every_invalid_example_is_found_in_its_cell_and_fixed_there(code: str, i
     assert fixed.data is not None
     after = nbformat.reads(fixed.data.decode(), as_version=4)
     nbformat.validate(after)
-    joined = "\n".join(c.source for c in after.cells if c.cell_type == "code" and c.source)
-    assert joined.rstrip("\n") == example.fixed.rstrip("\n")
+    sources = [c.source for c in after.cells if c.cell_type == "code" and c.source]
+    assert sources.pop() == "print('done')"
+    assert "\n".join(sources).rstrip("\n") == example.fixed.rstrip("\n")
+    for source in sources:  # each cell still runs on its own in Jupyter
+        ast.parse(source)
     assert fix_notebook(fixed.data, "example.ipynb", {code}, unsafe=True).data is None
 
 
@@ -290,7 +294,7 @@ def _inline_lists(lines: list[str]) -> list[str]:
 
 
 def test_fix_diff_shows_each_changed_cell(tmp_path: Path) -> None:
-    path = write(tmp_path / "t.ipynb", [SETUP, ("md", "x"), LOOP])
+    path = write(tmp_path / "t.ipynb", [SETUP, ("md", "x"), LOOP, "print(loss)"])
     before = path.read_bytes()
     code, out, _ = _run("fix", "--diff", "--no-cache", str(path), cwd=tmp_path)
     assert code == 1
@@ -430,6 +434,11 @@ def test_a_fixed_module_goes_back_into_its_cells_or_not_at_all() -> None:
     # A line inserted at a boundary goes with the line it precedes; magics come back.
     assert module.cell_texts("a = 1\nx = 0\npass  # amplint-ipython:0\nb = 2\n") == {
         3: "x = 0\n%pwd\nb = 2"
+    }
+    # An indented line at a boundary continues the block the previous cell ends in.
+    loop = NotebookModule.build([CodeCell(1, "for x in y:\n    f(x)"), CodeCell(2, "g()")])
+    assert loop.cell_texts("for x in y:\n    f(x)\n    h(x)\ng()\n") == {
+        1: "for x in y:\n    f(x)\n    h(x)"
     }
     # Re-indented with its block, a magic keeps the new indentation.
     assert module.cell_texts("a = 1\nif a:\n    pass  # amplint-ipython:0\nb = 2\n") == {

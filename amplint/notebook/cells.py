@@ -196,21 +196,61 @@ class NotebookModule:
                 return None
             if touched:
                 owner = touched.pop()
-            elif i1 < len(owners):
-                owner = owners[i1]  # an insertion goes with the line it precedes
-            elif owners:
-                owner = owners[-1]
-            else:
+            elif not owners:
                 return None
+            else:
+                owner = _insertion_owner(owners, i1, new_lines[j1:j2])
             by_cell[owner].extend(new_lines[j1:j2])
+        _continue_blocks(self.cells, by_cell)
         changed: dict[int, str] = {}
         for cell in self.cells:
             text = "".join(by_cell[cell.number])
             if cell.number in self.terminated and text.endswith("\n"):
                 text = text[:-1]
             if text != cell.text:
+                if _runs_alone(cell.text) and not _runs_alone(text):
+                    return None  # Jupyter runs cells one by one: each must stay whole
                 changed[cell.number] = text
         return changed
+
+
+def _continue_blocks(cells: Sequence[CodeCell], by_cell: dict[int, list[str]]) -> None:
+    """Indented lines a fix left at the top of a cell (a statement moved into the loop the
+    previous cell ends with) belong to that previous cell."""
+    for previous, cell in zip(cells, cells[1:]):
+        lines = by_cell[cell.number]
+        if _starts_indented(cell.text.splitlines(keepends=True)) or not _starts_indented(lines):
+            continue
+        count = 0
+        while count < len(lines) and (not lines[count].strip() or lines[count][:1] in " \t"):
+            count += 1
+        by_cell[previous.number].extend(lines[:count])
+        del lines[:count]
+
+
+def _starts_indented(lines: Sequence[str]) -> bool:
+    first = next((line for line in lines if line.strip()), "")
+    return first[:1] in (" ", "\t")
+
+
+def _runs_alone(text: str) -> bool:
+    """Whether a cell's text, IPython syntax masked, is Python on its own."""
+    return _parses(NotebookModule.build([CodeCell(1, text)]).text)
+
+
+def _insertion_owner(owners: Sequence[int], before: int, lines: Sequence[str]) -> int:
+    """The cell that takes lines inserted before old line ``before``.
+
+    Inside a cell, that cell. Between two cells: indented lines continue the block the
+    previous cell ends in (``scaler.update()`` after a loop's last line); lines at the top
+    level go with the statement they precede (a scaler hoisted above a loop).
+    """
+    if before >= len(owners):
+        return owners[-1]
+    if before == 0 or owners[before - 1] == owners[before]:
+        return owners[before]
+    first = next((line for line in lines if line.strip()), "")
+    return owners[before - 1] if first[:1] in (" ", "\t") else owners[before]
 
 
 def _cell_lines(text: str) -> list[str] | None:
