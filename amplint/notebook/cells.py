@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,7 @@ class NotebookModule:
 def _continue_blocks(cells: Sequence[CodeCell], by_cell: dict[int, list[str]]) -> None:
     """Indented lines a fix left at the top of a cell (a statement moved into the loop the
     previous cell ends with) belong to that previous cell."""
-    for previous, cell in zip(cells, cells[1:]):
+    for previous, cell in itertools.pairwise(cells):
         lines = by_cell[cell.number]
         if _starts_indented(cell.text.splitlines(keepends=True)) or not _starts_indented(lines):
             continue
