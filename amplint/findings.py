@@ -53,6 +53,9 @@ class Finding:
     #: in a notebook, the 1-based number of the cell (counting every cell, as Jupyter
     #: shows them) that ``location`` is in; rows are then rows of that cell. Else None.
     cell: int | None = None
+    #: in a notebook, where the finding's span is stored in the file on disk (inside the
+    #: JSON strings of the cell's source), for formats that point into files (SARIF, GitHub).
+    file_span: tuple[Position, Position] | None = field(default=None, compare=False)
 
     @property
     def fixable(self) -> bool:
@@ -73,6 +76,9 @@ def finding_to_dict(finding: Finding) -> dict[str, object]:
         "name": finding.name,
         "source_line": finding.source_line,
         "cell": finding.cell,
+        "file_span": None
+        if finding.file_span is None
+        else [[p.row, p.column] for p in finding.file_span],
         "fix": None
         if fix is None
         else {
@@ -115,4 +121,7 @@ def finding_from_dict(data: dict, filename: str) -> Finding:  # type: ignore[typ
         name=data["name"],
         source_line=data["source_line"],
         cell=data.get("cell"),
+        file_span=None
+        if data.get("file_span") is None
+        else (Position(*data["file_span"][0]), Position(*data["file_span"][1])),
     )

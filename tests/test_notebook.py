@@ -319,14 +319,28 @@ def test_json_sarif_and_github_point_at_the_notebook_cell(tmp_path: Path) -> Non
     [edit] = finding["fix"]["edits"]
     assert edit["cell"] == 2 and edit["content"].strip() == "scaler.update()"
 
+    # SARIF and GitHub point into the file: at the JSON string holding the cell's line 5.
+    lines = path.read_text().splitlines()
+    row = next(n for n, line in enumerate(lines, 1) if '"    scaler.step(optimizer)"' in line)
+    column = lines[row - 1].index('"') + 2 + 4
     _, out, _ = _run("check", "--no-cache", "--output-format", "sarif", str(path), cwd=tmp_path)
     [result] = json.loads(out)["runs"][0]["results"]
-    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].endswith("t.ipynb")
-    assert result["properties"] == {"cell": 2}
-    assert result["locations"][0]["physicalLocation"]["region"]["startLine"] == 5
+    location = result["locations"][0]["physicalLocation"]
+    assert location["artifactLocation"]["uri"].endswith("t.ipynb")
+    assert result["properties"] == {"cell": 2, "cellLocation": {"row": 5, "column": 5}}
+    assert location["region"] == {
+        "startLine": row,
+        "startColumn": column,
+        "endLine": row,
+        "endColumn": column + len("scaler.step(optimizer)"),
+    }
+    assert "fixes" not in result
 
     _, out, _ = _run("check", "--no-cache", "--output-format", "github", str(path), cwd=tmp_path)
-    assert out.startswith(f"::error title=amplint (AMP002) in cell 2,file={path},line=5,col=5,")
+    assert out.startswith(
+        f"::error title=amplint (AMP002) in cell 2,file={path},line={row},col={column},"
+    )
+    assert f"{path}:cell 2:5:5: AMP002" in out
 
 
 def test_cached_findings_keep_their_cells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -449,3 +463,24 @@ def test_a_fixed_module_goes_back_into_its_cells_or_not_at_all() -> None:
     plain = NotebookModule.build([CodeCell(1, "a = 1"), CodeCell(2, "b = 2")])
     assert plain.cell_texts("c = (1,\n     2,\n     3)\n") is None
     assert plain.cell_texts("a = 2\nb = 3\n") == {1: "a = 2", 2: "b = 3"}
+
+
+@pytest.mark.parametrize("layout", ["lists", "string-sources", "ascii-escaped"])
+def test_sarif_regions_are_where_the_code_is_stored_whatever_the_layout(
+    tmp_path: Path, layout: str
+) -> None:
+    loop = LOOP.replace("    scaler.step(optimizer)", "    print('é\\t'); scaler.step(optimizer)")
+    document = json.loads(nbformat.writes(notebook([SETUP, ("md", "ü"), loop])))
+    for cell in document["cells"]:
+        source = "".join(cell["source"])
+        cell["source"] = source if layout == "string-sources" else source.splitlines(True)
+    text = json.dumps(document, indent=1, ensure_ascii=layout == "ascii-escaped")
+    path = tmp_path / "t.ipynb"
+    path.write_text(text)
+    _, out, _ = _run("check", "--no-cache", "--output-format", "sarif", str(path), cwd=tmp_path)
+    [result] = json.loads(out)["runs"][0]["results"]
+    region = result["locations"][0]["physicalLocation"]["region"]
+    [(row, line)] = [(n, x) for n, x in enumerate(text.splitlines(), 1) if "scaler.step(" in x]
+    column = line.index("scaler.step(optimizer)") + 1
+    assert (region["startLine"], region["startColumn"]) == (row, column)
+    assert (region["endLine"], region["endColumn"]) == (row, column + 22)

@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from amplint.findings import PARSE_ERROR_CODE, Finding, Fix
+from amplint.findings import PARSE_ERROR_CODE, Finding, Fix, Position
 from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
 from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
 
@@ -88,7 +88,18 @@ def check_notebook(
 def lint_notebook(
     notebook: NotebookFile, filename: str, codes: Collection[str], *, with_edits: bool = True
 ) -> list[Finding]:
-    return lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits)
+    findings = lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits)
+    return [with_file_span(notebook, finding) for finding in findings]
+
+
+def with_file_span(notebook: NotebookFile, finding: Finding) -> Finding:
+    """The finding with where its span is stored in the notebook's JSON text."""
+    if finding.cell is None:
+        return finding
+    start, end = finding.location, finding.end_location
+    first = Position(*notebook.file_position(finding.cell, start.row, start.column))
+    last = Position(*notebook.file_position(finding.cell, end.row, end.column))
+    return replace(finding, file_span=(first, max(first, last)))
 
 
 def analysed_text(notebook: NotebookFile) -> str | None:
@@ -238,10 +249,10 @@ def fix_notebook(
     if not changed:
         if remaining is None:
             remaining = lint_cells(cells, filename, codes, with_edits=with_edits)
-        return NotebookFix(None, 0, remaining)
+        return NotebookFix(None, 0, [with_file_span(notebook, f) for f in remaining])
     new_data = write_sources(notebook, {number - 1: text for number, text in changed.items()})
     after = read_notebook(new_data)
-    remaining = lint_cells(code_cells(after), filename, codes, with_edits=with_edits)
+    remaining = lint_notebook(after, filename, codes, with_edits=with_edits)
     before = {cell.number: cell.text for cell in cells}
     return NotebookFix(new_data, applied, remaining, cell_diff(filename, before, changed))
 

@@ -52,6 +52,33 @@ class NotebookFile:
     metadata: Mapping[str, object]
     bom: bool = False
 
+    def file_position(self, number: int, row: int, column: int) -> tuple[int, int]:
+        """Where (1-based row, column of the file's text) character ``column`` of line
+        ``row`` of cell ``number`` is stored: inside its JSON string, escapes counted."""
+        cell = self.cells[number - 1]
+        lines = split_source(cell.source)
+        if cell.is_list and 0 < row <= len(cell.elements):
+            start, line = cell.elements[row - 1][0], lines[row - 1]
+            prefix = line[: max(column - 1, 0)]
+        else:
+            start = cell.span[0]
+            if cell.is_list:  # past the last line: the list's closing bracket
+                return self._row_column(cell.span[1] - 1)
+            prefix = (
+                "".join(lines[: row - 1])
+                + (lines[row - 1] if row <= len(lines) else "")[: max(column - 1, 0)]
+            )
+        escaped = len(json.dumps(prefix, ensure_ascii=self._ascii_only)) - 2
+        return self._row_column(start + 1 + escaped)
+
+    @property
+    def _ascii_only(self) -> bool:
+        return self.text.isascii() and _NON_ASCII_ESCAPE.search(self.text) is not None
+
+    def _row_column(self, offset: int) -> tuple[int, int]:
+        line_start = self.text.rfind("\n", 0, offset) + 1
+        return self.text.count("\n", 0, line_start) + 1, offset - line_start + 1
+
     @property
     def language(self) -> str | None:
         """The kernel's language, lower case, where the notebook names one."""

@@ -16,8 +16,9 @@ def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> 
 
 
 def annotation(finding: Finding) -> str:
-    start, end = finding.location, finding.end_location
-    # In a notebook the rows are rows of the cell the title names (the file is JSON).
+    # In a notebook, the annotation goes where the code is stored in the file's JSON; the
+    # title and the text name the cell and the row in it.
+    start, end = finding.file_span or (finding.location, finding.end_location)
     cell = "" if finding.cell is None else f" in cell {finding.cell}"
     properties = {
         "title": f"amplint ({finding.code}){cell}",
