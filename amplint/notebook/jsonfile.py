@@ -9,10 +9,13 @@ other byte stay as they were.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from json.decoder import scanstring  # type: ignore[attr-defined]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -51,6 +54,8 @@ class NotebookFile:
     #: top-level ``metadata``.
     metadata: Mapping[str, object]
     bom: bool = False
+    #: (line start offset, 1-based row) pairs counted so far, sorted.
+    _rows_at: list[tuple[int, int]] = field(default_factory=lambda: [(0, 1)], repr=False)
 
     def file_position(self, number: int, row: int, column: int) -> tuple[int, int]:
         """Where (1-based row, column of the file's text) character ``column`` of line
@@ -68,16 +73,25 @@ class NotebookFile:
                 "".join(lines[: row - 1])
                 + (lines[row - 1] if row <= len(lines) else "")[: max(column - 1, 0)]
             )
-        escaped = len(json.dumps(prefix, ensure_ascii=self._ascii_only)) - 2
+        # Only text beyond ASCII escapes differently in a file written with ensure_ascii.
+        ascii_only = not prefix.isascii() and self._ascii_only
+        escaped = len(json.dumps(prefix, ensure_ascii=ascii_only)) - 2
         return self._row_column(start + 1 + escaped)
 
-    @property
+    @cached_property
     def _ascii_only(self) -> bool:
         return self.text.isascii() and _NON_ASCII_ESCAPE.search(self.text) is not None
 
     def _row_column(self, offset: int) -> tuple[int, int]:
         line_start = self.text.rfind("\n", 0, offset) + 1
-        return self.text.count("\n", 0, line_start) + 1, offset - line_start + 1
+        # Rows are counted from the nearest offset counted before: megabytes of outputs
+        # between two findings are counted once, not once per finding.
+        known = self._rows_at
+        index = bisect.bisect_right(known, (line_start, sys.maxsize)) - 1
+        base, row = known[index]
+        row += self.text.count("\n", base, line_start)
+        bisect.insort(known, (line_start, row))
+        return row, offset - line_start + 1
 
     @property
     def language(self) -> str | None:
