@@ -9,8 +9,9 @@ and the same code cells written as a ``.py`` file. Then, interleaved over ``--ro
 
 Prints the median wall time of each and the ratio ipynb / py, plus the in-process time of
 reading the notebook's cells alone (``read_notebook``). The outputs are handed whole to
-the C JSON decoder and never analysed, so the target is ipynb / py close to 1 (the reading
-of 60 MB of JSON is the only extra work).
+the C JSON decoder and never analysed (nor hashed: the cache key is the code cells), so
+the only extra work is decoding the JSON, a few milliseconds per megabyte: ipynb / py is
+about 1.0 with a few MB of outputs and grows only with that decoding beyond.
 
     .venv/bin/python benchmarks/bench_notebook.py [--rounds 5] [--output-mb 60]
 """
