@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hypothesis
 import nbformat
 import pytest
 from click.testing import CliRunner
+from hypothesis import strategies as st
 
 from amplint.api import check_source
 from amplint.cli import cli
@@ -484,3 +486,42 @@ def test_sarif_regions_are_where_the_code_is_stored_whatever_the_layout(
     column = line.index("scaler.step(optimizer)") + 1
     assert (region["startLine"], region["startColumn"]) == (row, column)
     assert (region["endLine"], region["endColumn"]) == (row, column + 22)
+
+
+_LINES = [
+    "import torch",
+    "x = 1",
+    "for i in range(3):",
+    "    y = i",
+    "    !echo $i",
+    "    %time f(i)",
+    "%matplotlib inline",
+    "!pip install -q torch \\",
+    "    einops",
+    "files = !ls",
+    "model?",
+    "pip install x",
+    "%%time",
+    "%%bash",
+    "# comment?",
+    "",
+    "s = '''",
+    "%not a magic inside a string",
+    "'''",
+]
+
+
+@hypothesis.settings(max_examples=150, deadline=None)
+@hypothesis.given(
+    st.lists(st.lists(st.sampled_from(_LINES), max_size=8).map("\n".join), max_size=5)
+)
+def test_masking_round_trips_any_cells(texts: list[str]) -> None:
+    from amplint.notebook import CodeCell, NotebookModule
+
+    module = NotebookModule.build([CodeCell(n, text) for n, text in enumerate(texts, 1)])
+    # Unchanged module text gives back every cell unchanged; rows map into real cell rows.
+    assert module.cell_texts(module.text) == {}
+    assert module.unmask(module.text) == module.plain_text
+    assert len(module.text.splitlines()) == len(module.rows)
+    for cell, row in module.rows:
+        assert 1 <= row <= len(texts[cell - 1].splitlines())
