@@ -112,7 +112,12 @@ def check_source(
     from amplint.engine.run import lint_bytes
 
     if is_notebook(filename):
-        return _notebook_findings(data, filename, codes, with_edits)
+        from amplint.notebook import check_notebook_file
+
+        checked = check_notebook_file(data, filename, codes, with_edits)
+        if checked.error is not None:
+            return [error_finding(filename, SourceError(checked.error))]
+        return checked.findings
     if with_edits:
         return lint_bytes(data, filename, codes).findings
     result = lint_bytes(data, filename, codes, fixes=False)
@@ -123,17 +128,6 @@ def check_source(
             finding = replace(finding, fix=Fix(summary[1], summary[0], ()))
         findings.append(finding)
     return findings
-
-
-def _notebook_findings(
-    data: bytes, filename: str, codes: Collection[str], with_edits: bool
-) -> list[Finding]:
-    from amplint.notebook import NotebookError, check_notebook
-
-    try:
-        return check_notebook(data, filename, codes, with_edits=with_edits).findings
-    except NotebookError as error:
-        return [error_finding(filename, SourceError(str(error)))]
 
 
 @dataclass(frozen=True)
@@ -190,24 +184,17 @@ def _lint_notebook(
     stat: os.stat_result,
     cached_digest: str | None,
 ) -> _Outcome:
-    from amplint.notebook import NotebookError, analysed_text, lint_notebook, read_notebook
+    from amplint.notebook import check_notebook_file
 
-    try:
-        notebook = read_notebook(data)
-    except NotebookError as error:
-        return _Outcome([], None, None, error=str(error))
-    text = analysed_text(notebook)
-    if text is None:
-        from amplint.notebook import skip_reason
-
-        # Not cached: the note is repeated on every run.
-        return _Outcome([], None, None, note=skip_reason(notebook))
-    # The findings depend on the code cells alone: hashing megabytes of outputs would cost
-    # more than the analysis (and a changed output changes no finding).
-    digest = content_hash(text.encode("utf-8", errors="surrogatepass"))
-    if digest == cached_digest:
-        return _Outcome([], digest, stat, unchanged=True)
-    return _Outcome(lint_notebook(notebook, name, codes, with_edits=with_edits), digest, stat)
+    checked = check_notebook_file(data, name, codes, with_edits, cached_digest)
+    return _Outcome(
+        checked.findings,
+        checked.digest,
+        stat if checked.digest is not None else None,
+        unchanged=checked.unchanged,
+        error=checked.error,
+        note=checked.skipped,
+    )
 
 
 def _lint_all(
@@ -358,11 +345,15 @@ def fix_paths(
         except SourceError as error:
             result.findings.append(error_finding(name, error))
             continue
+        file_codes = codes_for_file(settings, path, codes)
         if is_notebook(name):
-            file_codes = codes_for_file(settings, path, codes)
-            _fix_notebook(path, name, data, file_codes, unsafe, write, result)
-            continue
-        fixed = fix_bytes(data, name, codes_for_file(settings, path, codes), unsafe=unsafe)
+            from amplint.notebook import fix_notebook_file
+
+            fixed = fix_notebook_file(data, name, file_codes, unsafe=unsafe)
+            result.errors.extend((path, error) for error in fixed.errors)
+            result.notes.extend((path, note) for note in fixed.notes)
+        else:
+            fixed = fix_bytes(data, name, file_codes, unsafe=unsafe)
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
             continue
@@ -372,43 +363,13 @@ def fix_paths(
             except SourceError as error:
                 result.findings.append(error_finding(name, error))
                 continue
+        elif is_notebook(name):
+            result.diffs.append(fixed.diff)  # type: ignore[union-attr]  # per cell
         else:
             result.diffs.append(_unified_diff(name, data, fixed.data))
         result.fixed[name] = fixed.applied
     result.findings.sort(key=Finding.sort_key)
     return result
-
-
-def _fix_notebook(
-    path: Path,
-    name: str,
-    data: bytes,
-    codes: frozenset[str],
-    unsafe: bool,
-    write: bool,
-    result: RunResult,
-) -> None:
-    from amplint.notebook import NotebookError, fix_notebook
-
-    try:
-        fixed = fix_notebook(data, name, codes, unsafe=unsafe)
-    except NotebookError as error:
-        result.errors.append((path, str(error)))
-        return
-    if fixed.skipped is not None:
-        result.notes.append((path, fixed.skipped))
-    result.findings.extend(fixed.remaining)
-    if fixed.data is None:
-        return
-    if write:
-        try:
-            _replace_if_unchanged(path, data, fixed.data)
-        except SourceError as error:
-            result.findings.append(error_finding(name, error))
-            return
-    else:
-        result.diffs.append(fixed.diff)
-    result.fixed[name] = fixed.applied
 
 
 def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:

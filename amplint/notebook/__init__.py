@@ -29,7 +29,9 @@ __all__ = [
     "NotebookModule",
     "analysed_text",
     "check_notebook",
+    "check_notebook_file",
     "fix_notebook",
+    "fix_notebook_file",
     "is_notebook",
     "lint_cells",
     "lint_module",
@@ -49,6 +51,12 @@ class NotebookCheck:
     findings: list[Finding]
     #: why the notebook was not analysed (a kernel that is not Python), else None.
     skipped: str | None = None
+    #: why the file is no notebook amplint can read (bad JSON, not nbformat 4), else None.
+    error: str | None = None
+    #: the cache key of what was analysed (the code cells), None when nothing was.
+    digest: str | None = None
+    #: ``digest`` equals the cached one: nothing was analysed, the cached findings hold.
+    unchanged: bool = False
 
 
 @dataclass
@@ -60,6 +68,16 @@ class NotebookFix:
     #: unified diff of the changed cells, one hunk group per cell.
     diff: str = ""
     skipped: str | None = None
+    #: a file that is no notebook amplint can read: its one-line reason.
+    error: str | None = None
+
+    @property
+    def errors(self) -> list[str]:
+        return [] if self.error is None else [self.error]
+
+    @property
+    def notes(self) -> list[str]:
+        return [] if self.skipped is None else [self.skipped]
 
 
 def code_cells(notebook: NotebookFile) -> list[CodeCell]:
@@ -83,6 +101,42 @@ def check_notebook(
     if reason is not None:
         return NotebookCheck([], reason)
     return NotebookCheck(lint_notebook(notebook, filename, codes, with_edits=with_edits))
+
+
+def check_notebook_file(
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    with_edits: bool = True,
+    cached_digest: str | None = None,
+) -> NotebookCheck:
+    """``check_notebook`` for a file of a run: errors as values, and a cache key made of
+    the code cells alone (hashing megabytes of outputs would cost more than the analysis,
+    and no output changes a finding)."""
+    from amplint.cache import content_hash
+
+    try:
+        notebook = read_notebook(data)
+    except NotebookError as error:
+        return NotebookCheck([], error=str(error))
+    text = analysed_text(notebook)
+    if text is None:
+        return NotebookCheck([], skip_reason(notebook))  # not cached: the note repeats
+    digest = content_hash(text.encode("utf-8", errors="surrogatepass"))
+    if digest == cached_digest:
+        return NotebookCheck([], digest=digest, unchanged=True)
+    findings = lint_notebook(notebook, filename, codes, with_edits=with_edits)
+    return NotebookCheck(findings, digest=digest)
+
+
+def fix_notebook_file(
+    data: bytes, filename: str, codes: Collection[str], *, unsafe: bool = False
+) -> NotebookFix:
+    """``fix_notebook`` for a file of a run: a file that is no notebook is an error value."""
+    try:
+        return fix_notebook(data, filename, codes, unsafe=unsafe)
+    except NotebookError as error:
+        return NotebookFix(None, 0, error=str(error))
 
 
 def lint_notebook(
