@@ -17,6 +17,7 @@ from amplint.config import Settings, codes_ignored_for, load_settings, resolve_s
 from amplint.discovery import discover, is_excluded
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
+from amplint.notebook import is_notebook
 
 # The engine, the rules and libcst are imported on first use: a run answered entirely from
 # the cache never needs them (they are most of amplint's start-up time).
@@ -42,6 +43,8 @@ class RunResult:
     findings: list[Finding] = field(default_factory=list)
     #: paths that could not be used at all (missing paths), with one-line reasons.
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    #: files left out on purpose (a notebook whose kernel is not Python), with the reason.
+    notes: list[tuple[Path, str]] = field(default_factory=list)
     #: display filename -> number of fixes applied (``fix`` only).
     fixed: dict[str, int] = field(default_factory=dict)
     #: unified diffs (``fix --diff`` only).
@@ -114,6 +117,13 @@ def check_source(
     """
     from amplint.engine.run import lint_bytes
 
+    if is_notebook(filename):
+        from amplint.notebook import check_notebook_file
+
+        checked = check_notebook_file(data, filename, codes, with_edits)
+        if checked.error is not None:
+            return [error_finding(filename, SourceError(checked.error))]
+        return checked.findings
     if with_edits:
         return lint_bytes(data, filename, codes).findings
     result = lint_bytes(data, filename, codes, fixes=False)
@@ -134,6 +144,10 @@ class _Outcome:
     stat: os.stat_result | None
     #: the cached entry still applies: the content is unchanged although its stat moved.
     unchanged: bool = False
+    #: the file is not usable (a broken notebook): a one-line reason, reported as an error.
+    error: str | None = None
+    #: the file was left out on purpose (a notebook of another language).
+    note: str | None = None
 
 
 _worker_job: tuple[Settings, frozenset[str], bool] | None = None
@@ -156,6 +170,9 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     except (OSError, SourceError) as error:
         source_error = error if isinstance(error, SourceError) else SourceError(str(error))
         return _Outcome([error_finding(name, source_error)], None, None)
+    if is_notebook(name):
+        file_codes = codes_for_file(settings, path, codes)
+        return _lint_notebook(data, name, file_codes, with_edits, stat, cached_digest)
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
@@ -163,6 +180,27 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
         data, name, codes_for_file(settings, path, codes), with_edits=with_edits
     )
     return _Outcome(findings, digest, stat)
+
+
+def _lint_notebook(
+    data: bytes,
+    name: str,
+    codes: frozenset[str],
+    with_edits: bool,
+    stat: os.stat_result,
+    cached_digest: str | None,
+) -> _Outcome:
+    from amplint.notebook import check_notebook_file
+
+    checked = check_notebook_file(data, name, codes, with_edits, cached_digest)
+    return _Outcome(
+        checked.findings,
+        checked.digest,
+        stat if checked.digest is not None else None,
+        unchanged=checked.unchanged,
+        error=checked.error,
+        note=checked.skipped,
+    )
 
 
 def _lint_all(
@@ -270,6 +308,10 @@ def check_paths(
             if entry is not None:
                 result.findings.extend(cache.findings_of(entry, display_name(path)))
                 continue
+        if outcome.error is not None:
+            result.errors.append((path, outcome.error))
+        if outcome.note is not None:
+            result.notes.append((path, outcome.note))
         result.findings.extend(outcome.findings)
         if cache is not None and outcome.digest is not None and outcome.stat is not None:
             cache.store(absolute, outcome.stat, outcome.digest, outcome.findings)
@@ -329,7 +371,15 @@ def fix_paths(
         except SourceError as error:
             result.findings.append(error_finding(name, error))
             continue
-        fixed = fix_bytes(data, name, codes_for_file(settings, path, codes), unsafe=unsafe)
+        file_codes = codes_for_file(settings, path, codes)
+        if is_notebook(name):
+            from amplint.notebook import fix_notebook_file
+
+            fixed = fix_notebook_file(data, name, file_codes, unsafe=unsafe)
+            result.errors.extend((path, error) for error in fixed.errors)
+            result.notes.extend((path, note) for note in fixed.notes)
+        else:
+            fixed = fix_bytes(data, name, file_codes, unsafe=unsafe)
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
             continue
@@ -339,6 +389,8 @@ def fix_paths(
             except SourceError as error:
                 result.findings.append(error_finding(name, error))
                 continue
+        elif is_notebook(name):
+            result.diffs.append(fixed.diff)  # type: ignore[union-attr]  # per cell
         else:
             result.diffs.append(unified_diff(name, data, fixed.data))
         result.fixed[name] = fixed.applied

@@ -283,6 +283,8 @@ def _decoded(data: bytes) -> str:
 
 
 def _errors(result: api.RunResult) -> None:
+    for path, reason in result.notes:
+        click.echo(f"amplint: note: {path}: {reason}", err=True)
     for path, reason in result.errors:
         click.echo(f"amplint: error: {path}: {reason}", err=True)
 

@@ -20,9 +20,18 @@ import pathspec
 
 from amplint.config import Settings, relative_to_root
 
-__all__ = ["DEFAULT_EXCLUDES", "PYTHON_SUFFIXES", "Discovery", "discover", "is_excluded"]
+__all__ = [
+    "DEFAULT_EXCLUDES",
+    "LINTED_SUFFIXES",
+    "PYTHON_SUFFIXES",
+    "Discovery",
+    "discover",
+    "is_excluded",
+]
 
 PYTHON_SUFFIXES = frozenset({".py", ".pyi"})
+#: What a directory walk and an explicit path accept: Python files and Jupyter notebooks.
+LINTED_SUFFIXES = PYTHON_SUFFIXES | {".ipynb"}
 
 #: Skipped while walking unless ``exclude`` replaces them; ruff's list plus amplint's cache.
 DEFAULT_EXCLUDES = (
@@ -287,10 +296,10 @@ class _Walker:
 
     def _visit_explicit_file(self, path: Path, absolute: str) -> None:
         # pre-commit's `types: [python]` also passes extension-less scripts with a python shebang.
-        if path.suffix in PYTHON_SUFFIXES or _has_python_shebang(absolute):
+        if path.suffix in LINTED_SUFFIXES or _has_python_shebang(absolute):
             self._add(path, absolute)
         else:
-            self._error(path, "not a Python file (expected .py or .pyi)")
+            self._error(path, "not a Python file (expected .py, .pyi or .ipynb)")
 
     # -- ignore files
 
@@ -363,7 +372,7 @@ class _Walker:
             return
         # The suffix is read off the name: most entries of a tree are dropped here, before
         # any Path object is made for them.
-        if not is_dir and not (is_file and os.path.splitext(entry.name)[1] in PYTHON_SUFFIXES):
+        if not is_dir and not (is_file and os.path.splitext(entry.name)[1] in LINTED_SUFFIXES):
             return
         path = parent / entry.name
         if self._excludes.excludes_entry(absolute, is_dir):

@@ -27,6 +27,8 @@ class Edit:
     content: str
     location: Position
     end_location: Position
+    #: in a notebook, the 1-based number of the cell the positions are in; else None.
+    cell: int | None = None
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,19 @@ class Finding:
     name: str = ""
     #: the physical source line the finding starts on, for the ``full`` output format.
     source_line: str = field(default="", compare=False)
+    #: in a notebook, the 1-based number of the cell (counting every cell, as Jupyter
+    #: shows them) that ``location`` is in; rows are then rows of that cell. Else None.
+    cell: int | None = None
+    #: in a notebook, where the finding's span is stored in the file on disk (inside the
+    #: JSON strings of the cell's source), for formats that point into files (SARIF, GitHub).
+    file_span: tuple[Position, Position] | None = field(default=None, compare=False)
 
     @property
     def fixable(self) -> bool:
         return self.fix is not None
 
-    def sort_key(self) -> tuple[str, int, int, str]:
-        return (self.filename, self.location.row, self.location.column, self.code)
+    def sort_key(self) -> tuple[str, int, int, int, str]:
+        return (self.filename, self.cell or 0, self.location.row, self.location.column, self.code)
 
 
 def finding_to_dict(finding: Finding) -> dict[str, object]:
@@ -67,6 +75,10 @@ def finding_to_dict(finding: Finding) -> dict[str, object]:
         "end_location": [finding.end_location.row, finding.end_location.column],
         "name": finding.name,
         "source_line": finding.source_line,
+        "cell": finding.cell,
+        "file_span": None
+        if finding.file_span is None
+        else [[p.row, p.column] for p in finding.file_span],
         "fix": None
         if fix is None
         else {
@@ -79,6 +91,7 @@ def finding_to_dict(finding: Finding) -> dict[str, object]:
                     e.location.column,
                     e.end_location.row,
                     e.end_location.column,
+                    e.cell,
                 ]
                 for e in fix.edits
             ],
@@ -94,8 +107,8 @@ def finding_from_dict(data: dict, filename: str) -> Finding:  # type: ignore[typ
             fix_data["applicability"],
             fix_data["message"],
             tuple(
-                Edit(content, Position(r1, c1), Position(r2, c2))
-                for content, r1, c1, r2, c2 in fix_data["edits"]
+                Edit(content, Position(r1, c1), Position(r2, c2), *cell)
+                for content, r1, c1, r2, c2, *cell in fix_data["edits"]
             ),
         )
     return Finding(
@@ -107,4 +120,8 @@ def finding_from_dict(data: dict, filename: str) -> Finding:  # type: ignore[typ
         fix=fix,
         name=data["name"],
         source_line=data["source_line"],
+        cell=data.get("cell"),
+        file_span=None
+        if data.get("file_span") is None
+        else (Position(*data["file_span"][0]), Position(*data["file_span"][1])),
     )

@@ -12,7 +12,8 @@ are shown, ``frames.py`` how the user's line is found, ``install.py`` the patchi
 ``runner.py`` the ``amplint run`` entry point; ``health.py`` the numerical-health checks
 (AMP101-AMP107, ``install(health=True)``), ``summary_text.py`` and ``plot.py`` their summary.
 ``distributed.py``: ``torch.distributed`` (FSDP's ``ShardedGradScaler``, per-rank reports
-merged by rank 0 under ``torchrun``).
+merged by rank 0 under ``torchrun``). ``notebook.py``: the IPython extension
+(``%load_ext amplint.runtime``, the ``%amplint`` magic).
 
 The drop-in classes check on their own (step/unscale_/update order, half parameters,
 re-created scalers, bfloat16 with a scaler); checks that watch backward passes, direct
@@ -24,6 +25,7 @@ from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import AmpUsageError, AmpWarning, Finding
 from .health import HealthConfig
 from .install import Checking, checking, install, installed, reset, uninstall
+from .notebook import load_ipython_extension, unload_ipython_extension
 from .reporting import report
 from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
 
@@ -54,8 +56,10 @@ __all__ = [
     "cuda_autocast",
     "install",
     "installed",
+    "load_ipython_extension",
     "report",
     "reset",
     "summary",
     "uninstall",
+    "unload_ipython_extension",
 ]

@@ -148,7 +148,9 @@ def test_explicit_file_without_py_suffix(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# hi\n")
     result = discover([script, tmp_path / "README.md"], Settings(project_root=tmp_path))
     assert result.files == [script]
-    assert result.errors == [(tmp_path / "README.md", "not a Python file (expected .py or .pyi)")]
+    assert result.errors == [
+        (tmp_path / "README.md", "not a Python file (expected .py, .pyi or .ipynb)")
+    ]
 
 
 def test_missing_path_and_stdin_are_errors(tmp_path: Path) -> None:

@@ -222,6 +222,7 @@ def test_json_round_trip_with_ruff_keys() -> None:
         "fix",
         "url",
         "noqa_row",
+        "cell",  # ruff's too: the notebook cell, null in a Python file
     }
     assert all(set(item) == keys for item in data)
     error, unsafe, safe = data
@@ -247,6 +248,7 @@ def test_json_round_trip_with_ruff_keys() -> None:
         },
         "url": "https://github.com/amplint/amplint/blob/main/docs/rules/AMP001.md",
         "noqa_row": 4,
+        "cell": None,
     }
 
 

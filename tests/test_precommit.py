@@ -168,3 +168,32 @@ def _tags(repo: Path) -> list[str]:
         ["git", "tag", "--list"], cwd=repo, capture_output=True, text=True, check=True
     )
     return listed.stdout.split()
+
+
+def test_hooks_check_and_fix_a_notebook(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from tests.notebooks import code_sources, write
+
+    repo = tmp_path / "notebooks"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    cells = [
+        'import torch\nscaler = torch.amp.GradScaler("cuda")',
+        ("md", "## Training"),
+        "%%time\n" + BUGGY.split("\n", 3)[3].rstrip("\n"),
+    ]
+    write(repo / "train.ipynb", cells)
+    _git(repo, "add", "train.ipynb")
+    home = tmp_path_factory.mktemp("pre-commit-home")
+
+    checked = _try_repo(repo, "amplint", home)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert "train.ipynb:cell 3:6:5: AMP002" in checked.stdout
+
+    fixed = _try_repo(repo, "amplint-fix", home)
+    assert fixed.returncode == 1, fixed.stdout + fixed.stderr
+    assert code_sources(repo / "train.ipynb")[1].endswith(
+        "    scaler.step(optimizer)\n    scaler.update()\n    optimizer.zero_grad()"
+    )
+    assert _try_repo(repo, "amplint", home).returncode == 0

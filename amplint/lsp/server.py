@@ -35,6 +35,8 @@ from amplint.lsp.convert import contains
 from amplint.lsp.diagnostics import finding_range, to_diagnostic
 from amplint.lsp.docs import DocLinks, rule_markdown
 from amplint.lsp.document import Snapshot, uri_to_path
+from amplint.lsp.notebook import SYNC_OPTIONS as NOTEBOOK_SYNC
+from amplint.lsp.notebook import NotebookChecks
 from amplint.lsp.settings import ClientOptions, CodeSelection, is_config_file
 
 logger = logging.getLogger(__name__)
@@ -63,7 +65,7 @@ class Checked:
 
 class AmplintServer(LanguageServer):
     def __init__(self) -> None:
-        super().__init__("amplint", __version__)
+        super().__init__("amplint", __version__, notebook_document_sync=NOTEBOOK_SYNC)
         self.options = ClientOptions()
         self.links = DocLinks()
         self.selection = CodeSelection(self.options, Path.cwd(), self.show_error)
@@ -77,6 +79,14 @@ class AmplintServer(LanguageServer):
         #: when each document last changed (``time.monotonic()``), for the debounce.
         self.changed_at: dict[str, float] = {}
         self.event_loop: asyncio.AbstractEventLoop | None = None
+        self.notebooks = NotebookChecks(
+            workspace=lambda: self.workspace,
+            codes_for=lambda path: self.selection.codes_for(path),
+            run_checker=self.run_checker,
+            publish=self.publish_cell,
+            links=lambda: self.links,
+            encoding=lambda: self.workspace.position_encoding or types.PositionEncodingKind.Utf16,
+        )
 
     # ------------------------------------------------------------------ configuration
 
@@ -135,6 +145,12 @@ class AmplintServer(LanguageServer):
         self.checked.clear()
         for uri in list(self.workspace.text_documents):
             self.schedule(uri, delay=0.0)
+        self.notebooks.schedule_all()
+
+    def publish_cell(self, uri: str, diagnostics: list[types.Diagnostic]) -> None:
+        self.text_document_publish_diagnostics(
+            types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics)
+        )
 
     # ------------------------------------------------------------------ checking
 
@@ -146,8 +162,8 @@ class AmplintServer(LanguageServer):
 
     def is_python(self, uri: str) -> bool:
         document = self.workspace.text_documents.get(uri)
-        if document is None:
-            return False
+        if document is None or self.workspace.get_notebook_document(cell_uri=uri) is not None:
+            return False  # a notebook cell is checked with its notebook
         if document.language_id:
             return document.language_id == "python"
         return uri.endswith(_PYTHON_SUFFIXES)
@@ -256,6 +272,8 @@ class AmplintServer(LanguageServer):
     # ------------------------------------------------------------------ requests
 
     async def actions(self, params: types.CodeActionParams) -> list[types.CodeAction] | None:
+        if self.notebooks.notebook_of(params.text_document.uri) is not None:
+            return await self.notebooks.actions(params)
         checked = await self.current(params.text_document.uri)
         if checked is None:
             return None
@@ -274,15 +292,17 @@ class AmplintServer(LanguageServer):
         )
 
     async def hover(self, params: types.HoverParams) -> types.Hover | None:
-        checked = await self.current(params.text_document.uri)
-        if checked is None:
-            return None
-        encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
-        lines = checked.snapshot.lines
-        ranged = (
-            (finding, finding_range(lines, finding, encoding)) for finding in checked.findings
-        )
-        hits = [(finding, rng) for finding, rng in ranged if contains(rng, params.position)]
+        hits = await self.notebooks.hover_findings(params)
+        if hits is None:
+            checked = await self.current(params.text_document.uri)
+            if checked is None:
+                return None
+            encoding = self.workspace.position_encoding or types.PositionEncodingKind.Utf16
+            lines = checked.snapshot.lines
+            ranged = (
+                (finding, finding_range(lines, finding, encoding)) for finding in checked.findings
+            )
+            hits = [(finding, rng) for finding, rng in ranged if contains(rng, params.position)]
         if not hits:
             return None
         return types.Hover(
@@ -337,6 +357,23 @@ def create_server() -> AmplintServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(params: types.DidCloseTextDocumentParams) -> None:
         server.close(params.text_document.uri)
+
+    @server.feature(types.NOTEBOOK_DOCUMENT_DID_OPEN)
+    def notebook_did_open(params: types.DidOpenNotebookDocumentParams) -> None:
+        server.notebooks.schedule(params.notebook_document.uri)
+
+    @server.feature(types.NOTEBOOK_DOCUMENT_DID_CHANGE)
+    def notebook_did_change(params: types.DidChangeNotebookDocumentParams) -> None:
+        server.notebooks.schedule(params.notebook_document.uri, server.options.debounce_ms / 1000)
+
+    @server.feature(types.NOTEBOOK_DOCUMENT_DID_SAVE)
+    def notebook_did_save(params: types.DidSaveNotebookDocumentParams) -> None:
+        server.notebooks.schedule(params.notebook_document.uri)
+
+    @server.feature(types.NOTEBOOK_DOCUMENT_DID_CLOSE)
+    def notebook_did_close(params: types.DidCloseNotebookDocumentParams) -> None:
+        cells = [cell.uri for cell in params.cell_text_documents]
+        server.notebooks.close(params.notebook_document.uri, cells)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(params: types.DidChangeWatchedFilesParams) -> None:

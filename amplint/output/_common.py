@@ -62,14 +62,17 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {nouns or noun + 's'}"
 
 
+def place(finding: Finding) -> str:
+    """``path:row:col``, or ``path:cell 4:row:col`` in a notebook (rows of that cell)."""
+    location = finding.location
+    cell = "" if finding.cell is None else f"cell {finding.cell}:"
+    return f"{finding.filename}:{cell}{location.row}:{location.column}"
+
+
 def header(finding: Finding, unsafe_fixes: bool) -> str:
     """The editor-style line ``path:row:col: CODE [*] message`` shared by the text formats."""
-    location = finding.location
     mark = fix_mark(finding, unsafe_fixes)
-    return (
-        f"{finding.filename}:{location.row}:{location.column}: "
-        f"{finding.code} {mark}{finding.message}"
-    )
+    return f"{place(finding)}: {finding.code} {mark}{finding.message}"
 
 
 def relative_posix(filename: str) -> str:

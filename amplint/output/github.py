@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from amplint.findings import Finding
-from amplint.output._common import EmitOptions
+from amplint.output._common import EmitOptions, place
 
 
 def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> None:
@@ -16,9 +16,12 @@ def write(findings: Sequence[Finding], stream: TextIO, options: EmitOptions) -> 
 
 
 def annotation(finding: Finding) -> str:
-    start, end = finding.location, finding.end_location
+    # In a notebook, the annotation goes where the code is stored in the file's JSON; the
+    # title and the text name the cell and the row in it.
+    start, end = finding.file_span or (finding.location, finding.end_location)
+    cell = "" if finding.cell is None else f" in cell {finding.cell}"
     properties = {
-        "title": f"amplint ({finding.code})",
+        "title": f"amplint ({finding.code}){cell}",
         "file": finding.filename,
         "line": str(start.row),
         "col": str(start.column),
@@ -26,7 +29,7 @@ def annotation(finding: Finding) -> str:
         "endColumn": str(end.column),
     }
     joined = ",".join(f"{key}={escape_property(value)}" for key, value in properties.items())
-    text = f"{finding.filename}:{start.row}:{start.column}: {finding.code} {finding.message}"
+    text = f"{place(finding)}: {finding.code} {finding.message}"
     return f"::error {joined}::{escape_data(text)}"
 
 

@@ -28,6 +28,9 @@ def finding_to_dict(finding: Finding) -> dict[str, Any]:
         "url": rule_url(finding),
         # A parse error cannot be silenced by a suppression comment, so it has no row for one.
         "noqa_row": None if finding.code == PARSE_ERROR_CODE else finding.location.row,
+        # In a notebook: the 1-based cell number (every cell counted, as Jupyter shows them);
+        # rows are then rows of that cell. None in a Python file.
+        "cell": finding.cell,
     }
 
 
@@ -46,8 +49,11 @@ def _fix(fix: Fix | None) -> dict[str, Any] | None:
 
 
 def _edit(edit: Edit) -> dict[str, Any]:
-    return {
+    result: dict[str, Any] = {
         "content": edit.content,
         "location": _position(edit.location),
         "end_location": _position(edit.end_location),
     }
+    if edit.cell is not None:
+        result["cell"] = edit.cell
+    return result

@@ -94,8 +94,20 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
             }
         ],
     }
+    if finding.cell is not None:
+        # A notebook is JSON on disk: the region is where the code is stored in that JSON
+        # (its cell and the row and column in the cell go in properties). Replacements are
+        # left out: they are edits of cells, not of the file's JSON text.
+        result["properties"] = {
+            "cell": finding.cell,
+            "cellLocation": {"row": finding.location.row, "column": finding.location.column},
+        }
+        result["message"]["text"] = f"cell {finding.cell}: {finding.message}"
+        if finding.file_span is not None:
+            region = _region(*finding.file_span)
+            result["locations"][0]["physicalLocation"]["region"] = region
     # SARIF requires at least one replacement per fix, so an edit-less fix is left out.
-    if finding.fix is not None and finding.fix.edits:
+    elif finding.fix is not None and finding.fix.edits:
         result["fixes"] = [_fix(finding.fix, uri)]
     return result
 

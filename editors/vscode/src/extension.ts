@@ -57,6 +57,10 @@ async function start(): Promise<void> {
     documentSelector: [
       { scheme: "file", language: "python" },
       { scheme: "untitled", language: "python" },
+      // Python cells of Jupyter notebooks: the server syncs them as notebook documents
+      // (LSP 3.17) and checks each notebook's code cells together, as one module.
+      { notebook: "jupyter-notebook", language: "python" },
+      { notebook: "interactive", language: "python" },
     ],
     outputChannel: output,
     // Read by the server once, at initialize; a settings change restarts it (below).
