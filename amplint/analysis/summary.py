@@ -341,12 +341,15 @@ def _under_dtype_test(model: ModuleModel, node: cst.CSTNode) -> bool:
 
 
 def _line(model: ModuleModel, node: cst.CSTNode) -> int:
-    """The 1-based line of ``node``; computed from the text, as no position metadata is kept."""
+    """The 1-based line of ``node`` (for messages): where its text first occurs, as no
+    position metadata is computed (that would copy the whole tree)."""
     try:
-        code = model.module.code_for_node(model.index.statement_of(node) or node)
+        # Its first line only: continuation lines inside brackets are printed without the
+        # block's indentation.
+        code = model.module.code_for_node(node).split("\n", 1)[0]
     except Exception:  # a stand-in node outside the tree
         return 0
-    start = model.text.find(code)
+    start = model.text.find(code) if code.strip() else -1
     return model.text.count("\n", 0, start) + 1 if start >= 0 else 0
 
 
