@@ -362,9 +362,10 @@ def fix_paths(
         except SourceError as error:
             result.findings.append(error_finding(name, error))
             continue
-        view = project.view(str(path)) if project is not None else None
+        # A file fixed on its own is fixed exactly as before (no project argument at all).
+        extra = {"project": project.view(str(path))} if project is not None else {}
         fixed = fix_bytes(
-            data, name, codes_for_file(settings, path, codes), unsafe=unsafe, project=view
+            data, name, codes_for_file(settings, path, codes), unsafe=unsafe, **extra
         )
         result.findings.extend(fixed.remaining)
         if fixed.data is None:

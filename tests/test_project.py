@@ -449,3 +449,38 @@ def test_a_file_checked_alone_is_analysed_as_before(
     findings = check(tmp_path, monkeypatch, "train.py")
     assert {(f["code"], f["location"]["row"]) for f in findings} == alone(tmp_path / "train.py")
     assert {f["code"] for f in findings} >= {"AMP001", "AMP002"}
+
+
+# ---------------------------------------------------------------------- language server
+
+
+def test_language_server_reads_the_open_buffer_of_an_imported_module(tmp_path: Path) -> None:
+    pytest.importorskip("pygls", reason="the language server needs the lsp extra")
+    from lsp_helpers import LspClient
+
+    disabled = HELPER.replace('GradScaler("cuda")', 'GradScaler("cuda", enabled=False)')
+    write(tmp_path, {"helper.py": disabled, "train.py": TRAIN_NO_UPDATE})
+    helper_uri = (tmp_path / "helper.py").as_uri()
+    train_uri = (tmp_path / "train.py").as_uri()
+    client = LspClient(
+        [sys.executable, "-m", "amplint", "server"],
+        cwd=tmp_path,
+        env={"AMPLINT_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    try:
+        client.initialize(tmp_path, options={"debounceMs": 50})
+        # The buffer of helper.py, not yet saved, builds an enabled scaler: train.py uses it.
+        mark = client.mark()
+        client.open(helper_uri, HELPER)
+        client.diagnostics(helper_uri, mark, version=1)
+        mark = client.mark()
+        client.open(train_uri, TRAIN_NO_UPDATE)
+        diagnostics = client.diagnostics(train_uri, mark, version=1)
+        assert [(d["code"], d["range"]["start"]["line"]) for d in diagnostics] == [("AMP002", 9)]
+        # Editing helper.py's buffer re-checks train.py, which now sees a disabled scaler.
+        mark = client.mark()
+        client.change(helper_uri, disabled, 2)
+        assert client.diagnostics(train_uri, mark, version=1) == []
+        assert (tmp_path / "helper.py").read_text() == disabled  # nothing was saved
+    finally:
+        client.kill()
