@@ -364,9 +364,7 @@ def fix_paths(
             continue
         # A file fixed on its own is fixed exactly as before (no project argument at all).
         extra = {"project": project.view(str(path))} if project is not None else {}
-        fixed = fix_bytes(
-            data, name, codes_for_file(settings, path, codes), unsafe=unsafe, **extra
-        )
+        fixed = fix_bytes(data, name, codes_for_file(settings, path, codes), unsafe=unsafe, **extra)
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
             continue

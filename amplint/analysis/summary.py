@@ -43,10 +43,16 @@ from amplint.analysis.values import (
 Fact = tuple[Any, ...]
 Facts = tuple[Fact, ...]
 
-#: Words without which a module holds no fact a rule asks about (imports aside).
-AMP_WORDS = re.compile(
-    rb"GradScaler|autocast|bfloat16|float16|\bhalf\b|state_dict|clip_grad|scaler", re.IGNORECASE
-)
+#: Words without which a module holds no fact a rule asks about (imports aside), in lower
+#: case: a substring test of the lowered bytes is many times faster than a regex.
+_AMP_WORDS = (b"scaler", b"autocast", b"float16", b".half", b"torch.save", b"load_state_dict")
+
+
+def has_amp_words(data: bytes) -> bool:
+    lowered = data.lower()
+    return any(word in lowered for word in _AMP_WORDS)
+
+
 _SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
 _DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
 

@@ -27,15 +27,31 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from amplint.analysis.summary import AMP_WORDS, ModuleSummary, module_imports
+from amplint.analysis.summary import ModuleSummary, has_amp_words, module_imports
 from amplint.cache import content_hash
 from amplint.engine.contract import Rule
+
+if TYPE_CHECKING:
+    from amplint.engine.prefilter import _Bytes
 
 #: The rules that look through imports. A file that lacks one of such a rule's words may
 #: still get it from a module it imports (``train.py`` steps a scaler that ``helper.py``
 #: builds), so the prefilter asks the imported modules' bytes too.
 CROSS_MODULE_CODES = frozenset({"AMP002", "AMP006", "AMP013", "AMP014"})
+#: The words of a rule an imported module may stand in for: what one module hands another.
+_IMPORTABLE = frozenset(
+    {"GradScaler", "ShardedGradScaler", "autocast", "state_dict", "load_state_dict", "~scaler"}
+)
+_CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
+#: What a file must show itself for a rule to see through its imports: `step` is in every
+#: training file, so AMP002 looks further only where this file scales a loss.
+_OWN_HINTS = {"AMP002": (b".scale(", b".unscale_(")}
+#: A summary parses a module's imports and the statements that mention AMP words; in a
+#: module above this many bytes it gives up (imports are still followed): a project's
+#: helpers are small, and a large library module would cost a second to parse.
+MAX_SUMMARY_BYTES = 100_000
 
 _FROM_IMPORT = re.compile(
     rb"^[ \t]*from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)", re.MULTILINE
@@ -69,11 +85,22 @@ class Project:
         self._summaries: dict[str, tuple[str, ModuleSummary | None, dict[str, str]]] = {}
         self._building: set[str] = set()
         self._roots: dict[str, str] = {}
+        self._words: dict[tuple[str, str], _Bytes | None] = {}
+        self._digests: dict[str, str] = {}
+        self._package_imports: dict[str, tuple[list[str], frozenset[str]]] = {}
 
     def __getstate__(self) -> dict[str, object]:
         # Sent to pool workers: what was read stays behind.
         state = dict(self.__dict__)
-        state.update(_bytes={}, _summaries={}, _building=set(), _roots={})
+        state.update(
+            _bytes={},
+            _summaries={},
+            _building=set(),
+            _roots={},
+            _words={},
+            _digests={},
+            _package_imports={},
+        )
         return state
 
     # -- files -------------------------------------------------------------------------------
@@ -169,6 +196,22 @@ class Project:
         self._summaries[path] = (digest, summary, deps)
         return summary, deps
 
+    def digest(self, path: str, data: bytes) -> str:
+        if not self._stable:
+            return content_hash(data)
+        known = self._digests.get(path)
+        if known is None:
+            known = self._digests[path] = content_hash(data)
+        return known
+
+    def words(self, path: str, data: bytes) -> _Bytes | None:
+        from amplint.engine.prefilter import _Bytes
+
+        key = (path, content_hash(data) if not self._stable else "")
+        if key not in self._words:
+            self._words[key] = _Bytes(data) if has_amp_words(data) else None
+        return self._words[key]
+
     def view(self, path: str) -> FileView:
         return FileView(self, os.path.abspath(path))
 
@@ -199,28 +242,84 @@ class FileView:
         return ProjectImports(self, self.importer)
 
     def readmit(self, data: bytes, dropped: Sequence[type[Rule]]) -> list[type[Rule]]:
-        """Of the rules the prefilter dropped, the cross-module ones whose words this file
-        and the project modules it imports have between them."""
-        from amplint.engine.prefilter import _Bytes
+        """Of the rules the prefilter dropped, the cross-module ones that this file and the
+        project modules it imports have the words of between them.
 
-        dropped = [rule for rule in dropped if rule.code in CROSS_MODULE_CODES]
-        if not dropped:
+        Only the names of objects another module can hand over (a GradScaler, an autocast,
+        a checkpoint's ``state_dict``) may come from an import; the rule's other words must
+        be in this file's code, as the prefilter's second stage asks.
+        """
+        from amplint.engine.prefilter import _Bytes, inspect_code, may_fire_in_code
+
+        own = _Bytes(data)
+        candidates = []
+        for rule in dropped:
+            if rule.code not in CROSS_MODULE_CODES:
+                continue
+            hints = _OWN_HINTS.get(rule.code)
+            if hints is not None and not any(hint in data for hint in hints):
+                continue
+            # Cheapest first: a missing group no import can stand in for ends it, and the
+            # lowered copy a name-part word needs is made only if it gets that far.
+            groups = sorted(rule.tokens, key=lambda g: any(w.startswith("~") for w in g))
+            missing: list[tuple[str, ...]] = []
+            for group in groups:
+                if not own.has_group(group):
+                    if not _IMPORTABLE & set(group):
+                        break
+                    missing.append(group)
+            else:
+                # This file must hold more than a checkpoint's `state_dict` of its own.
+                present = [g for g in rule.tokens if g not in missing]
+                if any(set(g) - _CHECKPOINT_WORDS for g in present):
+                    candidates.append((rule, missing))
+        if not candidates:
             return []
-        sources = [_Bytes(data)]
-        for path in self._imported_files(data, self.importer, follow_packages=True):
-            blob = self.project.read(path)
-            if blob is not None and AMP_WORDS.search(blob):
-                self.deps[path] = content_hash(blob)
-                sources.append(_Bytes(blob))
-            elif blob is not None:
-                self.deps[path] = content_hash(blob)
-        if len(sources) == 1:
+        sources = [
+            blob
+            for path in self._imported_files(data, self.importer, follow_packages=True)
+            if (blob := self._words(path)) is not None
+        ]
+        candidates = [
+            (rule, missing)
+            for rule, missing in candidates
+            if all(any(blob.has_group(group) for blob in sources) for group in missing)
+        ]
+        if not candidates:
             return []
+        # The prefilter's second stage for this file's own share of the words.
+        names = inspect_code(data).names
+        if names is None:
+            return [rule for rule, _ in candidates]
         return [
             rule
-            for rule in dropped
-            if all(any(source.has_group(group) for source in sources) for group in rule.tokens)
+            for rule, missing in candidates
+            if may_fire_in_code(names, [_Without(rule, missing)])
         ]
+
+    def _words(self, path: str) -> _Bytes | None:
+        """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
+        data = self.project.read(path)
+        if data is None:
+            return None
+        self.deps[path] = self.project.digest(path, data)
+        return self.project.words(path, data)
+
+    def _package_imports(self, path: str) -> list[str]:
+        """The project modules a package's ``__init__.py`` imports (what it may re-export)."""
+        blob = self.project.read(path)
+        if blob is None:
+            return []
+        self.deps[path] = self.project.digest(path, blob)
+        known = self.project._package_imports.get(path) if self.project._stable else None
+        if known is None:
+            inner = FileView(self.project, path)
+            files = inner._imported_files(blob, path, follow_packages=False)
+            known = (files, frozenset(inner.missing))
+            if self.project._stable:
+                self.project._package_imports[path] = known
+        self.missing |= known[1]
+        return known[0]
 
     def _imported_files(self, data: bytes, importer: str, *, follow_packages: bool) -> list[str]:
         """Project files that ``data``'s import statements name (as a cheap text scan);
@@ -235,12 +334,43 @@ class FileView:
             path = located[0]
             found[path] = None
             if follow_packages and path.endswith("__init__.py"):
-                blob = self.project.read(path)
-                if blob is not None:
-                    self.deps[path] = content_hash(blob)
-                    for inner in self._imported_files(blob, path, follow_packages=False):
-                        found[inner] = None
+                for inner in self._package_imports(path):
+                    found[inner] = None
         return list(found)
+
+
+def _scanned_imports(data: bytes) -> dict[str, tuple[int, str, str | None]]:
+    """:func:`~amplint.analysis.summary.module_imports` by a text scan, for modules with no
+    AMP word (most of a library): what each import statement binds, as written."""
+    found: dict[str, tuple[int, str, str | None]] = {}
+    for match in _FROM_IMPORT.finditer(data):
+        level = len(match.group(1))
+        module = match.group(2).decode("ascii", "replace")
+        names = match.group(3).decode("ascii", "replace").strip("()\\ \t\r\n")
+        for item in names.replace("\n", ",").split(","):
+            name, _, alias = item.strip(" \t\r\\()").partition(" as ")
+            name, alias = name.strip(), alias.strip()
+            if name.isidentifier():
+                found[alias if alias.isidentifier() else name] = (level, module, name)
+    for match in _IMPORT.finditer(data):
+        for item in match.group(1).decode("ascii", "replace").split(","):
+            dotted, _, alias = item.strip().partition(" as ")
+            dotted, alias = dotted.strip(), alias.strip()
+            if not all(part.isidentifier() for part in dotted.split(".")):
+                continue
+            if alias.isidentifier():
+                found[alias] = (0, dotted, None)
+            else:
+                top = dotted.split(".")[0]
+                found[top] = (0, top, None)
+    return found
+
+
+class _Without:
+    """A rule's token groups less those an import provides (for the prefilter's stage 2)."""
+
+    def __init__(self, rule: type[Rule], missing: list[tuple[str, ...]]) -> None:
+        self.tokens = tuple(group for group in rule.tokens if group not in missing)
 
 
 def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
@@ -270,6 +400,10 @@ def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
     from amplint.engine.prefilter import inspect_code
 
     display = _display(path)
+    if len(data) > MAX_SUMMARY_BYTES or not has_amp_words(data):
+        # Nothing to summarise (or too much) but what it imports and may re-export: a text
+        # scan will do.
+        return ModuleSummary(path=display, imports=_scanned_imports(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -277,21 +411,60 @@ def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     imports = module_imports(tree)
-    if not AMP_WORDS.search(data):
+    relevant = _relevant_source(data, tree)
+    if relevant is None:
         return ModuleSummary(path=display, imports=imports)
     from amplint.analysis.model import ModuleModel
     from amplint.analysis.summary import summarise
     from amplint.engine.source import SourceError, parse
 
-    facts = inspect_code(data)
+    facts = inspect_code(relevant)
     if facts.refusal is not None:
         return ModuleSummary(path=display, imports=imports)
     try:
-        parsed = parse(data, syntax=facts.tree)
+        parsed = parse(relevant, syntax=facts.tree)
         model = ModuleModel(parsed.module, parsed.text, imports=view.imports())  # type: ignore[arg-type]
         return summarise(model, display, imports)
     except (SourceError, RecursionError):
         return ModuleSummary(path=display, imports=imports)
+
+
+def _relevant_source(data: bytes, tree: ast.Module) -> bytes | None:
+    """The module with only its imports and the top-level statements that mention AMP
+    words left in (the others blanked, so lines keep their numbers); None when no statement
+    does, or what is left is too large to be worth a summary.
+
+    A 200 KB library module that defines one autocast helper costs the parse of that helper.
+    """
+    if not has_amp_words(data):
+        return None
+    lines = data.splitlines(keepends=True)
+    # A coding cookie stays: it says how the rest is decoded.
+    keep = [number < 2 and line.startswith(b"#") for number, line in enumerate(lines)]
+    relevant = False
+    for statement in tree.body:
+        first = min(
+            [statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", ()))]
+        )
+        last = statement.end_lineno or statement.lineno
+        chunk = b"".join(lines[first - 1 : last])
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            wanted = True
+        else:
+            wanted = bool(has_amp_words(chunk))
+            relevant = relevant or wanted
+        if wanted:
+            keep[first - 1 : last] = [True] * (last - first + 1)
+    if not relevant:
+        return None
+    kept = b"".join(line if keep[number] else _blank(line) for number, line in enumerate(lines))
+    return kept if len(kept) - kept.count(b"\n") <= MAX_SUMMARY_BYTES else None
+
+
+def _blank(line: bytes) -> bytes:
+    if line.endswith(b"\r\n"):
+        return b"\r\n"
+    return b"\n" if line.endswith((b"\n", b"\r")) else b""
 
 
 def _display(path: str) -> str:
