@@ -400,6 +400,8 @@ def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
     from amplint.engine.prefilter import inspect_code
 
     display = _display(path)
+    if len(data) > MAX_SUMMARY_BYTES and os.path.basename(path) != "__init__.py":
+        return ModuleSummary(path=display)  # a large library module: not worth reading
     if len(data) > MAX_SUMMARY_BYTES or not has_amp_words(data):
         # Nothing to summarise (or too much) but what it imports and may re-export: a text
         # scan will do.
