@@ -484,3 +484,32 @@ def test_language_server_reads_the_open_buffer_of_an_imported_module(tmp_path: P
         assert (tmp_path / "helper.py").read_text() == disabled  # nothing was saved
     finally:
         client.kill()
+
+
+def test_broken_and_cyclic_modules_leave_the_importer_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(
+        tmp_path,
+        {
+            "broken.py": "import torch\n\ndef init_opt(:\n    return torch.amp.GradScaler()\n",
+            "a.py": "from b import make\nimport torch\nscaler = torch.amp.GradScaler()\n",
+            "b.py": "from a import scaler\n\ndef make():\n    return scaler\n",
+            "train.py": """\
+                from broken import init_opt
+                from b import make
+
+                optimizer, gs = init_opt()
+                gs.scale(loss).backward()
+                gs.step(optimizer)
+                s = make()
+                s.scale(loss).backward()
+                s.step(optimizer)
+                """,
+        },
+    )
+    findings = check(tmp_path, monkeypatch, ".")
+    # broken.py gets its one syntax diagnostic and tells train.py nothing; a.py and b.py
+    # import each other (no hang), and a scaler handed through a second module is not
+    # followed: quiet rather than a guess.
+    assert {(f["code"], f["filename"]) for f in findings} == {("AMP999", "broken.py")}
