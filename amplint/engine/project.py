@@ -429,7 +429,7 @@ def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
         return summarise(model, display, imports)
     except (SourceError, RecursionError):
         return ModuleSummary(path=display, imports=imports)
-    except Exception:  # noqa: BLE001
+    except Exception:
         # A module this run only reads for facts must never take down the check of the file
         # that imports it: without its summary, that file is analysed as on its own.
         return ModuleSummary(path=display, imports=imports)
