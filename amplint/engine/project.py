@@ -241,7 +241,9 @@ class FileView:
 
         return ProjectImports(self, self.importer)
 
-    def readmit(self, data: bytes, dropped: Sequence[type[Rule]]) -> list[type[Rule]]:
+    def readmit(
+        self, data: bytes, dropped: Sequence[type[Rule]], own: _Bytes | None = None
+    ) -> list[type[Rule]]:
         """Of the rules the prefilter dropped, the cross-module ones that this file and the
         project modules it imports have the words of between them.
 
@@ -251,7 +253,7 @@ class FileView:
         """
         from amplint.engine.prefilter import _Bytes, inspect_code, may_fire_in_code
 
-        own = _Bytes(data)
+        own = own or _Bytes(data)
         candidates = []
         for rule in dropped:
             if rule.code not in CROSS_MODULE_CODES:
@@ -259,11 +261,8 @@ class FileView:
             hints = _OWN_HINTS.get(rule.code)
             if hints is not None and not any(hint in data for hint in hints):
                 continue
-            # Cheapest first: a missing group no import can stand in for ends it, and the
-            # lowered copy a name-part word needs is made only if it gets that far.
-            groups = sorted(rule.tokens, key=lambda g: any(w.startswith("~") for w in g))
             missing: list[tuple[str, ...]] = []
-            for group in groups:
+            for group in _cheap_first(rule):
                 if not own.has_group(group):
                     if not _IMPORTABLE & set(group):
                         break
@@ -364,6 +363,22 @@ def _scanned_imports(data: bytes) -> dict[str, tuple[int, str, str | None]]:
                 top = dotted.split(".")[0]
                 found[top] = (0, top, None)
     return found
+
+
+_ORDERED: dict[str, tuple[tuple[str, ...], ...]] = {}
+
+
+def _cheap_first(rule: type[Rule]) -> tuple[tuple[str, ...], ...]:
+    """The rule's token groups, whole words first: a missing group no import can stand in
+    for ends the look, and the lowered copy a name-part word needs is made only if it gets
+    that far."""
+    ordered = _ORDERED.get(rule.code)
+    if ordered is None:
+        key = [any(word.startswith("~") for word in group) for group in rule.tokens]
+        ordered = _ORDERED[rule.code] = tuple(
+            group for _, group in sorted(zip(key, rule.tokens, strict=True), key=lambda p: p[0])
+        )
+    return ordered
 
 
 class _Without:

@@ -17,7 +17,7 @@ from amplint.analysis.model import ModuleModel
 from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
 from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
 from amplint.engine.noqa import is_silenced, noqa_lines
-from amplint.engine.prefilter import candidate_rules, inspect_code
+from amplint.engine.prefilter import _Bytes, candidate_rules, inspect_code
 from amplint.engine.registry import all_rules
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
@@ -119,10 +119,12 @@ def lint_bytes(
     facts = None
     if prefilter:
         selected = rules
-        rules, facts = candidate_rules(data, rules)
+        # The project's look at dropped rules searches the same words again: share them.
+        words = _Bytes(data) if project is not None else None
+        rules, facts = candidate_rules(data, rules, words)
         if project is not None and len(rules) < len(selected):
             kept = set(rules)
-            readmitted = project.readmit(data, [r for r in selected if r not in kept])
+            readmitted = project.readmit(data, [r for r in selected if r not in kept], words)
             if readmitted:
                 rules = [r for r in selected if r in kept or r in readmitted]
     if not rules:
