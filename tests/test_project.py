@@ -283,6 +283,43 @@ def test_bfloat16_dtype_from_a_config_module_amp014(
     assert check(tmp_path, monkeypatch, ".") == []
 
 
+def test_autocast_factories_of_another_module_amp014(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = """\
+        import torch
+        from amp_utils import amp_autocast, region
+
+        scaler = torch.amp.GradScaler("cuda")
+        for x in loader:
+            with amp_autocast():
+                loss = model(x)
+            with region():
+                loss = loss + model(x)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        """
+    amp_utils = """\
+        import functools
+        import torch
+
+        amp_autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16)
+
+        def region():
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        """
+    write(tmp_path, {"amp_utils.py": amp_utils, "train.py": train})
+    findings = check(tmp_path, monkeypatch, ".")
+    assert found(findings) == {("AMP014", "train.py", 4)}
+    assert findings[0]["fix"]["applicability"] == "unsafe"  # `enabled=False`: no shared dtype
+    # One float16 region among them: the scaler is needed.
+    (tmp_path / "amp_utils.py").write_text(
+        textwrap.dedent(amp_utils).replace('"cuda", dtype=torch.bfloat16)\n\n', '"cuda")\n\n')
+    )
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_enabled_scaler_from_a_helper_with_bfloat16_here_amp014(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

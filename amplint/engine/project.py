@@ -34,7 +34,7 @@ from amplint.cache import content_hash
 from amplint.engine.contract import Rule
 
 if TYPE_CHECKING:
-    from amplint.engine.prefilter import _Bytes
+    from amplint.engine.prefilter import CodeFacts, _Bytes
 
 #: The rules that look through imports. A file that lacks one of such a rule's words may
 #: still get it from a module it imports (``train.py`` steps a scaler that ``helper.py``
@@ -242,7 +242,11 @@ class FileView:
         return ProjectImports(self, self.importer)
 
     def readmit(
-        self, data: bytes, dropped: Sequence[type[Rule]], own: _Bytes | None = None
+        self,
+        data: bytes,
+        dropped: Sequence[type[Rule]],
+        own: _Bytes | None = None,
+        facts: CodeFacts | None = None,
     ) -> list[type[Rule]]:
         """Of the rules the prefilter dropped, the cross-module ones that this file and the
         project modules it imports have the words of between them.
@@ -287,7 +291,7 @@ class FileView:
         if not candidates:
             return []
         # The prefilter's second stage for this file's own share of the words.
-        names = inspect_code(data).names
+        names = (facts or inspect_code(data)).names
         if names is None:
             return [rule for rule, _ in candidates]
         return [

@@ -124,7 +124,8 @@ def lint_bytes(
         rules, facts = candidate_rules(data, rules, words)
         if project is not None and len(rules) < len(selected):
             kept = set(rules)
-            readmitted = project.readmit(data, [r for r in selected if r not in kept], words)
+            dropped = [r for r in selected if r not in kept]
+            readmitted = project.readmit(data, dropped, words, facts)
             if readmitted:
                 rules = [r for r in selected if r in kept or r in readmitted]
     if not rules:
