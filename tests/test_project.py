@@ -108,6 +108,15 @@ def test_a_disabled_scaler_from_the_helper_is_not_reported(
     assert check(tmp_path, monkeypatch, ".") == []
 
 
+def test_starred_unpacking_is_not_read_by_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `*rest` takes a list of what is left: `rest` is no GradScaler even where position 1 is.
+    train = TRAIN_NO_UPDATE.replace("optimizer, gs = init_opt", "optimizer, *gs = init_opt")
+    write(tmp_path, {"helper.py": HELPER, "train.py": train})
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_module_level_scaler_of_another_module_may_be_updated_there(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -329,7 +329,7 @@ class ModuleIndex:
             kind = BindingKind.ASSIGN if value is not None else BindingKind.OTHER
             self._bind(target.value, Binding(kind, node=value, scope=self._scope))
         elif isinstance(target, (cst.Tuple, cst.List)):
-            starred = any(isinstance(e.value, cst.StarredElement) for e in target.elements)
+            starred = any(isinstance(e, cst.StarredElement) for e in target.elements)
             for position, element in enumerate(target.elements):
                 inner = element.value
                 if isinstance(inner, cst.StarredElement):
