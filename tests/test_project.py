@@ -268,6 +268,26 @@ def test_checkpoint_helper_that_saves_the_scaler_is_quiet(
     assert check(tmp_path, monkeypatch, ".") == []
 
 
+def test_scaler_saved_by_another_helper_call_is_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = """\
+        import torch
+        from utils import save_checkpoint
+
+        scaler = torch.amp.GradScaler()
+        for epoch in range(10):
+            for x in loader:
+                scaler.scale(model(x)).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            save_checkpoint(model, optimizer, epoch, "last.pt")
+            save_amp_state(scaler, "amp.pt")
+        """
+    write(tmp_path, {"utils.py": SAVE_HELPERS, "train.py": train})
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_bfloat16_dtype_from_a_config_module_amp014(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

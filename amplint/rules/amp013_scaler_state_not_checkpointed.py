@@ -274,6 +274,8 @@ train(model, optimizer, scaler)
                 continue
             if not _trains_with_a_scaler(model, helper.call):
                 continue
+            if _hands_scaler_to_checkpointing(model, helper.call):
+                continue  # another helper is given the scaler to save or restore
             verb = "saves" if helper.side == "save" else "restores"
             context.report(
                 helper.call,
