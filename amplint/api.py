@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, content_hash
 from amplint.catalog import INTERNAL_ERROR_CODE
@@ -18,6 +19,9 @@ from amplint.discovery import discover, is_excluded
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
 from amplint.notebook import is_notebook
+
+if TYPE_CHECKING:
+    from amplint.engine.project import FileView, Project
 
 # The engine, the rules and libcst are imported on first use: a run answered entirely from
 # the cache never needs them (they are most of amplint's start-up time).
@@ -108,12 +112,18 @@ def codes_for_file(settings: Settings, path: Path, codes: Collection[str]) -> fr
 
 
 def check_source(
-    data: bytes, filename: str, codes: Collection[str], *, with_edits: bool = True
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    *,
+    with_edits: bool = True,
+    project: FileView | None = None,
 ) -> list[Finding]:
     """Findings for one file's bytes.
 
     Without ``with_edits`` a fixable finding's fix carries its title and applicability but
     no edits: what `[*]` and the summary need, at a fraction of the cost on large files.
+    ``project`` is the file's view of the project it belongs to (see :func:`project_for`).
     """
     from amplint.engine.run import lint_bytes
 
@@ -125,8 +135,8 @@ def check_source(
             return [error_finding(filename, SourceError(checked.error))]
         return checked.findings
     if with_edits:
-        return lint_bytes(data, filename, codes).findings
-    result = lint_bytes(data, filename, codes, fixes=False)
+        return lint_bytes(data, filename, codes, project=project).findings
+    result = lint_bytes(data, filename, codes, fixes=False, project=project)
     findings = []
     for finding in result.findings:
         summary = result.fix_summary(finding) if finding.fix is None else None
@@ -148,20 +158,38 @@ class _Outcome:
     error: str | None = None
     #: the file was left out on purpose (a notebook of another language).
     note: str | None = None
+    #: project files the findings were made from (path -> digest), and files looked for.
+    deps: dict[str, str] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)
 
 
-_worker_job: tuple[Settings, frozenset[str], bool] | None = None
+_worker_job: tuple[Settings, frozenset[str], bool, Project | None] | None = None
 
 
-def _start_worker(settings: Settings, codes: frozenset[str], with_edits: bool = True) -> None:
+def _start_worker(
+    settings: Settings,
+    codes: frozenset[str],
+    with_edits: bool = True,
+    project: Project | None = None,
+) -> None:
     global _worker_job
-    _worker_job = (settings, codes, with_edits)
+    _worker_job = (settings, codes, with_edits, project)
+
+
+def project_for(paths: Sequence[Path], files: Sequence[Path]) -> Project | None:
+    """The project of a run: the files found, when a directory or several files were given;
+    None for a single file, which is checked on its own, as it always was."""
+    if len(files) < 2 and not any(path.is_dir() for path in paths):
+        return None
+    from amplint.engine.project import Project
+
+    return Project(os.path.abspath(path) for path in files)
 
 
 def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     """Read, hash and lint one file (runs in a pool worker or in the main process)."""
     assert _worker_job is not None
-    settings, codes, with_edits = _worker_job
+    settings, codes, with_edits, project = _worker_job
     path, cached_digest = item
     name = display_name(path)
     try:
@@ -176,10 +204,13 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
+    view = project.view(str(path)) if project is not None else None
     findings = check_source(
-        data, name, codes_for_file(settings, path, codes), with_edits=with_edits
+        data, name, codes_for_file(settings, path, codes), with_edits=with_edits, project=view
     )
-    return _Outcome(findings, digest, stat)
+    if view is None:
+        return _Outcome(findings, digest, stat)
+    return _Outcome(findings, digest, stat, deps=view.deps, missing=view.missing)
 
 
 def _lint_notebook(
@@ -210,6 +241,7 @@ def _lint_all(
     jobs: int,
     progress: Callable[[int, int], None] | None,
     with_edits: bool = True,
+    project: Project | None = None,
 ) -> Iterator[tuple[Path, _Outcome]]:
     total = len(items)
     if jobs > 1 and total >= _MIN_FILES_PER_POOL:
@@ -222,7 +254,7 @@ def _lint_all(
             max_workers=jobs,
             mp_context=multiprocessing.get_context(method),
             initializer=_start_worker,
-            initargs=(settings, codes, with_edits),
+            initargs=(settings, codes, with_edits, project),
         ) as pool:
             # Workers read the files themselves and send back only small findings: no large
             # bytes or syntax trees cross the process boundary.
@@ -234,7 +266,7 @@ def _lint_all(
                     progress(done, total)
                 yield item[0], outcome
         return
-    _start_worker(settings, codes, with_edits)
+    _start_worker(settings, codes, with_edits, project)
     for done, item in enumerate(items, 1):
         outcome = _lint_one(item)
         if progress:
@@ -276,6 +308,10 @@ def check_paths(
         selection_key = ",".join(sorted(codes))
     if not with_edits:
         selection_key += "|without-edits"
+    project = project_for(paths, found.files)
+    if project is not None:
+        # Findings made with the project's modules in view differ from a file's own.
+        selection_key += "|project"
     cache = (
         FindingsCache(
             cache_dir or cache_directory(settings),
@@ -291,16 +327,23 @@ def check_paths(
             with contextlib.suppress(OSError):
                 absolute = os.path.abspath(path)
                 entry = cache.lookup_by_stat(absolute, os.stat(absolute))
+                if (
+                    entry is not None
+                    and project is not None
+                    and not cache.dependencies_hold(entry, project.is_module)
+                ):
+                    pending.append((path, None))  # a module it imports changed
+                    continue
                 if entry is not None:
                     if entry.findings:  # most files have none: skip naming them
                         result.findings.extend(cache.findings_of(entry, display_name(path)))
                     continue
-        pending.append((path, cache.digest_of(os.path.abspath(path)) if cache else None))
+        pending.append((path, _cached_digest(cache, os.path.abspath(path), project)))
     if pending and isinstance(codes, Selection):
         codes = codes.codes(settings)
     enabled = frozenset(codes) if not isinstance(codes, Selection) else frozenset()
     for path, outcome in _lint_all(
-        pending, settings, enabled, jobs or default_jobs(), progress, with_edits
+        pending, settings, enabled, jobs or default_jobs(), progress, with_edits, project
     ):
         absolute = os.path.abspath(path)
         if cache is not None and outcome.unchanged and outcome.stat is not None:
@@ -315,10 +358,25 @@ def check_paths(
         result.findings.extend(outcome.findings)
         if cache is not None and outcome.digest is not None and outcome.stat is not None:
             cache.store(absolute, outcome.stat, outcome.digest, outcome.findings)
+            if outcome.deps or outcome.missing:
+                cache.store_dependencies(absolute, outcome.deps, outcome.missing)
     if cache is not None:
         cache.save()
     result.findings.sort(key=Finding.sort_key)
     return result
+
+
+def _cached_digest(cache: FindingsCache | None, path: str, project: Project | None) -> str | None:
+    """The content hash the cache holds for ``path``, unless its entry no longer applies
+    because a project module it was made from changed."""
+    if cache is None:
+        return None
+    digest = cache.digest_of(path)
+    if digest is not None and project is not None:
+        entry = cache.entry(path)
+        if entry is not None and not cache.dependencies_hold(entry, project.is_module):
+            return None
+    return digest
 
 
 def cache_root(settings: Settings) -> Path:
@@ -364,6 +422,7 @@ def fix_paths(
 
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
+    project = project_for(paths, found.files)
     for path in found.files:
         name = display_name(path)
         try:
@@ -379,7 +438,9 @@ def fix_paths(
             result.errors.extend((path, error) for error in fixed.errors)
             result.notes.extend((path, note) for note in fixed.notes)
         else:
-            fixed = fix_bytes(data, name, file_codes, unsafe=unsafe)
+            # A file fixed on its own is fixed exactly as before (no project argument).
+            extra = {"project": project.view(str(path))} if project is not None else {}
+            fixed = fix_bytes(data, name, file_codes, unsafe=unsafe, **extra)
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
             continue

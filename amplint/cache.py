@@ -10,7 +10,10 @@ Each entry is keyed by the file's absolute path and holds its size, modification
 content hash: an unchanged ``stat`` is trusted as is; a changed one is checked against the
 content hash before the file is analysed again. Writes replace the file atomically, so
 concurrent runs never see half a cache (the last writer wins, and both wrote complete,
-correct entries).
+correct entries). In a project run (see :mod:`amplint.engine.project`) an entry also names
+the project files its findings were made from (stat and content hash, checked the same way)
+and the files its imports looked for and did not find: a change to either re-checks the
+file.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from amplint import __version__
@@ -49,6 +53,10 @@ class Entry:
     mtime_ns: int
     digest: str
     findings: list[dict]  # type: ignore[type-arg]
+    #: project files read: path -> [size, mtime_ns, content hash].
+    deps: dict[str, list] = field(default_factory=dict)  # type: ignore[type-arg]
+    #: project files looked for and absent.
+    missing: list[str] = field(default_factory=list)
 
 
 class FindingsCache:
@@ -78,6 +86,9 @@ class FindingsCache:
             return entry
         return None
 
+    def entry(self, path: str) -> Entry | None:
+        return self._entries.get(path)
+
     def digest_of(self, path: str) -> str | None:
         entry = self._entries.get(path)
         return entry.digest if entry is not None else None
@@ -96,6 +107,35 @@ class FindingsCache:
         )
         self._dirty = True
 
+    def dependencies_hold(self, entry: Entry, is_module: Callable[[str], bool]) -> bool:
+        """Whether the project files the entry was made from are as they were."""
+        for path, (size, mtime_ns, digest) in entry.deps.items():
+            try:
+                stat = os.stat(path)
+                if (stat.st_size, stat.st_mtime_ns) != (size, mtime_ns):
+                    with open(path, "rb") as stream:
+                        if content_hash(stream.read()) != digest:
+                            return False
+                    entry.deps[path] = [stat.st_size, stat.st_mtime_ns, digest]
+                    self._dirty = True
+            except OSError:
+                return False
+            if not is_module(path):
+                return False
+        return not any(is_module(path) for path in entry.missing)
+
+    def store_dependencies(self, path: str, deps: dict[str, str], missing: set[str]) -> None:
+        entry = self._entries.get(path)
+        if entry is None:
+            return
+        for dep, digest in deps.items():
+            try:
+                stat = os.stat(dep)
+            except OSError:
+                continue
+            entry.deps[dep] = [stat.st_size, stat.st_mtime_ns, digest]
+        entry.missing = sorted(missing)
+
     @staticmethod
     def findings_of(entry: Entry, filename: str) -> list[Finding]:
         return [finding_from_dict(data, filename) for data in entry.findings]
@@ -106,6 +146,7 @@ class FindingsCache:
         payload = {
             "files": {
                 path: [e.size, e.mtime_ns, e.digest, e.findings]
+                + ([e.deps, e.missing] if e.deps or e.missing else [])
                 for path, e in self._entries.items()
             }
         }

@@ -720,7 +720,9 @@ a module with no `scaler.load_state_dict(...)` anywhere.
 
 Weights-only checkpoints, dicts that gain the scaler's state later
 (`checkpoint["scaler"] = scaler.state_dict()`), and modules that hand the scaler to a
-checkpointing helper are not reported.
+checkpointing helper are not reported. Checked with its project, a call of another
+module's checkpoint helper that saves or restores the optimizer's state and no scaler's is
+reported where it is called.
 """,
             why_bad="""
 The loss scale is training state like the optimizer's moments: GradScaler has spent the
@@ -776,6 +778,8 @@ enabled autocast region that trains runs in bfloat16 (explicitly, through a vari
 test (`if args.precision == "fp16":`) is the intended idiom and is not reported; nor is any
 module with a float16 region, a region whose dtype cannot be known, or an autocast outside
 `with` statements (a decorator, `enter_context(...)`, autocast handed to other code).
+Checked with its project, a scaler another module builds (`init_opt()` returning one) is
+reported where this module gets it, with no fix.
 """,
             why_bad="""
 Loss scaling exists because float16 cannot represent small gradients. bfloat16 has

@@ -378,7 +378,11 @@ def scalers_reaching_roots(
                 for instance in instances:
                     if instance.call in by_call:
                         found[instance.call] = by_call[instance.call]
-                if not instances:
+                # One another module of the project built is not in `by_call`: as opaque
+                # as a parameter.
+                if not instances or any(
+                    i.origin is not None and i.enabled is not False for i in instances
+                ):
                     opaque = True
     return ScalerReach(
         tuple(c for c in found.values() if may_be_enabled(c)),

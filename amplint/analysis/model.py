@@ -14,6 +14,7 @@ from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
     AutocastRegion,
     Evaluator,
+    ImportLookup,
     NoneValue,
     NullContext,
     OptimizerInstance,
@@ -73,12 +74,14 @@ def receiver_key(call: cst.Call) -> str | None:
 
 
 class ModuleModel:
-    def __init__(self, module: cst.Module, text: str) -> None:
+    def __init__(self, module: cst.Module, text: str, imports: ImportLookup | None = None) -> None:
         _CALLS.clear()
         self.module = module
         self.text = text
         self.index = ModuleIndex(module)
-        self.evaluator = Evaluator(self.index)
+        #: the project's other modules (None: the file is checked on its own).
+        self.imports = imports
+        self.evaluator = Evaluator(self.index, imports)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}
         self._helpers: dict[cst.Call, cst.FunctionDef | None] = {}

@@ -33,6 +33,8 @@ class Binding:
     node: cst.CSTNode | None = None
     #: the scope in which ``node`` must be evaluated.
     scope: Scope | None = None
+    #: OTHER from ``a, b = value``: the assigned value and this name's position in it.
+    unpacked: tuple[cst.BaseExpression, int] | None = None
 
 
 @dataclass(eq=False)
@@ -327,11 +329,18 @@ class ModuleIndex:
             kind = BindingKind.ASSIGN if value is not None else BindingKind.OTHER
             self._bind(target.value, Binding(kind, node=value, scope=self._scope))
         elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
+            starred = any(isinstance(e, cst.StarredElement) for e in target.elements)
+            for position, element in enumerate(target.elements):
                 inner = element.value
                 if isinstance(inner, cst.StarredElement):
                     inner = inner.value
-                self._bind_target(inner, None)
+                if isinstance(inner, cst.Name) and value is not None and not starred:
+                    # Still unknown here; an importing module's analysis may see into it.
+                    unpacked = (value, position)
+                    binding = Binding(BindingKind.OTHER, scope=self._scope, unpacked=unpacked)
+                    self._bind(inner.value, binding)
+                else:
+                    self._bind_target(inner, None)
         elif isinstance(target, cst.Attribute) and value is not None:
             owner = self._classes[-1]
             receiver = target.value

@@ -58,6 +58,9 @@ class AutocastRegion:
     enabled: bool | None
     #: the expression that gave the device, for fixes that reuse it.
     device_expr: cst.BaseExpression | None = field(default=None, compare=False, repr=False)
+    #: where another module of the project made it (``call`` is then a stand-in, not a node
+    #: of this module's tree); None for a region made here.
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
     @property
     def may_be_enabled(self) -> bool:
@@ -76,6 +79,9 @@ class ScalerInstance:
     enabled: bool | None
     #: "cuda" / "cpu" when known; torch.amp.GradScaler() defaults to "cuda".
     device: str | None = None
+    #: where another module of the project built it (``call`` is then a stand-in); None
+    #: for a scaler built here.
+    origin: Origin | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,38 @@ class SchedulerInstance:
 @dataclass(frozen=True)
 class NoneValue:
     pass
+
+
+@dataclass(frozen=True)
+class Origin:
+    """A value made in another module of the project: the call of this module that got it
+    (``site``) and where it was made (``where``: ``"helper.py:12"``)."""
+
+    site: cst.CSTNode = field(repr=False)
+    where: str
+    #: the imported function or name the value came through, as written at the site.
+    via: str = ""
+    #: a module-level object of that module: its own functions may use it unseen.
+    shared: bool = False
+
+
+class ImportedValue:
+    """What another module of the project defines (a function, a class): see
+    :mod:`amplint.analysis.imported`. Calling it or unpacking its result asks its summary."""
+
+    def called(self, call: cst.Call) -> frozenset[Value]:
+        return frozenset({UNKNOWN})
+
+    def unpacked(self, call: cst.Call, position: int) -> frozenset[Value]:
+        return frozenset({UNKNOWN})
+
+
+class ImportLookup:
+    """The project's modules as an evaluator sees them (None: a file checked on its own)."""
+
+    def value_of(self, qualified_name: str, site: cst.CSTNode) -> frozenset[Value] | None:
+        """What an imported name is, or None when no module of the project defines it."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -130,8 +168,10 @@ def _literal_bool(node: cst.BaseExpression) -> bool | None:
 class Evaluator:
     """Evaluates expressions of one module to sets of :data:`Value`."""
 
-    def __init__(self, index: ModuleIndex) -> None:
+    def __init__(self, index: ModuleIndex, imports: ImportLookup | None = None) -> None:
         self.index = index
+        #: the project's other modules; None when the file is checked on its own.
+        self.imports = imports
         self._cache: dict[cst.CSTNode, frozenset[Value]] = {}
         self._in_progress: set[cst.CSTNode] = set()
 
@@ -204,12 +244,20 @@ class Evaluator:
         values: set[Value] = set()
         if isinstance(node, cst.Attribute):
             # `torch.amp.autocast`, `amp.GradScaler` with `amp` an imported module, ...
-            for name in self._qualified(node, scope, 0):
+            qualified = self._qualified(node, scope, 0)
+            for name in qualified:
                 symbol = symbol_for(name)
                 if symbol is not None:
                     values.add(SymbolValue(symbol))
             if values:
                 return values
+            if self.imports is not None:
+                for name in qualified:
+                    imported = self.imports.value_of(name, node)
+                    if imported is not None:
+                        values |= imported
+                if values:
+                    return values
         bindings = self._bindings_of(node, scope)
         if not bindings:
             return {UNKNOWN}
@@ -218,12 +266,34 @@ class Evaluator:
         for binding in bindings:
             if binding.kind is BindingKind.IMPORT:
                 symbol = symbol_for(binding.qualified_name)
-                values.add(SymbolValue(symbol) if symbol is not None else UNKNOWN)
+                if symbol is not None:
+                    values.add(SymbolValue(symbol))
+                else:
+                    values |= self._imported(binding.qualified_name, node)
             elif binding.kind is BindingKind.ASSIGN and binding.node is not None:
                 values |= self.evaluate(binding.node, binding.scope or scope)  # type: ignore[arg-type]
+            elif binding.unpacked is not None and self.imports is not None:
+                values |= self._unpacked(*binding.unpacked, binding.scope or scope)
             else:
                 values.add(UNKNOWN)
         return values
+
+    def _imported(self, qualified_name: str, node: cst.CSTNode) -> frozenset[Value]:
+        if self.imports is None:
+            return frozenset({UNKNOWN})
+        return self.imports.value_of(qualified_name, node) or frozenset({UNKNOWN})
+
+    def _unpacked(self, value: cst.BaseExpression, position: int, scope: Scope) -> set[Value]:
+        """``a, b = init()`` where ``init`` is another module's function: its ``b``."""
+        if not isinstance(value, cst.Call):
+            return {UNKNOWN}
+        results: set[Value] = set()
+        for callee in self.evaluate(value.func, scope):
+            if isinstance(callee, ImportedValue):
+                results |= callee.unpacked(value, position)
+            else:
+                results.add(UNKNOWN)
+        return results or {UNKNOWN}
 
     def _bindings_of(self, node: cst.Name | cst.Attribute, scope: Scope) -> list[Binding]:
         if isinstance(node, cst.Name):
@@ -248,6 +318,8 @@ class Evaluator:
         for callee in self.evaluate(call.func, scope):
             if isinstance(callee, SymbolValue):
                 results.add(self._call_symbol(callee, call, scope))
+            elif isinstance(callee, ImportedValue):
+                results |= callee.called(call)
             else:
                 results |= self._call_local_function(call, scope)
         return results or {UNKNOWN}

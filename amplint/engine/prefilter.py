@@ -70,10 +70,12 @@ class _Bytes:
         return False
 
 
-def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+def may_fire(
+    data: bytes, rules: Sequence[type[Rule]], source: _Bytes | None = None
+) -> list[type[Rule]]:
     """Stage 1: rules whose token groups all occur in the raw bytes as whole words (or,
-    for name parts, anywhere)."""
-    source = _Bytes(data)
+    for name parts, anywhere). ``source`` is ``_Bytes(data)`` to search (and keep)."""
+    source = source or _Bytes(data)
     return [rule for rule in rules if all(source.has_group(group) for group in rule.tokens)]
 
 
@@ -177,11 +179,11 @@ def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[
 
 
 def candidate_rules(
-    data: bytes, rules: Sequence[type[Rule]]
+    data: bytes, rules: Sequence[type[Rule]], source: _Bytes | None = None
 ) -> tuple[list[type[Rule]], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
-    stage 1 already excluded every rule)."""
-    candidates = may_fire(data, rules)
+    stage 1 already excluded every rule). ``source``: see :func:`may_fire`."""
+    candidates = may_fire(data, rules, source)
     if not candidates:
         return [], None
     facts = inspect_code(data)

@@ -11,16 +11,21 @@ import ast
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from amplint.analysis.model import ModuleModel
 from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, name_of
 from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
 from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
 from amplint.engine.noqa import is_silenced, noqa_lines
-from amplint.engine.prefilter import CodeFacts, candidate_rules, inspect_code, may_fire
+from amplint.engine.prefilter import CodeFacts, _Bytes, candidate_rules, inspect_code, may_fire
 from amplint.engine.registry import all_rules
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
+
+if TYPE_CHECKING:
+    from amplint.analysis.values import ImportLookup
+    from amplint.engine.project import FileView
 
 #: Fix passes per file before giving up on reaching a fixed point.
 MAX_FIX_PASSES = 10
@@ -97,6 +102,7 @@ def lint_bytes(
     prefilter: bool = True,
     fixes: bool = True,
     previous: LintResult | None = None,
+    project: FileView | None = None,
 ) -> LintResult:
     """Findings for one file's bytes.
 
@@ -106,11 +112,23 @@ def lint_bytes(
 
     ``previous`` is the result for an earlier version of the same file (with ``fixes=False``
     it keeps its tree): the statements an edit left alone are then not parsed again.
+
+    ``project`` is the file's view of the project it is checked in (None: on its own): the
+    analysis then sees into the project modules it imports.
     """
     rules = select_rules(codes)
     facts = None
     if prefilter:
-        rules, facts = candidate_rules(data, rules)
+        selected = rules
+        # The project's look at dropped rules searches the same words again: share them.
+        words = _Bytes(data) if project is not None else None
+        rules, facts = candidate_rules(data, rules, words)
+        if project is not None and len(rules) < len(selected):
+            kept = set(rules)
+            dropped = [r for r in selected if r not in kept]
+            readmitted = project.readmit(data, dropped, words, facts)
+            if readmitted:
+                rules = [r for r in selected if r in kept or r in readmitted]
         if not rules:
             return LintResult(_syntax_only(data, filename, facts))
     elif not rules:
@@ -134,6 +152,7 @@ def lint_bytes(
         lazy=None if fixes else result,
         layout=layout,
         syntax=facts.tree if layout is None else None,
+        imports=project.imports() if project is not None else None,  # type: ignore[arg-type]
     )
     return result
 
@@ -184,16 +203,18 @@ def lint_parsed(
     lazy: LintResult | None = None,
     layout: ModuleLayout | None = None,
     syntax: ast.Module | None = None,
+    imports: ImportLookup | None = None,
 ) -> list[Finding]:
     """Findings of an already parsed file; with ``lazy``, fixes are left as plans in it.
 
     ``layout`` is a :class:`ModuleLayout` of ``parsed`` made earlier (its generated code is
     reused); its parents are filled in here. ``syntax`` is CPython's tree of the same text,
-    where the prefilter made one.
+    where the prefilter made one. ``imports`` lets the analysis see the project's other
+    modules (see :mod:`amplint.engine.project`).
     """
     try:
         try:
-            model = ModuleModel(parsed.module, parsed.text)
+            model = ModuleModel(parsed.module, parsed.text, imports)
         except Exception as error:
             return [internal_error(filename, "the analysis shared by every rule", error)]
         reports: list[Report] = []
@@ -301,6 +322,7 @@ def fix_bytes(
     *,
     unsafe: bool = False,
     linted: LintResult | None = None,
+    project: FileView | None = None,
 ) -> FixResult:
     """Apply every applicable fix, pass after pass, until the file stops changing.
 
@@ -308,7 +330,7 @@ def fix_bytes(
     is ``lint_bytes`` of the same ``data`` and ``codes`` made before (possibly with
     ``fixes=False``); it stands in for the first pass's parse and lint.
     """
-    result = linted if linted is not None else lint_bytes(data, filename, codes)
+    result = linted if linted is not None else lint_bytes(data, filename, codes, project=project)
     if result.parsed is None:
         return FixResult(None, 0, result.findings)
     parsed = result.parsed
@@ -336,7 +358,8 @@ def fix_bytes(
             break
         applied += len(chosen)
         parsed = reparsed
-        findings = lint_parsed(parsed, filename, rules)
+        imports = project.imports() if project is not None else None
+        findings = lint_parsed(parsed, filename, rules, imports=imports)  # type: ignore[arg-type]
     if parsed.text == original_text:
         return FixResult(None, 0, findings)
     # One fix may clear several findings (AMP007 rewrites an import and all its uses at once):

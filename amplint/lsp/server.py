@@ -28,6 +28,7 @@ from pygls.lsp.server import LanguageServer
 
 from amplint import __version__
 from amplint.api import tune_collector
+from amplint.engine.project import Project
 from amplint.engine.run import LintResult, lint_bytes
 from amplint.findings import PARSE_ERROR_CODE, Finding
 from amplint.lsp.actions import KINDS, code_actions
@@ -87,6 +88,10 @@ class AmplintServer(LanguageServer):
             links=lambda: self.links,
             encoding=lambda: self.workspace.position_encoding or types.PositionEncodingKind.Utf16,
         )
+        #: the project the documents belong to: open buffers first, then files on disk.
+        self.project = Project(None, self.buffer_bytes, stable=False)
+        #: the project files each document's last check read (re-checked when they change).
+        self.imports: dict[str, frozenset[str]] = {}
 
     # ------------------------------------------------------------------ configuration
 
@@ -183,11 +188,23 @@ class AmplintServer(LanguageServer):
         codes = self.selection.codes_for(snapshot.path)
         latest = self.latest.get(snapshot.uri)
         previous = latest.result if latest is not None and latest.codes == codes else None
-        result = lint_bytes(snapshot.data, snapshot.filename, codes, fixes=False, previous=previous)
+        view = self.project.view(str(snapshot.path)) if snapshot.path is not None else None
+        result = lint_bytes(
+            snapshot.data, snapshot.filename, codes, fixes=False, previous=previous, project=view
+        )
+        if view is not None:
+            self.imports[snapshot.uri] = frozenset(view.deps)
         checked = Checked(snapshot, codes, result)
         if result.parsed is not None:
             self.latest[snapshot.uri] = checked
         return checked
+
+    def buffer_bytes(self, path: str) -> bytes | None:
+        """An open document's current bytes, for the project's modules (None: not open)."""
+        for document in list(self.workspace.text_documents.values()):
+            if str(uri_to_path(document.uri)) == path:
+                return Snapshot(document.uri, document.version, document.source).data
+        return None
 
     def on_change(self, uri: str) -> None:
         """Check after a change: now after a quiet spell, else after the debounce's quiet."""
@@ -197,6 +214,12 @@ class AmplintServer(LanguageServer):
         self.changed_at[uri] = now
         quiet = last is None or now - last >= debounce
         self.schedule(uri, delay=0.0 if quiet and uri not in self.pending else debounce)
+        # Open documents that import this one see its new text too.
+        path = uri_to_path(uri)
+        if path is not None:
+            for other, read in list(self.imports.items()):
+                if other != uri and str(path) in read:
+                    self.schedule(other, delay=debounce)
 
     async def run_checker(self, function: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.checker, function)
@@ -263,6 +286,7 @@ class AmplintServer(LanguageServer):
             task.cancel()
         self.checked.pop(uri, None)
         self.changed_at.pop(uri, None)
+        self.imports.pop(uri, None)
         # The checker thread owns ``latest``; drop the tree there, after any queued check.
         self.checker.submit(self.latest.pop, uri, None)
         self.text_document_publish_diagnostics(

@@ -185,8 +185,11 @@ for batch in loader:
                 continue
             if not model.is_scaler(target) or model.is_dead(call):
                 continue
-            if all(s.enabled is False for s in model.scaler_instances(target)):
+            instances = model.scaler_instances(target)
+            if all(s.enabled is False for s in instances):
                 continue
+            if any(s.origin is not None and s.origin.shared for s in instances):
+                continue  # a module-level scaler of another module: its functions may update it
             iteration = model.training_iteration(call)
             by_iteration.setdefault((iteration, key), []).append(call)
         for (iteration, key), steps in by_iteration.items():

@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from amplint.analysis.imported import checkpoint_helper_calls
 from amplint.analysis.lifecycle import (
     scaler_constructions,
     scaler_like,
@@ -267,6 +268,21 @@ train(model, optimizer, scaler)
                     "is not: the resumed run restarts the loss scale at 65536 and skips steps "
                     "until it adapts again; also call `scaler.load_state_dict(...)`",
                 )
+        for helper in checkpoint_helper_calls(model):
+            saved = saves_scaler if helper.side == "save" else loads_scaler
+            if saved or helper.reported_there or model.is_dead(helper.call):
+                continue
+            if not _trains_with_a_scaler(model, helper.call):
+                continue
+            if _hands_scaler_to_checkpointing(model, helper.call):
+                continue  # another helper is given the scaler to save or restore
+            verb = "saves" if helper.side == "save" else "restores"
+            context.report(
+                helper.call,
+                f"`{helper.name}` ({helper.where}) {verb} the optimizer's state but not the "
+                "GradScaler's, which this module trains with: a resumed run restarts the loss "
+                "scale at 65536 and skips steps until it adapts again",
+            )
 
     def _check_save(self, context: RuleContext, call: cst.Call) -> None:
         model = context.model

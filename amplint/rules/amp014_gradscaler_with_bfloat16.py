@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from amplint.analysis.imported import imported_scalers
 from amplint.analysis.lifecycle import (
     ScalerConstruction,
     conditions_around,
@@ -300,7 +301,14 @@ for x in loader:
             and not model.is_dead(c.call)
             and not _chosen_by_dtype(model, c.call)
         ]
-        if not scalers or not scales_losses(model) or _other_autocast(model):
+        imported = [
+            i
+            for i in imported_scalers(model)
+            if i.instance.enabled is True
+            and not model.is_dead(i.site)
+            and not _chosen_by_dtype(model, i.site)
+        ]
+        if not (scalers or imported) or not scales_losses(model) or _other_autocast(model):
             return
         training: list[cst.Call] = []
         for with_node in model.autocast_withs:
@@ -322,6 +330,14 @@ for x in loader:
                 "bfloat16, which needs no loss scaling: the scaler only adds a host sync per "
                 "step; enable it for float16 only (`enabled=(amp_dtype == torch.float16)`)",
                 _disable(model, construction, training),
+            )
+        for source in imported:
+            context.report(
+                source.site,
+                f"the GradScaler built at {source.where} (through `{source.via}`) is enabled "
+                "but every autocast region that trains here is bfloat16, which needs no loss "
+                "scaling: the scaler only adds a host sync per step; enable it for float16 "
+                "only (`enabled=(amp_dtype == torch.float16)`)",
             )
 
 

@@ -1,0 +1,502 @@
+"""The project: the files being checked, seen as modules that import one another.
+
+Given a directory or several files, ``amplint check`` lets the analysis of ``train.py`` see
+what ``helper.py`` makes (``init_opt()`` returns a GradScaler), what ``utils.py``'s
+checkpoint helper saves, and which autocast dtype a module picks. It stays cheap and
+certain:
+
+- an import is followed only to a file of the project (one being checked; for the language
+  server, an open buffer or a file on disk under the workspace), found the way Python
+  would: relative to the importing package, or from the package root or the script's own
+  directory; an import that could mean two files means neither;
+- a module is read only when a file being analysed imports it, and summarised (see
+  :mod:`amplint.analysis.summary`) only when a rule asks about one of its names; ``torch``
+  itself is never a project module (amplint's symbol table says what torch is);
+- each file's :class:`FileView` records what it read (paths and content digests) and which
+  files it looked for and did not find, so the findings cache re-checks ``train.py`` when
+  ``helper.py`` changes or appears.
+
+A file checked on its own gets no project: it is analysed exactly as before.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from amplint.cache import content_hash
+
+if TYPE_CHECKING:
+    # Type names only: a run that no file's prefilter lets through never loads libcst.
+    from amplint.analysis.summary import ModuleSummary
+    from amplint.engine.contract import Rule
+    from amplint.engine.prefilter import CodeFacts, _Bytes
+
+#: The rules that look through imports. A file that lacks one of such a rule's words may
+#: still get it from a module it imports (``train.py`` steps a scaler that ``helper.py``
+#: builds), so the prefilter asks the imported modules' bytes too.
+CROSS_MODULE_CODES = frozenset({"AMP002", "AMP006", "AMP013", "AMP014"})
+#: The words of a rule an imported module may stand in for: what one module hands another.
+_IMPORTABLE = frozenset(
+    {"GradScaler", "ShardedGradScaler", "autocast", "state_dict", "load_state_dict", "~scaler"}
+)
+_CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
+#: What a file must show itself for a rule to see through its imports: `step` is in every
+#: training file, so AMP002 looks further only where this file scales a loss.
+_OWN_HINTS = {"AMP002": (b".scale(", b".unscale_(")}
+#: A summary parses a module's imports and the statements that mention AMP words; in a
+#: module above this many bytes it gives up (imports are still followed): a project's
+#: helpers are small, and a large library module would cost a second to parse.
+MAX_SUMMARY_BYTES = 100_000
+
+_FROM_IMPORT = re.compile(
+    rb"^[ \t]*from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)", re.MULTILINE
+)
+_IMPORT = re.compile(rb"^[ \t]*import[ \t]+([^\n#;]+)", re.MULTILINE)
+
+#: Reads a file's bytes (an open buffer first, for the language server); None if absent.
+Reader = Callable[[str], "bytes | None"]
+
+
+class Project:
+    """The modules of a project, summarised on demand and memoised for the process.
+
+    ``members``: absolute paths of the files being checked (None: any file on disk, for the
+    language server). ``read``: a reader to try before the disk (open buffers). ``stable``:
+    files do not change during the object's life (a CLI run), so a summary is made once per
+    file; otherwise it is kept per content digest.
+    """
+
+    def __init__(
+        self,
+        members: Iterable[str] | None,
+        read: Reader | None = None,
+        *,
+        stable: bool = True,
+    ) -> None:
+        self.members = None if members is None else frozenset(members)
+        self._overlay = read
+        self._stable = stable
+        self._bytes: dict[str, bytes | None] = {}
+        self._summaries: dict[str, tuple[str, ModuleSummary | None, dict[str, str]]] = {}
+        self._building: set[str] = set()
+        self._roots: dict[str, str] = {}
+        self._words: dict[tuple[str, str], _Bytes | None] = {}
+        self._digests: dict[str, str] = {}
+        self._package_imports: dict[str, tuple[list[str], frozenset[str]]] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        # Sent to pool workers: what was read stays behind.
+        state = dict(self.__dict__)
+        state.update(
+            _bytes={},
+            _summaries={},
+            _building=set(),
+            _roots={},
+            _words={},
+            _digests={},
+            _package_imports={},
+        )
+        return state
+
+    # -- files -------------------------------------------------------------------------------
+
+    def is_module(self, path: str) -> bool:
+        if self.members is not None:
+            return path in self.members
+        if self._overlay is not None and self._overlay(path) is not None:
+            return True
+        return os.path.isfile(path)
+
+    def read(self, path: str) -> bytes | None:
+        if self._stable and path in self._bytes:
+            return self._bytes[path]
+        data = self._overlay(path) if self._overlay is not None else None
+        if data is None:
+            try:
+                with open(path, "rb") as stream:
+                    data = stream.read()
+            except OSError:
+                data = None
+        if self._stable:
+            self._bytes[path] = data
+        return data
+
+    def package_root(self, directory: str) -> str:
+        """The first directory above the package ``directory`` is in (itself if none)."""
+        known = self._roots.get(directory)
+        if known is None:
+            current = directory
+            while os.path.isfile(os.path.join(current, "__init__.py")):
+                parent = os.path.dirname(current)
+                if parent == current:
+                    break
+                current = parent
+            known = self._roots[directory] = current
+        return known
+
+    # -- imports -----------------------------------------------------------------------------
+
+    def locate(
+        self, importer: str, level: int, parts: tuple[str, ...], missing: set[str] | None = None
+    ) -> tuple[str, int] | None:
+        """The file of the longest prefix of ``parts`` that is a project module, and how
+        many parts it took; None when there is none, or two different ones."""
+        directory = os.path.dirname(importer)
+        if level > 0:
+            for _ in range(level - 1):
+                directory = os.path.dirname(directory)
+            bases = [directory]
+            shortest = 0
+        else:
+            bases = list(dict.fromkeys((self.package_root(directory), directory)))
+            shortest = 1
+        for used in range(len(parts), shortest - 1, -1):
+            found = set()
+            for base in bases:
+                stem = os.path.join(base, *parts[:used])
+                candidates = (
+                    (stem + ".py", os.path.join(stem, "__init__.py"))
+                    if used
+                    else (os.path.join(stem, "__init__.py"),)
+                )
+                for candidate in candidates:
+                    if self.is_module(candidate):
+                        found.add(candidate)
+                    elif missing is not None:
+                        missing.add(candidate)
+            if len(found) == 1:
+                return found.pop(), used
+            if found:
+                return None  # `a.py` beside `a/__init__.py`, or two roots: ambiguous
+        return None
+
+    def summary(self, path: str) -> tuple[ModuleSummary | None, dict[str, str]]:
+        """The module's summary and the files (path -> digest) it was made from."""
+        data = self.read(path)
+        if data is None:
+            return None, {}
+        known = self._summaries.get(path)
+        if known is not None and (self._stable or known[0] == content_hash(data)):
+            return known[1], known[2]
+        if path in self._building:
+            return None, {}  # an import cycle: no facts through it
+        self._building.add(path)
+        try:
+            digest = content_hash(data)
+            view = FileView(self, path)
+            summary = _summarise(data, path, view)
+            deps = {path: digest, **view.deps}
+        finally:
+            self._building.discard(path)
+        self._summaries[path] = (digest, summary, deps)
+        return summary, deps
+
+    def digest(self, path: str, data: bytes) -> str:
+        if not self._stable:
+            return content_hash(data)
+        known = self._digests.get(path)
+        if known is None:
+            known = self._digests[path] = content_hash(data)
+        return known
+
+    def words(self, path: str, data: bytes) -> _Bytes | None:
+        from amplint.analysis.summary import has_amp_words
+        from amplint.engine.prefilter import _Bytes
+
+        key = (path, content_hash(data) if not self._stable else "")
+        if key not in self._words:
+            self._words[key] = _Bytes(data) if has_amp_words(data) else None
+        return self._words[key]
+
+    def view(self, path: str) -> FileView:
+        return FileView(self, os.path.abspath(path))
+
+
+@dataclass
+class FileView:
+    """The project as one importing file sees it; records what the file's analysis read."""
+
+    project: Project
+    importer: str
+    #: path -> content digest of every project file this file's findings depend on.
+    deps: dict[str, str] = field(default_factory=dict)
+    #: files looked for and not found: if one appears, the findings may change.
+    missing: set[str] = field(default_factory=set)
+
+    def locate(self, importer: str, level: int, parts: tuple[str, ...]) -> tuple[str, int] | None:
+        return self.project.locate(importer, level, parts, self.missing)
+
+    def summary(self, path: str) -> ModuleSummary | None:
+        summary, deps = self.project.summary(path)
+        self.deps.update(deps)
+        return summary
+
+    def imports(self) -> object:
+        """The evaluator's lookup for this file."""
+        from amplint.analysis.imported import ProjectImports
+
+        return ProjectImports(self, self.importer)
+
+    def readmit(
+        self,
+        data: bytes,
+        dropped: Sequence[type[Rule]],
+        own: _Bytes | None = None,
+        facts: CodeFacts | None = None,
+    ) -> list[type[Rule]]:
+        """Of the rules the prefilter dropped, the cross-module ones that this file and the
+        project modules it imports have the words of between them.
+
+        Only the names of objects another module can hand over (a GradScaler, an autocast,
+        a checkpoint's ``state_dict``) may come from an import; the rule's other words must
+        be in this file's code, as the prefilter's second stage asks.
+        """
+        from amplint.engine.prefilter import _Bytes, inspect_code, may_fire_in_code
+
+        own = own or _Bytes(data)
+        candidates = []
+        for rule in dropped:
+            if rule.code not in CROSS_MODULE_CODES:
+                continue
+            hints = _OWN_HINTS.get(rule.code)
+            if hints is not None and not any(hint in data for hint in hints):
+                continue
+            missing: list[tuple[str, ...]] = []
+            for group in _cheap_first(rule):
+                if not own.has_group(group):
+                    if not _IMPORTABLE & set(group):
+                        break
+                    missing.append(group)
+            else:
+                # This file must hold more than a checkpoint's `state_dict` of its own.
+                present = [g for g in rule.tokens if g not in missing]
+                if any(set(g) - _CHECKPOINT_WORDS for g in present):
+                    candidates.append((rule, missing))
+        if not candidates:
+            return []
+        sources = [
+            blob
+            for path in self._imported_files(data, self.importer, follow_packages=True)
+            if (blob := self._words(path)) is not None
+        ]
+        candidates = [
+            (rule, missing)
+            for rule, missing in candidates
+            if all(any(blob.has_group(group) for blob in sources) for group in missing)
+        ]
+        if not candidates:
+            return []
+        # The prefilter's second stage for this file's own share of the words.
+        names = (facts or inspect_code(data)).names
+        if names is None:
+            return [rule for rule, _ in candidates]
+        return [
+            rule
+            for rule, missing in candidates
+            if may_fire_in_code(names, [_Without(rule, missing)])
+        ]
+
+    def _words(self, path: str) -> _Bytes | None:
+        """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
+        data = self.project.read(path)
+        if data is None:
+            return None
+        self.deps[path] = self.project.digest(path, data)
+        return self.project.words(path, data)
+
+    def _package_imports(self, path: str) -> list[str]:
+        """The project modules a package's ``__init__.py`` imports (what it may re-export)."""
+        blob = self.project.read(path)
+        if blob is None:
+            return []
+        self.deps[path] = self.project.digest(path, blob)
+        known = self.project._package_imports.get(path) if self.project._stable else None
+        if known is None:
+            inner = FileView(self.project, path)
+            files = inner._imported_files(blob, path, follow_packages=False)
+            known = (files, frozenset(inner.missing))
+            if self.project._stable:
+                self.project._package_imports[path] = known
+        self.missing |= known[1]
+        return known[0]
+
+    def _imported_files(self, data: bytes, importer: str, *, follow_packages: bool) -> list[str]:
+        """Project files that ``data``'s import statements name (as a cheap text scan);
+        a package's ``__init__.py`` adds the modules it imports in turn (re-exports)."""
+        found: dict[str, None] = {}
+        for level, parts in _import_targets(data):
+            if level == 0 and parts[0] == "torch":
+                continue
+            located = self.locate(importer, level, parts)
+            if located is None:
+                continue
+            path = located[0]
+            found[path] = None
+            if follow_packages and path.endswith("__init__.py"):
+                for inner in self._package_imports(path):
+                    found[inner] = None
+        return list(found)
+
+
+def _scanned_imports(data: bytes) -> dict[str, tuple[int, str, str | None]]:
+    """:func:`~amplint.analysis.summary.module_imports` by a text scan, for modules with no
+    AMP word (most of a library): what each import statement binds, as written."""
+    found: dict[str, tuple[int, str, str | None]] = {}
+    for match in _FROM_IMPORT.finditer(data):
+        level = len(match.group(1))
+        module = match.group(2).decode("ascii", "replace")
+        names = match.group(3).decode("ascii", "replace").strip("()\\ \t\r\n")
+        for item in names.replace("\n", ",").split(","):
+            name, _, alias = item.strip(" \t\r\\()").partition(" as ")
+            name, alias = name.strip(), alias.strip()
+            if name.isidentifier():
+                found[alias if alias.isidentifier() else name] = (level, module, name)
+    for match in _IMPORT.finditer(data):
+        for item in match.group(1).decode("ascii", "replace").split(","):
+            dotted, _, alias = item.strip().partition(" as ")
+            dotted, alias = dotted.strip(), alias.strip()
+            if not all(part.isidentifier() for part in dotted.split(".")):
+                continue
+            if alias.isidentifier():
+                found[alias] = (0, dotted, None)
+            else:
+                top = dotted.split(".")[0]
+                found[top] = (0, top, None)
+    return found
+
+
+_ORDERED: dict[str, tuple[tuple[str, ...], ...]] = {}
+
+
+def _cheap_first(rule: type[Rule]) -> tuple[tuple[str, ...], ...]:
+    """The rule's token groups, whole words first: a missing group no import can stand in
+    for ends the look, and the lowered copy a name-part word needs is made only if it gets
+    that far."""
+    ordered = _ORDERED.get(rule.code)
+    if ordered is None:
+        key = [any(word.startswith("~") for word in group) for group in rule.tokens]
+        ordered = _ORDERED[rule.code] = tuple(
+            group for _, group in sorted(zip(key, rule.tokens, strict=True), key=lambda p: p[0])
+        )
+    return ordered
+
+
+class _Without:
+    """A rule's token groups less those an import provides (for the prefilter's stage 2)."""
+
+    def __init__(self, rule: type[Rule], missing: list[tuple[str, ...]]) -> None:
+        self.tokens = tuple(group for group in rule.tokens if group not in missing)
+
+
+def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
+    """``(level, dotted parts)`` of every name an import statement may bring in."""
+    targets: list[tuple[int, tuple[str, ...]]] = []
+    for match in _FROM_IMPORT.finditer(data):
+        level = len(match.group(1))
+        module = tuple(p for p in match.group(2).decode("ascii", "replace").split(".") if p)
+        names = match.group(3).decode("ascii", "replace").strip("()\\ \t\r\n")
+        for name in names.replace("\n", ",").split(","):
+            name = name.strip(" \t\r\\()").split(" as ")[0].strip()
+            if name.isidentifier():
+                targets.append((level, (*module, name)))
+        if module:
+            targets.append((level, module))
+    for match in _IMPORT.finditer(data):
+        for name in match.group(1).decode("ascii", "replace").split(","):
+            dotted = name.strip().split(" as ")[0].strip()
+            parts = tuple(p for p in dotted.split(".") if p.isidentifier())
+            if parts:
+                targets.append((0, parts))
+    return targets
+
+
+def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
+    """Parse and summarise one module; None when it cannot be parsed."""
+    from amplint.analysis.summary import ModuleSummary, has_amp_words, module_imports
+    from amplint.engine.prefilter import inspect_code
+
+    display = _display(path)
+    if len(data) > MAX_SUMMARY_BYTES and os.path.basename(path) != "__init__.py":
+        return ModuleSummary(path=display)  # a large library module: not worth reading
+    if len(data) > MAX_SUMMARY_BYTES or not has_amp_words(data):
+        # Nothing to summarise (or too much) but what it imports and may re-export: a text
+        # scan will do.
+        return ModuleSummary(path=display, imports=_scanned_imports(data))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(data)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    imports = module_imports(tree)
+    relevant = _relevant_source(data, tree)
+    if relevant is None:
+        return ModuleSummary(path=display, imports=imports)
+    from amplint.analysis.model import ModuleModel
+    from amplint.analysis.summary import summarise
+    from amplint.engine.source import SourceError, parse
+
+    facts = inspect_code(relevant)
+    if facts.refusal is not None:
+        return ModuleSummary(path=display, imports=imports)
+    try:
+        parsed = parse(relevant, syntax=facts.tree)
+        model = ModuleModel(parsed.module, parsed.text, imports=view.imports())  # type: ignore[arg-type]
+        return summarise(model, display, imports)
+    except (SourceError, RecursionError):
+        return ModuleSummary(path=display, imports=imports)
+    except Exception:
+        # A module this run only reads for facts must never take down the check of the file
+        # that imports it: without its summary, that file is analysed as on its own.
+        return ModuleSummary(path=display, imports=imports)
+
+
+def _relevant_source(data: bytes, tree: ast.Module) -> bytes | None:
+    """The module with only its imports and the top-level statements that mention AMP
+    words left in (the others blanked, so lines keep their numbers); None when no statement
+    does, or what is left is too large to be worth a summary.
+
+    A 200 KB library module that defines one autocast helper costs the parse of that helper.
+    """
+    from amplint.analysis.summary import has_amp_words
+
+    if not has_amp_words(data):
+        return None
+    lines = data.splitlines(keepends=True)
+    # A coding cookie stays: it says how the rest is decoded.
+    keep = [number < 2 and line.startswith(b"#") for number, line in enumerate(lines)]
+    relevant = False
+    for statement in tree.body:
+        first = min(
+            [statement.lineno, *(d.lineno for d in getattr(statement, "decorator_list", ()))]
+        )
+        last = statement.end_lineno or statement.lineno
+        chunk = b"".join(lines[first - 1 : last])
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            wanted = True
+        else:
+            wanted = bool(has_amp_words(chunk))
+            relevant = relevant or wanted
+        if wanted:
+            keep[first - 1 : last] = [True] * (last - first + 1)
+    if not relevant:
+        return None
+    kept = b"".join(line if keep[number] else _blank(line) for number, line in enumerate(lines))
+    return kept if len(kept) - kept.count(b"\n") <= MAX_SUMMARY_BYTES else None
+
+
+def _blank(line: bytes) -> bytes:
+    if line.endswith(b"\r\n"):
+        return b"\r\n"
+    return b"\n" if line.endswith((b"\n", b"\r")) else b""
+
+
+def _display(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative.replace(os.sep, "/")
