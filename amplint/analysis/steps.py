@@ -78,6 +78,9 @@ class Frame:
     locals: frozenset[str] = frozenset()
     #: whether ``self`` is the caller's ``self`` (``self.helper()``)
     shares_self: bool = True
+    #: parameter -> the scaler (key, as the caller spells it) when the caller handed over
+    #: ``scaler.scale(...)``, None when it handed over something that may be scaled
+    scaled: dict[str, tuple[str | None, str | None] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -250,12 +253,42 @@ def measures_only(model: ModuleModel, call: cst.Call, kind: str) -> bool:
     )
 
 
-def is_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
-    """``scaler.scale(x)``: the scaler's state (see :func:`scaler_state`)."""
+_IDENTITY_WRAPPERS = frozenset({"typing.cast", "typing_extensions.cast"})
+
+
+def unwrap_identity(model: ModuleModel, expr: cst.BaseExpression) -> cst.BaseExpression:
+    """``cast(Tensor, x)`` is ``x``: wrappers that return their argument unchanged."""
+    while isinstance(expr, cst.Call) and model.evaluator.qualified_names(expr.func) & (
+        _IDENTITY_WRAPPERS
+    ):
+        positional = [a.value for a in expr.args if a.keyword is None and not a.star]
+        keyword = [a.value for a in expr.args if a.keyword is not None and a.keyword.value == "val"]
+        values = positional[1:2] or keyword
+        if not values:
+            break
+        expr = values[0]
+    return expr
+
+
+def scale_call(model: ModuleModel, expr: cst.BaseExpression) -> cst.Call | None:
+    """The ``scaler.scale(x)`` call ``expr`` is, seen through identity wrappers."""
+    expr = unwrap_identity(model, expr)
     if isinstance(expr, cst.Call) and method_name(expr) == "scale":
-        target = receiver(expr)
-        return scaler_state(model, target) if target is not None else None
+        return expr
     return None
+
+
+def is_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
+    """``scaler.scale(x)`` (also through ``cast(...)``): the scaler's state (see
+    :func:`scaler_state`)."""
+    call = scale_call(model, expr)
+    target = receiver(call) if call is not None else None
+    return scaler_state(model, target) if target is not None else None
+
+
+def scaler_of_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> cst.BaseExpression | None:
+    call = scale_call(model, expr)
+    return receiver(call) if call is not None else None
 
 
 def _wraps_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> bool:
@@ -349,6 +382,8 @@ class _Walker:
     def __init__(self, model: ModuleModel) -> None:
         self.model = model
         self.result: list[Event] = []
+        #: the scaler a helper's scaled parameter carries, for the event being classified
+        self._carried: tuple[str | None, str | None] | None = None
 
     def events(self, root: cst.CSTNode) -> list[Event]:
         frame = Frame(
@@ -413,9 +448,13 @@ class _Walker:
         stack: list[_Item],
     ) -> None:
         model = self.model
+        self._carried = None
         event = self._classify(call, frame)
         if event is not None:
             kind, scaler, optimizer = event
+            scaler_key, scaler_local = self._key(scaler, frame), _text(model, scaler)
+            if self._carried is not None:
+                scaler_key, scaler_local = self._carried
             self.result.append(
                 Event(
                     kind,
@@ -424,8 +463,8 @@ class _Walker:
                     conds,
                     loops,
                     frame,
-                    scaler=self._key(scaler, frame),
-                    scaler_local=_text(model, scaler),
+                    scaler=scaler_key,
+                    scaler_local=scaler_local,
                     optimizer=self._key(optimizer, frame),
                     optimizer_local=_text(model, optimizer),
                 )
@@ -439,12 +478,14 @@ class _Walker:
             or helper is frame.function
         ):
             return
+        params, scaled = self._parameters(call, helper, frame)
         inner = Frame(
             helper,
             (*frame.via, call),
-            self._parameters(call, helper, frame),
+            params,
             frozenset(model.index.functions[helper].bindings),
             shares_self=_self_call(call) and frame.shares_self,
+            scaled=scaled,
         )
         stack.append(("node", helper.body, conds, loops, inner))
 
@@ -462,8 +503,10 @@ class _Walker:
             if state == "disabled":
                 return None
             if state == "enabled":
-                return Kind.SCALED_BACKWARD, receiver(first), None  # type: ignore[arg-type]
-            return Kind.BACKWARD, None, None
+                return Kind.SCALED_BACKWARD, scaler_of_scale_call(model, first), None
+            if _wraps_scale_call(model, first):
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
+            return self._backward_of(first, frame)
         if target is None:
             kind = clip_kind(model, call)
             return (Kind.CLIP, None, None) if kind is not None else None
@@ -472,15 +515,19 @@ class _Walker:
                 return None
             state = is_scale_call(model, target)
             if state == "enabled":
-                return Kind.SCALED_BACKWARD, receiver(target), None  # type: ignore[arg-type]
+                return Kind.SCALED_BACKWARD, scaler_of_scale_call(model, target), None
             if state == "disabled":
                 return None
             if first is not None or dotted_name(target) == "self":
                 return None  # accelerator.backward(loss) and kin scale for themselves
+            if _wraps_scale_call(model, target):
+                # `shard_aware(scaler.scale(loss)).backward()`: whether the wrapper keeps
+                # the scale is not known, so the backward is neither scaled nor unscaled.
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
             scaled = self._scaled_name(target)
             if scaled is not None:
                 return scaled
-            return Kind.BACKWARD, None, None
+            return self._backward_of(target, frame)
         if clip_kind(model, call) is not None:
             return Kind.CLIP, None, None
         if name not in ("unscale_", "step", "update", "zero_grad"):
@@ -534,6 +581,19 @@ class _Walker:
             return Kind.SCALED_BACKWARD, receiver(scalers[0]), None  # type: ignore[arg-type]
         return Kind.MAYBE_SCALED_BACKWARD, None, None
 
+    def _backward_of(
+        self, loss: cst.BaseExpression, frame: Frame
+    ) -> tuple[Kind, cst.BaseExpression | None, None]:
+        """The backward of ``loss`` where nothing local scales it: a helper's parameter
+        carries what the caller handed over (``self.run_backward(scaler.scale(loss))``)."""
+        if isinstance(loss, cst.Name) and loss.value in frame.scaled:
+            state = frame.scaled[loss.value]
+            if state is not None:
+                self._carried = state
+                return Kind.SCALED_BACKWARD, None, None
+            return Kind.MAYBE_SCALED_BACKWARD, None, None
+        return Kind.BACKWARD, None, None
+
     def _scaler_state(self, target: cst.BaseExpression, frame: Frame) -> str | None:
         if isinstance(target, cst.Name) and target.value in frame.params:
             _, is_scaler = frame.params[target.value]
@@ -543,11 +603,15 @@ class _Walker:
 
     def _parameters(
         self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
-    ) -> dict[str, tuple[str | None, bool]]:
+    ) -> tuple[
+        dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]
+    ]:
+        """The helper's parameters as the caller's keys, and those handed a scaled loss."""
         names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
         if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
             names = names[1:]
         mapping: dict[str, tuple[str | None, bool]] = {}
+        scaled: dict[str, tuple[str | None, str | None] | None] = {}
         position = 0
         for arg in call.args:
             if arg.star:
@@ -563,13 +627,20 @@ class _Walker:
                 continue
             key = self._key(arg.value, frame)
             mapping[name] = (key, self._scaler_state(arg.value, frame) == "enabled")
+            owner = scaler_of_scale_call(self.model, arg.value)
+            if owner is not None and is_scale_call(self.model, arg.value) == "enabled":
+                scaled[name] = (self._key(owner, frame), _text(self.model, owner))
+            elif isinstance(arg.value, cst.Name) and arg.value.value in frame.scaled:
+                scaled[name] = frame.scaled[arg.value.value]
+            elif _wraps_scale_call(self.model, arg.value):
+                scaled[name] = None
         for param in (
             *helper.params.posonly_params,
             *helper.params.params,
             *helper.params.kwonly_params,
         ):
             mapping.setdefault(param.name.value, (None, False))
-        return mapping
+        return mapping, scaled
 
     def _key(self, expr: cst.BaseExpression | None, frame: Frame) -> str | None:
         """An iteration-wide name for ``expr``: helper parameters become the caller's."""
