@@ -89,7 +89,14 @@ LEGACY_POSITIONAL = {
 
 #: what the new API raises on an old torch: missing names, and TypeError from
 #: ``torch.is_autocast_enabled(device)`` before it took a device.
-_GUARD_EXCEPTIONS = {"ImportError", "ModuleNotFoundError", "AttributeError", "TypeError"}
+_GUARD_EXCEPTIONS = {
+    "ImportError",
+    "ModuleNotFoundError",
+    "AttributeError",
+    "TypeError",
+    "Exception",
+    "BaseException",
+}
 
 
 @dataclass(eq=False)
@@ -202,13 +209,16 @@ def import_site(model: ModuleModel, name: cst.Name) -> ImportSite | None:
     """The one import that binds ``name`` here; None when anything else could bind it."""
     scope = model.index.scope_of(name)
     bindings = scope.lookup(name.value)
-    if len(bindings) != 1 or bindings[0].kind is not BindingKind.IMPORT:
+    if not bindings or any(b.kind is not BindingKind.IMPORT for b in bindings):
         return None
     owner = defining_scope(scope, name.value)
     if owner is None:
         return None
     sites = names_of(model).imports.get((id(owner), name.value), [])
-    return sites[0] if len(sites) == 1 else None
+    if len(sites) != len(bindings) or not sites:
+        return None
+    # `import torch` beside `import torch.distributed`: every import binds the same module.
+    return sites[0] if all(s.qualified == sites[0].qualified for s in sites) else None
 
 
 def is_torch_module(model: ModuleModel, name: cst.Name) -> bool:
@@ -223,9 +233,9 @@ def torch_name(model: ModuleModel) -> str | None:
             continue
         bindings = model.index.module_scope.bindings.get(local, [])
         if (
-            len(sites) == 1
-            and sites[0].qualified == "torch"
-            and all(b.kind is BindingKind.IMPORT and b.qualified_name == "torch" for b in bindings)
+            sites
+            and all(s.qualified == "torch" for s in sites)
+            and all(b.kind is BindingKind.IMPORT for b in bindings)
         ):
             return local
     return None
@@ -284,19 +294,66 @@ def _after_version_return(block: cst.IndentedBlock | cst.Module, statement: cst.
     return False
 
 
+#: names of the new API whose presence tells a new torch from an old one.
+_NEW_API_NAMES = frozenset(
+    {
+        "amp",
+        "autocast",
+        "autocast_mode",
+        "GradScaler",
+        "grad_scaler",
+        "custom_fwd",
+        "custom_bwd",
+        "get_autocast_dtype",
+        "set_autocast_dtype",
+        "is_autocast_available",
+        "is_autocast_enabled",
+        "set_autocast_enabled",
+    }
+)
+#: words that, in a name that also says "torch", make it a version test
+#: (``TORCH_VERSION``, ``is_torch_greater_or_equal``, ``_TORCH_GREATER_EQUAL_2_4``).
+_VERSION_WORDS = ("version", "greater", "less", "older", "newer", "at_least", "_ge_", "_lt_")
+
+
 def _is_version_test(test: cst.BaseExpression) -> bool:
-    for node in [test, *_descendants(test)]:
-        word = None
-        if isinstance(node, cst.Name):
-            word = node.value
-        elif isinstance(node, cst.Attribute):
-            word = node.attr.value
-        if word is None:
-            continue
-        lowered = word.lower().lstrip("_")
-        if "version" in lowered or lowered.startswith(("torch_", "is_torch")) or word == "hasattr":
+    """A test of torch's version (``torch.__version__``, ``TORCH_VERSION``,
+    ``is_torch_greater_or_equal(...)``) or of the new API's presence
+    (``hasattr(torch, "amp")``, ``hasattr(torch.amp, "GradScaler")``). Other ``hasattr``
+    tests and ``is_torch_npu_available()`` say nothing about which AMP spelling exists."""
+    nodes = [test, *_descendants(test)]
+    words = [
+        n.value if isinstance(n, cst.Name) else n.attr.value
+        for n in nodes
+        if isinstance(n, (cst.Name, cst.Attribute))
+    ]
+    mentions_torch = any("torch" in w.lower() for w in words)
+    for word in words:
+        lowered = word.lower()
+        if "torch" in lowered and any(v in f"_{lowered}_" for v in _VERSION_WORDS):
             return True
-    return False
+        if "version" in lowered and mentions_torch:
+            return True
+    return any(_is_presence_check(n) for n in nodes)
+
+
+def _is_presence_check(node: cst.CSTNode) -> bool:
+    """``hasattr(torch..., "<new API name>")`` / ``getattr(torch..., "<name>", None)``."""
+    if not (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Name)
+        and node.func.value in ("hasattr", "getattr")
+        and len(node.args) >= 2
+    ):
+        return False
+    owner = dotted_name(node.args[0].value)
+    name = node.args[1].value
+    return (
+        owner is not None
+        and owner.split(".")[0] == "torch"
+        and isinstance(name, cst.SimpleString)
+        and name.evaluated_value in _NEW_API_NAMES
+    )
 
 
 def _catches_import(node: cst.Try) -> bool:
@@ -304,9 +361,11 @@ def _catches_import(node: cst.Try) -> bool:
 
 
 def _is_guard_handler(handler: cst.ExceptHandler) -> bool:
+    """A handler that catches what the new API raises on an old torch: the guard
+    exceptions themselves, or anything (``except Exception:``, a bare ``except:``)."""
     kind = handler.type
     if kind is None:
-        return False
+        return True
     elements = [e.value for e in kind.elements] if isinstance(kind, cst.Tuple) else [kind]
     return any(dotted_name(e) in _GUARD_EXCEPTIONS for e in elements)
 
