@@ -447,7 +447,7 @@ for batch in loader:
     scaler.step(optimizer)
     scaler.update()
     {sync}
-    meter.add(scaler.get_scale())
+    print(f"loss scale {scaler.get_scale()}")
 """
 
 
@@ -457,8 +457,15 @@ def test_amp021_quiet_when_the_iteration_synchronises_anyway(sync: str) -> None:
 
 
 def test_amp021_a_conditional_sync_does_not_excuse_the_read() -> None:
-    source = SYNCED.replace("{sync}", "if verbose:\n        print(loss.item())")
+    source = SYNCED.replace("{sync}", "if window_full:\n        print(loss.item())")
     assert rows(source, "AMP021") == [11]
+
+
+def test_amp021_a_sync_after_the_read_does_not_excuse_it() -> None:
+    source = SYNCED.replace("    {sync}\n", "").replace(
+        "get_scale()}\")\n", "get_scale()}\")\n    torch.cuda.synchronize()\n"
+    )
+    assert rows(source, "AMP021") == [9]
 
 
 def test_amp021_cpu_scaler_read_costs_nothing() -> None:
@@ -472,7 +479,7 @@ def test_amp021_cpu_scaler_read_costs_nothing() -> None:
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        history.append(scaler.get_scale())
+        print(f"loss scale {scaler.get_scale()}")
     """
     assert rows(source, "AMP021") == []
 
