@@ -225,13 +225,12 @@ def test_amp010_construction_under_an_ordinary_if_in_the_loop_is_reported() -> N
     source = """
     import torch
 
-    for epoch in range(epochs):
-        if epoch >= warmup_epochs:
+    for step, batch in enumerate(loader):
+        if use_amp and step >= warmup_steps:
             scaler = torch.amp.GradScaler("cuda")
-        for batch in loader:
-            scaler.scale(model(batch)).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        scaler.scale(model(batch)).backward()
+        scaler.step(optimizer)
+        scaler.update()
     """
     assert rows(source, "AMP010") == [5]
 
