@@ -491,12 +491,22 @@ themselves are float16, so every update smaller than half a float16 step of the 
 model = Net().cuda().half()
 optimizer = torch.optim.AdamW(model.parameters(), fused=True)
 scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 """,
             use_instead="""
 model = Net().cuda()
 optimizer = torch.optim.AdamW(model.parameters(), fused=True)
 scaler = torch.amp.GradScaler("cuda")
-# ... and run the forward pass under torch.autocast("cuda", dtype=torch.float16)
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 """,
             fix_safety="""
 The fix drops the cast (the whole statement when it only casts, else the `.half()` call or
@@ -699,12 +709,26 @@ that wrote it. PyTorch's AMP recipe saves and loads `scaler.state_dict()` next t
 model's and the optimizer's.
 """,
             example="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 torch.save(
     {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
     path,
 )
 """,
             use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 torch.save(
     {
         "model": model.state_dict(),
@@ -1015,6 +1039,8 @@ re-runs backward after `unscale_`: those gradients are never unscaled or checked
 inf/NaN, so the optimizer steps on scaled gradients. LBFGS needs its closure on every step.
 """,
             example="""
+scaler = torch.amp.GradScaler("cuda")
+
 def closure():
     optimizer.zero_grad()
     with torch.autocast("cuda"):
@@ -1026,6 +1052,8 @@ scaler.step(optimizer, closure)
 scaler.update()
 """,
             use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+
 optimizer.zero_grad()
 with torch.autocast("cuda"):
     loss = loss_fn(model(x), y)
