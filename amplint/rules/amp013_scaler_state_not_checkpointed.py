@@ -12,7 +12,7 @@ from amplint.analysis.lifecycle import (
     scalers_reaching,
     scales_losses,
 )
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
@@ -250,17 +250,32 @@ train(model, optimizer, scaler)
             return
         saves_scaler = _scaler_method_anywhere(model, "state_dict")
         loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
+        restores: set[cst.CSTNode] = set()  # load paths already reported
         for call in model.index.calls:
             if model.is_dead(call):
                 continue
             if not saves_scaler and _is_torch_save(model, call):
                 if _trains_with_a_scaler(model, call):
                     self._check_save(context, call)
+            elif not saves_scaler and _calls_saving_helper(model, call):
+                context.report(
+                    call,
+                    f"`{model.helper_of(call).name.value}` saves the optimizer's state but "  # type: ignore[union-attr]
+                    "is not handed the GradScaler, whose state the checkpoint then lacks: a "
+                    "resumed run restarts the loss scale at 65536; pass the scaler and save "
+                    "`scaler.state_dict()` too",
+                )
             elif not loads_scaler and _is_optimizer_load(model, call):
                 if _hands_scaler_to_checkpointing(model, call) or not _trains_with_a_scaler(
                     model, call
                 ):
                     continue
+                # One restore missing from one load path is one finding, however many
+                # branches (plain / sharded optimizer) restore the optimizer.
+                path = model.index.enclosing_function(call) or model.module
+                if path in restores:
+                    continue
+                restores.add(path)
                 context.report(
                     call,
                     "the optimizer's state is restored from a checkpoint but the GradScaler's "
@@ -270,22 +285,18 @@ train(model, optimizer, scaler)
 
     def _check_save(self, context: RuleContext, call: cst.Call) -> None:
         model = context.model
-        found = _checkpoint_dict(model, call)
-        if found is None:
-            return
-        mapping, name = found
-        if not _holds_optimizer_state(model, mapping) or _holds_scaler(model, mapping):
-            return
-        if name is not None and _extended_later(model, call, name):
+        if not _saves_optimizer_without_scaler(model, call):
             return
         if _hands_scaler_to_checkpointing(model, call):
             return
+        found = _checkpoint_dict(model, call)
+        mapping = found[0] if found is not None else None
         context.report(
             call,
             "checkpoint saves the optimizer's state but not the GradScaler's: a resumed run "
             "restarts the loss scale at 65536 and skips steps until it adapts again; add "
             "`scaler.state_dict()` to it",
-            _add_scaler(model, call, mapping),
+            _add_scaler(model, call, mapping) if mapping is not None else None,
         )
 
 
@@ -324,23 +335,143 @@ def _scaler_method_anywhere(model: ModuleModel, method: str) -> bool:
     )
 
 
+def _saves_optimizer_without_scaler(model: ModuleModel, call: cst.Call) -> bool:
+    """``torch.save`` of a checkpoint (a dict, or a dataclass / NamedTuple turned into one)
+    that holds an optimizer's state and surely nothing of a scaler."""
+    found = _checkpoint_dict(model, call)
+    if found is not None:
+        mapping, name = found
+        entries = _dict_entries(mapping)
+    else:
+        record = _checkpoint_record(model, call)
+        if record is None:
+            return False
+        entries, name = record
+    if entries is None:
+        return False
+    if not _holds_optimizer_state(model, entries) or _holds_scaler(model, entries):
+        return False
+    return name is None or not _extended_later(model, call, name)
+
+
+def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
+    """``save_checkpoint(model, optimizer)``: a helper of this module that saves the
+    optimizer's state without a scaler, called where a scaler trains but not handed it."""
+    helper = model.helper_of(call)
+    if helper is None or model.index.enclosing_function(call) is helper:
+        return False
+    params = [*helper.params.params, *helper.params.kwonly_params]
+    if any("scaler" in p.name.value.lower() for p in params) or helper.params.star_kwarg:
+        return False
+    saves = [
+        c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)
+    ]
+    if not saves or not all(_saves_optimizer_without_scaler(model, c) for c in saves):
+        return False
+    if any(_mentions_scaler(model, arg.value) for arg in call.args):
+        return False
+    return _trains_with_a_scaler(model, call) and not _hands_scaler_to_checkpointing(model, call)
+
+
+def _dict_entries(
+    mapping: cst.Dict,
+) -> list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None:
+    """(key, value) of each element; None when a ``**spread`` may hold anything."""
+    entries: list[tuple[cst.BaseExpression | None, cst.BaseExpression]] = []
+    for element in mapping.elements:
+        if isinstance(element, cst.StarredDictElement):
+            return None
+        entries.append((element.key, element.value))
+    return entries
+
+
 def _checkpoint_dict(model: ModuleModel, call: cst.Call) -> tuple[cst.Dict, str | None] | None:
     """The dict literal ``torch.save`` writes, and the name it goes by, if any."""
     value = call.args[0].value
     if isinstance(value, cst.Dict):
         return value, None
     if isinstance(value, cst.Name):
-        bindings = model.index.scope_of(value).lookup(value.value)
-        if len(bindings) == 1 and bindings[0].kind is BindingKind.ASSIGN:
-            node = bindings[0].node
-            if isinstance(node, cst.Dict):
-                return node, value.value
+        node = _reaching_value(model, value, call)
+        if isinstance(node, cst.Dict):
+            return node, value.value
     return None
 
 
-def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
-    for element in mapping.elements:
-        value = element.value
+def _reaching_value(
+    model: ModuleModel, name: cst.Name, use: cst.CSTNode
+) -> cst.BaseExpression | None:
+    """The value last assigned to ``name`` before ``use`` in straight-line code of the same
+    function (``ckpt = torch.load(...)`` on resume, ``ckpt = {...}`` at save time)."""
+    bindings = model.index.scope_of(name).lookup(name.value)
+    if not bindings or any(b.kind is not BindingKind.ASSIGN for b in bindings):
+        return None
+    if len(bindings) == 1:
+        node = bindings[0].node
+        return node if isinstance(node, cst.BaseExpression) else None
+    function = model.index.enclosing_function(use)
+    unit = function.body if function is not None else model.module
+    values = {id(b.node): b.node for b in bindings}
+    last: cst.CSTNode | None = None
+    for node in walk_body(unit):
+        if node is use:
+            break
+        if id(node) in values:
+            last = node
+    return last if isinstance(last, cst.BaseExpression) else None
+
+
+_ASDICT = frozenset({"dataclasses.asdict", "dataclasses.astuple"})
+
+
+def _checkpoint_record(
+    model: ModuleModel, call: cst.Call
+) -> tuple[list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None, str | None] | None:
+    """``torch.save(asdict(state), path)`` / ``torch.save(state._asdict(), path)`` with
+    ``state`` built from a dataclass or NamedTuple of this module: its fields as entries."""
+    value = call.args[0].value
+    if not isinstance(value, cst.Call):
+        return None
+    if method_name(value) == "_asdict" and not value.args:
+        record = receiver(value)
+    elif model.evaluator.qualified_names(value.func) & _ASDICT and value.args:
+        record = value.args[0].value
+    else:
+        return None
+    name = None
+    if isinstance(record, cst.Name):
+        name = record.value
+        record = _reaching_value(model, record, call)
+    if not isinstance(record, cst.Call) or not isinstance(record.func, cst.Name):
+        return None
+    cls = model.index.class_by_name.get(record.func.value)
+    if cls is None:
+        return None
+    fields = [
+        s.body[0].target.value
+        for s in cls.node.body.body
+        if isinstance(s, cst.SimpleStatementLine)
+        and isinstance(s.body[0], cst.AnnAssign)
+        and isinstance(s.body[0].target, cst.Name)
+    ]
+    entries: list[tuple[cst.BaseExpression | None, cst.BaseExpression]] = []
+    position = 0
+    for arg in record.args:
+        if arg.star:
+            return None, name
+        if arg.keyword is not None:
+            key: str | None = arg.keyword.value
+        else:
+            key = fields[position] if position < len(fields) else None
+            position += 1
+        entries.append((cst.SimpleString(repr(key)) if key is not None else None, arg.value))
+    return entries, None
+
+
+_Entries = list[tuple[cst.BaseExpression | None, cst.BaseExpression]]
+
+
+def _holds_optimizer_state(model: ModuleModel, entries: _Entries) -> bool:
+    for _, value in entries:
         if isinstance(value, cst.Call) and method_name(value) == "state_dict":
             target = receiver(value)
             if target is not None and model.is_optimizer(target):
@@ -348,16 +479,13 @@ def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
     return False
 
 
-def _holds_scaler(model: ModuleModel, mapping: cst.Dict) -> bool:
-    for element in mapping.elements:
-        if isinstance(element, cst.StarredDictElement):
-            return True  # `**state`: may hold anything
-        key = element.key
+def _holds_scaler(model: ModuleModel, entries: _Entries) -> bool:
+    for key, value in entries:
         if isinstance(key, cst.SimpleString) and _SCALER_KEY.search(str(key.evaluated_value)):
             return True
         if not isinstance(key, (cst.SimpleString, cst.Integer)):
             return True  # computed keys: cannot tell
-        if _mentions_scaler(model, element.value):
+        if _mentions_scaler(model, value):
             return True
     return False
 
