@@ -85,7 +85,18 @@ def download(name: str, archives: Path) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     for extra in (["--only-binary", ":all:"], ["--no-binary", ":all:", "--no-build-isolation"]):
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(target), *extra, name],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "-d",
+                str(target),
+                *extra,
+                name,
+            ],
             capture_output=True,
             text=True,
         )
@@ -110,7 +121,9 @@ def unpack(archive: Path, destination: Path) -> None:
     else:
         with tarfile.open(archive) as tar:
             members = [
-                m for m in tar.getmembers() if m.isfile() and m.name.endswith(".py") and ".." not in Path(m.name).parts
+                m
+                for m in tar.getmembers()
+                if m.isfile() and m.name.endswith(".py") and ".." not in Path(m.name).parts
             ]
             tar.extractall(partial, members=members, filter="data")
     partial.rename(destination)
@@ -128,14 +141,21 @@ def export_mirror(repository: str, mirrors: Path, destination: Path) -> bool:
     # Only .py blobs, read one by one: a snapshot may leave its largest (data) files out,
     # which makes a plain `git archive HEAD` fail.
     git = ["git", "--git-dir", str(git_dir)]
-    listing = subprocess.run([*git, "ls-tree", "-r", "-z", "HEAD"], capture_output=True, check=True).stdout
+    listing = subprocess.run(
+        [*git, "ls-tree", "-r", "-z", "HEAD"], capture_output=True, check=True
+    ).stdout
     for entry in listing.split(b"\0"):
         if not entry:
             continue
         meta, _, name = entry.partition(b"\t")
         mode, kind, blob = meta.split()
         relative = Path(name.decode("utf-8", "surrogateescape"))
-        if kind != b"blob" or mode == b"120000" or relative.suffix != ".py" or ".." in relative.parts:
+        if (
+            kind != b"blob"
+            or mode == b"120000"
+            or relative.suffix != ".py"
+            or ".." in relative.parts
+        ):
             continue
         content = subprocess.run([*git, "cat-file", "blob", blob.decode()], capture_output=True)
         if content.returncode != 0:
@@ -177,7 +197,17 @@ def main() -> None:
     files, lines = count_lines(corpus)
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "amplint", "check", "--no-cache", "--exit-zero", "--output-format", "json", "."],
+        [
+            sys.executable,
+            "-m",
+            "amplint",
+            "check",
+            "--no-cache",
+            "--exit-zero",
+            "--output-format",
+            "json",
+            ".",
+        ],
         cwd=corpus,
         capture_output=True,
         text=True,
@@ -189,7 +219,9 @@ def main() -> None:
     if args.findings:
         args.findings.write_text(json.dumps(findings, indent=1))
 
-    sources = sorted(p.name for p in (corpus / "lib").iterdir()) + sorted(p.name for p in (corpus / "repo").iterdir())
+    sources = sorted(p.name for p in (corpus / "lib").iterdir()) + sorted(
+        p.name for p in (corpus / "repo").iterdir()
+    )
     print(f"corpus   {cache}")
     print(f"sources  {len(sources)}: {', '.join(sources)}")
     print(f"files    {files:,}")

@@ -86,14 +86,18 @@ def test_amp005_helper_backward_of_a_scaled_argument_is_scaled() -> None:
 
 
 def test_amp005_helper_backward_of_a_plain_argument_is_still_reported() -> None:
-    source = HELPER_GETS_SCALED.replace("self.run_backward(scaler.scale(loss))", "self.run_backward(loss)")
+    source = HELPER_GETS_SCALED.replace(
+        "self.run_backward(scaler.scale(loss))", "self.run_backward(loss)"
+    )
     assert rows(source, "AMP005") == [5]
 
 
 # -- AMP007: what runs on a current torch ------------------------------------------------------
 
 
-@pytest.mark.parametrize("handler", ["except Exception:", "except:", "except (ImportError, AttributeError):"])
+@pytest.mark.parametrize(
+    "handler", ["except Exception:", "except:", "except (ImportError, AttributeError):"]
+)
 def test_amp007_fallback_import_in_a_broad_except_is_not_reported(handler: str) -> None:
     source = f"""
     import torch
@@ -160,7 +164,9 @@ def test_amp007_annotation_rewritten_with_a_real_use() -> None:
     assert "torch.cuda.amp" not in result
 
 
-@pytest.mark.parametrize("extra", ["import torch.distributed", "import torch.utils.checkpoint", "import torch.nn as nn"])
+@pytest.mark.parametrize(
+    "extra", ["import torch.distributed", "import torch.utils.checkpoint", "import torch.nn as nn"]
+)
 def test_amp007_sees_torch_bound_by_several_imports(extra: str) -> None:
     source = f"""
     import torch
@@ -200,8 +206,10 @@ def test_amp007_guard_that_is_not_about_torch_version_does_not_hide_it(guard: st
         'hasattr(torch.amp, "GradScaler")',
         'hasattr(torch, "amp") and hasattr(torch.amp, "GradScaler")',
         'version.parse(torch.__version__) >= version.parse("2.3")',
-        "is_torch_greater_or_equal(\"2.4\")",
+        'is_torch_greater_or_equal("2.4")',
         "TORCH_VERSION < (2, 3)",
+        "TORCH_2_4",
+        "not _TORCH_1_13",
     ],
 )
 def test_amp007_real_version_or_presence_check_keeps_the_legacy_branch_quiet(guard: str) -> None:
@@ -214,6 +222,15 @@ def test_amp007_real_version_or_presence_check_keeps_the_legacy_branch_quiet(gua
             return torch.amp.GradScaler("cuda")
         else:
             return torch.cuda.amp.GradScaler()
+    """
+    assert rows(source, "AMP007") == []
+
+
+def test_amp007_version_flag_in_a_conditional_expression_is_a_guard() -> None:
+    source = """
+    import torch
+
+    scaler = torch.amp.GradScaler("cuda") if TORCH_2_4 else torch.cuda.amp.GradScaler()
     """
     assert rows(source, "AMP007") == []
 
@@ -407,7 +424,10 @@ def test_amp013_same_module_helper_given_the_scaler_is_quiet() -> None:
         "    if scaler is not None:\n"
         '        state["scaler"] = scaler.state_dict()\n'
         "    torch.save(state, path)",
-    ).replace('write_checkpoint(model, optimizer, f"epoch{epoch}.pt")', 'write_checkpoint(model, optimizer, f"epoch{epoch}.pt", scaler)')
+    ).replace(
+        'write_checkpoint(model, optimizer, f"epoch{epoch}.pt")',
+        'write_checkpoint(model, optimizer, f"epoch{epoch}.pt", scaler)',
+    )
     assert rows(source, "AMP013") == []
 
 
@@ -467,7 +487,7 @@ def test_amp021_a_conditional_sync_does_not_excuse_the_read() -> None:
 
 def test_amp021_a_sync_after_the_read_does_not_excuse_it() -> None:
     source = SYNCED.replace("    {sync}\n", "").replace(
-        "get_scale()}\")\n", "get_scale()}\")\n    torch.cuda.synchronize()\n"
+        'get_scale()}")\n', 'get_scale()}")\n    torch.cuda.synchronize()\n'
     )
     assert rows(source, "AMP021") == [9]
 
@@ -507,3 +527,40 @@ def test_amp001_autocast_factory_set_in_a_base_class() -> None:
                 loss.backward()
     """
     assert rows(source, "AMP001") == [12]
+
+
+def test_amp013_one_dict_saved_to_several_files_is_one_finding() -> None:
+    source = """
+    import torch
+
+    def fit(model, optimizer, loader, epochs):
+        scaler = torch.amp.GradScaler("cuda")
+        for epoch in range(epochs):
+            for batch in loader:
+                scaler.scale(model(batch)).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+            torch.save(ckpt, "last.pt")
+            if epoch % 10 == 0:
+                torch.save(ckpt, f"epoch{epoch}.pt")
+    """
+    assert rows(source, "AMP013") == [11]
+
+
+def test_amp013_helper_that_builds_its_own_scaler_is_not_blamed_at_its_call() -> None:
+    source = """
+    import torch
+
+    def train(model, optimizer, loader):
+        scaler = torch.amp.GradScaler("cuda")
+        for batch in loader:
+            scaler.scale(model(batch)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "w.pt")
+
+    def main():
+        train(build_model(), build_optimizer(), build_loader())
+    """
+    assert rows(source, "AMP013") == [9]

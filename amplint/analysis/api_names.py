@@ -7,6 +7,7 @@ local alias (``ac = torch.cuda.amp.autocast``) is reported where the alias is ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -313,6 +314,7 @@ _NEW_API_NAMES = frozenset(
 )
 #: words that, in a name that also says "torch", make it a version test
 #: (``TORCH_VERSION``, ``is_torch_greater_or_equal``, ``_TORCH_GREATER_EQUAL_2_4``).
+_TORCH_RELEASE = re.compile(r"torch_?\d")
 _VERSION_WORDS = ("version", "greater", "less", "older", "newer", "at_least", "_ge_", "_lt_")
 
 
@@ -332,6 +334,8 @@ def _is_version_test(test: cst.BaseExpression) -> bool:
         lowered = word.lower()
         if "torch" in lowered and any(v in f"_{lowered}_" for v in _VERSION_WORDS):
             return True
+        if _TORCH_RELEASE.search(lowered):
+            return True  # `TORCH_2_4`, `_TORCH_1_13`: flags set from torch's version
         if "version" in lowered and mentions_torch:
             return True
     return any(_is_presence_check(n) for n in nodes)

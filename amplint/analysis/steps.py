@@ -603,9 +603,7 @@ class _Walker:
 
     def _parameters(
         self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
-    ) -> tuple[
-        dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]
-    ]:
+    ) -> tuple[dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]]:
         """The helper's parameters as the caller's keys, and those handed a scaled loss."""
         names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
         if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):

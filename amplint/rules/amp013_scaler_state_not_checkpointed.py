@@ -251,12 +251,13 @@ train(model, optimizer, scaler)
         saves_scaler = _scaler_method_anywhere(model, "state_dict")
         loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
         restores: set[cst.CSTNode] = set()  # load paths already reported
+        saved: set[int] = set()  # checkpoint values already reported
         for call in model.index.calls:
             if model.is_dead(call):
                 continue
             if not saves_scaler and _is_torch_save(model, call):
                 if _trains_with_a_scaler(model, call):
-                    self._check_save(context, call)
+                    self._check_save(context, call, saved)
             elif not saves_scaler and _calls_saving_helper(model, call):
                 context.report(
                     call,
@@ -283,7 +284,7 @@ train(model, optimizer, scaler)
                     "until it adapts again; also call `scaler.load_state_dict(...)`",
                 )
 
-    def _check_save(self, context: RuleContext, call: cst.Call) -> None:
+    def _check_save(self, context: RuleContext, call: cst.Call, saved: set[int]) -> None:
         model = context.model
         if not _saves_optimizer_without_scaler(model, call):
             return
@@ -291,6 +292,11 @@ train(model, optimizer, scaler)
             return
         found = _checkpoint_dict(model, call)
         mapping = found[0] if found is not None else None
+        if mapping is not None:
+            # `torch.save(ckpt, last)`, then `torch.save(ckpt, best)`: one missing piece.
+            if id(mapping) in saved:
+                return
+            saved.add(id(mapping))
         context.report(
             call,
             "checkpoint saves the optimizer's state but not the GradScaler's: a resumed run "
@@ -363,11 +369,11 @@ def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
     params = [*helper.params.params, *helper.params.kwonly_params]
     if any("scaler" in p.name.value.lower() for p in params) or helper.params.star_kwarg:
         return False
-    saves = [
-        c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)
-    ]
+    saves = [c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)]
     if not saves or not all(_saves_optimizer_without_scaler(model, c) for c in saves):
         return False
+    if any(_trains_with_a_scaler(model, c) for c in saves):
+        return False  # the helper trains with a scaler of its own: reported inside it
     if any(_mentions_scaler(model, arg.value) for arg in call.args):
         return False
     return _trains_with_a_scaler(model, call) and not _hands_scaler_to_checkpointing(model, call)

@@ -190,8 +190,10 @@ for batch in loader:
                 continue
             synced: int | None = None  # index of the first unconditional sync of the pass
             for position, call in enumerate(_own_calls(iteration.root)):
-                if synced is None and _syncs(model, call) and _every_iteration(
-                    model, iteration, call
+                if (
+                    synced is None
+                    and _syncs(model, call)
+                    and _every_iteration(model, iteration, call)
                 ):
                     synced = position
                 what = _scaler_read(model, call)
