@@ -233,8 +233,9 @@ class Evaluator:
             info = self.index.enclosing_class(node)
             if info is not None:
                 attribute = node.attr.value
-                if attribute in info.attributes:
-                    return info.attributes[attribute]
+                inherited = self.index.class_attribute(info, attribute)
+                if inherited:
+                    return inherited
                 prop = info.methods.get(attribute)
                 if prop is not None and _is_property(prop):
                     return [
