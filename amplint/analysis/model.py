@@ -9,6 +9,7 @@ from typing import Literal
 
 import libcst as cst
 
+from amplint.analysis.scalers import FEATURE_SCALER
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, ModuleIndex, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
@@ -27,7 +28,6 @@ _OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz
 _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
 _CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads")
 
-_FEATURE_SCALER = re.compile(r"^(Standard|MinMax|Robust|MaxAbs)Scaler$")
 
 AutocastState = Literal["enabled", "disabled"]
 
@@ -223,7 +223,7 @@ class ModuleModel:
         loss_scaler_names = {
             name
             for name in self.index.scaler_identifiers
-            if not _FEATURE_SCALER.match(name) and not self._holds_feature_scaler(name)
+            if not FEATURE_SCALER.match(name) and not self._holds_feature_scaler(name)
         }
         return bool(loss_scaler_names) or any(
             method_name(call) in ("scale", "unscale_", "scale_loss") for call in self.index.calls
@@ -235,7 +235,7 @@ class ModuleModel:
         return bool(values) and all(
             isinstance(v, cst.Call)
             and isinstance(v.func, (cst.Name, cst.Attribute))
-            and _FEATURE_SCALER.match(_last_name(v.func) or "")
+            and FEATURE_SCALER.match(_last_name(v.func) or "")
             for v in values
         )
 

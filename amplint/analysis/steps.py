@@ -26,12 +26,10 @@ from weakref import WeakKeyDictionary
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
-from amplint.analysis.values import NoneValue, ScalerInstance, Unknown
 
-_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
-_FEATURE_SCALER = re.compile(r"(Standard|MinMax|Robust|MaxAbs)Scaler$")
 _MODEL_NAME = re.compile(r"model|module|net|fsdp", re.IGNORECASE)
 _FRAMEWORK_NAME = re.compile(r"accelerat|fabric|engine|trainer|wrapper|strategy", re.IGNORECASE)
 _CLIP_FUNCTIONS = frozenset(
@@ -169,48 +167,6 @@ def usable_at(model: ModuleModel, owner: Event, role: str, site: Event) -> str |
 
 
 # -- classification ---------------------------------------------------------------------------
-
-
-def scaler_state(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
-    """``"enabled"`` for a GradScaler (or what is surely one: a ``scaler`` parameter or
-    attribute the module cannot see into), ``"disabled"`` for one built with
-    ``enabled=False``, None for anything else."""
-    if not isinstance(expr, (cst.Name, cst.Attribute)):
-        return None
-    values = model.evaluator.evaluate(expr)
-    scalers = [v for v in values if isinstance(v, ScalerInstance)]
-    if scalers:
-        if not all(isinstance(v, (ScalerInstance, NoneValue)) for v in values):
-            return None
-        return "disabled" if all(s.enabled is False for s in scalers) else "enabled"
-    if not all(isinstance(v, (Unknown, NoneValue)) for v in values):
-        return None
-    name = expr.attr.value if isinstance(expr, cst.Attribute) else expr.value
-    if not _SCALER_NAME.search(name) or _FEATURE_SCALER.search(name):
-        return None
-    if _holds_local_instance(model, expr):
-        return None  # timm's NativeScaler and kin: a wrapper class of this module
-    return "enabled"
-
-
-def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) -> bool:
-    if isinstance(expr, cst.Name):
-        bindings = model.index.scope_of(expr).lookup(expr.value)
-    elif dotted_name(expr.value) == "self":
-        info = model.index.enclosing_class(expr)
-        bindings = info.attributes.get(expr.attr.value, []) if info is not None else []
-    else:
-        return False
-    for binding in bindings:
-        value = binding.node
-        if binding.kind is BindingKind.ASSIGN and isinstance(value, cst.Call):
-            func = value.func
-            name = func.value if isinstance(func, cst.Name) else None
-            if name is not None and name in model.index.class_by_name:
-                return True
-            if not _SCALER_NAME.search(model.module.code_for_node(func)):
-                return True  # `scaler = build_something()`: not evidently a GradScaler
-    return False
 
 
 def clip_kind(model: ModuleModel, call: cst.Call) -> str | None:

@@ -14,11 +14,10 @@ from amplint.analysis.api_names import (
     chain_up,
     import_site,
     is_guarded,
-    keyword_arg,
-    legacy_call_args,
     names_of,
 )
 from amplint.analysis.model import ModuleModel
+from amplint.analysis.rewrites import keyword_arg, legacy_call_args
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 

@@ -17,6 +17,7 @@ from amplint.analysis.lifecycle import (
     scaler_constructions,
 )
 from amplint.analysis.model import ModuleModel, walk_body
+from amplint.analysis.scalers import named_like_scaler
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import normalise
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
@@ -380,10 +381,12 @@ def _first_time_test(model: ModuleModel, branch: cst.If, loop: cst.For | cst.Whi
     condition = normalise(model, test)
     plain = condition.test
     # `if scaler is None:` / `if not self.scaler:`: the scaler itself is the flag.
-    if not condition.branch and isinstance(plain, (cst.Name, cst.Attribute)):
-        name = dotted_name(plain) or ""
-        if "scaler" in name.rsplit(".", 1)[-1].lower():
-            return True
+    if (
+        not condition.branch
+        and isinstance(plain, (cst.Name, cst.Attribute))
+        and named_like_scaler(dotted_name(plain) or "")
+    ):
+        return True
     # `if step == 0:` / `if epoch == start_epoch:`: the first pass only.
     if (
         isinstance(plain, cst.Comparison)

@@ -6,8 +6,8 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.lifecycle import scaler_like
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
+from amplint.analysis.scalers import scaler_like
 from amplint.analysis.values import AutocastRegion, SchedulerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 

@@ -8,11 +8,11 @@ import libcst as cst
 
 from amplint.analysis.lifecycle import (
     scaler_constructions,
-    scaler_like,
     scalers_reaching,
     scales_losses,
 )
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scalers import named_like_scaler, scaler_like
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
@@ -317,7 +317,7 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
     if function is None:
         return False
     params = [*function.params.params, *function.params.kwonly_params]
-    return any("scaler" in param.name.value.lower() for param in params)
+    return any(named_like_scaler(param.name.value) for param in params)
 
 
 def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
@@ -367,7 +367,7 @@ def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
     if helper is None or model.index.enclosing_function(call) is helper:
         return False
     params = [*helper.params.params, *helper.params.kwonly_params]
-    if any("scaler" in p.name.value.lower() for p in params) or helper.params.star_kwarg:
+    if any(named_like_scaler(p.name.value) for p in params) or helper.params.star_kwarg:
         return False
     saves = [c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)]
     if not saves or not all(_saves_optimizer_without_scaler(model, c) for c in saves):
@@ -578,7 +578,7 @@ def _scaler_in_scope(model: ModuleModel, save: cst.Call) -> str | None:
     function = model.index.enclosing_function(save)
     if function is not None:
         for param in [*function.params.params, *function.params.kwonly_params]:
-            if "scaler" in param.name.value.lower():
+            if named_like_scaler(param.name.value):
                 if param.default is not None:
                     return None  # `scaler=None`
                 candidates.add(param.name.value)

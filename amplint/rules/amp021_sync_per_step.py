@@ -7,8 +7,9 @@ import re
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import dotted_name
-from amplint.analysis.steps import Iteration, Kind, iterations, normalise, scaler_state
+from amplint.analysis.steps import Iteration, Kind, iterations, normalise
 from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _DISPLAY_CALLS = frozenset(
