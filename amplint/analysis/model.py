@@ -26,7 +26,6 @@ from amplint.analysis.values import (
 _NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz]er", re.IGNORECASE)
 _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
-_CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads")
 
 
 AutocastState = Literal["enabled", "disabled"]
@@ -208,10 +207,6 @@ class ModuleModel:
             and not call.args
             and self.is_optimizer(target)
         )
-
-    def is_clip(self, call: cst.Call) -> bool:
-        name = method_name(call) or (call.func.value if isinstance(call.func, cst.Name) else None)
-        return name in _CLIP_FUNCTIONS
 
     @cached_property
     def mentions_scaling(self) -> bool:

@@ -25,19 +25,12 @@ from weakref import WeakKeyDictionary
 
 import libcst as cst
 
+from amplint.analysis.clipping import is_torch_clip
 from amplint.analysis.model import ModuleModel, method_name, receiver
 from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 
-_MODEL_NAME = re.compile(r"model|module|net|fsdp", re.IGNORECASE)
-_FRAMEWORK_NAME = re.compile(r"accelerat|fabric|engine|trainer|wrapper|strategy", re.IGNORECASE)
-_CLIP_FUNCTIONS = frozenset(
-    f"torch.nn.utils.{module}{name}"
-    for module in ("", "clip_grad.")
-    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
-)
-_INF_NAMES = frozenset({"inf", "math.inf", "torch.inf", "np.inf", "numpy.inf"})
 _ANCHOR_METHODS = frozenset({"backward", "unscale_", "step", "update", "zero_grad"})
 _MAX_HELPER_DEPTH = 6
 
@@ -169,46 +162,6 @@ def usable_at(model: ModuleModel, owner: Event, role: str, site: Event) -> str |
 # -- classification ---------------------------------------------------------------------------
 
 
-def clip_kind(model: ModuleModel, call: cst.Call) -> str | None:
-    """``"function"`` for torch's ``clip_grad_norm_``/``clip_grad_value_`` under any alias,
-    ``"method"`` for FSDP's ``model.clip_grad_norm_(max_norm)``, None otherwise (framework
-    methods such as ``accelerator.clip_grad_norm_`` unscale first)."""
-    if model.evaluator.qualified_names(call.func) & _CLIP_FUNCTIONS:
-        return "function"
-    if method_name(call) == "clip_grad_norm_" and model.helper_of(call) is None:
-        target = receiver(call)
-        name = dotted_name(target) if target is not None else None
-        if name is not None and _MODEL_NAME.search(name) and not _FRAMEWORK_NAME.search(name):
-            return "method"
-    return None
-
-
-def clip_max_norm(call: cst.Call, kind: str) -> cst.BaseExpression | None:
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value in ("max_norm", "clip_value"):
-            return arg.value
-    positional = [a.value for a in call.args if a.keyword is None and not a.star]
-    index = 1 if kind == "function" else 0
-    return positional[index] if index < len(positional) else None
-
-
-def measures_only(model: ModuleModel, call: cst.Call, kind: str) -> bool:
-    """``clip_grad_norm_(params, float("inf"))``: computes the norm, clips nothing."""
-    value = clip_max_norm(call, kind)
-    if value is None:
-        return False
-    if isinstance(value, cst.Call) and dotted_name(value.func) == "float" and value.args:
-        literal = value.args[0].value
-        if isinstance(literal, cst.SimpleString) and str(literal.evaluated_value).lower() in (
-            "inf",
-            "infinity",
-        ):
-            return True
-    return (
-        dotted_name(value) in _INF_NAMES if isinstance(value, (cst.Name, cst.Attribute)) else False
-    )
-
-
 _IDENTITY_WRAPPERS = frozenset({"typing.cast", "typing_extensions.cast"})
 
 
@@ -278,7 +231,7 @@ def iterations(model: ModuleModel) -> list[Iteration]:
         name = method_name(call)
         if (
             name in _ANCHOR_METHODS
-            or clip_kind(model, call) is not None
+            or is_torch_clip(model, call)
             or model.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD)
             or (model.helper_of(call) is not None and model.runs_backward(call))
         ):
@@ -464,8 +417,7 @@ class _Walker:
                 return Kind.MAYBE_SCALED_BACKWARD, None, None
             return self._backward_of(first, frame)
         if target is None:
-            kind = clip_kind(model, call)
-            return (Kind.CLIP, None, None) if kind is not None else None
+            return (Kind.CLIP, None, None) if is_torch_clip(model, call) else None
         if name == "backward":
             if model.helper_of(call) is not None:
                 return None
@@ -484,7 +436,7 @@ class _Walker:
             if scaled is not None:
                 return scaled
             return self._backward_of(target, frame)
-        if clip_kind(model, call) is not None:
+        if is_torch_clip(model, call):
             return Kind.CLIP, None, None
         if name not in ("unscale_", "step", "update", "zero_grad"):
             return None
