@@ -30,6 +30,11 @@ _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
 
 AutocastState = Literal["enabled", "disabled"]
 
+#: how deep any analysis follows calls into helpers of the module (a driver calling
+#: ``self.backward()`` calling ``self._scale_and_backward()`` ...): deep enough for real
+#: trainers, shallow enough that a call graph never costs more than a few walks.
+MAX_HELPER_DEPTH = 6
+
 
 def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
     """Nodes under ``node`` in source order, not entering nested functions/classes/lambdas."""

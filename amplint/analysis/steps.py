@@ -26,13 +26,13 @@ from weakref import WeakKeyDictionary
 import libcst as cst
 
 from amplint.analysis.clipping import is_torch_clip
-from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.model import MAX_HELPER_DEPTH, ModuleModel, method_name, receiver
 from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 
 _ANCHOR_METHODS = frozenset({"backward", "unscale_", "step", "update", "zero_grad"})
-_MAX_HELPER_DEPTH = 6
+_SCALER_METHODS = frozenset({"step", "scale", "unscale_", "update"})
 
 
 class Kind(Enum):
@@ -95,6 +95,9 @@ class Event:
 class Iteration:
     root: cst.CSTNode
     events: list[Event]
+    #: iteration-wide keys of what is handed to code the module does not show
+    #: (``train_one_epoch(model, scaler)`` imported from elsewhere): it may step or update
+    escaped: frozenset[str] = frozenset()
 
     def of(self, *kinds: Kind) -> list[Event]:
         return [e for e in self.events if e.kind in kinds]
@@ -238,7 +241,11 @@ def iterations(model: ModuleModel) -> list[Iteration]:
             if model.is_dead(call):
                 continue
             roots.setdefault(model.training_iteration(call), None)
-    result = [Iteration(root, _Walker(model).events(root)) for root in roots]
+    result = []
+    for root in roots:
+        walker = _Walker(model)
+        events = walker.events(root)
+        result.append(Iteration(root, events, frozenset(walker.escaped)))
     _CACHE[model] = result
     return result
 
@@ -293,6 +300,7 @@ class _Walker:
         self.result: list[Event] = []
         #: the scaler a helper's scaled parameter carries, for the event being classified
         self._carried: tuple[str | None, str | None] | None = None
+        self.escaped: set[str] = set()
 
     def events(self, root: cst.CSTNode) -> list[Event]:
         frame = Frame(
@@ -382,7 +390,7 @@ class _Walker:
         helper = model.helper_of(call)
         if (
             helper is None
-            or len(frame.via) >= _MAX_HELPER_DEPTH
+            or len(frame.via) >= MAX_HELPER_DEPTH
             or any(model.helper_of(c) is helper for c in frame.via)
             or helper is frame.function
         ):
