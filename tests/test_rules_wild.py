@@ -564,3 +564,31 @@ def test_amp013_helper_that_builds_its_own_scaler_is_not_blamed_at_its_call() ->
         train(build_model(), build_optimizer(), build_loader())
     """
     assert rows(source, "AMP013") == [9]
+
+
+def test_amp013_record_turned_into_a_dict_under_its_own_name() -> None:
+    source = """
+    import torch
+    from dataclasses import asdict, dataclass
+
+    @dataclass
+    class Snapshot:
+        weights: dict
+        optim: dict
+
+    class Runner:
+        def __init__(self, model, optimizer):
+            self.model, self.optimizer = model, optimizer
+            self.scaler = torch.amp.GradScaler("cuda")
+
+        def run_batch(self, batch):
+            self.scaler.scale(self.model(batch)).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+        def keep(self, path):
+            snap = Snapshot(weights=self.model.state_dict(), optim=self.optimizer.state_dict())
+            snap = asdict(snap)
+            torch.save(snap, path)
+    """
+    assert rows(source, "AMP013") == [22]

@@ -434,7 +434,9 @@ def _checkpoint_record(
 ) -> tuple[list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None, str | None] | None:
     """``torch.save(asdict(state), path)`` / ``torch.save(state._asdict(), path)`` with
     ``state`` built from a dataclass or NamedTuple of this module: its fields as entries."""
-    value = call.args[0].value
+    value: cst.BaseExpression | None = call.args[0].value
+    if isinstance(value, cst.Name):
+        value = _reaching_value(model, value, call)  # `snapshot = asdict(snapshot)` first
     if not isinstance(value, cst.Call):
         return None
     if method_name(value) == "_asdict" and not value.args:
@@ -446,7 +448,7 @@ def _checkpoint_record(
     name = None
     if isinstance(record, cst.Name):
         name = record.value
-        record = _reaching_value(model, record, call)
+        record = _reaching_value(model, record, value)
     if not isinstance(record, cst.Call) or not isinstance(record.func, cst.Name):
         return None
     cls = model.index.class_by_name.get(record.func.value)
