@@ -592,3 +592,42 @@ def test_amp013_record_turned_into_a_dict_under_its_own_name() -> None:
             torch.save(snap, path)
     """
     assert rows(source, "AMP013") == [22]
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        'not hasattr(self, "gs")',
+        "self.gs is None",
+        "self.gs is None and use_amp",
+        "self.gs is None or self.step_count == 0",
+    ],
+)
+def test_amp010_more_lazy_spellings_are_exempt(test: str) -> None:
+    source = f"""
+    import torch
+
+    class Loop:
+        def fit(self, loader):
+            for batch in loader:
+                if {test}:
+                    self.gs = torch.amp.GradScaler("cuda")
+                self.gs.scale(self.model(batch)).backward()
+                self.gs.step(self.optimizer)
+                self.gs.update()
+    """
+    assert rows(source, "AMP010") == []
+
+
+def test_amp010_lazy_or_every_step_test_is_not_exempt() -> None:
+    source = """
+    import torch
+
+    for batch in loader:
+        if scaler is None or reset_each_step:
+            scaler = torch.amp.GradScaler("cuda")
+        scaler.scale(model(batch)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    """
+    assert rows(source, "AMP010") == [5]

@@ -329,7 +329,7 @@ for i, (x, y) in enumerate(loader):
             if construction.target:
                 guard_words.add(construction.target.rsplit(".", 1)[-1])
             if training:
-                if _lazy_in_loop(model, call, training[-1]):
+                if _lazy_in_loop(model, call, training[-1], construction.target):
                     continue
                 context.report(
                     call,
@@ -355,7 +355,9 @@ for i, (x, y) in enumerate(loader):
             )
 
 
-def _lazy_in_loop(model: ModuleModel, call: cst.Call, loop: cst.For | cst.While) -> bool:
+def _lazy_in_loop(
+    model: ModuleModel, call: cst.Call, loop: cst.For | cst.While, target: str | None
+) -> bool:
     """Built once however many times the loop runs: under a lazy-initialisation test
     (``if scaler is None:``, a first-iteration flag, ``if step == 0:``), or in an
     ``except`` handler (rebuilt after a failure). Any other ``if`` may hold every pass."""
@@ -364,7 +366,7 @@ def _lazy_in_loop(model: ModuleModel, call: cst.Call, loop: cst.For | cst.While)
             return False
         if isinstance(ancestor, cst.ExceptHandler):
             return True
-        if isinstance(ancestor, cst.If) and _first_time_test(model, ancestor, loop):
+        if isinstance(ancestor, cst.If) and _first_time_test(model, ancestor.test, loop, target):
             return True
     return False
 
@@ -372,21 +374,36 @@ def _lazy_in_loop(model: ModuleModel, call: cst.Call, loop: cst.For | cst.While)
 _FIRST_WORDS = re.compile(r"start|first|begin|init", re.IGNORECASE)
 
 
-def _first_time_test(model: ModuleModel, branch: cst.If, loop: cst.For | cst.While) -> bool:
-    test = branch.test
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And):
-        return _first_time_test(model, branch.with_changes(test=test.left), loop) or (
-            _first_time_test(model, branch.with_changes(test=test.right), loop)
-        )
+def _first_time_test(
+    model: ModuleModel,
+    test: cst.BaseExpression,
+    loop: cst.For | cst.While,
+    target: str | None,
+) -> bool:
+    """Whether ``test`` holds only until the scaler exists, or only on the first pass."""
+    if isinstance(test, cst.BooleanOperation):
+        left = _first_time_test(model, test.left, loop, target)
+        right = _first_time_test(model, test.right, loop, target)
+        # `a and b` holds no more often than either; `a or b` than both together.
+        return (left or right) if isinstance(test.operator, cst.And) else (left and right)
     condition = normalise(model, test)
     plain = condition.test
     # `if scaler is None:` / `if not self.scaler:`: the scaler itself is the flag.
+    if not condition.branch and isinstance(plain, (cst.Name, cst.Attribute)):
+        name = dotted_name(plain) or ""
+        if named_like_scaler(name) or (target is not None and name == target):
+            return True
+    # `if not hasattr(self, "scaler"):`: built while missing.
     if (
         not condition.branch
-        and isinstance(plain, (cst.Name, cst.Attribute))
-        and named_like_scaler(dotted_name(plain) or "")
+        and isinstance(plain, cst.Call)
+        and dotted_name(plain.func) == "hasattr"
+        and len(plain.args) == 2
+        and isinstance(plain.args[1].value, cst.SimpleString)
     ):
-        return True
+        attribute = str(plain.args[1].value.evaluated_value)
+        if named_like_scaler(attribute) or (target is not None and target.endswith(attribute)):
+            return True
     # `if step == 0:` / `if epoch == start_epoch:`: the first pass only.
     if (
         isinstance(plain, cst.Comparison)
