@@ -631,3 +631,20 @@ def test_amp010_lazy_or_every_step_test_is_not_exempt() -> None:
         scaler.update()
     """
     assert rows(source, "AMP010") == [5]
+
+
+def test_amp001_autocast_context_method_of_a_base_class() -> None:
+    source = """
+    import torch
+
+    class Base:
+        def amp_context(self):
+            return torch.autocast("cuda", dtype=torch.float16)
+
+    class Child(Base):
+        def one_step(self, batch):
+            with self.amp_context():
+                loss = self.model(batch)
+                loss.backward()
+    """
+    assert rows(source, "AMP001") == [11]

@@ -388,6 +388,16 @@ class ModuleIndex:
                 return owner.attributes[attribute]
         return []
 
+    def class_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
+        """The method ``self.<name>`` runs: the class's own, else its nearest same-module
+        base's (a subclass override wins, as in Python's lookup)."""
+        for owner in self.lineage(info):
+            if name in owner.methods:
+                return owner.methods[name]
+            if name in owner.attributes:
+                return None  # an instance attribute shadows a base-class method
+        return None
+
     def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
         for ancestor in self.ancestors(node):
             if isinstance(ancestor, cst.FunctionDef):

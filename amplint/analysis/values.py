@@ -380,7 +380,7 @@ class Evaluator:
         if isinstance(func, cst.Attribute) and dotted_name(func.value) == "self":
             info = self.index.enclosing_class(call)
             if info is not None:
-                method = info.methods.get(func.attr.value)
+                method = self.index.class_method(info, func.attr.value)
                 if method is not None and not _is_property(method):
                     return method
         return None
