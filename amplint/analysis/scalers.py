@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from amplint.analysis.model import ModuleModel
 
 #: scikit-learn's feature scalers: tabular preprocessing, not loss scaling.
-FEATURE_SCALER = re.compile(r"(Standard|MinMax|Robust|MaxAbs)Scaler$", re.IGNORECASE)
+FEATURE_SCALER = re.compile(r"(standard|min_?max|robust|max_?abs)_?scaler$", re.IGNORECASE)
 
 
 def named_like_scaler(name: str) -> bool:
@@ -77,6 +77,7 @@ def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) ->
             name = func.value if isinstance(func, cst.Name) else None
             if name is not None and name in model.index.class_by_name:
                 return True
-            if "scaler" not in model.module.code_for_node(func).lower():
+            callee = model.module.code_for_node(func)
+            if "scaler" not in callee.lower() or FEATURE_SCALER.search(callee):
                 return True  # `scaler = build_something()`: not evidently a GradScaler
     return False
