@@ -648,3 +648,22 @@ def test_amp001_autocast_context_method_of_a_base_class() -> None:
                 loss.backward()
     """
     assert rows(source, "AMP001") == [11]
+
+
+# -- a fix never applies where its premise is not certain ----------------------------------------
+
+CORRECT_CODE = [
+    CAST_SCALED,
+    HELPER_GETS_SCALED,
+    LEGACY_ALIAS_FALLBACK.replace("    return LegacyScaler()\n", "    return GradScaler()\n"),
+    ANNOTATED,
+]
+
+
+@pytest.mark.parametrize("source", CORRECT_CODE)
+def test_no_rule_rewrites_correct_code(source: str) -> None:
+    from amplint.engine.registry import all_rules
+
+    text = textwrap.dedent(source).lstrip("\n")
+    codes = {rule.code for rule in all_rules()}
+    assert fix_bytes(text.encode(), "case.py", codes, unsafe=True).data is None
