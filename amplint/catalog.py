@@ -714,7 +714,8 @@ elsewhere too, e.g. to `torch.load(...)` on the resume path), or of a dataclass 
 NamedTuple of the module turned into a dict (`torch.save(asdict(snapshot), path)`,
 `snapshot._asdict()`); a checkpoint helper of the same module that saves such a dict,
 called where a scaler trains but not handed the scaler (`save_checkpoint(model,
-optimizer)`); and `optimizer.load_state_dict(checkpoint[...])` in such a module with no
+optimizer)`); and `optimizer.load_state_dict(checkpoint[...])` (or of a field of such a
+record rebuilt from the checkpoint, `snapshot.optimizer_state`) in such a module with no
 `scaler.load_state_dict(...)` anywhere. One missing piece of state is one finding: a dict
 saved to several files, or an optimizer restored in several branches of one load path.
 

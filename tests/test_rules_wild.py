@@ -667,3 +667,52 @@ def test_no_rule_rewrites_correct_code(source: str) -> None:
     text = textwrap.dedent(source).lstrip("\n")
     codes = {rule.code for rule in all_rules()}
     assert fix_bytes(text.encode(), "case.py", codes, unsafe=True).data is None
+
+
+def test_amp013_restore_from_a_record_rebuilt_from_the_checkpoint() -> None:
+    source = """
+    import torch
+    from dataclasses import dataclass
+
+    @dataclass
+    class Snapshot:
+        weights: dict
+        optim: dict
+
+    class Runner:
+        def __init__(self, model, optimizer):
+            self.model, self.optimizer = model, optimizer
+            self.scaler = torch.amp.GradScaler("cuda")
+
+        def run_batch(self, batch):
+            self.scaler.scale(self.model(batch)).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+        def resume(self, path):
+            snap = Snapshot(**torch.load(path))
+            self.model.load_state_dict(snap.weights)
+            self.optimizer.load_state_dict(snap.optim)
+    """
+    assert rows(source, "AMP013") == [22]
+
+
+def test_amp013_in_memory_reset_from_an_attribute_is_not_a_checkpoint() -> None:
+    source = """
+    import torch
+
+    class Runner:
+        def __init__(self, model, optimizer):
+            self.model, self.optimizer = model, optimizer
+            self.scaler = torch.amp.GradScaler("cuda")
+            self.initial = optimizer.state_dict()
+
+        def run_batch(self, batch):
+            self.scaler.scale(self.model(batch)).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+
+        def reset(self):
+            self.optimizer.load_state_dict(self.initial)
+    """
+    assert rows(source, "AMP013") == []

@@ -9,7 +9,7 @@ from typing import Literal
 
 import libcst as cst
 
-from amplint.analysis.scalers import FEATURE_SCALER
+from amplint.analysis.scalers import FEATURE_SCALER, named_like_scaler
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, ModuleIndex, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
@@ -223,7 +223,7 @@ class ModuleModel:
         loss_scaler_names = {
             name
             for name in self.index.scaler_identifiers
-            if not FEATURE_SCALER.match(name) and not self._holds_feature_scaler(name)
+            if named_like_scaler(name) and not self._holds_feature_scaler(name)
         }
         return bool(loss_scaler_names) or any(
             method_name(call) in ("scale", "unscale_", "scale_loss") for call in self.index.calls

@@ -325,13 +325,40 @@ def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
 
 
 def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
+    """``optimizer.load_state_dict(checkpoint["optimizer"])``, or of a field of a record
+    class of the module rebuilt from a checkpoint (``snapshot.optimizer_state``)."""
     target = receiver(call)
-    return (
-        method_name(call) == "load_state_dict"
-        and target is not None
-        and len(call.args) >= 1
-        and isinstance(call.args[0].value, cst.Subscript)
-        and model.is_optimizer(target)
+    if method_name(call) != "load_state_dict" or target is None or not call.args:
+        return False
+    value = call.args[0].value
+    if not isinstance(value, cst.Subscript) and not _record_field(model, value):
+        return False
+    return model.is_optimizer(target)
+
+
+def _record_field(model: ModuleModel, value: cst.BaseExpression) -> bool:
+    if not isinstance(value, cst.Attribute) or not isinstance(value.value, cst.Name):
+        return False
+    bindings = model.index.scope_of(value).lookup(value.value.value)
+    return bool(bindings) and all(
+        b.kind is BindingKind.ASSIGN
+        and isinstance(b.node, cst.Call)
+        and isinstance(b.node.func, cst.Name)
+        and b.node.func.value in model.index.class_by_name
+        and _is_record_class(model.index.class_by_name[b.node.func.value].node)
+        for b in bindings
+    )
+
+
+def _is_record_class(node: cst.ClassDef) -> bool:
+    """A ``@dataclass`` or a ``NamedTuple`` subclass."""
+    decorators = {
+        (dotted_name(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or "")
+        for d in node.decorators
+    }
+    bases = {dotted_name(b.value) or "" for b in node.bases}
+    return any(d.rsplit(".", 1)[-1] == "dataclass" for d in decorators) or any(
+        b.rsplit(".", 1)[-1] == "NamedTuple" for b in bases
     )
 
 
