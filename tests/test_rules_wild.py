@@ -690,11 +690,14 @@ def test_amp013_restore_from_a_record_rebuilt_from_the_checkpoint() -> None:
             self.scaler.update()
 
         def resume(self, path):
-            snap = Snapshot(**torch.load(path))
+            snap = open_file(path)
+            with snap as handle:
+                data = torch.load(handle)
+            snap = Snapshot(**data)
             self.model.load_state_dict(snap.weights)
             self.optimizer.load_state_dict(snap.optim)
     """
-    assert rows(source, "AMP013") == [22]
+    assert rows(source, "AMP013") == [25]
 
 
 def test_amp013_in_memory_reset_from_an_attribute_is_not_a_checkpoint() -> None:

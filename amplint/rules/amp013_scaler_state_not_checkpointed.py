@@ -331,22 +331,20 @@ def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
     if method_name(call) != "load_state_dict" or target is None or not call.args:
         return False
     value = call.args[0].value
-    if not isinstance(value, cst.Subscript) and not _record_field(model, value):
+    if not isinstance(value, cst.Subscript) and not _record_field(model, value, call):
         return False
     return model.is_optimizer(target)
 
 
-def _record_field(model: ModuleModel, value: cst.BaseExpression) -> bool:
+def _record_field(model: ModuleModel, value: cst.BaseExpression, use: cst.Call) -> bool:
     if not isinstance(value, cst.Attribute) or not isinstance(value.value, cst.Name):
         return False
-    bindings = model.index.scope_of(value).lookup(value.value.value)
-    return bool(bindings) and all(
-        b.kind is BindingKind.ASSIGN
-        and isinstance(b.node, cst.Call)
-        and isinstance(b.node.func, cst.Name)
-        and b.node.func.value in model.index.class_by_name
-        and _is_record_class(model.index.class_by_name[b.node.func.value].node)
-        for b in bindings
+    record = _reaching_value(model, value.value, use)
+    return (
+        isinstance(record, cst.Call)
+        and isinstance(record.func, cst.Name)
+        and record.func.value in model.index.class_by_name
+        and _is_record_class(model.index.class_by_name[record.func.value].node)
     )
 
 
