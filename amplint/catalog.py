@@ -712,7 +712,9 @@ GradScaler's, in a module that trains with a GradScaler: `torch.save({...})` of 
 literal, or of a name whose last value before the save is one (the name may be bound
 elsewhere too, e.g. to `torch.load(...)` on the resume path), or of a dataclass or
 NamedTuple of the module turned into a dict (`torch.save(asdict(snapshot), path)`,
-`snapshot._asdict()`); a checkpoint helper of the same module that saves such a dict,
+`snapshot._asdict()`), or a dict literal handed to a function of the module that passes it
+unchanged to `torch.save` (`save_checkpoint({...}, path)`); a checkpoint helper of the same
+module that saves such a dict,
 called where a scaler trains but not handed the scaler (`save_checkpoint(model,
 optimizer)`); and `optimizer.load_state_dict(checkpoint[...])` (or of a field of such a
 record rebuilt from the checkpoint, `snapshot.optimizer_state`) in such a module with no

@@ -719,3 +719,37 @@ def test_amp013_in_memory_reset_from_an_attribute_is_not_a_checkpoint() -> None:
             self.optimizer.load_state_dict(self.initial)
     """
     assert rows(source, "AMP013") == []
+
+
+DICT_TO_HELPER = """
+import torch
+
+def store(state, path):
+    torch.save(state, path)
+
+def fit(model, optimizer, loader, epochs):
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(epochs):
+        for batch in loader:
+            scaler.scale(model(batch)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        store({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "last.pt")
+"""
+
+
+def test_amp013_dict_handed_to_a_saving_helper_of_the_module() -> None:
+    assert rows(DICT_TO_HELPER, "AMP013") == [13]
+    result = fixed(DICT_TO_HELPER, "AMP013", unsafe=False)
+    assert result == textwrap.dedent(DICT_TO_HELPER).lstrip("\n").replace(
+        '"optimizer": optimizer.state_dict()}',
+        '"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}',
+    )
+
+
+def test_amp013_helper_that_reshapes_the_dict_is_not_assumed_to_save_it() -> None:
+    source = DICT_TO_HELPER.replace(
+        "    torch.save(state, path)",
+        "    state = {k: v for k, v in state.items() if k != 'model'}\n    torch.save(state, path)",
+    )
+    assert rows(source, "AMP013") == []

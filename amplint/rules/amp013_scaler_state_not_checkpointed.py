@@ -258,6 +258,19 @@ train(model, optimizer, scaler)
             if not saves_scaler and _is_torch_save(model, call):
                 if _trains_with_a_scaler(model, call):
                     self._check_save(context, call, saved)
+            elif not saves_scaler and _handed_dict_lacks_scaler(model, call):
+                mapping = _dict_handed_to_saving_helper(model, call)
+                assert mapping is not None
+                if id(mapping) in saved:
+                    continue
+                saved.add(id(mapping))
+                context.report(
+                    call,
+                    "checkpoint saves the optimizer's state but not the GradScaler's: a "
+                    "resumed run restarts the loss scale at 65536 and skips steps until it "
+                    "adapts again; add `scaler.state_dict()` to it",
+                    _add_scaler(model, call, mapping),
+                )
             elif not saves_scaler and _calls_saving_helper(model, call):
                 context.report(
                     call,
@@ -383,6 +396,46 @@ def _saves_optimizer_without_scaler(model: ModuleModel, call: cst.Call) -> bool:
     if not _holds_optimizer_state(model, entries) or _holds_scaler(model, entries):
         return False
     return name is None or not _extended_later(model, call, name)
+
+
+def _dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict | None:
+    """``save_checkpoint({"optimizer": ...}, path)`` where ``save_checkpoint`` is a function
+    of this module that passes that parameter, unchanged, to ``torch.save``."""
+    helper = model.helper_of(call)
+    if helper is None or not any(isinstance(a.value, cst.Dict) for a in call.args):
+        return None
+    names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
+    if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
+        names = names[1:]
+    scope = model.index.functions[helper]
+    for save in calls_in(helper.body):
+        if not _is_torch_save(model, save) or model.is_dead(save):
+            continue
+        saved = save.args[0].value
+        if not isinstance(saved, cst.Name) or len(scope.bindings.get(saved.value, [])) != 1:
+            continue  # rebound (filtered, extended) inside the helper: not the caller's dict
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                break
+            keyword = arg.keyword.value if arg.keyword is not None else None
+            name = keyword or (names[position] if position < len(names) else None)
+            if name == saved.value and isinstance(arg.value, cst.Dict):
+                return arg.value
+    return None
+
+
+def _handed_dict_lacks_scaler(model: ModuleModel, call: cst.Call) -> bool:
+    mapping = _dict_handed_to_saving_helper(model, call)
+    if mapping is None:
+        return False
+    entries = _dict_entries(mapping)
+    return (
+        entries is not None
+        and _holds_optimizer_state(model, entries)
+        and not _holds_scaler(model, entries)
+        and _trains_with_a_scaler(model, call)
+        and not _hands_scaler_to_checkpointing(model, call)
+    )
 
 
 def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
