@@ -379,7 +379,8 @@ counts: uses inside a check of torch's version (`if TORCH_VERSION < ...:`,
 `is_torch_greater_or_equal(...)`, `TORCH_2_4`) or of the new API's presence
 (`hasattr(torch, "amp")`, `hasattr(torch.amp, "GradScaler")`), and fallbacks in the
 `except` of a compatibility block (`except ImportError:`, `except Exception:`, a bare
-`except:`, including `except Exception: GradScaler = CudaGradScaler`) are not reported.
+`except:`, including `except Exception: GradScaler = CudaGradScaler`) are not reported;
+the `try` body of such a block runs on a current torch and is.
 Other tests (`hasattr(model, "module")`, `is_torch_npu_available()`) say nothing about the
 torch version and do not hide a use. A type annotation never runs and never warns: it is
 not a finding on its own, but the fix of the module's real uses rewrites it too.
@@ -417,7 +418,9 @@ passed as keywords, bare `@custom_fwd`/`@custom_bwd` decorators get `device_type
 can be rewritten (a legacy name passed around as a value, or a `torch.cuda.amp` module alias
 used for other members, blocks it). Rewriting the base of a `GradScaler` subclass is unsafe:
 callers outside the file that pass `init_scale` positionally would pass it as the device.
-Subclasses of the legacy `autocast` are reported without a fix.
+Subclasses of the legacy `autocast` are reported without a fix, and so is a legacy use in
+the `try` body of a compatibility block: it runs (and warns) on a current torch, but its
+`except` fallback was written for older releases, which the rewrite would change.
 """,
             references=(
                 "https://pytorch.org/docs/stable/amp.html",

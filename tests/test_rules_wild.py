@@ -753,3 +753,32 @@ def test_amp013_helper_that_reshapes_the_dict_is_not_assumed_to_save_it() -> Non
         "    state = {k: v for k, v in state.items() if k != 'model'}\n    torch.save(state, path)",
     )
     assert rows(source, "AMP013") == []
+
+
+def test_amp007_legacy_import_in_the_try_body_runs_on_a_current_torch() -> None:
+    source = """
+    import torch
+    try:
+        from torch.cuda.amp import autocast
+    except ImportError:
+        from torch.amp import autocast
+
+    with autocast():
+        pass
+    """
+    # The try body succeeds on every torch that still ships the alias: its use warns.
+    # Rewriting it would change what an old torch runs, so there is no fix.
+    assert rows(source, "AMP007") == [7]
+    assert fixed(source, "AMP007") is None
+
+
+def test_amp007_legacy_call_in_a_compatibility_try_is_reported_without_a_fix() -> None:
+    source = """
+    import torch
+    try:
+        dtype = torch.get_autocast_gpu_dtype()
+    except AttributeError:
+        dtype = torch.get_autocast_dtype("cuda")
+    """
+    assert rows(source, "AMP007") == [3]
+    assert fixed(source, "AMP007") is None

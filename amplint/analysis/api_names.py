@@ -218,8 +218,14 @@ def import_site(model: ModuleModel, name: cst.Name) -> ImportSite | None:
     sites = names_of(model).imports.get((id(owner), name.value), [])
     if len(sites) != len(bindings) or not sites:
         return None
+    if len({s.qualified for s in sites}) > 1:
+        # `try: from torch.cuda.amp import autocast` / `except ImportError: from torch.amp
+        # import autocast`: on a current torch only the imports outside fallbacks run.
+        sites = [s for s in sites if not is_guarded(model, s.statement)]
     # `import torch` beside `import torch.distributed`: every import binds the same module.
-    return sites[0] if all(s.qualified == sites[0].qualified for s in sites) else None
+    if sites and all(s.qualified == sites[0].qualified for s in sites):
+        return sites[0]
+    return None
 
 
 def is_torch_module(model: ModuleModel, name: cst.Name) -> bool:
@@ -259,18 +265,33 @@ def chain_up(model: ModuleModel, name: cst.Name) -> list[cst.BaseExpression]:
 
 
 def is_guarded(model: ModuleModel, node: cst.CSTNode) -> bool:
-    """Inside a version check (``if torch_version < ...``, ``hasattr(torch, "amp")``) or a
-    ``try``/``except ImportError`` compatibility block: both spellings are meant to exist."""
+    """Code that does not run on a current torch: a branch chosen by a check of torch's
+    version or of the new API's presence (``if TORCH_VERSION < ...``, ``hasattr(torch,
+    "amp")``), the fallback after such a check returned, or the ``except`` fallback of a
+    compatibility block. (The ``try`` body runs on a current torch: it counts.)"""
     child = node
     for ancestor in model.index.ancestors(node):
         if isinstance(ancestor, (cst.If, cst.IfExp)) and _is_version_test(ancestor.test):
-            return True
-        if isinstance(ancestor, cst.Try) and child is ancestor.body and _catches_import(ancestor):
             return True
         if isinstance(ancestor, cst.ExceptHandler) and _is_guard_handler(ancestor):
             return True
         if isinstance(ancestor, (cst.IndentedBlock, cst.Module)) and _after_version_return(
             ancestor, child
+        ):
+            return True
+        child = ancestor
+    return False
+
+
+def in_compatibility_try(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """In the ``try`` body of a compatibility block (one whose handler is a fallback): it runs
+    on a current torch, but rewriting it would change what an older torch falls back to."""
+    child = node
+    for ancestor in model.index.ancestors(node):
+        if (
+            isinstance(ancestor, cst.Try)
+            and child is ancestor.body
+            and any(_is_guard_handler(h) for h in ancestor.handlers)
         ):
             return True
         child = ancestor
@@ -358,10 +379,6 @@ def _is_presence_check(node: cst.CSTNode) -> bool:
         and isinstance(name, cst.SimpleString)
         and name.evaluated_value in _NEW_API_NAMES
     )
-
-
-def _catches_import(node: cst.Try) -> bool:
-    return any(_is_guard_handler(handler) for handler in node.handlers)
 
 
 def _is_guard_handler(handler: cst.ExceptHandler) -> bool:

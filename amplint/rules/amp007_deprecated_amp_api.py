@@ -13,6 +13,7 @@ from amplint.analysis.api_names import (
     ImportSite,
     chain_up,
     import_site,
+    in_compatibility_try,
     is_guarded,
     names_of,
 )
@@ -526,6 +527,8 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
             if ref.site is not None:
                 blocked.add(ref.site)
             continue
+        if ref.site is not None and in_compatibility_try(model, ref.site.statement):
+            blocked.add(ref.site)  # reported, but an older torch's fallback must stay as is
         if model.is_dead(expr):
             if form == "torch":
                 continue
@@ -534,6 +537,8 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
             # An annotation never runs, so never warns: rewritten with the real uses only.
             ref.reported = not _in_annotation(model, expr)
         _plan_reference(model, ref)
+        if in_compatibility_try(model, expr):
+            ref.replacements = None  # the fallback was written for this spelling
         refs.append(ref)
     return refs, blocked
 
