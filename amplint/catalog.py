@@ -110,7 +110,8 @@ CATALOG: tuple[Entry, ...] = (
             what_it_does="""
 Checks for `.backward()`, `torch.autograd.backward(...)`, `torch.autograd.grad(...)`, or a
 call to a function of the same module that runs one of them, inside an enabled
-`torch.autocast` region.
+`torch.autocast` region, also one entered through a factory kept on `self`
+(`with self.amp_autocast():`) that a base class of the same module sets.
 """,
             why_bad="""
 Autocast should wrap only the forward pass and the loss computation. The backward pass
@@ -297,7 +298,11 @@ optimizer is already stepped through the scaler in that iteration (the fix would
         docs=Docs(
             what_it_does="""
 Checks for a plain `loss.backward()` (or `torch.autograd.backward(loss)`) whose gradients
-are then stepped with `scaler.step(optimizer)` in the same training iteration.
+are then stepped with `scaler.step(optimizer)` in the same training iteration. The scaled
+loss is followed through identity wrappers (`typing.cast(torch.Tensor, scaler.scale(loss))`)
+and into helpers of the module it is handed to (`self.run_backward(scaler.scale(loss))`);
+a backward of something another call made from a scaled loss (`wrap(scaler.scale(loss))`)
+may be scaled or not, and is not reported.
 """,
             why_bad="""
 `scaler.step()` unscales: it divides every gradient by the current loss scale (65536 at
@@ -323,7 +328,8 @@ scaler.update()
 """,
             fix_safety="""
 The fix wraps the loss: `loss.backward(...)` becomes `scaler.scale(loss).backward(...)`,
-keeping the backward's arguments. It is safe. No fix is offered when the backward sits in
+keeping the backward's arguments. It is safe: it is offered only where the loss is surely
+unscaled, so it never scales twice. No fix is offered when the backward sits in
 a helper other code may call, or when gradients are clipped before the step without
 `scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients).
 """,
@@ -393,9 +399,17 @@ Checks for the device-specific AMP APIs that PyTorch deprecated in favour of `to
 functions `torch.get_autocast_gpu_dtype()`, `torch.set_autocast_gpu_dtype()`,
 `torch.is_autocast_cpu_enabled()`, `torch.set_autocast_cpu_enabled()`,
 `torch.get_autocast_cpu_dtype()`, `torch.set_autocast_cpu_dtype()` and their `xla`/`ipu`
-variants, under any import alias. Uses inside a version check (`if torch_version < ...:`,
-`hasattr(torch, "amp")`) or a `try: ... except ImportError:` compatibility block are not
-reported.
+variants, under any import alias (also where `torch` is bound by several imports, such as
+`import torch` beside `import torch.distributed`). Only code that runs on a current torch
+counts: uses inside a check of torch's version (`if TORCH_VERSION < ...:`,
+`is_torch_greater_or_equal(...)`, `TORCH_2_4`) or of the new API's presence
+(`hasattr(torch, "amp")`, `hasattr(torch.amp, "GradScaler")`), and fallbacks in the
+`except` of a compatibility block (`except ImportError:`, `except Exception:`, a bare
+`except:`, including `except Exception: GradScaler = CudaGradScaler`) are not reported;
+the `try` body of such a block runs on a current torch and is.
+Other tests (`hasattr(model, "module")`, `is_torch_npu_available()`) say nothing about the
+torch version and do not hide a use. A type annotation never runs and never warns: it is
+not a finding on its own, but the fix of the module's real uses rewrites it too.
 """,
             why_bad="""
 Each of these emits a `FutureWarning` on every construction (once per training step for an
@@ -430,7 +444,9 @@ passed as keywords, bare `@custom_fwd`/`@custom_bwd` decorators get `device_type
 can be rewritten (a legacy name passed around as a value, or a `torch.cuda.amp` module alias
 used for other members, blocks it). Rewriting the base of a `GradScaler` subclass is unsafe:
 callers outside the file that pass `init_scale` positionally would pass it as the device.
-Subclasses of the legacy `autocast` are reported without a fix.
+Subclasses of the legacy `autocast` are reported without a fix, and so is a legacy use in
+the `try` body of a compatibility block: it runs (and warns) on a current torch, but its
+`except` fallback was written for older releases, which the rewrite would change.
 """,
             references=(
                 "https://pytorch.org/docs/stable/amp.html",
@@ -519,12 +535,22 @@ themselves are float16, so every update smaller than half a float16 step of the 
 model = Net().cuda().half()
 optimizer = torch.optim.AdamW(model.parameters(), fused=True)
 scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 """,
             use_instead="""
 model = Net().cuda()
 optimizer = torch.optim.AdamW(model.parameters(), fused=True)
 scaler = torch.amp.GradScaler("cuda")
-# ... and run the forward pass under torch.autocast("cuda", dtype=torch.float16)
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.float16):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 """,
             fix_safety="""
 The fix drops the cast (the whole statement when it only casts, else the `.half()` call or
@@ -550,10 +576,12 @@ more memory, and code that relied on float16 parameters outside autocast (inputs
 Checks for a `GradScaler(...)` constructed inside a training loop (a loop whose iterations
 run a backward pass or an optimizer step), or inside a function that runs once per
 iteration: a `train_step`/`training_step` method, or a function of the same module called
-from inside the training loop. A scaler built lazily (`if self.scaler is None:`,
-`self.scaler = self.scaler or GradScaler()`), under another test (`if step == 0:`), in an
-`except` handler, or literally disabled is not reported; nor is one built once per run or
-per epoch, outside the batch loop.
+from inside the training loop. Only lazy initialisation is exempt: a scaler built under
+`if self.scaler is None:` (or `self.scaler = self.scaler or GradScaler()`), under a
+first-iteration test (`if step == 0:`, `if epoch == start_epoch:`, a flag the loop flips
+such as `if first: ... first = False`), in an `except` handler, or literally disabled. A
+construction under any other test in the loop (`if use_amp:`) may run on every pass and is
+reported. One built once per run or per epoch, outside the batch loop, is not reported.
 """,
             why_bad="""
 A GradScaler is a piece of state that must live across iterations: its loss scale starts at
@@ -652,12 +680,13 @@ other code may call, or when it is the only statement of its block.
     Entry(
         code="AMP012",
         name="optimizer-step-inside-autocast",
-        summary="optimizer step, scaler update or zero_grad inside an autocast region",
+        summary="optimizer step or scaler step/update inside an autocast region",
         caught="both",
         docs=Docs(
             what_it_does="""
-Checks for `optimizer.step()`, `scaler.step(optimizer)`, `scaler.update()` and
-`optimizer.zero_grad()` called while an enabled autocast region is active.
+Checks for `optimizer.step()`, `scaler.step(optimizer)` and `scaler.update()` called while
+an enabled autocast region is active. `optimizer.zero_grad()` alone computes nothing and is
+harmless there: it is not reported (the fix moves it out with the steps it stands among).
 
 A step that follows a backward pass in the same `with` block is left to
 `backward-inside-autocast` (AMP001), whose fix moves the backward and everything after it.
@@ -713,10 +742,19 @@ statements.
         caught="both",
         docs=Docs(
             what_it_does="""
-Checks for a training checkpoint (`torch.save({...})` of a dict literal, or of a name bound
-to one) that holds the optimizer's `state_dict()` but not the GradScaler's, in a module
-that trains with a GradScaler; and for `optimizer.load_state_dict(checkpoint[...])` in such
-a module with no `scaler.load_state_dict(...)` anywhere.
+Checks for a training checkpoint that holds the optimizer's `state_dict()` but not the
+GradScaler's, in a module that trains with a GradScaler: `torch.save({...})` of a dict
+literal, or of a name whose last value before the save is one (the name may be bound
+elsewhere too, e.g. to `torch.load(...)` on the resume path), or of a dataclass or
+NamedTuple of the module turned into a dict (`torch.save(asdict(snapshot), path)`,
+`snapshot._asdict()`), or a dict literal handed to a function of the module that passes it
+unchanged to `torch.save` (`save_checkpoint({...}, path)`); a checkpoint helper of the same
+module that saves such a dict,
+called where a scaler trains but not handed the scaler (`save_checkpoint(model,
+optimizer)`); and `optimizer.load_state_dict(checkpoint[...])` (or of a field of such a
+record rebuilt from the checkpoint, `snapshot.optimizer_state`) in such a module with no
+`scaler.load_state_dict(...)` anywhere. One missing piece of state is one finding: a dict
+saved to several files, or an optimizer restored in several branches of one load path.
 
 Weights-only checkpoints, dicts that gain the scaler's state later
 (`checkpoint["scaler"] = scaler.state_dict()`), and modules that hand the scaler to a
@@ -733,12 +771,26 @@ that wrote it. PyTorch's AMP recipe saves and loads `scaler.state_dict()` next t
 model's and the optimizer's.
 """,
             example="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 torch.save(
     {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
     path,
 )
 """,
             use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 torch.save(
     {
         "model": model.state_dict(),
@@ -908,11 +960,12 @@ or `scaler.update` run on every micro-batch.
 """,
             why_bad="""
 Gradients accumulate across micro-batches, so the scaler's calls belong to the boundary
-too. `unscale_` every micro-batch divides the already-unscaled part of the accumulated
-gradients again, `step` applies a partial sum k times, and `update` changes the loss scale
-between micro-batches, so the accumulated gradients mix several scales (after a backoff
-the sum is wrong by the scale factor; the next `unscale_` raises once per update cycle).
-The model trains on silently wrong gradients.
+too. A second `unscale_` of the same optimizer before `update()` raises (`RuntimeError:
+unscale_() has already been called on this optimizer since the last update()`), so
+`unscale_` on every micro-batch crashes the second micro-batch. `step` every micro-batch
+applies a partial sum k times, and `update` changes the loss scale between micro-batches,
+so the accumulated gradients mix several scales (after a backoff the sum is wrong by the
+scale factor): the model trains on silently wrong gradients.
 """,
             example="""
 for i, (x, y) in enumerate(loader):
@@ -1057,6 +1110,8 @@ re-runs backward after `unscale_`: those gradients are never unscaled or checked
 inf/NaN, so the optimizer steps on scaled gradients. LBFGS needs its closure on every step.
 """,
             example="""
+scaler = torch.amp.GradScaler("cuda")
+
 def closure():
     optimizer.zero_grad()
     with torch.autocast("cuda"):
@@ -1068,6 +1123,8 @@ scaler.step(optimizer, closure)
 scaler.update()
 """,
             use_instead="""
+scaler = torch.amp.GradScaler("cuda")
+
 optimizer.zero_grad()
 with torch.autocast("cuda"):
     loss = loss_fn(model(x), y)
@@ -1141,6 +1198,9 @@ Checks for `scaler.get_scale()`, `scaler.state_dict()` or `.item()` of the scale
 `_scale` / `_growth_tracker` tensors read for display (printed, logged, put in a progress
 bar) on every training iteration, not under a logging interval such as
 `if step % log_every == 0:`. `state_dict()` is checked on every iteration whatever the use.
+Not reported where the iteration already waits for the device before the read (an
+unconditional `loss.item()` or `torch.cuda.synchronize()` on every step), nor for a scaler
+made for the `"cpu"` device, whose scale lives on the host.
 """,
             why_bad="""
 The loss scale lives on the GPU: reading it copies it to the host and makes the CPU wait

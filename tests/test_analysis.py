@@ -169,3 +169,71 @@ def test_region_values_are_comparable() -> None:
     model = model_of("import torch\nwith torch.autocast('cuda'): pass")
     (region,) = model.autocast_regions(model.index.withs[0])
     assert isinstance(region, AutocastRegion) and region.may_be_enabled
+
+
+# -- one home for shared facts ---------------------------------------------------------------
+
+
+def _last_call(model: ModuleModel) -> cst.Call:
+    return model.index.calls[-1]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import torch\nscaler = torch.amp.GradScaler()\nscaler.step(o)", True),
+        ("import torch\nscaler = torch.amp.GradScaler(enabled=False)\nscaler.step(o)", True),
+        ("def f(grad_scaler):\n    grad_scaler.step(o)", True),
+        (
+            "from sklearn.preprocessing import StandardScaler\n"
+            "scaler = StandardScaler()\nscaler.step(o)",
+            False,
+        ),
+        ("def f(standard_scaler):\n    standard_scaler.step(o)", False),
+        # A wrapper class of the module (timm's NativeScaler and kin) is not torch's class.
+        ("class LossScaler:\n    pass\nloss_scaler = LossScaler()\nloss_scaler.step(o)", False),
+        ("def f(optimizer):\n    optimizer.step()", False),
+    ],
+)
+def test_one_scaler_answer_for_every_rule(source: str, expected: bool) -> None:
+    from amplint.analysis.scalers import scaler_like
+
+    model = model_of(source)
+    target = _last_call(model).func.value  # type: ignore[attr-defined]
+    assert scaler_like(model, target) is expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("import torch\ntorch.nn.utils.clip_grad_norm_(ps, 1.0)", "function"),
+        ("from torch.nn.utils import clip_grad_value_ as clip\nclip(ps, 1.0)", "function"),
+        ("model.clip_grad_norm_(1.0)", "method"),
+        ("accelerator.clip_grad_norm_(ps, 1.0)", "framework"),
+        ("clip_grads(ps)", "framework"),
+        ("model.step()", None),
+    ],
+)
+def test_one_clip_detector(source: str, expected: str | None) -> None:
+    from amplint.analysis.clipping import clip_kind
+
+    model = model_of(source)
+    assert clip_kind(model, _last_call(model)) == expected
+
+
+def test_base_class_attributes_and_methods_are_seen_from_a_subclass() -> None:
+    model = model_of(
+        "import torch\n"
+        "class Base:\n"
+        "    def __init__(self):\n"
+        "        self.scaler = torch.amp.GradScaler()\n"
+        "    def helper(self):\n"
+        "        pass\n"
+        "class Child(Base):\n"
+        "    def run(self):\n"
+        "        self.helper()\n"
+        "        self.scaler.update()\n"
+    )
+    helper_call, update_call = model.index.calls[-2], model.index.calls[-1]
+    assert model.helper_of(helper_call) is model.index.class_by_name["Base"].methods["helper"]
+    assert model.is_scaler(update_call.func.value)  # type: ignore[attr-defined]

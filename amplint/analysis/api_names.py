@@ -7,6 +7,7 @@ local alias (``ac = torch.cuda.amp.autocast``) is reported where the alias is ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -89,7 +90,14 @@ LEGACY_POSITIONAL = {
 
 #: what the new API raises on an old torch: missing names, and TypeError from
 #: ``torch.is_autocast_enabled(device)`` before it took a device.
-_GUARD_EXCEPTIONS = {"ImportError", "ModuleNotFoundError", "AttributeError", "TypeError"}
+_GUARD_EXCEPTIONS = {
+    "ImportError",
+    "ModuleNotFoundError",
+    "AttributeError",
+    "TypeError",
+    "Exception",
+    "BaseException",
+}
 
 
 @dataclass(eq=False)
@@ -202,13 +210,22 @@ def import_site(model: ModuleModel, name: cst.Name) -> ImportSite | None:
     """The one import that binds ``name`` here; None when anything else could bind it."""
     scope = model.index.scope_of(name)
     bindings = scope.lookup(name.value)
-    if len(bindings) != 1 or bindings[0].kind is not BindingKind.IMPORT:
+    if not bindings or any(b.kind is not BindingKind.IMPORT for b in bindings):
         return None
     owner = defining_scope(scope, name.value)
     if owner is None:
         return None
     sites = names_of(model).imports.get((id(owner), name.value), [])
-    return sites[0] if len(sites) == 1 else None
+    if len(sites) != len(bindings) or not sites:
+        return None
+    if len({s.qualified for s in sites}) > 1:
+        # `try: from torch.cuda.amp import autocast` / `except ImportError: from torch.amp
+        # import autocast`: on a current torch only the imports outside fallbacks run.
+        sites = [s for s in sites if not is_guarded(model, s.statement)]
+    # `import torch` beside `import torch.distributed`: every import binds the same module.
+    if sites and all(s.qualified == sites[0].qualified for s in sites):
+        return sites[0]
+    return None
 
 
 def is_torch_module(model: ModuleModel, name: cst.Name) -> bool:
@@ -223,9 +240,9 @@ def torch_name(model: ModuleModel) -> str | None:
             continue
         bindings = model.index.module_scope.bindings.get(local, [])
         if (
-            len(sites) == 1
-            and sites[0].qualified == "torch"
-            and all(b.kind is BindingKind.IMPORT and b.qualified_name == "torch" for b in bindings)
+            sites
+            and all(s.qualified == "torch" for s in sites)
+            and all(b.kind is BindingKind.IMPORT for b in bindings)
         ):
             return local
     return None
@@ -248,18 +265,33 @@ def chain_up(model: ModuleModel, name: cst.Name) -> list[cst.BaseExpression]:
 
 
 def is_guarded(model: ModuleModel, node: cst.CSTNode) -> bool:
-    """Inside a version check (``if torch_version < ...``, ``hasattr(torch, "amp")``) or a
-    ``try``/``except ImportError`` compatibility block: both spellings are meant to exist."""
+    """Code that does not run on a current torch: a branch chosen by a check of torch's
+    version or of the new API's presence (``if TORCH_VERSION < ...``, ``hasattr(torch,
+    "amp")``), the fallback after such a check returned, or the ``except`` fallback of a
+    compatibility block. (The ``try`` body runs on a current torch: it counts.)"""
     child = node
     for ancestor in model.index.ancestors(node):
         if isinstance(ancestor, (cst.If, cst.IfExp)) and _is_version_test(ancestor.test):
-            return True
-        if isinstance(ancestor, cst.Try) and child is ancestor.body and _catches_import(ancestor):
             return True
         if isinstance(ancestor, cst.ExceptHandler) and _is_guard_handler(ancestor):
             return True
         if isinstance(ancestor, (cst.IndentedBlock, cst.Module)) and _after_version_return(
             ancestor, child
+        ):
+            return True
+        child = ancestor
+    return False
+
+
+def in_compatibility_try(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """In the ``try`` body of a compatibility block (one whose handler is a fallback): it runs
+    on a current torch, but rewriting it would change what an older torch falls back to."""
+    child = node
+    for ancestor in model.index.ancestors(node):
+        if (
+            isinstance(ancestor, cst.Try)
+            and child is ancestor.body
+            and any(_is_guard_handler(h) for h in ancestor.handlers)
         ):
             return True
         child = ancestor
@@ -284,110 +316,79 @@ def _after_version_return(block: cst.IndentedBlock | cst.Module, statement: cst.
     return False
 
 
+#: names of the new API whose presence tells a new torch from an old one.
+_NEW_API_NAMES = frozenset(
+    {
+        "amp",
+        "autocast",
+        "autocast_mode",
+        "GradScaler",
+        "grad_scaler",
+        "custom_fwd",
+        "custom_bwd",
+        "get_autocast_dtype",
+        "set_autocast_dtype",
+        "is_autocast_available",
+        "is_autocast_enabled",
+        "set_autocast_enabled",
+    }
+)
+#: words that, in a name that also says "torch", make it a version test
+#: (``TORCH_VERSION``, ``is_torch_greater_or_equal``, ``_TORCH_GREATER_EQUAL_2_4``).
+_TORCH_RELEASE = re.compile(r"torch_?\d")
+_VERSION_WORDS = ("version", "greater", "less", "older", "newer", "at_least", "_ge_", "_lt_")
+
+
 def _is_version_test(test: cst.BaseExpression) -> bool:
-    for node in [test, *_descendants(test)]:
-        word = None
-        if isinstance(node, cst.Name):
-            word = node.value
-        elif isinstance(node, cst.Attribute):
-            word = node.attr.value
-        if word is None:
-            continue
-        lowered = word.lower().lstrip("_")
-        if "version" in lowered or lowered.startswith(("torch_", "is_torch")) or word == "hasattr":
+    """A test of torch's version (``torch.__version__``, ``TORCH_VERSION``,
+    ``is_torch_greater_or_equal(...)``) or of the new API's presence
+    (``hasattr(torch, "amp")``, ``hasattr(torch.amp, "GradScaler")``). Other ``hasattr``
+    tests and ``is_torch_npu_available()`` say nothing about which AMP spelling exists."""
+    nodes = [test, *_descendants(test)]
+    words = [
+        n.value if isinstance(n, cst.Name) else n.attr.value
+        for n in nodes
+        if isinstance(n, (cst.Name, cst.Attribute))
+    ]
+    mentions_torch = any("torch" in w.lower() for w in words)
+    for word in words:
+        lowered = word.lower()
+        if "torch" in lowered and any(v in f"_{lowered}_" for v in _VERSION_WORDS):
             return True
-    return False
+        if _TORCH_RELEASE.search(lowered):
+            return True  # `TORCH_2_4`, `_TORCH_1_13`: flags set from torch's version
+        if "version" in lowered and mentions_torch:
+            return True
+    return any(_is_presence_check(n) for n in nodes)
 
 
-def _catches_import(node: cst.Try) -> bool:
-    return any(_is_guard_handler(handler) for handler in node.handlers)
+def _is_presence_check(node: cst.CSTNode) -> bool:
+    """``hasattr(torch..., "<new API name>")`` / ``getattr(torch..., "<name>", None)``."""
+    if not (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Name)
+        and node.func.value in ("hasattr", "getattr")
+        and len(node.args) >= 2
+    ):
+        return False
+    owner = dotted_name(node.args[0].value)
+    name = node.args[1].value
+    return (
+        owner is not None
+        and owner.split(".")[0] == "torch"
+        and isinstance(name, cst.SimpleString)
+        and name.evaluated_value in _NEW_API_NAMES
+    )
 
 
 def _is_guard_handler(handler: cst.ExceptHandler) -> bool:
+    """A handler that catches what the new API raises on an old torch: the guard
+    exceptions themselves, or anything (``except Exception:``, a bare ``except:``)."""
     kind = handler.type
     if kind is None:
-        return False
+        return True
     elements = [e.value for e in kind.elements] if isinstance(kind, cst.Tuple) else [kind]
     return any(dotted_name(e) in _GUARD_EXCEPTIONS for e in elements)
-
-
-# -- argument rewriting ----------------------------------------------------------------------
-
-
-def string_arg(value: str, *, last: bool) -> cst.Arg:
-    comma = (
-        cst.MaybeSentinel.DEFAULT if last else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-    )
-    return cst.Arg(cst.SimpleString(f'"{value}"'), comma=comma)
-
-
-def keyword_arg(name: str, value: cst.BaseExpression, comma: cst.Comma | None = None) -> cst.Arg:
-    return cst.Arg(
-        value,
-        keyword=cst.Name(name),
-        equal=cst.AssignEqual(
-            whitespace_before=cst.SimpleWhitespace(""), whitespace_after=cst.SimpleWhitespace("")
-        ),
-        comma=comma if comma is not None else cst.MaybeSentinel.DEFAULT,
-    )
-
-
-def keywordize(
-    args: tuple[cst.Arg, ...] | list[cst.Arg], params: tuple[str, ...]
-) -> list[cst.Arg] | None:
-    """Positional arguments made keywords by ``params``; None when that cannot be done."""
-    result = []
-    for position, arg in enumerate(args):
-        if arg.star == "*":
-            return None
-        if arg.keyword is None and not arg.star:
-            if position >= len(params):
-                return None
-            arg = arg.with_changes(
-                keyword=cst.Name(params[position]),
-                equal=cst.AssignEqual(
-                    whitespace_before=cst.SimpleWhitespace(""),
-                    whitespace_after=cst.SimpleWhitespace(""),
-                ),
-            )
-        result.append(arg)
-    return result
-
-
-def prepend_device(args: list[cst.Arg], device: str) -> list[cst.Arg]:
-    """``device`` as the new first argument, laid out like the arguments that follow it."""
-    new = string_arg(device, last=not args)
-    first_comma = args[0].comma if args else None
-    if isinstance(first_comma, cst.Comma) and isinstance(
-        first_comma.whitespace_after, cst.ParenthesizedWhitespace
-    ):
-        new = new.with_changes(comma=first_comma)  # one argument per line: keep it so
-    return [new, *args]
-
-
-def legacy_call_args(kind: Kind, device: str, args: tuple[cst.Arg, ...]) -> list[cst.Arg] | None:
-    """The arguments of the modern call that replaces a legacy call with ``args``."""
-    if kind in LEGACY_POSITIONAL:
-        converted = keywordize(args, LEGACY_POSITIONAL[kind])
-        return None if converted is None else prepend_device(converted, device)
-    if kind == "function":
-        return prepend_device(list(args), device)
-    # custom_fwd(fwd=None, *, cast_inputs=None) / custom_bwd(bwd): add device_type= after
-    # the positional arguments.
-    if any(arg.star == "*" for arg in args):
-        return None
-    positional = [a for a in args if a.keyword is None and not a.star]
-    rest = [a for a in args if a.keyword is not None or a.star]
-    new = keyword_arg("device_type", cst.SimpleString(f'"{device}"'))
-    if rest:
-        new = new.with_changes(comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" ")))
-    if positional:
-        last = positional[-1]
-        if last.comma is cst.MaybeSentinel.DEFAULT:
-            positional[-1] = last.with_changes(
-                comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-            )
-    return [*positional, new, *rest]
 
 
 def literal_string(node: cst.BaseExpression | None) -> str | None:

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scalers import scaler_like
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import Condition, normalise
 from amplint.analysis.symbols import SCALER_SYMBOLS, Symbol
-from amplint.analysis.values import NoneValue, ScalerInstance, SymbolValue, Unknown
+from amplint.analysis.values import ScalerInstance, SymbolValue
 
 _NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 
@@ -78,23 +79,6 @@ def _assignment_of(
 
 def may_be_enabled(construction: ScalerConstruction) -> bool:
     return construction.instance.enabled is not False
-
-
-def scaler_like(model: ModuleModel, expr: cst.BaseExpression | None) -> bool:
-    """A GradScaler as far as the module shows, or an opaque name that says it is one
-    (``scaler`` parameters, ``self.grad_scaler`` set elsewhere)."""
-    if expr is None:
-        return False
-    if model.is_scaler(expr):
-        return True
-    values = model.evaluator.evaluate(expr)
-    if not all(isinstance(v, (Unknown, NoneValue)) for v in values):
-        return False
-    key = dotted_name(expr)
-    if key is None:
-        return False
-    last = key.rsplit(".", 1)[-1].lower()
-    return "scaler" in last and "standard" not in last and "minmax" not in last
 
 
 def uses_gradscaler(model: ModuleModel) -> bool:

@@ -9,6 +9,7 @@ from typing import Literal
 
 import libcst as cst
 
+from amplint.analysis.scalers import FEATURE_SCALER, named_like_scaler
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, ModuleIndex, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
@@ -26,11 +27,14 @@ from amplint.analysis.values import (
 _NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz]er", re.IGNORECASE)
 _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
-_CLIP_FUNCTIONS = ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads")
 
-_FEATURE_SCALER = re.compile(r"^(Standard|MinMax|Robust|MaxAbs)Scaler$")
 
 AutocastState = Literal["enabled", "disabled"]
+
+#: how deep any analysis follows calls into helpers of the module (a driver calling
+#: ``self.backward()`` calling ``self._scale_and_backward()`` ...): deep enough for real
+#: trainers, shallow enough that a call graph never costs more than a few walks.
+MAX_HELPER_DEPTH = 6
 
 
 def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -212,10 +216,6 @@ class ModuleModel:
             and self.is_optimizer(target)
         )
 
-    def is_clip(self, call: cst.Call) -> bool:
-        name = method_name(call) or (call.func.value if isinstance(call.func, cst.Name) else None)
-        return name in _CLIP_FUNCTIONS
-
     @cached_property
     def mentions_scaling(self) -> bool:
         """Any sign of loss scaling in the module: then "no GradScaler" claims are unsafe.
@@ -226,7 +226,7 @@ class ModuleModel:
         loss_scaler_names = {
             name
             for name in self.index.scaler_identifiers
-            if not _FEATURE_SCALER.match(name) and not self._holds_feature_scaler(name)
+            if named_like_scaler(name) and not self._holds_feature_scaler(name)
         }
         return bool(loss_scaler_names) or any(
             method_name(call) in ("scale", "unscale_", "scale_loss") for call in self.index.calls
@@ -238,7 +238,7 @@ class ModuleModel:
         return bool(values) and all(
             isinstance(v, cst.Call)
             and isinstance(v.func, (cst.Name, cst.Attribute))
-            and _FEATURE_SCALER.match(_last_name(v.func) or "")
+            and FEATURE_SCALER.match(_last_name(v.func) or "")
             for v in values
         )
 

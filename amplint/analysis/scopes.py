@@ -371,6 +371,42 @@ class ModuleIndex:
                 return self.classes.get(ancestor)
         return None
 
+    def lineage(self, info: ClassInfo) -> list[ClassInfo]:
+        """``info`` and its base classes defined in this module, nearest first (a base
+        named twice in the module, or one imported, ends the walk: it cannot be known)."""
+        result = [info]
+        pending = [info]
+        while pending and len(result) < 8:
+            current = pending.pop(0)
+            for base in current.node.bases:
+                name = base.value.value if isinstance(base.value, cst.Name) else None
+                found = self.class_by_name.get(name) if name is not None else None
+                if found is None or found in result:
+                    continue
+                if sum(1 for c in self.classes.values() if c.node.name.value == name) != 1:
+                    continue
+                result.append(found)
+                pending.append(found)
+        return result
+
+    def class_attribute(self, info: ClassInfo, attribute: str) -> list[Binding]:
+        """``self.<attribute> = ...`` of the class, else of its nearest same-module base
+        that sets it (``self.amp_autocast`` made in the base class's ``__init__``)."""
+        for owner in self.lineage(info):
+            if attribute in owner.attributes:
+                return owner.attributes[attribute]
+        return []
+
+    def class_method(self, info: ClassInfo, name: str) -> cst.FunctionDef | None:
+        """The method ``self.<name>`` runs: the class's own, else its nearest same-module
+        base's (a subclass override wins, as in Python's lookup)."""
+        for owner in self.lineage(info):
+            if name in owner.methods:
+                return owner.methods[name]
+            if name in owner.attributes:
+                return None  # an instance attribute shadows a base-class method
+        return None
+
     def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
         for ancestor in self.ancestors(node):
             if isinstance(ancestor, cst.FunctionDef):

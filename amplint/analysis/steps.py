@@ -25,23 +25,14 @@ from weakref import WeakKeyDictionary
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.clipping import is_torch_clip
+from amplint.analysis.model import MAX_HELPER_DEPTH, ModuleModel, method_name, receiver
+from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
-from amplint.analysis.values import NoneValue, ScalerInstance, Unknown
 
-_SCALER_NAME = re.compile(r"scaler", re.IGNORECASE)
-_FEATURE_SCALER = re.compile(r"(Standard|MinMax|Robust|MaxAbs)Scaler$")
-_MODEL_NAME = re.compile(r"model|module|net|fsdp", re.IGNORECASE)
-_FRAMEWORK_NAME = re.compile(r"accelerat|fabric|engine|trainer|wrapper|strategy", re.IGNORECASE)
-_CLIP_FUNCTIONS = frozenset(
-    f"torch.nn.utils.{module}{name}"
-    for module in ("", "clip_grad.")
-    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
-)
-_INF_NAMES = frozenset({"inf", "math.inf", "torch.inf", "np.inf", "numpy.inf"})
 _ANCHOR_METHODS = frozenset({"backward", "unscale_", "step", "update", "zero_grad"})
-_MAX_HELPER_DEPTH = 6
+_SCALER_METHODS = frozenset({"step", "scale", "unscale_", "update"})
 
 
 class Kind(Enum):
@@ -78,6 +69,9 @@ class Frame:
     locals: frozenset[str] = frozenset()
     #: whether ``self`` is the caller's ``self`` (``self.helper()``)
     shares_self: bool = True
+    #: parameter -> the scaler (key, as the caller spells it) when the caller handed over
+    #: ``scaler.scale(...)``, None when it handed over something that may be scaled
+    scaled: dict[str, tuple[str | None, str | None] | None] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -101,6 +95,9 @@ class Event:
 class Iteration:
     root: cst.CSTNode
     events: list[Event]
+    #: iteration-wide keys of what is handed to code the module does not show
+    #: (``train_one_epoch(model, scaler)`` imported from elsewhere): it may step or update
+    escaped: frozenset[str] = frozenset()
 
     def of(self, *kinds: Kind) -> list[Event]:
         return [e for e in self.events if e.kind in kinds]
@@ -168,94 +165,42 @@ def usable_at(model: ModuleModel, owner: Event, role: str, site: Event) -> str |
 # -- classification ---------------------------------------------------------------------------
 
 
-def scaler_state(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
-    """``"enabled"`` for a GradScaler (or what is surely one: a ``scaler`` parameter or
-    attribute the module cannot see into), ``"disabled"`` for one built with
-    ``enabled=False``, None for anything else."""
-    if not isinstance(expr, (cst.Name, cst.Attribute)):
-        return None
-    values = model.evaluator.evaluate(expr)
-    scalers = [v for v in values if isinstance(v, ScalerInstance)]
-    if scalers:
-        if not all(isinstance(v, (ScalerInstance, NoneValue)) for v in values):
-            return None
-        return "disabled" if all(s.enabled is False for s in scalers) else "enabled"
-    if not all(isinstance(v, (Unknown, NoneValue)) for v in values):
-        return None
-    name = expr.attr.value if isinstance(expr, cst.Attribute) else expr.value
-    if not _SCALER_NAME.search(name) or _FEATURE_SCALER.search(name):
-        return None
-    if _holds_local_instance(model, expr):
-        return None  # timm's NativeScaler and kin: a wrapper class of this module
-    return "enabled"
+_IDENTITY_WRAPPERS = frozenset({"typing.cast", "typing_extensions.cast"})
 
 
-def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) -> bool:
-    if isinstance(expr, cst.Name):
-        bindings = model.index.scope_of(expr).lookup(expr.value)
-    elif dotted_name(expr.value) == "self":
-        info = model.index.enclosing_class(expr)
-        bindings = info.attributes.get(expr.attr.value, []) if info is not None else []
-    else:
-        return False
-    for binding in bindings:
-        value = binding.node
-        if binding.kind is BindingKind.ASSIGN and isinstance(value, cst.Call):
-            func = value.func
-            name = func.value if isinstance(func, cst.Name) else None
-            if name is not None and name in model.index.class_by_name:
-                return True
-            if not _SCALER_NAME.search(model.module.code_for_node(func)):
-                return True  # `scaler = build_something()`: not evidently a GradScaler
-    return False
+def unwrap_identity(model: ModuleModel, expr: cst.BaseExpression) -> cst.BaseExpression:
+    """``cast(Tensor, x)`` is ``x``: wrappers that return their argument unchanged."""
+    while isinstance(expr, cst.Call) and model.evaluator.qualified_names(expr.func) & (
+        _IDENTITY_WRAPPERS
+    ):
+        positional = [a.value for a in expr.args if a.keyword is None and not a.star]
+        keyword = [a.value for a in expr.args if a.keyword is not None and a.keyword.value == "val"]
+        values = positional[1:2] or keyword
+        if not values:
+            break
+        expr = values[0]
+    return expr
 
 
-def clip_kind(model: ModuleModel, call: cst.Call) -> str | None:
-    """``"function"`` for torch's ``clip_grad_norm_``/``clip_grad_value_`` under any alias,
-    ``"method"`` for FSDP's ``model.clip_grad_norm_(max_norm)``, None otherwise (framework
-    methods such as ``accelerator.clip_grad_norm_`` unscale first)."""
-    if model.evaluator.qualified_names(call.func) & _CLIP_FUNCTIONS:
-        return "function"
-    if method_name(call) == "clip_grad_norm_" and model.helper_of(call) is None:
-        target = receiver(call)
-        name = dotted_name(target) if target is not None else None
-        if name is not None and _MODEL_NAME.search(name) and not _FRAMEWORK_NAME.search(name):
-            return "method"
+def scale_call(model: ModuleModel, expr: cst.BaseExpression) -> cst.Call | None:
+    """The ``scaler.scale(x)`` call ``expr`` is, seen through identity wrappers."""
+    expr = unwrap_identity(model, expr)
+    if isinstance(expr, cst.Call) and method_name(expr) == "scale":
+        return expr
     return None
-
-
-def clip_max_norm(call: cst.Call, kind: str) -> cst.BaseExpression | None:
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value in ("max_norm", "clip_value"):
-            return arg.value
-    positional = [a.value for a in call.args if a.keyword is None and not a.star]
-    index = 1 if kind == "function" else 0
-    return positional[index] if index < len(positional) else None
-
-
-def measures_only(model: ModuleModel, call: cst.Call, kind: str) -> bool:
-    """``clip_grad_norm_(params, float("inf"))``: computes the norm, clips nothing."""
-    value = clip_max_norm(call, kind)
-    if value is None:
-        return False
-    if isinstance(value, cst.Call) and dotted_name(value.func) == "float" and value.args:
-        literal = value.args[0].value
-        if isinstance(literal, cst.SimpleString) and str(literal.evaluated_value).lower() in (
-            "inf",
-            "infinity",
-        ):
-            return True
-    return (
-        dotted_name(value) in _INF_NAMES if isinstance(value, (cst.Name, cst.Attribute)) else False
-    )
 
 
 def is_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> str | None:
-    """``scaler.scale(x)``: the scaler's state (see :func:`scaler_state`)."""
-    if isinstance(expr, cst.Call) and method_name(expr) == "scale":
-        target = receiver(expr)
-        return scaler_state(model, target) if target is not None else None
-    return None
+    """``scaler.scale(x)`` (also through ``cast(...)``): the scaler's state (see
+    :func:`scaler_state`)."""
+    call = scale_call(model, expr)
+    target = receiver(call) if call is not None else None
+    return scaler_state(model, target) if target is not None else None
+
+
+def scaler_of_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> cst.BaseExpression | None:
+    call = scale_call(model, expr)
+    return receiver(call) if call is not None else None
 
 
 def _wraps_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> bool:
@@ -289,14 +234,18 @@ def iterations(model: ModuleModel) -> list[Iteration]:
         name = method_name(call)
         if (
             name in _ANCHOR_METHODS
-            or clip_kind(model, call) is not None
+            or is_torch_clip(model, call)
             or model.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD)
             or (model.helper_of(call) is not None and model.runs_backward(call))
         ):
             if model.is_dead(call):
                 continue
             roots.setdefault(model.training_iteration(call), None)
-    result = [Iteration(root, _Walker(model).events(root)) for root in roots]
+    result = []
+    for root in roots:
+        walker = _Walker(model)
+        events = walker.events(root)
+        result.append(Iteration(root, events, frozenset(walker.escaped)))
     _CACHE[model] = result
     return result
 
@@ -349,6 +298,9 @@ class _Walker:
     def __init__(self, model: ModuleModel) -> None:
         self.model = model
         self.result: list[Event] = []
+        #: the scaler a helper's scaled parameter carries, for the event being classified
+        self._carried: tuple[str | None, str | None] | None = None
+        self.escaped: set[str] = set()
 
     def events(self, root: cst.CSTNode) -> list[Event]:
         frame = Frame(
@@ -413,9 +365,13 @@ class _Walker:
         stack: list[_Item],
     ) -> None:
         model = self.model
+        self._carried = None
         event = self._classify(call, frame)
         if event is not None:
             kind, scaler, optimizer = event
+            scaler_key, scaler_local = self._key(scaler, frame), _text(model, scaler)
+            if self._carried is not None:
+                scaler_key, scaler_local = self._carried
             self.result.append(
                 Event(
                     kind,
@@ -424,8 +380,8 @@ class _Walker:
                     conds,
                     loops,
                     frame,
-                    scaler=self._key(scaler, frame),
-                    scaler_local=_text(model, scaler),
+                    scaler=scaler_key,
+                    scaler_local=scaler_local,
                     optimizer=self._key(optimizer, frame),
                     optimizer_local=_text(model, optimizer),
                 )
@@ -434,17 +390,19 @@ class _Walker:
         helper = model.helper_of(call)
         if (
             helper is None
-            or len(frame.via) >= _MAX_HELPER_DEPTH
+            or len(frame.via) >= MAX_HELPER_DEPTH
             or any(model.helper_of(c) is helper for c in frame.via)
             or helper is frame.function
         ):
             return
+        params, scaled = self._parameters(call, helper, frame)
         inner = Frame(
             helper,
             (*frame.via, call),
-            self._parameters(call, helper, frame),
+            params,
             frozenset(model.index.functions[helper].bindings),
             shares_self=_self_call(call) and frame.shares_self,
+            scaled=scaled,
         )
         stack.append(("node", helper.body, conds, loops, inner))
 
@@ -462,26 +420,31 @@ class _Walker:
             if state == "disabled":
                 return None
             if state == "enabled":
-                return Kind.SCALED_BACKWARD, receiver(first), None  # type: ignore[arg-type]
-            return Kind.BACKWARD, None, None
+                return Kind.SCALED_BACKWARD, scaler_of_scale_call(model, first), None
+            if _wraps_scale_call(model, first):
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
+            return self._backward_of(first, frame)
         if target is None:
-            kind = clip_kind(model, call)
-            return (Kind.CLIP, None, None) if kind is not None else None
+            return (Kind.CLIP, None, None) if is_torch_clip(model, call) else None
         if name == "backward":
             if model.helper_of(call) is not None:
                 return None
             state = is_scale_call(model, target)
             if state == "enabled":
-                return Kind.SCALED_BACKWARD, receiver(target), None  # type: ignore[arg-type]
+                return Kind.SCALED_BACKWARD, scaler_of_scale_call(model, target), None
             if state == "disabled":
                 return None
             if first is not None or dotted_name(target) == "self":
                 return None  # accelerator.backward(loss) and kin scale for themselves
+            if _wraps_scale_call(model, target):
+                # `shard_aware(scaler.scale(loss)).backward()`: whether the wrapper keeps
+                # the scale is not known, so the backward is neither scaled nor unscaled.
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
             scaled = self._scaled_name(target)
             if scaled is not None:
                 return scaled
-            return Kind.BACKWARD, None, None
-        if clip_kind(model, call) is not None:
+            return self._backward_of(target, frame)
+        if is_torch_clip(model, call):
             return Kind.CLIP, None, None
         if name not in ("unscale_", "step", "update", "zero_grad"):
             return None
@@ -534,6 +497,19 @@ class _Walker:
             return Kind.SCALED_BACKWARD, receiver(scalers[0]), None  # type: ignore[arg-type]
         return Kind.MAYBE_SCALED_BACKWARD, None, None
 
+    def _backward_of(
+        self, loss: cst.BaseExpression, frame: Frame
+    ) -> tuple[Kind, cst.BaseExpression | None, None]:
+        """The backward of ``loss`` where nothing local scales it: a helper's parameter
+        carries what the caller handed over (``self.run_backward(scaler.scale(loss))``)."""
+        if isinstance(loss, cst.Name) and loss.value in frame.scaled:
+            state = frame.scaled[loss.value]
+            if state is not None:
+                self._carried = state
+                return Kind.SCALED_BACKWARD, None, None
+            return Kind.MAYBE_SCALED_BACKWARD, None, None
+        return Kind.BACKWARD, None, None
+
     def _scaler_state(self, target: cst.BaseExpression, frame: Frame) -> str | None:
         if isinstance(target, cst.Name) and target.value in frame.params:
             _, is_scaler = frame.params[target.value]
@@ -543,11 +519,13 @@ class _Walker:
 
     def _parameters(
         self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
-    ) -> dict[str, tuple[str | None, bool]]:
+    ) -> tuple[dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]]:
+        """The helper's parameters as the caller's keys, and those handed a scaled loss."""
         names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
         if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
             names = names[1:]
         mapping: dict[str, tuple[str | None, bool]] = {}
+        scaled: dict[str, tuple[str | None, str | None] | None] = {}
         position = 0
         for arg in call.args:
             if arg.star:
@@ -563,13 +541,20 @@ class _Walker:
                 continue
             key = self._key(arg.value, frame)
             mapping[name] = (key, self._scaler_state(arg.value, frame) == "enabled")
+            owner = scaler_of_scale_call(self.model, arg.value)
+            if owner is not None and is_scale_call(self.model, arg.value) == "enabled":
+                scaled[name] = (self._key(owner, frame), _text(self.model, owner))
+            elif isinstance(arg.value, cst.Name) and arg.value.value in frame.scaled:
+                scaled[name] = frame.scaled[arg.value.value]
+            elif _wraps_scale_call(self.model, arg.value):
+                scaled[name] = None
         for param in (
             *helper.params.posonly_params,
             *helper.params.params,
             *helper.params.kwonly_params,
         ):
             mapping.setdefault(param.name.value, (None, False))
-        return mapping
+        return mapping, scaled
 
     def _key(self, expr: cst.BaseExpression | None, frame: Frame) -> str | None:
         """An iteration-wide name for ``expr``: helper parameters become the caller's."""

@@ -303,8 +303,9 @@ class Evaluator:
             info = self.index.enclosing_class(node)
             if info is not None:
                 attribute = node.attr.value
-                if attribute in info.attributes:
-                    return info.attributes[attribute]
+                inherited = self.index.class_attribute(info, attribute)
+                if inherited:
+                    return inherited
                 prop = info.methods.get(attribute)
                 if prop is not None and _is_property(prop):
                     return [
@@ -451,7 +452,7 @@ class Evaluator:
         if isinstance(func, cst.Attribute) and dotted_name(func.value) == "self":
             info = self.index.enclosing_class(call)
             if info is not None:
-                method = info.methods.get(func.attr.value)
+                method = self.index.class_method(info, func.attr.value)
                 if method is not None and not _is_property(method):
                     return method
         return None

@@ -5,10 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
-from amplint.analysis.scopes import dotted_name
+from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
-
-_SCALER_METHODS = ("step", "scale", "unscale_", "update")
 
 
 class MissingScalerUpdate(Rule):
@@ -207,52 +205,15 @@ for batch in loader:
 
 
 def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
-    """Whether the iteration updates this scaler, itself or through code it hands it to."""
-    seen: set[cst.FunctionDef] = set()
-
-    def updates(root: cst.CSTNode, names: frozenset[str]) -> bool:
-        for call in calls_in(root):
-            name = method_name(call)
-            if name == "update" and receiver_key(call) in names:
-                return True
-            helper = model.helper_of(call)
-            handed = _parameters_receiving(call, helper, names)
-            if handed is None:
-                return True  # handed to code this module does not show: it may update it
-            if helper is None or helper in seen:
-                continue
-            seen.add(helper)
-            # Inside the helper the scaler is its parameter, or the same global/attribute.
-            if updates(helper.body, frozenset(names | handed)):
-                return True
-        return False
-
-    return updates(iteration, frozenset({key}))
-
-
-def _parameters_receiving(
-    call: cst.Call, helper: cst.FunctionDef | None, names: frozenset[str]
-) -> frozenset[str] | None:
-    """Parameter names of ``helper`` that receive the scaler; None when it goes elsewhere."""
-    passed = [
-        (position, arg) for position, arg in enumerate(call.args) if dotted_name(arg.value) in names
-    ]
-    if not passed or method_name(call) in _SCALER_METHODS:
-        return frozenset()
-    if helper is None:
-        return None
-    parameters = [p.name.value for p in helper.params.params]
-    if parameters and parameters[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
-        parameters = parameters[1:]
-    received: set[str] = set()
-    for position, arg in passed:
-        if arg.keyword is not None:
-            received.add(arg.keyword.value)
-        elif position < len(parameters) and not arg.star:
-            received.add(parameters[position])
-        else:
-            return None
-    return frozenset(received)
+    """Whether the iteration updates this scaler, itself or through the helpers it hands
+    it to (the iteration's events, helpers followed), or hands it to code this module does
+    not show, which may update it."""
+    for candidate in iterations(model):
+        if candidate.root is iteration:
+            return key in candidate.escaped or any(
+                event.scaler == key for event in candidate.of(Kind.UPDATE)
+            )
+    return True  # not an iteration the analysis walked: assume the best
 
 
 def _shared(model: ModuleModel, step: cst.Call, key: str) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import libcst as cst
 
+from amplint.analysis.clipping import clip_kind
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
 from amplint.analysis.symbols import Symbol
@@ -258,7 +259,7 @@ def _add_scaler(
         return None
     outer_loop = loops[-1]
     calls = calls_in(unit)
-    if any(model.is_clip(c) for c in calls) or _reads_grad(unit):
+    if any(clip_kind(model, c) is not None for c in calls) or _reads_grad(unit):
         return None
     backwards = [c for c in calls if model.runs_backward(c)]
     steps = [c for c in calls if model.is_optimizer_step(c)]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import libcst as cst
 
+from amplint.analysis.clipping import clip_kind, measures_only
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.steps import (
     Event,
     Iteration,
     Kind,
-    clip_kind,
     iterations,
-    measures_only,
     together,
     usable_at,
 )
@@ -256,7 +255,7 @@ for batch in loader:
         for iteration in iterations(model):
             for clip in iteration.of(Kind.CLIP):
                 kind = clip_kind(model, clip.call)
-                if kind is None or measures_only(model, clip.call, kind):
+                if kind is None or kind == "framework" or measures_only(model, clip.call, kind):
                     continue
                 window = _scaled_window(iteration, clip)
                 if window is None:

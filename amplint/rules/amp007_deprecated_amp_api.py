@@ -13,12 +13,12 @@ from amplint.analysis.api_names import (
     ImportSite,
     chain_up,
     import_site,
+    in_compatibility_try,
     is_guarded,
-    keyword_arg,
-    legacy_call_args,
     names_of,
 )
 from amplint.analysis.model import ModuleModel
+from amplint.analysis.rewrites import keyword_arg, legacy_call_args
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
@@ -366,7 +366,7 @@ def run(model, x):
         return model(x)
 """,
         ),
-        # Annotations and isinstance with a tuple.
+        # isinstance with a tuple; the annotation (never run) is rewritten with it.
         Invalid(
             """
 import torch
@@ -376,8 +376,7 @@ def step(scaler: Optional[torch.cuda.amp.GradScaler], loss):
     if isinstance(scaler, (torch.cuda.amp.GradScaler, MyScaler)):
         scaler.scale(loss).backward()
 """,
-            line=5,
-            count=2,
+            line=6,
             fixed="""
 import torch
 from typing import Optional
@@ -528,10 +527,18 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
             if ref.site is not None:
                 blocked.add(ref.site)
             continue
-        ref.reported = not model.is_dead(expr)
-        if form == "torch" and not ref.reported:
-            continue
+        if ref.site is not None and in_compatibility_try(model, ref.site.statement):
+            blocked.add(ref.site)  # reported, but an older torch's fallback must stay as is
+        if model.is_dead(expr):
+            if form == "torch":
+                continue
+            ref.reported = False
+        else:
+            # An annotation never runs, so never warns: rewritten with the real uses only.
+            ref.reported = not _in_annotation(model, expr)
         _plan_reference(model, ref)
+        if in_compatibility_try(model, expr):
+            ref.replacements = None  # the fallback was written for this spelling
         refs.append(ref)
     return refs, blocked
 

@@ -6,8 +6,9 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.api_names import argument, literal_string, prepend_device
+from amplint.analysis.api_names import argument, literal_string
 from amplint.analysis.model import ModuleModel
+from amplint.analysis.rewrites import prepend_device
 from amplint.analysis.scopes import BindingKind
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, SymbolValue

@@ -17,7 +17,9 @@ from amplint.analysis.lifecycle import (
     scaler_constructions,
 )
 from amplint.analysis.model import ModuleModel, walk_body
-from amplint.analysis.steps import accumulation_like, normalise
+from amplint.analysis.scalers import named_like_scaler
+from amplint.analysis.scopes import dotted_name
+from amplint.analysis.steps import normalise
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 #: Names whose rebinding in an outer loop means each iteration is a training run of its own.
@@ -327,9 +329,7 @@ for i, (x, y) in enumerate(loader):
             if construction.target:
                 guard_words.add(construction.target.rsplit(".", 1)[-1])
             if training:
-                if guarded_by(model, call, training[-1], guard_words):
-                    continue
-                if _conditional(model, call, training[-1]):
+                if _lazy_in_loop(model, call, training[-1], construction.target):
                     continue
                 context.report(
                     call,
@@ -355,19 +355,85 @@ for i, (x, y) in enumerate(loader):
             )
 
 
-def _conditional(model: ModuleModel, call: cst.Call, loop: cst.For | cst.While) -> bool:
-    """Built under a test other than a gradient-accumulation boundary (``if step == 0:``,
-    ``if resumed:``) or in an ``except`` handler: how often it runs cannot be known."""
+def _lazy_in_loop(
+    model: ModuleModel, call: cst.Call, loop: cst.For | cst.While, target: str | None
+) -> bool:
+    """Built once however many times the loop runs: under a lazy-initialisation test
+    (``if scaler is None:``, a first-iteration flag, ``if step == 0:``), or in an
+    ``except`` handler (rebuilt after a failure). Any other ``if`` may hold every pass."""
     for ancestor in model.index.ancestors(call):
         if ancestor is loop:
             return False
         if isinstance(ancestor, cst.ExceptHandler):
             return True
-        if isinstance(ancestor, (cst.If, cst.IfExp)) and not accumulation_like(
-            model, normalise(model, ancestor.test)
-        ):
+        if isinstance(ancestor, cst.If) and _first_time_test(model, ancestor.test, loop, target):
             return True
     return False
+
+
+_FIRST_WORDS = re.compile(r"start|first|begin|init", re.IGNORECASE)
+
+
+def _first_time_test(
+    model: ModuleModel,
+    test: cst.BaseExpression,
+    loop: cst.For | cst.While,
+    target: str | None,
+) -> bool:
+    """Whether ``test`` holds only until the scaler exists, or only on the first pass."""
+    if isinstance(test, cst.BooleanOperation):
+        left = _first_time_test(model, test.left, loop, target)
+        right = _first_time_test(model, test.right, loop, target)
+        # `a and b` holds no more often than either; `a or b` than both together.
+        return (left or right) if isinstance(test.operator, cst.And) else (left and right)
+    condition = normalise(model, test)
+    plain = condition.test
+    # `if scaler is None:` / `if not self.scaler:`: the scaler itself is the flag.
+    if not condition.branch and isinstance(plain, (cst.Name, cst.Attribute)):
+        name = dotted_name(plain) or ""
+        if named_like_scaler(name) or (target is not None and name == target):
+            return True
+    # `if not hasattr(self, "scaler"):`: built while missing.
+    if (
+        not condition.branch
+        and isinstance(plain, cst.Call)
+        and dotted_name(plain.func) == "hasattr"
+        and len(plain.args) == 2
+        and isinstance(plain.args[1].value, cst.SimpleString)
+    ):
+        attribute = str(plain.args[1].value.evaluated_value)
+        if named_like_scaler(attribute) or (target is not None and target.endswith(attribute)):
+            return True
+    # `if step == 0:` / `if epoch == start_epoch:`: the first pass only.
+    if (
+        isinstance(plain, cst.Comparison)
+        and len(plain.comparisons) == 1
+        and isinstance(plain.comparisons[0].operator, cst.Equal)
+    ):
+        right = plain.comparisons[0].comparator
+        if not isinstance(plain.left, (cst.Name, cst.Attribute)):
+            return False  # `(i + 1) % accum == 0`: a boundary, not the first pass
+        if isinstance(right, cst.Integer) and right.value == "0":
+            return True
+        words = dotted_name(right) or ""
+        return bool(words and _FIRST_WORDS.search(words))
+    # `if first:` ... `first = False` / `if not built:` ... `built = True`: a flag flipped
+    # inside the loop.
+    if isinstance(plain, (cst.Name, cst.Attribute)):
+        flag = dotted_name(plain)
+        flipped = "True" if not condition.branch else "False"
+        return flag is not None and _assigned_literal(loop, flag, flipped)
+    return False
+
+
+def _assigned_literal(root: cst.CSTNode, name: str, literal: str) -> bool:
+    return any(
+        isinstance(node, cst.Assign)
+        and isinstance(node.value, cst.Name)
+        and node.value.value == literal
+        and any(dotted_name(t.target) == name for t in node.targets)
+        for node in walk_body(root)
+    )
 
 
 def _hoist_target(

@@ -6,8 +6,8 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.lifecycle import scaler_like
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
+from amplint.analysis.scalers import scaler_like
 from amplint.analysis.values import AutocastRegion, SchedulerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
@@ -97,30 +97,25 @@ if False:
     with torch.autocast("cuda"):
         optimizer.step()
 """,
-    )
-    invalid = (
-        # zero_grad opens a block whose backward AMP001 moves: only zero_grad is ours.
-        Invalid(
-            """
+        # zero_grad() alone computes nothing: harmless inside autocast.
+        """
 import torch
 for x, y in loader:
     with torch.autocast("cuda"):
         optimizer.zero_grad()
         loss = model(x)
-        loss.backward()
-        optimizer.step()
+    loss.backward()
+    optimizer.step()
 """,
-            line=5,
-            fixed="""
+        """
 import torch
-for x, y in loader:
+with torch.autocast("cuda"):
+    out = model(x)
     optimizer.zero_grad()
-    with torch.autocast("cuda"):
-        loss = model(x)
-        loss.backward()
-        optimizer.step()
+    loss = criterion(out, y)
 """,
-        ),
+    )
+    invalid = (
         # A framework backward this module cannot see; step and zero_grad follow it.
         Invalid(
             """
@@ -136,7 +131,6 @@ class Module:
         return loss
 """,
             line=9,
-            count=2,
             fixed="""
 import torch
 class Module:
@@ -205,18 +199,6 @@ for i, (x, y) in enumerate(loader):
     print(loss.item())
 """,
         ),
-        # Between forward statements: reported without a fix.
-        Invalid(
-            """
-import torch
-with torch.autocast("cuda"):
-    out = model(x)
-    optimizer.zero_grad()
-    loss = criterion(out, y)
-    loss.backward()
-""",
-            line=5,
-        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -264,8 +246,8 @@ def _target(model: ModuleModel, call: cst.Call) -> str | None:
             return f"{key}.step(...)"
     elif name == "update" and not call.args and scaler_like(model, target):
         return f"{key}.update()"
-    elif name == "zero_grad" and target is not None and model.is_optimizer(target):
-        return f"{key}.zero_grad()"
+    # `zero_grad()` alone computes nothing under autocast: not reported (the fix still
+    # moves it out with the steps it sits among, see `_pure`).
     return None
 
 
@@ -299,11 +281,20 @@ def _pure(model: ModuleModel, statement: cst.BaseStatement) -> bool:
         if not isinstance(small, cst.Expr) or not isinstance(small.value, cst.Call):
             return False
         call = small.value
-        if _target(model, call) is None and not _scheduler_step(model, call):
+        if (
+            _target(model, call) is None
+            and not _scheduler_step(model, call)
+            and not _optimizer_zero_grad(model, call)
+        ):
             return False
         if any(inner is not call for inner in calls_in(small)):
             return False  # `opt.step(compute())`: something else runs too
     return True
+
+
+def _optimizer_zero_grad(model: ModuleModel, call: cst.Call) -> bool:
+    target = receiver(call)
+    return method_name(call) == "zero_grad" and target is not None and model.is_optimizer(target)
 
 
 def _scheduler_step(model: ModuleModel, call: cst.Call) -> bool:

@@ -9,11 +9,11 @@ import libcst as cst
 from amplint.analysis.imported import checkpoint_helper_calls
 from amplint.analysis.lifecycle import (
     scaler_constructions,
-    scaler_like,
     scalers_reaching,
     scales_losses,
 )
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scalers import named_like_scaler, scaler_like
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
@@ -251,17 +251,46 @@ train(model, optimizer, scaler)
             return
         saves_scaler = _scaler_method_anywhere(model, "state_dict")
         loads_scaler = _scaler_method_anywhere(model, "load_state_dict")
+        restores: set[cst.CSTNode] = set()  # load paths already reported
+        saved: set[int] = set()  # checkpoint values already reported
         for call in model.index.calls:
             if model.is_dead(call):
                 continue
             if not saves_scaler and _is_torch_save(model, call):
                 if _trains_with_a_scaler(model, call):
-                    self._check_save(context, call)
+                    self._check_save(context, call, saved)
+            elif not saves_scaler and _handed_dict_lacks_scaler(model, call):
+                mapping = _dict_handed_to_saving_helper(model, call)
+                assert mapping is not None
+                if id(mapping) in saved:
+                    continue
+                saved.add(id(mapping))
+                context.report(
+                    call,
+                    "checkpoint saves the optimizer's state but not the GradScaler's: a "
+                    "resumed run restarts the loss scale at 65536 and skips steps until it "
+                    "adapts again; add `scaler.state_dict()` to it",
+                    _add_scaler(model, call, mapping),
+                )
+            elif not saves_scaler and _calls_saving_helper(model, call):
+                context.report(
+                    call,
+                    f"`{model.helper_of(call).name.value}` saves the optimizer's state but "  # type: ignore[union-attr]
+                    "is not handed the GradScaler, whose state the checkpoint then lacks: a "
+                    "resumed run restarts the loss scale at 65536; pass the scaler and save "
+                    "`scaler.state_dict()` too",
+                )
             elif not loads_scaler and _is_optimizer_load(model, call):
                 if _hands_scaler_to_checkpointing(model, call) or not _trains_with_a_scaler(
                     model, call
                 ):
                     continue
+                # One restore missing from one load path is one finding, however many
+                # branches (plain / sharded optimizer) restore the optimizer.
+                path = model.index.enclosing_function(call) or model.module
+                if path in restores:
+                    continue
+                restores.add(path)
                 context.report(
                     call,
                     "the optimizer's state is restored from a checkpoint but the GradScaler's "
@@ -284,24 +313,25 @@ train(model, optimizer, scaler)
                 "scale at 65536 and skips steps until it adapts again",
             )
 
-    def _check_save(self, context: RuleContext, call: cst.Call) -> None:
+    def _check_save(self, context: RuleContext, call: cst.Call, saved: set[int]) -> None:
         model = context.model
-        found = _checkpoint_dict(model, call)
-        if found is None:
-            return
-        mapping, name = found
-        if not _holds_optimizer_state(model, mapping) or _holds_scaler(model, mapping):
-            return
-        if name is not None and _extended_later(model, call, name):
+        if not _saves_optimizer_without_scaler(model, call):
             return
         if _hands_scaler_to_checkpointing(model, call):
             return
+        found = _checkpoint_dict(model, call)
+        mapping = found[0] if found is not None else None
+        if mapping is not None:
+            # `torch.save(ckpt, last)`, then `torch.save(ckpt, best)`: one missing piece.
+            if id(mapping) in saved:
+                return
+            saved.add(id(mapping))
         context.report(
             call,
             "checkpoint saves the optimizer's state but not the GradScaler's: a resumed run "
             "restarts the loss scale at 65536 and skips steps until it adapts again; add "
             "`scaler.state_dict()` to it",
-            _add_scaler(model, call, mapping),
+            _add_scaler(model, call, mapping) if mapping is not None else None,
         )
 
 
@@ -316,7 +346,7 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
     if function is None:
         return False
     params = [*function.params.params, *function.params.kwonly_params]
-    return any("scaler" in param.name.value.lower() for param in params)
+    return any(named_like_scaler(param.name.value) for param in params)
 
 
 def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
@@ -324,13 +354,38 @@ def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
 
 
 def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
+    """``optimizer.load_state_dict(checkpoint["optimizer"])``, or of a field of a record
+    class of the module rebuilt from a checkpoint (``snapshot.optimizer_state``)."""
     target = receiver(call)
+    if method_name(call) != "load_state_dict" or target is None or not call.args:
+        return False
+    value = call.args[0].value
+    if not isinstance(value, cst.Subscript) and not _record_field(model, value, call):
+        return False
+    return model.is_optimizer(target)
+
+
+def _record_field(model: ModuleModel, value: cst.BaseExpression, use: cst.Call) -> bool:
+    if not isinstance(value, cst.Attribute) or not isinstance(value.value, cst.Name):
+        return False
+    record = _reaching_value(model, value.value, use)
     return (
-        method_name(call) == "load_state_dict"
-        and target is not None
-        and len(call.args) >= 1
-        and isinstance(call.args[0].value, cst.Subscript)
-        and model.is_optimizer(target)
+        isinstance(record, cst.Call)
+        and isinstance(record.func, cst.Name)
+        and record.func.value in model.index.class_by_name
+        and _is_record_class(model.index.class_by_name[record.func.value].node)
+    )
+
+
+def _is_record_class(node: cst.ClassDef) -> bool:
+    """A ``@dataclass`` or a ``NamedTuple`` subclass."""
+    decorators = {
+        (dotted_name(d.decorator.func if isinstance(d.decorator, cst.Call) else d.decorator) or "")
+        for d in node.decorators
+    }
+    bases = {dotted_name(b.value) or "" for b in node.bases}
+    return any(d.rsplit(".", 1)[-1] == "dataclass" for d in decorators) or any(
+        b.rsplit(".", 1)[-1] == "NamedTuple" for b in bases
     )
 
 
@@ -340,23 +395,185 @@ def _scaler_method_anywhere(model: ModuleModel, method: str) -> bool:
     )
 
 
+def _saves_optimizer_without_scaler(model: ModuleModel, call: cst.Call) -> bool:
+    """``torch.save`` of a checkpoint (a dict, or a dataclass / NamedTuple turned into one)
+    that holds an optimizer's state and surely nothing of a scaler."""
+    found = _checkpoint_dict(model, call)
+    if found is not None:
+        mapping, name = found
+        entries = _dict_entries(mapping)
+    else:
+        record = _checkpoint_record(model, call)
+        if record is None:
+            return False
+        entries, name = record
+    if entries is None:
+        return False
+    if not _holds_optimizer_state(model, entries) or _holds_scaler(model, entries):
+        return False
+    return name is None or not _extended_later(model, call, name)
+
+
+def _dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict | None:
+    """``save_checkpoint({"optimizer": ...}, path)`` where ``save_checkpoint`` is a function
+    of this module that passes that parameter, unchanged, to ``torch.save``."""
+    helper = model.helper_of(call)
+    if helper is None or not any(isinstance(a.value, cst.Dict) for a in call.args):
+        return None
+    names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
+    if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
+        names = names[1:]
+    scope = model.index.functions[helper]
+    for save in calls_in(helper.body):
+        if not _is_torch_save(model, save) or model.is_dead(save):
+            continue
+        saved = save.args[0].value
+        if not isinstance(saved, cst.Name) or len(scope.bindings.get(saved.value, [])) != 1:
+            continue  # rebound (filtered, extended) inside the helper: not the caller's dict
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                break
+            keyword = arg.keyword.value if arg.keyword is not None else None
+            name = keyword or (names[position] if position < len(names) else None)
+            if name == saved.value and isinstance(arg.value, cst.Dict):
+                return arg.value
+    return None
+
+
+def _handed_dict_lacks_scaler(model: ModuleModel, call: cst.Call) -> bool:
+    mapping = _dict_handed_to_saving_helper(model, call)
+    if mapping is None:
+        return False
+    entries = _dict_entries(mapping)
+    return (
+        entries is not None
+        and _holds_optimizer_state(model, entries)
+        and not _holds_scaler(model, entries)
+        and _trains_with_a_scaler(model, call)
+        and not _hands_scaler_to_checkpointing(model, call)
+    )
+
+
+def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
+    """``save_checkpoint(model, optimizer)``: a helper of this module that saves the
+    optimizer's state without a scaler, called where a scaler trains but not handed it."""
+    helper = model.helper_of(call)
+    if helper is None or model.index.enclosing_function(call) is helper:
+        return False
+    params = [*helper.params.params, *helper.params.kwonly_params]
+    if any(named_like_scaler(p.name.value) for p in params) or helper.params.star_kwarg:
+        return False
+    saves = [c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)]
+    if not saves or not all(_saves_optimizer_without_scaler(model, c) for c in saves):
+        return False
+    if any(_trains_with_a_scaler(model, c) for c in saves):
+        return False  # the helper trains with a scaler of its own: reported inside it
+    if any(_mentions_scaler(model, arg.value) for arg in call.args):
+        return False
+    return _trains_with_a_scaler(model, call) and not _hands_scaler_to_checkpointing(model, call)
+
+
+def _dict_entries(
+    mapping: cst.Dict,
+) -> list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None:
+    """(key, value) of each element; None when a ``**spread`` may hold anything."""
+    entries: list[tuple[cst.BaseExpression | None, cst.BaseExpression]] = []
+    for element in mapping.elements:
+        if isinstance(element, cst.StarredDictElement):
+            return None
+        entries.append((element.key, element.value))
+    return entries
+
+
 def _checkpoint_dict(model: ModuleModel, call: cst.Call) -> tuple[cst.Dict, str | None] | None:
     """The dict literal ``torch.save`` writes, and the name it goes by, if any."""
     value = call.args[0].value
     if isinstance(value, cst.Dict):
         return value, None
     if isinstance(value, cst.Name):
-        bindings = model.index.scope_of(value).lookup(value.value)
-        if len(bindings) == 1 and bindings[0].kind is BindingKind.ASSIGN:
-            node = bindings[0].node
-            if isinstance(node, cst.Dict):
-                return node, value.value
+        node = _reaching_value(model, value, call)
+        if isinstance(node, cst.Dict):
+            return node, value.value
     return None
 
 
-def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
-    for element in mapping.elements:
-        value = element.value
+def _reaching_value(
+    model: ModuleModel, name: cst.Name, use: cst.CSTNode
+) -> cst.BaseExpression | None:
+    """The value last assigned to ``name`` before ``use`` in straight-line code of the same
+    function (``ckpt = torch.load(...)`` on resume, ``ckpt = {...}`` at save time)."""
+    bindings = model.index.scope_of(name).lookup(name.value)
+    if not bindings or any(b.kind is not BindingKind.ASSIGN for b in bindings):
+        return None
+    if len(bindings) == 1:
+        node = bindings[0].node
+        return node if isinstance(node, cst.BaseExpression) else None
+    function = model.index.enclosing_function(use)
+    unit = function.body if function is not None else model.module
+    values = {id(b.node): b.node for b in bindings}
+    last: cst.CSTNode | None = None
+    for node in walk_body(unit):
+        if node is use:
+            break
+        if id(node) in values:
+            last = node
+    return last if isinstance(last, cst.BaseExpression) else None
+
+
+_ASDICT = frozenset({"dataclasses.asdict", "dataclasses.astuple"})
+
+
+def _checkpoint_record(
+    model: ModuleModel, call: cst.Call
+) -> tuple[list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None, str | None] | None:
+    """``torch.save(asdict(state), path)`` / ``torch.save(state._asdict(), path)`` with
+    ``state`` built from a dataclass or NamedTuple of this module: its fields as entries."""
+    value: cst.BaseExpression | None = call.args[0].value
+    if isinstance(value, cst.Name):
+        value = _reaching_value(model, value, call)  # `snapshot = asdict(snapshot)` first
+    if not isinstance(value, cst.Call):
+        return None
+    if method_name(value) == "_asdict" and not value.args:
+        record = receiver(value)
+    elif model.evaluator.qualified_names(value.func) & _ASDICT and value.args:
+        record = value.args[0].value
+    else:
+        return None
+    name = None
+    if isinstance(record, cst.Name):
+        name = record.value
+        record = _reaching_value(model, record, value)
+    if not isinstance(record, cst.Call) or not isinstance(record.func, cst.Name):
+        return None
+    cls = model.index.class_by_name.get(record.func.value)
+    if cls is None:
+        return None
+    fields = [
+        s.body[0].target.value
+        for s in cls.node.body.body
+        if isinstance(s, cst.SimpleStatementLine)
+        and isinstance(s.body[0], cst.AnnAssign)
+        and isinstance(s.body[0].target, cst.Name)
+    ]
+    entries: list[tuple[cst.BaseExpression | None, cst.BaseExpression]] = []
+    position = 0
+    for arg in record.args:
+        if arg.star:
+            return None, name
+        if arg.keyword is not None:
+            key: str | None = arg.keyword.value
+        else:
+            key = fields[position] if position < len(fields) else None
+            position += 1
+        entries.append((cst.SimpleString(repr(key)) if key is not None else None, arg.value))
+    return entries, None
+
+
+_Entries = list[tuple[cst.BaseExpression | None, cst.BaseExpression]]
+
+
+def _holds_optimizer_state(model: ModuleModel, entries: _Entries) -> bool:
+    for _, value in entries:
         if isinstance(value, cst.Call) and method_name(value) == "state_dict":
             target = receiver(value)
             if target is not None and model.is_optimizer(target):
@@ -364,16 +581,13 @@ def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
     return False
 
 
-def _holds_scaler(model: ModuleModel, mapping: cst.Dict) -> bool:
-    for element in mapping.elements:
-        if isinstance(element, cst.StarredDictElement):
-            return True  # `**state`: may hold anything
-        key = element.key
+def _holds_scaler(model: ModuleModel, entries: _Entries) -> bool:
+    for key, value in entries:
         if isinstance(key, cst.SimpleString) and _SCALER_KEY.search(str(key.evaluated_value)):
             return True
         if not isinstance(key, (cst.SimpleString, cst.Integer)):
             return True  # computed keys: cannot tell
-        if _mentions_scaler(model, element.value):
+        if _mentions_scaler(model, value):
             return True
     return False
 
@@ -460,7 +674,7 @@ def _scaler_in_scope(model: ModuleModel, save: cst.Call) -> str | None:
     function = model.index.enclosing_function(save)
     if function is not None:
         for param in [*function.params.params, *function.params.kwonly_params]:
-            if "scaler" in param.name.value.lower():
+            if named_like_scaler(param.name.value):
                 if param.default is not None:
                     return None  # `scaler=None`
                 candidates.add(param.name.value)

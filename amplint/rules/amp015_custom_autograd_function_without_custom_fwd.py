@@ -5,12 +5,11 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.api_names import torch_name
-from amplint.analysis.model import ModuleModel
+from amplint.analysis.model import MAX_HELPER_DEPTH, ModuleModel
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _FUNCTION_BASES = {"torch.autograd.Function", "torch.autograd.function.Function"}
-_MAX_HELPER_DEPTH = 3
 
 
 class CustomAutogradFunctionWithoutCustomFwd(Rule):
@@ -293,7 +292,7 @@ def _autocast_devices(
             return None
         return [r.device for r in model.autocast_regions(region) if r.may_be_enabled]
     function = model.index.enclosing_function(node)
-    if function is None or depth >= _MAX_HELPER_DEPTH:
+    if function is None or depth >= MAX_HELPER_DEPTH:
         return None
     if function in memo:
         return memo[function]

@@ -176,50 +176,53 @@ class Trainer:
     def check(self, context: RuleContext) -> None:
         model = context.model
         for iteration in iterations(model):
-            boundary = _boundary(model, iteration)
-            if boundary is None:
-                continue
-            every = [
-                e
-                for e in iteration.of(Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE)
-                if not any(accumulation_like(model, c) for c in e.conditions)
-                and not any(exclusive(e, z) for z in iteration.of(Kind.ZERO_GRAD))
-            ]
-            if not every:
-                continue
-            fix = _move_under(model, iteration, boundary, every)
-            for event in every:
-                func = event.call.func
-                method = func.attr.value if isinstance(func, cst.Attribute) else ""
-                context.report(
-                    event.call,
-                    f"`{event.scaler_local}.{method}()` runs on every micro-batch while "
-                    f"`zero_grad()` runs only under `if {boundary.key}:`; move it under the "
-                    "accumulation boundary",
-                    fix,
-                )
+            groups: dict[Condition, list[Event]] = {}
+            for event in iteration.of(Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE):
+                boundary = _boundary(model, iteration, event)
+                if boundary is not None:
+                    groups.setdefault(boundary, []).append(event)
+            for boundary, every in groups.items():
+                fix = _move_under(model, iteration, boundary, every)
+                for event in every:
+                    func = event.call.func
+                    method = func.attr.value if isinstance(func, cst.Attribute) else ""
+                    context.report(
+                        event.call,
+                        f"`{event.scaler_local}.{method}()` runs on every micro-batch while "
+                        f"`zero_grad()` runs only under `if {boundary.key}:`; move it under "
+                        "the accumulation boundary",
+                        fix,
+                    )
 
 
-def _boundary(model: ModuleModel, iteration: Iteration) -> Condition | None:
-    """The accumulation condition every ``zero_grad`` of the iteration sits under, when
-    backward runs on every micro-batch."""
-    zero_grads = iteration.of(Kind.ZERO_GRAD)
+def _boundary(model: ModuleModel, iteration: Iteration, event: Event) -> Condition | None:
+    """The accumulation condition that every ``zero_grad`` able to run with ``event`` sits
+    under and ``event`` does not, when a scaled backward runs on every micro-batch beside
+    it. ``zero_grad`` calls of another branch (``if accum > 1: ... else: zero_grad()``,
+    the path without accumulation) say nothing about ``event``'s branch."""
+    zero_grads = [z for z in iteration.of(Kind.ZERO_GRAD) if not exclusive(event, z)]
     if not zero_grads:
         return None
     shared: set[Condition] | None = None
-    for event in zero_grads:
-        conditions = {c for c in event.conditions if accumulation_like(model, c)}
+    for zero_grad in zero_grads:
+        conditions = {c for c in zero_grad.conditions if accumulation_like(model, c)}
         shared = conditions if shared is None else shared & conditions
     if not shared:
+        return None
+    own = {c for c in event.conditions if accumulation_like(model, c)}
+    if not own <= shared:
+        return None  # under an accumulation test of its own that the analysis cannot relate
+    missing = shared - own
+    if not missing:
         return None
     every_backward = [
         e
         for e in iteration.of(Kind.SCALED_BACKWARD)
-        if not any(accumulation_like(model, c) for c in e.conditions)
+        if not exclusive(e, event) and not any(c in missing for c in e.conditions)
     ]
     if not every_backward:
         return None
-    return next(c for e in zero_grads for c in e.conditions if c in shared)
+    return next(c for z in zero_grads for c in z.conditions if c in missing)
 
 
 def _move_under(

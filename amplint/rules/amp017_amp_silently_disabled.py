@@ -8,12 +8,11 @@ from amplint.analysis.api_names import (
     argument,
     chain_up,
     is_torch_module,
-    legacy_call_args,
     literal_string,
     names_of,
-    prepend_device,
 )
 from amplint.analysis.model import ModuleModel
+from amplint.analysis.rewrites import legacy_call_args, prepend_device
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, ScalerInstance

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.steps import Kind, clip_kind, iterations
+from amplint.analysis.clipping import clip_kind
+from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _SCALER_KINDS = (Kind.SCALED_BACKWARD, Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name, receiver
+from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import BindingKind, dotted_name
-from amplint.analysis.steps import scaler_state
 from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _LBFGS = frozenset({"torch.optim.LBFGS", "torch.optim.lbfgs.LBFGS"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.api_names import argument, names_of
-from amplint.analysis.model import ModuleModel
+from amplint.analysis.model import MAX_HELPER_DEPTH, ModuleModel
 from amplint.analysis.scopes import BindingKind
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
@@ -14,7 +14,6 @@ _BCE_FUNCTIONS = {
 }
 _BCE_MODULES = {"torch.nn.BCELoss", "torch.nn.modules.BCELoss", "torch.nn.modules.loss.BCELoss"}
 _SIGMOIDS = {"torch.sigmoid", "torch.nn.functional.sigmoid", "torch.special.expit"}
-_MAX_HELPER_DEPTH = 3
 
 
 class BannedOpUnderAutocast(Rule):
@@ -256,7 +255,7 @@ def _under_cuda_autocast(
     if state is not None:
         return state
     function = model.index.enclosing_function(node)
-    if function is None or depth >= _MAX_HELPER_DEPTH:
+    if function is None or depth >= MAX_HELPER_DEPTH:
         return False
     if function in memo:
         return memo[function]

@@ -7,8 +7,9 @@ import re
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import dotted_name
-from amplint.analysis.steps import Iteration, Kind, iterations, normalise, scaler_state
+from amplint.analysis.steps import Iteration, Kind, iterations, normalise
 from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _DISPLAY_CALLS = frozenset(
@@ -25,6 +26,9 @@ _EVERY_STEP_TEST = re.compile(
     re.IGNORECASE,
 )
 _SCALER_STATE_ATTRIBUTES = ("_scale", "_growth_tracker")
+
+
+_SYNCHRONIZE = frozenset({"torch.cuda.synchronize", "torch.synchronize", "torch.xpu.synchronize"})
 
 
 class SyncPerStep(Rule):
@@ -88,6 +92,29 @@ for step, batch in enumerate(loader):
     if step % save_every == 0:
         torch.save({"scaler": scaler.state_dict()}, path)
 """,
+        # The pass waits for the device anyway (`loss.item()` first): the read adds nothing.
+        """
+import torch
+def train(loader, model, optimizer, scaler, rank):
+    pbar = tqdm(loader)
+    for batch in pbar:
+        loss = model(batch)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if rank == 0:
+            pbar.set_postfix(loss=loss.item(), scale=scaler.get_scale())
+""",
+        # A CPU scaler keeps its scale on the host.
+        """
+import torch
+scaler = torch.amp.GradScaler("cpu")
+for batch in loader:
+    scaler.scale(model(batch)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    print(f"scale {scaler.get_scale()}")
+""",
         # Not in a training loop.
         """
 import torch
@@ -120,7 +147,7 @@ def train(loader, model, optimizer, scaler, rank):
         scaler.step(optimizer)
         scaler.update()
         if rank == 0:
-            pbar.set_postfix(loss=loss.item(), scale=scaler.get_scale())
+            pbar.set_postfix(scale=scaler.get_scale())
 """,
             line=10,
         ),
@@ -162,10 +189,19 @@ for batch in loader:
             # The loop must step once per pass (not an epoch loop around a batch loop).
             if not any(not e.loops for e in iteration.of(Kind.SCALER_STEP, Kind.UPDATE)):
                 continue
-            for call in _own_calls(iteration.root):
+            synced: int | None = None  # index of the first unconditional sync of the pass
+            for position, call in enumerate(_own_calls(iteration.root)):
+                if (
+                    synced is None
+                    and _syncs(model, call)
+                    and _every_iteration(model, iteration, call)
+                ):
+                    synced = position
                 what = _scaler_read(model, call)
                 if what is None or not _every_iteration(model, iteration, call):
                     continue
+                if synced is not None and synced < position:
+                    continue  # the pass has already waited for the device: the read is free
                 if not what.endswith(".state_dict()") and not _displayed(model, iteration, call):
                     continue
                 context.report(
@@ -180,10 +216,29 @@ def _own_calls(root: cst.CSTNode) -> list[cst.Call]:
     return calls_in(root.body) if isinstance(root, (cst.For, cst.While)) else calls_in(root)
 
 
+def _syncs(model: ModuleModel, call: cst.Call) -> bool:
+    """``loss.item()`` / ``torch.cuda.synchronize()``: the host waits for the device."""
+    name = method_name(call)
+    if name in ("item", "tolist") and not call.args:
+        return _scaler_read(model, call) is None
+    return name == "synchronize" and dotted_name(call.func) in _SYNCHRONIZE
+
+
+def _cpu_scaler(model: ModuleModel, target: cst.BaseExpression) -> bool:
+    """A scaler made for the CPU: its scale lives on the host, reading it costs nothing."""
+    scalers = model.scaler_instances(target)
+    return bool(scalers) and all(s.device == "cpu" for s in scalers)
+
+
 def _scaler_read(model: ModuleModel, call: cst.Call) -> str | None:
     name = method_name(call)
     target = receiver(call)
     if target is None:
+        return None
+    if isinstance(target, cst.Attribute) and name == "item":
+        if _cpu_scaler(model, target.value):
+            return None
+    elif _cpu_scaler(model, target):
         return None
     if name in ("get_scale", "state_dict") and scaler_state(model, target) == "enabled":
         return f"{dotted_name(target)}.{name}()"
