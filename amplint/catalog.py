@@ -1138,7 +1138,8 @@ No fix: the logging interval is the author's choice.
 Checks for a model loaded or cast to float16 (`from_pretrained(..., torch_dtype=torch.float16)`,
 `dtype=torch.float16`, `.half()`, `.to(torch.float16)`) that is then handed, whole, to a
 framework told to train with float16 mixed precision: Hugging Face
-`Trainer(model, TrainingArguments(fp16=True))`, `Accelerator(mixed_precision="fp16").prepare(model)`,
+`Trainer(model, TrainingArguments(fp16=True))`,
+`Accelerator(mixed_precision="fp16").prepare(model)`,
 Lightning `Trainer(precision="16-mixed").fit(model)`, `Fabric(precision="16-mixed").setup(model)`.
 
 It stays quiet when the module freezes parameters or trains adapters (PEFT / LoRA,
@@ -1171,11 +1172,14 @@ float32 adapters (PEFT/LoRA), or use Lightning's `precision="16-true"` (pure flo
 scaler).
 """,
             references=(
-                "https://github.com/pytorch/pytorch/blob/main/torch/amp/grad_scaler.py (`_unscale_grads_`: 'Attempting to unscale FP16 gradients.')",
-                "https://huggingface.co/docs/accelerate/package_reference/accelerator (`Accelerator.__init__` builds the GradScaler for `mixed_precision='fp16'`)",
-                "https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments.fp16",
+                "https://github.com/pytorch/pytorch/blob/main/torch/amp/grad_scaler.py"
+                " (`_unscale_grads_` raises 'Attempting to unscale FP16 gradients.')",
+                "https://huggingface.co/docs/accelerate/package_reference/accelerator"
+                " (`Accelerator.__init__` builds a GradScaler for `mixed_precision='fp16'`)",
+                "https://huggingface.co/docs/transformers/main_classes/trainer",
                 "https://lightning.ai/docs/pytorch/stable/common/precision_intermediate.html",
-                "https://huggingface.co/docs/peft/developer_guides/troubleshooting (trainable parameters in float32)",
+                "https://huggingface.co/docs/peft/developer_guides/troubleshooting"
+                " (trainable parameters in float32)",
             ),
         ),
     ),
@@ -1207,7 +1211,8 @@ No fix: which dtype was meant is the author's choice (bfloat16 needs no loss sca
 the hardware supports it; float16 runs on older GPUs).
 """,
             references=(
-                "https://github.com/huggingface/transformers/blob/main/src/transformers/training_args.py (`__post_init__`: 'At most one of fp16 and bf16 can be True')",
+                "https://github.com/huggingface/transformers/blob/main/src/transformers/"
+                "training_args.py (`__post_init__`: 'At most one of fp16 and bf16 can be True')",
             ),
         ),
     ),
@@ -1242,8 +1247,11 @@ Lightning runs anyway: safe. For `TrainingArguments` and `Accelerator` there is 
 asking for bfloat16 would change the run from float32 to bfloat16.
 """,
             references=(
-                "https://github.com/huggingface/accelerate/blob/main/src/accelerate/accelerator.py (`__init__`: the GradScaler only when `self.device.type != 'cpu'`)",
-                "https://github.com/Lightning-AI/pytorch-lightning/blob/master/src/lightning/pytorch/trainer/connectors/accelerator_connector.py ('AMP with fp16 is not supported on CPU. Using precision=bf16-mixed instead.')",
+                "https://github.com/huggingface/accelerate/blob/main/src/accelerate/accelerator.py"
+                " (`__init__`: a GradScaler only when `self.device.type != 'cpu'`)",
+                "https://github.com/Lightning-AI/pytorch-lightning/blob/master/src/lightning/"
+                "pytorch/trainer/connectors/accelerator_connector.py ('AMP with fp16 is not "
+                "supported on CPU. Using precision=bf16-mixed instead.')",
                 "https://pytorch.org/docs/stable/amp.html#cpu-op-specific-behavior",
             ),
         ),
@@ -1251,7 +1259,7 @@ asking for bfloat16 would change the run from float32 to bfloat16.
     Entry(
         code="AMP025",
         name="amp-stacked-on-framework",
-        summary="own GradScaler or autocast stacked on a framework that already scales or autocasts",
+        summary="own GradScaler or autocast on top of a framework that scales or autocasts",
         caught="static",
         docs=Docs(
             what_it_does="""
@@ -1289,9 +1297,10 @@ No fix: removing a scaler also removes its `step` / `update` calls and its check
 which are the author's to rewrite.
 """,
             references=(
-                "https://huggingface.co/docs/accelerate/package_reference/accelerator#accelerate.Accelerator.backward",
+                "https://huggingface.co/docs/accelerate/package_reference/accelerator",
                 "https://lightning.ai/docs/pytorch/stable/model/manual_optimization.html",
-                "https://pytorch.org/docs/stable/amp.html#autocasting (nested autocast regions: the innermost decides)",
+                "https://pytorch.org/docs/stable/amp.html#autocasting"
+                " (nested autocast regions: the innermost decides)",
             ),
         ),
     ),

@@ -146,16 +146,21 @@ def _collect(model: ModuleModel) -> Frameworks:
         config = _config_of_call(model, call)
         if config is not None and not model.is_dead(call):
             configs.append(config)
-    withs = [w for w in model.index.withs if _framework_autocast_item(model, w, imports)]
-    return Frameworks(configs, withs, imports)
+    facts = _CACHE[model] = Frameworks(configs, [], imports)
+    # Recognising `accelerator.autocast()` asks for the configurations above.
+    facts.autocast_withs = [
+        w for w in model.index.withs if _framework_autocast_item(model, w, imports)
+    ]
+    return facts
 
 
 def _imports_framework(model: ModuleModel) -> bool:
     for scope_bindings in _all_bindings(model):
         for binding in scope_bindings:
-            if binding.kind is BindingKind.IMPORT and binding.qualified_name.split(".")[
-                0
-            ] in _FRAMEWORK_PACKAGES + ("transformers",):
+            if binding.kind is BindingKind.IMPORT and binding.qualified_name.split(".")[0] in (
+                *_FRAMEWORK_PACKAGES,
+                "transformers",
+            ):
                 return True
     return False
 
@@ -268,6 +273,20 @@ def _config(
     )
 
 
+def literal_flags(call: cst.Call) -> dict[str, str | int | bool | None]:
+    """The keyword arguments of a configuration call (or the dict of ``parse_dict``) as
+    literals; None for a value that is not one."""
+    flags = _call_flags(call)
+    if method_name(call) == "parse_dict" and call.args and isinstance(call.args[0].value, cst.Dict):
+        flags = {}
+        for element in call.args[0].value.elements:
+            if isinstance(element, cst.DictElement) and isinstance(
+                key := _literal(element.key), str
+            ):
+                flags[key] = element.value
+    return {name: _literal(value) for name, value in (flags or {}).items()}
+
+
 def _parser_config(model: ModuleModel, call: cst.Call) -> FrameworkAmp | None:
     """``HfArgumentParser(TrainingArguments).parse_dict({"fp16": True, ...})``: the dataclass
     parser's equivalent of the constructor, where the values are literals."""
@@ -295,7 +314,9 @@ def _is_training_arguments_parser(model: ModuleModel, node: cst.BaseExpression) 
         if not isinstance(value, cst.Call):
             continue
         names = model.evaluator.qualified_names(value.func)
-        if not any(n.split(".")[0] == "transformers" and n.endswith("HfArgumentParser") for n in names):
+        if not any(
+            n.split(".")[0] == "transformers" and n.endswith("HfArgumentParser") for n in names
+        ):
             continue
         for arg in value.args:
             items = arg.value.elements if isinstance(arg.value, (cst.Tuple, cst.List)) else None
@@ -382,7 +403,9 @@ def is_framework_autocast(
     assert target is not None
     configs = configs_of(model, target)
     if configs is not None:
-        return all(c.framework in ("accelerate", "fabric") and c.precision != "off" for c in configs)
+        return all(
+            c.framework in ("accelerate", "fabric") and c.precision != "off" for c in configs
+        )
     if imports is None:
         imports = frameworks_of(model).imports_framework
     name = _last(target)
@@ -498,7 +521,11 @@ def framework_scaled_clips(model: ModuleModel) -> list[ScaledClip]:
             owner = receiver(call)
             assert owner is not None
             config = surely_precision(model, owner, "fp16")
-            if config is None or config.cpu_only or config.framework not in ("accelerate", "fabric"):
+            if (
+                config is None
+                or config.cpu_only
+                or config.framework not in ("accelerate", "fabric")
+            ):
                 continue
             clip = _clip_before_step(model, call, owner_key=dotted_name(owner), torch_only=True)
             if clip is not None:

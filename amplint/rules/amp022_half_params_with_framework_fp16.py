@@ -270,7 +270,9 @@ def _half_casts(model: ModuleModel, handoff: Handoff) -> list[cst.Call]:
     # One assignment; the framework's own `model, opt = accelerator.prepare(model, opt)`
     # rebinding (a tuple target, value unknown) is allowed, parameters and imports are not.
     assigned = [b for b in bindings if b.kind is BindingKind.ASSIGN]
-    if len(assigned) != 1 or any(b.kind not in (BindingKind.ASSIGN, BindingKind.OTHER) for b in bindings):
+    if len(assigned) != 1 or any(
+        b.kind not in (BindingKind.ASSIGN, BindingKind.OTHER) for b in bindings
+    ):
         return []
     casts: list[cst.Call] = []
     value = assigned[0].node
