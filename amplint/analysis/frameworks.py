@@ -9,7 +9,7 @@ stay quiet on unknowns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from weakref import WeakKeyDictionary
 
@@ -90,15 +90,15 @@ class FrameworkAmp:
 
     framework: Framework
     #: the constructor call (or the parser call that carries the flags).
-    call: cst.Call
+    call: cst.Call = field(repr=False)
     #: None when the precision is not written as a literal.
     precision: Precision | None
     #: True when the framework is told to run on CPU only (a literal).
     cpu_only: bool
     #: the argument that asks for float16 mixed precision, for messages and fixes.
-    fp16_arg: cst.BaseExpression | None = None
+    fp16_arg: cst.BaseExpression | None = field(default=None, repr=False)
     #: the argument that asks for bfloat16 (HF ``bf16=True``), for fp16-and-bf16 findings.
-    bf16_arg: cst.BaseExpression | None = None
+    bf16_arg: cst.BaseExpression | None = field(default=None, repr=False)
 
     @property
     def scales(self) -> bool:
@@ -489,12 +489,12 @@ _UNSCALES = frozenset(
 class ScaledClip:
     """A clip of gradients that a framework's GradScaler still multiplies by the loss scale."""
 
-    call: cst.Call
+    call: cst.Call = field(repr=False)
     config: FrameworkAmp
     #: what to do instead, in the framework's own terms.
     remedy: str
     #: the Accelerator / Fabric expression whose own clip replaces the call, when certain.
-    owner: cst.BaseExpression | None = None
+    owner: cst.BaseExpression | None = field(default=None, repr=False)
 
 
 def is_torch_clip(model: ModuleModel, call: cst.Call) -> bool:
@@ -624,8 +624,8 @@ class Handoff:
     """A call that gives a model to a framework that trains it: ``Trainer(model=m, args=a)``,
     ``accelerator.prepare(m, ...)``, ``trainer.fit(m)``, ``fabric.setup(m, ...)``."""
 
-    call: cst.Call
-    model_expr: cst.BaseExpression
+    call: cst.Call = field(repr=False)
+    model_expr: cst.BaseExpression = field(repr=False)
     config: FrameworkAmp
 
 

@@ -23,8 +23,9 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 class ClipScaledGradients(Rule):
     code = "AMP006"
     tokens = (
-        ("~scaler", "~accelerat", "~fabric", "manual_backward", "on_after_backward"),
-        ("scale", "backward", "manual_backward", "on_after_backward"),
+        ("~scaler", "~accelerat", "~fabric", "~lightning", "manual_backward"),
+        # `on_after_backward` is a method name, which the prefilter does not see: lightning.
+        ("scale", "backward", "manual_backward", "~lightning"),
         ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients"),
     )
 
