@@ -436,10 +436,23 @@ def enclosing_framework_autocast(model: ModuleModel, node: cst.CSTNode) -> cst.W
     return None
 
 
-def is_lightning_module(model: ModuleModel, class_def: cst.ClassDef) -> bool:
+def is_lightning_module(model: ModuleModel, class_def: cst.ClassDef, depth: int = 0) -> bool:
+    """A subclass of Lightning's ``LightningModule``, directly or through classes of this
+    module."""
+    if depth > 8:
+        return False
     for base in class_def.bases:
         if model.evaluator.qualified_names(base.value) & LIGHTNING_MODULES:
             return True
+        if isinstance(base.value, cst.Name):
+            bindings = model.index.scope_of(class_def).lookup(base.value.value)
+            if (
+                len(bindings) == 1
+                and bindings[0].kind is BindingKind.CLASS
+                and isinstance(bindings[0].node, cst.ClassDef)
+                and is_lightning_module(model, bindings[0].node, depth + 1)
+            ):
+                return True
     return False
 
 
