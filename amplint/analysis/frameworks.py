@@ -274,39 +274,76 @@ def _config(
 
 
 def literal_flags(call: cst.Call) -> dict[str, str | int | bool | None]:
-    """The keyword arguments of a configuration call (or the dict of ``parse_dict``) as
-    literals; None for a value that is not one."""
-    flags = _call_flags(call)
-    if method_name(call) == "parse_dict" and call.args and isinstance(call.args[0].value, cst.Dict):
-        flags = {}
-        for element in call.args[0].value.elements:
-            if isinstance(element, cst.DictElement) and isinstance(
-                key := _literal(element.key), str
-            ):
-                flags[key] = element.value
+    """The keyword arguments of a configuration call (or what a dataclass parser is given)
+    as literals; None for a value that is not one."""
+    flags = _parser_flags(call) if method_name(call) in _PARSER_METHODS else _call_flags(call)
     return {name: _literal(value) for name, value in (flags or {}).items()}
 
 
+#: ``HfArgumentParser`` methods whose argument shows the flags: a dict, or a command line.
+_PARSER_METHODS = ("parse_dict", "parse_args_into_dataclasses")
+
+
+def _parser_flags(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+    """``parse_dict({"fp16": True})`` / ``parse_args_into_dataclasses(args=["--fp16"])``:
+    the flags, when every one is written out; None otherwise."""
+    given = _keyword(call, "args")
+    if given is None and call.args and call.args[0].keyword is None:
+        given = call.args[0].value
+    if isinstance(given, cst.Dict) and method_name(call) == "parse_dict":
+        flags: dict[str, cst.BaseExpression] = {}
+        for element in given.elements:
+            if not isinstance(element, cst.DictElement):
+                return None
+            key = _literal(element.key)
+            if not isinstance(key, str):
+                return None
+            flags[key] = element.value
+        return flags
+    if isinstance(given, (cst.List, cst.Tuple)) and method_name(call) != "parse_dict":
+        words: list[tuple[str, cst.BaseExpression]] = []
+        for element in given.elements:
+            word = _literal(element.value) if not isinstance(element, cst.StarredElement) else None
+            if not isinstance(word, str):
+                return None
+            words.append((word, element.value))
+        return _command_line_flags(words)
+    return None
+
+
+def _command_line_flags(
+    words: list[tuple[str, cst.BaseExpression]],
+) -> dict[str, cst.BaseExpression]:
+    """``["--fp16", "--bf16", "True", "--output_dir", "o"]``: a bare boolean flag is True,
+    ``--flag True|False`` says which; other values are kept as the string written."""
+    flags: dict[str, cst.BaseExpression] = {}
+    position = 0
+    while position < len(words):
+        word, node = words[position]
+        position += 1
+        if not word.startswith("--"):
+            continue
+        name = word[2:].replace("-", "_")
+        value: cst.BaseExpression = cst.Name("True")
+        if position < len(words) and not words[position][0].startswith("--"):
+            text, node = words[position]
+            position += 1
+            value = cst.Name(text) if text in ("True", "False") else node
+        flags[name] = value
+    return flags
+
+
 def _parser_config(model: ModuleModel, call: cst.Call) -> FrameworkAmp | None:
-    """``HfArgumentParser(TrainingArguments).parse_dict({"fp16": True, ...})``: the dataclass
-    parser's equivalent of the constructor, where the values are literals."""
-    if method_name(call) != "parse_dict" or not call.args:
+    """``HfArgumentParser(TrainingArguments).parse_dict({"fp16": True, ...})`` (or
+    ``parse_args_into_dataclasses([...])``): the dataclass parser's equivalent of the
+    constructor, where the values are literals."""
+    if method_name(call) not in _PARSER_METHODS:
         return None
     parser = receiver(call)
     if parser is None or not _is_training_arguments_parser(model, parser):
         return None
-    mapping = call.args[0].value
-    if not isinstance(mapping, cst.Dict):
-        return None
-    flags: dict[str, cst.BaseExpression] = {}
-    for element in mapping.elements:
-        if not isinstance(element, cst.DictElement):
-            return None
-        key = _literal(element.key)
-        if not isinstance(key, str):
-            return None
-        flags[key] = element.value
-    return _config("transformers", call, flags)
+    flags = _parser_flags(call)
+    return _config("transformers", call, flags) if flags is not None else None
 
 
 def _is_training_arguments_parser(model: ModuleModel, node: cst.BaseExpression) -> bool:

@@ -28,6 +28,13 @@ args = TrainingArguments("out", fp16=True, bf16=cli.bf16)
 from mytrainer import TrainingArguments
 args = TrainingArguments(fp16=True, bf16=True)
 """,
+        # `--bf16 False` on a written command line; a parser of other dataclasses.
+        """
+from transformers import HfArgumentParser, TrainingArguments
+parser = HfArgumentParser(TrainingArguments)
+(args,) = parser.parse_args_into_dataclasses(["--fp16", "--bf16", "False", "--output_dir", "o"])
+other = HfArgumentParser(MyArguments).parse_args_into_dataclasses(["--fp16", "--bf16"])
+""",
         # A full-eval dtype next to a training dtype is allowed.
         """
 import transformers
@@ -52,6 +59,15 @@ args = tf.TrainingArguments(**{"output_dir": "o", "fp16_full_eval": True, "bf16_
 """,
             line=4,
             count=2,
+        ),
+        # A command line written out for the parser.
+        Invalid(
+            """
+from transformers import HfArgumentParser, TrainingArguments
+parser = HfArgumentParser(TrainingArguments)
+(args,) = parser.parse_args_into_dataclasses(args=["--output_dir", "o", "--fp16", "--bf16", "True"])
+""",
+            line=4,
         ),
     )
 
