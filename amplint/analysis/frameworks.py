@@ -102,12 +102,9 @@ class FrameworkAmp:
 
     @property
     def scales(self) -> bool:
-        """The framework builds a GradScaler for this configuration (on a GPU)."""
-        return self.precision == "fp16"
-
-    @property
-    def autocasts(self) -> bool:
-        return self.precision in ("fp16", "bf16")
+        """The framework builds a GradScaler: float16 mixed precision, not on a CPU (where
+        Accelerate builds none and Lightning switches to bfloat16)."""
+        return self.precision == "fp16" and not self.cpu_only
 
     @property
     def label(self) -> str:
@@ -454,10 +451,6 @@ def framework_autocast_withs(model: ModuleModel) -> list[cst.With]:
     return frameworks_of(model).autocast_withs
 
 
-def is_framework_autocast_with(model: ModuleModel, with_node: cst.With) -> bool:
-    return with_node in frameworks_of(model).autocast_withs
-
-
 def enclosing_framework_autocast(model: ModuleModel, node: cst.CSTNode) -> cst.With | None:
     """The innermost framework autocast ``with`` around ``node`` in its function."""
     withs = frameworks_of(model).autocast_withs
@@ -500,13 +493,6 @@ def is_framework_backward(model: ModuleModel, call: cst.Call) -> bool:
         return False
     info = model.index.enclosing_class(call)
     return info is not None and is_lightning_module(model, info.node)
-
-
-def backward_receiver(model: ModuleModel, call: cst.Call) -> cst.BaseExpression | None:
-    """The Accelerator / Fabric whose ``backward`` ``call`` is, as written."""
-    if method_name(call) != "backward" or not call.args:
-        return None
-    return receiver(call)
 
 
 def _last(node: cst.BaseExpression) -> str | None:
@@ -593,7 +579,7 @@ def framework_scaled_clips(model: ModuleModel) -> list[ScaledClip]:
                 )
         elif is_framework_backward(model, call):
             config = sole_precision(model, "lightning")
-            if config is None or config.precision != "fp16" or config.cpu_only:
+            if config is None or not config.scales:
                 continue
             clip = _clip_before_step(model, call, owner_key=None, torch_only=False)
             if clip is not None:
@@ -646,7 +632,7 @@ def _after_backward_hook_clips(model: ModuleModel) -> list[ScaledClip]:
     """Clips in a LightningModule's ``on_after_backward``: Lightning documents that the
     gradients are not unscaled yet there under AMP."""
     config = sole_precision(model, "lightning")
-    if config is None or config.precision != "fp16" or config.cpu_only:
+    if config is None or not config.scales:
         return []
     found = []
     for info in model.index.classes.values():

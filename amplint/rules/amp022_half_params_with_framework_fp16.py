@@ -167,7 +167,7 @@ trainer.fit(model, datamodule=dm)
         reported: set[cst.CSTNode] = set()
         for handoff in handoffs(model):
             config = handoff.config
-            if config.precision != "fp16" or config.cpu_only:
+            if not config.scales:
                 continue
             for cast in _half_casts(model, handoff):
                 if cast in reported:

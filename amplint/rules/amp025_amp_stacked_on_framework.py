@@ -7,14 +7,12 @@ import libcst as cst
 from amplint.analysis.frameworks import (
     FrameworkAmp,
     enclosing_framework_autocast,
-    framework_autocast_withs,
     is_framework_backward,
     is_lightning_module,
     sole_precision,
     surely_precision,
 )
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
-from amplint.analysis.values import AutocastRegion
+from amplint.analysis.model import ModuleModel, method_name, receiver
 from amplint.engine.contract import Invalid, Rule, RuleContext
 
 _DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
@@ -164,12 +162,12 @@ def _scaling_backward(model: ModuleModel, call: cst.Call) -> FrameworkAmp | None
         owner = receiver(call)
         assert owner is not None
         config = surely_precision(model, owner, "fp16")
-        if config is not None and config.framework in ("accelerate", "fabric"):
-            return None if config.cpu_only else config
+        if config is not None and config.framework in ("accelerate", "fabric") and config.scales:
+            return config
         return None
     if is_framework_backward(model, call) and call.args:
         config = sole_precision(model, "lightning")
-        if config is not None and config.precision == "fp16" and not config.cpu_only:
+        if config is not None and config.scales:
             return config
     return None
 
@@ -220,7 +218,3 @@ def _framework_dtype(model: ModuleModel, with_node: cst.With) -> tuple[Framework
         return None
     precision = "bf16" if config.cpu_only else config.precision
     return config, _DTYPE[precision]
-
-
-# Keep the imports used by type checkers honest.
-_ = (framework_autocast_withs, calls_in, AutocastRegion)
