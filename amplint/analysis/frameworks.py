@@ -521,6 +521,10 @@ _UNSCALES = frozenset(
 )
 
 
+#: the frameworks whose objects have a ``backward(loss)`` that scales the loss.
+_OWN_BACKWARD = ("accelerate", "fabric")
+
+
 @dataclass(frozen=True, eq=False)
 class ScaledClip:
     """A clip of gradients that a framework's GradScaler still multiplies by the loss scale."""
@@ -557,13 +561,9 @@ def framework_scaled_clips(model: ModuleModel) -> list[ScaledClip]:
             owner = receiver(call)
             assert owner is not None
             config = surely_precision(model, owner, "fp16")
-            if (
-                config is None
-                or config.cpu_only
-                or config.framework not in ("accelerate", "fabric")
-            ):
+            if config is None or not config.scales or config.framework not in _OWN_BACKWARD:
                 continue
-            clip = _clip_before_step(model, call, owner_key=dotted_name(owner), torch_only=True)
+            clip = _clip_before_step(model, call, torch_only=True)
             if clip is not None:
                 own = "clip_grad_norm_" if config.framework == "accelerate" else "clip_gradients"
                 if config.framework == "accelerate" and "value" in _clip_name(model, clip):
@@ -581,7 +581,7 @@ def framework_scaled_clips(model: ModuleModel) -> list[ScaledClip]:
             config = sole_precision(model, "lightning")
             if config is None or not config.scales:
                 continue
-            clip = _clip_before_step(model, call, owner_key=None, torch_only=False)
+            clip = _clip_before_step(model, call, torch_only=False)
             if clip is not None:
                 found.append(
                     ScaledClip(
@@ -600,7 +600,7 @@ def _clip_name(model: ModuleModel, call: cst.Call) -> str:
 
 
 def _clip_before_step(
-    model: ModuleModel, backward: cst.Call, owner_key: str | None, *, torch_only: bool
+    model: ModuleModel, backward: cst.Call, *, torch_only: bool
 ) -> cst.Call | None:
     """The first clip after ``backward`` in its function, in the same loops, before any
     unscale or step, and followed by a step."""
