@@ -79,6 +79,35 @@ _LIGHTNING_PRECISION: dict[str, Precision] = {
 }
 _ACCELERATE_PRECISION: dict[str, Precision] = {"fp16": "fp16", "bf16": "bf16", "no": "off"}
 
+#: A prefilter token group for rules that need a framework's configuration: every one is
+#: imported from one of these packages, whose name the import statement spells.
+IMPORT_TOKENS = (
+    "^transformers",
+    "^accelerate",
+    "^lightning",
+    "^pytorch_lightning",
+    "^lightning_fabric",
+)
+
+#: Prefilter token groups: float16 (or any) mixed precision switched on by a literal, or
+#: flags handed to a dataclass parser. The rules judge only literal switches.
+_PARSED = ("parse_dict",)
+FP16_TOKENS = (
+    "=fp16:True",
+    "=mixed_precision:fp16",
+    "=precision:16-mixed",
+    "=precision:16",
+    *_PARSED,
+)
+MIXED_TOKENS = (
+    *FP16_TOKENS,
+    "=bf16:True",
+    "=mixed_precision:bf16",
+    "=precision:bf16-mixed",
+    "=precision:bf16",
+)
+CPU_TOKENS = ("=use_cpu:True", "=no_cuda:True", "=cpu:True", "=accelerator:cpu", *_PARSED)
+
 #: the packages whose import makes an unresolved ``x.autocast()`` / ``x.backward()`` a
 #: framework's (a parameter named ``accelerator`` in a module that imports accelerate).
 _FRAMEWORK_PACKAGES = ("accelerate", "lightning", "lightning_fabric", "pytorch_lightning")
@@ -277,13 +306,13 @@ def literal_flags(call: cst.Call) -> dict[str, str | int | bool | None]:
     return {name: _literal(value) for name, value in (flags or {}).items()}
 
 
-#: ``HfArgumentParser`` methods whose argument shows the flags: a dict, or a command line.
-_PARSER_METHODS = ("parse_dict", "parse_args_into_dataclasses")
+#: ``HfArgumentParser`` methods whose argument shows the flags.
+_PARSER_METHODS = ("parse_dict",)
 
 
 def _parser_flags(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
-    """``parse_dict({"fp16": True})`` / ``parse_args_into_dataclasses(args=["--fp16"])``:
-    the flags, when every one is written out; None otherwise."""
+    """``parse_dict({"fp16": True})``: the flags, when every one is written out; None
+    otherwise."""
     given = _keyword(call, "args")
     if given is None and call.args and call.args[0].keyword is None:
         given = call.args[0].value
@@ -297,43 +326,12 @@ def _parser_flags(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
                 return None
             flags[key] = element.value
         return flags
-    if isinstance(given, (cst.List, cst.Tuple)) and method_name(call) != "parse_dict":
-        words: list[tuple[str, cst.BaseExpression]] = []
-        for element in given.elements:
-            word = _literal(element.value) if not isinstance(element, cst.StarredElement) else None
-            if not isinstance(word, str):
-                return None
-            words.append((word, element.value))
-        return _command_line_flags(words)
     return None
 
 
-def _command_line_flags(
-    words: list[tuple[str, cst.BaseExpression]],
-) -> dict[str, cst.BaseExpression]:
-    """``["--fp16", "--bf16", "True", "--output_dir", "o"]``: a bare boolean flag is True,
-    ``--flag True|False`` says which; other values are kept as the string written."""
-    flags: dict[str, cst.BaseExpression] = {}
-    position = 0
-    while position < len(words):
-        word, node = words[position]
-        position += 1
-        if not word.startswith("--"):
-            continue
-        name = word[2:].replace("-", "_")
-        value: cst.BaseExpression = cst.Name("True")
-        if position < len(words) and not words[position][0].startswith("--"):
-            text, node = words[position]
-            position += 1
-            value = cst.Name(text) if text in ("True", "False") else node
-        flags[name] = value
-    return flags
-
-
 def _parser_config(model: ModuleModel, call: cst.Call) -> FrameworkAmp | None:
-    """``HfArgumentParser(TrainingArguments).parse_dict({"fp16": True, ...})`` (or
-    ``parse_args_into_dataclasses([...])``): the dataclass parser's equivalent of the
-    constructor, where the values are literals."""
+    """``HfArgumentParser(TrainingArguments).parse_dict({"fp16": True, ...})``: the
+    dataclass parser's equivalent of the constructor, where the values are literals."""
     if method_name(call) not in _PARSER_METHODS:
         return None
     parser = receiver(call)

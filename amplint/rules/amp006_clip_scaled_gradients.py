@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.frameworks import ScaledClip, framework_scaled_clips
+from amplint.analysis.frameworks import FP16_TOKENS, ScaledClip, framework_scaled_clips
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import (
@@ -23,9 +23,9 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 class ClipScaledGradients(Rule):
     code = "AMP006"
     tokens = (
-        ("~scaler", "~accelerat", "~fabric", "~lightning", "manual_backward"),
-        # `on_after_backward` is a method name, which the prefilter does not see: lightning.
-        ("scale", "backward", "manual_backward", "~lightning"),
+        # A GradScaler of the user's, or a framework's float16 switch (FP16_TOKENS).
+        ("~scaler", *FP16_TOKENS),
+        ("scale", *FP16_TOKENS),
         ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients"),
     )
 

@@ -6,7 +6,7 @@ import re
 
 import libcst as cst
 
-from amplint.analysis.frameworks import FrameworkAmp, Handoff, handoffs
+from amplint.analysis.frameworks import FP16_TOKENS, IMPORT_TOKENS, FrameworkAmp, Handoff, handoffs
 from amplint.analysis.model import ModuleModel, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.symbols import Symbol
@@ -27,10 +27,7 @@ _KEEPS_MODEL = ("cuda", "to", "train", "half")
 
 class HalfParamsWithFrameworkFp16(Rule):
     code = "AMP022"
-    tokens = (
-        ("TrainingArguments", "Seq2SeqTrainingArguments", "Accelerator", "Trainer", "Fabric"),
-        ("half", "float16", "torch_dtype", "dtype"),
-    )
+    tokens = (IMPORT_TOKENS, FP16_TOKENS, ("half", "float16", "torch_dtype", "dtype"))
 
     valid = (
         # The recipe: float32 weights, the framework autocasts.

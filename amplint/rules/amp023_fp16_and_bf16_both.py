@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amplint.analysis.frameworks import frameworks_of, literal_flags
+from amplint.analysis.frameworks import IMPORT_TOKENS, frameworks_of, literal_flags
 from amplint.engine.contract import Invalid, Rule, RuleContext
 
 #: The flag pairs of ``TrainingArguments`` that ``__post_init__`` refuses together.
@@ -11,7 +11,11 @@ _PAIRS = (("fp16", "bf16"), ("fp16_full_eval", "bf16_full_eval"))
 
 class Fp16AndBf16Both(Rule):
     code = "AMP023"
-    tokens = (("TrainingArguments", "Seq2SeqTrainingArguments"),)
+    tokens = (
+        IMPORT_TOKENS,
+        ("=fp16:True", "=fp16_full_eval:True", "parse_dict"),
+        ("=bf16:True", "=bf16_full_eval:True", "parse_dict"),
+    )
 
     valid = (
         """
@@ -27,13 +31,6 @@ args = TrainingArguments("out", fp16=True, bf16=cli.bf16)
         """
 from mytrainer import TrainingArguments
 args = TrainingArguments(fp16=True, bf16=True)
-""",
-        # `--bf16 False` on a written command line; a parser of other dataclasses.
-        """
-from transformers import HfArgumentParser, TrainingArguments
-parser = HfArgumentParser(TrainingArguments)
-(args,) = parser.parse_args_into_dataclasses(["--fp16", "--bf16", "False", "--output_dir", "o"])
-other = HfArgumentParser(MyArguments).parse_args_into_dataclasses(["--fp16", "--bf16"])
 """,
         # A full-eval dtype next to a training dtype is allowed.
         """
@@ -59,15 +56,6 @@ args = tf.TrainingArguments(**{"output_dir": "o", "fp16_full_eval": True, "bf16_
 """,
             line=4,
             count=2,
-        ),
-        # A command line written out for the parser.
-        Invalid(
-            """
-from transformers import HfArgumentParser, TrainingArguments
-parser = HfArgumentParser(TrainingArguments)
-(args,) = parser.parse_args_into_dataclasses(args=["--output_dir", "o", "--fp16", "--bf16", "True"])
-""",
-            line=4,
         ),
     )
 

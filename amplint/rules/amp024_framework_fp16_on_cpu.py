@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.frameworks import FrameworkAmp, frameworks_of
+from amplint.analysis.frameworks import (
+    CPU_TOKENS,
+    FP16_TOKENS,
+    IMPORT_TOKENS,
+    FrameworkAmp,
+    frameworks_of,
+)
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 #: What each framework does with float16 mixed precision on a CPU (see the catalog's
@@ -21,9 +27,7 @@ _OUTCOME = {
 
 class FrameworkFp16OnCpu(Rule):
     code = "AMP024"
-    tokens = (
-        ("TrainingArguments", "Seq2SeqTrainingArguments", "Accelerator", "Trainer", "Fabric"),
-    )
+    tokens = (IMPORT_TOKENS, FP16_TOKENS, CPU_TOKENS)
 
     valid = (
         """

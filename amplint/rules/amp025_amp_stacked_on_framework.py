@@ -5,6 +5,8 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.frameworks import (
+    IMPORT_TOKENS,
+    MIXED_TOKENS,
     FrameworkAmp,
     enclosing_framework_autocast,
     is_framework_backward,
@@ -20,7 +22,7 @@ _DTYPE = {"fp16": "float16", "bf16": "bfloat16"}
 
 class AmpStackedOnFramework(Rule):
     code = "AMP025"
-    tokens = (("Accelerator", "Trainer", "Fabric"), ("scale", "autocast"))
+    tokens = (IMPORT_TOKENS, MIXED_TOKENS, ("scale", "autocast"))
 
     valid = (
         # The framework scales; the user does not.
