@@ -194,3 +194,22 @@ def test_static_and_runtime_agree_on_the_field_scripts() -> None:
 def _line(script: str, marker: str) -> int:
     lines = (FIELD_SCRIPTS / script).read_text().splitlines()
     return next(i for i, line in enumerate(lines, start=1) if marker in line)
+
+
+def test_prefilter_parses_only_files_that_switch_a_framework_to_fp16() -> None:
+    """Framework scripts whose precision comes from the command line, or that only mention a
+    framework in a docstring, never reach libcst for the framework rules."""
+    from amplint.engine.prefilter import candidate_rules
+    from amplint.engine.registry import rule_by_code
+
+    rules = [rule_by_code(code) for code in ("AMP022", "AMP023", "AMP024", "AMP025")]
+    literal = (
+        b'import lightning as L\ntrainer = L.Trainer(accelerator="cpu", precision = "16-mixed")\n'
+    )
+    from_flags = (
+        b"import lightning as L\ntrainer = L.Trainer(accelerator=a.device, precision=a.p)\n"
+    )
+    docstring = b'"""Like transformers: fp16=True, use_cpu=True."""\nimport os\n'
+    assert [r.code for r in candidate_rules(literal, rules)[0]] == ["AMP024"]
+    assert candidate_rules(from_flags, rules)[0] == []
+    assert candidate_rules(docstring, rules)[0] == []
