@@ -1232,6 +1232,192 @@ No fix: the logging interval is the author's choice.
         ),
     ),
     Entry(
+        code="AMP022",
+        name="half-params-with-framework-fp16",
+        summary="float16 trainable parameters under a framework's float16 mixed precision",
+        caught="both",
+        fixable=True,
+        docs=Docs(
+            what_it_does="""
+Checks for a model loaded or cast to float16 (`from_pretrained(..., torch_dtype=torch.float16)`,
+`dtype=torch.float16`, `.half()`, `.to(torch.float16)`) that is then handed, whole, to a
+framework told to train with float16 mixed precision: Hugging Face
+`Trainer(model, TrainingArguments(fp16=True))`,
+`Accelerator(mixed_precision="fp16").prepare(model)`,
+Lightning `Trainer(precision="16-mixed").fit(model)`, `Fabric(precision="16-mixed").setup(model)`.
+
+It stays quiet when the module freezes parameters or trains adapters (PEFT / LoRA,
+`requires_grad`, `prepare_model_for_kbit_training` and friends, quantized loading), uses
+DeepSpeed or FSDP (which keep their own float32 master weights), casts anything back to
+float32, or when the dtype or the precision is not a literal.
+""",
+            why_bad="""
+Mixed precision keeps the trainable parameters in float32 and lets autocast run the forward
+pass in float16. The GradScaler these frameworks build refuses float16 gradients: the first
+optimizer step (or the first gradient clip) ends the run with
+`ValueError: Attempting to unscale FP16 gradients.` This is the most reported AMP error in
+public issue trackers. With a fused optimizer the check is skipped and float16 weights are
+stepped silently: small updates round away.
+""",
+            example="""
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=torch.float16)
+args = TrainingArguments("out", fp16=True)
+Trainer(model=model, args=args, train_dataset=data).train()
+""",
+            use_instead="""
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+model = AutoModelForCausalLM.from_pretrained(name, torch_dtype=torch.float32)
+args = TrainingArguments("out", fp16=True)
+Trainer(model=model, args=args, train_dataset=data).train()
+""",
+            fix_safety="""
+The fix writes `torch.float32` for the float16 dtype of `from_pretrained`. It is unsafe: the
+model takes twice the memory. To train in float16 memory, freeze the float16 base and train
+float32 adapters (PEFT/LoRA), or use Lightning's `precision="16-true"` (pure float16, no
+scaler).
+""",
+            references=(
+                "https://github.com/pytorch/pytorch/blob/main/torch/amp/grad_scaler.py"
+                " (`_unscale_grads_` raises 'Attempting to unscale FP16 gradients.')",
+                "https://huggingface.co/docs/accelerate/package_reference/accelerator"
+                " (`Accelerator.__init__` builds a GradScaler for `mixed_precision='fp16'`)",
+                "https://huggingface.co/docs/transformers/main_classes/trainer",
+                "https://lightning.ai/docs/pytorch/stable/common/precision_intermediate.html",
+                "https://huggingface.co/docs/peft/developer_guides/troubleshooting"
+                " (trainable parameters in float32)",
+            ),
+        ),
+    ),
+    Entry(
+        code="AMP023",
+        name="fp16-and-bf16-both",
+        summary="`TrainingArguments` asks for float16 and bfloat16 mixed precision at once",
+        caught="static",
+        docs=Docs(
+            what_it_does="""
+Checks for `TrainingArguments` (or `Seq2SeqTrainingArguments`, or the dict given to
+`HfArgumentParser(...).parse_dict`) with both `fp16=True` and `bf16=True`, or both
+`fp16_full_eval=True` and `bf16_full_eval=True`, written as literals.
+""",
+            why_bad="""
+The two flags choose the autocast dtype; only one can hold. `TrainingArguments` refuses
+the pair when it is built (`ValueError: At most one of fp16 and bf16 can be True, but not
+both`), often after minutes of model loading on a cluster job, and the code does not say
+which of the two the author meant.
+""",
+            example="""
+from transformers import TrainingArguments
+args = TrainingArguments("out", fp16=True, bf16=True)
+""",
+            use_instead="""
+from transformers import TrainingArguments
+args = TrainingArguments("out", bf16=True)
+""",
+            fix_safety="""
+No fix: which dtype was meant is the author's choice (bfloat16 needs no loss scaling where
+the hardware supports it; float16 runs on older GPUs).
+""",
+            references=(
+                "https://github.com/huggingface/transformers/blob/main/src/transformers/"
+                "training_args.py (`__post_init__`: 'At most one of fp16 and bf16 can be True')",
+            ),
+        ),
+    ),
+    Entry(
+        code="AMP024",
+        name="framework-fp16-on-cpu",
+        summary="float16 mixed precision asked of a framework that runs on the CPU only",
+        caught="static",
+        fixable=True,
+        docs=Docs(
+            what_it_does="""
+Checks for float16 mixed precision together with a CPU-only switch, both literals:
+`TrainingArguments(fp16=True, use_cpu=True)` (or the older `no_cuda=True`),
+`Accelerator(mixed_precision="fp16", cpu=True)`,
+`Trainer(accelerator="cpu", precision="16-mixed")` and `Fabric(...)` alike.
+""",
+            why_bad="""
+None of these frameworks runs float16 mixed precision on a CPU, and none says so loudly.
+Accelerate (which the Hugging Face `Trainer` uses) builds no GradScaler and no autocast for
+`"fp16"` on a CPU device: training silently runs in float32. Lightning warns once and
+switches to `"bf16-mixed"`. Either way the run is not what the code says; bfloat16 is the
+CPU's mixed precision.
+""",
+            example="""
+import lightning as L
+trainer = L.Trainer(accelerator="cpu", precision="16-mixed")
+""",
+            use_instead="""
+import lightning as L
+trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed")
+""",
+            fix_safety="""
+For Lightning's `Trainer` and `Fabric`, the fix writes `"bf16-mixed"`, which is what
+Lightning runs anyway: safe. For `TrainingArguments` and `Accelerator` there is no fix:
+asking for bfloat16 would change the run from float32 to bfloat16.
+""",
+            references=(
+                "https://github.com/huggingface/accelerate/blob/main/src/accelerate/accelerator.py"
+                " (`__init__`: a GradScaler only when `self.device.type != 'cpu'`)",
+                "https://github.com/Lightning-AI/pytorch-lightning/blob/master/src/lightning/"
+                "pytorch/trainer/connectors/accelerator_connector.py ('AMP with fp16 is not "
+                "supported on CPU. Using precision=bf16-mixed instead.')",
+                "https://pytorch.org/docs/stable/amp.html#cpu-op-specific-behavior",
+            ),
+        ),
+    ),
+    Entry(
+        code="AMP025",
+        name="amp-stacked-on-framework",
+        summary="own GradScaler or autocast on top of a framework that scales or autocasts",
+        caught="static",
+        docs=Docs(
+            what_it_does="""
+Checks for the user's own AMP on top of a framework's float16 / bfloat16 mixed precision for
+the same step:
+
+- a `torch.amp.GradScaler`'s `scale(loss)` handed to `accelerator.backward`,
+  `fabric.backward` or Lightning's `self.manual_backward` while that framework runs float16
+  mixed precision (it scales the loss again);
+- a `torch.autocast` with another dtype inside `with accelerator.autocast():` /
+  `fabric.autocast()`, or in a LightningModule's `training_step` under a Trainer whose
+  mixed precision (in the same module) uses another dtype.
+""",
+            why_bad="""
+The framework already multiplies the loss by its own scale, and unscales and steps with its
+own GradScaler: a second scaler multiplies the gradients twice, and the framework then
+divides by its scale only, so every update is off by the user's scale (65536 at first) and
+overflow checks see the wrong numbers. A nested autocast with another dtype silently
+overrides the framework's: float16 compute under a bfloat16 setup has no loss scaling at all,
+and bfloat16 under a float16 setup keeps an unneeded scaler.
+""",
+            example="""
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+scaler = torch.amp.GradScaler()
+...
+accelerator.backward(scaler.scale(loss))
+""",
+            use_instead="""
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+...
+accelerator.backward(loss)
+""",
+            fix_safety="""
+No fix: removing a scaler also removes its `step` / `update` calls and its checkpoint state,
+which are the author's to rewrite.
+""",
+            references=(
+                "https://huggingface.co/docs/accelerate/package_reference/accelerator",
+                "https://lightning.ai/docs/pytorch/stable/model/manual_optimization.html",
+                "https://pytorch.org/docs/stable/amp.html#autocasting"
+                " (nested autocast regions: the innermost decides)",
+            ),
+        ),
+    ),
+    Entry(
         code="AMP101",
         name="nonfinite-loss",
         summary="the loss is inf or NaN before scaling",

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch.amp.autocast_mode import autocast as _torch_autocast
 
+from . import frameworks
 from .findings import message_for
 from .frames import user_site
 from .reporting import deprecated_api, emit, internal_error, run_check
@@ -45,12 +46,14 @@ class autocast(_torch_autocast):
             self._amplint_fp16_forward = tls.fp16_forward
             if self._enabled:
                 note_autocast_entered(self.device, self.fast_dtype)
+            frameworks.note_region_entered(self)
         except Exception as error:  # amplint's bug: note it, keep the region as torch made it
             internal_error("the autocast region check", error)
         return result
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
         result = super().__exit__(exc_type, exc_val, exc_tb)
+        frameworks.note_region_left(self)
         if exc_type is not None:
             # torch put its autocast state back; forget this region's forward likewise.
             before = self.__dict__.get("_amplint_fp16_forward")

@@ -20,7 +20,7 @@ import torch.cuda.amp
 import torch.nn.utils.clip_grad
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from . import distributed, hooks, reporting, state
+from . import distributed, frameworks, hooks, reporting, state
 from . import health as _health
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import Finding
@@ -154,6 +154,7 @@ def install(
                 setattr(owner, name, new)
             installation.hook = register_optimizer_step_pre_hook(hooks.optimizer_step_pre_hook)
             distributed.watch_imports()  # FSDP's scaler, when imported later
+            frameworks.install()  # HF Trainer / Accelerate / Lightning frames are machinery
         except BaseException:
             _undo(installation)
             raise

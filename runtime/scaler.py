@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from . import health
+from . import frameworks, health
 from .findings import AmpUsageError, message_for
 from .frames import Site, user_site
 from .reporting import (
@@ -343,7 +343,9 @@ class GradScaler(torch.amp.GradScaler):
             return
         usage.fp16_checked.add(key)
         if any(_half(p) for group in optimizer.param_groups for p in group["params"]):
-            emit("AMP009", message_for("AMP009"), user_site())
+            # A scaler that a training framework drives: its code and its remedy.
+            code, message = frameworks.half_params_finding() or ("AMP009", message_for("AMP009"))
+            emit(code, message, user_site())
 
 
 def _half(param: Any) -> bool:

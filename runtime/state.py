@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import frameworks
 from .frames import Site
 
 if TYPE_CHECKING:
@@ -197,7 +198,10 @@ def note_autocast_entered(device: str, dtype: torch.dtype) -> None:
 
 def autocast_active() -> bool:
     """Whether an enabled autocast region is active in this thread, on any device seen."""
-    return any(torch.is_autocast_enabled(device) for device in _devices)
+    if not any(torch.is_autocast_enabled(device) for device in _devices):
+        return False
+    # Lightning's region around `training_step` is the framework's design, not the user's.
+    return not frameworks.framework_region_only()
 
 
 def only_bfloat16_seen() -> bool:

@@ -11,15 +11,27 @@ imported names) — which every rule's are, since the analysis only resolves ide
 from __future__ import annotations
 
 import ast
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 from amplint.engine.contract import Rule
 
 #: A token that starts with this marks a part of a name (``"~scaler"``: any identifier that
 #: contains "scaler", in any case), for rules that recognise objects by how they are named.
 PART = "~"
+#: A token that starts with this names a keyword argument given a literal:
+#: ``"=precision:16-mixed"`` is ``precision="16-mixed"`` (or ``precision=16-mixed`` for an
+#: int or bool, written as Python prints it), for rules about configuration switches. The
+#: raw-bytes stage looks for ``name=value`` written on one line (a value spelled with
+#: escapes, split by implicit concatenation or over lines is missed: a miss, never a finding).
+KEYWORD = "="
+#: A token that starts with this names a module the code imports (``"^lightning"``:
+#: ``import lightning``, ``from lightning.pytorch import ...``). The raw-bytes stage looks
+#: for ``import NAME`` / ``from NAME`` (a name later in ``import a, b`` is missed).
+IMPORTED = "^"
 
 
 _IDENTIFIER_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -45,6 +57,12 @@ class _Bytes:
         return known
 
     def _search(self, word: str) -> bool:
+        if word.startswith(IMPORTED):
+            name = word[1:]
+            return self.has(name) and _imports(self.data, name.encode())
+        if word.startswith(KEYWORD):
+            name, _, value = word[1:].partition(":")
+            return self.has(name) and _keyword_pattern(name, value).search(self.data) is not None
         if word.startswith(PART):
             if self._lower is None:
                 self._lower = self.data.lower()
@@ -68,6 +86,29 @@ class _Bytes:
                 return True
             start = data.find(encoded, start + 1)
         return False
+
+
+@cache
+def _keyword_pattern(name: str, value: str) -> re.Pattern[bytes]:
+    """``name=value`` / ``name = "value"`` as written on one line."""
+    return re.compile(
+        rb"\b"
+        + re.escape(name.encode())
+        + rb"[ \t]*=[ \t]*[\"']?"
+        + re.escape(value.encode())
+        + rb"(?![\w-])"
+    )
+
+
+def _imports(data: bytes, name: bytes) -> bool:
+    for lead in (b"import ", b"from "):
+        start = data.find(lead + name)
+        while start >= 0:
+            after = start + len(lead) + len(name)
+            if after == len(data) or data[after] not in _IDENTIFIER_BYTES:
+                return True
+            start = data.find(lead + name, start + 1)
+    return False
 
 
 def may_fire(
@@ -133,6 +174,10 @@ def inspect_code(data: bytes) -> CodeFacts:
                 found.add(node.asname)  # type: ignore[attr-defined]
         elif node_type is ast.ImportFrom and node.module:  # type: ignore[attr-defined]
             found.update(node.module.split("."))  # type: ignore[attr-defined]
+        elif node_type is ast.keyword and node.arg:  # type: ignore[attr-defined]
+            value = node.value  # type: ignore[attr-defined]
+            if type(value) is ast.Constant and isinstance(value.value, (str, int)):
+                found.add(f"{KEYWORD}{node.arg}:{value.value}")  # type: ignore[attr-defined]
     if count > MAX_SYNTAX_NODES:
         return CodeFacts(
             names=found,
@@ -166,6 +211,8 @@ def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[
 
     def has(word: str) -> bool:
         nonlocal lowered
+        if word.startswith(IMPORTED):
+            return word[1:] in names
         if not word.startswith(PART):
             return word in names
         if lowered is None:

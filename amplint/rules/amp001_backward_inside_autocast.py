@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import libcst as cst
 
+from amplint.analysis.frameworks import (
+    enclosing_framework_autocast,
+    framework_autocast_withs,
+    is_framework_autocast,
+    is_framework_backward,
+)
 from amplint.analysis.model import ModuleModel, calls_in
 from amplint.analysis.values import AutocastRegion
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
@@ -11,7 +17,7 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 class BackwardInsideAutocast(Rule):
     code = "AMP001"
-    tokens = (("autocast",), ("backward", "grad"))
+    tokens = (("autocast",), ("backward", "grad", "manual_backward"))
 
     valid = (
         # The textbook loop.
@@ -86,6 +92,22 @@ ctx = nullcontext() if device == "cpu" else torch.amp.autocast(device_type="cuda
 with ctx:
     loss = model(x)
 loss.backward()
+""",
+        # Accelerate's autocast around the forward pass only.
+        """
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+for batch in loader:
+    with accelerator.autocast():
+        loss = model(batch)
+    accelerator.backward(loss)
+""",
+        # Accelerate with mixed precision literally off: its autocast is a null context.
+        """
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="no")
+with accelerator.autocast():
+    accelerator.backward(model(batch))
 """,
     )
     invalid = (
@@ -197,11 +219,59 @@ with torch.autocast("cuda", enabled=args.amp):
 """,
             line=4,
         ),
+        # Accelerate's own autocast, with its backward inside.
+        Invalid(
+            """
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+for batch in loader:
+    with accelerator.autocast():
+        loss = model(batch)
+        accelerator.backward(loss)
+    optimizer.step()
+""",
+            line=7,
+            fixed="""
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+for batch in loader:
+    with accelerator.autocast():
+        loss = model(batch)
+    accelerator.backward(loss)
+    optimizer.step()
+""",
+        ),
+        # Lightning manual optimisation: `self.manual_backward` inside the user's autocast.
+        Invalid(
+            """
+import torch
+import lightning as L
+class Lit(L.LightningModule):
+    def training_step(self, batch, i):
+        opt = self.optimizers()
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+            self.manual_backward(loss)
+        opt.step()
+""",
+            line=9,
+            fixed="""
+import torch
+import lightning as L
+class Lit(L.LightningModule):
+    def training_step(self, batch, i):
+        opt = self.optimizers()
+        with torch.autocast("cuda"):
+            loss = self.model(batch)
+        self.manual_backward(loss)
+        opt.step()
+""",
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
         model = context.model
-        if not model.autocast_withs:
+        if not model.autocast_withs and not framework_autocast_withs(model):
             return
         candidates = {
             call
@@ -210,21 +280,38 @@ with torch.autocast("cuda", enabled=args.amp):
             for call in calls_in(with_node.body)
         }
         for call in model.index.calls:
-            if call not in candidates or not model.runs_backward(call):
+            if call not in candidates or not _runs_backward(model, call):
                 continue
             region = model.enclosing_autocast(call)
             if region is None or model.autocast_state(region) != "enabled":
                 continue
             if model.is_dead(call):
                 continue
-            action = "runs the backward pass"
-            if not model.is_direct_backward(call):
-                action = "calls a helper that runs the backward pass"
-            message = (
-                f"`{_short(model, call)}` {action} inside an autocast region; "
-                "leave the `with` block before calling backward"
-            )
-            context.report(call, message, _move_out_of_with(model, call, region))
+            context.report(call, _message(model, call), _move_out_of_with(model, call, region))
+        # `with accelerator.autocast():` / `fabric.autocast()`: the framework's autocast.
+        for region in framework_autocast_withs(model):
+            for call in calls_in(region.body):
+                if not _runs_backward(model, call) or model.is_dead(call):
+                    continue
+                if model.enclosing_autocast(call) is not None:
+                    continue  # a torch autocast inside decides, and is judged above
+                if enclosing_framework_autocast(model, call) is not region:
+                    continue
+                context.report(call, _message(model, call), _move_out_of_with(model, call, region))
+
+
+def _runs_backward(model: ModuleModel, call: cst.Call) -> bool:
+    return model.runs_backward(call) or is_framework_backward(model, call)
+
+
+def _message(model: ModuleModel, call: cst.Call) -> str:
+    action = "runs the backward pass"
+    if not model.is_direct_backward(call) and not is_framework_backward(model, call):
+        action = "calls a helper that runs the backward pass"
+    return (
+        f"`{_short(model, call)}` {action} inside an autocast region; "
+        "leave the `with` block before calling backward"
+    )
 
 
 def _short(model: ModuleModel, call: cst.Call) -> str:
@@ -269,7 +356,9 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
 
 
 def _is_autocast_item(model: ModuleModel, item: cst.WithItem) -> bool:
-    return any(isinstance(v, AutocastRegion) for v in model.evaluator.evaluate(item.item))
+    return any(
+        isinstance(v, AutocastRegion) for v in model.evaluator.evaluate(item.item)
+    ) or is_framework_autocast(model, item.item)
 
 
 def _body_statement(

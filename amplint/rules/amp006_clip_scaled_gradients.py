@@ -5,7 +5,9 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.clipping import clip_kind, measures_only
+from amplint.analysis.frameworks import FP16_TOKENS, ScaledClip, framework_scaled_clips
 from amplint.analysis.model import ModuleModel
+from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import (
     Event,
     Iteration,
@@ -19,7 +21,12 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 class ClipScaledGradients(Rule):
     code = "AMP006"
-    tokens = (("~scaler",), ("scale",), ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm"))
+    tokens = (
+        # A GradScaler of the user's, or a framework's float16 switch (FP16_TOKENS).
+        ("~scaler", *FP16_TOKENS),
+        ("scale", *FP16_TOKENS),
+        ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients"),
+    )
 
     valid = (
         # PyTorch's recipe.
@@ -120,6 +127,48 @@ class NativeScaler:
             torch.nn.utils.clip_grad_norm_(parameters, clip_grad)
         self._scaler.step(optimizer)
         self._scaler.update()
+""",
+        # Accelerate's own clip unscales first; an explicit unscale_gradients too.
+        """
+import torch
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+for batch in loader:
+    accelerator.backward(model(batch))
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+for batch in loader:
+    accelerator.backward(model(batch))
+    accelerator.unscale_gradients()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+""",
+        # bf16 (no scaler), a precision from the command line, a CPU run (no scaler).
+        """
+import torch
+from accelerate import Accelerator
+bf16 = Accelerator(mixed_precision="bf16")
+bf16.backward(loss)
+torch.nn.utils.clip_grad_norm_(params, 1.0)
+optimizer.step()
+flag = Accelerator(mixed_precision=args.mixed_precision)
+flag.backward(loss)
+torch.nn.utils.clip_grad_norm_(params, 1.0)
+optimizer.step()
+""",
+        # Lightning: clipping in on_before_optimizer_step runs after the unscale.
+        """
+import torch
+import lightning as L
+class Lit(L.LightningModule):
+    def training_step(self, batch, i):
+        opt = self.optimizers()
+        self.manual_backward(self.model(batch))
+        opt.step()
+    def on_before_optimizer_step(self, optimizer):
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+trainer = L.Trainer(precision="16-mixed")
 """,
     )
     invalid = (
@@ -248,6 +297,67 @@ for batch in loader:
 """,
             line=6,
         ),
+        # Accelerate's float16 scaler: torch's clip after `accelerator.backward`.
+        Invalid(
+            """
+import torch
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    accelerator.backward(model(batch))
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+""",
+            line=8,
+            unsafe=True,
+            fixed="""
+import torch
+from accelerate import Accelerator
+accelerator = Accelerator(mixed_precision="fp16")
+model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+for batch in loader:
+    accelerator.backward(model(batch))
+    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad()
+""",
+        ),
+        # Lightning manual optimisation under 16-mixed: even `self.clip_gradients` runs
+        # before Lightning unscales (inside `opt.step()`).
+        Invalid(
+            """
+import lightning as L
+class Lit(L.LightningModule):
+    def training_step(self, batch, i):
+        opt = self.optimizers()
+        self.manual_backward(self.model(batch))
+        self.clip_gradients(opt, gradient_clip_val=0.5)
+        opt.step()
+trainer = L.Trainer(precision="16-mixed")
+""",
+            line=7,
+        ),
+        # Lightning's `on_after_backward` under 16-mixed, and Fabric's backward.
+        Invalid(
+            """
+import torch
+import lightning as L
+from lightning.fabric import Fabric
+class Lit(L.LightningModule):
+    def on_after_backward(self):
+        torch.nn.utils.clip_grad_norm_(self.parameters(), 1.0)
+trainer = L.Trainer(precision="16-mixed")
+fabric = Fabric(precision="16-mixed")
+def step(model, optimizer, batch):
+    fabric.backward(model(batch))
+    torch.nn.utils.clip_grad_value_(model.parameters(), 0.1)
+    optimizer.step()
+""",
+            line=7,
+            count=2,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -268,6 +378,15 @@ for batch in loader:
                     f"`{step.scaler_local}.unscale_(optimizer)` before clipping",
                     _unscale_before(model, iteration, clip, step, key),
                 )
+        # The frameworks' own scalers: Accelerate, Fabric, Lightning manual optimisation.
+        for found in framework_scaled_clips(model):
+            name = model.module.code_for_node(found.call.func)
+            context.report(
+                found.call,
+                f"`{name}` runs on gradients still multiplied by the loss scale of "
+                f"{found.config.label}'s float16 mixed precision; {found.remedy}",
+                _framework_clip(model, found),
+            )
 
 
 def _clip_name(model: ModuleModel, call: cst.Call) -> str:
@@ -335,3 +454,29 @@ def _unscale_before(
         return cst.FlattenSentinel([first, updated.with_changes(leading_lines=())])
 
     return FixPlan(f"Insert `{scaler}.unscale_({optimizer})` before the clip", {statement: insert})
+
+
+#: the parameters ``accelerator.clip_grad_norm_`` / ``clip_grad_value_`` share with torch's.
+_SHARED_PARAMETERS = {
+    "clip_grad_norm_": ("parameters", "max_norm", "norm_type"),
+    "clip_grad_value_": ("parameters", "clip_value"),
+}
+
+
+def _framework_clip(model: ModuleModel, found: ScaledClip) -> FixPlan | None:
+    """``accelerator.clip_grad_norm_(...)`` for torch's, when the arguments carry over."""
+    if found.owner is None or dotted_name(found.owner) is None:
+        return None
+    name = _clip_name(model, found.call)
+    shared = _SHARED_PARAMETERS[name]
+    positional = [a for a in found.call.args if a.keyword is None]
+    if any(a.star for a in found.call.args) or len(positional) > len(shared):
+        return None
+    if any(a.keyword is not None and a.keyword.value not in shared for a in found.call.args):
+        return None
+    func = cst.Attribute(value=found.owner, attr=cst.Name(name))
+    return FixPlan(
+        f"Clip with `{dotted_name(found.owner)}.{name}`, which unscales first",
+        {found.call.func: func},
+        "unsafe",
+    )

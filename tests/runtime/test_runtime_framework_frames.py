@@ -1,0 +1,108 @@
+"""How the runtime tells framework code from the user's, without any framework installed.
+
+A folder registered as a framework package holds real Python files that drive a real
+GradScaler and a real autocast, as Accelerate's and Lightning's code do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import amplint.runtime as ar
+import pytest
+import torch
+from amplint.runtime import frames, frameworks
+
+FRAMEWORK_CODE = textwrap.dedent(
+    """\
+    import torch
+
+    def step(scaler, optimizer, loss):
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def run_hook(hook):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            hook()
+    """
+)
+
+
+@pytest.fixture
+def fake_framework(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A module living in a folder the runtime takes for Accelerate's."""
+    folder = tmp_path / "fakeframework"
+    folder.mkdir()
+    (folder / "loop.py").write_text(FRAMEWORK_CODE)
+    spec = importlib.util.spec_from_file_location("fakeframework_loop", folder / "loop.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(frameworks, "_dirs", {str(folder) + os.sep: "accelerate"})
+    monkeypatch.setattr(frames, "_SKIPPED_PREFIXES", frames._SKIPPED_PREFIXES)
+    yield module
+    sys.modules.pop("fakeframework_loop", None)
+
+
+def test_half_params_under_a_framework_scaler_name_its_remedy_and_the_users_line(
+    fake_framework: ModuleType,
+) -> None:
+    ar.install(mode="log")
+    model = torch.nn.Linear(4, 1).half()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    loss = model(torch.randn(2, 4, dtype=torch.float16)).float().sum()
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        fake_framework.step(scaler, optimizer, loss)  # the user's line
+    line = sys._getframe().f_lineno - 1
+    [finding] = [f for f in ar.report() if f.code in ("AMP009", "AMP022")]
+    assert (finding.code, Path(finding.filename).name, finding.line) == (
+        "AMP022",
+        Path(__file__).name,
+        line,
+    )
+    assert "Accelerate's float16 mixed precision" in finding.message
+    assert "accelerator.prepare" in finding.message
+
+
+def test_half_params_with_the_users_own_scaler_stay_amp009(fake_framework: ModuleType) -> None:
+    ar.install(mode="log")
+    model = torch.nn.Linear(4, 1).half()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.randn(2, 4, dtype=torch.float16)).float().sum()).backward()
+    with pytest.raises(ValueError, match="Attempting to unscale FP16 gradients"):
+        scaler.step(optimizer)
+    assert [f.code for f in ar.report()] == ["AMP009"]
+
+
+def test_a_region_the_framework_enters_around_user_code_is_not_the_users(
+    fake_framework: ModuleType,
+) -> None:
+    """Lightning's `training_step` shape: the framework enters autocast, then calls back the
+    user's code, which runs backward; only the user's own region is the user's to fix."""
+    ar.install(mode="log")
+    model = torch.nn.Linear(4, 1)
+
+    def training_step() -> None:
+        model(torch.randn(2, 4)).sum().backward()
+
+    def training_step_own_region() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(torch.randn(2, 4)).sum().backward()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fake_framework.run_hook(training_step)
+        assert ar.report() == []
+        fake_framework.run_hook(training_step_own_region)
+    assert [f.code for f in ar.report()] == ["AMP001"]
+    assert ar.report()[0].line == training_step_own_region.__code__.co_firstlineno + 2
