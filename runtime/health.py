@@ -212,7 +212,9 @@ class _Activations:
         module call, and a ``try`` costs nothing until it catches.
         """
         try:
-            if not torch.is_grad_enabled() or not uses_scalers():
+            # Inside a graph torch is tracing, outputs are symbolic: nothing to measure,
+            # and nothing may be added to the graph.
+            if torch.compiler.is_compiling() or not torch.is_grad_enabled() or not uses_scalers():
                 return
             # Every module seen gets a slot, also those not measured: the outermost ones are
             # the roots that give the others their qualified names.
@@ -785,6 +787,12 @@ _scheduler_patch: tuple[Any, Any, Any] | None = None
 
 def active() -> Monitor | None:
     return _current
+
+
+def hook_id() -> int | None:
+    """The id of the global forward hook in torch's table, None when there is none."""
+    handle = _hook_handle
+    return None if handle is None else handle.id
 
 
 def enable(config: HealthConfig | None = None) -> Monitor:

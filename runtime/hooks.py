@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .findings import message_for
+from .compiled import note_backward_traced, tracing
 from .frames import user_site
 from .reporting import emit, run_check, step_counter
 from .scaler import tagged_scaler
@@ -39,6 +40,9 @@ def _inside_backward() -> bool:
 
 def _note_backward(roots: tuple[Any, ...]) -> None:
     if _inside_backward():
+        return
+    if tracing(roots):
+        note_backward_traced(autocast_active())
         return
     tls = thread_state()
     if autocast_active():
@@ -129,15 +133,28 @@ def wrap_grad(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def grad(outputs: Any, *args: Any, **kwargs: Any) -> Any:
-        run_check("the autograd.grad check", _check_grad)
+        run_check("the autograd.grad check", _check_grad, outputs)
         return original(outputs, *args, **kwargs)
 
     return grad
 
 
-def _check_grad() -> None:
-    if not _inside_backward() and autocast_active():
+def _check_grad(outputs: Any) -> None:
+    if _inside_backward():
+        return
+    if tracing(_outputs(outputs)):
+        note_backward_traced(autocast_active())
+        return
+    if autocast_active():
         emit("AMP001", message_for("AMP001"), user_site())
+
+
+def _outputs(outputs: Any) -> tuple[Any, ...]:
+    if isinstance(outputs, torch.Tensor):
+        return (outputs,)
+    if isinstance(outputs, (list, tuple)):
+        return tuple(outputs)
+    return ()
 
 
 def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
