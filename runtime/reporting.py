@@ -58,26 +58,33 @@ _T = TypeVar("_T")
 
 
 class _StepCounter:
-    """Counts training steps, for ``first_step``: the most steps any one optimizer took.
+    """Counts training steps, for ``first_step``: 0-based, the iteration a finding was seen in.
 
-    Counting per optimizer keeps two optimizers stepping once per iteration at one step
-    per iteration. Plain ints under the GIL; an off-by-one across threads only blurs a
-    diagnostic number.
+    ``current`` is the number of optimizer steps taken before the current iteration (the
+    most any one optimizer took, so two optimizers stepping once per iteration count one).
+    A step is counted at once (``latest``) but moves ``current`` only when the next
+    iteration begins (its first ``scale()``, backward or autocast region): a finding at
+    the step, the update or the zero_grad of iteration 0 belongs to iteration 0. Plain
+    ints under the GIL; an off-by-one across threads only blurs a diagnostic number.
     """
 
     def __init__(self) -> None:
         self.current = 0
+        self.latest = 0
         self._per_optimizer: dict[int, int] = {}
 
     def count(self, optimizer: object) -> None:
         key = id(optimizer)
         n = self._per_optimizer.get(key, 0) + 1
         self._per_optimizer[key] = n
-        if n > self.current:
-            self.current = n
+        if n > self.latest:
+            self.latest = n
+
+    def commit(self) -> None:
+        self.current = self.latest
 
     def reset(self) -> None:
-        self.current = 0
+        self.current = self.latest = 0
         self._per_optimizer.clear()
 
 

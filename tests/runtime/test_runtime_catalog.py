@@ -6,8 +6,9 @@ import ast
 import pathlib
 
 import amplint.runtime as ar
-from amplint import catalog
 from amplint.runtime import findings
+
+from amplint import catalog
 
 RUNTIME_DIR = pathlib.Path(findings.__file__).parent
 
