@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
-from .frames import Site
+from .frames import Site, user_frame
 
 __all__ = [
     "MODES",
@@ -55,6 +56,25 @@ _mode = "warn"
 _ignored: frozenset[str] = frozenset()
 
 _T = TypeVar("_T")
+
+# Processes forked by the script (a multiprocessing pool, DataLoader workers with the fork
+# start method) inherit amplint with the memory. They must behave as under plain python:
+# no findings shown, no summary, no report; only the process amplint started reports.
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_child() -> bool:
+    """Whether this process was forked from the one amplint was installed in."""
+    return _forked
 
 
 class _StepCounter:
@@ -125,7 +145,7 @@ def emit(
     report time be recorded without raising there. ``step`` is the training step the
     finding belongs to when it is reported later than it happened (numerical health).
     """
-    if code in _ignored:
+    if code in _ignored or _forked:
         return
     filename, line = site
     key = (code, filename, line)
@@ -171,11 +191,22 @@ def deprecated_api(api: str, replacement: str, site: Site) -> None:
     torch's deprecated classes emit a FutureWarning of their own; the stand-ins keep it,
     with torch's wording, at the user's line rather than ours.
     """
+    # The user's module's warning registry keeps Python's once-per-location rule: plain
+    # torch shows this warning once per call site, not once per call.
+    frame = user_frame(2)
+    registry = None
+    module_globals = None
+    if frame is not None and (frame.f_code.co_filename, frame.f_lineno) == site:
+        module_globals = frame.f_globals
+        registry = module_globals.setdefault("__warningregistry__", {})
     warnings.warn_explicit(
         f"`{api}(args...)` is deprecated. Please use `{replacement}` instead.",
         FutureWarning,
         site[0],
         site[1],
+        module=None if module_globals is None else module_globals.get("__name__"),
+        registry=registry,
+        module_globals=module_globals,
     )
     emit("AMP007", message_for("AMP007", api=api, replacement=replacement), site)
 

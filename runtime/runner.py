@@ -27,13 +27,15 @@ from . import distributed as _distributed
 from . import health as _health
 from .findings import Finding
 from .install import install, installed, uninstall
-from .reporting import MODES, internal_error, internal_errors, recorded, report
+from .reporting import MODES, forked_child, internal_error, internal_errors, recorded, report
 from .summary_text import format_health_summary
 
 __all__ = ["exit_as_python", "format_summary", "main", "run_script"]
 
 # The latest run_script() ended in an uncaught KeyboardInterrupt (see exit_as_python).
 _interrupted = False
+# The scripts' __main__ modules, kept alive until shutdown (see _run_main).
+_script_modules: list[types.ModuleType] = []
 
 
 def run_script(
@@ -95,8 +97,11 @@ def run_script(
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
         _interrupted = isinstance(exc, KeyboardInterrupt)
     finally:
-        findings = report()
-        if health:
+        # A child the script forked (os.fork() returning into the script) ends as under
+        # plain python: without amplint's summary or report.
+        child = forked_child()
+        findings = [] if child else report()
+        if health and not child:
             try:
                 summary = _health.summary()
             except Exception as error:
@@ -111,6 +116,8 @@ def run_script(
             sys.path[0] = saved_path0
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
+    if child:
+        return status
     _show_and_write(report_path, findings, mode, path, status, summary)
     # Until the report is written, SIGTERM still writes it (under torchrun, the launcher
     # stops the other ranks as soon as one fails: rank 0 may be merging then).
@@ -154,6 +161,12 @@ def _restore_sigterm(previous: Any) -> None:
 def _report_and_die(
     signum: int, mode: str, script: str, report_path: str | None, health: bool
 ) -> None:
+    if forked_child():
+        # Inherited by a forked child (pool workers are stopped with SIGTERM): die of the
+        # signal at once, as plain python does.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     # This runs between two bytecodes of the main thread, which may hold amplint's locks:
     # read the findings in a helper thread and fall back to the registry as it stands.
     findings: list[Finding] = []
@@ -251,6 +264,10 @@ def _run_main(path: str) -> None:
     module.__builtins__ = builtins
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module
+    # The script's globals live until the interpreter shuts down, as __main__'s do under
+    # plain python: objects whose finalizers expect that (a multiprocessing pool left
+    # open) must not be collected earlier, after their resources were closed at exit.
+    _script_modules.append(module)
     try:
         exec(code, module.__dict__)
     finally:
