@@ -47,7 +47,7 @@ import torch
 
 from .findings import message_for
 from .frames import Site, user_site
-from .reporting import add_flusher, emit, internal_error, run_check
+from .reporting import add_flusher, emit, internal_error, run_check, step_counter
 from .state import thread_state, uses_scalers
 
 if TYPE_CHECKING:
@@ -319,6 +319,9 @@ class ScalerHealth:
     def __init__(self, monitor: Monitor, scaler: GradScaler) -> None:
         self.monitor = monitor
         self.scaler_ref = weakref.ref(scaler)
+        # Where the scaler was constructed: its label in the summary, the report and plot.
+        record = scaler.__dict__.get("_amplint")
+        self.construction: Site = getattr(record, "site", None) or ("<unknown>", 0)
         self.device: torch.device | None = None
         self.cuda = False
         self.sites: dict[str, Site] = {}
@@ -647,6 +650,31 @@ class ScalerHealth:
     def _site_or(self, key: str) -> Site:
         return self.sites.get(key) or self.sites.get("scale") or ("<unknown>", 0)
 
+    def summary(self) -> dict[str, Any]:
+        """This scaler's part of the summary (``summary["scalers"]``)."""
+        final = self.final_scale()
+        scales = [*self.scales, *([final] if final is not None else [])]
+        entry: dict[str, Any] = {
+            "site": f"{self.construction[0]}:{self.construction[1]}",
+            "steps": len(self.scales),
+            "skipped_steps": sum(self.skipped),
+            "scale": None,
+            "grad_underflow_share": None,
+            "grad_zero_share": None,
+            "nonfinite_loss_steps": self.nonfinite_loss_steps,
+        }
+        if scales:
+            entry["scale"] = {
+                "min": min(scales),
+                "max": max(scales),
+                "final": scales[-1] if final is None else final,
+            }
+        if self.underflow:
+            entry["grad_underflow_share"] = sum(self.underflow) / len(self.underflow)
+            entry["grad_zero_share"] = sum(self.zeros) / len(self.zeros)
+            entry["grad_max"] = self.grad_max
+        return entry
+
     def final_scale(self) -> float | None:
         if self.scale_tensor is not None:
             # Report time, not a training step: this read may wait for the device.
@@ -749,25 +777,24 @@ class Monitor:
             "nonfinite_loss_steps": 0,
             "scheduler_steps_after_skip": self.scheduler_after_skip,
             "closest_to_overflow": [],
+            "optimizer_steps": step_counter.latest,
+            "activations_measured": any(scaler.act_max for scaler in self.scalers),
+            "scalers": [],
             "config": asdict(self.config),
         }
+        # One entry per scaler that updated, labelled by where it was constructed; the
+        # top-level fields are the main scaler's (the one that stepped most), as before.
+        result["scalers"] = [
+            scaler.summary() for scaler in self.scalers if scaler.scales or scaler.step
+        ]
         if health is None:
             return result
-        final = health.final_scale()
-        scales = [*health.scales, *([final] if final is not None else [])]
-        result["steps"] = len(health.scales)
-        result["skipped_steps"] = sum(health.skipped)
-        if scales:
-            result["scale"] = {
-                "min": min(scales),
-                "max": max(scales),
-                "final": scales[-1] if final is None else final,
-            }
-        if health.underflow:
-            result["grad_underflow_share"] = sum(health.underflow) / len(health.underflow)
-            result["grad_zero_share"] = sum(health.zeros) / len(health.zeros)
-            result["grad_max"] = health.grad_max
-        result["nonfinite_loss_steps"] = health.nonfinite_loss_steps
+        main = health.summary()
+        for key in ("steps", "skipped_steps", "scale", "nonfinite_loss_steps"):
+            result[key] = main[key]
+        for key in ("grad_underflow_share", "grad_zero_share", "grad_max"):
+            if main.get(key) is not None:
+                result[key] = main[key]
         top = sorted(health.act_max.items(), key=lambda item: -item[1])[:3]
         result["closest_to_overflow"] = [
             {
@@ -860,16 +887,30 @@ def summary() -> dict[str, Any] | None:
 
 def history() -> dict[str, list[Any]]:
     """Per step of the main scaler: the loss scale used and whether the step was skipped."""
+    for entry in histories():
+        if entry["main"]:
+            return {key: entry[key] for key in ("step", "scale", "skipped")}
+    return {"step": [], "scale": [], "skipped": []}
+
+
+def histories() -> list[dict[str, Any]]:
+    """:func:`history` of every scaler that stepped, each with its ``site`` and ``main``."""
     monitor = _current or _last
-    health = None if monitor is None else monitor.main()
-    if health is None:
-        return {"step": [], "scale": [], "skipped": []}
-    monitor.flush()  # type: ignore[union-attr]
-    return {
-        "step": list(range(len(health.scales))),
-        "scale": list(health.scales),
-        "skipped": list(health.skipped),
-    }
+    if monitor is None:
+        return []
+    monitor.flush()
+    main = monitor.main()
+    return [
+        {
+            "site": f"{health.construction[0]}:{health.construction[1]}",
+            "main": health is main,
+            "step": list(range(len(health.scales))),
+            "scale": list(health.scales),
+            "skipped": list(health.skipped),
+        }
+        for health in monitor.scalers
+        if health.scales
+    ]
 
 
 # AMP107: the scheduler ------------------------------------------------------------------

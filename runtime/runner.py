@@ -60,6 +60,14 @@ def run_script(
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     thresholds = dict(thresholds or {})
     _health.HealthConfig(**thresholds)  # a bad threshold is an error before the script runs
+    if plot_path is not None:
+        from .plot import missing_matplotlib
+
+        # Found out now, not after an hour of training.
+        missing = missing_matplotlib()
+        if missing is not None:
+            print(missing, file=sys.stderr)
+            return 2
     path = os.path.abspath(script)
     if not os.path.exists(path):
         # Python's own words and status for a missing script.
@@ -125,9 +133,7 @@ def run_script(
     if plot_path is not None:
         from .plot import write_plot
 
-        message = write_plot(plot_path, _health.history())
-        if message:
-            print(message, file=sys.stderr)
+        print(write_plot(plot_path, _health.histories()), file=sys.stderr)
     return status
 
 

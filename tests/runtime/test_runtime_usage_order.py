@@ -58,9 +58,7 @@ def test_first_step_is_the_zero_based_iteration_for_every_code(quiet: None) -> N
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-    assert [(f.code, f.line, f.first_step) for f in seen.findings] == [
-        ("AMP003", amp003_line, 0)
-    ]
+    assert [(f.code, f.line, f.first_step) for f in seen.findings] == [("AMP003", amp003_line, 0)]
     ar.reset()
     with ar.checking() as seen:
         scaler = torch.amp.GradScaler("cpu")
@@ -75,6 +73,4 @@ def test_first_step_is_the_zero_based_iteration_for_every_code(quiet: None) -> N
                 amp004_line = here() + 1
                 optimizer.step()
             optimizer.zero_grad()
-    assert [(f.code, f.line, f.first_step) for f in seen.findings] == [
-        ("AMP004", amp004_line, 2)
-    ]
+    assert [(f.code, f.line, f.first_step) for f in seen.findings] == [("AMP004", amp004_line, 2)]
