@@ -35,7 +35,7 @@ __all__ = ["exit_as_python", "format_summary", "main", "run_script"]
 # The latest run_script() ended in an uncaught KeyboardInterrupt (see exit_as_python).
 _interrupted = False
 # The scripts' __main__ modules, kept alive until shutdown (see _run_main).
-_script_modules: list[types.ModuleType] = []
+_script_modules: list[Any] = []
 
 
 def run_script(
@@ -47,8 +47,12 @@ def run_script(
     health: bool = False,
     thresholds: dict[str, Any] | None = None,
     plot_path: str | None = None,
+    module: bool = False,
 ) -> int:
     """Run ``script`` as ``__main__`` with amplint installed; return its exit status.
+
+    With ``module``, ``script`` is a module name run as ``python -m`` runs it (torchrun's
+    ``-m``): found on ``sys.path`` with the current folder first, a package's ``__main__``.
 
     Prints a findings table to stderr at the end (nothing when there is none), and writes
     the JSON report to ``report_path`` whatever the script did. With ``health`` (the
@@ -68,6 +72,8 @@ def run_script(
         if missing is not None:
             print(missing, file=sys.stderr)
             return 2
+    if module:
+        return _run_module(script, args, mode, report_path, health, thresholds, plot_path)
     path = os.path.abspath(script)
     if not os.path.exists(path):
         # Python's own words and status for a missing script.
@@ -79,14 +85,80 @@ def run_script(
         if report_path is not None:
             _write_report(report_path, [], mode, path, status, None)
         return status
-    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [script, *args]
     # `python SCRIPT` puts the script's folder first on sys.path, in place of the
     # interpreter's own choice.
+    return _run_checked(
+        lambda: _run_main(path),
+        path,
+        [script, *args],
+        os.path.dirname(path),
+        mode,
+        report_path,
+        health,
+        thresholds,
+        plot_path,
+    )
+
+
+def _run_module(
+    name: str,
+    args: list[str],
+    mode: str,
+    report_path: str | None,
+    health: bool,
+    thresholds: dict[str, Any],
+    plot_path: str | None,
+) -> int:
+    """``python -m NAME ARGS`` with amplint installed."""
+    saved_path0 = sys.path[0] if sys.path else None
+    # `python -m` puts the current folder first on sys.path.
+    _set_path0(os.getcwd())
+    try:
+        _, spec, _ = runpy._get_module_details(name)  # type: ignore[attr-defined]
+    except ImportError as error:
+        # Python's own words and status for a module it cannot run.
+        print(f"{sys.executable}: {error}", file=sys.stderr)
+        status = 1
+        if report_path is not None:
+            _write_report(report_path, [], mode, name, status, None)
+        return status
+    finally:
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+    path = spec.origin or name
+
+    def run() -> None:
+        # alter_sys: sys.argv[0] becomes the module's file and __main__ the module, as
+        # under `python -m`; its globals live on until shutdown (see _run_main).
+        _script_modules.append(runpy.run_module(name, run_name="__main__", alter_sys=True))
+
+    return _run_checked(
+        run, path, [path, *args], os.getcwd(), mode, report_path, health, thresholds, plot_path
+    )
+
+
+def _set_path0(folder: str) -> None:
     if sys.path:
-        sys.path[0] = os.path.dirname(path)
+        sys.path[0] = folder
     else:
-        sys.path.append(os.path.dirname(path))
+        sys.path.append(folder)
+
+
+def _run_checked(
+    run: Any,
+    path: str,
+    argv: list[str],
+    path0: str,
+    mode: str,
+    report_path: str | None,
+    health: bool,
+    thresholds: dict[str, Any],
+    plot_path: str | None,
+) -> int:
+    """Install amplint, ``run()`` the user's code as ``__main__``, report; its status."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = argv
+    _set_path0(path0)
     global _interrupted
     _interrupted = False
     was_installed = installed()
@@ -96,7 +168,7 @@ def run_script(
     summary = None
     previous_sigterm = _catch_sigterm(mode, path, report_path, health)
     try:
-        _run_main(path)
+        run()
     except SystemExit as exc:
         status = _exit_status(exc)
     except BaseException as exc:
@@ -360,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", dest="report_path", default=None)
     parser.add_argument("--no-health", dest="health", action="store_false")
     parser.add_argument("--plot", dest="plot_path", default=None)
+    parser.add_argument("-m", dest="module", action="store_true", help="run SCRIPT as a module")
     for name, default in _health.HealthConfig().__dict__.items():
         if isinstance(default, bool):
             continue
@@ -380,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         health=options.health,
         thresholds=thresholds,
         plot_path=options.plot_path,
+        module=options.module,
     )
 
 
