@@ -40,11 +40,13 @@ import sys
 import threading
 import weakref
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from . import usage
 from .findings import message_for
 from .frames import Site, user_site
 from .reporting import add_flusher, emit, internal_error, run_check, step_counter
@@ -332,6 +334,8 @@ class ScalerHealth:
         self.big: torch.Tensor | None = None
         self.g106: torch.Tensor | None = None
         self.numel = 0
+        # ids of the parameters whose gradients this step already measured (before a clip)
+        self.measured: set[int] = set()
         # Chunk being filled
         self.rows: torch.Tensor | None = None
         self.log: torch.Tensor | None = None
@@ -391,37 +395,54 @@ class ScalerHealth:
             value = value.to(self.device, non_blocking=True)
         self.loss = value if self.loss is None else self.loss + value
 
+    def due(self, scaler: GradScaler) -> bool:
+        """Whether this step takes the gradient statistics (one step in ``underflow_every``)."""
+        return scaler._scale is not None and not self.step % self.monitor.config.underflow_every
+
     def on_unscale(self, optimizer: torch.optim.Optimizer, scaler: GradScaler) -> None:
         """Gradient statistics on the scaled gradients, before torch unscales them."""
-        if scaler._scale is None or self.step % self.monitor.config.underflow_every:
+        if not self.due(scaler):
             return
+        # Gradients measured before a clip of the scaled gradients are not measured again.
+        groups = _grads_by_device_dtype(optimizer.param_groups, self.measured)
+        self._measure(groups, scaler)
+
+    def before_clip(self, params: list[torch.Tensor], scaler: GradScaler) -> None:
+        """A clip of still-scaled gradients (AMP006) is about to change them: take the
+        statistics of ``params`` now, as backward produced them; ``unscale_`` then skips
+        them. Advice drawn from clipped gradients would be wrong: clipping shrinks them
+        towards underflow."""
+        groups = _grads_by_device_dtype([{"params": params}], self.measured)
+        if self._measure(groups, scaler):
+            self.measured.update(id(p) for p in params)
+
+    def _measure(
+        self, groups: dict[tuple[Any, Any], list[torch.Tensor]], scaler: GradScaler
+    ) -> bool:
+        if not groups or scaler._scale is None:
+            return False
         self._ensure(scaler._scale)
-        groups = _grads_by_device_dtype(optimizer)
-        if not groups:
-            return
         gmax, nnz, big = [], [], []
         with torch.no_grad():
             for grads in groups.values():
                 self.numel += sum(g.numel() for g in grads)
                 gmax.append(_max_abs(grads).amax().float())
                 nnz.append(torch.stack(torch._foreach_norm(grads, 0)).sum().float())
-                magnitudes = torch._foreach_abs(grads)
-                torch._foreach_sub_(magnitudes, FP16_MIN_NORMAL)
-                torch._foreach_clamp_min_(magnitudes, 0.0)
-                big.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum().float())
+                big.append(_count_normal(grads))
             step_max = self._combine(gmax, max_=True)
             step_nnz = self._combine(nnz)
             step_big = self._combine(big)
             self.gmax = step_max if self.gmax is None else torch.maximum(self.gmax, step_max)
             self.nnz = step_nnz if self.nnz is None else self.nnz + step_nnz
             self.big = step_big if self.big is None else self.big + step_big
+        return True
 
     def on_step_after_unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """The gradients the optimizer is about to apply, after an explicit unscale_ (AMP106)."""
         self._site("step")
         if self.rows is None:
             return
-        groups = _grads_by_device_dtype(optimizer)
+        groups = _grads_by_device_dtype(optimizer.param_groups)
         if not groups:
             return
         with torch.no_grad():
@@ -497,6 +518,7 @@ class ScalerHealth:
         self.step += 1
         self.loss = self.gmax = self.nnz = self.big = self.g106 = None
         self.numel = 0
+        self.measured = set()
 
     def after_update(self) -> None:
         if self.row >= self.monitor.config.every:
@@ -682,13 +704,52 @@ class ScalerHealth:
         return None
 
 
+# The largest scratch buffer the gradient counts allocate, in elements (16 MiB of float32),
+# unless a single gradient is larger: then that gradient's size. Never the sum of all
+# gradients, which on a large model near its memory limit would be an out-of-memory error
+# of amplint's making.
+_SCRATCH_NUMEL = 1 << 22
+
+
+def _chunks(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """``tensors`` in runs whose total size stays within ``_SCRATCH_NUMEL`` (a tensor larger
+    than that alone in its run)."""
+    run: list[torch.Tensor] = []
+    size = 0
+    for tensor in tensors:
+        if run and size + tensor.numel() > _SCRATCH_NUMEL:
+            yield run
+            run, size = [], 0
+        run.append(tensor)
+        size += tensor.numel()
+    if run:
+        yield run
+
+
+def _count_normal(grads: list[torch.Tensor]) -> torch.Tensor:
+    """How many gradient values are at or above float16's smallest normal in magnitude,
+    a 0-d float32 tensor; scratch memory bounded as ``_chunks`` says."""
+    counts = []
+    for run in _chunks(grads):
+        magnitudes = torch._foreach_abs(run)
+        torch._foreach_sub_(magnitudes, FP16_MIN_NORMAL)
+        torch._foreach_clamp_min_(magnitudes, 0.0)
+        counts.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum().float())
+        del magnitudes  # freed before the next run is allocated
+    return counts[0] if len(counts) == 1 else torch.stack(counts).sum()
+
+
 def _grads_by_device_dtype(
-    optimizer: torch.optim.Optimizer,
+    param_groups: list[dict[str, Any]], exclude: set[int] | frozenset[int] = frozenset()
 ) -> dict[tuple[Any, Any], list[torch.Tensor]]:
+    """The gradients of the parameters in ``param_groups``, but those whose parameter's id
+    is in ``exclude``, grouped by (device, dtype)."""
     groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
     dtensor = _dtensor_type()
-    for group in optimizer.param_groups:
+    for group in param_groups:
         for param in group["params"]:
+            if exclude and id(param) in exclude:
+                continue
             grad = param.grad
             if grad is None or grad.is_sparse:
                 continue
@@ -911,6 +972,27 @@ def histories() -> list[dict[str, Any]]:
         for health in monitor.scalers
         if health.scales
     ]
+
+
+def before_clip(parameters: Any) -> Any:
+    """Before ``clip_grad_norm_`` / ``clip_grad_value_``: when the gradients are still
+    scaled (AMP006) on a statistics step, measure them before the clip changes them (see
+    ``ScalerHealth.before_clip``). Returns the parameters to hand torch: a list when an
+    iterator had to be read."""
+    monitor = _current
+    if monitor is None:
+        return parameters
+    due = []
+    for health in monitor.scalers:
+        scaler = health.scaler_ref()
+        if scaler is not None and health.due(scaler) and usage.of(scaler).grads_still_scaled():
+            due.append((health, scaler))
+    if not due:
+        return parameters
+    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    for health, scaler in due:
+        health.before_clip([p for p in params if isinstance(p, torch.Tensor)], scaler)
+    return params
 
 
 # AMP107: the scheduler ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from . import usage
+from . import health, usage
 from .reporting import emit, run_check, step_counter
 from .usage import Verdict
 
@@ -115,6 +115,12 @@ def wrap_clip(
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
         run_check("the gradient clipping check", check, args, kwargs)
+        if health.active() is not None:
+            measured = run_check(
+                "the numerical-health check before clipping", health.before_clip, parameters
+            )
+            if measured is not None:
+                parameters = measured
         return original(parameters, *args, **kwargs)
 
     return clip
