@@ -704,11 +704,11 @@ class ScalerHealth:
         return None
 
 
-# The largest scratch buffer the gradient counts allocate, in elements (16 MiB of float32),
+# The largest scratch buffer the gradient counts allocate, in elements (4 MiB of float32),
 # unless a single gradient is larger: then that gradient's size. Never the sum of all
 # gradients, which on a large model near its memory limit would be an out-of-memory error
 # of amplint's making.
-_SCRATCH_NUMEL = 1 << 22
+_SCRATCH_NUMEL = 1 << 20
 
 
 def _chunks(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
