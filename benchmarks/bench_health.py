@@ -7,8 +7,9 @@ rounds of four variants (torch, usage, health, nandetector, torch, ...):
 
 * ``torch``: torch's own autocast and GradScaler;
 * ``usage``: ``amplint.runtime.install()`` (usage checks);
-* ``health``: ``install(health=True, every=1)``: usage + numerical health, with the device
-  statistics handed to the host at every step (the most expensive setting);
+* ``health``: ``install(health=True, every=N)``: usage + numerical health; ``--every``
+  defaults to 16, ``amplint run``'s default (``--every 1``: the statistics handed to the
+  host at every step, the most expensive setting);
 * ``nandetector``: torch's classes plus a detector written the way fairseq's NanDetector
   works: forward and backward hooks on every module that run ``isnan(t).any()`` and
   ``isinf(t).any()`` on each output / output gradient and branch on them on the host.
@@ -311,7 +312,7 @@ def attributed(device: str, args: argparse.Namespace) -> dict[str, float]:
     for variant in ("health", "nandetector"):
         ar.reset()
         if variant == "health":
-            ar.install(mode="raise", health=True, every=1)
+            ar.install(mode="raise", health=True, every=args.every)
         try:
             with attributed_time(variant) as total, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -336,6 +337,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--device", action="append", choices=("cpu", "cuda"), help="default: cpu, and cuda if any"
+    )
+    parser.add_argument(
+        "--every", type=int, default=16, help="health: steps between hand-overs to the host"
     )
     parser.add_argument(
         "--model",
@@ -370,7 +374,7 @@ def run_device(device: str, args: argparse.Namespace) -> None:
             if variant == "usage":
                 ar.install(mode="raise")  # a finding would abort the benchmark
             elif variant == "health":
-                ar.install(mode="raise", health=True, every=1)
+                ar.install(mode="raise", health=True, every=args.every)
             context = nullcontext()
             try:
                 with context, warnings.catch_warnings():
@@ -407,7 +411,7 @@ def run_device(device: str, args: argparse.Namespace) -> None:
     clock = "thread CPU time" if device == "cpu" and torch.get_num_threads() == 1 else "wall time"
     print(
         f"[{device}, {args.model}] torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads ({clock}), "
+        f"{torch.get_num_threads()} threads ({clock}), health every={args.every}, "
         f"{args.rounds} rounds x {args.steps} steps per variant, interleaved; "
         f"ratio and added time: median over rounds of the in-round difference to torch"
     )

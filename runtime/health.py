@@ -142,9 +142,20 @@ def _finite(value: float) -> bool:
 # Activations: global forward hooks ---------------------------------------------------
 
 
-# Modules that pass values through (scaled by at most 1/(1-p)): an overflow is never
-# theirs to fix, and measuring them would double the cost of a transformer block.
-_PASS_THROUGH = (torch.nn.Identity, torch.nn.modules.dropout._DropoutNd)
+# Modules that pass values through (scaled by at most 1/(1-p)), and elementwise
+# activations whose output is never larger in magnitude than their float16 input: an
+# overflow is never theirs to fix (it was measured where their input was produced), and
+# measuring them would add a full pass over each of their outputs to every step.
+_PASS_THROUGH = (
+    torch.nn.Identity,
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.ReLU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Tanh,
+    torch.nn.Sigmoid,
+    torch.nn.Softmax,
+)
 
 
 def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:

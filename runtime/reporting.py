@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
 from .frames import Site, user_frame
+from .ranks import rank_info
 
 __all__ = [
     "MODES",
@@ -238,8 +239,6 @@ def _with_rank(findings: list[Finding]) -> list[Finding]:
     if not findings:
         return findings
     try:
-        from .distributed import rank_info  # imported late: distributed imports this module
-
         info = rank_info()
     except Exception as error:
         internal_error("finding this process's rank", error)

@@ -23,7 +23,8 @@ import zipfile
 from types import TracebackType
 from typing import Any, NoReturn
 
-from . import distributed as _distributed
+from . import rank_reports as _distributed
+from .ranks import rank_info
 from . import health as _health
 from .findings import Finding
 from .install import install, installed, uninstall
@@ -288,7 +289,7 @@ def _show_and_write(
     distributed = False
     if report_path is not None:
         try:
-            distributed = _distributed.rank_info() is not None
+            distributed = rank_info() is not None
         except Exception as error:
             internal_error("finding this process's rank", error)
     if not distributed:
