@@ -274,7 +274,7 @@ def attributed_time(variant: str) -> Iterator[list[float]]:
     hooked module-call path, the backward-hook wrappers), so the comparison is like for like
     and immune to other load on the machine, which end-to-end times on a shared CPU are not.
     """
-    from amplint.runtime import health
+    from amplint.runtime import activations, health
 
     total = [0.0]
     if variant == "health":
@@ -282,7 +282,7 @@ def attributed_time(variant: str) -> Iterator[list[float]]:
             (health.ScalerHealth, name)
             for name in ("on_scale", "on_unscale", "on_step_after_unscale", "on_update")
         ]
-        targets += [(health.ScalerHealth, "after_update"), (health._Activations, "hook")]
+        targets += [(health.ScalerHealth, "after_update"), (activations.Activations, "hook")]
     else:
         targets = [(NanDetector, "forward_hook"), (NanDetector, "backward_hook")]
     originals = [(owner, name, owner.__dict__[name]) for owner, name in targets]

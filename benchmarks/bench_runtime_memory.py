@@ -27,7 +27,7 @@ import warnings
 
 import amplint.runtime as ar
 import torch
-from amplint.runtime import health
+from amplint.runtime import reductions
 from torch import nn
 
 MIB = 1 << 20
@@ -81,17 +81,17 @@ def cuda_peak(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
 def measure(variant: str, args: argparse.Namespace) -> int:
     model, optimizer = build(args.layers, args.width, args.device)
     ar.reset()
-    scratch = health._SCRATCH_NUMEL
+    scratch = reductions.SCRATCH_NUMEL
     if variant != "torch":
         ar.install(mode="raise", health=True)
     if variant == "unchunked":
-        health._SCRATCH_NUMEL = 1 << 62  # one scratch copy of every gradient, as before
+        reductions.SCRATCH_NUMEL = 1 << 62  # one scratch copy of every gradient, as before
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             peak = (cpu_peak if args.device == "cpu" else cuda_peak)(model, optimizer)
     finally:
-        health._SCRATCH_NUMEL = scratch
+        reductions.SCRATCH_NUMEL = scratch
         ar.uninstall()
     return peak
 

@@ -23,11 +23,11 @@ import zipfile
 from types import TracebackType
 from typing import Any, NoReturn
 
-from . import rank_reports as _distributed
-from .ranks import rank_info
 from . import health as _health
+from . import rank_reports as _distributed
 from .findings import Finding
 from .install import install, installed, uninstall
+from .ranks import rank_info
 from .reporting import MODES, forked_child, internal_error, internal_errors, recorded, report
 from .summary_text import format_health_summary
 

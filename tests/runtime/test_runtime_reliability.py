@@ -23,7 +23,7 @@ from typing import Any
 import amplint.runtime as ar
 import pytest
 import torch
-from amplint.runtime import health, reporting, usage
+from amplint.runtime import activations, health, reporting, usage
 from amplint.runtime.runner import run_script
 from amplint.runtime.state import thread_state
 from runtime_helpers import batches, here, loss_of, tiny_model
@@ -500,7 +500,7 @@ SCALER_AND_HEALTH_FAILURES: list[tuple[Any, str, str]] = [
     (health.ScalerHealth, "on_unscale", "the numerical-health check in GradScaler.unscale_()"),
     (health, "scaler_step_begin", "the numerical-health check in GradScaler.step()"),
     (health.ScalerHealth, "after_update", "the numerical-health check in GradScaler.update()"),
-    (health, "uses_scalers", "the activation check (forward hook)"),
+    (activations, "uses_scalers", "the activation check (forward hook)"),
     (health.Monitor, "scheduler_stepped", "the LR-scheduler check"),
 ]
 
