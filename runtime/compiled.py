@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["call_without_global_hook", "note_backward_traced", "tracing"]
+__all__ = ["call_without_global_hook", "forget_note", "note_backward_traced", "tracing"]
 
 
 def _tracing_context() -> Any:
@@ -78,6 +78,12 @@ def note_backward_traced(autocast_on: bool) -> None:
         "(PyTorch issue #153044).",
         file=sys.stderr,
     )
+
+
+def forget_note() -> None:
+    """``amplint.runtime.reset()``: the note may be said again."""
+    global _noted
+    _noted = False
 
 
 # The global forward hook taken out while compiled modules run ---------------------------

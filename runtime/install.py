@@ -255,6 +255,7 @@ def reset() -> None:
     slate between experiments (or tests) in one process."""
     reporting.reset()
     _health.reset()
+    compiled.forget_note()
     state.forget_autocast_history()
     state.forget_construction_sites()
     state.thread_state().__init__()  # type: ignore[misc]

@@ -62,9 +62,12 @@ def _train(compile_model: bool, steps: int = 3) -> tuple[list[float], dict[str, 
     return losses, seen
 
 
-def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph() -> None:
+def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     plain_losses, plain_counts = _train(compile_model=True)
     assert plain_counts["unique_graphs"] == 1
+    capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with ar.checking(health=True) as seen:
@@ -74,6 +77,12 @@ def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph() -> 
     assert losses == plain_losses
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "global hooks" in m], messages
+    # The compiled region ran inside the loop's autocast: where torch traces its backward
+    # under that autocast, amplint says so, once.
+    err = capsys.readouterr().err
+    setting = torch._functorch.config.backward_pass_autocast
+    expected = 1 if setting == "same_as_forward" else 0
+    assert err.count("amplint: note: torch compiled the backward") == expected, err
 
 
 def test_real_backward_inside_autocast_around_compiled_model_is_reported_once(
