@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_health_summary"]
+from .health_config import FP16_MAX
 
-FP16_MAX = 65504.0
+__all__ = ["format_health_summary"]
 
 
 def _share(value: float | None, config: dict[str, Any]) -> str:
