@@ -47,6 +47,10 @@ class AmpUsageError(RuntimeError):
 class Finding:
     """One distinct finding: a code at one user call site, seen ``count`` times.
 
+    ``first_step`` is 0-based: the iteration the finding was first seen in, i.e. the number
+    of optimizer steps taken before it (``i`` in ``for i, batch in enumerate(loader)``);
+    a numerical-health finding names the step its statistics belong to, counted alike.
+
     ``rank`` is the process's rank in a distributed run (``torchrun``), as in the per-rank
     JSON reports; None, and left out of :meth:`to_dict`, in a single process.
     """
