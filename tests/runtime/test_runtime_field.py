@@ -399,3 +399,54 @@ def test_run_module_as_python_dash_m(tmp_path: Path) -> None:
     )
     assert missing.returncode == 1
     assert missing.stderr.strip().endswith("No module named no_such_module")
+
+
+# The summary's lines say what they mean ------------------------------------------------------
+
+
+def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None
+    text = format_health_summary(summary)
+    assert "no GradScaler step seen" not in text
+    assert text == (
+        "amplint: numerical health: 3 optimizer step(s) ran, none followed by update() of "
+        "an enabled GradScaler: no loss-scale statistics"
+    )
+
+
+def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() -> None:
+    """Step 0, the only statistics step here, is skipped (init_scale overflows float16):
+    the share is "not measured", and says why, instead of an unexplained "n/a"."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None and summary["skipped_steps"] >= 1
+    text = format_health_summary(summary)
+    assert "n/a" not in text
+    assert "gradient underflow share: not measured (gradients are counted on steps 0, 16" in text
+    assert "float16 module outputs: none reached 32752" in text
