@@ -518,6 +518,12 @@ def server() -> None:
 @click.option(
     "--startup-steps", type=click.IntRange(min=0), help="AMP107 silent for these first steps [100]."
 )
+@click.option(
+    "-m",
+    "as_module",
+    is_flag=True,
+    help="SCRIPT is a module name, run as `python -m SCRIPT ARGS` runs it.",
+)
 @click.argument("script", type=click.Path(dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
@@ -525,11 +531,13 @@ def run(
     report_path: str | None,
     health: bool,
     plot_path: str | None,
+    as_module: bool,
     script: str,
     args: tuple[str, ...],
     **thresholds: float | int | None,
 ) -> None:
-    """Run SCRIPT like `python SCRIPT ARGS` with amplint's runtime checks installed."""
+    """Run SCRIPT like `python SCRIPT ARGS` (with -m: `python -m SCRIPT ARGS`) with amplint's
+    runtime checks installed."""
     try:
         from amplint.runtime.runner import exit_as_python, run_script
     except ImportError as error:
@@ -545,6 +553,7 @@ def run(
             health=health,
             thresholds=chosen,
             plot_path=plot_path,
+            module=as_module,
         )
     )
 

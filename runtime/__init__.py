@@ -5,14 +5,20 @@
     ar.install(mode="warn")     # or "raise" / "log": patch torch so unmodified code is checked
     ar.report()                 # the findings so far
 
-Where things live: ``scaler.py`` and ``autocast.py`` are the drop-in classes, ``state.py``
-decides whether a call is out of order, ``hooks.py`` holds the checks on backward,
-optimizer steps and clipping, ``findings.py`` the messages, ``reporting.py`` how findings
-are shown, ``frames.py`` how the user's line is found, ``install.py`` the patching,
-``runner.py`` the ``amplint run`` entry point; ``health.py`` the numerical-health checks
-(AMP101-AMP107, ``install(health=True)``), ``summary_text.py`` and ``plot.py`` their summary.
-``distributed.py``: ``torch.distributed`` (FSDP's ``ShardedGradScaler``, per-rank reports
-merged by rank 0 under ``torchrun``). ``notebook.py``: the IPython extension
+Where things live: ``scaler.py`` and ``autocast.py`` are the drop-in classes and
+``hooks.py`` the wrappers on torch's backward, optimizer steps, clipping and zero_grad: they
+only report events to ``usage.py``, the state machine that decides every usage finding
+(``state.py`` holds the facts it consults). ``findings.py`` has the messages (names from
+``amplint.catalog``), ``reporting.py`` how findings are shown, ``frames.py`` how the user's
+line is found, ``install.py`` the patching, ``compiled.py`` what torch.compile needs,
+``runner.py`` the ``amplint run`` entry point. Numerical health (AMP101-AMP107,
+``install(health=True)``): ``health.py`` (per-scaler device statistics and the monitor),
+``activations.py`` (the float16 forward hook), ``gradstats.py`` (gradient reductions in
+bounded memory), ``health_findings.py`` (the host's reading of the statistics),
+``summary_text.py`` and ``plot.py`` their summary. ``distributed.py``: FSDP's
+``ShardedGradScaler``; ``ranks.py`` which rank this is; ``rank_reports.py`` the per-rank
+reports merged by rank 0 under ``torchrun``. ``frameworks.py``: what Lightning, Accelerate and
+the HF Trainer do around the user's code. ``notebook.py``: the IPython extension
 (``%load_ext amplint.runtime``, the ``%amplint`` magic).
 
 The drop-in classes check on their own (step/unscale_/update order, half parameters,

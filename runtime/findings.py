@@ -1,6 +1,7 @@
 """Finding records, the warning and exception types, and the runtime message catalog.
 
-Messages are data here, apart from where they are detected (``state.py``, ``scaler.py``,
+The codes and their names are the catalog's (``amplint.catalog``); the runtime's wording
+of each finding is data here, apart from where they are detected (``state.py``, ``scaler.py``,
 ``hooks.py``) and from how they are shown (``reporting.py``), so that a reader can find
 the text of any runtime finding in one place.
 """
@@ -10,12 +11,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from amplint.catalog import entry
+
 __all__ = [
     "MESSAGES",
     "AmpUsageError",
     "AmpWarning",
     "Finding",
     "message_for",
+    "name_of",
 ]
 
 
@@ -43,6 +47,10 @@ class AmpUsageError(RuntimeError):
 class Finding:
     """One distinct finding: a code at one user call site, seen ``count`` times.
 
+    ``first_step`` is 0-based: the iteration the finding was first seen in, i.e. the number
+    of optimizer steps taken before it (``i`` in ``for i, batch in enumerate(loader)``);
+    a numerical-health finding names the step its statistics belong to, counted alike.
+
     ``rank`` is the process's rank in a distributed run (``torchrun``), as in the per-rank
     JSON reports; None, and left out of :meth:`to_dict`, in a single process.
     """
@@ -62,141 +70,118 @@ class Finding:
         return result
 
 
-# code -> (kebab-case name, what happened, what to do instead). The names and codes are
-# the shared catalog of DESIGN.md; the static half uses the same codes.
-MESSAGES: dict[str, tuple[str, str, str]] = {
+# code -> (what happened, what to do instead). The code's name, and whether the runtime may
+# report it at all, are the catalog's (``amplint.catalog``): only the wording of what the
+# runtime saw lives here.
+MESSAGES: dict[str, tuple[str, str]] = {
     "AMP001": (
-        "backward-inside-autocast",
         "backward ran while an enabled autocast region was active",
         "move the backward (and the optimizer calls after it) out of the `with autocast(...)` "
         "block; autocast should wrap only the forward pass and the loss",
     ),
     "AMP002": (
-        "missing-scaler-update",
         "scaler.step() was called again for this optimizer without scaler.update() in between",
         "call scaler.update() once per iteration, after the last scaler.step(...)",
     ),
     "AMP003": (
-        "fp16-without-gradscaler",
         "backward of a float16 autocast graph, and the optimizer stepped without a GradScaler",
         "create a torch.amp.GradScaler before the loop and use "
         "scaler.scale(loss).backward(), scaler.step(optimizer), scaler.update()",
     ),
     "AMP004": (
-        "optimizer-step-bypasses-scaler",
         "optimizer.step() was called directly while its gradients are still scaled",
         "call scaler.step(optimizer) (then scaler.update()) instead of optimizer.step()",
     ),
     "AMP005": (
-        "unscaled-backward-with-scaler",
         "this backward did not go through scaler.scale(), but the step goes through scaler.step()",
         "use scaler.scale(loss).backward()",
     ),
     "AMP006": (
-        "clip-scaled-gradients",
         "gradients were clipped while they are still multiplied by the loss scale",
         "call scaler.unscale_(optimizer) before clipping",
     ),
     "AMP007": (
-        "deprecated-amp-api",
         "{api} is deprecated",
         "use {replacement}",
     ),
     "AMP008": (
-        "autocast-device-type",
         "autocast got device_type={device!r}, which is not a device type string",
         'pass the device type string, e.g. "cuda" or "cpu" (not a torch.device or "cuda:0")',
     ),
     "AMP009": (
-        "half-params-with-gradscaler",
         "the optimizer handed to the GradScaler holds float16 parameters",
         "keep the parameters in float32 (drop model.half()) and let autocast cast",
     ),
     "AMP010": (
-        "gradscaler-recreated-per-step",
         "a GradScaler is constructed again and again from this line, so its scale never adapts",
         "create the GradScaler once, before the training loop",
     ),
     "AMP011": (
-        "unscale-twice",
         "scaler.unscale_() was called {what} for this optimizer",
         "call scaler.unscale_(optimizer) once per iteration, after the backward passes and "
         "before clipping and scaler.step(optimizer)",
     ),
     "AMP012": (
-        "optimizer-step-inside-autocast",
         "{call} ran inside an enabled autocast region",
         "move optimizer and scaler calls out of the `with autocast(...)` block",
     ),
     "AMP013": (
-        "scaler-state-not-checkpointed",
         "scaler.state_dict() was taken between scaler.step() and scaler.update()",
         "checkpoint the scaler after scaler.update()",
     ),
     "AMP014": (
-        "gradscaler-with-bfloat16",
         "an enabled GradScaler is used while every autocast region seen runs in bfloat16",
         "bfloat16 needs no loss scaling: GradScaler(..., enabled=(amp_dtype == torch.float16))",
     ),
     "AMP017": (
-        "amp-silently-disabled",
         "{what} was disabled by torch: {why}",
         "{fix}",
     ),
     "AMP018": (
-        "clip-error-if-nonfinite-with-scaler",
         "clip_grad_norm_(..., error_if_nonfinite=True) while a GradScaler is in use",
         "drop error_if_nonfinite=True: with loss scaling, non-finite gradients are a routine "
         "overflow that scaler.step() skips, not an error",
     ),
     "AMP019": (
-        "closure-with-gradscaler",
         "scaler.step() was given a closure",
         "GradScaler does not support closures (e.g. LBFGS): compute the loss and "
         "scaler.scale(loss).backward() before scaler.step(optimizer)",
     ),
     # Numerical health (runtime only; see health.py). Each message names the step.
     "AMP101": (
-        "nonfinite-loss",
         "the loss was {value} before scaling at step {step}",
         "find where it first goes non-finite (a float16 overflow in the forward: see AMP105; "
         "log(0), division by zero, bad data); skipping steps will not cure it",
     ),
     "AMP102": (
-        "loss-scale-collapse",
         "the loss scale collapsed at step {step}: {why}",
         "gradients are non-finite at every scale: look for a float16 overflow (AMP105) or a "
         "non-finite loss (AMP101), or train in bfloat16",
     ),
     "AMP103": (
-        "skipped-step-rate",
         "{skipped} of the {window} optimizer steps up to step {step} were skipped for "
         "non-finite gradients",
         "the model is not training on those steps: look for a float16 overflow (AMP105), "
         "lower the learning rate, or train in bfloat16",
     ),
     "AMP104": (
-        "gradient-underflow",
         "{share:.1%} of the gradient values at step {step} were below float16's smallest "
         "normal number at loss scale {scale:g} (flushed to zero or losing precision)",
         "raise the loss scale (GradScaler(init_scale=...), a shorter growth_interval), or "
         "train in bfloat16",
     ),
     "AMP105": (
-        "activation-overflow",
         "the float16 output of module `{module}` ({kind}) {what} at step {step}",
         "run `{module}` in float32 (wrap its forward in torch.autocast(..., enabled=False) and "
         "cast its input with .float()) or train in bfloat16",
     ),
     "AMP106": (
-        "grads-nonfinite-after-unscale",
         "gradients were finite at scaler.unscale_() but non-finite at scaler.step() at step "
         "{step}, so the optimizer applied them",
         "do not change gradients between scaler.unscale_(optimizer) and "
         "scaler.step(optimizer), or check them yourself before stepping",
     ),
     "AMP107": (
-        "scheduler-step-after-skipped-step",
         "lr_scheduler.step() ran after scaler.step() skipped the optimizer step at step {step}",
         "the schedule runs ahead of the optimizer by one step per skipped step: fix what makes "
         "steps skip (see AMP103), or step the scheduler only when the optimizer stepped",
@@ -204,7 +189,15 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def name_of(code: str) -> str:
+    """The code's kebab-case name, from the catalog."""
+    item = entry(code)
+    if item is None:
+        raise KeyError(f"{code} is not in amplint.catalog")
+    return item.name
+
+
 def message_for(code: str, **fields: Any) -> str:
     """Render the message of ``code``: what happened, then what to do instead."""
-    name, what, fix = MESSAGES[code]
-    return f"{code} {name}: {what.format(**fields)}; {fix.format(**fields)}."
+    what, fix = MESSAGES[code]
+    return f"{code} {name_of(code)}: {what.format(**fields)}; {fix.format(**fields)}."

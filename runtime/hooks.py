@@ -1,25 +1,24 @@
-"""Checks that run outside the GradScaler: backward, optimizer steps, clipping, zero_grad.
+"""Wrappers on torch's functions outside the GradScaler: backward, optimizer steps,
+clipping, zero_grad.
 
 ``install.py`` puts these wrappers in place of torch's functions and registers the global
-optimizer step pre-hook; each wrapper runs its check and then calls torch's original with
-the same arguments. None of them reads a tensor's value. A check that fails (amplint's bug)
+optimizer step pre-hook; each wrapper reports its event to the usage state machine
+(``usage.py``), shows the findings it decides, and then calls torch's original with the
+same arguments. None of them reads a tensor's value. A failure of amplint's own code
 becomes an internal-error note (``reporting.run_check``): torch's call still runs.
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .findings import message_for
-from .frames import user_site
+from . import health, usage
 from .reporting import emit, run_check, step_counter
-from .scaler import tagged_scaler
-from .state import UnscaledBackward, autocast_active, thread_state, uses_scalers
+from .usage import Verdict
 
 __all__ = [
     "optimizer_step_pre_hook",
@@ -31,73 +30,9 @@ __all__ = [
 ]
 
 
-def _inside_backward() -> bool:
-    # A backward started by the autograd engine itself (reentrant checkpointing, a hook)
-    # is torch's business: its loss is not the user's, scaled or not.
-    return torch._C._current_autograd_node() is not None
-
-
-def _note_backward(roots: tuple[Any, ...]) -> None:
-    if _inside_backward():
-        return
-    tls = thread_state()
-    if autocast_active():
-        emit("AMP001", message_for("AMP001"), user_site())
-    fp16 = tls.fp16_forward
-    tls.fp16_forward = False
-    scaler = tagged_scaler(roots)
-    if scaler is not None:
-        scaler._usage().scaled_backward()
-        tls.pending.add(scaler)
-        return
-    # Only when the answer can matter: a float16 forward (AMP003) or a process that uses
-    # GradScalers (AMP005). Plain fp32/bf16 training, and every scaled backward, pay nothing.
-    if not (fp16 or uses_scalers()):
-        return
-    # The graph walk serves AMP005 only, which needs a scaler.
-    leaves = _leaves(roots) if uses_scalers() else None
-    pending = tls.unscaled_backward
-    if pending is None:
-        tls.unscaled_backward = UnscaledBackward(user_site(), fp16, leaves)
-        return
-    pending.fp16 = pending.fp16 or fp16
-    if pending.leaves is not None:
-        if leaves is None:
-            pending.leaves = None
-        else:
-            pending.leaves |= leaves
-
-
-# Beyond this many graph nodes the walk is not worth its cost; the backward is then taken
-# to reach every optimizer.
-_MAX_NODES = 20_000
-
-
-def _leaves(roots: tuple[Any, ...]) -> set[int] | None:
-    """ids of the leaf tensors a backward from ``roots`` accumulates gradients into.
-
-    Runs only for a backward whose loss was not scaled in a process that uses scalers, so
-    that AMP005 blames such a backward only when it reaches the stepped optimizer's
-    parameters (a second model trained in fp32 next to the AMP one does not).
-    """
-    stack = [getattr(root, "grad_fn", None) for root in roots]
-    seen: set[int] = set()
-    leaves: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if len(seen) > _MAX_NODES:
-            return None
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            leaves.add(id(variable))
-        stack.extend(next_node for next_node, _ in node.next_functions)
-    for root in roots:
-        if getattr(root, "grad_fn", None) is None:
-            leaves.add(id(root))
-    return leaves
+def _show(verdicts: list[Verdict]) -> None:
+    for verdict in verdicts:
+        emit(verdict.code, verdict.message, verdict.site, step=verdict.step)
 
 
 def _roots(tensors: Any) -> tuple[Any, ...]:
@@ -106,8 +41,19 @@ def _roots(tensors: Any) -> tuple[Any, ...]:
     return tuple(tensors)
 
 
+def _outputs(outputs: Any) -> tuple[Any, ...]:
+    if isinstance(outputs, torch.Tensor):
+        return (outputs,)
+    if isinstance(outputs, (list, tuple)):
+        return tuple(outputs)
+    return ()
+
+
 def wrap_backward(original: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.autograd.backward`` (``Tensor.backward`` goes through it too)."""
+
+    def check(roots: tuple[Any, ...]) -> None:
+        _show(usage.on_backward(roots))
 
     @functools.wraps(original)
     def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
@@ -118,26 +64,24 @@ def wrap_backward(original: Callable[..., Any]) -> Callable[..., Any]:
         # A one-shot iterable was consumed above; hand torch the tuple instead.
         if not isinstance(tensors, (torch.Tensor, list, tuple)):
             tensors = roots
-        run_check("the backward check", _note_backward, roots)
+        run_check("the backward check", check, roots)
         return original(tensors, *args, **kwargs)
 
     return backward
 
 
 def wrap_grad(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``torch.autograd.grad``: does not accumulate ``.grad``, so only AMP001 applies."""
+    """``torch.autograd.grad``."""
+
+    def check(outputs: Any) -> None:
+        _show(usage.on_grad(_outputs(outputs)))
 
     @functools.wraps(original)
     def grad(outputs: Any, *args: Any, **kwargs: Any) -> Any:
-        run_check("the autograd.grad check", _check_grad)
+        run_check("the autograd.grad check", check, outputs)
         return original(outputs, *args, **kwargs)
 
     return grad
-
-
-def _check_grad() -> None:
-    if not _inside_backward() and autocast_active():
-        emit("AMP001", message_for("AMP001"), user_site())
 
 
 def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -146,44 +90,10 @@ def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs:
 
 
 def _check_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
-    tls = thread_state()
-    if tls.in_scaler_step:
-        tls.inner_step_ran = True
-        return
-    step_counter.count(optimizer)
-    if autocast_active():
-        emit("AMP012", message_for("AMP012", call="optimizer.step()"), user_site())
-    for scaler in list(tls.pending):
-        if scaler._usage().bypassed_by(optimizer):
-            emit("AMP004", message_for("AMP004"), user_site())
-            break
-    pending = tls.unscaled_backward
-    tls.unscaled_backward = None
-    if pending is not None and pending.fp16 and not _inside_torch_scaler_step():
-        emit("AMP003", message_for("AMP003"), pending.site)
-
-
-# torch.amp.GradScaler's methods that call optimizer.step(): the fused path in step(), and
-# _maybe_opt_step() after the inf check.
-_SCALER_STEP_NAMES = frozenset({"step", "_maybe_opt_step"})
-# torch's class itself: install() rebinds the public name torch.amp.GradScaler to ours.
-_TorchGradScaler = torch.amp.grad_scaler.GradScaler
-
-
-def _inside_torch_scaler_step(limit: int = 32) -> bool:
-    """Whether this optimizer.step() comes from a GradScaler that is not amplint's: one
-    built before install() (or a torch subclass imported from elsewhere). Its loss was
-    scaled, just not tagged, so the float16 backward before it had a scaler (no AMP003).
-    Runs only when AMP003 would be reported, so the stack walk costs nothing per step."""
-    frame = sys._getframe(1)
-    while frame is not None and limit > 0:
-        if frame.f_code.co_name in _SCALER_STEP_NAMES and isinstance(
-            frame.f_locals.get("self"), _TorchGradScaler
-        ):
-            return True
-        frame = frame.f_back  # type: ignore[assignment]
-        limit -= 1
-    return False
+    verdicts = usage.on_optimizer_step(optimizer)
+    _show(verdicts)
+    if not usage.inside_scaler_step():
+        step_counter.count(optimizer)
 
 
 def wrap_clip(
@@ -194,50 +104,47 @@ def wrap_clip(
     ``error_if_nonfinite_at`` after ``parameters``) turning overflow into errors (AMP018)."""
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        for scaler in list(thread_state().pending):
-            if scaler._usage().grads_still_scaled():
-                emit("AMP006", message_for("AMP006"), user_site())
-                break
-        if error_if_nonfinite_at is not None and uses_scalers():
+        strict = None
+        if error_if_nonfinite_at is not None:
             if len(args) > error_if_nonfinite_at:
-                strict = args[error_if_nonfinite_at]
+                strict = bool(args[error_if_nonfinite_at])
             else:
-                strict = kwargs.get("error_if_nonfinite", False)
-            if strict:
-                emit("AMP018", message_for("AMP018"), user_site())
+                strict = bool(kwargs.get("error_if_nonfinite", False))
+        _show(usage.on_clip(strict))
 
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
         run_check("the gradient clipping check", check, args, kwargs)
+        if health.active() is not None:
+            measured = run_check(
+                "the numerical-health check before clipping", health.before_clip, parameters
+            )
+            if measured is not None:
+                parameters = measured
         return original(parameters, *args, **kwargs)
 
     return clip
 
 
 def wrap_optimizer_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
+    def check() -> None:
+        _show(usage.on_optimizer_zero_grad())
+
     @functools.wraps(original)
     def zero_grad(self: torch.optim.Optimizer, *args: Any, **kwargs: Any) -> Any:
-        run_check("the optimizer.zero_grad() check", _check_optimizer_zero_grad)
+        run_check("the optimizer.zero_grad() check", check)
         return original(self, *args, **kwargs)
 
     return zero_grad
-
-
-def _check_optimizer_zero_grad() -> None:
-    # Gradients from before zero_grad no longer reach any step.
-    thread_state().unscaled_backward = None
-    if autocast_active():
-        emit("AMP012", message_for("AMP012", call="optimizer.zero_grad()"), user_site())
 
 
 def wrap_module_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
+    def check() -> None:
+        _show(usage.on_module_zero_grad())
+
     @functools.wraps(original)
     def zero_grad(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        run_check("the module.zero_grad() check", _forget_unscaled_backward)
+        run_check("the module.zero_grad() check", check)
         return original(self, *args, **kwargs)
 
     return zero_grad
-
-
-def _forget_unscaled_backward() -> None:
-    thread_state().unscaled_backward = None

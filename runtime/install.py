@@ -6,6 +6,7 @@ previous values back in reverse order, so torch ends exactly as it started.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -20,7 +21,7 @@ import torch.cuda.amp
 import torch.nn.utils.clip_grad
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from . import distributed, frameworks, hooks, reporting, state
+from . import compiled, distributed, frameworks, hooks, reporting, state
 from . import health as _health
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import Finding
@@ -39,6 +40,9 @@ class _Installation:
     # (owner, name, value before, our replacement)
     patches: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
     hook: Any = None
+    # Dynamo's table of context managers it traces natively, and what we added to it.
+    dynamo_table: dict[Any, Any] | None = None
+    dynamo_added: list[Any] = field(default_factory=list)
 
 
 _lock = threading.RLock()
@@ -51,6 +55,8 @@ def _targets() -> list[tuple[Any, str, Any]]:
     return [
         (torch, "autocast", autocast),
         (amp, "autocast", autocast),
+        # Dynamo recognises autocast by this name (see _teach_dynamo): traced as torch's.
+        (amp.autocast_mode, "autocast", autocast),
         (torch, "GradScaler", GradScaler),
         (amp, "GradScaler", GradScaler),
         (torch.cuda.amp, "autocast", cuda_autocast),
@@ -72,9 +78,55 @@ def _targets() -> list[tuple[Any, str, Any]]:
             hooks.wrap_optimizer_zero_grad(torch.optim.Optimizer.zero_grad),
         ),
         (torch.nn.Module, "zero_grad", hooks.wrap_module_zero_grad(torch.nn.Module.zero_grad)),
+        (torch, "compile", _wrap_compile(torch.compile)),
         # FSDP's ShardedGradScaler, if imported (later imports: watch_imports)
         *distributed.scaler_targets(),
     ]
+
+
+def _wrap_compile(original: Any) -> Any:
+    """``torch.compile``: torch's, and the first compiled module makes amplint's global
+    forward hook step aside while compiled modules run (see ``compiled.py``)."""
+
+    @functools.wraps(original)
+    def compile(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        reporting.run_check("the torch.compile() patch", _after_compile)
+        return result
+
+    return compile
+
+
+def _after_compile() -> None:
+    """Once torch._dynamo is loaded: trace amplint's autocast classes as torch's own, and
+    let compiled modules run without amplint's global forward hook."""
+    with _lock:
+        if _current is None:
+            return
+        _teach_dynamo(_current)
+        eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+        owner = getattr(eval_frame, "OptimizedModule", None)
+        if owner is None or any(patch[0] is owner for patch in _current.patches):
+            return
+        previous = owner.__dict__["__call__"]
+        ours = compiled.call_without_global_hook(previous, _health.hook_id)
+        _current.patches.append((owner, "__call__", previous, ours))
+        owner.__call__ = ours
+
+
+def _teach_dynamo(installation: _Installation) -> None:
+    # Dynamo traces torch's autocast classes natively (no graph break, no extra graph);
+    # a subclass it does not know would be inlined as user code. Ours behave as torch's
+    # inside a graph, where amplint has nothing to check.
+    module = sys.modules.get("torch._dynamo.variables.torch")
+    table = getattr(module, "supported_ctx_manager_classes", None)
+    if not isinstance(table, dict) or installation.dynamo_table is not None:
+        return
+    installation.dynamo_table = table
+    for cls in (autocast, cpu_autocast, cuda_autocast):
+        if cls not in table:
+            table[cls] = None
+            installation.dynamo_added.append(cls)
 
 
 def _extra_clip_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:
@@ -159,12 +211,17 @@ def install(
             _undo(installation)
             raise
         _current = installation
+        _after_compile()  # torch._dynamo loaded, or modules compiled, before install()
         if health:
             _health.enable(config)
 
 
 def _undo(installation: _Installation) -> None:
     distributed.unwatch_imports()
+    if installation.dynamo_table is not None:
+        for cls in installation.dynamo_added:
+            installation.dynamo_table.pop(cls, None)
+        installation.dynamo_added.clear()
     if installation.hook is not None:
         installation.hook.remove()
     for owner, name, previous, ours in reversed(installation.patches):
@@ -199,6 +256,7 @@ def reset() -> None:
     slate between experiments (or tests) in one process."""
     reporting.reset()
     _health.reset()
+    compiled.forget_note()
     state.forget_autocast_history()
     state.forget_construction_sites()
     state.thread_state().__init__()  # type: ignore[misc]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import warnings
@@ -22,7 +23,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
-from .frames import Site
+from .frames import Site, user_frame
+from .ranks import rank_info
 
 __all__ = [
     "MODES",
@@ -56,28 +58,54 @@ _ignored: frozenset[str] = frozenset()
 
 _T = TypeVar("_T")
 
+# Processes forked by the script (a multiprocessing pool, DataLoader workers with the fork
+# start method) inherit amplint with the memory. They must behave as under plain python:
+# no findings shown, no summary, no report; only the process amplint started reports.
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def forked_child() -> bool:
+    """Whether this process was forked from the one amplint was installed in."""
+    return _forked
+
 
 class _StepCounter:
-    """Counts training steps, for ``first_step``: the most steps any one optimizer took.
+    """Counts training steps, for ``first_step``: 0-based, the iteration a finding was seen in.
 
-    Counting per optimizer keeps two optimizers stepping once per iteration at one step
-    per iteration. Plain ints under the GIL; an off-by-one across threads only blurs a
-    diagnostic number.
+    ``current`` is the number of optimizer steps taken before the current iteration (the
+    most any one optimizer took, so two optimizers stepping once per iteration count one).
+    A step is counted at once (``latest``) but moves ``current`` only when the next
+    iteration begins (its first ``scale()``, backward or autocast region): a finding at
+    the step, the update or the zero_grad of iteration 0 belongs to iteration 0. Plain
+    ints under the GIL; an off-by-one across threads only blurs a diagnostic number.
     """
 
     def __init__(self) -> None:
         self.current = 0
+        self.latest = 0
         self._per_optimizer: dict[int, int] = {}
 
     def count(self, optimizer: object) -> None:
         key = id(optimizer)
         n = self._per_optimizer.get(key, 0) + 1
         self._per_optimizer[key] = n
-        if n > self.current:
-            self.current = n
+        if n > self.latest:
+            self.latest = n
+
+    def commit(self) -> None:
+        self.current = self.latest
 
     def reset(self) -> None:
-        self.current = 0
+        self.current = self.latest = 0
         self._per_optimizer.clear()
 
 
@@ -118,7 +146,7 @@ def emit(
     report time be recorded without raising there. ``step`` is the training step the
     finding belongs to when it is reported later than it happened (numerical health).
     """
-    if code in _ignored:
+    if code in _ignored or _forked:
         return
     filename, line = site
     key = (code, filename, line)
@@ -164,11 +192,22 @@ def deprecated_api(api: str, replacement: str, site: Site) -> None:
     torch's deprecated classes emit a FutureWarning of their own; the stand-ins keep it,
     with torch's wording, at the user's line rather than ours.
     """
+    # The user's module's warning registry keeps Python's once-per-location rule: plain
+    # torch shows this warning once per call site, not once per call.
+    frame = user_frame(2)
+    registry = None
+    module_globals = None
+    if frame is not None and (frame.f_code.co_filename, frame.f_lineno) == site:
+        module_globals = frame.f_globals
+        registry = module_globals.setdefault("__warningregistry__", {})
     warnings.warn_explicit(
         f"`{api}(args...)` is deprecated. Please use `{replacement}` instead.",
         FutureWarning,
         site[0],
         site[1],
+        module=None if module_globals is None else module_globals.get("__name__"),
+        registry=registry,
+        module_globals=module_globals,
     )
     emit("AMP007", message_for("AMP007", api=api, replacement=replacement), site)
 
@@ -200,8 +239,6 @@ def _with_rank(findings: list[Finding]) -> list[Finding]:
     if not findings:
         return findings
     try:
-        from .distributed import rank_info  # imported late: distributed imports this module
-
         info = rank_info()
     except Exception as error:
         internal_error("finding this process's rank", error)

@@ -23,17 +23,20 @@ import zipfile
 from types import TracebackType
 from typing import Any, NoReturn
 
-from . import distributed as _distributed
 from . import health as _health
+from . import rank_reports as _distributed
 from .findings import Finding
 from .install import install, installed, uninstall
-from .reporting import MODES, internal_error, internal_errors, recorded, report
+from .ranks import rank_info
+from .reporting import MODES, forked_child, internal_error, internal_errors, recorded, report
 from .summary_text import format_health_summary
 
 __all__ = ["exit_as_python", "format_summary", "main", "run_script"]
 
 # The latest run_script() ended in an uncaught KeyboardInterrupt (see exit_as_python).
 _interrupted = False
+# The scripts' __main__ modules, kept alive until shutdown (see _run_main).
+_script_modules: list[Any] = []
 
 
 def run_script(
@@ -45,8 +48,12 @@ def run_script(
     health: bool = False,
     thresholds: dict[str, Any] | None = None,
     plot_path: str | None = None,
+    module: bool = False,
 ) -> int:
     """Run ``script`` as ``__main__`` with amplint installed; return its exit status.
+
+    With ``module``, ``script`` is a module name run as ``python -m`` runs it (torchrun's
+    ``-m``): found on ``sys.path`` with the current folder first, a package's ``__main__``.
 
     Prints a findings table to stderr at the end (nothing when there is none), and writes
     the JSON report to ``report_path`` whatever the script did. With ``health`` (the
@@ -58,6 +65,16 @@ def run_script(
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     thresholds = dict(thresholds or {})
     _health.HealthConfig(**thresholds)  # a bad threshold is an error before the script runs
+    if plot_path is not None:
+        from .plot import missing_matplotlib
+
+        # Found out now, not after an hour of training.
+        missing = missing_matplotlib()
+        if missing is not None:
+            print(missing, file=sys.stderr)
+            return 2
+    if module:
+        return _run_module(script, args, mode, report_path, health, thresholds, plot_path)
     path = os.path.abspath(script)
     if not os.path.exists(path):
         # Python's own words and status for a missing script.
@@ -69,14 +86,80 @@ def run_script(
         if report_path is not None:
             _write_report(report_path, [], mode, path, status, None)
         return status
-    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
-    sys.argv = [script, *args]
     # `python SCRIPT` puts the script's folder first on sys.path, in place of the
     # interpreter's own choice.
+    return _run_checked(
+        lambda: _run_main(path),
+        path,
+        [script, *args],
+        os.path.dirname(path),
+        mode,
+        report_path,
+        health,
+        thresholds,
+        plot_path,
+    )
+
+
+def _run_module(
+    name: str,
+    args: list[str],
+    mode: str,
+    report_path: str | None,
+    health: bool,
+    thresholds: dict[str, Any],
+    plot_path: str | None,
+) -> int:
+    """``python -m NAME ARGS`` with amplint installed."""
+    saved_path0 = sys.path[0] if sys.path else None
+    # `python -m` puts the current folder first on sys.path.
+    _set_path0(os.getcwd())
+    try:
+        _, spec, _ = runpy._get_module_details(name)  # type: ignore[attr-defined]
+    except ImportError as error:
+        # Python's own words and status for a module it cannot run.
+        print(f"{sys.executable}: {error}", file=sys.stderr)
+        status = 1
+        if report_path is not None:
+            _write_report(report_path, [], mode, name, status, None)
+        return status
+    finally:
+        if saved_path0 is not None:
+            sys.path[0] = saved_path0
+    path = spec.origin or name
+
+    def run() -> None:
+        # alter_sys: sys.argv[0] becomes the module's file and __main__ the module, as
+        # under `python -m`; its globals live on until shutdown (see _run_main).
+        _script_modules.append(runpy.run_module(name, run_name="__main__", alter_sys=True))
+
+    return _run_checked(
+        run, path, [path, *args], os.getcwd(), mode, report_path, health, thresholds, plot_path
+    )
+
+
+def _set_path0(folder: str) -> None:
     if sys.path:
-        sys.path[0] = os.path.dirname(path)
+        sys.path[0] = folder
     else:
-        sys.path.append(os.path.dirname(path))
+        sys.path.append(folder)
+
+
+def _run_checked(
+    run: Any,
+    path: str,
+    argv: list[str],
+    path0: str,
+    mode: str,
+    report_path: str | None,
+    health: bool,
+    thresholds: dict[str, Any],
+    plot_path: str | None,
+) -> int:
+    """Install amplint, ``run()`` the user's code as ``__main__``, report; its status."""
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0] if sys.path else None
+    sys.argv = argv
+    _set_path0(path0)
     global _interrupted
     _interrupted = False
     was_installed = installed()
@@ -86,7 +169,7 @@ def run_script(
     summary = None
     previous_sigterm = _catch_sigterm(mode, path, report_path, health)
     try:
-        _run_main(path)
+        run()
     except SystemExit as exc:
         status = _exit_status(exc)
     except BaseException as exc:
@@ -95,8 +178,11 @@ def run_script(
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
         _interrupted = isinstance(exc, KeyboardInterrupt)
     finally:
-        findings = report()
-        if health:
+        # A child the script forked (os.fork() returning into the script) ends as under
+        # plain python: without amplint's summary or report.
+        child = forked_child()
+        findings = [] if child else report()
+        if health and not child:
             try:
                 summary = _health.summary()
             except Exception as error:
@@ -111,6 +197,8 @@ def run_script(
             sys.path[0] = saved_path0
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
+    if child:
+        return status
     _show_and_write(report_path, findings, mode, path, status, summary)
     # Until the report is written, SIGTERM still writes it (under torchrun, the launcher
     # stops the other ranks as soon as one fails: rank 0 may be merging then).
@@ -118,9 +206,7 @@ def run_script(
     if plot_path is not None:
         from .plot import write_plot
 
-        message = write_plot(plot_path, _health.history())
-        if message:
-            print(message, file=sys.stderr)
+        print(write_plot(plot_path, _health.histories()), file=sys.stderr)
     return status
 
 
@@ -154,6 +240,12 @@ def _restore_sigterm(previous: Any) -> None:
 def _report_and_die(
     signum: int, mode: str, script: str, report_path: str | None, health: bool
 ) -> None:
+    if forked_child():
+        # Inherited by a forked child (pool workers are stopped with SIGTERM): die of the
+        # signal at once, as plain python does.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     # This runs between two bytecodes of the main thread, which may hold amplint's locks:
     # read the findings in a helper thread and fall back to the registry as it stands.
     findings: list[Finding] = []
@@ -197,7 +289,7 @@ def _show_and_write(
     distributed = False
     if report_path is not None:
         try:
-            distributed = _distributed.rank_info() is not None
+            distributed = rank_info() is not None
         except Exception as error:
             internal_error("finding this process's rank", error)
     if not distributed:
@@ -251,6 +343,10 @@ def _run_main(path: str) -> None:
     module.__builtins__ = builtins
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module
+    # The script's globals live until the interpreter shuts down, as __main__'s do under
+    # plain python: objects whose finalizers expect that (a multiprocessing pool left
+    # open) must not be collected earlier, after their resources were closed at exit.
+    _script_modules.append(module)
     try:
         exec(code, module.__dict__)
     finally:
@@ -337,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", dest="report_path", default=None)
     parser.add_argument("--no-health", dest="health", action="store_false")
     parser.add_argument("--plot", dest="plot_path", default=None)
+    parser.add_argument("-m", dest="module", action="store_true", help="run SCRIPT as a module")
     for name, default in _health.HealthConfig().__dict__.items():
         if isinstance(default, bool):
             continue
@@ -357,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         health=options.health,
         thresholds=thresholds,
         plot_path=options.plot_path,
+        module=options.module,
     )
 
 

@@ -13,15 +13,15 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 
-from . import frameworks, health
+from . import health, usage
 from .findings import AmpUsageError, message_for
-from .frames import Site, user_site
+from .frames import user_site
 from .reporting import (
     deprecated_api,
     emit,
@@ -31,40 +31,28 @@ from .reporting import (
     run_check,
     step_counter,
 )
-from .state import (
-    ScalerUsage,
-    Stage,
-    ThreadState,
-    autocast_active,
-    note_construction,
-    note_enabled_scaler,
-    only_bfloat16_seen,
-    thread_state,
-)
+from .state import ThreadState, note_construction, note_enabled_scaler, thread_state
+from .usage import ScalerUsage, Stage, Verdict
 
 __all__ = ["CpuGradScaler", "CudaGradScaler", "GradScaler"]
 
 _T = TypeVar("_T")
 
-# A misuse that torch is about to reject: (code, message, the user's line).
-_Misuse = tuple[str, str, Site]
 
-
-def _tag(value: Any, scaler: GradScaler) -> bool:
-    """Mark scaled outputs so a later backward knows its loss went through ``scale()``.
-
-    Returns False when ``value`` holds an iterator we must not consume.
-    """
-    if isinstance(value, torch.Tensor):
-        value._amplint_scaler = scaler  # type: ignore[attr-defined]
-        return True
-    if isinstance(value, (list, tuple)):
-        return all([_tag(item, scaler) for item in value])
-    return False
+def _show(verdicts: list[Verdict] | None) -> Verdict | None:
+    """Show the findings the usage state machine decided; return the one torch is about
+    to reject (shown by :func:`_torch_raises_next`), if any."""
+    rejected = None
+    for verdict in verdicts or ():
+        if verdict.rejected:
+            rejected = verdict
+        else:
+            emit(verdict.code, verdict.message, verdict.site, step=verdict.step)
+    return rejected
 
 
 @contextmanager
-def _torch_raises_next(misuse: _Misuse) -> Iterator[None]:
+def _torch_raises_next(misuse: Verdict) -> Iterator[None]:
     """Report a misuse that torch is about to reject, then let torch's call run.
 
     In warn/log mode the report comes first and torch's own exception follows untouched.
@@ -72,8 +60,8 @@ def _torch_raises_next(misuse: _Misuse) -> Iterator[None]:
     the code and keeps torch's message, chained to torch's exception. After an internal
     error of amplint (``may_raise()`` is False) torch's call runs as in warn mode.
     """
-    code, message, site = misuse
-    run_check(f"the {code} check", emit, code, message, site, raise_now=False)
+    code, message, site = misuse.code, misuse.message, misuse.site
+    run_check(f"the {code} check", emit, code, message, site, raise_now=False, step=misuse.step)
     if get_mode() != "raise" or is_ignored(code) or not may_raise():
         yield
         return
@@ -116,7 +104,7 @@ class GradScaler(torch.amp.GradScaler):
 
     def _after_init(self, device: str, enabled: bool) -> None:
         site = user_site()
-        recreated = note_construction(site, step_counter.current)
+        recreated = note_construction(site, step_counter.latest)
         self._amplint = ScalerUsage(site)
         if self._enabled:
             note_enabled_scaler()
@@ -140,11 +128,7 @@ class GradScaler(torch.amp.GradScaler):
         self._amplint = ScalerUsage(("<unpickled>", 0))
 
     def _usage(self) -> ScalerUsage:
-        # Tolerates instances made without __init__ (copy.copy, custom __new__ paths).
-        usage = self.__dict__.get("_amplint")
-        if usage is None:
-            usage = self._amplint = ScalerUsage(("<unknown>", 0))
-        return usage
+        return usage.of(self)
 
     # The iteration -------------------------------------------------------------------
     #
@@ -165,7 +149,8 @@ class GradScaler(torch.amp.GradScaler):
         return scaled
 
     def _after_scale(self, scaled: Any) -> None:
-        self._usage().scaled(_tag(scaled, self))
+        record = self._usage()
+        usage.on_scale(record, usage.tag(scaled, record))
 
     def _health_scale(self, outputs: Any) -> None:
         monitor = health.active()
@@ -190,16 +175,11 @@ class GradScaler(torch.amp.GradScaler):
                 super().unscale_(optimizer)
         run_check("the GradScaler.unscale_() bookkeeping", self._after_unscale, optimizer)
 
-    def _before_unscale(self, optimizer: torch.optim.Optimizer) -> _Misuse | None:
-        usage = self._usage()
-        self._check_half_params(usage, optimizer)
-        problem = usage.unscale_problem(optimizer)
-        if problem is None:
-            return None
-        return ("AMP011", message_for("AMP011", what=problem), user_site())
+    def _before_unscale(self, optimizer: torch.optim.Optimizer) -> Verdict | None:
+        return _show(usage.on_unscale(self._usage(), optimizer))
 
     def _after_unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        self._usage().unscaled(optimizer)
+        usage.on_unscaled(self._usage(), optimizer)
 
     def _health_unscale(self, optimizer: torch.optim.Optimizer) -> None:
         monitor = health.active()
@@ -235,33 +215,19 @@ class GradScaler(torch.amp.GradScaler):
 
     def _before_step(
         self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> _Misuse | None:
+    ) -> Verdict | None:
         """The checks before torch's step; a misuse torch is about to reject, or None."""
-        tls = thread_state()
-        if autocast_active():
-            emit("AMP012", message_for("AMP012", call="scaler.step()"), user_site())
-        if not self._enabled:
-            # A scaler disabled on purpose (`enabled=use_amp`, or torch's own tests running
-            # fp16 with scaling off) is a choice, not a forgotten scaler: no AMP003.
-            tls.unscaled_backward = None
-            return None
-        usage = self._usage()
-        if "closure" in kwargs:
-            return ("AMP019", message_for("AMP019"), user_site())
-        if args and callable(args[0]):
-            # Passed on positionally, torch hands it to optimizer.step() unchecked.
-            emit("AMP019", message_for("AMP019"), user_site())
-        if usage.step_problem(optimizer):
-            return ("AMP002", message_for("AMP002"), user_site())
-        pending = tls.unscaled_backward
-        if pending is not None and not usage.untracked_scale and pending.touches(optimizer):
-            emit("AMP005", message_for("AMP005"), pending.site)
-        tls.unscaled_backward = None
-        self._check_half_params(usage, optimizer)
-        return None
+        verdicts = usage.on_step(
+            self._usage(),
+            optimizer,
+            self._enabled,
+            closure_keyword="closure" in kwargs,
+            closure_positional=bool(args) and callable(args[0]),
+        )
+        return _show(verdicts)
 
     def _after_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self._usage().stepped(optimizer)
+        usage.on_stepped(self._usage(), optimizer, user_site())
 
     def _health_step_begin(self, optimizer: torch.optim.Optimizer) -> bool:
         unscaled = self._usage().stage(optimizer) is Stage.UNSCALED
@@ -271,12 +237,12 @@ class GradScaler(torch.amp.GradScaler):
     def _call_step(self, step: Callable[..., _T], optimizer: Any, *args: Any, **kwargs: Any) -> _T:
         # amplint's bookkeeping first, each part on its own: if it fails, torch still steps.
         tls = run_check("the GradScaler.step() marker", _enter_scaler_step)
-        run_check("the step counter", step_counter.count, optimizer)
         try:
             return step(optimizer, *args, **kwargs)
         finally:
             if tls is not None:
                 tls.in_scaler_step -= 1
+            run_check("the step counter", step_counter.count, optimizer)
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         if not self._enabled:
@@ -297,12 +263,7 @@ class GradScaler(torch.amp.GradScaler):
             run_check("the numerical-health check in GradScaler.update()", watched.after_update)
 
     def _before_update(self) -> None:
-        if autocast_active():
-            emit("AMP012", message_for("AMP012", call="scaler.update()"), user_site())
-        usage = self._usage()
-        if not usage.bf16_reported and only_bfloat16_seen():
-            usage.bf16_reported = True
-            emit("AMP014", message_for("AMP014"), usage.site)
+        _show(usage.on_update(self._usage()))
 
     def _health_update(self, new_scale: float | torch.Tensor | None) -> health.ScalerHealth | None:
         monitor = health.active()
@@ -313,8 +274,7 @@ class GradScaler(torch.amp.GradScaler):
         return watched
 
     def _after_update(self) -> None:
-        self._usage().updated()
-        thread_state().pending.discard(self)
+        usage.on_updated(self._usage())
 
     def get_scale(self) -> float:
         if self._enabled:
@@ -322,7 +282,7 @@ class GradScaler(torch.amp.GradScaler):
         return super().get_scale()
 
     def _after_get_scale(self) -> None:
-        self._usage().read_scale()
+        usage.on_get_scale(self._usage())
 
     def state_dict(self) -> dict[str, Any]:
         if self._enabled:
@@ -330,26 +290,7 @@ class GradScaler(torch.amp.GradScaler):
         return super().state_dict()
 
     def _check_state_dict(self) -> None:
-        if self._usage().mid_iteration():
-            emit("AMP013", message_for("AMP013"), user_site())
-
-    # Helpers -------------------------------------------------------------------------
-
-    def _check_half_params(self, usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> None:
-        # Once per optimizer: the parameter list is walked in Python, which a per-step
-        # check on a large model could not afford.
-        key = id(optimizer)
-        if key in usage.fp16_checked:
-            return
-        usage.fp16_checked.add(key)
-        if any(_half(p) for group in optimizer.param_groups for p in group["params"]):
-            # A scaler that a training framework drives: its code and its remedy.
-            code, message = frameworks.half_params_finding() or ("AMP009", message_for("AMP009"))
-            emit(code, message, user_site())
-
-
-def _half(param: Any) -> bool:
-    return isinstance(param, torch.Tensor) and param.dtype is torch.float16
+        _show(usage.on_state_dict(self._usage()))
 
 
 def _deprecated(api: str, replacement: str) -> None:
@@ -388,12 +329,3 @@ class CpuGradScaler(GradScaler):
         replacement = "torch.amp.GradScaler('cpu', args...)"
         run_check("the GradScaler() check", _deprecated, "torch.cpu.amp.GradScaler", replacement)
         super().__init__("cpu", init_scale, growth_factor, backoff_factor, growth_interval, enabled)
-
-
-def tagged_scaler(tensors: Iterable[torch.Tensor]) -> GradScaler | None:
-    """The scaler whose ``scale()`` produced one of ``tensors``, if any."""
-    for tensor in tensors:
-        scaler = getattr(tensor, "_amplint_scaler", None)
-        if scaler is not None:
-            return scaler
-    return None

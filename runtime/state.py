@@ -1,16 +1,4 @@
-"""The usage state machine: the one place that knows the legal order of AMP calls.
-
-Per GradScaler and per optimizer the legal order within one iteration is::
-
-    scaler.scale(loss).backward()      (any number of times: accumulation, several losses)
-    scaler.unscale_(optimizer)         (optional, at most once)
-    scaler.step(optimizer)             (once)
-    scaler.update()                    (once, after the steps of all optimizers)
-
-:class:`ScalerUsage` mirrors torch's own ``OptState`` (READY / UNSCALED / STEPPED) and adds
-what torch does not track: whether a scaled backward happened since the last update, which
-optimizers a scaler manages, and where the scaler was created. It only answers questions
-("is this call out of order, and why?"); the callers report.
+"""Facts the usage checks consult (``usage.py`` decides; this module only remembers).
 
 :class:`ThreadState` holds what belongs to the training thread: the autocast regions it
 entered and the backward passes it ran. Autocast state is thread-local in torch, so a
@@ -22,7 +10,6 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,11 +18,9 @@ from . import frameworks
 from .frames import Site
 
 if TYPE_CHECKING:
-    from .scaler import GradScaler
+    from .usage import ScalerUsage
 
 __all__ = [
-    "ScalerUsage",
-    "Stage",
     "ThreadState",
     "UnscaledBackward",
     "autocast_active",
@@ -48,96 +33,6 @@ __all__ = [
     "thread_state",
     "uses_scalers",
 ]
-
-
-class Stage(Enum):
-    READY = 0
-    UNSCALED = 1
-    STEPPED = 2
-
-
-class ScalerUsage:
-    """What one GradScaler has been asked to do in the current iteration."""
-
-    def __init__(self, site: Site) -> None:
-        self.site = site
-        self._stages: dict[int, Stage] = {}
-        # ids of optimizers this scaler has unscaled or stepped: the optimizers it manages.
-        self.managed: set[int] = set()
-        self.fp16_checked: set[int] = set()
-        self.scaled_backward_pending = False
-        # scale() got an iterable it could not tag (e.g. a generator): from then on this
-        # iteration, a backward we cannot attribute must not be blamed on the user.
-        self.untracked_scale = False
-        self.bf16_reported = False
-        # get_scale() was read since the last scaled backward: a clip that follows may be
-        # scaling its max_norm by hand (torch's own tests do), so AMP006 stays quiet.
-        self.scale_read = False
-
-    def stage(self, optimizer: object) -> Stage:
-        return self._stages.get(id(optimizer), Stage.READY)
-
-    # Questions ------------------------------------------------------------------------
-
-    def unscale_problem(self, optimizer: object) -> str | None:
-        """``None`` if ``unscale_(optimizer)`` is legal now, else what is wrong (AMP011)."""
-        stage = self.stage(optimizer)
-        if stage is Stage.UNSCALED:
-            return "twice before scaler.update()"
-        if stage is Stage.STEPPED:
-            return "after scaler.step()"
-        return None
-
-    def step_problem(self, optimizer: object) -> bool:
-        """True if ``step(optimizer)`` already ran since the last ``update()`` (AMP002)."""
-        return self.stage(optimizer) is Stage.STEPPED
-
-    def mid_iteration(self) -> bool:
-        return any(stage is not Stage.READY for stage in self._stages.values())
-
-    def grads_still_scaled(self) -> bool:
-        """A scaled backward ran and no optimizer of this scaler was unscaled since (AMP006)."""
-        return self.scaled_backward_pending and not self.scale_read and not self.mid_iteration()
-
-    def bypassed_by(self, optimizer: object) -> bool:
-        """True if a direct ``optimizer.step()`` now would apply scaled gradients (AMP004).
-
-        Once the scaler manages some optimizers, an optimizer it never saw is taken to be
-        an unrelated model's: a false alarm costs more than a missed hint.
-        """
-        if not self.scaled_backward_pending:
-            return False
-        if self.managed and id(optimizer) not in self.managed:
-            return False
-        return self.stage(optimizer) is not Stage.STEPPED
-
-    # Transitions (called after torch's method succeeded) -------------------------------
-
-    def scaled(self, tracked: bool) -> None:
-        if not tracked:
-            self.untracked_scale = True
-
-    def scaled_backward(self) -> None:
-        self.scaled_backward_pending = True
-        self.scale_read = False
-
-    def read_scale(self) -> None:
-        if self.scaled_backward_pending:
-            self.scale_read = True
-
-    def unscaled(self, optimizer: object) -> None:
-        self._stages[id(optimizer)] = Stage.UNSCALED
-        self.managed.add(id(optimizer))
-
-    def stepped(self, optimizer: object) -> None:
-        self._stages[id(optimizer)] = Stage.STEPPED
-        self.managed.add(id(optimizer))
-
-    def updated(self) -> None:
-        self._stages.clear()
-        self.scaled_backward_pending = False
-        self.untracked_scale = False
-        self.scale_read = False
 
 
 # GradScaler construction sites (AMP010) ---------------------------------------------
@@ -249,8 +144,9 @@ class ThreadState(threading.local):
         self.fp16_forward = False
         # The first backward since the last step/zero_grad whose loss was not scaled.
         self.unscaled_backward: UnscaledBackward | None = None
-        # Scalers whose scaled loss this thread back-propagated since their update().
-        self.pending: weakref.WeakSet[GradScaler] = weakref.WeakSet()
+        # Usage records of the scalers whose scaled loss this thread back-propagated since
+        # their update().
+        self.pending: weakref.WeakSet[ScalerUsage] = weakref.WeakSet()
         # >0 while GradScaler.step runs: the optimizer.step() inside it is the legal one.
         self.in_scaler_step = 0
         # The optimizer.step() inside the current GradScaler.step ran (it was not skipped).

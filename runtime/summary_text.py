@@ -1,41 +1,94 @@
-"""The numerical-health summary as text (``amplint run`` prints it at exit)."""
+"""The numerical-health summary as text (``amplint run`` prints it at exit).
+
+Every line says what was measured and, where nothing was, why: a reader must never have
+to guess what "n/a" or "none" stands for.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .health_config import FP16_MAX
+
 __all__ = ["format_health_summary"]
 
 
-def _share(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2%}"
+def _share(value: float | None, config: dict[str, Any]) -> str:
+    if value is None:
+        every = config.get("underflow_every", 16)
+        return (
+            f"not measured (gradients are counted on steps 0, {every}, {2 * every}, ... "
+            "that were not skipped; none was)"
+        )
+    return f"{value:.2%}"
+
+
+def _scaler_lines(entry: dict[str, Any], config: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    scale = entry.get("scale")
+    if scale:
+        lines.append(
+            f"{indent}loss scale: min {scale['min']:g}, max {scale['max']:g}, "
+            f"final {scale['final']:g}"
+        )
+    share = entry.get("grad_underflow_share")
+    text = _share(share, config)
+    if share is not None:
+        zeros = entry.get("grad_zero_share")
+        text += (
+            f" below float16's smallest normal at the scale used (zeros: {_share(zeros, config)})"
+        )
+    lines.append(f"{indent}gradient underflow share: {text}")
+    if entry.get("nonfinite_loss_steps"):
+        lines.append(f"{indent}non-finite loss on {entry['nonfinite_loss_steps']} step(s)")
+    return lines
+
+
+def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    margin = float(config.get("overflow_margin", 0.5))
+    limit = FP16_MAX * (1.0 - margin)
+    overflow = summary.get("first_overflow")
+    if overflow:
+        value = overflow["value"]
+        where = f"{overflow['module']} ({overflow['kind']}) at step {overflow['step']}"
+        if isinstance(value, str):  # "inf" or "nan": a real overflow
+            return f"  first float16 overflow: {where}, |output| {value}"
+        return (
+            f"  first float16 output near overflow: {where}, |output| {value:g} "
+            f"(>= {limit:g}, within {margin:.0%} of 65504)"
+        )
+    if not summary.get("activations_measured", True):
+        return "  float16 module outputs: none seen (no float16 forward ran outside compiled code)"
+    return f"  float16 module outputs: none reached {limit:g} ({margin:.0%} below 65504)"
 
 
 def format_health_summary(summary: dict[str, Any]) -> str:
+    config = summary.get("config") or {}
     steps = summary.get("steps", 0)
     if not steps:
-        return "amplint: numerical health: no GradScaler step seen"
-    skipped = summary.get("skipped_steps", 0)
-    lines = [
-        f"amplint: numerical health over {steps} step(s): {skipped} skipped ({skipped / steps:.1%})"
-    ]
-    scale = summary.get("scale")
-    if scale:
-        lines.append(
-            f"  loss scale: min {scale['min']:g}, max {scale['max']:g}, final {scale['final']:g}"
-        )
-    overflow = summary.get("first_overflow")
-    if overflow:
-        lines.append(
-            f"  first float16 overflow: {overflow['module']} ({overflow['kind']}) "
-            f"at step {overflow['step']}, |output| {overflow['value']}"
-        )
+        optimizer_steps = summary.get("optimizer_steps") or 0
+        if optimizer_steps:
+            return (
+                f"amplint: numerical health: {optimizer_steps} optimizer step(s) ran, none "
+                "followed by update() of an enabled GradScaler: no loss-scale statistics"
+            )
+        return "amplint: numerical health: no optimizer step ran, nothing measured"
+    scalers = [entry for entry in summary.get("scalers") or [] if entry.get("steps")]
+    if len(scalers) <= 1:
+        skipped = summary.get("skipped_steps", 0)
+        lines = [
+            f"amplint: numerical health over {steps} step(s): {skipped} skipped "
+            f"({skipped / steps:.1%})"
+        ]
+        lines.extend(_scaler_lines(summary, config, "  "))
     else:
-        lines.append("  first float16 overflow: none")
-    lines.append(
-        f"  gradient underflow share: {_share(summary.get('grad_underflow_share'))} "
-        f"(zeros: {_share(summary.get('grad_zero_share'))})"
-    )
-    if summary.get("nonfinite_loss_steps"):
-        lines.append(f"  non-finite loss on {summary['nonfinite_loss_steps']} step(s)")
+        lines = [f"amplint: numerical health of {len(scalers)} GradScalers:"]
+        for entry in scalers:
+            count, skipped = entry["steps"], entry.get("skipped_steps", 0)
+            lines.append(
+                f"  GradScaler constructed at {entry['site']}: {count} step(s), "
+                f"{skipped} skipped ({skipped / count:.1%})"
+            )
+            lines.extend(_scaler_lines(entry, config, "    "))
+    lines.append(_overflow_line(summary, config))
     return "\n".join(lines)

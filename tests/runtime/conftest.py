@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import amplint.runtime as ar
 import pytest
@@ -27,3 +28,15 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ar.AmpWarning)
         yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Slow runtime tests (torch.compile with inductor) run only when asked for with
+    # `-m slow`: the default suite stays fast.
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    here = str(Path(__file__).parent)
+    for item in items:
+        if "slow" in item.keywords and str(item.path).startswith(here):
+            item.add_marker(skip)

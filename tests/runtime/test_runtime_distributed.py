@@ -22,7 +22,7 @@ from typing import Any
 import amplint.runtime as ar
 import pytest
 import torch
-from amplint.runtime import distributed, reporting
+from amplint.runtime import rank_reports, ranks, reporting
 from amplint.runtime.runner import run_script
 
 pytestmark = pytest.mark.skipif(
@@ -330,8 +330,8 @@ def _finding(code: str, line: int, count: int, first_step: int) -> dict[str, Any
 
 
 def test_rank_report_path() -> None:
-    assert distributed.rank_report_path("out/r.json", 3) == "out/r.rank3.json"
-    assert distributed.rank_report_path("report", 1) == "report.rank1"
+    assert rank_reports.rank_report_path("out/r.json", 3) == "out/r.rank3.json"
+    assert rank_reports.rank_report_path("report", 1) == "report.rank1"
 
 
 def test_merge_dedupes_by_code_file_line_with_ranks_and_summed_counts() -> None:
@@ -351,7 +351,7 @@ def test_merge_dedupes_by_code_file_line_with_ranks_and_summed_counts() -> None:
         "summary": None,
         "internal_errors": ["x: ValueError: y"],
     }
-    merged = distributed.merge_reports([rank0, rank2], world_size=3)
+    merged = rank_reports.merge_reports([rank0, rank2], world_size=3)
     assert next(iter(merged)) == "findings"  # first, as in a one-process report
     assert [(f["code"], f["ranks"], f["count"], f["first_step"]) for f in merged["findings"]] == [
         ("AMP006", [0, 2], 5, 0),
@@ -381,7 +381,7 @@ def test_merge_summaries() -> None:
             "config": {"every": 16},
         }
 
-    merged = distributed.merge_summaries(
+    merged = rank_reports.merge_summaries(
         [(0, summary(0, 1024.0, 2048.0, None)), (1, summary(2, 512.0, 2048.0, 4)), (2, None)]
     )
     assert merged is not None
@@ -392,7 +392,7 @@ def test_merge_summaries() -> None:
     assert merged["closest_to_overflow"][0] == {"module": "fc", "max_abs": "inf", "rank": 1}
     assert set(merged["per_rank"]) == {"0", "1"}
     assert merged["config"] == {"every": 16}
-    assert distributed.merge_summaries([(0, None)]) is None
+    assert rank_reports.merge_summaries([(0, None)]) is None
 
 
 def _rank_env(monkeypatch: pytest.MonkeyPatch, rank: int, port: str = "29500") -> None:
@@ -410,15 +410,15 @@ def test_write_report_per_rank_files_bounded_wait_and_late_ranks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     report = str(tmp_path / "r.json")
-    monkeypatch.setenv(distributed.MERGE_TIMEOUT_ENV, "0.3")
+    monkeypatch.setenv(rank_reports.MERGE_TIMEOUT_ENV, "0.3")
     # Rank 2 ran earlier with another master port: a different launch, not merged.
     _rank_env(monkeypatch, 2, port="1234")
-    assert distributed.write_report(report, _document())
+    assert rank_reports.write_report(report, _document())
     _rank_env(monkeypatch, 1)
-    distributed.begin(report)
-    written = distributed.write_report(report, _document(status=1))
-    assert written == distributed.Written(1, str(tmp_path / "r.rank1.json"), 1)
-    assert distributed.pointer_line(written) == (
+    rank_reports.begin(report)
+    written = rank_reports.write_report(report, _document(status=1))
+    assert written == rank_reports.Written(1, str(tmp_path / "r.rank1.json"), 1)
+    assert rank_reports.pointer_line(written) == (
         f"amplint: rank 1: 1 AMP finding(s), report in {tmp_path / 'r.rank1.json'} "
         "(rank 0 prints the merged summary)"
     )
@@ -426,15 +426,15 @@ def test_write_report_per_rank_files_bounded_wait_and_late_ranks(
     assert _read(tmp_path / "r.rank1.json")["findings"][0]["rank"] == 1
     _rank_env(monkeypatch, 0)
     started = time.monotonic()
-    written = distributed.write_report(report, _document())
+    written = rank_reports.write_report(report, _document())
     assert 0.3 <= time.monotonic() - started < 5
     merged = _read(Path(report))
     assert merged["ranks"] == [0, 1] and merged["missing_ranks"] == [2]
     assert _codes(merged) == [("AMP006", 20, [0, 1], 2)]
     assert merged["exit_status"] == 1
     assert written.merged == merged
-    assert written == distributed.Written(0, str(tmp_path / "r.rank0.json"), 1, merged)
-    table = distributed.format_merged_summary(merged).splitlines()
+    assert written == rank_reports.Written(0, str(tmp_path / "r.rank0.json"), 1, merged)
+    table = rank_reports.format_merged_summary(merged).splitlines()
     assert table[0] == (
         "amplint: 1 AMP finding(s), merged from rank(s) 0, 1 (no report from rank(s) 2)"
     )
@@ -443,7 +443,7 @@ def test_write_report_per_rank_files_bounded_wait_and_late_ranks(
     assert merged["rank_reports"] == {"0": "r.rank0.json", "1": "r.rank1.json"}
     # Rank 2 of this launch ends after rank 0 gave up waiting: it merges itself in.
     _rank_env(monkeypatch, 2)
-    assert distributed.write_report(report, _document(status=143))
+    assert rank_reports.write_report(report, _document(status=143))
     merged = _read(Path(report))
     assert merged["ranks"] == [0, 1, 2] and merged["missing_ranks"] == []
     assert _codes(merged) == [("AMP006", 20, [0, 1, 2], 3)]
@@ -465,7 +465,7 @@ def test_report_and_summaries_of_ranks_in_process(
     script = tmp_path / "train.py"
     script.write_text(CLIPS_SCALED_ALONE)
     report = str(tmp_path / "r.json")
-    monkeypatch.setenv(distributed.MERGE_TIMEOUT_ENV, "5")
+    monkeypatch.setenv(rank_reports.MERGE_TIMEOUT_ENV, "5")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_PORT", "29501")
     line = _line(CLIPS_SCALED_ALONE, "# AMP006")
@@ -524,13 +524,13 @@ CLIPS_SCALED_ALONE = textwrap.dedent(
 def test_not_distributed_without_a_world(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    assert distributed.rank_info() is None
-    assert not distributed.write_report(str(tmp_path / "r.json"), _document())
+    assert ranks.rank_info() is None
+    assert not rank_reports.write_report(str(tmp_path / "r.json"), _document())
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert distributed.rank_info() is None
+    assert ranks.rank_info() is None
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert distributed.rank_info() == distributed.RankInfo(0, 2, 0)
+    assert ranks.rank_info() == ranks.RankInfo(0, 2, 0)
     assert os.listdir(tmp_path) == []
 
 

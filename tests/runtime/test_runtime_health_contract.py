@@ -160,14 +160,14 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_run_script_prints_summary_writes_it_and_plots(
+def test_run_script_prints_summary_and_writes_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from amplint.runtime.runner import run_script
 
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
-    report_path, plot_path = tmp_path / "r.json", tmp_path / "p.png"
+    report_path = tmp_path / "r.json"
     status = run_script(
         str(script),
         [],
@@ -175,23 +175,40 @@ def test_run_script_prints_summary_writes_it_and_plots(
         report_path=str(report_path),
         health=True,
         thresholds={"every": 4},
-        plot_path=str(plot_path),
     )
     err = capsys.readouterr().err
     assert status == 0
     assert "amplint: numerical health over 12 step(s)" in err
-    assert "first float16 overflow: 2 (Linear) at step 6" in err
+    assert "first float16 output near overflow: 2 (Linear) at step 6, |output| 61376" in err
     document = json.loads(report_path.read_text())
     found = [(f["code"], f["first_step"]) for f in document["findings"]]
     assert found[0] == ("AMP105", 6)
     assert document["summary"]["first_overflow"]["module"] == "2"
     assert document["summary"]["steps"] == 12
+
+
+def test_plot_is_checked_before_the_script_and_its_path_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from amplint.runtime.runner import run_script
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT + "print('the script ran')\n")
+    plot_path = tmp_path / "p.png"
+    status = run_script(str(script), [], health=True, plot_path=str(plot_path))
+    captured = capsys.readouterr()
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        assert "--plot needs matplotlib" in err and not plot_path.exists()
+        assert status == 2
+        assert (
+            captured.err.strip() == "amplint: --plot needs matplotlib: pip install 'amplint[plot]'"
+        )
+        assert "the script ran" not in captured.out and not plot_path.exists()
     else:
+        assert status == 0
         assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plot of the loss scale written to {plot_path}" in captured.err
 
 
 def test_cli_run_passes_thresholds(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import amplint.runtime as ar
 import pytest
 import torch
-from amplint.runtime import health, hooks, reporting
+from amplint.runtime import activations, health, reporting, usage
 from amplint.runtime.runner import run_script
 from amplint.runtime.state import thread_state
 from runtime_helpers import batches, here, loss_of, tiny_model
@@ -438,9 +438,9 @@ def test_internal_errors_in_checks_never_reach_the_training(
     reference = train_fp16_with_scaler(TorchGradScaler, steps=4)
     # One failure in each kind of hook: backward, optimizer step, clipping, zero_grad, and
     # the health statistics read at report time.
-    monkeypatch.setattr(hooks, "tagged_scaler", broken)
-    monkeypatch.setattr(hooks, "thread_state", broken)
-    monkeypatch.setattr(hooks, "autocast_active", broken)
+    monkeypatch.setattr(usage, "usage_of_tensors", broken)
+    monkeypatch.setattr(usage, "thread_state", broken)
+    monkeypatch.setattr(usage, "autocast_active", broken)
     monkeypatch.setattr(health.Monitor, "flush", broken)
     for mode in ("warn", "raise"):
         with warnings.catch_warnings():
@@ -500,7 +500,7 @@ SCALER_AND_HEALTH_FAILURES: list[tuple[Any, str, str]] = [
     (health.ScalerHealth, "on_unscale", "the numerical-health check in GradScaler.unscale_()"),
     (health, "scaler_step_begin", "the numerical-health check in GradScaler.step()"),
     (health.ScalerHealth, "after_update", "the numerical-health check in GradScaler.update()"),
-    (health, "uses_scalers", "the activation check (forward hook)"),
+    (activations, "uses_scalers", "the activation check (forward hook)"),
     (health.Monitor, "scheduler_stepped", "the LR-scheduler check"),
 ]
 
@@ -567,7 +567,7 @@ def test_findings_after_an_internal_error_never_stop_the_training(
         raise RuntimeError("injected")
 
     reference = train_fp16_with_scaler(TorchGradScaler, steps=3)
-    monkeypatch.setattr(scaler_module.ScalerUsage, "unscaled", broken)
+    monkeypatch.setattr(usage, "on_unscaled", broken)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ar.install("raise")
@@ -590,7 +590,7 @@ def test_internal_error_is_in_the_report(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise ValueError("injected")
 
-    monkeypatch.setattr(hooks, "autocast_active", broken)
+    monkeypatch.setattr(usage, "autocast_active", broken)
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     report_path = tmp_path / "report.json"

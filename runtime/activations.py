@@ -1,0 +1,172 @@
+"""The float16 outputs of every module, seen by one global forward hook (AMP105).
+
+Held between two ``scale()`` calls and reduced there to their largest magnitudes with one
+pass per output (``reductions.max_abs``); the references are then dropped. Each module
+gets a slot, named lazily by its qualified name in the outermost module seen.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+
+from .reductions import max_abs
+from .reporting import internal_error
+from .state import uses_scalers
+
+__all__ = ["ACT_CAP", "Activations"]
+
+ACT_CAP = 4096  # float16 outputs held between scale() calls before they are reduced early
+
+
+# Modules that pass values through (scaled by at most 1/(1-p)), and elementwise
+# activations whose output is never larger in magnitude than their float16 input: an
+# overflow is never theirs to fix (it was measured where their input was produced), and
+# measuring them would add a full pass over each of their outputs to every step.
+_PASS_THROUGH = (
+    torch.nn.Identity,
+    torch.nn.modules.dropout._DropoutNd,
+    torch.nn.ReLU,
+    torch.nn.GELU,
+    torch.nn.SiLU,
+    torch.nn.Tanh,
+    torch.nn.Sigmoid,
+    torch.nn.Softmax,
+)
+
+
+class Activations:
+    """Float16 outputs of every module, reduced per ``scale()`` with one multi-tensor op."""
+
+    def __init__(self) -> None:
+        self.modules: list[weakref.ref[torch.nn.Module]] = []
+        self.kinds: list[str] = []
+        # id(module) -> (slot, weak reference): a plain dict is several times faster than a
+        # WeakKeyDictionary in a hook that runs on every module call; the reference tells a
+        # reused id from the module it belonged to.
+        self.slot_of: dict[int, tuple[int, weakref.ref[torch.nn.Module]]] = {}
+        self.pending: list[torch.Tensor] = []
+        self.pending_slots: list[int] = []
+        self.partials: list[torch.Tensor] = []  # reduced maxima, float16, this step
+        self.slots: list[int] = []  # slot of each reduced maximum, in forward order
+        self.last: torch.Tensor | None = None
+        self.names: dict[int, str] = {}  # slot -> qualified name, refreshed as slots appear
+        self.named = 0
+
+    def refresh_names(self) -> None:
+        """Name every slot while its model is alive (findings are read later, lazily).
+
+        Runs when modules were seen for the first time: in the first step, and after that
+        only when a module joins (e.g. one used for the first time).
+        """
+        if self.named == len(self.modules):
+            return
+        self.named = len(self.modules)
+        best: dict[int, str] = {}
+        for ref in self.modules:
+            root = ref()
+            if root is None:
+                continue
+            for name, sub in root.named_modules(remove_duplicate=False):
+                if len(name) >= len(best.get(id(sub), "")):
+                    best[id(sub)] = name
+        for slot, ref in enumerate(self.modules):
+            module = ref()
+            if module is not None:
+                self.names[slot] = best.get(id(module)) or f"<root {self.kinds[slot]}>"
+
+    def hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        """The global forward hook: runs after every module's forward, in the user's step.
+
+        The body is one ``try`` rather than a call through ``run_check``: this runs on every
+        module call, and a ``try`` costs nothing until it catches.
+        """
+        try:
+            # Inside a graph torch is tracing, outputs are symbolic: nothing to measure,
+            # and nothing may be added to the graph.
+            if torch.compiler.is_compiling() or not torch.is_grad_enabled() or not uses_scalers():
+                return
+            # Every module seen gets a slot, also those not measured: the outermost ones are
+            # the roots that give the others their qualified names.
+            entry = self.slot_of.get(id(module))
+            if entry is None or entry[1]() is not module:
+                slot = len(self.modules)
+                ref = weakref.ref(module)
+                self.slot_of[id(module)] = (slot, ref)
+                self.modules.append(ref)
+                self.kinds.append(type(module).__name__)
+            else:
+                slot = entry[0]
+            if isinstance(output, torch.Tensor):
+                tensor = output
+            elif (
+                isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor)
+            ):
+                tensor = output[0]
+            else:
+                return
+            # A parent returning its last child's output (Sequential, a block ending in a norm)
+            # is the same tensor: measured once, attributed to the child, which ran first.
+            if (
+                tensor.dtype is not torch.float16
+                or tensor is self.last
+                or tensor.is_sparse
+                or isinstance(module, _PASS_THROUGH)
+                or tensor.numel() == 0
+            ):
+                return
+            self.last = tensor
+            self.pending.append(tensor)
+            self.pending_slots.append(slot)
+            if len(self.pending) >= ACT_CAP:
+                self.reduce()
+        except Exception as error:  # amplint's bug: the forward's output stays torch's
+            internal_error("the activation check (forward hook)", error)
+
+    def reduce(self) -> None:
+        """Reduce the held outputs to their maxima (one multi-tensor op per device) and let
+        the outputs go."""
+        pending, self.pending = self.pending, []
+        self.last = None
+        if not pending:
+            return
+        with torch.no_grad():
+            by_device: dict[torch.device, list[int]] = {}
+            for index, tensor in enumerate(pending):
+                by_device.setdefault(tensor.device, []).append(index)
+            if len(by_device) == 1:
+                self.partials.append(max_abs(pending))
+                self.slots.extend(self.pending_slots)
+            else:  # model parallel: one reduction per device, kept per device
+                for indices in by_device.values():
+                    group = [pending[i] for i in indices]
+                    self.partials.append(max_abs(group))
+                    self.slots.extend(self.pending_slots[i] for i in indices)
+        self.pending_slots = []
+
+    def take(self) -> tuple[list[torch.Tensor], list[int]]:
+        self.reduce()
+        partials, slots = self.partials, self.slots
+        self.partials, self.slots = [], []
+        return partials, slots
+
+    def name(self, slot: int) -> str:
+        """The module's qualified name in the outermost module seen that contains it."""
+        self.refresh_names()
+        if slot in self.names:
+            return self.names[slot]
+        module = self.modules[slot]()
+        if module is None:
+            return f"<freed {self.kinds[slot]}>"
+        best: str | None = None
+        for ref in self.modules:
+            root = ref()
+            if root is None:
+                continue
+            for name, sub in root.named_modules(remove_duplicate=False):
+                if sub is module and (best is None or len(name) > len(best)):
+                    best = name
+                    break
+        return best or f"<root {self.kinds[slot]}>"

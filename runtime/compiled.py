@@ -1,0 +1,140 @@
+"""torch.compile: what compilation does is torch's business, not the user's.
+
+Two things amplint must not disturb or misread:
+
+* While a graph is being traced (Dynamo, then AOTAutograd tracing the backward of a
+  compiled forward, cold cache), torch runs backward passes and autocast regions on fake
+  tensors. They are not the user's calls: :func:`tracing` tells the checks to stay quiet.
+* The numerical-health forward hook is a *global* module hook. torch warns about global
+  hooks when a ``torch.compile(module)`` is called, and Dynamo traces ``__call__`` with the
+  hook instead of ``forward``, which adds a graph. While an ``OptimizedModule`` runs, the
+  hook is taken out of torch's table (:func:`call_without_global_hook`): inside compiled
+  code it could not see the float16 outputs anyway.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["call_without_global_hook", "forget_note", "note_backward_traced", "tracing"]
+
+
+def _tracing_context() -> Any:
+    guards = sys.modules.get("torch._guards")
+    if guards is None:
+        return None
+    return guards.TracingContext.try_get()
+
+
+def _fake(tensor: Any) -> bool:
+    fake = sys.modules.get("torch._subclasses.fake_tensor")
+    return fake is not None and isinstance(tensor, torch.Tensor) and fake.is_fake(tensor)
+
+
+def tracing(roots: tuple[Any, ...] = ()) -> bool:
+    """Whether this call comes from torch tracing a graph rather than from the user.
+
+    Cheap on the eager path: until torch._dynamo was imported, nothing is compiled.
+    """
+    if "torch._dynamo" not in sys.modules:
+        return False
+    if torch.compiler.is_compiling() or _tracing_context() is not None:
+        return True
+    return any(_fake(root) for root in roots)
+
+
+# A compiled region's backward traced under the caller's autocast -----------------------
+
+_noted = False
+
+
+def note_backward_traced(autocast_on: bool) -> None:
+    """AOTAutograd traced a compiled region's backward while autocast was on around it.
+
+    With ``torch._functorch.config.backward_pass_autocast == "same_as_forward"`` (torch's
+    default in some releases, PyTorch issue #153044) that backward runs under autocast,
+    which eager mode never does: the gradients can differ from eager's. Said once, on
+    stderr (a note about torch's setting, not a finding about the user's code).
+    """
+    global _noted
+    if _noted or not autocast_on:
+        return
+    config = sys.modules.get("torch._functorch.config")
+    setting = getattr(config, "backward_pass_autocast", None)
+    if setting != "same_as_forward":
+        return
+    _noted = True
+    print(
+        "amplint: note: torch compiled the backward of a region called inside autocast, under "
+        "that autocast (torch._functorch.config.backward_pass_autocast = 'same_as_forward'); "
+        "eager mode runs backward without autocast, so gradients can differ. Set "
+        "torch._functorch.config.backward_pass_autocast = 'off' to match eager "
+        "(PyTorch issue #153044).",
+        file=sys.stderr,
+    )
+
+
+def forget_note() -> None:
+    """``amplint.runtime.reset()``: the note may be said again."""
+    global _noted
+    _noted = False
+
+
+# The global forward hook taken out while compiled modules run ---------------------------
+
+_lock = threading.Lock()
+_suspended: dict[int, tuple[int, Any]] = {}  # hook id -> (depth, hook)
+
+
+def _take_out(hook_id: int) -> None:
+    table = torch.nn.modules.module._global_forward_hooks
+    with _lock:
+        entry = _suspended.get(hook_id)
+        if entry is not None:
+            _suspended[hook_id] = (entry[0] + 1, entry[1])
+            return
+        hook = table.pop(hook_id, None)
+        if hook is not None:
+            _suspended[hook_id] = (1, hook)
+
+
+def _put_back(hook_id: int, still_wanted: bool) -> None:
+    table = torch.nn.modules.module._global_forward_hooks
+    with _lock:
+        entry = _suspended.get(hook_id)
+        if entry is None:
+            return
+        depth, hook = entry
+        if depth > 1:
+            _suspended[hook_id] = (depth - 1, hook)
+            return
+        del _suspended[hook_id]
+        # Health checks turned off meanwhile (the handle was removed while out): stay out.
+        if still_wanted:
+            table[hook_id] = hook
+
+
+def call_without_global_hook(
+    original: Callable[..., Any], hook_id: Callable[[], int | None]
+) -> Callable[..., Any]:
+    """``OptimizedModule.__call__`` that runs with amplint's global hook (``hook_id()``, None
+    when there is none) out of torch's table; everything else is torch's."""
+
+    @functools.wraps(original)
+    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        key = hook_id()
+        if key is None:
+            return original(self, *args, **kwargs)
+        _take_out(key)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            _put_back(key, hook_id() == key)
+
+    return __call__

@@ -1,0 +1,58 @@
+"""The thresholds of the numerical-health findings (``install(health=True, **these)``,
+``amplint run --these``); float16's limits they refer to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+__all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "HealthConfig", "config_fields"]
+
+FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0**-14
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Thresholds of the numerical-health findings (``install(health=True, **these)``)."""
+
+    #: steps between two hand-overs of the device statistics to the host
+    every: int = 16
+    #: AMP105: a float16 output at or above ``65504 * (1 - overflow_margin)``, or non-finite
+    overflow_margin: float = 0.5
+    #: AMP102: the loss scale fell below this ...
+    min_scale: float = 1.0
+    #: ... or backed off on this many consecutive steps
+    max_backoffs: int = 12
+    #: AMP103: at least this share of the last ``skip_window`` steps were skipped
+    skip_rate: float = 0.25
+    skip_window: int = 100
+    #: AMP104: share of gradient values below float16's smallest normal at the current scale
+    underflow_share: float = 0.1
+    #: the gradient statistics of AMP104 (counts over every gradient value) are taken on
+    #: one step in this many, starting with step 0
+    underflow_every: int = 16
+    #: AMP107 stays silent during the first steps, where backoffs are normal
+    startup_steps: int = 100
+    #: forward hooks on every module for AMP105
+    activations: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("every", "max_backoffs", "skip_window", "underflow_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.startup_steps < 0:
+            raise ValueError(f"startup_steps must be >= 0, got {self.startup_steps!r}")
+        for name in ("overflow_margin", "skip_rate", "underflow_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        if self.min_scale < 0:
+            raise ValueError(f"min_scale must be >= 0, got {self.min_scale!r}")
+
+    @property
+    def activation_limit(self) -> float:
+        return FP16_MAX * (1.0 - self.overflow_margin)
+
+
+def config_fields() -> tuple[str, ...]:
+    return tuple(field.name for field in fields(HealthConfig))

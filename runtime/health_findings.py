@@ -1,0 +1,181 @@
+"""The host's reading of the numerical-health statistics: findings AMP101-AMP106.
+
+The device side (``health.ScalerHealth``) hands over chunks of per-step rows (scale used,
+``found_inf``, loss, gradient reductions) and a log of float16 activation maxima; here
+they are read as plain host memory, in step order, and turned into findings, each with
+the step it belongs to, and into the numbers of the summary.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .activations import Activations
+from .findings import message_for
+from .frames import Site
+from .health_config import HealthConfig
+from .reductions import INF
+
+__all__ = ["COLUMNS", "Chunk", "HostReading", "finite", "host_values"]
+
+# Ring columns: scale used, found_inf, loss, largest gradient, non-zero count, count at or
+# above float16's smallest normal, largest gradient applied after an explicit unscale_.
+COLUMNS = 7
+
+
+# Host reads of host memory (CPU tensors, pinned copies): plain memory, no device involved.
+
+
+def host_values(tensor: torch.Tensor, fmt: str) -> tuple[float, ...]:
+    count = tensor.numel()
+    if count == 0:
+        return ()
+    raw = (ctypes.c_char * (count * tensor.element_size())).from_address(tensor.data_ptr())
+    return struct.unpack_from(f"{count}{fmt}", raw)
+
+
+def finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+@dataclass
+class Chunk:
+    first_step: int
+    rows: torch.Tensor  # [n, COLUMNS] float32, host memory
+    log: torch.Tensor  # [m] float16, host memory
+    numels: list[int]
+    spans: list[tuple[int, list[int]]]  # per step: (offset in log, slots)
+    event: Any = None
+
+
+class HostReading:
+    """What the host has read of one scaler's steps, and the findings already made."""
+
+    def __init__(self) -> None:
+        self.scales: list[float] = []
+        self.skipped: list[bool] = []
+        self.consecutive = 0
+        self.window: deque[bool] = deque()
+        self.window_skips = 0
+        self.nonfinite_loss_steps = 0
+        self.underflow: list[float] = []
+        self.zeros: list[float] = []
+        self.grad_max = 0.0
+        self.act_max: dict[int, float] = {}
+        self.reported: set[str] = set()
+        self.read_steps = 0
+
+    def read(
+        self,
+        chunk: Chunk,
+        config: HealthConfig,
+        acts: Activations,
+        shared: Any,
+        site_or: Callable[[str], Site],
+        out: list[tuple[str, str, Site, int]],
+    ) -> None:
+        """Read one chunk of steps; append the findings it makes to ``out``. ``shared``
+        holds what is decided once for all scalers (``first_overflow``)."""
+        rows = host_values(chunk.rows, "f")
+        log = host_values(chunk.log, "e")
+        limit = config.activation_limit
+        for index in range(len(chunk.numels)):
+            step = chunk.first_step + index
+            base = index * COLUMNS
+            scale, found_inf, loss, gmax, nnz, big, g106 = rows[base : base + COLUMNS]
+            numel = chunk.numels[index]
+            skipped = found_inf != 0.0
+            self.scales.append(scale)
+            self.skipped.append(skipped)
+            # AMP101
+            if not finite(loss):
+                self.nonfinite_loss_steps += 1
+                what = "nan" if math.isnan(loss) else "inf"
+                out.append(
+                    (
+                        "AMP101",
+                        message_for("AMP101", value=what, step=step),
+                        site_or("scale"),
+                        step,
+                    )
+                )
+            # AMP105: the first float16 output over the limit, in forward order
+            offset, slots = chunk.spans[index]
+            for position, slot in enumerate(slots):
+                value = log[offset + position]
+                if not finite(value):
+                    self.act_max[slot] = INF
+                elif value > self.act_max.get(slot, -1.0):
+                    self.act_max[slot] = value
+                if shared.first_overflow is None and not value < limit:
+                    name = acts.name(slot)
+                    kind = acts.kinds[slot]
+                    if finite(value):
+                        what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
+                    else:
+                        what = f"was {'nan' if math.isnan(value) else 'inf'}"
+                    shared.first_overflow = {
+                        "module": name,
+                        "kind": kind,
+                        "step": step,
+                        "value": value if finite(value) else str(value),
+                    }
+                    message = message_for("AMP105", module=name, kind=kind, what=what, step=step)
+                    out.append(("AMP105", message, site_or("scale"), step))
+            # AMP102: scale collapse
+            self.consecutive = self.consecutive + 1 if skipped else 0
+            if "AMP102" not in self.reported:
+                why = None
+                if scale < config.min_scale:
+                    why = f"the scale is {scale:g}, below {config.min_scale:g}"
+                elif self.consecutive >= config.max_backoffs:
+                    why = f"it backed off on {self.consecutive} consecutive steps (now {scale:g})"
+                if why is not None:
+                    self.reported.add("AMP102")
+                    out.append(
+                        (
+                            "AMP102",
+                            message_for("AMP102", step=step, why=why),
+                            site_or("update"),
+                            step,
+                        )
+                    )
+            # AMP103: skipped-step rate over a window
+            self.window.append(skipped)
+            self.window_skips += skipped
+            if len(self.window) > config.skip_window:
+                self.window_skips -= self.window.popleft()
+            if (
+                "AMP103" not in self.reported
+                and len(self.window) == config.skip_window
+                and self.window_skips >= config.skip_rate * config.skip_window
+                and self.window_skips > 0
+            ):
+                self.reported.add("AMP103")
+                message = message_for(
+                    "AMP103", skipped=self.window_skips, window=config.skip_window, step=step
+                )
+                out.append(("AMP103", message, site_or("update"), step))
+            # AMP104 and the gradient summary (unskipped steps with gradient statistics)
+            if numel and not skipped and finite(gmax):
+                share = max(nnz - big, 0.0) / numel
+                self.underflow.append(share)
+                self.zeros.append(max(numel - nnz, 0.0) / numel)
+                if scale:
+                    self.grad_max = max(self.grad_max, gmax / scale)
+                if share > config.underflow_share and "AMP104" not in self.reported:
+                    self.reported.add("AMP104")
+                    message = message_for("AMP104", share=share, step=step, scale=scale)
+                    out.append(("AMP104", message, site_or("scale"), step))
+            # AMP106: applied non-finite gradients
+            if not skipped and not finite(g106):
+                out.append(("AMP106", message_for("AMP106", step=step), site_or("step"), step))
+            self.read_steps = step + 1

@@ -1,0 +1,108 @@
+"""Device-side reductions of the numerical-health checks: largest magnitudes, a
+non-finite probe, and gradient counts in bounded scratch memory. None reads a value back
+to the host."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .health_config import FP16_MIN_NORMAL
+
+__all__ = [
+    "INF",
+    "SCRATCH_NUMEL",
+    "count_normal",
+    "grads_by_device_dtype",
+    "max_abs",
+    "nonfinite_probe",
+]
+
+INF = float("inf")
+
+
+def max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Largest magnitude of each tensor (NaN if it holds a NaN), stacked: a multi-tensor
+    ``_foreach_norm`` on CUDA (one fused kernel per dtype); on the CPU, where that op is a
+    slow per-tensor loop, one ``aminmax`` pass per tensor, several times faster."""
+    if tensors[0].device.type == "cpu":
+        pairs = [torch.aminmax(tensor) for tensor in tensors]
+        highs = torch.stack([pair[1] for pair in pairs])
+        lows = torch.stack([pair[0] for pair in pairs])
+        return torch.maximum(highs, lows.neg())  # maximum propagates NaN
+    return torch.stack(torch._foreach_norm(tensors, INF))
+
+
+def nonfinite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """A 0-d value that is non-finite iff some element of ``tensors`` is (NaN and inf
+    propagate through sums; finite gradients summing past float32's range do not occur)."""
+    if tensors[0].device.type == "cpu":
+        return torch.stack([tensor.sum(dtype=torch.float32) for tensor in tensors]).sum()
+    return torch.stack(torch._foreach_norm(tensors, INF)).amax().float()
+
+
+# The largest scratch buffer the gradient counts allocate, in elements (4 MiB of float32),
+# unless a single gradient is larger: then that gradient's size. Never the sum of all
+# gradients, which on a large model near its memory limit would be an out-of-memory error
+# of amplint's making.
+SCRATCH_NUMEL = 1 << 20
+
+
+def _chunks(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """``tensors`` in runs whose total size stays within ``SCRATCH_NUMEL`` (a tensor larger
+    than that alone in its run)."""
+    run: list[torch.Tensor] = []
+    size = 0
+    for tensor in tensors:
+        if run and size + tensor.numel() > SCRATCH_NUMEL:
+            yield run
+            run, size = [], 0
+        run.append(tensor)
+        size += tensor.numel()
+    if run:
+        yield run
+
+
+def count_normal(grads: list[torch.Tensor]) -> torch.Tensor:
+    """How many gradient values are at or above float16's smallest normal in magnitude,
+    a 0-d float32 tensor; scratch memory bounded as ``_chunks`` says."""
+    counts = []
+    for run in _chunks(grads):
+        magnitudes = torch._foreach_abs(run)
+        torch._foreach_sub_(magnitudes, FP16_MIN_NORMAL)
+        torch._foreach_clamp_min_(magnitudes, 0.0)
+        counts.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum().float())
+        del magnitudes  # freed before the next run is allocated
+    return counts[0] if len(counts) == 1 else torch.stack(counts).sum()
+
+
+def grads_by_device_dtype(
+    param_groups: list[dict[str, Any]], exclude: set[int] | frozenset[int] = frozenset()
+) -> dict[tuple[Any, Any], list[torch.Tensor]]:
+    """The gradients of the parameters in ``param_groups``, but those whose parameter's id
+    is in ``exclude``, grouped by (device, dtype)."""
+    groups: dict[tuple[Any, Any], list[torch.Tensor]] = {}
+    dtensor = _dtensor_type()
+    for group in param_groups:
+        for param in group["params"]:
+            if exclude and id(param) in exclude:
+                continue
+            grad = param.grad
+            if grad is None or grad.is_sparse:
+                continue
+            if dtensor is not None and isinstance(grad, dtensor):
+                # FSDP2 / tensor parallel: this rank's shard. Reducing the DTensor itself
+                # would add collectives to the step; the ranks' shares meet in the report.
+                grad = grad.to_local()
+            if grad.numel() == 0:  # an empty shard: nothing to measure (aminmax rejects it)
+                continue
+            groups.setdefault((grad.device, grad.dtype), []).append(grad)
+    return groups
+
+
+def _dtensor_type() -> Any:
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else getattr(module, "DTensor", None)

@@ -1,0 +1,448 @@
+"""The usage state machine: the one place that decides every usage finding.
+
+Per GradScaler and per optimizer the legal order within one iteration is::
+
+    scaler.scale(loss).backward()      (any number of times: accumulation, several losses)
+    scaler.unscale_(optimizer)         (optional, at most once)
+    scaler.step(optimizer)             (once)
+    scaler.update()                    (once, after the steps of all optimizers)
+
+The instrumented classes (``scaler.py``, ``autocast.py``) and the wrappers on torch's
+functions (``hooks.py``) only report events here: ``on_*`` functions take the event, update
+the state and return the findings it makes, each a :class:`Verdict` with its code, message
+and the user's site. The callers show them (``reporting.emit``) and call torch.
+
+:class:`ScalerUsage` mirrors torch's own ``OptState`` (READY / UNSCALED / STEPPED) and adds
+what torch does not track: whether a scaled backward happened since the last update, which
+optimizers a scaler manages, where the scaler was created and where it last stepped.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+
+from . import frameworks
+from .compiled import note_backward_traced, tracing
+from .findings import message_for
+from .frames import Site, user_site
+from .reporting import step_counter
+from .state import UnscaledBackward, autocast_active, only_bfloat16_seen, thread_state, uses_scalers
+
+__all__ = [
+    "ScalerUsage",
+    "Stage",
+    "Verdict",
+    "inside_scaler_step",
+    "leaves_of",
+    "of",
+    "on_backward",
+    "on_clip",
+    "on_get_scale",
+    "on_grad",
+    "on_module_zero_grad",
+    "on_optimizer_step",
+    "on_optimizer_zero_grad",
+    "on_scale",
+    "on_state_dict",
+    "on_step",
+    "on_stepped",
+    "on_unscale",
+    "on_unscaled",
+    "on_update",
+    "on_updated",
+    "tag",
+    "usage_of_tensors",
+]
+
+
+class Stage(Enum):
+    READY = 0
+    UNSCALED = 1
+    STEPPED = 2
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A finding decided here. ``rejected``: torch is about to raise for the same misuse
+    (the caller combines the two in raise mode). ``step``: the step it belongs to, when
+    that is not the current one."""
+
+    code: str
+    message: str
+    site: Site
+    rejected: bool = False
+    step: int | None = None
+
+
+class ScalerUsage:
+    """What one GradScaler has been asked to do in the current iteration."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self._stages: dict[int, Stage] = {}
+        # ids of optimizers this scaler has unscaled or stepped: the optimizers it manages.
+        self.managed: set[int] = set()
+        self.fp16_checked: set[int] = set()
+        self.scaled_backward_pending = False
+        # A scaled backward ran after a step of this iteration: a new iteration began.
+        self.backward_after_step = False
+        # Where and at which step the latest scaler.step() ran (AMP002's blame).
+        self.last_step: tuple[Site, int] | None = None
+        # scale() got an iterable it could not tag (e.g. a generator): from then on this
+        # iteration, a backward we cannot attribute must not be blamed on the user.
+        self.untracked_scale = False
+        self.bf16_reported = False
+        # get_scale() was read since the last scaled backward: a clip that follows may be
+        # scaling its max_norm by hand (torch's own tests do), so AMP006 stays quiet.
+        self.scale_read = False
+
+    def stage(self, optimizer: object) -> Stage:
+        return self._stages.get(id(optimizer), Stage.READY)
+
+    def mid_iteration(self) -> bool:
+        return any(stage is not Stage.READY for stage in self._stages.values())
+
+    def grads_still_scaled(self) -> bool:
+        """A scaled backward ran and no optimizer of this scaler was unscaled since (AMP006)."""
+        return self.scaled_backward_pending and not self.scale_read and not self.mid_iteration()
+
+    def bypassed_by(self, optimizer: object) -> bool:
+        """True if a direct ``optimizer.step()`` now would apply scaled gradients (AMP004).
+
+        Once the scaler manages some optimizers, an optimizer it never saw is taken to be
+        an unrelated model's: a false alarm costs more than a missed hint.
+        """
+        if not self.scaled_backward_pending:
+            return False
+        if self.managed and id(optimizer) not in self.managed:
+            return False
+        return self.stage(optimizer) is not Stage.STEPPED
+
+
+def of(scaler: Any) -> ScalerUsage:
+    """The usage record of an amplint GradScaler (made on first use: instances built
+    without ``__init__``, by ``copy.copy`` or a custom ``__new__``, have none yet)."""
+    usage = scaler.__dict__.get("_amplint")
+    if usage is None:
+        usage = scaler.__dict__["_amplint"] = ScalerUsage(("<unknown>", 0))
+    return usage
+
+
+# Scaled outputs are tagged with their scaler's usage, so a later backward knows its loss
+# went through scale().
+
+
+def tag(value: Any, usage: ScalerUsage) -> bool:
+    """Mark scaled outputs; False when ``value`` holds an iterator we must not consume."""
+    if isinstance(value, torch.Tensor):
+        value._amplint_usage = usage  # type: ignore[attr-defined]
+        return True
+    if isinstance(value, (list, tuple)):
+        return all([tag(item, usage) for item in value])
+    return False
+
+
+def usage_of_tensors(tensors: tuple[Any, ...]) -> ScalerUsage | None:
+    for tensor in tensors:
+        usage = getattr(tensor, "_amplint_usage", None)
+        if usage is not None:
+            return usage
+    return None
+
+
+# GradScaler events -----------------------------------------------------------------------
+
+
+def on_scale(usage: ScalerUsage, tracked: bool) -> None:
+    step_counter.commit()
+    if not tracked:
+        usage.untracked_scale = True
+
+
+def on_unscale(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> list[Verdict]:
+    """Before torch's ``unscale_(optimizer)``."""
+    verdicts = _half_params(usage, optimizer)
+    stage = usage.stage(optimizer)
+    if stage is Stage.UNSCALED:
+        message = message_for("AMP011", what="twice before scaler.update()")
+        verdicts.append(Verdict("AMP011", message, user_site(), rejected=True))
+    elif stage is Stage.STEPPED and usage.backward_after_step and usage.last_step is not None:
+        # unscale_, clip, step and no update: the next iteration's unscale_ is where torch
+        # notices, but the mistake is the missing update() of the iteration that stepped.
+        site, step = usage.last_step
+        verdicts.append(Verdict("AMP002", message_for("AMP002"), site, rejected=True, step=step))
+    elif stage is Stage.STEPPED:
+        message = message_for("AMP011", what="after scaler.step()")
+        verdicts.append(Verdict("AMP011", message, user_site(), rejected=True))
+    return verdicts
+
+
+def on_unscaled(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> None:
+    """After torch's ``unscale_(optimizer)``."""
+    usage._stages[id(optimizer)] = Stage.UNSCALED
+    usage.managed.add(id(optimizer))
+
+
+def on_step(
+    usage: ScalerUsage,
+    optimizer: torch.optim.Optimizer,
+    enabled: bool,
+    closure_keyword: bool,
+    closure_positional: bool,
+) -> list[Verdict]:
+    """Before torch's ``scaler.step(optimizer)``."""
+    tls = thread_state()
+    verdicts = []
+    if autocast_active():
+        message = message_for("AMP012", call="scaler.step()")
+        verdicts.append(Verdict("AMP012", message, user_site()))
+    if not enabled:
+        # A scaler disabled on purpose (`enabled=use_amp`, or torch's own tests running
+        # fp16 with scaling off) is a choice, not a forgotten scaler: no AMP003.
+        tls.unscaled_backward = None
+        return verdicts
+    if closure_keyword:
+        verdicts.append(Verdict("AMP019", message_for("AMP019"), user_site(), rejected=True))
+        return verdicts
+    if closure_positional:
+        # Passed on positionally, torch hands it to optimizer.step() unchecked.
+        verdicts.append(Verdict("AMP019", message_for("AMP019"), user_site()))
+    if usage.stage(optimizer) is Stage.STEPPED:
+        verdicts.append(Verdict("AMP002", message_for("AMP002"), user_site(), rejected=True))
+        return verdicts
+    pending = tls.unscaled_backward
+    if pending is not None and not usage.untracked_scale and pending.touches(optimizer):
+        verdicts.append(Verdict("AMP005", message_for("AMP005"), pending.site))
+    tls.unscaled_backward = None
+    verdicts.extend(_half_params(usage, optimizer))
+    return verdicts
+
+
+def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site) -> None:
+    """After torch's ``scaler.step(optimizer)``; ``site`` is the user's call."""
+    usage._stages[id(optimizer)] = Stage.STEPPED
+    usage.managed.add(id(optimizer))
+    usage.backward_after_step = False
+    usage.last_step = (site, step_counter.current)
+
+
+def on_update(usage: ScalerUsage) -> list[Verdict]:
+    """Before torch's ``scaler.update()``."""
+    verdicts = []
+    if autocast_active():
+        message = message_for("AMP012", call="scaler.update()")
+        verdicts.append(Verdict("AMP012", message, user_site()))
+    if not usage.bf16_reported and only_bfloat16_seen():
+        usage.bf16_reported = True
+        verdicts.append(Verdict("AMP014", message_for("AMP014"), usage.site))
+    return verdicts
+
+
+def on_updated(usage: ScalerUsage) -> None:
+    usage._stages.clear()
+    usage.scaled_backward_pending = False
+    usage.backward_after_step = False
+    usage.untracked_scale = False
+    usage.scale_read = False
+    thread_state().pending.discard(usage)
+
+
+def on_get_scale(usage: ScalerUsage) -> None:
+    if usage.scaled_backward_pending:
+        usage.scale_read = True
+
+
+def on_state_dict(usage: ScalerUsage) -> list[Verdict]:
+    if usage.mid_iteration():
+        return [Verdict("AMP013", message_for("AMP013"), user_site())]
+    return []
+
+
+def _half_params(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> list[Verdict]:
+    # Once per optimizer: the parameter list is walked in Python, which a per-step check
+    # on a large model could not afford.
+    key = id(optimizer)
+    if key in usage.fp16_checked:
+        return []
+    usage.fp16_checked.add(key)
+    if any(_half(p) for group in optimizer.param_groups for p in group["params"]):
+        # A scaler that a training framework drives: its code and its remedy.
+        code, message = frameworks.half_params_finding() or ("AMP009", message_for("AMP009"))
+        return [Verdict(code, message, user_site())]
+    return []
+
+
+def _half(param: Any) -> bool:
+    return isinstance(param, torch.Tensor) and param.dtype is torch.float16
+
+
+# Events outside the GradScaler -------------------------------------------------------------
+
+
+def _inside_backward() -> bool:
+    # A backward started by the autograd engine itself (reentrant checkpointing, a hook)
+    # is torch's business: its loss is not the user's, scaled or not.
+    return torch._C._current_autograd_node() is not None
+
+
+def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
+    """``torch.autograd.backward`` (and ``Tensor.backward``) from ``roots``."""
+    if _inside_backward():
+        return []
+    if tracing(roots):  # torch.compile tracing a backward: not the user's
+        note_backward_traced(autocast_active())
+        return []
+    step_counter.commit()
+    verdicts = []
+    tls = thread_state()
+    if autocast_active():
+        verdicts.append(Verdict("AMP001", message_for("AMP001"), user_site()))
+    fp16 = tls.fp16_forward
+    tls.fp16_forward = False
+    usage = usage_of_tensors(roots)
+    if usage is not None:
+        usage.scaled_backward_pending = True
+        usage.scale_read = False
+        if usage.mid_iteration():
+            usage.backward_after_step = True
+        tls.pending.add(usage)
+        return verdicts
+    # Only when the answer can matter: a float16 forward (AMP003) or a process that uses
+    # GradScalers (AMP005). Plain fp32/bf16 training, and every scaled backward, pay nothing.
+    if not (fp16 or uses_scalers()):
+        return verdicts
+    # The graph walk serves AMP005 only, which needs a scaler.
+    leaves = leaves_of(roots) if uses_scalers() else None
+    pending = tls.unscaled_backward
+    if pending is None:
+        tls.unscaled_backward = UnscaledBackward(user_site(), fp16, leaves)
+        return verdicts
+    pending.fp16 = pending.fp16 or fp16
+    if pending.leaves is not None:
+        pending.leaves = None if leaves is None else pending.leaves | leaves
+    return verdicts
+
+
+def on_grad(outputs: tuple[Any, ...]) -> list[Verdict]:
+    """``torch.autograd.grad``: does not accumulate ``.grad``, so only AMP001 applies."""
+    if _inside_backward():
+        return []
+    if tracing(outputs):
+        note_backward_traced(autocast_active())
+        return []
+    if autocast_active():
+        return [Verdict("AMP001", message_for("AMP001"), user_site())]
+    return []
+
+
+# Beyond this many graph nodes the walk is not worth its cost; the backward is then taken
+# to reach every optimizer.
+_MAX_NODES = 20_000
+
+
+def leaves_of(roots: tuple[Any, ...]) -> set[int] | None:
+    """ids of the leaf tensors a backward from ``roots`` accumulates gradients into.
+
+    Runs only for a backward whose loss was not scaled in a process that uses scalers, so
+    that AMP005 blames such a backward only when it reaches the stepped optimizer's
+    parameters (a second model trained in fp32 next to the AMP one does not).
+    """
+    stack = [getattr(root, "grad_fn", None) for root in roots]
+    seen: set[int] = set()
+    leaves: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > _MAX_NODES:
+            return None
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            leaves.add(id(variable))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    for root in roots:
+        if getattr(root, "grad_fn", None) is None:
+            leaves.add(id(root))
+    return leaves
+
+
+def inside_scaler_step() -> bool:
+    """Whether the optimizer.step() now running is the one inside a scaler.step()."""
+    return thread_state().in_scaler_step > 0
+
+
+def on_optimizer_step(optimizer: torch.optim.Optimizer) -> list[Verdict]:
+    """Every ``optimizer.step()`` (the global pre-hook); the one inside scaler.step is legal."""
+    tls = thread_state()
+    if tls.in_scaler_step:
+        tls.inner_step_ran = True
+        return []
+    verdicts = []
+    if autocast_active():
+        message = message_for("AMP012", call="optimizer.step()")
+        verdicts.append(Verdict("AMP012", message, user_site()))
+    for usage in list(tls.pending):
+        if usage.bypassed_by(optimizer):
+            verdicts.append(Verdict("AMP004", message_for("AMP004"), user_site()))
+            break
+    pending = tls.unscaled_backward
+    tls.unscaled_backward = None
+    if pending is not None and pending.fp16 and not _inside_torch_scaler_step():
+        verdicts.append(Verdict("AMP003", message_for("AMP003"), pending.site))
+    return verdicts
+
+
+# torch.amp.GradScaler's methods that call optimizer.step(): the fused path in step(), and
+# _maybe_opt_step() after the inf check.
+_SCALER_STEP_NAMES = frozenset({"step", "_maybe_opt_step"})
+# torch's class itself: install() rebinds the public name torch.amp.GradScaler to ours.
+_TorchGradScaler = torch.amp.grad_scaler.GradScaler
+
+
+def _inside_torch_scaler_step(limit: int = 32) -> bool:
+    """Whether this optimizer.step() comes from a GradScaler that is not amplint's: one
+    built before install() (or a torch subclass imported from elsewhere). Its loss was
+    scaled, just not tagged, so the float16 backward before it had a scaler (no AMP003).
+    Runs only when AMP003 would be reported, so the stack walk costs nothing per step."""
+    frame = sys._getframe(1)
+    while frame is not None and limit > 0:
+        if frame.f_code.co_name in _SCALER_STEP_NAMES and isinstance(
+            frame.f_locals.get("self"), _TorchGradScaler
+        ):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+        limit -= 1
+    return False
+
+
+def on_clip(strict: bool | None) -> list[Verdict]:
+    """``clip_grad_norm_`` / ``clip_grad_value_``; ``strict``: ``error_if_nonfinite`` of
+    ``clip_grad_norm_`` (None for ``clip_grad_value_``)."""
+    verdicts = []
+    for usage in list(thread_state().pending):
+        if usage.grads_still_scaled():
+            verdicts.append(Verdict("AMP006", message_for("AMP006"), user_site()))
+            break
+    if strict and uses_scalers():
+        verdicts.append(Verdict("AMP018", message_for("AMP018"), user_site()))
+    return verdicts
+
+
+def on_optimizer_zero_grad() -> list[Verdict]:
+    # Gradients from before zero_grad no longer reach any step.
+    thread_state().unscaled_backward = None
+    if autocast_active():
+        message = message_for("AMP012", call="optimizer.zero_grad()")
+        return [Verdict("AMP012", message, user_site())]
+    return []
+
+
+def on_module_zero_grad() -> list[Verdict]:
+    thread_state().unscaled_backward = None
+    return []

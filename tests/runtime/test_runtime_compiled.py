@@ -1,0 +1,149 @@
+"""torch.compile under amplint: compilation is never the user's backward, and the compiled
+model gets the graphs plain torch gives it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import amplint.runtime as ar
+import pytest
+import torch
+import torch._dynamo
+import torch._dynamo.utils
+from runtime_helpers import codes, here
+from torch import nn
+
+
+class AutocastInside(nn.Module):
+    """A model whose forward enters its own autocast region, as some recipes do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(16, 32)
+        self.second = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.float16):
+            return self.second(torch.relu(self.first(x)))
+
+
+def _train(compile_model: bool, steps: int = 3) -> tuple[list[float], dict[str, int]]:
+    """A correct fp16 loop around a compiled model (backend aot_eager: AOTAutograd traces
+    the backward on the first call, as with inductor on a cold cache)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = AutocastInside()
+    run = torch.compile(model, backend="aot_eager") if compile_model else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    generator = torch.Generator().manual_seed(3)
+    losses = []
+    for _ in range(steps):
+        x, y = torch.randn(8, 16, generator=generator), torch.randn(8, 4, generator=generator)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.mse_loss(run(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    counters = torch._dynamo.utils.counters
+    seen = {
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "recompiles": sum(counters["recompiles"].values()),
+    }
+    return losses, seen
+
+
+def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    plain_losses, plain_counts = _train(compile_model=True)
+    assert plain_counts["unique_graphs"] == 1
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with ar.checking(health=True) as seen:
+            losses, counts = _train(compile_model=True)
+    assert seen.findings == []
+    assert counts == plain_counts
+    assert losses == plain_losses
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "global hooks" in m], messages
+    # The compiled region ran inside the loop's autocast: where torch traces its backward
+    # under that autocast, amplint says so, once.
+    err = capsys.readouterr().err
+    setting = torch._functorch.config.backward_pass_autocast
+    expected = 1 if setting == "same_as_forward" else 0
+    assert err.count("amplint: note: torch compiled the backward") == expected, err
+
+
+def test_real_backward_inside_autocast_around_compiled_model_is_reported_once(
+    quiet: None,
+) -> None:
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    compiled = torch.compile(model, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking() as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = compiled(torch.randn(4, 8)).float().mean()
+                line = here() + 1
+                scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+    assert codes(seen.findings) == ["AMP001"]
+    (finding,) = seen.findings
+    assert (finding.filename, finding.line) == (__file__, line)
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    compiled = torch.compile(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+    for step in range(2):
+        x, y = torch.randn(8, 16), torch.randn(8, 4)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.mse_loss(compiled(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    print("trained")
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_inductor_compiled_script_under_amplint_run_is_silent(tmp_path: Path, cache: str) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "amplint.runtime.runner", "--no-health", str(script)]
+    if cache == "cold":
+        env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
+    else:  # fill the cache, then run again
+        subprocess.run(command, env=env, capture_output=True, check=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "trained" in done.stdout
+    assert "AMP0" not in done.stderr
+    assert "global hooks" not in done.stderr

@@ -1,0 +1,452 @@
+"""What people actually run, trained for real on small CPU models: correct recipes stay
+silent, the summary tells the truth about each scaler, and a mistake is blamed right.
+
+Each test trains a few steps of a real model with float16 CPU autocast; none mocks torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import amplint.runtime as ar
+import pytest
+import torch
+from amplint.runtime.summary_text import format_health_summary
+from runtime_helpers import here
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+FP16 = torch.float16
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Block(nn.Module):
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.fc2 = nn.Linear(2 * width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(torch.relu(self.fc1(self.norm(x))))
+
+
+class Net(nn.Module):
+    def __init__(self, reentrant: bool | None = None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(), Block()])
+        self.head = nn.Linear(16, 1)
+        self.reentrant = reentrant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            if self.reentrant is None:
+                x = block(x)
+            else:
+                x = checkpoint(block, x, use_reentrant=self.reentrant)
+        return self.head(x)
+
+
+def data(steps: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(8, 16, generator=generator), torch.randn(8, 1, generator=generator))
+        for _ in range(steps)
+    ]
+
+
+def parameters_of(model: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+# Recipes that must stay silent ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_activation_checkpointing_trains_silently_and_identically(reentrant: bool) -> None:
+    def train() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = Net(reentrant=reentrant)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        for x, y in data(4):
+            x.requires_grad_(reentrant)  # reentrant checkpointing needs an input with grad
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        return parameters_of(model)
+
+    plain = train()
+    with ar.checking(health=True) as seen:
+        checked = train()
+    assert seen.findings == []
+    assert all(torch.equal(a, b) for a, b in zip(plain, checked, strict=True))
+
+
+def test_gradient_penalty_recipe_with_autograd_grad_is_silent() -> None:
+    """PyTorch's AMP recipe: grads of the scaled loss with autograd.grad, unscaled by hand,
+    a penalty term computed under autocast, then the usual scaled backward."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        for x, y in data(4):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            params = list(model.parameters())
+            scaled_grads = torch.autograd.grad(scaler.scale(loss), params, create_graph=True)
+            inverse = 1.0 / scaler.get_scale()
+            grads = [g * inverse for g in scaled_grads]
+            with torch.autocast("cpu", dtype=FP16):
+                penalty = torch.stack([g.pow(2).sum() for g in grads]).sum().sqrt()
+                loss = loss + penalty
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+    assert seen.findings == []
+
+
+def test_several_models_and_losses_on_one_scaler_is_silent() -> None:
+    """PyTorch's recipe: two models, two optimizers, two losses, one scaler."""
+    torch.manual_seed(0)
+    first, second = Net(), Net()
+    opt_first = torch.optim.SGD(first.parameters(), lr=0.05)
+    opt_second = torch.optim.Adam(second.parameters(), lr=1e-3)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        for x, y in data(4):
+            with torch.autocast("cpu", dtype=FP16):
+                out_first, out_second = first(x), second(x)
+                loss_first = nn.functional.mse_loss((out_first + out_second).float(), y)
+                loss_second = nn.functional.mse_loss((out_first - out_second).float(), y)
+            scaler.scale(loss_first).backward(retain_graph=True)
+            scaler.scale(loss_second).backward()
+            scaler.unscale_(opt_first)
+            nn.utils.clip_grad_norm_(first.parameters(), 1.0)
+            scaler.step(opt_first)
+            scaler.step(opt_second)
+            scaler.update()
+            opt_first.zero_grad()
+            opt_second.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None and len(summary["scalers"]) == 1
+
+
+class DecoratedForward(Net):
+    @torch.autocast("cpu", dtype=FP16)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x).float()
+
+
+def test_autocast_as_a_decorator_on_forward_is_silent() -> None:
+    torch.manual_seed(0)
+    model = DecoratedForward()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+        for x, y in data(4):
+            loss = nn.functional.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+    assert seen.findings == []
+
+
+# Two scalers: a GAN ------------------------------------------------------------------------
+
+
+def train_gan(steps: int = 6) -> tuple[int, int]:
+    """A small GAN with one scaler per network; returns the two construction lines."""
+    torch.manual_seed(0)
+    generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 8))
+    critic = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt_g = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    opt_d = torch.optim.Adam(critic.parameters(), lr=1e-3)
+    line_g = here() + 1
+    scaler_g = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    line_d = here() + 1
+    scaler_d = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    bce = nn.BCEWithLogitsLoss()
+    real = torch.randn(steps, 8, 8)
+    for step in range(steps):
+        noise = torch.randn(8, 4)
+        with torch.autocast("cpu", dtype=FP16):
+            fake = generator(noise)
+            d_loss = bce(critic(real[step]).float(), torch.ones(8, 1)) + bce(
+                critic(fake.detach()).float(), torch.zeros(8, 1)
+            )
+        opt_d.zero_grad()
+        scaler_d.scale(d_loss).backward()
+        scaler_d.step(opt_d)
+        scaler_d.update()
+        with torch.autocast("cpu", dtype=FP16):
+            g_loss = bce(critic(fake).float(), torch.ones(8, 1))
+        opt_g.zero_grad()
+        scaler_g.scale(g_loss).backward()
+        scaler_g.step(opt_g)
+        scaler_g.update()
+    return line_g, line_d
+
+
+def test_two_scalers_each_get_their_own_summary_entry_and_text() -> None:
+    with ar.checking(health=True) as seen:
+        line_g, line_d = train_gan()
+        summary = ar.summary()
+        histories = ar.health.histories()
+    assert seen.findings == []
+    assert summary is not None
+    sites = {entry["site"]: entry for entry in summary["scalers"]}
+    assert set(sites) == {f"{__file__}:{line_g}", f"{__file__}:{line_d}"}
+    for entry, init_scale in (
+        (sites[f"{__file__}:{line_g}"], 2.0**10),
+        (sites[f"{__file__}:{line_d}"], 2.0**12),
+    ):
+        assert entry["steps"] == 6 and entry["skipped_steps"] == 0
+        assert entry["scale"]["min"] == init_scale
+    # The top-level fields stay those of one scaler, as for a single-scaler run.
+    assert summary["steps"] == 6 and set(summary["scale"]) == {"min", "max", "final"}
+    text = format_health_summary(summary)
+    assert text.splitlines()[0] == "amplint: numerical health of 2 GradScalers:"
+    assert f"GradScaler constructed at {__file__}:{line_g}: 6 step(s), 0 skipped" in text
+    assert f"GradScaler constructed at {__file__}:{line_d}: 6 step(s), 0 skipped" in text
+    assert sorted(entry["site"] for entry in histories) == sorted(sites)
+    assert [entry["main"] for entry in histories].count(True) == 1
+
+
+# AMP104 on the gradients backward produced -------------------------------------------------
+
+
+def test_clipping_scaled_gradients_is_amp006_not_an_underflow_false_alarm() -> None:
+    """Clipping before unscale_ shrinks the scaled gradients under float16's smallest normal;
+    the underflow share must be that of the gradients backward produced (tiny here)."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True, underflow_every=1) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            clip_line = here() + 1
+            nn.utils.clip_grad_norm_(model.parameters(), 1e-4)  # AMP006: still scaled
+            scaler.unscale_(optimizer)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert [(f.code, f.line) for f in seen.findings] == [("AMP006", clip_line)]
+    assert summary is not None and summary["grad_underflow_share"] < 0.1
+
+
+# Forked children ---------------------------------------------------------------------------
+
+FORKING_SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import os
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+
+    def square(value):
+        return value * value
+
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu")
+    dataset = TensorDataset(torch.randn(16, 4), torch.randn(16, 1))
+    loader = DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="fork")
+    for x, y in loader:
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    pid = os.fork()
+    if pid == 0:  # a child that returns into the script and ends as scripts do
+        print("child done", flush=True)
+        raise SystemExit(0)
+    os.waitpid(pid, 0)
+    pool = multiprocessing.get_context("fork").Pool(2)
+    print("squares", pool.map(square, range(4)))
+    # the pool is left open, as scripts do
+    """
+)
+
+
+def test_forked_children_stay_silent_and_the_run_ends_cleanly(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(FORKING_SCRIPT, encoding="utf-8")
+    report = tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "amplint.runtime.runner", "--report", str(report), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "squares [0, 1, 4, 9]" in done.stdout and "child done" in done.stdout
+    assert done.stderr.count("amplint: numerical health") == 1, done.stderr
+    assert "Bad file descriptor" not in done.stderr and "Traceback" not in done.stderr
+    assert json.loads(report.read_text())["summary"]["steps"] == 4
+
+
+# Torch's own deprecation warnings ------------------------------------------------------------
+
+
+def test_torchs_deprecation_warning_once_per_location_as_under_plain_python(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Linear(4, 2)
+            for step in range(12):
+                with torch.cpu.amp.autocast():
+                    model(torch.randn(2, 4))
+            """
+        ),
+        encoding="utf-8",
+    )
+
+    def future_warnings(*command: str) -> int:
+        done = subprocess.run(
+            [sys.executable, *command, str(script)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stderr.count("FutureWarning")
+
+    assert future_warnings() == 1
+    assert future_warnings("-m", "amplint.runtime.runner", "--no-health") == 1
+
+
+# amplint run -m ------------------------------------------------------------------------------
+
+# The console script installed next to this interpreter, as users run it.
+AMPLINT = str(Path(sys.executable).parent / "amplint")
+
+
+def test_run_module_as_python_dash_m(tmp_path: Path) -> None:
+    package = tmp_path / "trainer"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "main.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+
+            import torch
+            from torch import nn
+
+            print("argv", sys.argv[1:], __name__)
+            model = nn.Linear(4, 1)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = model(torch.randn(3, 4)).float().mean()
+            loss.backward()
+            optimizer.step()
+            """
+        ),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [AMPLINT, "run", "-m", "trainer.main", "--lr", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "argv ['--lr', '3'] __main__" in done.stdout
+    assert "AMP003" in done.stderr and str(package / "main.py") in done.stderr
+    missing = subprocess.run(
+        [AMPLINT, "run", "-m", "no_such_module"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().endswith("No module named no_such_module")
+
+
+# The summary's lines say what they mean ------------------------------------------------------
+
+
+def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() -> None:
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None
+    text = format_health_summary(summary)
+    assert "no GradScaler step seen" not in text
+    assert text == (
+        "amplint: numerical health: 3 optimizer step(s) ran, none followed by update() of "
+        "an enabled GradScaler: no loss-scale statistics"
+    )
+
+
+def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() -> None:
+    """Step 0, the only statistics step here, is skipped (init_scale overflows float16):
+    the share is "not measured", and says why, instead of an unexplained "n/a"."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None and summary["skipped_steps"] >= 1
+    text = format_health_summary(summary)
+    assert "n/a" not in text
+    assert "gradient underflow share: not measured (gradients are counted on steps 0, 16" in text
+    assert "float16 module outputs: none reached 32752" in text
