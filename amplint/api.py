@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import sys
@@ -335,6 +334,8 @@ def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:
 
 
 def _unified_diff(name: str, before: bytes, after: bytes) -> str:
+    import difflib  # only `fix --diff` needs it
+
     old = before.decode("utf-8", errors="replace").splitlines(keepends=True)
     new = after.decode("utf-8", errors="replace").splitlines(keepends=True)
     lines = difflib.unified_diff(old, new, fromfile=f"a/{name}", tofile=f"b/{name}")

@@ -14,8 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +98,8 @@ class FindingsCache:
             readme = self.directory.parent / "README"
             if not readme.exists():
                 readme.write_text(_README)
+            import tempfile  # imported when saving: a --no-cache run never needs it
+
             handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(payload, stream, separators=(",", ":"))
@@ -115,5 +115,7 @@ def clean(root: Path) -> bool:
     directory = root / CACHE_DIRECTORY
     if not directory.exists():
         return False
+    import shutil
+
     shutil.rmtree(directory, ignore_errors=True)
     return True

@@ -6,16 +6,29 @@ imported names) — which every rule's are, since the analysis only resolves ide
 1. the raw bytes must contain every token group of some selected rule, as whole words;
 2. CPython's ``ast`` (much faster than libcst) must show those words as identifiers in
    code, not only in strings, comments or docstrings.
+
+Both stages work on codes (:func:`candidate_codes`, words from :mod:`amplint.engine.words`)
+before any rule module or libcst is imported: a file that no rule can matter to costs a
+read and a byte search, nothing more.
 """
 
 from __future__ import annotations
 
-import ast
-import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from amplint.engine.contract import Rule
+if TYPE_CHECKING:
+    import ast
+
+
+class _HasWords(Protocol):
+    """A rule class, or a code with its words: what both stages filter."""
+
+    tokens: tuple[tuple[str, ...], ...]
+
+
+_T = TypeVar("_T", bound=_HasWords)
 
 #: A token that starts with this marks a part of a name (``"~scaler"``: any identifier that
 #: contains "scaler", in any case), for rules that recognise objects by how they are named.
@@ -70,7 +83,7 @@ class _Bytes:
         return False
 
 
-def may_fire(data: bytes, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+def may_fire(data: bytes, rules: Sequence[_T]) -> list[_T]:
     """Stage 1: rules whose token groups all occur in the raw bytes as whole words (or,
     for name parts, anywhere)."""
     source = _Bytes(data)
@@ -103,6 +116,9 @@ class CodeFacts:
 
 def inspect_code(data: bytes) -> CodeFacts:
     """Identifiers in code, or why the file must not be parsed with libcst."""
+    import ast  # most files never get here: imported on first use
+    import warnings
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # invalid escape sequences and the like
@@ -158,7 +174,7 @@ def identifiers(data: bytes) -> set[str] | None:
     return inspect_code(data).names
 
 
-def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+def may_fire_in_code(names: set[str], rules: Sequence[_T]) -> list[_T]:
     """Stage 2: rules whose token groups all occur among the code's identifiers."""
     lowered: list[str] | None = None
 
@@ -176,9 +192,7 @@ def may_fire_in_code(names: set[str], rules: Sequence[type[Rule]]) -> list[type[
     ]
 
 
-def candidate_rules(
-    data: bytes, rules: Sequence[type[Rule]]
-) -> tuple[list[type[Rule]], CodeFacts | None]:
+def candidate_rules(data: bytes, rules: Sequence[_T]) -> tuple[list[_T], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
     stage 1 already excluded every rule)."""
     candidates = may_fire(data, rules)
@@ -188,3 +202,39 @@ def candidate_rules(
     if facts.names is None:
         return candidates, facts
     return may_fire_in_code(facts.names, candidates), facts
+
+
+@dataclass(frozen=True)
+class _Code:
+    code: str
+    tokens: tuple[tuple[str, ...], ...]
+
+
+#: code -> its words; None for a static code that no rule implements.
+_WORDS: dict[str, _Code | None] = {}
+
+
+def _words_of(codes: Collection[str]) -> list[_Code]:
+    if not _WORDS:
+        from amplint.engine.words import WORDS
+
+        _WORDS.update((code, _Code(code, groups)) for code, groups in WORDS.items())
+    missing = [code for code in codes if code not in _WORDS]
+    if missing:
+        from amplint.catalog import static_codes
+
+        missing = [code for code in missing if code in static_codes()]
+    if missing:  # a rule newer than the table: learn its words from the rule itself
+        from amplint.engine.registry import all_rules
+
+        learned = {rule.code: _Code(rule.code, rule.tokens) for rule in all_rules()}
+        _WORDS.update((code, learned.get(code)) for code in missing)
+    return [words for code in sorted(codes) if (words := _WORDS.get(code)) is not None]
+
+
+def candidate_codes(data: bytes, codes: Collection[str]) -> tuple[list[str], CodeFacts | None]:
+    """:func:`candidate_rules` by code, without importing a rule: the codes whose rules may
+    fire on ``data``, and what ``ast`` said (None when the bytes alone ruled out every
+    code). Codes without a rule are dropped."""
+    found, facts = candidate_rules(data, _words_of(codes))
+    return [item.code for item in found], facts

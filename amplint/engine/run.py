@@ -7,25 +7,30 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
-import ast
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from amplint.analysis.model import ModuleModel
-from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
-from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
-from amplint.engine.noqa import is_silenced, noqa_lines
-from amplint.engine.prefilter import candidate_rules, inspect_code
-from amplint.engine.registry import all_rules
+from amplint.engine.prefilter import candidate_codes, inspect_code
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
+
+# The rules, the analysis and libcst are imported only once a file passed the prefilter:
+# most files never need them, and they are most of a one-file run's time.
+if TYPE_CHECKING:
+    import ast
+
+    from amplint.engine.contract import FixPlan, Report, Rule
+    from amplint.engine.fixes import ModuleLayout
 
 #: Fix passes per file before giving up on reaching a fixed point.
 MAX_FIX_PASSES = 10
 
 
 def select_rules(codes: Collection[str]) -> list[type[Rule]]:
+    from amplint.engine.registry import all_rules
+
     return [rule for rule in all_rules() if rule.code in codes]
 
 
@@ -76,6 +81,8 @@ def _key(finding: Finding) -> tuple[str, Position]:
 def _fix(plan: FixPlan, layout: ModuleLayout, *, local: bool) -> Fix | None:
     # Whole-file diffs for everything amplint prints or applies, so edits never change with
     # the shortcut; region diffs where only the resulting text matters.
+    from amplint.engine.fixes import text_edits
+
     edits = layout.local_edits(plan) if local else text_edits(layout.text, layout.fixed_text(plan))
     return Fix(plan.applicability, plan.message, edits) if edits else None
 
@@ -106,10 +113,12 @@ def lint_bytes(
     ``previous`` is the result for an earlier version of the same file (with ``fixes=False``
     it keeps its tree): the statements an edit left alone are then not parsed again.
     """
-    rules = select_rules(codes)
     facts = None
     if prefilter:
-        rules, facts = candidate_rules(data, rules)
+        codes, facts = candidate_codes(data, codes)
+        if not codes:
+            return LintResult([])
+    rules = select_rules(codes)
     if not rules:
         return LintResult([])
     if facts is None:
@@ -170,6 +179,10 @@ def lint_parsed(
     reused); its parents are filled in here. ``syntax`` is CPython's tree of the same text,
     where the prefilter made one.
     """
+    from amplint.analysis.model import ModuleModel
+    from amplint.engine.contract import RuleContext
+    from amplint.engine.fixes import ModuleLayout
+
     try:
         model = ModuleModel(parsed.module, parsed.text)
         reports: list[Report] = []
@@ -197,6 +210,9 @@ def _to_findings(
     layout: ModuleLayout,
     lazy: LintResult | None,
 ) -> list[Finding]:
+    from amplint.engine.noqa import is_silenced, noqa_lines
+    from amplint.engine.registry import all_rules
+
     positions = layout.positions(report.node for report in reports)
     silenced = noqa_lines(parsed.text)
     lines = parsed.text.splitlines()
@@ -260,6 +276,8 @@ def fix_bytes(
         else replace(finding, fix=result.fix_of(finding, local=False))
         for finding in result.findings
     ]
+    from amplint.engine.fixes import apply_edits
+
     applied = 0
     original_text = parsed.text
     for _ in range(MAX_FIX_PASSES):
@@ -287,6 +305,8 @@ def fix_bytes(
 
 
 def _non_overlapping(findings: Sequence[Finding], unsafe: bool) -> list[Finding]:
+    from amplint.engine.fixes import overlaps
+
     chosen: list[Finding] = []
     for finding in findings:
         fix = finding.fix

@@ -6,7 +6,6 @@ import contextlib
 import os
 import re
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,6 +91,8 @@ def parse_text(text: str, like: ParsedSource) -> ParsedSource:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, keeping its permission bits."""
+    import tempfile  # only fixes write: checking never needs it
+
     mode = stat.S_IMODE(path.stat().st_mode)
     directory = path.parent
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".amplint", dir=directory)
