@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from amplint.engine.registry import all_rules
+from amplint.catalog import static_codes
+from amplint.engine.registry import all_rules, rules_for
 from amplint.engine.words import WORDS
 
 # Runs the command line in a fresh interpreter, then lists the heavy modules it imported.
@@ -42,7 +43,7 @@ def _imports(tmp_path: Path, *args: str) -> tuple[int, list[str]]:
 
 
 def test_word_table_matches_the_rules() -> None:
-    assert WORDS == {rule.code: rule.tokens for rule in all_rules()}, (
+    assert {rule.code: rule.tokens for rule in all_rules()} == WORDS, (
         "amplint/engine/words.py is stale: run `python -m amplint.engine.words`"
     )
 
@@ -77,3 +78,24 @@ def test_a_training_loop_still_loads_the_rules(tmp_path: Path) -> None:
     assert status == 1
     assert "libcst" in heavy
     assert "amplint.rules.amp001_backward_inside_autocast" in heavy
+    # Only the rules whose words the file has are imported: it never says unscale_.
+    assert "amplint.rules.amp011_unscale_twice" not in heavy
+
+
+def test_rules_for_finds_each_rule_by_its_catalog_spelling() -> None:
+    # A fresh interpreter, so that the rules are found one module at a time.
+    probe = (
+        "import sys\n"
+        "from amplint.catalog import static_codes\n"
+        "from amplint.engine import registry\n"
+        "one = [f'{r.__module__}.{r.__name__}' for c in static_codes()"
+        " for r in registry.rules_for([c, 'AMP101'])]\n"
+        "assert registry.all_rules.cache_info().currsize == 0\n"
+        "print(' '.join(one))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    expected = [f"{rule.__module__}.{rule.__name__}" for rule in all_rules()]
+    assert completed.stdout.split() == expected
+    assert [rule.code for rule in rules_for(static_codes())] == list(static_codes())

@@ -29,9 +29,9 @@ MAX_FIX_PASSES = 10
 
 
 def select_rules(codes: Collection[str]) -> list[type[Rule]]:
-    from amplint.engine.registry import all_rules
+    from amplint.engine.registry import rules_for
 
-    return [rule for rule in all_rules() if rule.code in codes]
+    return rules_for(codes)
 
 
 @dataclass
@@ -210,13 +210,12 @@ def _to_findings(
     layout: ModuleLayout,
     lazy: LintResult | None,
 ) -> list[Finding]:
+    from amplint.catalog import entry
     from amplint.engine.noqa import is_silenced, noqa_lines
-    from amplint.engine.registry import all_rules
 
     positions = layout.positions(report.node for report in reports)
     silenced = noqa_lines(parsed.text)
     lines = parsed.text.splitlines()
-    names = {rule.code: rule.name for rule in all_rules()}
     findings: dict[tuple[str, Position], Finding] = {}
     for report in reports:
         code_range = positions[report.node]
@@ -242,7 +241,7 @@ def _to_findings(
                 location=start,
                 end_location=end,
                 fix=fix,
-                name=names.get(report.code, ""),
+                name=known.name if (known := entry(report.code)) is not None else "",
                 source_line=lines[start.row - 1] if start.row <= len(lines) else "",
             ),
         )
