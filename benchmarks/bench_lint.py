@@ -55,19 +55,35 @@ class Tool:
     prepare: list[str] | None = None
     walls: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)
+    #: user + system CPU seconds of the process and its waited-for children.
+    cpus: list[float] = field(default_factory=list)
 
 
-def measure(command: list[str], cwd: Path) -> tuple[float, int, int]:
-    """Wall seconds, peak RSS (KiB) and exit status of one run."""
+#: As installed tools run: with compiled bytecode. An environment that forbids writing it
+#: (PYTHONDONTWRITEBYTECODE) would have every run compile amplint's modules from source.
+ENVIRONMENT = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def measure(command: list[str], cwd: Path) -> tuple[float, int, int, float]:
+    """Wall seconds, peak RSS (KiB), exit status and CPU seconds of one run."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENVIRONMENT
+    )
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode not in (0, 1):
         error = process.stderr.read().decode(errors="replace") if process.stderr else ""
         raise SystemExit(f"{command[0]} failed ({process.returncode}): {error.strip()[:400]}")
-    return wall, usage.ru_maxrss, process.returncode
+    return wall, usage.ru_maxrss, process.returncode, usage.ru_utime + usage.ru_stime
+
+
+def record(tool: Tool, cwd: Path) -> None:
+    wall, peak, _, cpu = measure(tool.command, cwd)
+    tool.walls.append(wall)
+    tool.peaks.append(peak)
+    tool.cpus.append(cpu)
 
 
 def copy_python_files(source: Path, target: Path) -> tuple[int, int]:
@@ -154,27 +170,28 @@ def main() -> None:
         )
 
     singles = single_file_tools(tree, work, amplint, ruff)
+    for tool in singles:  # warm-up: bytecode written, files in the page cache
+        measure(tool.command, work)
+    load_before = os.getloadavg()[0]
     for round_number in range(1, args.rounds + 1):
         for tool in tools:
             if tool.prepare:
                 measure(tool.prepare, work)
-            wall, peak, _ = measure(tool.command, work)
-            tool.walls.append(wall)
-            tool.peaks.append(peak)
+            record(tool, work)
         for _ in range(args.single_repeats):
             for tool in singles:
-                wall, peak, _ = measure(tool.command, work)
-                tool.walls.append(wall)
-                tool.peaks.append(peak)
+                record(tool, work)
         print(f"round {round_number}/{args.rounds} done", file=sys.stderr)
+    print(f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
 
     medians = {tool.name: statistics.median(tool.walls) / tool.share for tool in tools}
-    print(f"\n{'tool':<42} {'wall s':>9} {'spread':>7} {'peak MB':>9}")
+    print(f"\n{'tool':<42} {'wall s':>9} {'spread':>7} {'CPU s':>7} {'peak MB':>9}")
     for tool in tools:
         note = "  (extrapolated to the whole tree)" if tool.share < 1 else ""
+        cpu = statistics.median(tool.cpus) / tool.share
         print(
             f"{tool.name:<42} {medians[tool.name]:>9.2f} {spread(tool.walls):>7.2f}"
-            f" {max(tool.peaks) / 1024:>9.0f}{note}"
+            f" {cpu:>7.2f} {max(tool.peaks) / 1024:>9.0f}{note}"
         )
 
     cold_tool, warm_tool, ruff_ef = tools[0], tools[1], tools[2]
@@ -193,13 +210,14 @@ def main() -> None:
         print(f"  TorchFix / amplint cold: {medians[tools[4].name] / cold:.0f}x")
     print(f"  warm re-run: {warm:.3f} s")
 
-    print(f"\none file at a time ({args.single_repeats} runs per round; ms):")
-    print(f"  {'command':<46} {'median':>7} {'min':>6} {'max':>6} {'peak MB':>8}")
+    print(f"\none file at a time ({args.single_repeats} runs per round; wall and CPU ms):")
+    print(f"  {'command':<46} {'median':>7} {'min':>6} {'max':>6} {'CPU':>6} {'peak MB':>8}")
     for tool in singles:
         walls = [wall * 1000 for wall in tool.walls]
         print(
             f"  {tool.name:<46} {statistics.median(walls):>7.0f} {min(walls):>6.0f}"
-            f" {max(walls):>6.0f} {max(tool.peaks) / 1024:>8.0f}"
+            f" {max(walls):>6.0f} {statistics.median(tool.cpus) * 1000:>6.0f}"
+            f" {max(tool.peaks) / 1024:>8.0f}"
         )
 
     single = {tool.name: statistics.median(tool.walls) for tool in singles}
