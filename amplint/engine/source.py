@@ -57,6 +57,7 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
+    from amplint.engine.cstparse import parse_module
     from amplint.engine.piecewise import PIECEWISE_ABOVE, parse_large
 
     if b"\x00" in data:
@@ -64,7 +65,7 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     try:
         module = parse_large(data, syntax) if len(data) > PIECEWISE_ABOVE else None
         if module is None:
-            module = cst.parse_module(data)
+            module = parse_module(data)
     except cst.ParserSyntaxError as error:
         message = str(error.message).strip().splitlines()[0] if error.message else ""
         message = _PARSER_PREFIX.sub("", message) or "invalid syntax"
