@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from amplint.engine.prefilter import scan
+from amplint.engine.prefilter import code_only, scan
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 
@@ -68,3 +68,55 @@ def test_corpus_and_torch_files() -> None:
         except SyntaxError:
             continue
         assert scan(tree) == _reference(tree), path
+
+
+def _identifiers_kept(data: bytes) -> list[str]:
+    """The identifiers of ``data``'s code that ``code_only`` lost (must be none)."""
+    code = code_only(data)
+    assert code is not None
+    names, _ = scan(ast.parse(data))
+    return sorted(name for name in names if name.encode() not in code)
+
+
+def test_code_only_keeps_every_identifier_of_the_code() -> None:
+    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(150)
+    checked = 0
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            ast.parse(data)
+        except SyntaxError:
+            continue
+        if code_only(data) is None:
+            continue
+        assert _identifiers_kept(data) == [], path
+        checked += 1
+    assert checked > 50
+
+
+def test_code_only_drops_words_in_comments_and_strings() -> None:
+    source = (
+        b'"""Uses torch.autocast and a GradScaler."""\n'
+        b"# scaler.step(optimizer)\n"
+        b"x = 'autocast' + r\"GradScaler\\\"\" + b'''\nbackward\n'''\n"
+        b'y = f"{step(x)!r} {{autocast}}"\n'
+    )
+    code = code_only(source)
+    assert code is not None
+    assert b"autocast" not in code.replace(b"{{autocast}}", b"")
+    assert b"GradScaler" not in code and b"scaler" not in code and b"backward" not in code
+    assert b"step(x)" in code  # an f-string's fields are code
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b'f"{d["k"]}"\n',  # Python 3.12: a field reusing the string's quote
+        b'return"x"\n',  # a keyword glued to a string
+        b'x = "unterminated\n',
+        b"# -*- coding: latin-1 -*-\nx = 1\n",
+        b"x = 1\x00\n",
+    ],
+)
+def test_code_only_refuses_what_it_might_misread(source: bytes) -> None:
+    assert code_only(source) is None

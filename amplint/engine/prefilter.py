@@ -14,8 +14,10 @@ read and a byte search, nothing more.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -228,12 +230,85 @@ def may_fire_in_code(names: set[str], rules: Sequence[_T]) -> list[_T]:
     ]
 
 
+#: Files above this size are stripped of comments and strings before ``ast`` sees them:
+#: ``ast.parse`` holds about 85 bytes per byte of source (115 MB for torch's 1.4 MB
+#: ``common_methods_invocations.py``, whose AMP words all sit in strings), more than linting
+#: any other file of the tree needs; the regex pass costs about what the parse would.
+STRIP_ABOVE = 512 * 1024
+
+_STRING = (
+    rb"""(?:'''(?:[^'\\]|\\.|'(?!''))*'''"""
+    rb'''|"""(?:[^"\\]|\\.|"(?!""))*"""'''
+    rb"""|'(?:[^'\\\r\n]|\\.)*'"""
+    rb"""|"(?:[^"\\\r\n]|\\.)*")"""
+)
+#: Comments and strings with a plain prefix are dropped; identifiers are kept whole (with a
+#: string glued to them: f-strings, or a keyword such as ``return"x"``), and so are quotes
+#: that start no string.
+_LEXEME = (
+    rb"\#[^\r\n]*"
+    rb"|(?:[rRbBuU]|[bB][rR]|[rR][bB])?"
+    + _STRING
+    + rb"|(?P<keep>[A-Za-z0-9_]+(?:"
+    + _STRING
+    + rb""")?|['"])"""
+)
+_KEPT_STRING = rb"(?P<prefix>[A-Za-z0-9_]*)(?P<string>" + _STRING + rb""")|['"]"""
+_F_PREFIXES = frozenset((b"f", b"rf", b"fr"))
+_CODING = rb"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)"
+
+
+@cache
+def _compiled() -> tuple[re.Pattern[bytes], re.Pattern[bytes], re.Pattern[bytes]]:
+    # Compiled on first use: the one-file path of a file without AMP words never needs them.
+    return (
+        re.compile(_LEXEME, re.DOTALL),
+        re.compile(_KEPT_STRING, re.DOTALL),
+        re.compile(_CODING),
+    )
+
+
+def code_only(data: bytes) -> bytes | None:
+    """``data`` without its comments and (non-f) string literals, or None when unsure.
+
+    Sound for the prefilter: the result holds every identifier of the code (f-strings are
+    kept whole, since their fields are code). It is None when the file may not be read the
+    way CPython reads it: a coding other than UTF-8 (a multi-byte encoding may hide quotes
+    in its second bytes), NUL bytes, a quote that starts no string, a string glued to a name
+    other than an f-string prefix, or an f-string whose braces do not balance (Python 3.12
+    lets a field reuse the string's own quote, which would end it here too early).
+    """
+    if b"\x00" in data:
+        return None
+    lexeme, kept_string, coding = _compiled()
+    for line in data.split(b"\n", 2)[:2]:
+        cookie = coding.match(line)
+        if cookie is not None and cookie.group(1).lower().replace(b"_", b"-") not in (
+            b"utf-8",
+            b"utf8",
+        ):
+            return None
+    code = lexeme.sub(rb"\g<keep>", data)
+    for kept in kept_string.finditer(code):
+        prefix = kept.group("prefix")
+        if prefix is None or prefix.lower() not in _F_PREFIXES:
+            return None
+        body = kept.group("string").replace(b"{{", b"").replace(b"}}", b"")
+        if body.count(b"{") != body.count(b"}"):
+            return None
+    return code
+
+
 def candidate_rules(data: bytes, rules: Sequence[_T]) -> tuple[list[_T], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
     stage 1 already excluded every rule)."""
     candidates = may_fire(data, rules)
     if not candidates:
         return [], None
+    if len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+        candidates = may_fire(code, candidates)
+        if not candidates:
+            return [], None
     facts = inspect_code(data)
     if facts.names is None:
         return candidates, facts
