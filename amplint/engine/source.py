@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +63,8 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
 
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")
+    if len(data) > PIECEWISE_ABOVE:
+        _release_free_memory()
     try:
         module = parse_large(data, syntax) if len(data) > PIECEWISE_ABOVE else None
         if module is None:
@@ -82,6 +85,35 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     if text.startswith("\ufeff"):
         text = text[1:]
     return ParsedSource(module, text)
+
+
+def _release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system before a large parse.
+
+    glibc keeps what earlier files' trees freed, so a process that linted many files holds
+    it when the next large one is parsed: over torch's tree in one process the peak was
+    115 MB, 97 MB with this. Only glibc has ``malloc_trim``; elsewhere this does nothing.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _no_trim
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            if name is not None:
+                _malloc_trim = getattr(ctypes.CDLL(name), "malloc_trim", _no_trim)
+        except (ImportError, OSError):
+            pass
+    _malloc_trim(0)
+
+
+def _no_trim(pad: int) -> int:
+    return 0
+
+
+_malloc_trim: Callable[[int], int] | None = None
 
 
 def parse_text(text: str, like: ParsedSource) -> ParsedSource:
