@@ -60,7 +60,7 @@ def test_snippets(name: str) -> None:
 
 
 def test_corpus_and_torch_files() -> None:
-    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(150)
+    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(100)
     assert len(paths) > 50
     for path in paths:
         try:
@@ -79,7 +79,7 @@ def _identifiers_kept(data: bytes) -> list[str]:
 
 
 def test_code_only_keeps_every_identifier_of_the_code() -> None:
-    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(150)
+    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(100)
     checked = 0
     for path in paths:
         data = path.read_bytes()
