@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import sys
@@ -516,6 +515,8 @@ def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:
 
 def unified_diff(name: str, before: bytes, after: bytes) -> str:
     """``before`` -> ``after`` as a unified diff between ``a/name`` and ``b/name``."""
+    import difflib  # only diffs need it
+
     old = before.decode("utf-8", errors="replace").splitlines(keepends=True)
     new = after.decode("utf-8", errors="replace").splitlines(keepends=True)
     lines = difflib.unified_diff(old, new, fromfile=f"a/{name}", tofile=f"b/{name}")

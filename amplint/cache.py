@@ -22,8 +22,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +151,8 @@ class FindingsCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             mark(self.cache_dir)
+            import tempfile  # imported when saving: a --no-cache run never needs it
+
             handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 json.dump(payload, stream, separators=(",", ":"))
@@ -192,5 +192,7 @@ def clean(cache_dir: Path) -> bool:
     """Remove an amplint cache directory; whether there was one."""
     if not cache_dir.is_dir() or not is_amplint_cache(cache_dir):
         return False
+    import shutil
+
     shutil.rmtree(cache_dir, ignore_errors=True)
     return True

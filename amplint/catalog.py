@@ -1780,6 +1780,11 @@ def known_codes() -> tuple[str, ...]:
     return tuple(code for code in sorted(by_code()) if code not in ALWAYS_REPORTED)
 
 
+def static_codes() -> tuple[str, ...]:
+    """The selectable codes the linter's rules implement."""
+    return tuple(code for code in known_codes() if by_code()[code].static)
+
+
 def default_codes() -> tuple[str, ...]:
     return tuple(code for code in known_codes() if by_code()[code].default_enabled)
 

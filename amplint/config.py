@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pathspec
+if TYPE_CHECKING:
+    import pathspec
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -392,6 +393,8 @@ _SPEC_CACHE: dict[str, pathspec.GitIgnoreSpec] = {}
 def _compiled(pattern: str) -> pathspec.GitIgnoreSpec:
     spec = _SPEC_CACHE.get(pattern)
     if spec is None:
+        import pathspec  # imported on first use: a one-file check never needs it
+
         spec = _SPEC_CACHE[pattern] = pathspec.GitIgnoreSpec.from_lines([pattern])
     return spec
 

@@ -14,11 +14,14 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from amplint.config import Settings, relative_to_root
+
+if TYPE_CHECKING:
+    import pathspec
 
 __all__ = [
     "DEFAULT_EXCLUDES",
@@ -91,6 +94,12 @@ def is_excluded(path: Path, settings: Settings) -> bool:
 # --------------------------------------------------------------------------- matching
 
 
+def _compile(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
+    import pathspec  # imported on first use: a one-file check never needs it
+
+    return pathspec.GitIgnoreSpec.from_lines(list(lines))
+
+
 def _verdict(spec: pathspec.GitIgnoreSpec, relative: str) -> bool | None:
     """True: ignored, False: re-included by a ``!`` pattern, None: no pattern matched."""
     check = getattr(spec, "check_file", None)
@@ -122,11 +131,17 @@ class _Rules:
 
     def __init__(self, lines: Iterable[str]) -> None:
         self._lines = tuple(lines)
-        self.spec = pathspec.GitIgnoreSpec.from_lines(list(self._lines))
         self._singles: list[tuple[bool, pathspec.GitIgnoreSpec]] | None = None
+
+    @cached_property
+    def spec(self) -> pathspec.GitIgnoreSpec:
+        # Compiled on first use: checking one named file never needs the default exclusions.
+        return _compile(self._lines)
 
     def verdict(self, relative: str, is_dir: bool) -> bool | None:
         """The verdict on ``relative`` or on any directory above it (a path's own exclusion)."""
+        if not self._lines:
+            return None
         return _verdict(self.spec, relative + "/" if is_dir else relative)
 
     def entry_verdict(self, relative: str, is_dir: bool) -> bool | None:
@@ -160,9 +175,7 @@ class _Rules:
     def _single_specs(self) -> list[tuple[bool, pathspec.GitIgnoreSpec]]:
         if self._singles is None:
             self._singles = [
-                (_is_anchored(line), pathspec.GitIgnoreSpec.from_lines([line]))
-                for line in self._lines
-                if line.strip()
+                (_is_anchored(line), _compile([line])) for line in self._lines if line.strip()
             ]
         return self._singles
 

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+from amplint.engine.cstparse import parse_module
+
 #: Files larger than this (characters) are parsed in pieces.
 PIECEWISE_ABOVE = 128 * 1024
 #: The size a piece aims at; a statement with no place to cut inside can make it larger.
@@ -231,7 +233,7 @@ def _assemble(text: str, lines: list[str], cuts: list[_Cut]) -> cst.Module | Non
             source = prefix + headers + source
         if following is not None:
             source += _indentation(lines[following.line - 1]) + "pass" + newline
-        module = cst.parse_module(source)
+        module = parse_module(source)
         if first_module is None:
             first_module = module
             body = module.body

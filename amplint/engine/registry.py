@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from functools import cache
 from types import ModuleType
 
@@ -51,6 +51,41 @@ def collect_rules(modules: Iterable[ModuleType]) -> tuple[type[Rule], ...]:
             )
         found[rule.code] = rule
     return tuple(found[code] for code in sorted(found))
+
+
+def rules_for(codes: Collection[str]) -> list[type[Rule]]:
+    """The rules of ``codes``, ordered by code, importing only their modules (each module
+    spells its code and catalog name); any surprise defers to :func:`all_rules`."""
+    if all_rules.cache_info().currsize:  # type: ignore[attr-defined]
+        return [rule for rule in all_rules() if rule.code in codes]
+    from amplint.catalog import entry
+
+    found = []
+    for code in sorted(codes):
+        known = entry(code)
+        if known is None or not known.static:
+            continue
+        rule = _rule_in(f"{code.lower()}_{known.name.replace('-', '_')}", code)
+        if rule is None:
+            return [rule for rule in all_rules() if rule.code in codes]
+        found.append(rule)
+    return found
+
+
+def _rule_in(module_name: str, code: str) -> type[Rule] | None:
+    try:
+        module = importlib.import_module(f"amplint.rules.{module_name}")
+    except ModuleNotFoundError:
+        return None
+    defined = [
+        value
+        for value in vars(module).values()
+        if isinstance(value, type)
+        and issubclass(value, Rule)
+        and value.__module__ == module.__name__
+        and value.__dict__.get("code") == code
+    ]
+    return defined[0] if len(defined) == 1 else None
 
 
 def rule_by_code(code: str) -> type[Rule] | None:

@@ -7,24 +7,30 @@ filtering and text-edit fixes.
 
 from __future__ import annotations
 
-import ast
 from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from amplint.analysis.model import ModuleModel
-from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, name_of
-from amplint.engine.contract import FixPlan, Report, Rule, RuleContext
-from amplint.engine.fixes import ModuleLayout, apply_edits, overlaps, text_edits
-from amplint.engine.noqa import is_silenced, noqa_lines
-from amplint.engine.prefilter import CodeFacts, _Bytes, candidate_rules, inspect_code, may_fire
-from amplint.engine.registry import all_rules
+from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, entry, name_of
+from amplint.engine.prefilter import (
+    CodeFacts,
+    _Bytes,
+    candidate_codes,
+    inspect_code,
+    mentions_amp,
+)
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
 
+# The rules, the analysis and libcst are imported only once a file passed the prefilter:
+# most files never need them, and they are most of a one-file run's time.
 if TYPE_CHECKING:
+    import ast
+
     from amplint.analysis.values import ImportLookup
+    from amplint.engine.contract import FixPlan, Report, Rule
+    from amplint.engine.fixes import ModuleLayout
     from amplint.engine.project import FileView
 
 #: Fix passes per file before giving up on reaching a fixed point.
@@ -32,7 +38,9 @@ MAX_FIX_PASSES = 10
 
 
 def select_rules(codes: Collection[str]) -> list[type[Rule]]:
-    return [rule for rule in all_rules() if rule.code in codes]
+    from amplint.engine.registry import rules_for
+
+    return rules_for(codes)
 
 
 @dataclass
@@ -82,6 +90,8 @@ def _key(finding: Finding) -> tuple[str, Position]:
 def _fix(plan: FixPlan, layout: ModuleLayout, *, local: bool) -> Fix | None:
     # Whole-file diffs for everything amplint prints or applies, so edits never change with
     # the shortcut; region diffs where only the resulting text matters.
+    from amplint.engine.fixes import text_edits
+
     edits = layout.local_edits(plan) if local else text_edits(layout.text, layout.fixed_text(plan))
     return Fix(plan.applicability, plan.message, edits) if edits else None
 
@@ -116,22 +126,21 @@ def lint_bytes(
     ``project`` is the file's view of the project it is checked in (None: on its own): the
     analysis then sees into the project modules it imports.
     """
-    rules = select_rules(codes)
     facts = None
     if prefilter:
-        selected = rules
+        selected = codes
         # The project's look at dropped rules searches the same words again: share them.
         words = _Bytes(data) if project is not None else None
-        rules, facts = candidate_rules(data, rules, words)
-        if project is not None and len(rules) < len(selected):
-            kept = set(rules)
-            dropped = [r for r in selected if r not in kept]
-            readmitted = project.readmit(data, dropped, words, facts)
-            if readmitted:
-                rules = [r for r in selected if r in kept or r in readmitted]
-        if not rules:
+        codes, facts = candidate_codes(data, codes, words)
+        if project is not None and len(codes) < len(selected):
+            kept = set(codes)
+            dropped = select_rules([code for code in selected if code not in kept])
+            readmitted = {rule.code for rule in project.readmit(data, dropped, words, facts)}
+            codes = [code for code in selected if code in kept or code in readmitted]
+        if not codes:
             return LintResult(_syntax_only(data, filename, facts))
-    elif not rules:
+    rules = select_rules(codes)
+    if not rules:
         return LintResult([])
     if facts is None:
         facts = inspect_code(data)
@@ -161,7 +170,7 @@ def _syntax_only(data: bytes, filename: str, facts: CodeFacts | None) -> list[Fi
     """The syntax-error finding of a file no selected rule needs: a file that mentions AMP
     at all is checked for syntax whatever the selection, as ruff reports syntax errors."""
     if facts is None:
-        if not may_fire(data, all_rules()):
+        if not mentions_amp(data):
             return []
         facts = inspect_code(data)
     if facts.refusal is not None:
@@ -212,6 +221,10 @@ def lint_parsed(
     where the prefilter made one. ``imports`` lets the analysis see the project's other
     modules (see :mod:`amplint.engine.project`).
     """
+    from amplint.analysis.model import ModuleModel
+    from amplint.engine.contract import RuleContext
+    from amplint.engine.fixes import ModuleLayout
+
     try:
         try:
             model = ModuleModel(parsed.module, parsed.text, imports)
@@ -273,10 +286,11 @@ def _to_findings(
     layout: ModuleLayout,
     lazy: LintResult | None,
 ) -> list[Finding]:
+    from amplint.engine.noqa import is_silenced, noqa_lines
+
     positions = layout.positions(report.node for report in reports)
     silenced = noqa_lines(parsed.text)
     lines = parsed.text.splitlines()
-    names = {rule.code: rule.name for rule in all_rules()}
     failures: list[Finding] = []
     findings: dict[tuple[str, Position], Finding] = {}
     for report in reports:
@@ -308,7 +322,7 @@ def _to_findings(
                 location=start,
                 end_location=end,
                 fix=fix,
-                name=names.get(report.code, ""),
+                name=known.name if (known := entry(report.code)) is not None else "",
                 source_line=lines[start.row - 1] if start.row <= len(lines) else "",
             ),
         )
@@ -343,6 +357,8 @@ def fix_bytes(
         else replace(finding, fix=result.fix_of(finding, local=False))
         for finding in result.findings
     ]
+    from amplint.engine.fixes import apply_edits
+
     applied = 0
     original_text = parsed.text
     for _ in range(MAX_FIX_PASSES):
@@ -371,6 +387,8 @@ def fix_bytes(
 
 
 def _non_overlapping(findings: Sequence[Finding], unsafe: bool) -> list[Finding]:
+    from amplint.engine.fixes import overlaps
+
     chosen: list[Finding] = []
     for finding in findings:
         fix = finding.fix

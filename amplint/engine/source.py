@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 import stat
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -59,14 +59,17 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
+    from amplint.engine.cstparse import parse_module
     from amplint.engine.piecewise import PIECEWISE_ABOVE, parse_large
 
     if b"\x00" in data:
         raise SourceError("source contains NUL bytes")
+    if len(data) > PIECEWISE_ABOVE:
+        _release_free_memory()
     try:
         module = parse_large(data, syntax) if len(data) > PIECEWISE_ABOVE else None
         if module is None:
-            module = cst.parse_module(data)
+            module = parse_module(data)
     except cst.ParserSyntaxError as error:
         message = str(error.message).strip().splitlines()[0] if error.message else ""
         message = _PARSER_PREFIX.sub("", message) or "invalid syntax"
@@ -85,6 +88,35 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     return ParsedSource(module, text)
 
 
+def _release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system before a large parse.
+
+    glibc keeps what earlier files' trees freed, so a process that linted many files holds
+    it when the next large one is parsed: over torch's tree in one process the peak was
+    115 MB, 97 MB with this. Only glibc has ``malloc_trim``; elsewhere this does nothing.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _no_trim
+        try:
+            import ctypes
+            import ctypes.util
+
+            name = ctypes.util.find_library("c")
+            if name is not None:
+                _malloc_trim = getattr(ctypes.CDLL(name), "malloc_trim", _no_trim)
+        except (ImportError, OSError):
+            pass
+    _malloc_trim(0)
+
+
+def _no_trim(pad: int) -> int:
+    return 0
+
+
+_malloc_trim: Callable[[int], int] | None = None
+
+
 def parse_text(text: str, like: ParsedSource) -> ParsedSource:
     """Re-parse edited text, keeping the original's encoding."""
     data = like.encode(text)
@@ -93,6 +125,8 @@ def parse_text(text: str, like: ParsedSource) -> ParsedSource:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically, keeping its permission bits."""
+    import tempfile  # only fixes write: checking never needs it
+
     mode = stat.S_IMODE(path.stat().st_mode)
     directory = path.parent
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".amplint", dir=directory)

@@ -1,0 +1,129 @@
+"""The prefilter's own tree walk finds what ``ast.walk`` finds, node for node."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from amplint.engine.prefilter import KEYWORD, code_only, scan
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
+
+SNIPPETS = {
+    "imports": "import torch.cuda.amp as amp, os\nfrom torch.cuda.amp import autocast as ac\n"
+    "from . import sibling\nfrom .. import *\n",
+    "match": "match cmd:\n    case Point(x=0, y=yy) | [first, *rest]:\n        pass\n"
+    "    case {'k': value, **others} if value > guard:\n        pass\n",
+    "comprehensions and lambdas": "f = lambda a, *b, c=d, **e: [x for x in it if x]\n"
+    "g = {k: v for k, v in z} or (y async for y in w)\n",
+    "f-strings": "s = f'{scaler.get_scale()!r:>{width}} {obj.attr=}'\n",
+    "async and decorators": "@deco.attr(arg)\nasync def run(x: Ann[int]) -> Ret:\n"
+    "    async with ctx() as c:\n        async for y in gen():\n            await y\n",
+    "globals and walrus": "def f():\n    global g\n    nonlocal_free = (w := g)\n    del w\n",
+    "try star and starred": "try:\n    a, *b = c\nexcept* (E1, E2) as group:\n    raise X from Y\n",
+    "dict keys with None": "d = {**base, 'k': v}\nx[1:2, ::step]\n",
+}
+
+
+def _reference(tree: ast.AST) -> tuple[set[str], int]:
+    found: set[str] = set()
+    count = 0
+    for node in ast.walk(tree):
+        count += 1
+        if isinstance(node, ast.Name):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+        elif isinstance(node, ast.alias):
+            found.update(node.name.split("."))
+            if node.asname:
+                found.add(node.asname)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(node.module.split("."))
+        elif isinstance(node, ast.keyword) and node.arg:
+            value = node.value
+            if type(value) is ast.Constant and isinstance(value.value, (str, int)):
+                found.add(f"{KEYWORD}{node.arg}:{value.value}")
+    return found, count
+
+
+def _torch_files(limit: int) -> list[Path]:
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return []
+    return sorted(Path(spec.origin).parent.rglob("*.py"))[:limit]
+
+
+@pytest.mark.parametrize("name", sorted(SNIPPETS))
+def test_snippets(name: str) -> None:
+    tree = ast.parse(SNIPPETS[name])
+    assert scan(tree) == _reference(tree)
+
+
+def test_corpus_and_torch_files() -> None:
+    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(100)
+    assert len(paths) > 50
+    for path in paths:
+        try:
+            tree = ast.parse(path.read_bytes())
+        except SyntaxError:
+            continue
+        assert scan(tree) == _reference(tree), path
+
+
+def _identifiers_kept(data: bytes) -> list[str]:
+    """The identifiers of ``data``'s code that ``code_only`` lost (must be none)."""
+    code = code_only(data)
+    assert code is not None
+    names, _ = scan(ast.parse(data))
+    # Keyword literals (``=precision:16-mixed``) are not identifiers: their values are strings.
+    return sorted(
+        name for name in names if not name.startswith(KEYWORD) and name.encode() not in code
+    )
+
+
+def test_code_only_keeps_every_identifier_of_the_code() -> None:
+    paths = sorted(CORPUS.rglob("*.py")) + _torch_files(100)
+    checked = 0
+    for path in paths:
+        data = path.read_bytes()
+        try:
+            ast.parse(data)
+        except SyntaxError:
+            continue
+        if code_only(data) is None:
+            continue
+        assert _identifiers_kept(data) == [], path
+        checked += 1
+    assert checked > 50
+
+
+def test_code_only_drops_words_in_comments_and_strings() -> None:
+    source = (
+        b'"""Uses torch.autocast and a GradScaler."""\n'
+        b"# scaler.step(optimizer)\n"
+        b"x = 'autocast' + r\"GradScaler\\\"\" + b'''\nbackward\n'''\n"
+        b'y = f"{step(x)!r} {{autocast}}"\n'
+    )
+    code = code_only(source)
+    assert code is not None
+    assert b"autocast" not in code.replace(b"{{autocast}}", b"")
+    assert b"GradScaler" not in code and b"scaler" not in code and b"backward" not in code
+    assert b"step(x)" in code  # an f-string's fields are code
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b'f"{d["k"]}"\n',  # Python 3.12: a field reusing the string's quote
+        b'return"x"\n',  # a keyword glued to a string
+        b'x = "unterminated\n',
+        b"# -*- coding: latin-1 -*-\nx = 1\n",
+        b"x = 1\x00\n",
+    ],
+)
+def test_code_only_refuses_what_it_might_misread(source: bytes) -> None:
+    assert code_only(source) is None
