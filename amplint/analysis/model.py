@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import Literal
 
@@ -46,6 +46,25 @@ def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
             continue
         yield current
         stack.extend(reversed(list(iter_children(current))))
+
+
+def mapping_extended(nodes: Iterable[cst.CSTNode], name: str) -> bool:
+    """Whether ``nodes`` grow the dict called ``name`` after it was built:
+    ``name["x"] = ...``, ``name.update(...)`` or ``name.setdefault(...)``."""
+    for node in nodes:
+        if (
+            isinstance(node, cst.Call)
+            and method_name(node) in ("update", "setdefault")
+            and dotted_name(receiver(node) or cst.Name("_")) == name
+        ):
+            return True
+        if (
+            isinstance(node, cst.AssignTarget)
+            and isinstance(node.target, cst.Subscript)
+            and dotted_name(node.target.value) == name
+        ):
+            return True
+    return False
 
 
 #: Memo of :func:`calls_in` for the file being analysed: a new :class:`ModuleModel` empties

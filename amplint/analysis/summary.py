@@ -26,8 +26,15 @@ from typing import Any
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
-from amplint.analysis.scopes import BindingKind, Scope, dotted_name
+from amplint.analysis.model import (
+    ModuleModel,
+    calls_in,
+    mapping_extended,
+    method_name,
+    receiver,
+    walk_body,
+)
+from amplint.analysis.scopes import BindingKind, Scope
 from amplint.analysis.symbols import AUTOCAST_SYMBOLS, DTYPE_NAMES, SCALER_SYMBOLS, Symbol
 from amplint.analysis.values import (
     AutocastRegion,
@@ -405,28 +412,10 @@ def _saved_dict(model: ModuleModel, call: cst.Call) -> cst.Dict | None:
         bindings = model.index.scope_of(value).lookup(value.value)
         if len(bindings) == 1 and isinstance(bindings[0].node, cst.Dict):
             function = model.index.enclosing_function(call)
-            if function is not None and _extended(function, value.value):
+            if function is not None and mapping_extended(walk_body(function.body), value.value):
                 return None
             return bindings[0].node
     return None
-
-
-def _extended(function: cst.FunctionDef, name: str) -> bool:
-    """``state["x"] = ...`` / ``state.update(...)``: the dict grows after it is written."""
-    for node in walk_body(function.body):
-        if (
-            isinstance(node, cst.Call)
-            and method_name(node) in ("update", "setdefault")
-            and dotted_name(receiver(node) or cst.Name("_")) == name
-        ):
-            return True
-        if (
-            isinstance(node, cst.AssignTarget)
-            and isinstance(node.target, cst.Subscript)
-            and dotted_name(node.target.value) == name
-        ):
-            return True
-    return False
 
 
 def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:

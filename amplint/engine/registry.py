@@ -31,14 +31,7 @@ def collect_rules(modules: Iterable[ModuleType]) -> tuple[type[Rule], ...]:
     and a code claimed twice."""
     found: dict[str, type[Rule]] = {}
     for module in modules:
-        defined = [
-            value
-            for value in vars(module).values()
-            if isinstance(value, type)
-            and issubclass(value, Rule)
-            and value.__module__ == module.__name__
-            and "code" in value.__dict__
-        ]
+        defined = _rules_defined_in(module)
         if len(defined) != 1:
             raise RuleDefinitionError(
                 f"module {module.__name__} must define exactly one rule, found {len(defined)}"
@@ -77,15 +70,19 @@ def _rule_in(module_name: str, code: str) -> type[Rule] | None:
         module = importlib.import_module(f"amplint.rules.{module_name}")
     except ModuleNotFoundError:
         return None
-    defined = [
+    defined = _rules_defined_in(module)
+    return defined[0] if len(defined) == 1 and defined[0].code == code else None
+
+
+def _rules_defined_in(module: ModuleType) -> list[type[Rule]]:
+    return [
         value
         for value in vars(module).values()
         if isinstance(value, type)
         and issubclass(value, Rule)
         and value.__module__ == module.__name__
-        and value.__dict__.get("code") == code
+        and "code" in value.__dict__
     ]
-    return defined[0] if len(defined) == 1 else None
 
 
 def rule_by_code(code: str) -> type[Rule] | None:

@@ -12,7 +12,14 @@ from amplint.analysis.lifecycle import (
     scalers_reaching,
     scales_losses,
 )
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.model import (
+    ModuleModel,
+    calls_in,
+    mapping_extended,
+    method_name,
+    receiver,
+    walk_body,
+)
 from amplint.analysis.scalers import named_like_scaler, scaler_like
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
@@ -606,20 +613,7 @@ def _extended_later(model: ModuleModel, save: cst.Call, name: str) -> bool:
     """``checkpoint["scaler"] = ...`` / ``checkpoint.update(...)`` in the same function."""
     function = model.index.enclosing_function(save)
     unit = function.body if function is not None else model.module
-    for node in _walk(unit):
-        if (
-            isinstance(node, cst.Call)
-            and method_name(node) in ("update", "setdefault")
-            and dotted_name(receiver(node) or cst.Name("_")) == name
-        ):
-            return True
-        if (
-            isinstance(node, cst.AssignTarget)
-            and isinstance(node.target, cst.Subscript)
-            and dotted_name(node.target.value) == name
-        ):
-            return True
-    return False
+    return mapping_extended(_walk(unit), name)
 
 
 def _walk(node: cst.CSTNode) -> list[cst.CSTNode]:
