@@ -26,6 +26,8 @@ State left where it is, on purpose (none of it belongs to one install/uninstall 
   set once at fork; ``reporting._flushers``: the health module's flush, registered once.
 * ``distributed._sharded_class`` / ``_torch_class``, ``frameworks._dirs``: caches of
   facts that never change in a process (a class built once, the framework folders).
+  ``frames._SKIPPED_PREFIXES`` grows by those folders at the first ``install()``, once:
+  framework code is machinery whether amplint is installed or not.
 * ``frameworks._regions``: each thread's stack of open autocast regions, pushed and popped
   by the regions themselves, so it is balanced whatever the session does.
 * ``state._enabled_scalers``: whether the process ever built an enabled GradScaler; a
