@@ -11,10 +11,12 @@ only report events to ``usage.py``, the state machine that decides every usage f
 (``state.py`` holds the facts it consults). ``findings.py`` has the messages (names from
 ``amplint.catalog``), ``reporting.py`` how findings are shown, ``frames.py`` how the user's
 line is found, ``install.py`` the patching, ``compiled.py`` what torch.compile needs,
-``runner.py`` the ``amplint run`` entry point. Numerical health (AMP101-AMP107,
-``install(health=True)``): ``health.py`` (per-scaler device statistics and the monitor),
-``activations.py`` (the float16 forward hook), ``gradstats.py`` (gradient reductions in
-bounded memory), ``health_findings.py`` (the host's reading of the statistics),
+``runner.py`` the ``amplint run`` entry point. ``session.py`` holds the runtime's state in
+one object (what an installation put in place, what was found, what the checks remember),
+so that ``uninstall()`` and ``reset()`` each bring it back in one call. Numerical health
+(AMP101-AMP107, ``install(health=True)``): ``health.py`` (per-scaler device statistics and
+the monitor), ``activations.py`` (the float16 forward hook), ``gradstats.py`` (gradient
+reductions in bounded memory), ``health_findings.py`` (the host's reading of the statistics),
 ``summary_text.py`` and ``plot.py`` their summary. ``distributed.py``: FSDP's
 ``ShardedGradScaler``; ``ranks.py`` which rank this is; ``rank_reports.py`` the per-rank
 reports merged by rank 0 under ``torchrun``. ``frameworks.py``: what Lightning, Accelerate and

@@ -16,7 +16,7 @@ from torch.amp.autocast_mode import autocast as _torch_autocast
 from . import frameworks
 from .findings import message_for
 from .frames import user_site
-from .reporting import deprecated_api, emit, internal_error, run_check, step_counter
+from .reporting import deprecated_api, emit, internal_error, run_check, steps
 from .state import note_autocast_entered, thread_state
 
 __all__ = ["autocast", "cpu_autocast", "cuda_autocast"]
@@ -45,7 +45,7 @@ class autocast(_torch_autocast):
             tls = thread_state()
             self._amplint_fp16_forward = tls.fp16_forward
             if self._enabled:
-                step_counter.commit()  # a forward: the iteration after a step has begun
+                steps().commit()  # a forward: the iteration after a step has begun
                 note_autocast_entered(self.device, self.fast_dtype)
             frameworks.note_region_entered(self)
         except Exception as error:  # amplint's bug: note it, keep the region as torch made it

@@ -22,7 +22,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["call_without_global_hook", "forget_note", "note_backward_traced", "tracing"]
+from .session import SESSION
+
+__all__ = ["call_without_global_hook", "note_backward_traced", "tracing"]
 
 
 def _tracing_context() -> Any:
@@ -51,8 +53,6 @@ def tracing(roots: tuple[Any, ...] = ()) -> bool:
 
 # A compiled region's backward traced under the caller's autocast -----------------------
 
-_noted = False
-
 
 def note_backward_traced(autocast_on: bool) -> None:
     """AOTAutograd traced a compiled region's backward while autocast was on around it.
@@ -62,14 +62,14 @@ def note_backward_traced(autocast_on: bool) -> None:
     which eager mode never does: the gradients can differ from eager's. Said once, on
     stderr (a note about torch's setting, not a finding about the user's code).
     """
-    global _noted
-    if _noted or not autocast_on:
+    history = SESSION.history
+    if history.backward_note_said or not autocast_on:
         return
     config = sys.modules.get("torch._functorch.config")
     setting = getattr(config, "backward_pass_autocast", None)
     if setting != "same_as_forward":
         return
-    _noted = True
+    history.backward_note_said = True
     print(
         "amplint: note: torch compiled the backward of a region called inside autocast, under "
         "that autocast (torch._functorch.config.backward_pass_autocast = 'same_as_forward'); "
@@ -80,41 +80,37 @@ def note_backward_traced(autocast_on: bool) -> None:
     )
 
 
-def forget_note() -> None:
-    """``amplint.runtime.reset()``: the note may be said again."""
-    global _noted
-    _noted = False
-
-
 # The global forward hook taken out while compiled modules run ---------------------------
 
+# Guards SESSION.live.suspended_hooks: hook id -> (depth, hook)
 _lock = threading.Lock()
-_suspended: dict[int, tuple[int, Any]] = {}  # hook id -> (depth, hook)
 
 
 def _take_out(hook_id: int) -> None:
     table = torch.nn.modules.module._global_forward_hooks
     with _lock:
-        entry = _suspended.get(hook_id)
+        suspended = SESSION.live.suspended_hooks
+        entry = suspended.get(hook_id)
         if entry is not None:
-            _suspended[hook_id] = (entry[0] + 1, entry[1])
+            suspended[hook_id] = (entry[0] + 1, entry[1])
             return
         hook = table.pop(hook_id, None)
         if hook is not None:
-            _suspended[hook_id] = (1, hook)
+            suspended[hook_id] = (1, hook)
 
 
 def _put_back(hook_id: int, still_wanted: bool) -> None:
     table = torch.nn.modules.module._global_forward_hooks
     with _lock:
-        entry = _suspended.get(hook_id)
+        suspended = SESSION.live.suspended_hooks
+        entry = suspended.get(hook_id)
         if entry is None:
             return
         depth, hook = entry
         if depth > 1:
-            _suspended[hook_id] = (depth - 1, hook)
+            suspended[hook_id] = (depth - 1, hook)
             return
-        del _suspended[hook_id]
+        del suspended[hook_id]
         # Health checks turned off meanwhile (the handle was removed while out): stay out.
         if still_wanted:
             table[hook_id] = hook

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from .scaler import GradScaler
+from .session import SESSION
 
 __all__ = [
     "scaler_targets",
@@ -176,12 +177,9 @@ class _ImportWatcher(importlib.abc.MetaPathFinder):
         return None
 
 
-_watcher: _ImportWatcher | None = None
-_late_patches: list[tuple[Any, str, Any, Any]] = []  # (owner, name, torch's, ours)
-
-
 def _patch_late(module: types.ModuleType) -> None:
-    if _watcher is None:
+    live = SESSION.live
+    if live.import_watcher is None:
         return
     torch_class = module.__dict__.get("ShardedGradScaler")
     ours = sharded_grad_scaler()
@@ -189,27 +187,29 @@ def _patch_late(module: types.ModuleType) -> None:
         return
     for owner in (module, sys.modules.get(_PACKAGE)):
         if owner is not None and owner.__dict__.get("ShardedGradScaler") is torch_class:
-            _late_patches.append((owner, "ShardedGradScaler", torch_class, ours))
+            live.late_patches.append((owner, "ShardedGradScaler", torch_class, ours))
             owner.ShardedGradScaler = ours
 
 
 def watch_imports() -> None:
     """While installed: patch FSDP's scaler when the user's code first imports it."""
-    global _watcher
-    if _watcher is not None or _MODULE in sys.modules or not torch.distributed.is_available():
+    live = SESSION.live
+    if live.import_watcher is not None or _MODULE in sys.modules:
         return
-    _watcher = _ImportWatcher()
-    sys.meta_path.insert(0, _watcher)
+    if not torch.distributed.is_available():
+        return
+    live.import_watcher = _ImportWatcher()
+    sys.meta_path.insert(0, live.import_watcher)
 
 
 def unwatch_imports() -> None:
     """Undo :func:`watch_imports` and what it patched (a name rebound since is left)."""
-    global _watcher
-    if _watcher is not None:
+    live = SESSION.live
+    if live.import_watcher is not None:
         with contextlib.suppress(ValueError):
-            sys.meta_path.remove(_watcher)
-        _watcher = None
-    while _late_patches:
-        owner, name, previous, ours = _late_patches.pop()
+            sys.meta_path.remove(live.import_watcher)
+        live.import_watcher = None
+    while live.late_patches:
+        owner, name, previous, ours = live.late_patches.pop()
         if owner.__dict__.get(name) is ours:
             setattr(owner, name, previous)

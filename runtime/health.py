@@ -56,7 +56,8 @@ from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
 from .health_findings import COLUMNS, Chunk, HostReading, finite
 from .reductions import count_normal, grads_by_device_dtype, max_abs, nonfinite_probe
-from .reporting import add_flusher, emit, run_check, step_counter
+from .reporting import add_flusher, emit, run_check, steps
+from .session import SESSION
 from .state import thread_state
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ __all__ = [
     "enable",
     "flush",
     "history",
-    "reset",
+    "restart",
     "summary",
 ]
 
@@ -375,6 +376,9 @@ class Monitor:
         self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
         self.scheduler_after_skip = 0
         self.lock = threading.RLock()
+        # The session's optimizer step count while this monitor measured: its summary
+        # still reads it after uninstall() gave the session a fresh one.
+        self.steps = steps()
 
     def for_scaler(self, scaler: GradScaler) -> ScalerHealth:
         health = scaler.__dict__.get("_amplint_health")
@@ -432,7 +436,7 @@ class Monitor:
             "nonfinite_loss_steps": 0,
             "scheduler_steps_after_skip": self.scheduler_after_skip,
             "closest_to_overflow": [],
-            "optimizer_steps": step_counter.latest,
+            "optimizer_steps": self.steps.latest,
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             "scalers": [],
             "config": asdict(self.config),
@@ -461,34 +465,35 @@ class Monitor:
         return result
 
 
-_current: Monitor | None = None  # while enabled
-_last: Monitor | None = None  # the latest, kept after disable() for summary()/history()
-_hook_handle: Any = None
-_scheduler_patch: tuple[Any, Any, Any] | None = None
+# The monitor while enabled is SESSION.live.monitor, with its forward hook; the latest one
+# (kept after disable() for summary()/history()) is SESSION.results.monitor.
 
 
 def active() -> Monitor | None:
-    return _current
+    return SESSION.live.monitor
 
 
 def hook_id() -> int | None:
     """The id of the global forward hook in torch's table, None when there is none."""
-    handle = _hook_handle
+    handle = SESSION.live.hook_handle
     return None if handle is None else handle.id
 
 
 def enable(config: HealthConfig | None = None) -> Monitor:
     """Turn the checks on (``install(health=True)`` calls this). A new config keeps the data."""
-    global _current, _last, _hook_handle
+    live, results = SESSION.live, SESSION.results
     config = config or HealthConfig()
-    if _current is not None:
-        _current.config = config
-        return _current
-    # Re-enabling with the same settings continues the same run's record.
-    monitor = _last if _last is not None and _last.config == config else Monitor(config)
-    _current = _last = monitor
+    if live.monitor is not None:
+        live.monitor.config = config
+        return live.monitor
+    # Re-enabling with the same settings in the same session (no uninstall() or reset()
+    # since) continues the same run's record.
+    last = results.monitor
+    same_run = last is not None and last.config == config and last.steps is steps()
+    monitor = last if same_run else Monitor(config)
+    live.monitor = results.monitor = monitor
     if config.activations:
-        _hook_handle = torch.nn.modules.module.register_module_forward_hook(
+        live.hook_handle = torch.nn.modules.module.register_module_forward_hook(
             monitor.activations.hook
         )
     _patch_scheduler()
@@ -498,45 +503,47 @@ def enable(config: HealthConfig | None = None) -> Monitor:
 
 def disable() -> None:
     """Turn the checks off; what was measured stays readable through summary()."""
-    global _current, _hook_handle
-    if _current is None:
+    live = SESSION.live
+    if live.monitor is None:
         return
     try:
-        _current.flush()
+        live.monitor.flush()
     finally:
-        if _hook_handle is not None:
-            _hook_handle.remove()
-            _hook_handle = None
+        if live.hook_handle is not None:
+            live.hook_handle.remove()
+            live.hook_handle = None
         _unpatch_scheduler()
-        _current = None
+        live.monitor = None
+
+
+def _latest() -> Monitor | None:
+    return SESSION.live.monitor or SESSION.results.monitor
 
 
 def flush() -> None:
-    monitor = _current or _last
+    monitor = _latest()
     if monitor is not None:
         monitor.flush()
 
 
-def reset() -> None:
-    """Forget all measurements (``amplint.runtime.reset()``)."""
-    global _last, _current
-    config = (_current or _last or Monitor(HealthConfig())).config
-    if _current is not None:
-        hook = _hook_handle
-        fresh = Monitor(config)
-        if hook is not None:
-            hook.remove()
-            globals()["_hook_handle"] = torch.nn.modules.module.register_module_forward_hook(
-                fresh.activations.hook
-            )
-        _current = _last = fresh
-    else:
-        _last = None
+def restart() -> None:
+    """After ``SESSION.reset()`` (``amplint.runtime.reset()``) forgot the measurements: while
+    the checks are on, they go on with a fresh monitor, the same settings and hook."""
+    live = SESSION.live
+    if live.monitor is None:
+        return
+    fresh = Monitor(live.monitor.config)
+    if live.hook_handle is not None:
+        live.hook_handle.remove()
+        live.hook_handle = torch.nn.modules.module.register_module_forward_hook(
+            fresh.activations.hook
+        )
+    live.monitor = SESSION.results.monitor = fresh
 
 
 def summary() -> dict[str, Any] | None:
     """The run's numerical summary, or None when health checks never ran."""
-    monitor = _current or _last
+    monitor = _latest()
     return None if monitor is None else monitor.summary()
 
 
@@ -550,7 +557,7 @@ def history() -> dict[str, list[Any]]:
 
 def histories() -> list[dict[str, Any]]:
     """:func:`history` of every scaler that stepped, each with its ``site`` and ``main``."""
-    monitor = _current or _last
+    monitor = _latest()
     if monitor is None:
         return []
     monitor.flush()
@@ -573,7 +580,7 @@ def before_clip(parameters: Any) -> Any:
     scaled (AMP006) on a statistics step, measure them before the clip changes them (see
     ``ScalerHealth.before_clip``). Returns the parameters to hand torch: a list when an
     iterator had to be read."""
-    monitor = _current
+    monitor: Monitor | None = SESSION.live.monitor
     if monitor is None:
         return parameters
     due = []
@@ -593,14 +600,13 @@ def before_clip(parameters: Any) -> Any:
 
 
 def _patch_scheduler() -> None:
-    global _scheduler_patch
-    if _scheduler_patch is not None:
+    if SESSION.live.scheduler_patch is not None:
         return
     owner = torch.optim.lr_scheduler.LRScheduler
     original = owner.__dict__["step"]
 
     def step(self: Any, *args: Any, **kwargs: Any) -> Any:
-        monitor = _current
+        monitor = SESSION.live.monitor
         # The constructor's own first step (_step_count still 0) is not the user's.
         if monitor is not None and getattr(self, "_step_count", 0) > 0:
             run_check("the LR-scheduler check", monitor.scheduler_stepped, self)
@@ -608,24 +614,24 @@ def _patch_scheduler() -> None:
 
     step.__wrapped__ = original  # type: ignore[attr-defined]
     owner.step = step
-    _scheduler_patch = (owner, original, step)
+    SESSION.live.scheduler_patch = (owner, original, step)
 
 
 def _unpatch_scheduler() -> None:
-    global _scheduler_patch
-    if _scheduler_patch is None:
+    live = SESSION.live
+    if live.scheduler_patch is None:
         return
-    owner, original, ours = _scheduler_patch
+    owner, original, ours = live.scheduler_patch
     if owner.__dict__.get("step") is ours:
         owner.step = original
-    _scheduler_patch = None
+    live.scheduler_patch = None
 
 
 # Hooks the GradScaler calls (kept tiny: one global read when health is off) -----------
 
 
 def scaler_step_begin(scaler: GradScaler, optimizer: torch.optim.Optimizer, unscaled: bool) -> None:
-    monitor = _current
+    monitor: Monitor | None = SESSION.live.monitor
     if monitor is None:
         return
     health = monitor.for_scaler(scaler)
@@ -635,7 +641,7 @@ def scaler_step_begin(scaler: GradScaler, optimizer: torch.optim.Optimizer, unsc
 
 
 def scaler_step_end(scaler: GradScaler, optimizer: torch.optim.Optimizer) -> None:
-    monitor = _current
+    monitor: Monitor | None = SESSION.live.monitor
     if monitor is None or getattr(optimizer, "_step_supports_amp_scaling", False):
         return
     # Not fused: torch called optimizer.step() only if found_inf was zero (it read it).

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from . import health, usage
-from .reporting import emit, run_check, step_counter
+from .reporting import emit, run_check, steps
 from .usage import Verdict
 
 __all__ = [
@@ -93,7 +93,7 @@ def _check_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     verdicts = usage.on_optimizer_step(optimizer)
     _show(verdicts)
     if not usage.inside_scaler_step():
-        step_counter.count(optimizer)
+        steps().count(optimizer)
 
 
 def wrap_clip(

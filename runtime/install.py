@@ -1,7 +1,10 @@
 """Patching torch (and names user modules imported from it) in place, and undoing it.
 
 Every patch is recorded as ``(owner, name, previous value)`` and ``uninstall()`` puts the
-previous values back in reverse order, so torch ends exactly as it started.
+previous values back in reverse order, so torch ends exactly as it started. The state
+is one object (``session.py``): ``uninstall()`` takes out what was put in and forgets all
+but what was found (readable, and added to, until ``reset()``); ``reset()`` forgets what
+was found and seen.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import torch.cuda.amp
 import torch.nn.utils.clip_grad
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from . import compiled, distributed, frameworks, hooks, reporting, state
+from . import compiled, distributed, frameworks, hooks, reporting
 from . import health as _health
 from .autocast import autocast, cpu_autocast, cuda_autocast
 from .findings import Finding
 from .reporting import get_ignored, get_mode, report, set_ignored, set_mode
 from .scaler import CpuGradScaler, CudaGradScaler, GradScaler
+from .session import SESSION
 
 __all__ = ["Checking", "checking", "install", "installed", "reset", "uninstall"]
 
@@ -45,8 +49,12 @@ class _Installation:
     dynamo_added: list[Any] = field(default_factory=list)
 
 
+# Guards SESSION.live.installation (the current _Installation, None when not installed).
 _lock = threading.RLock()
-_current: _Installation | None = None
+
+
+def _current() -> _Installation | None:
+    return SESSION.live.installation
 
 
 def _targets() -> list[tuple[Any, str, Any]]:
@@ -101,16 +109,17 @@ def _after_compile() -> None:
     """Once torch._dynamo is loaded: trace amplint's autocast classes as torch's own, and
     let compiled modules run without amplint's global forward hook."""
     with _lock:
-        if _current is None:
+        installation = _current()
+        if installation is None:
             return
-        _teach_dynamo(_current)
+        _teach_dynamo(installation)
         eval_frame = sys.modules.get("torch._dynamo.eval_frame")
         owner = getattr(eval_frame, "OptimizedModule", None)
-        if owner is None or any(patch[0] is owner for patch in _current.patches):
+        if owner is None or any(patch[0] is owner for patch in installation.patches):
             return
         previous = owner.__dict__["__call__"]
         ours = compiled.call_without_global_hook(previous, _health.hook_id)
-        _current.patches.append((owner, "__call__", previous, ours))
+        installation.patches.append((owner, "__call__", previous, ours))
         owner.__call__ = ours
 
 
@@ -182,17 +191,19 @@ def install(
     ``startup_steps``, ``activations``) and imply ``health=True`` unless it is ``False``.
     Calling it again only changes the mode, the ignored codes and the health settings.
     """
-    global _current
     config = _health.HealthConfig(**thresholds)  # TypeError/ValueError before patching
-    set_mode(mode)
-    set_ignored(ignore)
+    reporting.check_mode(mode)  # ValueError before anything changes
     if health is None:
         health = bool(thresholds)
     with _lock:
-        if _current is not None:
+        if _current() is not None:
+            set_mode(mode)
+            set_ignored(ignore)
             if health:
                 _health.enable(config)
             return
+        set_mode(mode)
+        set_ignored(ignore)
         installation = _Installation()
         targets = _targets()
         replacements = {
@@ -210,7 +221,7 @@ def install(
         except BaseException:
             _undo(installation)
             raise
-        _current = installation
+        SESSION.live.installation = installation
         _after_compile()  # torch._dynamo loaded, or modules compiled, before install()
         if health:
             _health.enable(config)
@@ -233,33 +244,34 @@ def _undo(installation: _Installation) -> None:
 
 
 def uninstall() -> None:
-    """Undo :func:`install` exactly; a no-op when not installed."""
-    global _current
+    """Undo :func:`install` exactly and forget what the checks remembered, but not what they
+    found: ``report()``, ``summary()`` and the internal errors stay readable (and later
+    installations add to them) until :func:`reset`. A no-op when not installed."""
     with _lock:
-        if _current is None:
+        installation = _current()
+        if installation is None:
             return
         try:
             _health.disable()
         except Exception as error:  # amplint's bug: torch is put back all the same
             reporting.internal_error("turning the numerical-health checks off", error)
         finally:
-            _undo(_current)
-            _current = None
+            try:
+                _undo(installation)
+            finally:
+                SESSION.end()
 
 
 def installed() -> bool:
-    return _current is not None
+    return _current() is not None
 
 
 def reset() -> None:
     """Forget findings, the step count, the autocast regions and scaler sites seen: a clean
-    slate between experiments (or tests) in one process."""
-    reporting.reset()
-    _health.reset()
-    compiled.forget_note()
-    state.forget_autocast_history()
-    state.forget_construction_sites()
-    state.thread_state().__init__()  # type: ignore[misc]
+    slate between experiments (or tests) in one process. An installation and its health
+    checks stay on."""
+    SESSION.reset()
+    _health.restart()
 
 
 class Checking:

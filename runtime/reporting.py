@@ -8,7 +8,10 @@ occurrence: an error that stopped being an error on its second hit would hide bu
 After a failure of amplint's own code (:func:`internal_error`) its bookkeeping may be off,
 and a finding could be a false one: from then on findings are recorded and shown, but
 never raised into the training, whatever the mode or the warnings filter
-(:func:`may_raise`). ``reset()`` restores the normal behaviour.
+(:func:`may_raise`). ``reset()`` or a new ``install()`` restores the normal behaviour.
+
+The findings, the internal errors, the mode and the ignored codes live in the session
+(``session.py``); this module is how they are written and read.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from typing import Any, TypeVar
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
 from .frames import Site, user_frame
 from .ranks import rank_info
+from .session import SESSION, StepCounter
 
 __all__ = [
     "MODES",
     "USER_FACING",
     "add_flusher",
+    "check_mode",
     "deprecated_api",
     "emit",
     "get_ignored",
@@ -40,21 +45,18 @@ __all__ = [
     "may_raise",
     "recorded",
     "report",
-    "reset",
     "run_check",
     "set_ignored",
     "set_mode",
-    "step_counter",
+    "steps",
 ]
 
 MODES = ("warn", "raise", "log")
 
 logger = logging.getLogger("amplint.runtime")
 
+# Guards SESSION.results (the findings and the internal errors).
 _lock = threading.Lock()
-_findings: dict[tuple[str, str, int], Finding] = {}
-_mode = "warn"
-_ignored: frozenset[str] = frozenset()
 
 _T = TypeVar("_T")
 
@@ -78,62 +80,35 @@ def forked_child() -> bool:
     return _forked
 
 
-class _StepCounter:
-    """Counts training steps, for ``first_step``: 0-based, the iteration a finding was seen in.
-
-    ``current`` is the number of optimizer steps taken before the current iteration (the
-    most any one optimizer took, so two optimizers stepping once per iteration count one).
-    A step is counted at once (``latest``) but moves ``current`` only when the next
-    iteration begins (its first ``scale()``, backward or autocast region): a finding at
-    the step, the update or the zero_grad of iteration 0 belongs to iteration 0. Plain
-    ints under the GIL; an off-by-one across threads only blurs a diagnostic number.
-    """
-
-    def __init__(self) -> None:
-        self.current = 0
-        self.latest = 0
-        self._per_optimizer: dict[int, int] = {}
-
-    def count(self, optimizer: object) -> None:
-        key = id(optimizer)
-        n = self._per_optimizer.get(key, 0) + 1
-        self._per_optimizer[key] = n
-        if n > self.latest:
-            self.latest = n
-
-    def commit(self) -> None:
-        self.current = self.latest
-
-    def reset(self) -> None:
-        self.current = self.latest = 0
-        self._per_optimizer.clear()
+def steps() -> StepCounter:
+    """This session's step counter (read it afresh: a new session has a new one)."""
+    return SESSION.history.steps
 
 
-step_counter = _StepCounter()
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def set_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    global _mode
-    _mode = mode
+    check_mode(mode)
+    SESSION.live.mode = mode
 
 
 def get_mode() -> str:
-    return _mode
+    return SESSION.live.mode
 
 
 def set_ignored(codes: Iterable[str]) -> None:
-    global _ignored
-    _ignored = frozenset(code.upper() for code in codes)
+    SESSION.live.ignored = frozenset(code.upper() for code in codes)
 
 
 def get_ignored() -> frozenset[str]:
-    return _ignored
+    return SESSION.live.ignored
 
 
 def is_ignored(code: str) -> bool:
-    return code in _ignored
+    return code in SESSION.live.ignored
 
 
 def emit(
@@ -146,20 +121,22 @@ def emit(
     report time be recorded without raising there. ``step`` is the training step the
     finding belongs to when it is reported later than it happened (numerical health).
     """
-    if code in _ignored or _forked:
+    live = SESSION.live
+    if code in live.ignored or _forked:
         return
     filename, line = site
     key = (code, filename, line)
     with _lock:
-        finding = _findings.get(key)
+        results = SESSION.results
+        finding = results.findings.get(key)
         first = finding is None
         if finding is None:
-            first_step = step_counter.current if step is None else step
-            _findings[key] = Finding(code, message, filename, line, 1, first_step)
+            first_step = SESSION.history.steps.current if step is None else step
+            results.findings[key] = Finding(code, message, filename, line, 1, first_step)
         else:
             finding.count += 1
-        mode = _mode
-        if _internal:
+        mode = live.mode
+        if results.internal:
             # amplint failed before: this finding may come from its broken bookkeeping,
             # so it is shown without stopping the training (see may_raise()).
             raise_now = False
@@ -230,7 +207,7 @@ def report() -> list[Finding]:
         except Exception as error:
             internal_error("reading the numerical-health statistics", error)
     with _lock:
-        findings = [Finding(**f.to_dict()) for f in _findings.values()]
+        findings = [Finding(**f.to_dict()) for f in SESSION.results.findings.values()]
     return _with_rank(findings)
 
 
@@ -254,19 +231,10 @@ def recorded(timeout: float) -> list[Finding]:
     for the registry's lock: for a signal handler, which may have interrupted its holder."""
     locked = _lock.acquire(timeout=timeout)
     try:
-        return [Finding(**f.to_dict()) for f in list(_findings.values())]
+        return [Finding(**f.to_dict()) for f in list(SESSION.results.findings.values())]
     finally:
         if locked:
             _lock.release()
-
-
-def reset() -> None:
-    """Forget all findings, internal errors and the step count (e.g. between experiments
-    or tests)."""
-    with _lock:
-        _findings.clear()
-        _internal.clear()
-    step_counter.reset()
 
 
 # amplint's own failures ------------------------------------------------------------------
@@ -275,8 +243,6 @@ def reset() -> None:
 # (or torch's own deprecation warning, which amplint's stand-ins repeat) that the user's
 # warnings filter turned into an error. Anything else a check raises is amplint's bug.
 USER_FACING: tuple[type[BaseException], ...] = (AmpUsageError, AmpWarning, FutureWarning)
-
-_internal: dict[str, str] = {}
 
 
 def internal_error(where: str, error: BaseException) -> None:
@@ -287,9 +253,10 @@ def internal_error(where: str, error: BaseException) -> None:
     """
     text = f"{type(error).__name__}: {error}"
     with _lock:
-        if where in _internal:
+        internal = SESSION.results.internal
+        if where in internal:
             return
-        _internal[where] = text
+        internal[where] = text
     # A closed or broken stderr loses only the line: the note stays in internal_errors().
     with contextlib.suppress(Exception):
         print(
@@ -302,13 +269,13 @@ def internal_error(where: str, error: BaseException) -> None:
 def may_raise() -> bool:
     """Whether a finding may still stop the training: not once amplint's own code failed
     (until ``reset()``), since a finding may then come from its broken bookkeeping."""
-    return not _internal
+    return not SESSION.results.internal
 
 
 def internal_errors() -> list[str]:
     """``"where: ExceptionType: message"`` for each place amplint's own code failed."""
     with _lock:
-        return [f"{where}: {text}" for where, text in _internal.items()]
+        return [f"{where}: {text}" for where, text in SESSION.results.internal.items()]
 
 
 def run_check(where: str, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:

@@ -29,9 +29,10 @@ from .reporting import (
     is_ignored,
     may_raise,
     run_check,
-    step_counter,
+    steps,
 )
-from .state import ThreadState, note_construction, note_enabled_scaler, thread_state
+from .session import ThreadState
+from .state import note_construction, note_enabled_scaler, thread_state
 from .usage import ScalerUsage, Stage, Verdict
 
 __all__ = ["CpuGradScaler", "CudaGradScaler", "GradScaler"]
@@ -104,7 +105,7 @@ class GradScaler(torch.amp.GradScaler):
 
     def _after_init(self, device: str, enabled: bool) -> None:
         site = user_site()
-        recreated = note_construction(site, step_counter.latest)
+        recreated = note_construction(site, steps().latest)
         self._amplint = ScalerUsage(site)
         if self._enabled:
             note_enabled_scaler()
@@ -242,7 +243,7 @@ class GradScaler(torch.amp.GradScaler):
         finally:
             if tls is not None:
                 tls.in_scaler_step -= 1
-            run_check("the step counter", step_counter.count, optimizer)
+            run_check("the step counter", steps().count, optimizer)
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         if not self._enabled:

@@ -30,8 +30,9 @@ from . import frameworks
 from .compiled import note_backward_traced, tracing
 from .findings import message_for
 from .frames import Site, user_site
-from .reporting import step_counter
-from .state import UnscaledBackward, autocast_active, only_bfloat16_seen, thread_state, uses_scalers
+from .reporting import steps
+from .session import UnscaledBackward
+from .state import autocast_active, only_bfloat16_seen, thread_state, uses_scalers
 
 __all__ = [
     "ScalerUsage",
@@ -159,7 +160,7 @@ def usage_of_tensors(tensors: tuple[Any, ...]) -> ScalerUsage | None:
 
 
 def on_scale(usage: ScalerUsage, tracked: bool) -> None:
-    step_counter.commit()
+    steps().commit()
     if not tracked:
         usage.untracked_scale = True
 
@@ -228,7 +229,7 @@ def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site)
     usage._stages[id(optimizer)] = Stage.STEPPED
     usage.managed.add(id(optimizer))
     usage.backward_after_step = False
-    usage.last_step = (site, step_counter.current)
+    usage.last_step = (site, steps().current)
 
 
 def on_update(usage: ScalerUsage) -> list[Verdict]:
@@ -297,7 +298,7 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
     if tracing(roots):  # torch.compile tracing a backward: not the user's
         note_backward_traced(autocast_active())
         return []
-    step_counter.commit()
+    steps().commit()
     verdicts = []
     tls = thread_state()
     if autocast_active():

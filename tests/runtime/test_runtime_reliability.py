@@ -25,6 +25,7 @@ import pytest
 import torch
 from amplint.runtime import activations, health, reporting, usage
 from amplint.runtime.runner import run_script
+from amplint.runtime.session import StepCounter
 from amplint.runtime.state import thread_state
 from runtime_helpers import batches, here, loss_of, tiny_model
 from torch import nn
@@ -491,7 +492,7 @@ SCALER_AND_HEALTH_FAILURES: list[tuple[Any, str, str]] = [
     (scaler_module.GradScaler, "_before_step", "the GradScaler.step() check"),
     (scaler_module.GradScaler, "_after_step", "the GradScaler.step() bookkeeping"),
     (scaler_module, "_enter_scaler_step", "the GradScaler.step() marker"),
-    (reporting.step_counter, "count", "the step counter"),
+    (StepCounter, "count", "the step counter"),
     (scaler_module.GradScaler, "_before_update", "the GradScaler.update() check"),
     (scaler_module.GradScaler, "_after_update", "the GradScaler.update() bookkeeping"),
     (scaler_module.GradScaler, "_after_get_scale", "the GradScaler.get_scale() check"),
