@@ -164,6 +164,41 @@ def test_amp007_annotation_rewritten_with_a_real_use() -> None:
     assert "torch.cuda.amp" not in result
 
 
+# A tracer's table of the context managers it knows, written with both spellings: the
+# legacy class is only compared against, never built, so nothing warns.
+RECOGNISED_CONTEXTS = """
+import torch
+import torch.fx
+
+KNOWN = dict.fromkeys([torch.amp.autocast, torch.cuda.amp.autocast, torch.no_grad])
+IGNORED = {torch.get_autocast_gpu_dtype, torch.is_autocast_cpu_enabled}
+NAMES = {torch.cpu.amp.autocast: "cpu"}
+
+def handles(fn):
+    if fn in (torch.amp.autocast, torch.cuda.amp.autocast):
+        return True
+    return fn is torch.cpu.amp.autocast
+"""
+
+
+def test_amp007_a_legacy_object_only_compared_or_listed_is_not_a_finding() -> None:
+    assert rows(RECOGNISED_CONTEXTS, "AMP007") == []
+
+
+def test_amp007_building_the_listed_object_is_still_reported() -> None:
+    source = RECOGNISED_CONTEXTS + """
+def run(model, x):
+    with torch.cuda.amp.autocast():
+        return model(x)
+"""
+    assert rows(source, "AMP007") == [14]
+    # The table must keep naming the legacy class: the fix rewrites the real use only.
+    result = fixed(source, "AMP007")
+    assert result is not None
+    assert "KNOWN = dict.fromkeys([torch.amp.autocast, torch.cuda.amp.autocast," in result
+    assert 'with torch.amp.autocast("cuda"):' in result
+
+
 @pytest.mark.parametrize(
     "extra", ["import torch.distributed", "import torch.utils.checkpoint", "import torch.nn as nn"]
 )

@@ -534,8 +534,10 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
                 continue
             ref.reported = False
         else:
-            # An annotation never runs, so never warns: rewritten with the real uses only.
-            ref.reported = not _in_annotation(model, expr)
+            # An annotation never runs, and an object only compared or listed (a table of
+            # context managers that a tracer recognises) is never built: neither warns, and
+            # neither is a finding on its own; an annotation is rewritten with the real uses.
+            ref.reported = not (_in_annotation(model, expr) or _only_compared(model, expr))
         _plan_reference(model, ref)
         if in_compatibility_try(model, expr):
             ref.replacements = None  # the fallback was written for this spelling
@@ -652,6 +654,22 @@ def _in_type_check(model: ModuleModel, expr: cst.BaseExpression) -> bool:
         and len(call.args) == 2
         and call.args[1] is parent
     )
+
+
+def _only_compared(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    """``x in (legacy, ...)``, ``x is legacy``, ``{legacy: ...}``: the object as a value to
+    compare or look up, never called (``isinstance`` checks are type checks, not this)."""
+    if _in_type_check(model, expr):
+        return False
+    parent = model.index.parent(expr)
+    if isinstance(parent, cst.Element):
+        # A table of objects (also one handed to ``dict.fromkeys`` or ``set``) is data.
+        return isinstance(model.index.parent(parent), (cst.Tuple, cst.List, cst.Set))
+    if isinstance(parent, cst.ComparisonTarget) and parent.comparator is expr:
+        return True
+    if isinstance(parent, cst.Comparison) and parent.left is expr:
+        return True
+    return isinstance(parent, cst.DictElement) and parent.key is expr
 
 
 def _in_annotation(model: ModuleModel, expr: cst.BaseExpression) -> bool:
