@@ -72,7 +72,8 @@ class Threshold:
 
     @property
     def run_option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        option = self.name.replace("_", "-")
+        return f"--no-{option}" if self.default is True else f"--{option}"
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,9 @@ from amplint.config import ConfigError, Settings, load_settings
 from amplint.output import FORMATS, emit, emit_statistics
 from amplint.output.source import decode
 from amplint.progress import Progress
+
+if TYPE_CHECKING:
+    from amplint.catalog import Threshold
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -470,6 +473,34 @@ def server() -> None:
     serve()
 
 
+def _threshold_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per runtime threshold, as the catalog documents it (its one home besides
+    ``HealthConfig``, which a runtime test keeps in agreement)."""
+    from amplint.catalog import CATALOG
+
+    found: dict[str, tuple[Threshold, list[str]]] = {}
+    for item in CATALOG:
+        for threshold in item.thresholds:
+            found.setdefault(threshold.name, (threshold, []))[1].append(item.code)
+    for name, (threshold, codes) in reversed(found.items()):
+        text = f"{'/'.join(codes)}: {threshold.meaning} [{threshold.default}]."
+        if isinstance(threshold.default, bool):
+            option = click.option(
+                threshold.run_option,
+                name,
+                is_flag=True,
+                flag_value=not threshold.default,
+                default=None,
+                help=text,
+            )
+        else:
+            option = click.option(
+                threshold.run_option, name, type=type(threshold.default), help=text
+            )
+        command = option(command)
+    return command
+
+
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option(
     "--mode", type=click.Choice(["warn", "raise", "log"]), default="warn", show_default=True
@@ -489,35 +520,7 @@ def server() -> None:
     type=click.Path(dir_okay=False),
     help="Write a PNG of the loss scale and skipped steps (needs matplotlib: amplint[plot]).",
 )
-@click.option("--every", type=click.IntRange(min=1), help="Steps between lazy reads [16].")
-@click.option(
-    "--overflow-margin",
-    type=click.FloatRange(0, 1),
-    help="AMP105 at |float16 output| >= 65504*(1-margin), or non-finite [0.5].",
-)
-@click.option("--min-scale", type=click.FloatRange(min=0), help="AMP102 below this scale [1].")
-@click.option(
-    "--max-backoffs",
-    type=click.IntRange(min=1),
-    help="AMP102 after this many backoffs in a row [12].",
-)
-@click.option(
-    "--skip-rate", type=click.FloatRange(0, 1), help="AMP103 skipped share over the window [0.25]."
-)
-@click.option("--skip-window", type=click.IntRange(min=1), help="AMP103 window in steps [100].")
-@click.option(
-    "--underflow-share",
-    type=click.FloatRange(0, 1),
-    help="AMP104 share of gradients below float16's smallest normal [0.1].",
-)
-@click.option(
-    "--underflow-every",
-    type=click.IntRange(min=1),
-    help="AMP104 gradient counts on one step in this many [16].",
-)
-@click.option(
-    "--startup-steps", type=click.IntRange(min=0), help="AMP107 silent for these first steps [100]."
-)
+@_threshold_options
 @click.option(
     "-m",
     "as_module",
@@ -539,10 +542,15 @@ def run(
     """Run SCRIPT like `python SCRIPT ARGS` (with -m: `python -m SCRIPT ARGS`) with amplint's
     runtime checks installed."""
     try:
+        from amplint.runtime.health_config import HealthConfig
         from amplint.runtime.runner import exit_as_python, run_script
     except ImportError as error:
         raise UserError(f"`amplint run` needs torch: install amplint[runtime] ({error})") from error
     chosen = {name: value for name, value in thresholds.items() if value is not None}
+    try:
+        HealthConfig(**chosen)  # the ranges live there: one line, before the script starts
+    except (TypeError, ValueError) as error:
+        raise UserError(f"invalid threshold: {error}") from error
     # Ctrl-C ends amplint run as it ends `python SCRIPT`: by SIGINT, so shell loops stop.
     exit_as_python(
         run_script(

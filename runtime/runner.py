@@ -425,7 +425,9 @@ def _write_report(
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """``amplint run``'s options: one per health threshold (``--name-with-dashes``, and
+    ``--no-name`` for a switch that is on by default), as the catalog documents them."""
     parser = argparse.ArgumentParser(
         prog="amplint run", description="Run a training script with amplint.runtime installed."
     )
@@ -435,12 +437,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", dest="plot_path", default=None)
     parser.add_argument("-m", dest="module", action="store_true", help="run SCRIPT as a module")
     for name, default in _health.HealthConfig().__dict__.items():
+        option = name.replace("_", "-")
         if isinstance(default, bool):
+            action = "store_false" if default else "store_true"
+            flag = f"--no-{option}" if default else f"--{option}"
+            parser.add_argument(flag, dest=name, action=action, default=None)
             continue
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(default))
+        parser.add_argument(f"--{option}", dest=name, type=type(default))
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = build_parser().parse_args(argv)
     thresholds = {
         name: getattr(options, name)
         for name in _health.config_fields()

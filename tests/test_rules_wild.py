@@ -186,11 +186,14 @@ def test_amp007_a_legacy_object_only_compared_or_listed_is_not_a_finding() -> No
 
 
 def test_amp007_building_the_listed_object_is_still_reported() -> None:
-    source = RECOGNISED_CONTEXTS + """
+    source = (
+        RECOGNISED_CONTEXTS
+        + """
 def run(model, x):
     with torch.cuda.amp.autocast():
         return model(x)
 """
+    )
     assert rows(source, "AMP007") == [14]
     # The table must keep naming the legacy class: the fix rewrites the real use only.
     result = fixed(source, "AMP007")

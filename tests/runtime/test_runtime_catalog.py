@@ -62,3 +62,25 @@ def test_a_real_finding_names_its_code_as_the_catalog_does(quiet: None) -> None:
         scaler.update()
     (finding,) = [f for f in seen.findings if f.code == "AMP018"]
     assert finding.message.startswith("AMP018 clip-error-if-nonfinite:")
+
+
+def test_catalog_thresholds_are_the_runtime_defaults_and_options() -> None:
+    """The catalog documents each threshold; HealthConfig is where it takes effect. Both
+    must say the same, and every option the catalog names must exist."""
+    from dataclasses import fields
+
+    from amplint.runtime.health_config import HealthConfig
+
+    defaults = {field.name: field.default for field in fields(HealthConfig)}
+    documented = {t.name: t for item in catalog.CATALOG for t in item.thresholds}
+    assert set(documented) == set(defaults)
+    for name, threshold in documented.items():
+        assert threshold.default == defaults[name], name
+    from amplint.runtime.runner import build_parser
+
+    parser = build_parser()
+    for name, threshold in documented.items():
+        value = [] if isinstance(threshold.default, bool) else [str(threshold.default)]
+        options = parser.parse_args([threshold.run_option, *value, "train.py"])
+        expected = (not threshold.default) if isinstance(threshold.default, bool) else None
+        assert getattr(options, name) == (threshold.default if expected is None else expected)

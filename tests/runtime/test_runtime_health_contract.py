@@ -243,3 +243,24 @@ def test_cli_run_passes_thresholds(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert json.loads(report_path.read_text())["summary"] is None
+
+
+def test_cli_run_switches_and_bad_thresholds(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from amplint.cli import cli
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    report_path = tmp_path / "r.json"
+    args = ["run", "--mode", "log", "--report", str(report_path), "--no-activations"]
+    result = CliRunner().invoke(cli, [*args, str(script)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(report_path.read_text())["summary"]["config"]["activations"] is False
+    marker = tmp_path / "ran"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for bad in (["--skip-rate", "2"], ["--every", "0"]):
+        result = CliRunner().invoke(cli, ["run", *bad, str(script)])
+        assert result.exit_code == 2, result.output
+        assert "invalid threshold" in result.output and "Traceback" not in result.output
+        assert not marker.exists()
