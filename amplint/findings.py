@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from amplint.catalog import PARSE_ERROR_CODE
-
-__all__ = ["PARSE_ERROR_CODE"]  # re-exported: findings carry it; the catalog defines it
-
 Applicability = Literal["safe", "unsafe"]
 
 

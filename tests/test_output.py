@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Fix, Position
+from amplint.catalog import PARSE_ERROR_CODE
+from amplint.findings import Edit, Finding, Fix, Position
 from amplint.output import FORMATS, emit, emit_statistics
 from amplint.output.github import escape_data, escape_property
 

@@ -50,7 +50,7 @@ IMPORTED = "^"
 _IDENTIFIER_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
-class _Bytes:
+class SourceWords:
     """The raw bytes, searched once per word however many rules ask about it."""
 
     def __init__(self, data: bytes) -> None:
@@ -129,10 +129,10 @@ def _imports(data: bytes, name: bytes) -> bool:
     return False
 
 
-def may_fire(data: bytes, rules: Sequence[_T], source: _Bytes | None = None) -> list[_T]:
+def may_fire(data: bytes, rules: Sequence[_T], source: SourceWords | None = None) -> list[_T]:
     """Stage 1: rules whose token groups all occur in the raw bytes as whole words (or,
-    for name parts, anywhere). ``source`` is ``_Bytes(data)`` to search (and keep)."""
-    source = source or _Bytes(data)
+    for name parts, anywhere). ``source`` is ``SourceWords(data)`` to search (and keep)."""
+    source = source or SourceWords(data)
     # A rule ruled out by words already searched costs no new search: the rules share
     # their rare words (autocast, GradScaler, scaler), so most rules of a file without AMP
     # are decided by the first few.
@@ -360,7 +360,7 @@ def code_only(data: bytes) -> bytes | None:
 
 
 def candidate_rules(
-    data: bytes, rules: Sequence[_T], source: _Bytes | None = None
+    data: bytes, rules: Sequence[_T], source: SourceWords | None = None
 ) -> tuple[list[_T], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
     stage 1 already excluded every rule). ``source``: see :func:`may_fire`."""
@@ -412,7 +412,7 @@ def _words_of(codes: Collection[str]) -> list[_Code]:
 
 
 def candidate_codes(
-    data: bytes, codes: Collection[str], source: _Bytes | None = None
+    data: bytes, codes: Collection[str], source: SourceWords | None = None
 ) -> tuple[list[str], CodeFacts | None]:
     """:func:`candidate_rules` by code, without importing a rule: the codes whose rules may
     fire on ``data``, and what ``ast`` said (None when the bytes alone ruled out every

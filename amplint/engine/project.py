@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     # Type names only: a run that no file's prefilter lets through never loads libcst.
     from amplint.analysis.summary import ModuleSummary
     from amplint.engine.contract import Rule
-    from amplint.engine.prefilter import CodeFacts, _Bytes
+    from amplint.engine.prefilter import CodeFacts, SourceWords
 
 #: The rules that look through imports. A file that lacks one of such a rule's words may
 #: still get it from a module it imports (``train.py`` steps a scaler that ``helper.py``
@@ -86,7 +86,7 @@ class Project:
         self._summaries: dict[str, tuple[str, ModuleSummary | None, dict[str, str]]] = {}
         self._building: set[str] = set()
         self._roots: dict[str, str] = {}
-        self._words: dict[tuple[str, str], _Bytes | None] = {}
+        self._words: dict[tuple[str, str], SourceWords | None] = {}
         self._digests: dict[str, str] = {}
         self._package_imports: dict[str, tuple[list[str], frozenset[str]]] = {}
 
@@ -205,13 +205,13 @@ class Project:
             known = self._digests[path] = content_hash(data)
         return known
 
-    def words(self, path: str, data: bytes) -> _Bytes | None:
+    def words(self, path: str, data: bytes) -> SourceWords | None:
         from amplint.analysis.summary import has_amp_words
-        from amplint.engine.prefilter import _Bytes
+        from amplint.engine.prefilter import SourceWords
 
         key = (path, content_hash(data) if not self._stable else "")
         if key not in self._words:
-            self._words[key] = _Bytes(data) if has_amp_words(data) else None
+            self._words[key] = SourceWords(data) if has_amp_words(data) else None
         return self._words[key]
 
     def view(self, path: str) -> FileView:
@@ -247,7 +247,7 @@ class FileView:
         self,
         data: bytes,
         dropped: Sequence[type[Rule]],
-        own: _Bytes | None = None,
+        own: SourceWords | None = None,
         facts: CodeFacts | None = None,
     ) -> list[type[Rule]]:
         """Of the rules the prefilter dropped, the cross-module ones that this file and the
@@ -257,9 +257,9 @@ class FileView:
         a checkpoint's ``state_dict``) may come from an import; the rule's other words must
         be in this file's code, as the prefilter's second stage asks.
         """
-        from amplint.engine.prefilter import _Bytes, inspect_code, may_fire_in_code
+        from amplint.engine.prefilter import SourceWords, inspect_code, may_fire_in_code
 
-        own = own or _Bytes(data)
+        own = own or SourceWords(data)
         candidates = []
         for rule in dropped:
             if rule.code not in CROSS_MODULE_CODES:
@@ -302,7 +302,7 @@ class FileView:
             if may_fire_in_code(names, [_Without(rule, missing)])
         ]
 
-    def _words(self, path: str) -> _Bytes | None:
+    def _words(self, path: str) -> SourceWords | None:
         """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
         data = self.project.read(path)
         if data is None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, entry, name_of
 from amplint.engine.prefilter import (
     CodeFacts,
-    _Bytes,
+    SourceWords,
     candidate_codes,
     inspect_code,
     mentions_amp,
@@ -130,7 +130,7 @@ def lint_bytes(
     if prefilter:
         selected = codes
         # The project's look at dropped rules searches the same words again: share them.
-        words = _Bytes(data) if project is not None else None
+        words = SourceWords(data) if project is not None else None
         codes, facts = candidate_codes(data, codes, words)
         if project is not None and len(codes) < len(selected):
             kept = set(codes)

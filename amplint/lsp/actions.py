@@ -8,10 +8,12 @@ from collections.abc import Collection, Sequence
 
 from lsprotocol import types
 
+from amplint.catalog import PARSE_ERROR_CODE
+
 # The engine's own pattern, so that the action writes exactly what the engine will honour.
 from amplint.engine.noqa import _NOQA as NOQA_PATTERN
 from amplint.engine.run import LintResult, fix_bytes
-from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Fix, Position
+from amplint.findings import Edit, Finding, Fix, Position
 from amplint.lsp.convert import UTF16, minimal_edits, ranges_intersect, to_text_edits
 from amplint.lsp.diagnostics import finding_range, to_diagnostic
 from amplint.lsp.docs import DocLinks

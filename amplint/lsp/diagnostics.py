@@ -7,7 +7,8 @@ from typing import Any
 
 from lsprotocol import types
 
-from amplint.findings import PARSE_ERROR_CODE, Applicability, Finding
+from amplint.catalog import PARSE_ERROR_CODE
+from amplint.findings import Applicability, Finding
 from amplint.lsp.convert import UTF16, code_units, to_lsp_range
 from amplint.lsp.docs import DocLinks
 

@@ -28,9 +28,10 @@ from pygls.lsp.server import LanguageServer
 
 from amplint import __version__
 from amplint.api import tune_collector
+from amplint.catalog import PARSE_ERROR_CODE
 from amplint.engine.project import Project
 from amplint.engine.run import LintResult, lint_bytes
-from amplint.findings import PARSE_ERROR_CODE, Finding
+from amplint.findings import Finding
 from amplint.lsp.actions import KINDS, code_actions
 from amplint.lsp.convert import contains
 from amplint.lsp.diagnostics import finding_range, to_diagnostic

@@ -12,7 +12,8 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from amplint.findings import PARSE_ERROR_CODE, Finding, Fix, Position
+from amplint.catalog import PARSE_ERROR_CODE
+from amplint.findings import Finding, Fix, Position
 from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
 from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
 

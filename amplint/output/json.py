@@ -6,7 +6,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from amplint.findings import PARSE_ERROR_CODE, Edit, Finding, Fix, Position
+from amplint.catalog import PARSE_ERROR_CODE
+from amplint.findings import Edit, Finding, Fix, Position
 from amplint.output._common import EmitOptions, rule_url
 
 
