@@ -135,7 +135,7 @@ def check_source(
         return checked.findings
     if with_edits:
         return lint_bytes(data, filename, codes, project=project).findings
-    result = lint_bytes(data, filename, codes, fixes=False, project=project)
+    result = lint_bytes(data, filename, codes, fixes=False, project=project, sliced=True)
     findings = []
     for finding in result.findings:
         summary = result.fix_summary(finding) if finding.fix is None else None

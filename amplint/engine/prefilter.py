@@ -68,6 +68,32 @@ class SourceWords:
         known = self._known
         return all(known.get(word) is False for word in group)
 
+    def may_be_code(self, group: tuple[str, ...]) -> bool:
+        """Whether a word of the group may occur in code: False only when every occurrence
+        of each of its (plain) words sits after a ``#`` with no quote before it on its line,
+        in a comment or inside a multi-line string, never code. A cheap look before ``ast``:
+        torch's comments name ``amp`` and ``autocast`` in a dozen modules."""
+        return any(self._may_be_code(word) for word in group)
+
+    def _may_be_code(self, word: str) -> bool:
+        if word.startswith((IMPORTED, KEYWORD, PART)) or not self.has(word):
+            return word.startswith((IMPORTED, KEYWORD, PART))
+        data = self.data
+        encoded = word.encode()
+        end = len(data)
+        start = data.find(encoded)
+        while start >= 0:
+            after = start + len(encoded)
+            if (start == 0 or data[start - 1] not in _IDENTIFIER_BYTES) and (
+                after == end or data[after] not in _IDENTIFIER_BYTES
+            ):
+                before = data[data.rfind(b"\n", 0, start) + 1 : start]
+                hash_at = before.find(b"#")
+                if hash_at < 0 or b'"' in before[:hash_at] or b"'" in before[:hash_at]:
+                    return True
+            start = data.find(encoded, start + 1)
+        return False
+
     def has(self, word: str) -> bool:
         known = self._known.get(word)
         if known is None:
@@ -364,7 +390,12 @@ def candidate_rules(
 ) -> tuple[list[_T], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
     stage 1 already excluded every rule). ``source``: see :func:`may_fire`."""
-    candidates = may_fire(data, rules, source)
+    source = source or SourceWords(data)
+    candidates = [
+        rule
+        for rule in may_fire(data, rules, source)
+        if all(source.may_be_code(group) for group in rule.tokens)
+    ]
     if not candidates:
         return [], None
     if len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
@@ -389,6 +420,19 @@ class _Code:
     tokens: tuple[tuple[str, ...], ...]
 
 
+def _reads_bytes_only(word: str) -> bool:
+    return not word.startswith(KEYWORD)
+
+
+def _cheapest_first(groups: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+    """The same groups, in the rule's order (its rarest words first) except that words
+    matched by a regex (keyword literals) come last, in a group and among the groups: a
+    file that lacks a rule's words is ruled out by byte searches before any regex runs
+    (AMP006's ``=precision:16`` alternatives cost more than all its plain words together)."""
+    ordered = [tuple(sorted(group, key=_reads_bytes_only, reverse=True)) for group in groups]
+    return tuple(sorted(ordered, key=lambda group: not all(map(_reads_bytes_only, group))))
+
+
 #: code -> its words; None for a static code that no rule implements.
 _WORDS: dict[str, _Code | None] = {}
 
@@ -397,7 +441,9 @@ def _words_of(codes: Collection[str]) -> list[_Code]:
     if not _WORDS:
         from amplint.engine.words import WORDS
 
-        _WORDS.update((code, _Code(code, groups)) for code, groups in WORDS.items())
+        _WORDS.update(
+            (code, _Code(code, _cheapest_first(groups))) for code, groups in WORDS.items()
+        )
     missing = [code for code in codes if code not in _WORDS]
     if missing:
         from amplint.catalog import static_codes
@@ -406,7 +452,9 @@ def _words_of(codes: Collection[str]) -> list[_Code]:
     if missing:  # a rule newer than the table: learn its words from the rule itself
         from amplint.engine.registry import all_rules
 
-        learned = {rule.code: _Code(rule.code, rule.tokens) for rule in all_rules()}
+        learned = {
+            rule.code: _Code(rule.code, _cheapest_first(rule.tokens)) for rule in all_rules()
+        }
         _WORDS.update((code, learned.get(code)) for code in missing)
     return [words for code in sorted(codes) if (words := _WORDS.get(code)) is not None]
 
@@ -419,6 +467,11 @@ def candidate_codes(
     code). Codes without a rule are dropped."""
     found, facts = candidate_rules(data, _words_of(codes), source)
     return [item.code for item in found], facts
+
+
+def words_of(codes: Collection[str]) -> list[tuple[str, tuple[tuple[str, ...], ...]]]:
+    """Each code's word groups (codes without a rule are left out)."""
+    return [(item.code, item.tokens) for item in _words_of(codes)]
 
 
 def mentions_amp(data: bytes) -> bool:

@@ -19,6 +19,7 @@ from amplint.engine.prefilter import (
     candidate_codes,
     inspect_code,
     mentions_amp,
+    words_of,
 )
 from amplint.engine.source import ParsedSource, SourceError, error_finding, parse, parse_text
 from amplint.findings import Applicability, Finding, Fix, Position
@@ -50,6 +51,9 @@ class LintResult:
     #: Fixes not yet turned into edits (``lint_bytes(..., fixes=False)``), by finding key.
     pending: dict[tuple[str, Position], FixPlan] = field(default_factory=dict)
     layout: ModuleLayout | None = None
+    #: Analysed on the part of the module the rules can see (``lint_bytes(..., sliced=True)``):
+    #: findings are the whole file's, fixes have titles but no edits.
+    sliced: bool = False
     _resolved: dict[tuple[str, Position, bool], Fix | None] = field(
         default_factory=dict, repr=False
     )
@@ -69,6 +73,8 @@ class LintResult:
         """
         if finding.fix is not None:
             return finding.fix
+        if self.sliced:
+            raise ValueError("a sliced lint result has no fix edits: lint the whole file")
         key = _key(finding)
         if (*key, local) in self._resolved:
             return self._resolved[(*key, local)]
@@ -113,6 +119,7 @@ def lint_bytes(
     fixes: bool = True,
     previous: LintResult | None = None,
     project: FileView | None = None,
+    sliced: bool = False,
 ) -> LintResult:
     """Findings for one file's bytes.
 
@@ -125,8 +132,13 @@ def lint_bytes(
 
     ``project`` is the file's view of the project it is checked in (None: on its own): the
     analysis then sees into the project modules it imports.
+
+    ``sliced`` (with ``fixes=False``) lets a large file be analysed on the part of it the
+    candidate rules can see (see :mod:`amplint.engine.slicing`): same findings, a fraction
+    of the parse; the result then has fix titles but no edits.
     """
     facts = None
+    readmitted: set[str] = set()
     if prefilter:
         selected = codes
         # The project's look at dropped rules searches the same words again: share them.
@@ -148,22 +160,44 @@ def lint_bytes(
         error = SourceError(facts.refusal, Position(*facts.position))
         return LintResult([error_finding(filename, error)])
     parsed, layout = _reparse(data, previous) if previous is not None else (None, None)
+    syntax = facts.tree
+    part = None
+    if parsed is None and sliced and not fixes and prefilter and not readmitted:
+        part = _slice(data, syntax, [rule.code for rule in rules])
+    if part is not None:
+        try:
+            parsed, syntax = parse(part), None
+        except SourceError:  # the part is valid Python when the whole is; never trust it
+            parsed, part = None, None
     if parsed is None:
         try:
-            parsed = parse(data, syntax=facts.tree)
+            parsed = parse(data, syntax=syntax)
         except SourceError as error:
             return LintResult([error_finding(filename, error)])
-    result = LintResult([], parsed)
+    result = LintResult([], parsed, sliced=part is not None)
     result.findings = lint_parsed(
         parsed,
         filename,
         rules,
         lazy=None if fixes else result,
         layout=layout,
-        syntax=facts.tree if layout is None else None,
+        syntax=syntax if layout is None else None,
         imports=project.imports() if project is not None else None,  # type: ignore[arg-type]
     )
     return result
+
+
+def _slice(data: bytes, syntax: ast.Module | None, codes: list[str]) -> bytes | None:
+    from amplint.engine.slicing import SLICE_ABOVE, relevant_slice
+
+    if syntax is None or len(data) <= SLICE_ABOVE:
+        return None
+    from amplint.catalog import static_codes
+
+    vocabulary = {
+        word for _, groups in words_of(static_codes()) for group in groups for word in group
+    }
+    return relevant_slice(data, syntax, vocabulary, [groups for _, groups in words_of(codes)])
 
 
 def _syntax_only(data: bytes, filename: str, facts: CodeFacts | None) -> list[Finding]:

@@ -1,0 +1,348 @@
+"""The part of a large module the candidate rules can see: everything else blanked out.
+
+libcst's parse is most of a cold run, and most of it goes to large modules whose AMP words
+sit in a few functions (torch's 450 KB ``distributed_test.py`` steps a GradScaler in two of
+its four hundred test methods). :func:`relevant_slice` keeps, of the module's statements and
+of the members of its classes (at any depth), the *units*:
+
+1. that mention the words of a candidate rule: for each rule, the word group that the
+   fewest units mention (a rule fires only where all its groups meet, so its rarest group
+   marks every place it can);
+2. then, until nothing changes, every unit that *defines* a name a kept unit mentions (the
+   helper a training loop calls, the import it resolves through, the module constant it
+   reads), and every unit that *mentions* a name a kept unit binds outside a function
+   (``self.scaler`` built in ``__init__`` and stepped in ``train_step``, a module-level
+   scaler updated in another function): whatever reaches an AMP object by a name stays
+   with it. Imports only define: everything mentions ``torch``;
+3. and of a kept class, its header and the members Python calls without naming them
+   (dunders, ``forward``).
+
+Dropped units become blank lines, so every kept line keeps its number and columns, and
+comments stay where they were (``noqa`` included). The result is only for reporting: a
+fix's edits are always computed on the whole file.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from amplint.engine.prefilter import IMPORTED, KEYWORD, PART
+
+#: Files below this many bytes are analysed whole: slicing them saves little.
+SLICE_ABOVE = 32 * 1024
+#: A slice that keeps more than this share of the lines is not worth the second look.
+MAX_KEPT_SHARE = 0.8
+#: An AMP word mentioned by at most this share of a module's units (or this many) marks
+#: them as seeds: ``GradScaler`` does in any module, ``step`` does in a training script but
+#: not in a library where every other method steps something.
+RARE_SHARE = 0.05
+MIN_RARE = 4
+
+
+@dataclass(eq=False)
+class _Unit:
+    first: int  # first line, decorators included
+    last: int
+    #: every identifier of its code (for seeds), bare names read, ``self.<name>`` read.
+    words: set[str]
+    names: set[str]
+    self_attributes: set[str]
+    #: names it binds outside functions (its own included), ``self.<name>`` it assigns.
+    binds: set[str]
+    binds_attributes: set[str]
+    owner: _Unit | None  # the class whose body holds it
+    #: of those, the ones bound to a value (not a ``def``, ``class`` or method name).
+    assigns: set[str] = field(default_factory=set)
+    implicit: bool = False  # a member Python calls by itself (dunders, forward)
+    members: list[_Unit] = field(default_factory=list)
+
+
+def relevant_slice(
+    data: bytes,
+    tree: ast.Module,
+    vocabulary: Iterable[str],
+    groups_by_rule: Iterable[Sequence[Sequence[str]]],
+) -> bytes | None:
+    """``data`` with the units no candidate rule can see blanked; None when slicing is not
+    worth it or not safe (see the module's docstring). ``vocabulary``: every rule's words;
+    ``groups_by_rule``: the candidate rules' word groups."""
+    if not _plain_lines(data):
+        return None
+    lines = data.splitlines(keepends=True)
+    units = _units(tree.body, None, lines)
+    if units is None:
+        return None
+    flat = list(_all(units))
+    seeds = _seeds(flat, vocabulary, groups_by_rule)
+    if seeds is None:
+        return None
+    kept = _closure(flat, seeds)
+    keep = [True] * len(lines)
+    for unit in flat:
+        if unit not in kept:
+            _mark(keep, unit.first, unit.last, False)
+    for unit in kept:  # a kept class's header stays; its members decide for themselves
+        _mark(keep, unit.first, unit.members[0].first - 1 if unit.members else unit.last, True)
+    if sum(keep) > MAX_KEPT_SHARE * len(lines):
+        return None
+    return b"".join(line if keep[number] else _blank(line) for number, line in enumerate(lines))
+
+
+def _plain_lines(data: bytes) -> bool:
+    """Whether blanking whole lines is safe: UTF-8 (or ASCII), no NUL, no form feeds or
+    bare carriage returns that CPython and ``bytes.splitlines`` might count differently."""
+    if b"\x00" in data or b"\x0c" in data:
+        return False
+    if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
+        return False
+    head = data.split(b"\n", 2)[:2]
+    return not any(b"coding" in line and line.lstrip().startswith(b"#") for line in head)
+
+
+def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> list[_Unit] | None:
+    """The units of a body; None when a statement shares a line with another (``a = 1;
+    b = 2``, ``class A: x = 1``): whole lines could not be blanked one unit at a time."""
+    units: list[_Unit] = []
+    for statement in body:
+        opening: ast.AST = statement
+        for decorator in getattr(statement, "decorator_list", ()):
+            if decorator.lineno < opening.lineno:  # type: ignore[attr-defined]
+                opening = decorator
+        first, last = opening.lineno, statement.end_lineno or statement.lineno  # type: ignore[attr-defined]
+        if not _starts_line(lines, first, opening.col_offset):  # type: ignore[attr-defined]
+            return None
+        if units and units[-1].last >= first:
+            return None
+        if isinstance(statement, ast.ClassDef):
+            header: list[ast.AST] = [
+                *statement.decorator_list,
+                *statement.bases,
+                *statement.keywords,
+            ]
+            unit = _Unit(first, last, set(), set(), set(), {statement.name}, set(), owner)
+            for node in header:
+                _read(node, unit, header=True)
+            members = _units(statement.body, unit, lines)
+            if members is None:
+                return None
+            unit.members = members
+        else:
+            unit = _Unit(first, last, set(), set(), set(), set(), set(), owner)
+            _read(statement, unit)
+        if owner is not None and isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            name = statement.name
+            unit.implicit = name == "forward" or (name.startswith("__") and name.endswith("__"))
+            unit.binds_attributes.add(name)
+        if owner is not None and not isinstance(statement, ast.ClassDef):
+            unit.binds_attributes |= unit.binds  # class-level names are attributes too
+        units.append(unit)
+    return units
+
+
+def _starts_line(lines: list[bytes], line: int, column: int) -> bool:
+    # A decorator's node starts after its ``@``.
+    return line <= len(lines) and lines[line - 1][:column].strip() in (b"", b"@")
+
+
+def _all(units: list[_Unit]) -> Iterator[_Unit]:
+    for unit in units:
+        yield unit
+        yield from _all(unit.members)
+
+
+#: The receivers through which the analysis follows attributes (``self.scaler``).
+_SELF = frozenset({"self", "cls"})
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.comprehension})
+
+
+def _read(node: ast.AST, unit: _Unit, *, header: bool = False) -> None:
+    """One walk of a unit: its identifiers (as the prefilter's :func:`scan` collects them),
+    what it reads from outside itself (a function's parameters and locals are its own
+    business: every test method has its ``rank`` and ``model``), and what it binds that
+    other units can reach (names bound outside functions, its own name included, ``self``
+    attributes assigned anywhere, ``global`` names). ``header``: a class's bases and
+    decorators, which bind nothing."""
+    words, names, attributes = unit.words, unit.names, unit.self_attributes
+    bound, bound_attributes, assigns = unit.binds, unit.binds_attributes, unit.assigns
+    local: set[str] = set()
+    declared: set[str] = set()
+    name_type, attribute_type, alias_type, import_from_type = (
+        ast.Name,
+        ast.Attribute,
+        ast.alias,
+        ast.ImportFrom,
+    )
+    load, node_type = ast.Load, ast.AST
+    stack: list[tuple[ast.AST, bool]] = [(node, False)]
+    while stack:
+        current, inside = stack.pop()
+        kind = type(current)
+        if kind is name_type:
+            identifier = current.id  # type: ignore[attr-defined]
+            words.add(identifier)
+            if type(current.ctx) is load:  # type: ignore[attr-defined]
+                names.add(identifier)
+            else:
+                local.add(identifier)
+                if not inside and not header:
+                    bound.add(identifier)
+                    assigns.add(identifier)
+            continue
+        if kind is attribute_type:
+            attribute = current.attr  # type: ignore[attr-defined]
+            words.add(attribute)
+            receiver = current.value  # type: ignore[attr-defined]
+            if type(receiver) is name_type and receiver.id in _SELF:
+                attributes.add(attribute)
+                if type(current.ctx) is not load:  # type: ignore[attr-defined]
+                    bound_attributes.add(attribute)
+                    assigns.add(attribute)
+        elif kind is alias_type:
+            words.update(current.name.split("."))  # type: ignore[attr-defined]
+            if current.asname:  # type: ignore[attr-defined]
+                words.add(current.asname)  # type: ignore[attr-defined]
+            if not inside and not header:
+                alias = current.asname or current.name.partition(".")[0]  # type: ignore[attr-defined]
+                bound.add(alias)
+                assigns.add(alias)  # an import of an AMP name: its readers use it
+            continue
+        elif kind is import_from_type:
+            if current.module:  # type: ignore[attr-defined]
+                words.update(current.module.split("."))  # type: ignore[attr-defined]
+        elif kind is ast.keyword:
+            value = current.value  # type: ignore[attr-defined]
+            if current.arg and type(value) is ast.Constant and isinstance(value.value, (str, int)):  # type: ignore[attr-defined]
+                words.add(f"{KEYWORD}{current.arg}:{value.value}")  # type: ignore[attr-defined]
+        elif kind is ast.arg:
+            local.add(current.arg)  # type: ignore[attr-defined]
+        elif kind is ast.Global or kind is ast.Nonlocal:
+            declared.update(current.names)  # type: ignore[attr-defined]
+            if kind is ast.Global:
+                bound.update(current.names)  # type: ignore[attr-defined]
+        elif kind in _DEFINITIONS and not inside and not header:
+            bound.add(current.name)  # type: ignore[attr-defined]
+        if kind in _SCOPES:
+            inside = True
+        for name in current._fields:
+            value = getattr(current, name, None)
+            if type(value) is list:
+                for item in value:
+                    if isinstance(item, node_type):
+                        stack.append((item, inside))
+            elif isinstance(value, node_type):
+                stack.append((value, inside))
+    if isinstance(node, _FUNCTIONS):
+        names -= local - declared
+
+
+def _holders(units: list[_Unit], vocabulary: Iterable[str]) -> dict[str, list[_Unit]]:
+    """word -> the units that mention it, for every word of the vocabulary."""
+    plain: dict[str, list[_Unit]] = {}
+    parts: dict[str, list[_Unit]] = {}
+    for word in vocabulary:
+        if word.startswith(PART):
+            parts[word] = []
+        else:
+            plain.setdefault(word[1:] if word.startswith(IMPORTED) else word, [])
+    for unit in units:
+        for word in unit.words:
+            found = plain.get(word)
+            if found is not None:
+                found.append(unit)
+        if parts:
+            lowered = "\0".join(unit.words).lower()
+            for word, found in parts.items():
+                if word[1:].lower() in lowered:
+                    found.append(unit)
+    holders = dict(parts)
+    for word in vocabulary:
+        if not word.startswith(PART):
+            holders[word] = plain[word[1:] if word.startswith(IMPORTED) else word]
+    return holders
+
+
+def _seeds(
+    units: list[_Unit],
+    vocabulary: Iterable[str],
+    groups_by_rule: Iterable[Sequence[Sequence[str]]],
+) -> set[_Unit] | None:
+    """The units that mention an AMP word that is rare in this module, and for each
+    candidate rule those that mention its rarest group; None when a group is mentioned by
+    no unit (its words came from elsewhere, a project module: slicing could not place it)."""
+    groups_by_rule = [list(groups) for groups in groups_by_rule]
+    words = set(vocabulary) | {w for groups in groups_by_rule for g in groups for w in g}
+    holders = _holders(units, words)
+    rare = max(MIN_RARE, RARE_SHARE * len(units))
+    seeds: set[_Unit] = set()
+    for word in vocabulary:
+        if len(holders[word]) <= rare:
+            seeds.update(holders[word])
+    for groups in groups_by_rule:
+        best: set[_Unit] | None = None
+        for group in groups:
+            found = {unit for word in group for unit in holders[word]}
+            if not found:
+                return None
+            if best is None or len(found) < len(best):
+                best = found
+        seeds |= best or set()
+    return seeds
+
+
+def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
+    """The seeds, what they read through names (transitively), and what reads their names."""
+    name_binders: dict[str, list[_Unit]] = {}
+    attribute_binders: dict[str, list[_Unit]] = {}
+    name_readers: dict[str, list[_Unit]] = {}
+    attribute_readers: dict[str, list[_Unit]] = {}
+    for unit in units:
+        for name in unit.binds:
+            name_binders.setdefault(name, []).append(unit)
+        for name in unit.binds_attributes:
+            attribute_binders.setdefault(name, []).append(unit)
+        for name in unit.names:
+            name_readers.setdefault(name, []).append(unit)
+        for name in unit.self_attributes:
+            attribute_readers.setdefault(name, []).append(unit)
+    pending: list[_Unit] = []
+    for seed in seeds:  # what reads the values a seed assigns (its AMP objects, perhaps)
+        pending.append(seed)
+        for name in seed.assigns:
+            pending.extend(name_readers.get(name, ()))
+            pending.extend(attribute_readers.get(name, ()))
+    kept: set[_Unit] = set()
+    while pending:
+        while pending:
+            unit = pending.pop()
+            if unit in kept:
+                continue
+            kept.add(unit)
+            for name in unit.names:
+                pending.extend(name_binders.get(name, ()))
+            for name in unit.self_attributes:
+                pending.extend(attribute_binders.get(name, ()))
+            if unit.owner is not None:
+                pending.append(unit.owner)
+            pending.extend(member for member in unit.members if member.implicit)
+        # A class needs a body: one whose members all went keeps its first (and what that
+        # one reaches, like any other kept unit).
+        pending = [
+            unit.members[0]
+            for unit in kept
+            if unit.members and not any(member in kept for member in unit.members)
+        ]
+    return kept
+
+
+def _mark(keep: list[bool], first: int, last: int, value: bool) -> None:
+    keep[first - 1 : last] = [value] * (last - first + 1)
+
+
+def _blank(line: bytes) -> bytes:
+    if line.endswith(b"\r\n"):
+        return b"\r\n"
+    return b"\n" if line.endswith(b"\n") else b""

@@ -1,0 +1,198 @@
+"""Analysing a large module on the part its rules can see reports exactly what the whole
+module gives (see :mod:`amplint.engine.slicing`)."""
+
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from amplint.api import check_source
+from amplint.catalog import static_codes
+from amplint.engine import slicing
+from amplint.engine.prefilter import words_of
+from amplint.engine.registry import all_rules
+from amplint.engine.run import lint_bytes
+from amplint.engine.slicing import relevant_slice
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
+CODES = sorted(static_codes())
+VOCABULARY = {word for _, groups in words_of(CODES) for group in groups for word in group}
+
+
+@pytest.fixture
+def slice_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slice files of any size, however much of them is kept: every example becomes a case."""
+    monkeypatch.setattr(slicing, "SLICE_ABOVE", 0)
+    monkeypatch.setattr(slicing, "MAX_KEPT_SHARE", 1.0)
+
+
+def _keys(data: bytes, *, sliced: bool) -> tuple[bool, list[tuple[object, ...]]]:
+    result = lint_bytes(data, "case.py", CODES, fixes=False, sliced=sliced)
+    keys = sorted((f.code, f.location, f.end_location, f.message) for f in result.findings)
+    return result.sliced, keys
+
+
+def _slice(source: str, codes: list[str]) -> str | None:
+    data = source.encode()
+    part = relevant_slice(data, ast.parse(data), VOCABULARY, [g for _, g in words_of(codes)])
+    return None if part is None else part.decode()
+
+
+def _examples() -> list[object]:
+    cases = []
+    for rule in all_rules():
+        for number, source in enumerate(rule.valid):
+            cases.append(pytest.param(source, id=f"{rule.code}-valid-{number}"))
+        for number, example in enumerate(rule.invalid):
+            cases.append(pytest.param(example.source, id=f"{rule.code}-invalid-{number}"))
+    for path in sorted(CORPUS.rglob("*.py")):
+        cases.append(pytest.param(path.read_text(), id=str(path.relative_to(CORPUS))))
+    return cases
+
+
+@pytest.mark.parametrize("source", _examples())
+def test_every_example_and_corpus_file_gives_the_same_findings_sliced(
+    slice_everything: None, source: str
+) -> None:
+    data = textwrap.dedent(source).encode()
+    _, whole = _keys(data, sliced=False)
+    _, part = _keys(data, sliced=True)
+    assert part == whole
+
+
+def _library(units: int) -> str:
+    """Unrelated library code around the AMP code, as in torch's large test modules."""
+    return "".join(
+        f"\n\ndef helper_{n}(x, rank=0):\n    y = x * {n}\n    return y + rank\n"
+        for n in range(units)
+    )
+
+
+#: A step without its update (AMP002), in a large module.
+UNFINISHED = (
+    "import torch\n\n\n"
+    "def train(model, optimizer, batches):\n"
+    "    scaler = torch.amp.GradScaler('cuda')\n"
+    "    for batch in batches:\n"
+    "        with torch.autocast('cuda'):\n"
+    "            loss = model(batch).sum()\n"
+    "        scaler.scale(loss).backward()\n"
+    "        scaler.step(optimizer)\n"
+)
+
+TRAINER = """\
+import torch
+from torch.amp import GradScaler, autocast
+
+
+class Trainer:
+    def __init__(self, model, optimizer):
+        self.model = model
+        self.optimizer = optimizer
+        self.gs = GradScaler("cuda")
+
+    def train_step(self, batch):
+        with autocast("cuda"):
+            loss = self.model(batch).sum()
+        self.gs.scale(loss).backward()
+        self.gs.step(self.optimizer)
+        self.finish()
+
+    def finish(self):
+        self.gs.update()
+        self.optimizer.zero_grad()
+"""
+
+
+def test_a_method_that_only_reads_an_amp_object_stays_with_it(slice_everything: None) -> None:
+    # ``finish`` names no AMP word: it stays because it reads ``self.gs``, which a kept unit
+    # assigns; without it AMP002 would see a step never followed by an update.
+    source = TRAINER + _library(60)
+    part = _slice(source, ["AMP002"])
+    assert part is not None
+    assert "self.gs.update()" in part
+    assert "def helper_3" not in part
+    assert len(part.splitlines()) == len(source.splitlines())
+    for row, line in enumerate(part.splitlines()):
+        assert line in ("", source.splitlines()[row])
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced and found == whole == []
+
+
+def test_a_helper_the_loop_calls_is_kept_and_its_findings_keep_their_lines(
+    slice_everything: None,
+) -> None:
+    source = (
+        _library(40)
+        + textwrap.dedent(
+            """
+
+            def backward_of(loss):
+                loss.backward()
+
+
+            def train(model, batches, optimizer):
+                for batch in batches:
+                    with torch.autocast("cuda"):
+                        loss = model(batch).sum()
+                        backward_of(loss)
+                    optimizer.step()
+            """
+        )
+        + _library(40).replace("helper_", "more_")
+    )
+    source = "import torch\n" + source
+    part = _slice(source, ["AMP001"])
+    assert part is not None and "loss.backward()" in part and "def more_1(" not in part
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced
+    assert found == whole
+    assert "AMP001" in [key[0] for key in found]
+
+
+def test_statements_sharing_a_line_are_not_sliced() -> None:
+    source = "import torch\nx = 1; y = 2\n" + _library(30) + "\nwith torch.autocast('cuda'): pass\n"
+    assert _slice(source, ["AMP008"]) is None
+
+
+def test_a_class_whose_members_all_go_keeps_a_body() -> None:
+    source = (
+        "import torch\n\n\nclass Config:\n    @property\n    def rank(self):\n        return 0\n"
+        "\n    def other(self):\n        return 1\n"
+        + _library(30)
+        + "\n\ndef run():\n    cfg = Config()\n    with torch.autocast('cpu'):\n        pass\n"
+    )
+    part = _slice(source, ["AMP008"])
+    assert part is not None
+    ast.parse(part)  # still Python: the class kept a member
+    assert "class Config:" in part
+
+
+def test_a_word_that_only_a_project_module_supplies_means_no_slice() -> None:
+    source = "import torch\n" + _library(30)
+    assert _slice(source, ["AMP002"]) is None
+
+
+def test_check_without_edits_slices_and_with_edits_does_not(tmp_path: Path) -> None:
+    source = UNFINISHED + _library(800)
+    data = source.encode()
+    assert len(data) > slicing.SLICE_ABOVE
+    assert lint_bytes(data, "t.py", CODES, fixes=False, sliced=True).sliced
+    plain = check_source(data, "t.py", CODES, with_edits=False)
+    edited = check_source(data, "t.py", CODES, with_edits=True)
+    assert [(f.code, f.location) for f in plain] == [(f.code, f.location) for f in edited]
+    assert [f.code for f in plain] == ["AMP002"]
+    assert plain[0].fix is not None and edited[0].fix is not None and edited[0].fix.edits
+
+
+def test_a_sliced_result_refuses_to_make_edits() -> None:
+    source = UNFINISHED + _library(800)
+    result = lint_bytes(source.encode(), "t.py", CODES, fixes=False, sliced=True)
+    assert result.sliced and result.findings
+    with pytest.raises(ValueError, match="sliced"):
+        result.fix_of(result.findings[0])
