@@ -127,3 +127,32 @@ def test_code_only_drops_words_in_comments_and_strings() -> None:
 )
 def test_code_only_refuses_what_it_might_misread(source: bytes) -> None:
     assert code_only(source) is None
+
+
+def test_words_only_in_comments_never_reach_ast() -> None:
+    from amplint.engine.prefilter import candidate_codes
+
+    commented = (
+        b"import torch\n"
+        b"# we used to wrap this in torch.autocast and call loss.backward() here\n"
+        b"def f(x):\n"
+        b"    return x  # autocast: no longer\n"
+    )
+    assert candidate_codes(commented, ["AMP001"]) == ([], None)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # the same words in code as well as in a comment
+        b"import torch\n# autocast\nwith torch.autocast('cuda'):\n    loss.backward()\n",
+        # a '#' inside a string on the word's line is not a comment
+        b"import torch\ntag = 'a # b'; ctx = torch.autocast('cuda')\nloss.backward()\n",
+        b'import torch\ntag = "#"; ctx = torch.autocast("cuda")\nloss.backward()\n',
+    ],
+)
+def test_a_word_in_code_is_kept_whatever_comments_say(source: bytes) -> None:
+    from amplint.engine.prefilter import candidate_codes
+
+    codes, facts = candidate_codes(source, ["AMP001"])
+    assert codes == ["AMP001"] and facts is not None
