@@ -155,9 +155,19 @@ def test_a_helper_the_loop_calls_is_kept_and_its_findings_keep_their_lines(
     assert "AMP001" in [key[0] for key in found]
 
 
-def test_statements_sharing_a_line_are_not_sliced() -> None:
-    source = "import torch\nx = 1; y = 2\n" + _library(30) + "\nwith torch.autocast('cuda'): pass\n"
-    assert _slice(source, ["AMP008"]) is None
+def test_statements_sharing_a_line_go_or_stay_together() -> None:
+    source = (
+        "import torch\nx = 1; y = (\n    2)\n"
+        "class Quiet(Exception): pass\n"
+        "class Loud:\n    a = 1; b = torch.autocast('cuda')\n    c = 3\n"
+        + _library(30)
+        + "\nwith torch.autocast('cuda'): pass\n"
+    )
+    part = _slice(source, ["AMP008"])
+    assert part is not None
+    ast.parse(part)
+    assert "    a = 1; b = torch.autocast('cuda')\n" in part
+    assert "x = 1" not in part and "    2)" not in part and "class Quiet" not in part
 
 
 def test_a_class_whose_members_all_go_keeps_a_body() -> None:

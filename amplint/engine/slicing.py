@@ -72,8 +72,6 @@ def relevant_slice(
         return None
     lines = data.splitlines(keepends=True)
     units = _units(tree.body, None, lines)
-    if units is None:
-        return None
     flat = list(_all(units))
     seeds = _seeds(flat, vocabulary, groups_by_rule)
     if seeds is None:
@@ -101,9 +99,10 @@ def _plain_lines(data: bytes) -> bool:
     return not any(b"coding" in line and line.lstrip().startswith(b"#") for line in head)
 
 
-def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> list[_Unit] | None:
-    """The units of a body; None when a statement shares a line with another (``a = 1;
-    b = 2``, ``class A: x = 1``): whole lines could not be blanked one unit at a time."""
+def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> list[_Unit]:
+    """The units of a body. Statements that share a line (``a = 1; b = 2``) are one unit,
+    and a class whose body starts on its header's line (``class A: x = 1``) is not split:
+    whole lines are blanked."""
     units: list[_Unit] = []
     for statement in body:
         opening: ast.AST = statement
@@ -111,11 +110,12 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
             if decorator.lineno < opening.lineno:  # type: ignore[attr-defined]
                 opening = decorator
         first, last = opening.lineno, statement.end_lineno or statement.lineno  # type: ignore[attr-defined]
-        if not _starts_line(lines, first, opening.col_offset):  # type: ignore[attr-defined]
-            return None
-        if units and units[-1].last >= first:
-            return None
-        if isinstance(statement, ast.ClassDef):
+        if units and units[-1].last >= first and not units[-1].members:
+            joined = units[-1]
+            joined.last = max(joined.last, last)
+            _read(statement, joined)
+            continue
+        if isinstance(statement, ast.ClassDef) and _splittable(statement, lines):
             header: list[ast.AST] = [
                 *statement.decorator_list,
                 *statement.bases,
@@ -124,10 +124,7 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
             unit = _Unit(first, last, set(), set(), set(), {statement.name}, set(), owner)
             for node in header:
                 _read(node, unit, header=True)
-            members = _units(statement.body, unit, lines)
-            if members is None:
-                return None
-            unit.members = members
+            unit.members = _units(statement.body, unit, lines)
         else:
             unit = _Unit(first, last, set(), set(), set(), set(), set(), owner)
             _read(statement, unit)
@@ -139,6 +136,16 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
             unit.binds_attributes |= unit.binds  # class-level names are attributes too
         units.append(unit)
     return units
+
+
+def _splittable(statement: ast.ClassDef, lines: list[bytes]) -> bool:
+    """Whether the class's body starts on a line of its own (members that share a line
+    with each other are joined into one unit)."""
+    first: ast.AST = statement.body[0]
+    for decorator in getattr(first, "decorator_list", ()):
+        if decorator.lineno < first.lineno:  # type: ignore[attr-defined]
+            first = decorator
+    return first.lineno > statement.lineno and _starts_line(lines, first.lineno, first.col_offset)  # type: ignore[attr-defined]
 
 
 def _starts_line(lines: list[bytes], line: int, column: int) -> bool:
