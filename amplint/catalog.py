@@ -1776,16 +1776,19 @@ def name_of(code: str) -> str:
     return by_code()[code].name
 
 
+@cache
 def known_codes() -> tuple[str, ...]:
     """Every selectable code, in order (the always-reported codes are not selectable)."""
     return tuple(code for code in sorted(by_code()) if code not in ALWAYS_REPORTED)
 
 
+@cache
 def static_codes() -> tuple[str, ...]:
     """The selectable codes the linter's rules implement."""
     return tuple(code for code in known_codes() if by_code()[code].static)
 
 
+@cache
 def default_codes() -> tuple[str, ...]:
     return tuple(code for code in known_codes() if by_code()[code].default_enabled)
 

@@ -73,6 +73,12 @@ def mapping_extended(nodes: Iterable[cst.CSTNode], name: str) -> bool:
 _CALLS: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}
 
 
+def forget_memos() -> None:
+    """Drop the memo of :func:`calls_in` once a file's rules have run: it holds subtrees of
+    that file, which would otherwise stay alive through the next file's parse (the peak)."""
+    _CALLS.clear()
+
+
 def calls_in(node: cst.CSTNode) -> tuple[cst.Call, ...]:
     """Calls under ``node`` in source order (memoised: rules ask again and again about the
     same loop bodies, and trees never change)."""

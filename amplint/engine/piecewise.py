@@ -36,7 +36,7 @@ import libcst as cst
 from amplint.engine.cstparse import parse_module
 
 #: Files larger than this (characters) are parsed in pieces.
-PIECEWISE_ABOVE = 128 * 1024
+PIECEWISE_ABOVE = 64 * 1024
 #: The size a piece aims at; a statement with no place to cut inside can make it larger.
 PIECE_CHARS = 48 * 1024
 

@@ -296,12 +296,18 @@ def identifiers(data: bytes) -> set[str] | None:
     return inspect_code(data).names
 
 
-def may_fire_in_code(names: set[str], rules: Sequence[_T]) -> list[_T]:
-    """Stage 2: rules whose token groups all occur among the code's identifiers."""
+def may_fire_in_code(
+    names: set[str], rules: Sequence[_T], *, literals_unknown: bool = False
+) -> list[_T]:
+    """Stage 2: rules whose token groups all occur among the code's identifiers.
+    ``literals_unknown``: ``names`` say nothing of keyword literals (see
+    :func:`code_identifiers`), which then count as present."""
     lowered: list[str] | None = None
 
     def has(word: str) -> bool:
         nonlocal lowered
+        if word.startswith(KEYWORD) and literals_unknown:
+            return True
         if word.startswith(IMPORTED):
             return word[1:] in names
         if not word.startswith(PART):
@@ -383,6 +389,19 @@ def code_only(data: bytes) -> bytes | None:
         if body.count(b"{") != body.count(b"}"):
             return None
     return code
+
+
+_IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def code_identifiers(data: bytes) -> tuple[set[str] | None, bool]:
+    """The identifiers of the code, and whether they are exact (``ast``'s, keyword literals
+    included) or a superset read from the code without comments and strings (files above
+    :data:`STRIP_ABOVE`, whose ``ast`` tree would cost more memory than the rest of the
+    run: its keyword literals are then unknown). None when the code cannot be parsed."""
+    if len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+        return {match.decode() for match in _IDENTIFIER.findall(code)}, False
+    return inspect_code(data).names, True
 
 
 def candidate_rules(
@@ -474,8 +493,20 @@ def words_of(codes: Collection[str]) -> list[tuple[str, tuple[tuple[str, ...], .
     return [(item.code, item.tokens) for item in _words_of(codes)]
 
 
-def mentions_amp(data: bytes) -> bool:
-    """Whether any rule's words occur in the raw bytes (stage 1 for every static code)."""
+def mentions_amp(data: bytes, source: SourceWords | None = None) -> bool:
+    """Whether any rule's words occur in the raw bytes (stage 1 for every static code),
+    outside comments (and, in a file above :data:`STRIP_ABOVE`, outside strings);
+    ``source``: see :func:`may_fire`."""
     from amplint.catalog import static_codes
 
-    return bool(may_fire(data, _words_of(static_codes())))
+    source = source or SourceWords(data)
+    found = [
+        rule
+        for rule in may_fire(data, _words_of(static_codes()), source)
+        if all(source.may_be_code(group) for group in rule.tokens)
+    ]
+    if found and len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+        # A file this large is not parsed for its syntax alone when its words are all in
+        # strings: CPython's tree of it would be the run's peak memory.
+        return bool(may_fire(code, found)) or any(map(_reads_literals, found))
+    return bool(found)

@@ -257,7 +257,7 @@ class FileView:
         a checkpoint's ``state_dict``) may come from an import; the rule's other words must
         be in this file's code, as the prefilter's second stage asks.
         """
-        from amplint.engine.prefilter import SourceWords, inspect_code, may_fire_in_code
+        from amplint.engine.prefilter import SourceWords, code_identifiers, may_fire_in_code
 
         own = own or SourceWords(data)
         candidates = []
@@ -293,13 +293,13 @@ class FileView:
         if not candidates:
             return []
         # The prefilter's second stage for this file's own share of the words.
-        names = (facts or inspect_code(data)).names
+        names, exact = (facts.names, True) if facts is not None else code_identifiers(data)
         if names is None:
             return [rule for rule, _ in candidates]
         return [
             rule
             for rule, missing in candidates
-            if may_fire_in_code(names, [_Without(rule, missing)])
+            if may_fire_in_code(names, [_Without(rule, missing)], literals_unknown=not exact)
         ]
 
     def _words(self, path: str) -> SourceWords | None:

@@ -49,6 +49,16 @@ def collect_rules(modules: Iterable[ModuleType]) -> tuple[type[Rule], ...]:
 def rules_for(codes: Collection[str]) -> list[type[Rule]]:
     """The rules of ``codes``, ordered by code, importing only their modules (each module
     spells its code and catalog name); any surprise defers to :func:`all_rules`."""
+    return list(_rules_for(frozenset(codes)))
+
+
+@cache
+def _rules_for(codes: frozenset[str]) -> tuple[type[Rule], ...]:
+    # Asked once per file with the same few selections: answered from memory after the first.
+    return tuple(_find_rules(codes))
+
+
+def _find_rules(codes: frozenset[str]) -> list[type[Rule]]:
     if all_rules.cache_info().currsize:  # type: ignore[attr-defined]
         return [rule for rule in all_rules() if rule.code in codes]
     from amplint.catalog import entry

@@ -141,16 +141,21 @@ def lint_bytes(
     readmitted: set[str] = set()
     if prefilter:
         selected = codes
-        # The project's look at dropped rules searches the same words again: share them.
-        words = SourceWords(data) if project is not None else None
+        # The project's look at dropped rules and the syntax check of a file no rule needs
+        # search the same words again: share them.
+        words = SourceWords(data)
         codes, facts = candidate_codes(data, codes, words)
         if project is not None and len(codes) < len(selected):
+            from amplint.engine.project import CROSS_MODULE_CODES
+
             kept = set(codes)
-            dropped = select_rules([code for code in selected if code not in kept])
-            readmitted = {rule.code for rule in project.readmit(data, dropped, words, facts)}
-            codes = [code for code in selected if code in kept or code in readmitted]
+            dropped = [code for code in selected if code not in kept and code in CROSS_MODULE_CODES]
+            if dropped:
+                back = project.readmit(data, select_rules(dropped), words, facts)
+                readmitted = {rule.code for rule in back}
+                codes = [code for code in selected if code in kept or code in readmitted]
         if not codes:
-            return LintResult(_syntax_only(data, filename, facts))
+            return LintResult(_syntax_only(data, filename, facts, words))
     rules = select_rules(codes)
     if not rules:
         return LintResult([])
@@ -165,8 +170,11 @@ def lint_bytes(
     if parsed is None and sliced and not fixes and prefilter and not readmitted:
         part = _slice(data, syntax, [rule.code for rule in rules])
     if part is not None:
+        # CPython's tree of the whole file is not needed past this point (findings are
+        # placed on the part): let it go before libcst's parse, the run's memory peak.
+        facts.tree = syntax = None
         try:
-            parsed, syntax = parse(part), None
+            parsed = parse(part)
         except SourceError:  # the part is valid Python when the whole is; never trust it
             parsed, part = None, None
     if parsed is None:
@@ -200,11 +208,13 @@ def _slice(data: bytes, syntax: ast.Module | None, codes: list[str]) -> bytes | 
     return relevant_slice(data, syntax, vocabulary, [groups for _, groups in words_of(codes)])
 
 
-def _syntax_only(data: bytes, filename: str, facts: CodeFacts | None) -> list[Finding]:
+def _syntax_only(
+    data: bytes, filename: str, facts: CodeFacts | None, words: SourceWords | None = None
+) -> list[Finding]:
     """The syntax-error finding of a file no selected rule needs: a file that mentions AMP
     at all is checked for syntax whatever the selection, as ruff reports syntax errors."""
     if facts is None:
-        if not mentions_amp(data):
+        if not mentions_amp(data, words):
             return []
         facts = inspect_code(data)
     if facts.refusal is not None:
@@ -255,6 +265,23 @@ def lint_parsed(
     where the prefilter made one. ``imports`` lets the analysis see the project's other
     modules (see :mod:`amplint.engine.project`).
     """
+    from amplint.analysis.model import forget_memos
+
+    try:
+        return _lint_parsed(parsed, filename, rules, lazy, layout, syntax, imports)
+    finally:
+        forget_memos()
+
+
+def _lint_parsed(
+    parsed: ParsedSource,
+    filename: str,
+    rules: Sequence[type[Rule]],
+    lazy: LintResult | None,
+    layout: ModuleLayout | None,
+    syntax: ast.Module | None,
+    imports: ImportLookup | None,
+) -> list[Finding]:
     from amplint.analysis.model import ModuleModel
     from amplint.engine.contract import RuleContext
     from amplint.engine.fixes import ModuleLayout
