@@ -206,3 +206,35 @@ def test_a_sliced_result_refuses_to_make_edits() -> None:
     assert result.sliced and result.findings
     with pytest.raises(ValueError, match="sliced"):
         result.fix_of(result.findings[0])
+
+
+def test_pieces_checked_only_where_they_have_findings_and_redone_when_wrong(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from amplint.engine import piecewise
+
+    # A module large enough to be parsed in pieces, with its finding in the last statement.
+    source = "import torch\n" + _library(2500) + "\n\n" + UNFINISHED.replace("import torch\n", "")
+    data = source.encode()
+    assert len(data) > piecewise.PIECEWISE_ABOVE
+    expected = [(f.code, f.location) for f in lint_bytes(data, "t.py", CODES).findings]
+    assert [code for code, _ in expected] == ["AMP002"]
+
+    real = piecewise._assemble
+
+    def misassembled(*args: object, **kwargs: object) -> object:
+        module = real(*args, **kwargs)  # type: ignore[arg-type]
+        # A seam gone wrong: one statement in the middle lost.
+        body = list(module.body)
+        del body[len(body) // 2]
+        return module.with_changes(body=tuple(body))
+
+    monkeypatch.setattr(piecewise, "_assemble", misassembled)
+    result = lint_bytes(data, "t.py", CODES, fixes=False, sliced=True)
+    assert result.parsed is not None and result.parsed.verified  # redone from a whole parse
+    assert [(f.code, f.location) for f in result.findings] == expected
+    # Without findings nothing is generated to check: the unchecked tree is kept.
+    from amplint.engine.source import parse
+
+    assert not parse(data, verify=False).verified
+    assert parse(data).verified

@@ -59,6 +59,7 @@ class SourceWords:
         self._known: dict[str, bool] = {}
         #: words not even present as substrings: no word containing one can be present.
         self._missing: list[bytes] = []
+        self._code: bytes | bool | None = False
 
     def has_group(self, group: tuple[str, ...]) -> bool:
         return any(self.has(word) for word in group)
@@ -67,6 +68,13 @@ class SourceWords:
         """Whether every word of ``group`` was searched already and not found."""
         known = self._known
         return all(known.get(word) is False for word in group)
+
+    def code_only(self) -> bytes | None:
+        """:func:`code_only` of the bytes, made once (the candidates and the syntax check of
+        a large file both ask)."""
+        if self._code is False:
+            self._code = code_only(self.data)
+        return self._code  # type: ignore[return-value]
 
     def may_be_code(self, group: tuple[str, ...]) -> bool:
         """Whether a word of the group may occur in code: False only when every occurrence
@@ -394,12 +402,15 @@ def code_only(data: bytes) -> bytes | None:
 _IDENTIFIER = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def code_identifiers(data: bytes) -> tuple[set[str] | None, bool]:
+def code_identifiers(
+    data: bytes, source: SourceWords | None = None
+) -> tuple[set[str] | None, bool]:
     """The identifiers of the code, and whether they are exact (``ast``'s, keyword literals
     included) or a superset read from the code without comments and strings (files above
     :data:`STRIP_ABOVE`, whose ``ast`` tree would cost more memory than the rest of the
     run: its keyword literals are then unknown). None when the code cannot be parsed."""
-    if len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+    code = (source or SourceWords(data)).code_only() if len(data) > STRIP_ABOVE else None
+    if code is not None:
         return {match.decode() for match in _IDENTIFIER.findall(code)}, False
     return inspect_code(data).names, True
 
@@ -417,7 +428,7 @@ def candidate_rules(
     ]
     if not candidates:
         return [], None
-    if len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+    if len(data) > STRIP_ABOVE and (code := source.code_only()) is not None:
         # Keyword literals are strings, which the stripped code has lost: such rules go on.
         in_code = may_fire(code, candidates)
         candidates = [c for c in candidates if c in in_code or _reads_literals(c)]
@@ -505,7 +516,7 @@ def mentions_amp(data: bytes, source: SourceWords | None = None) -> bool:
         for rule in may_fire(data, _words_of(static_codes()), source)
         if all(source.may_be_code(group) for group in rule.tokens)
     ]
-    if found and len(data) > STRIP_ABOVE and (code := code_only(data)) is not None:
+    if found and len(data) > STRIP_ABOVE and (code := source.code_only()) is not None:
         # A file this large is not parsed for its syntax alone when its words are all in
         # strings: CPython's tree of it would be the run's peak memory.
         return bool(may_fire(code, found)) or any(map(_reads_literals, found))

@@ -293,7 +293,7 @@ class FileView:
         if not candidates:
             return []
         # The prefilter's second stage for this file's own share of the words.
-        names, exact = (facts.names, True) if facts is not None else code_identifiers(data)
+        names, exact = (facts.names, True) if facts is not None else code_identifiers(data, own)
         if names is None:
             return [rule for rule, _ in candidates]
         return [

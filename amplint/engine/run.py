@@ -155,7 +155,7 @@ def lint_bytes(
                 readmitted = {rule.code for rule in back}
                 codes = [code for code in selected if code in kept or code in readmitted]
         if not codes:
-            return LintResult(_syntax_only(data, filename, facts, words))
+            return LintResult(_syntax_only(data, filename, facts, words, selected))
     rules = select_rules(codes)
     if not rules:
         return LintResult([])
@@ -166,23 +166,45 @@ def lint_bytes(
         return LintResult([error_finding(filename, error)])
     parsed, layout = _reparse(data, previous) if previous is not None else (None, None)
     syntax = facts.tree
+    imports = project.imports() if project is not None else None
+    # Only a report that shows titles, not edits, may take the shortcuts below: the part of
+    # the module the rules can see, and pieces checked only where they have findings.
+    shortcuts = sliced and not fixes and prefilter and parsed is None
     part = None
-    if parsed is None and sliced and not fixes and prefilter and not readmitted:
+    if shortcuts and not readmitted:
         part = _slice(data, syntax, [rule.code for rule in rules])
     if part is not None:
         # CPython's tree of the whole file is not needed past this point (findings are
         # placed on the part): let it go before libcst's parse, the run's memory peak.
         facts.tree = syntax = None
         try:
-            parsed = parse(part)
+            parsed = parse(part, verify=False)
         except SourceError:  # the part is valid Python when the whole is; never trust it
             parsed, part = None, None
     if parsed is None:
         try:
-            parsed = parse(data, syntax=syntax)
+            parsed = parse(data, syntax=syntax, verify=not shortcuts)
         except SourceError as error:
             return LintResult([error_finding(filename, error)])
-    result = LintResult([], parsed, sliced=part is not None)
+    result = _lint_result(parsed, filename, rules, fixes, layout, syntax, imports, part is not None)
+    if not parsed.verified and result.findings and not _adds_up(result):
+        # The pieces did not add up to the text: their findings cannot be trusted.
+        whole = parse(part if part is not None else data)
+        result = _lint_result(whole, filename, rules, fixes, None, None, imports, part is not None)
+    return result
+
+
+def _lint_result(
+    parsed: ParsedSource,
+    filename: str,
+    rules: Sequence[type[Rule]],
+    fixes: bool,
+    layout: ModuleLayout | None,
+    syntax: ast.Module | None,
+    imports: object,
+    sliced: bool,
+) -> LintResult:
+    result = LintResult([], parsed, sliced=sliced)
     result.findings = lint_parsed(
         parsed,
         filename,
@@ -190,9 +212,19 @@ def lint_bytes(
         lazy=None if fixes else result,
         layout=layout,
         syntax=syntax if layout is None else None,
-        imports=project.imports() if project is not None else None,  # type: ignore[arg-type]
+        imports=imports,  # type: ignore[arg-type]
     )
     return result
+
+
+def _adds_up(result: LintResult) -> bool:
+    """Whether the tree's code is its text (the code of each top-level statement is what
+    placing the findings generated already)."""
+    layout = result.layout
+    if layout is not None:
+        return layout.statement_spans() is not None
+    parsed = result.parsed
+    return parsed is not None and parsed.module.code == parsed.text
 
 
 def _slice(data: bytes, syntax: ast.Module | None, codes: list[str]) -> bytes | None:
@@ -209,12 +241,20 @@ def _slice(data: bytes, syntax: ast.Module | None, codes: list[str]) -> bytes | 
 
 
 def _syntax_only(
-    data: bytes, filename: str, facts: CodeFacts | None, words: SourceWords | None = None
+    data: bytes,
+    filename: str,
+    facts: CodeFacts | None,
+    words: SourceWords | None = None,
+    searched: Collection[str] = (),
 ) -> list[Finding]:
     """The syntax-error finding of a file no selected rule needs: a file that mentions AMP
-    at all is checked for syntax whatever the selection, as ruff reports syntax errors."""
+    at all is checked for syntax whatever the selection, as ruff reports syntax errors.
+    ``searched``: the codes whose words the prefilter looked for already (and found none
+    of, in code, as ``facts`` is None)."""
     if facts is None:
-        if not mentions_amp(data, words):
+        from amplint.catalog import static_codes
+
+        if set(static_codes()) <= set(searched) or not mentions_amp(data, words):
             return []
         facts = inspect_code(data)
     if facts.refusal is not None:

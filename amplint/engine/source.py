@@ -36,6 +36,10 @@ class ParsedSource:
     module: cst.Module
     #: the decoded text libcst works on (no BOM); edits are positions in it.
     text: str
+    #: False for a tree assembled from pieces whose code was not compared with the text
+    #: (``parse(..., verify=False)``): check it (:func:`amplint.engine.run.lint_bytes` does,
+    #: where it has findings) before reporting from it.
+    verified: bool = True
 
     def encode(self, text: str) -> bytes:
         """Encode edited text the way the original was encoded (coding cookie, BOM)."""
@@ -51,11 +55,11 @@ def read_bytes(path: Path) -> bytes:
         raise SourceError(f"cannot read file: {error.strerror or error}") from error
 
 
-def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
+def parse(data: bytes, syntax: ast.Module | None = None, *, verify: bool = True) -> ParsedSource:
     """Parse ``data`` with libcst, honouring its BOM and coding cookie.
 
     ``syntax`` is CPython's tree of ``data`` where one was made already (a large file is cut
-    into pieces by it).
+    into pieces by it). ``verify=False``: see :attr:`ParsedSource.verified`.
     """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
@@ -67,7 +71,8 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     if len(data) > TRIM_ABOVE:
         _release_free_memory()
     try:
-        module = parse_large(data, syntax) if len(data) > PIECEWISE_ABOVE else None
+        module = parse_large(data, syntax, verify=verify) if len(data) > PIECEWISE_ABOVE else None
+        pieced = module is not None
         if module is None:
             module = parse_module(data)
     except cst.ParserSyntaxError as error:
@@ -85,7 +90,7 @@ def parse(data: bytes, syntax: ast.Module | None = None) -> ParsedSource:
     text = data.decode(module.encoding)
     if text.startswith("\ufeff"):
         text = text[1:]
-    return ParsedSource(module, text)
+    return ParsedSource(module, text, verified=verify or not pieced)
 
 
 #: Before parsing a file above this size, free heap pages go back to the system: libcst's
