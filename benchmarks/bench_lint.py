@@ -257,8 +257,10 @@ def spread(walls: list[float]) -> float:
 
 def single_file_tools(tree: Path, work: Path, amplint: list[str], ruff: list[str]) -> list[Tool]:
     clean = tree / CLEAN_FILE
-    if not clean.is_file():
-        raise SystemExit(f"{CLEAN_FILE} is not in the tree: pass the torch package as --tree")
+    if not clean.is_file():  # another tree (the wild corpus): the file from installed torch
+        clean = work / "clean" / CLEAN_FILE.name
+        clean.parent.mkdir()
+        shutil.copyfile(torch_tree() / CLEAN_FILE, clean)
     loop = work / "loop" / LOOP_FILE.name
     loop.parent.mkdir()
     shutil.copyfile(LOOP_FILE, loop)
