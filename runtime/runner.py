@@ -226,9 +226,29 @@ def _catch_sigterm(mode: str, script: str, report_path: str | None, health: bool
         def on_sigterm(signum: int, frame: types.FrameType | None) -> None:
             _report_and_die(signum, mode, script, report_path, health)
 
-        return signal.signal(signal.SIGTERM, on_sigterm)
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        _CHILDREN_DIE_AT_ONCE.add(on_sigterm)
+        return previous
     except (AttributeError, ValueError, OSError):  # no SIGTERM here, or not allowed
         return None
+
+
+#: amplint's SIGTERM handlers, which a forked child must not keep.
+_CHILDREN_DIE_AT_ONCE: set[Any] = set()
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked child (a pool worker) dies of SIGTERM as under plain python: in the kernel,
+    at once. A Python-level handler runs only between bytecodes, so a worker that took the
+    signal just before blocking on its task queue's lock never ran it: the pool's exit
+    waited for it forever (seen under load, about one run in thirty)."""
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        if signal.getsignal(signal.SIGTERM) in _CHILDREN_DIE_AT_ONCE:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _restore_sigterm(previous: Any) -> None:

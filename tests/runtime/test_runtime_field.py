@@ -318,6 +318,42 @@ def test_forked_children_stay_silent_and_the_run_ends_cleanly(tmp_path: Path) ->
     assert json.loads(report.read_text())["summary"]["steps"] == 4
 
 
+def test_a_forked_child_dies_of_sigterm_in_the_kernel_as_under_plain_python(
+    tmp_path: Path,
+) -> None:
+    # A Python-level handler runs between bytecodes: a pool worker that took the pool's
+    # SIGTERM just before blocking on its task queue's lock never ran it, and the exit of
+    # the script waited for it forever. The child must have the default action back.
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import signal
+
+            parent = signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+            pid = os.fork()
+            if pid == 0:
+                default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+                print(f"child default {default}", flush=True)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print(f"parent handled {parent}", flush=True)
+            """
+        ),
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "amplint.runtime.runner", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "parent handled True" in done.stdout  # amplint still writes its report on SIGTERM
+    assert "child default True" in done.stdout
+
+
 # Torch's own deprecation warnings ------------------------------------------------------------
 
 
