@@ -29,6 +29,9 @@ from amplint.analysis.symbols import (
     symbol_for,
 )
 
+#: The classes whose calls make an AMP object (:meth:`Evaluator.made_by`).
+_MAKERS = AUTOCAST_SYMBOLS | SCALER_SYMBOLS
+
 _MAX_DEPTH = 8
 
 
@@ -208,6 +211,22 @@ class Evaluator:
             if symbol is not None:
                 found.add(symbol)
         return found
+
+    def made_by(self, call: cst.Call) -> list[AutocastRegion | ScalerInstance]:
+        """The autocast regions and GradScalers this very call makes. Only a call of one of
+        their classes (any spelling, alias or ``partial``) makes one, so a call whose callee
+        is not such a class is never evaluated (evaluating a call of a local function
+        evaluates what it returns: the cost of a whole-module scan of calls)."""
+        if not any(
+            isinstance(value, SymbolValue) and value.symbol in _MAKERS
+            for value in self.evaluate(call.func)
+        ):
+            return []
+        return [
+            value
+            for value in self.evaluate(call)
+            if isinstance(value, (AutocastRegion, ScalerInstance)) and value.call is call
+        ]
 
     def is_symbol(self, node: cst.BaseExpression, *symbols: Symbol) -> bool:
         return bool(self.symbols(node) & set(symbols))

@@ -172,10 +172,10 @@ with torch.autocast("cpu", dtype=torch.float16):
         regions: list[AutocastRegion] = []
         scalers: list[ScalerInstance] = []
         for call in model.index.calls:
-            for value in model.evaluator.evaluate(call):
-                if isinstance(value, AutocastRegion) and value.call is call:
+            for value in model.evaluator.made_by(call):
+                if isinstance(value, AutocastRegion):
                     regions.append(value)
-                elif isinstance(value, ScalerInstance) and value.call is call:
+                else:
                     scalers.append(value)
         for region in regions:
             self._check_dtype(context, region)
