@@ -181,6 +181,13 @@ def lint_bytes(
             parsed = parse(part, verify=False)
         except SourceError:  # the part is valid Python when the whole is; never trust it
             parsed, part = None, None
+    from amplint.engine.piecewise import PIECEWISE_ABOVE  # libcst's turn has come
+
+    if parsed is None and shortcuts and syntax is not None and len(data) > PIECEWISE_ABOVE:
+        # Cutting pieces needs CPython's tree only briefly; held through libcst's parse it
+        # would add to the peak (10 MB for a 100 KB module). Findings, which are rare, parse
+        # it again to be placed.
+        facts.tree = syntax = None
     if parsed is None:
         try:
             parsed = parse(data, syntax=syntax, verify=not shortcuts)
