@@ -5,17 +5,21 @@ sit in a few functions (torch's 450 KB ``distributed_test.py`` steps a GradScale
 its four hundred test methods). :func:`relevant_slice` keeps, of the module's statements and
 of the members of its classes (at any depth), the *units*:
 
-1. that mention the words of a candidate rule: for each rule, the word group that the
-   fewest units mention (a rule fires only where all its groups meet, so its rarest group
+1. the *seeds*: those that mention an AMP word (any rule's) that few units of the module
+   mention (``GradScaler`` anywhere; ``step`` in a training script, not in a library where
+   every other method steps something), and for each candidate rule those that mention
+   its rarest word group (a rule fires only where all its groups meet, so its rarest group
    marks every place it can);
-2. then, until nothing changes, every unit that *defines* a name a kept unit mentions (the
-   helper a training loop calls, the import it resolves through, the module constant it
-   reads), and every unit that *mentions* a name a kept unit binds outside a function
-   (``self.scaler`` built in ``__init__`` and stepped in ``train_step``, a module-level
-   scaler updated in another function): whatever reaches an AMP object by a name stays
-   with it. Imports only define: everything mentions ``torch``;
-3. and of a kept class, its header and the members Python calls without naming them
-   (dunders, ``forward``).
+2. the units that read a value a seed assigns outside a function or to ``self`` (the
+   ``self.gs.update()`` of a method without any AMP word, when ``__init__`` made
+   ``self.gs = GradScaler()``), or a name a seed imports (``with ac():`` after
+   ``from torch.cuda.amp import autocast as ac``);
+3. then, until nothing changes, the units that define what a kept unit reads: the helper a
+   training loop calls, the import it resolves through, the module constant, the method or
+   ``self`` attribute (a function's own parameters and locals are not reads: every test
+   method has its ``rank`` and ``model``);
+4. and of a kept class, its header and the members Python calls without naming them
+   (dunders, ``forward``); a class whose members all went keeps its first, for a body.
 
 Dropped units become blank lines, so every kept line keeps its number and columns, and
 comments stay where they were (``noqa`` included). The result is only for reporting: a
