@@ -29,11 +29,16 @@ def max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
     ``_foreach_norm`` on CUDA (one fused kernel per dtype); on the CPU, where that op is a
     slow per-tensor loop, one ``aminmax`` pass per tensor, several times faster."""
     if tensors[0].device.type == "cpu":
-        pairs = [torch.aminmax(tensor) for tensor in tensors]
-        highs = torch.stack([pair[1] for pair in pairs])
-        lows = torch.stack([pair[0] for pair in pairs])
-        return torch.maximum(highs, lows.neg())  # maximum propagates NaN
+        return max_abs_of_pairs([torch.aminmax(tensor) for tensor in tensors])
     return torch.stack(torch._foreach_norm(tensors, INF))
+
+
+def max_abs_of_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """:func:`max_abs` from each tensor's ``aminmax`` (taken earlier, e.g. where the tensor
+    was made)."""
+    highs = torch.stack([pair[1] for pair in pairs])
+    lows = torch.stack([pair[0] for pair in pairs])
+    return torch.maximum(highs, lows.neg())  # maximum propagates NaN
 
 
 def nonfinite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:
