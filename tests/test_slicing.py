@@ -41,6 +41,14 @@ def _slice(source: str, codes: list[str]) -> str | None:
     return None if part is None else part.decode()
 
 
+def _valid_slice(source: str, codes: list[str]) -> str:
+    """The slice, which must exist and still be Python."""
+    part = _slice(source, codes)
+    assert part is not None
+    ast.parse(part)
+    return part
+
+
 def _examples() -> list[object]:
     cases = []
     for rule in all_rules():
@@ -163,9 +171,7 @@ def test_statements_sharing_a_line_go_or_stay_together() -> None:
         + _library(30)
         + "\nwith torch.autocast('cuda'): pass\n"
     )
-    part = _slice(source, ["AMP008"])
-    assert part is not None
-    ast.parse(part)
+    part = _valid_slice(source, ["AMP008"])
     assert "    a = 1; b = torch.autocast('cuda')\n" in part
     assert "x = 1" not in part and "    2)" not in part and "class Quiet" not in part
 
@@ -177,9 +183,7 @@ def test_a_class_whose_members_all_go_keeps_a_body() -> None:
         + _library(30)
         + "\n\ndef run():\n    cfg = Config()\n    with torch.autocast('cpu'):\n        pass\n"
     )
-    part = _slice(source, ["AMP008"])
-    assert part is not None
-    ast.parse(part)  # still Python: the class kept a member
+    part = _valid_slice(source, ["AMP008"])  # still Python: the class kept a member
     assert "class Config:" in part
 
 
