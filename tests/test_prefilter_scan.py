@@ -149,6 +149,8 @@ def test_words_only_in_comments_never_reach_ast() -> None:
         # a '#' inside a string on the word's line is not a comment
         b"import torch\ntag = 'a # b'; ctx = torch.autocast('cuda')\nloss.backward()\n",
         b'import torch\ntag = "#"; ctx = torch.autocast("cuda")\nloss.backward()\n',
+        # a multi-line string that ends after a '#' on the word's line
+        b'import torch\ns = """a\n# """; ctx = torch.autocast("cuda")\nloss.backward()\n',
     ],
 )
 def test_a_word_in_code_is_kept_whatever_comments_say(source: bytes) -> None:

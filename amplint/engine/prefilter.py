@@ -78,9 +78,9 @@ class SourceWords:
 
     def may_be_code(self, group: tuple[str, ...]) -> bool:
         """Whether a word of the group may occur in code: False only when every occurrence
-        of each of its (plain) words sits after a ``#`` with no quote before it on its line,
-        in a comment or inside a multi-line string, never code. A cheap look before ``ast``:
-        torch's comments name ``amp`` and ``autocast`` in a dozen modules."""
+        of each of its (plain) words sits after a ``#`` with no quote at all before it on
+        its line, in a comment or inside a multi-line string, never code. A cheap look
+        before ``ast``: torch's comments name ``amp`` and ``autocast`` in a dozen modules."""
         return any(self._may_be_code(word) for word in group)
 
     def _may_be_code(self, word: str) -> bool:
@@ -96,8 +96,8 @@ class SourceWords:
                 after == end or data[after] not in _IDENTIFIER_BYTES
             ):
                 before = data[data.rfind(b"\n", 0, start) + 1 : start]
-                hash_at = before.find(b"#")
-                if hash_at < 0 or b'"' in before[:hash_at] or b"'" in before[:hash_at]:
+                # Any quote before the word: a string may end between the '#' and it.
+                if b"#" not in before or b'"' in before or b"'" in before:
                     return True
             start = data.find(encoded, start + 1)
         return False
