@@ -187,6 +187,28 @@ def test_a_class_whose_members_all_go_keeps_a_body() -> None:
     assert "class Config:" in part
 
 
+def test_a_global_assigned_in_a_function_keeps_its_readers_and_star_imports_stay(
+    slice_everything: None,
+) -> None:
+    source = (
+        "from torch.amp import *\nimport torch\n\ngs = None\n\n\n"
+        "def setup():\n    global gs\n    gs = GradScaler('cuda')\n\n\n"
+        "def finish():\n    gs.update()\n\n\ncallbacks = [finish]\n"
+        # so many other updates that `update` is no rare word here: `finish` stays only
+        # because it reads the scaler `setup` assigns
+        + "".join(f"\n\ndef merge_{n}(x, y):\n    x.update(y)\n" for n in range(100))
+        + "\n\ndef train(model, optimizer, batches):\n    setup()\n"
+        "    for batch in batches:\n        with torch.autocast('cuda'):\n"
+        "            loss = model(batch).sum()\n        gs.scale(loss).backward()\n"
+        "        gs.step(optimizer)\n"
+    )
+    part = _valid_slice(source, ["AMP002"])
+    assert "from torch.amp import *" in part and "    gs.update()" in part
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced and found == whole
+
+
 def test_a_word_that_only_a_project_module_supplies_means_no_slice() -> None:
     source = "import torch\n" + _library(30)
     assert _slice(source, ["AMP002"]) is None

@@ -60,6 +60,7 @@ class _Unit:
     #: of those, the ones bound to a value (not a ``def``, ``class`` or method name).
     assigns: set[str] = field(default_factory=set)
     implicit: bool = False  # a member Python calls by itself (dunders, forward)
+    star: bool = False  # holds ``from ... import *``: it may define any name, so it stays
     members: list[_Unit] = field(default_factory=list)
 
 
@@ -216,7 +217,9 @@ def _read(node: ast.AST, unit: _Unit, *, header: bool = False) -> None:
             words.update(current.name.split("."))  # type: ignore[attr-defined]
             if current.asname:  # type: ignore[attr-defined]
                 words.add(current.asname)  # type: ignore[attr-defined]
-            if not inside and not header:
+            if current.name == "*":  # type: ignore[attr-defined]
+                unit.star = True
+            elif not inside and not header:
                 alias = current.asname or current.name.partition(".")[0]  # type: ignore[attr-defined]
                 bound.add(alias)
                 assigns.add(alias)  # an import of an AMP name: its readers use it
@@ -232,8 +235,9 @@ def _read(node: ast.AST, unit: _Unit, *, header: bool = False) -> None:
             local.add(current.arg)  # type: ignore[attr-defined]
         elif kind is ast.Global or kind is ast.Nonlocal:
             declared.update(current.names)  # type: ignore[attr-defined]
-            if kind is ast.Global:
+            if kind is ast.Global:  # a module name the function assigns: as if outside
                 bound.update(current.names)  # type: ignore[attr-defined]
+                assigns.update(current.names)  # type: ignore[attr-defined]
         elif kind in _DEFINITIONS and not inside and not header:
             bound.add(current.name)  # type: ignore[attr-defined]
         if kind in _SCOPES:
@@ -288,7 +292,7 @@ def _seeds(
     words = set(vocabulary) | {w for groups in groups_by_rule for g in groups for w in g}
     holders = _holders(units, words)
     rare = max(MIN_RARE, RARE_SHARE * len(units))
-    seeds: set[_Unit] = set()
+    seeds: set[_Unit] = {unit for unit in units if unit.star}
     for word in vocabulary:
         if len(holders[word]) <= rare:
             seeds.update(holders[word])
