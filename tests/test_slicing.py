@@ -12,14 +12,13 @@ import pytest
 from amplint.api import check_source
 from amplint.catalog import static_codes
 from amplint.engine import slicing
-from amplint.engine.prefilter import words_of
+from amplint.engine.prefilter import all_words, words_of
 from amplint.engine.registry import all_rules
 from amplint.engine.run import lint_bytes
 from amplint.engine.slicing import relevant_slice
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 CODES = sorted(static_codes())
-VOCABULARY = {word for _, groups in words_of(CODES) for group in groups for word in group}
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def _keys(data: bytes, *, sliced: bool) -> tuple[bool, list[tuple[object, ...]]]
 
 def _slice(source: str, codes: list[str]) -> str | None:
     data = source.encode()
-    part = relevant_slice(data, ast.parse(data), VOCABULARY, [g for _, g in words_of(codes)])
+    part = relevant_slice(data, ast.parse(data), all_words(), [g for _, g in words_of(codes)])
     return None if part is None else part.decode()
 
 

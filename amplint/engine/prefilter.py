@@ -15,7 +15,7 @@ read and a byte search, nothing more.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -84,22 +84,14 @@ class SourceWords:
         return any(self._may_be_code(word) for word in group)
 
     def _may_be_code(self, word: str) -> bool:
-        if word.startswith((IMPORTED, KEYWORD, PART)) or not self.has(word):
-            return word.startswith((IMPORTED, KEYWORD, PART))
+        if word.startswith((IMPORTED, KEYWORD, PART)):
+            return True  # not a plain word: ``ast`` decides
         data = self.data
-        encoded = word.encode()
-        end = len(data)
-        start = data.find(encoded)
-        while start >= 0:
-            after = start + len(encoded)
-            if (start == 0 or data[start - 1] not in _IDENTIFIER_BYTES) and (
-                after == end or data[after] not in _IDENTIFIER_BYTES
-            ):
-                before = data[data.rfind(b"\n", 0, start) + 1 : start]
-                # Any quote before the word: a string may end between the '#' and it.
-                if b"#" not in before or b'"' in before or b"'" in before:
-                    return True
-            start = data.find(encoded, start + 1)
+        for start in _whole_words(data, word.encode()):
+            before = data[data.rfind(b"\n", 0, start) + 1 : start]
+            # Any quote before the word: a string may end between the '#' and it.
+            if b"#" not in before or b'"' in before or b"'" in before:
+                return True
         return False
 
     def has(self, word: str) -> bool:
@@ -122,22 +114,25 @@ class SourceWords:
         encoded = word.encode()
         if any(missing in encoded for missing in self._missing):
             return False
-        data = self.data
-        end = len(data)
-        start = data.find(encoded)
-        if start < 0:
+        if encoded not in self.data:
             self._missing.append(encoded)
             return False
-        # bytes.find is a fast C scan; the word-boundary test runs only where it matched
-        # (a regex with look-behinds cannot skip ahead and is ~50x slower here).
-        while start >= 0:
-            after = start + len(encoded)
-            if (start == 0 or data[start - 1] not in _IDENTIFIER_BYTES) and (
-                after == end or data[after] not in _IDENTIFIER_BYTES
-            ):
-                return True
-            start = data.find(encoded, start + 1)
-        return False
+        return next(_whole_words(self.data, encoded), None) is not None
+
+
+def _whole_words(data: bytes, word: bytes) -> Iterator[int]:
+    """Where ``word`` occurs in ``data`` as a whole word. ``bytes.find`` is a fast C scan;
+    the word-boundary test runs only where it matched (a regex with look-behinds cannot
+    skip ahead and is ~50x slower here)."""
+    end = len(data)
+    start = data.find(word)
+    while start >= 0:
+        after = start + len(word)
+        if (start == 0 or data[start - 1] not in _IDENTIFIER_BYTES) and (
+            after == end or data[after] not in _IDENTIFIER_BYTES
+        ):
+            yield start
+        start = data.find(word, start + 1)
 
 
 @cache
@@ -420,24 +415,29 @@ def candidate_rules(
 ) -> tuple[list[_T], CodeFacts | None]:
     """Both stages: the rules that may fire on ``data``, and what ``ast`` said (None when
     stage 1 already excluded every rule). ``source``: see :func:`may_fire`."""
-    source = source or SourceWords(data)
+    candidates = _outside_comments(data, rules, source or SourceWords(data))
+    if not candidates:
+        return [], None
+    facts = inspect_code(data)
+    if facts.names is None:
+        return candidates, facts
+    return may_fire_in_code(facts.names, candidates), facts
+
+
+def _outside_comments(data: bytes, rules: Sequence[_T], source: SourceWords) -> list[_T]:
+    """Stage 1, and what can be said before ``ast``: the rules whose words occur in the
+    bytes, not all of one group only after a ``#``, and, in a file above
+    :data:`STRIP_ABOVE`, not only in strings either."""
     candidates = [
         rule
         for rule in may_fire(data, rules, source)
         if all(source.may_be_code(group) for group in rule.tokens)
     ]
-    if not candidates:
-        return [], None
-    if len(data) > STRIP_ABOVE and (code := source.code_only()) is not None:
+    if candidates and len(data) > STRIP_ABOVE and (code := source.code_only()) is not None:
         # Keyword literals are strings, which the stripped code has lost: such rules go on.
         in_code = may_fire(code, candidates)
         candidates = [c for c in candidates if c in in_code or _reads_literals(c)]
-        if not candidates:
-            return [], None
-    facts = inspect_code(data)
-    if facts.names is None:
-        return candidates, facts
-    return may_fire_in_code(facts.names, candidates), facts
+    return candidates
 
 
 def _reads_literals(rule: _HasWords) -> bool:
@@ -510,14 +510,16 @@ def mentions_amp(data: bytes, source: SourceWords | None = None) -> bool:
     ``source``: see :func:`may_fire`."""
     from amplint.catalog import static_codes
 
-    source = source or SourceWords(data)
-    found = [
-        rule
-        for rule in may_fire(data, _words_of(static_codes()), source)
-        if all(source.may_be_code(group) for group in rule.tokens)
-    ]
-    if found and len(data) > STRIP_ABOVE and (code := source.code_only()) is not None:
-        # A file this large is not parsed for its syntax alone when its words are all in
-        # strings: CPython's tree of it would be the run's peak memory.
-        return bool(may_fire(code, found)) or any(map(_reads_literals, found))
-    return bool(found)
+    # A file above STRIP_ABOVE whose words are all in strings is not parsed for its syntax
+    # alone: CPython's tree of it would be the run's peak memory.
+    return bool(_outside_comments(data, _words_of(static_codes()), source or SourceWords(data)))
+
+
+@cache
+def all_words() -> frozenset[str]:
+    """Every word of every static code's groups."""
+    from amplint.catalog import static_codes
+
+    return frozenset(
+        word for item in _words_of(static_codes()) for group in item.tokens for word in group
+    )

@@ -16,6 +16,7 @@ from amplint.catalog import BUG_REPORT_URL, INTERNAL_ERROR_CODE, entry, name_of
 from amplint.engine.prefilter import (
     CodeFacts,
     SourceWords,
+    all_words,
     candidate_codes,
     inspect_code,
     mentions_amp,
@@ -173,21 +174,18 @@ def lint_bytes(
     part = None
     if shortcuts and not readmitted:
         part = _slice(data, syntax, [rule.code for rule in rules])
-    if part is not None:
-        # CPython's tree of the whole file is not needed past this point (findings are
-        # placed on the part): let it go before libcst's parse, the run's memory peak.
+    from amplint.engine.piecewise import PIECEWISE_ABOVE  # libcst's turn has come
+
+    if shortcuts and (part is not None or len(data) > PIECEWISE_ABOVE):
+        # CPython's tree of the file, held through libcst's parse, would add to the run's
+        # memory peak (10 MB for a 100 KB module): findings are placed on the part, and
+        # cutting pieces or placing the rare findings of a large file parse it again.
         facts.tree = syntax = None
+    if part is not None:
         try:
             parsed = parse(part, verify=False)
         except SourceError:  # the part is valid Python when the whole is; never trust it
             parsed, part = None, None
-    from amplint.engine.piecewise import PIECEWISE_ABOVE  # libcst's turn has come
-
-    if parsed is None and shortcuts and syntax is not None and len(data) > PIECEWISE_ABOVE:
-        # Cutting pieces needs CPython's tree only briefly; held through libcst's parse it
-        # would add to the peak (10 MB for a 100 KB module). Findings, which are rare, parse
-        # it again to be placed.
-        facts.tree = syntax = None
     if parsed is None:
         try:
             parsed = parse(data, syntax=syntax, verify=not shortcuts)
@@ -239,12 +237,7 @@ def _slice(data: bytes, syntax: ast.Module | None, codes: list[str]) -> bytes | 
 
     if syntax is None or len(data) <= SLICE_ABOVE:
         return None
-    from amplint.catalog import static_codes
-
-    vocabulary = {
-        word for _, groups in words_of(static_codes()) for group in groups for word in group
-    }
-    return relevant_slice(data, syntax, vocabulary, [groups for _, groups in words_of(codes)])
+    return relevant_slice(data, syntax, all_words(), [groups for _, groups in words_of(codes)])
 
 
 def _syntax_only(
