@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import weakref
 from collections.abc import Callable, Iterator
 
 import amplint.runtime as ar
@@ -332,3 +333,37 @@ def test_healthy_runs_are_silent(dtype: torch.dtype, seed: int) -> None:
         assert summary["steps"] == 40 and summary["first_overflow"] is None
     else:
         assert summary["steps"] == 0  # no enabled GradScaler in bfloat16
+
+
+def test_cpu_outputs_are_measured_in_the_hook_and_not_kept_alive() -> None:
+    # On the CPU each float16 output is reduced where the module made it: an output the
+    # forward drops is freed as under plain torch, not held until scaler.scale().
+    ar.install(health=True)
+    torch.manual_seed(0)
+
+    class Throwaway(nn.Module):
+        """Makes a float16 output and drops it: nothing in autograd keeps it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(8, 8)
+            self.outer = nn.Linear(8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            discarded = self.inner(x)
+            Throwaway.last = weakref.ref(discarded)
+            del discarded
+            return self.outer(x)
+
+    model = Throwaway()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu")
+    x, y = torch.randn(4, 8), torch.randn(4, 1)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = nn.functional.mse_loss(model(x).float(), y)
+    assert Throwaway.last() is None  # freed before scale(): amplint holds no reference
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    summary = ar.summary()
+    assert summary is not None and summary["steps"] == 1
