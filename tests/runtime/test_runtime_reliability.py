@@ -534,6 +534,25 @@ def test_internal_errors_in_the_scaler_and_health_never_reach_the_training(
     assert {where for _, _, where in SCALER_AND_HEALTH_FAILURES} <= set(wheres)
 
 
+def test_a_failing_activation_reduction_leaves_grad_mode_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The hook turns grad mode off around its reduction: if the reduction fails, the
+    # forward and the backward after it must still run as under plain torch.
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("injected")
+
+    reference = train_with_scheduler(TorchGradScaler)
+    monkeypatch.setattr(activations, "_aminmax", broken)
+    ar.install("warn", health=True)
+    checked = train_with_scheduler(torch.amp.GradScaler)
+    ar.uninstall()
+    assert torch.is_grad_enabled()
+    assert same_parameters(reference, checked)
+    assert any("forward hook" in where for where in reporting.internal_errors())
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_torch_errors_pass_through_a_failing_scaler_check(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
