@@ -35,6 +35,7 @@ AMPLINT = shutil.which("amplint", path=os.path.dirname(sys.executable)) or shuti
 # The DDP loops: rank-dependent data, so DDP's gradient averaging matters.
 DDP_PRELUDE = """\
 import contextlib
+import gc
 import sys
 import torch
 import torch.distributed as dist
@@ -48,6 +49,17 @@ model = DDP(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1)))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 scaler = torch.amp.GradScaler("cpu")
 data = torch.Generator().manual_seed(rank)
+
+
+def teardown():
+    # The process group goes while the interpreter is whole: DDP keeps it past
+    # destroy_process_group(), and freed at shutdown gloo's threads sometimes touch
+    # Python objects that are gone (std::terminate, SIGABRT) with or without amplint.
+    global model, opt
+    del model, opt
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 """
 
 DDP_CLIPS_SCALED = DDP_PRELUDE + textwrap.dedent(
@@ -64,7 +76,7 @@ DDP_CLIPS_SCALED = DDP_PRELUDE + textwrap.dedent(
 
     found = [(f.code, f.rank) for f in ar.report()]
     sys.stdout.write(f"rank {rank} report(): {found}\\n")  # one write: ranks share the pipe
-    dist.destroy_process_group()
+    teardown()
     """
 )
 
@@ -85,7 +97,7 @@ DDP_CORRECT = DDP_PRELUDE + textwrap.dedent(
         scaler.update()
     params = [p.detach().clone() for p in model.parameters()]
     torch.save(params, f"{sys.argv[1]}.rank{rank}.pt")
-    dist.destroy_process_group()
+    teardown()
     """
 )
 
@@ -101,7 +113,7 @@ DDP_RANK_FAILS = DDP_PRELUDE + textwrap.dedent(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # AMP006
         scaler.step(opt)
         scaler.update()
-    dist.destroy_process_group()
+    teardown()
     """
 )
 
@@ -111,6 +123,8 @@ DDP_RANK_FAILS = DDP_PRELUDE + textwrap.dedent(
 # read the reduced value.
 FSDP = textwrap.dedent(
     """\
+    import gc
+
     import torch
     import torch.distributed as dist
     from torch import nn
@@ -142,6 +156,9 @@ FSDP = textwrap.dedent(
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
     fully_shard(net)
     assert train(net) == 2.0**15
+    del net  # the process group goes before shutdown (see the DDP scripts' teardown)
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
