@@ -53,8 +53,8 @@ data = torch.Generator().manual_seed(rank)
 
 def teardown():
     # The process group goes while the interpreter is whole: DDP keeps it past
-    # destroy_process_group(), and freed at shutdown gloo's threads sometimes touch
-    # Python objects that are gone (std::terminate, SIGABRT) with or without amplint.
+    # destroy_process_group(), and when it went only at shutdown a rank sometimes died of
+    # SIGABRT ("terminate called without an active exception"), under plain python too.
     global model, opt
     del model, opt
     gc.collect()
