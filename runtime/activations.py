@@ -52,7 +52,8 @@ _is_compiling = torch.compiler.is_compiling
 
 
 class Activations:
-    """Float16 outputs of every module, reduced per ``scale()`` with one multi-tensor op."""
+    """Float16 outputs of every module, reduced to their largest magnitudes: on the CPU in
+    the hook, on CUDA per ``scale()`` with one multi-tensor op."""
 
     def __init__(self) -> None:
         self.modules: list[weakref.ref[torch.nn.Module]] = []

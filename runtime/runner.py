@@ -226,15 +226,10 @@ def _catch_sigterm(mode: str, script: str, report_path: str | None, health: bool
         def on_sigterm(signum: int, frame: types.FrameType | None) -> None:
             _report_and_die(signum, mode, script, report_path, health)
 
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
-        _CHILDREN_DIE_AT_ONCE.add(on_sigterm)
-        return previous
+        on_sigterm.amplint_report_and_die = True  # type: ignore[attr-defined]
+        return signal.signal(signal.SIGTERM, on_sigterm)
     except (AttributeError, ValueError, OSError):  # no SIGTERM here, or not allowed
         return None
-
-
-#: amplint's SIGTERM handlers, which a forked child must not keep.
-_CHILDREN_DIE_AT_ONCE: set[Any] = set()
 
 
 def _default_sigterm_in_child() -> None:
@@ -243,7 +238,8 @@ def _default_sigterm_in_child() -> None:
     signal just before blocking on its task queue's lock never ran it: the pool's exit
     waited for it forever (seen under load, about one run in thirty)."""
     with contextlib.suppress(ValueError, OSError, AttributeError):
-        if signal.getsignal(signal.SIGTERM) in _CHILDREN_DIE_AT_ONCE:
+        # amplint's own handler only (marked in _catch_sigterm): the script's stay.
+        if getattr(signal.getsignal(signal.SIGTERM), "amplint_report_and_die", False):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
