@@ -18,8 +18,9 @@ What is measured, and where (all on the device, with no host read in the trainin
   (the rest are underflowing at the current scale), one step in ``underflow_every``, in
   scratch memory bounded by a fixed chunk or the largest gradient. A clip of the still
   scaled gradients before ``unscale_`` (AMP006) takes them first, as backward made them.
-* ``step(optimizer)`` after an explicit ``unscale_``: the largest gradient magnitude again,
-  to catch gradients made non-finite in between (AMP106).
+* ``step(optimizer)`` after an explicit ``unscale_``: a probe of the gradients again, to
+  catch gradients made non-finite in between (AMP106); for gradients untouched since a
+  ``clip_grad_norm_`` that followed ``unscale_``, that clip's norm (``clipped.py``).
 * ``update()``: one ``torch.stack(..., out=row)`` writes the step's statistics (scale used,
   ``found_inf`` summed as torch sums it, loss, gradient reductions) into a preallocated
   device ring; the activation maxima go into a preallocated float16 log.
@@ -51,6 +52,7 @@ import torch
 
 from . import usage
 from .activations import ACT_CAP, Activations
+from .clipped import ClippedNorms
 from .findings import message_for
 from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
@@ -156,6 +158,7 @@ class ScalerHealth:
 
     def on_unscale(self, optimizer: torch.optim.Optimizer, scaler: GradScaler) -> None:
         """Gradient statistics on the scaled gradients, before torch unscales them."""
+        self.monitor.clipped.forget(optimizer.param_groups)
         if not self.due(scaler):
             return
         # Gradients measured before a clip of the scaled gradients are not measured again.
@@ -193,15 +196,17 @@ class ScalerHealth:
         return True
 
     def on_step_after_unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """The gradients the optimizer is about to apply, after an explicit unscale_ (AMP106)."""
+        """The gradients the optimizer is about to apply, after an explicit unscale_ (AMP106):
+        the norm of a clip that saw them as they are now, else one probe per (device, dtype)."""
         self._site("step")
         if self.rows is None:
             return
-        groups = grads_by_device_dtype(optimizer.param_groups)
-        if not groups:
+        norms, unclipped = self.monitor.clipped.split(optimizer.param_groups)
+        groups = grads_by_device_dtype([{"params": unclipped}]) if unclipped else {}
+        if not groups and not norms:
             return
         with torch.no_grad():
-            parts = [nonfinite_probe(grads) for grads in groups.values()]
+            parts = norms + [nonfinite_probe(grads) for grads in groups.values()]
             value = self._combine(parts, max_=True)
             self.g106 = value if self.g106 is None else torch.maximum(self.g106, value)
 
@@ -370,6 +375,7 @@ class Monitor:
     def __init__(self, config: HealthConfig) -> None:
         self.config = config
         self.activations = Activations()
+        self.clipped = ClippedNorms()
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None
         self.deferred: list[tuple[str, str, Site, int]] = []
@@ -575,25 +581,26 @@ def histories() -> list[dict[str, Any]]:
     ]
 
 
-def before_clip(parameters: Any) -> Any:
-    """Before ``clip_grad_norm_`` / ``clip_grad_value_``: when the gradients are still
-    scaled (AMP006) on a statistics step, measure them before the clip changes them (see
-    ``ScalerHealth.before_clip``). Returns the parameters to hand torch: a list when an
-    iterator had to be read."""
+def before_clip(params: list[Any]) -> None:
+    """Before ``clip_grad_norm_`` / ``clip_grad_value_`` of ``params``: when the gradients
+    are still scaled (AMP006) on a statistics step, measure them before the clip changes
+    them (see ``ScalerHealth.before_clip``)."""
     monitor: Monitor | None = SESSION.live.monitor
     if monitor is None:
-        return parameters
-    due = []
+        return
+    tensors = [p for p in params if isinstance(p, torch.Tensor)]
     for health in monitor.scalers:
         scaler = health.scaler_ref()
         if scaler is not None and health.due(scaler) and usage.of(scaler).grads_still_scaled():
-            due.append((health, scaler))
-    if not due:
-        return parameters
-    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-    for health, scaler in due:
-        health.before_clip([p for p in params if isinstance(p, torch.Tensor)], scaler)
-    return params
+            health.before_clip(tensors, scaler)
+
+
+def after_clip(params: list[Any], total_norm: Any, max_norm: Any, norm_type: Any) -> None:
+    """After ``clip_grad_norm_(params, max_norm, norm_type)``: its norm stands for the
+    gradients' AMP106 probe at the next ``step()`` while they stay untouched (clipped.py)."""
+    monitor: Monitor | None = SESSION.live.monitor
+    if monitor is not None:
+        monitor.clipped.record(params, total_norm, max_norm, norm_type)
 
 
 # AMP107: the scheduler ------------------------------------------------------------------

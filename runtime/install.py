@@ -77,7 +77,7 @@ def _targets() -> list[tuple[Any, str, Any]]:
         (
             torch.nn.utils,
             "clip_grad_norm_",
-            hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2),
+            hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2, norm=True),
         ),
         (torch.nn.utils, "clip_grad_value_", hooks.wrap_clip(torch.nn.utils.clip_grad_value_)),
         (

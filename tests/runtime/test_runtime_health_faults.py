@@ -290,6 +290,139 @@ def test_gradients_made_nonfinite_after_unscale_are_reported_not_changed() -> No
     assert not any(skipped[: at + 1])
 
 
+def _clipping_run(
+    steps: int,
+    at: int,
+    *,
+    clip_first: bool = False,
+    max_norm: float = 1.0,
+    between: Callable[[Net], None] | None = None,
+    after: Callable[[Net], None] | None = None,
+    extra: nn.Parameter | None = None,
+) -> list[torch.Tensor]:
+    """A loop that unscales and clips (``clip_first``: clips the scaled gradients, then
+    unscales). At step ``at``, ``between`` runs between ``unscale_`` and the clip, and
+    ``after`` between the clip and ``step``. ``extra``: a parameter the optimizer holds
+    and the clip does not. Returns the trained parameters."""
+    torch.manual_seed(0)
+    model = Net()
+    params = list(model.parameters()) + ([extra] if extra is not None else [])
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    generator = torch.Generator().manual_seed(100)
+    for step in range(steps):
+        x = torch.randn(6, 8, generator=generator)
+        y = torch.randn(6, 4, generator=generator)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = model(x).float()
+            if extra is not None:
+                out = out * extra
+            loss = nn.functional.mse_loss(out, y)
+        scaler.scale(loss).backward()
+        if clip_first:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 2.0**20)
+        scaler.unscale_(opt)
+        if step == at and between is not None:
+            between(model)
+        if not clip_first:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        if step == at and after is not None:
+            after(model)
+        scaler.step(opt)
+        scaler.update()
+    return [p.detach().clone() for p in params]
+
+
+def _poison_through_data(model: Net) -> None:
+    # .data writes (and collectives) leave the gradient's version counter where it was
+    model.head.bias.grad.data[0] = INF
+
+
+def test_a_gradient_broken_between_unscale_and_clip_is_seen_through_the_clips_norm() -> None:
+    at = 3
+    expected = _clipping_run(at + 2, at, between=_poison_through_data)
+    with ar.checking("warn", health=True):
+        got = _clipping_run(at + 2, at, between=_poison_through_data)
+        (finding,) = found("AMP106")
+    assert finding.first_step == at
+    for have, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(have, want, equal_nan=True, rtol=0, atol=0)
+
+
+def test_a_gradient_written_in_place_after_the_clip_is_probed() -> None:
+    at = 2
+
+    def after(model: Net) -> None:
+        model.encoder.layers[1].mlp.fc1.weight.grad.mul_(INF)
+
+    with ar.checking("warn", health=True):
+        _clipping_run(at + 2, at, after=after)
+        (finding,) = found("AMP106")
+    assert finding.first_step == at
+
+
+def test_a_clip_of_the_scaled_gradients_does_not_vouch_for_them_after_unscale() -> None:
+    # unscale_ rewrites the gradients without moving their version counters: the norm of
+    # the clip before it says nothing of the write that follows
+    at = 2
+    with ar.checking("warn", health=True):
+        _clipping_run(at + 2, at, clip_first=True, between=_poison_through_data)
+        (finding,) = found("AMP106")
+    assert finding.first_step == at
+
+
+def test_a_nan_max_norm_makes_finite_gradients_nan_and_is_reported() -> None:
+    # clip_grad_norm_'s norm is finite here, the gradients it leaves are not
+    with ar.checking("warn", health=True):
+        _clipping_run(3, 0, max_norm=math.nan)
+        reported = found("AMP106")
+    assert reported and reported[0].first_step == 0
+
+
+def test_a_clip_after_unscale_stands_for_the_probe_of_the_gradients_it_saw(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probed: list[int] = []
+    real_probe = health.nonfinite_probe
+
+    def counting_probe(tensors: list[torch.Tensor]) -> torch.Tensor:
+        probed.append(len(tensors))
+        return real_probe(tensors)
+
+    monkeypatch.setattr(health, "nonfinite_probe", counting_probe)
+    expected = _clipping_run(4, -1)
+    with ar.checking("warn", health=True):
+        got = _clipping_run(4, -1)
+        assert not found("AMP106")
+    assert probed == []  # every gradient the optimizer applies was in a clip's norm
+    for have, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(have, want, rtol=0, atol=0)
+
+    # a parameter the clip leaves out is probed on its own, every step
+    extra = nn.Parameter(torch.ones(()))
+    with ar.checking("warn", health=True):
+        _clipping_run(4, -1, extra=extra)
+    assert probed == [1, 1, 1, 1]
+
+    # and a fault in it is found though the clipped ones are fine
+    def poison_extra(model: Net) -> None:
+        assert extra.grad is not None
+        extra.grad.data.fill_(math.nan)
+
+    probed.clear()
+    with ar.checking("warn", health=True):
+        _clipping_run(4, 1, extra=extra, after=poison_extra)
+        (finding,) = found("AMP106")
+    assert finding.first_step == 1
+
+
+def test_clipping_an_empty_generator_warns_as_torch_does() -> None:
+    with ar.checking("warn", health=True), pytest.warns(UserWarning, match="empty generator"):
+        total = torch.nn.utils.clip_grad_norm_((p for p in ()), 1.0)
+    assert float(total) == 0.0
+
+
 def test_scheduler_stepped_after_a_skipped_step() -> None:
     at = 5
 
