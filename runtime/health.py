@@ -378,6 +378,7 @@ class Monitor:
         self.clipped = ClippedNorms()
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None
+        self.nonfinite_applied: int | None = None  # first step with AMP106
         self.deferred: list[tuple[str, str, Site, int]] = []
         self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
         self.scheduler_after_skip = 0

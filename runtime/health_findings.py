@@ -83,7 +83,8 @@ class HostReading:
         out: list[tuple[str, str, Site, int]],
     ) -> None:
         """Read one chunk of steps; append the findings it makes to ``out``. ``shared``
-        holds what is decided once for all scalers (``first_overflow``)."""
+        holds what is decided once for all scalers (``first_overflow``, the first step
+        that applied non-finite gradients: ``nonfinite_applied``)."""
         rows = host_values(chunk.rows, "f")
         log = host_values(chunk.log, "e")
         limit = config.activation_limit
@@ -118,16 +119,22 @@ class HostReading:
                 if shared.first_overflow is None and not value < limit:
                     name = acts.name(slot)
                     kind = acts.kinds[slot]
-                    if finite(value):
-                        what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
-                    else:
-                        what = f"was {'nan' if math.isnan(value) else 'inf'}"
-                    shared.first_overflow = {
+                    overflow: dict[str, Any] = {
                         "module": name,
                         "kind": kind,
                         "step": step,
                         "value": value if finite(value) else str(value),
                     }
+                    shared.first_overflow = overflow
+                    # Once the optimizer applied non-finite gradients, the weights are what
+                    # is broken: "run this module in float32" would be wrong advice.
+                    if shared.nonfinite_applied is not None and not finite(value):
+                        overflow["after_nonfinite_step"] = shared.nonfinite_applied
+                        continue
+                    if finite(value):
+                        what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
+                    else:
+                        what = f"was {'nan' if math.isnan(value) else 'inf'}"
                     message = message_for("AMP105", module=name, kind=kind, what=what, step=step)
                     out.append(("AMP105", message, site_or("scale"), step))
             # AMP102: scale collapse
@@ -178,4 +185,6 @@ class HostReading:
             # AMP106: applied non-finite gradients
             if not skipped and not finite(g106):
                 out.append(("AMP106", message_for("AMP106", step=step), site_or("step"), step))
+                if shared.nonfinite_applied is None:
+                    shared.nonfinite_applied = step
             self.read_steps = step + 1

@@ -52,6 +52,12 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
         value = overflow["value"]
         where = f"{overflow['module']} ({overflow['kind']}) at step {overflow['step']}"
         if isinstance(value, str):  # "inf" or "nan": a real overflow
+            after = overflow.get("after_nonfinite_step")
+            if after is not None:
+                return (
+                    f"  first non-finite float16 output: {where}, |output| {value}, after the "
+                    f"optimizer applied non-finite gradients at step {after} (AMP106)"
+                )
             return f"  first float16 overflow: {where}, |output| {value}"
         return (
             f"  first float16 output near overflow: {where}, |output| {value:g} "

@@ -16,6 +16,7 @@ import amplint.runtime as ar
 import pytest
 import torch
 from amplint.runtime import health
+from amplint.runtime.summary_text import format_health_summary
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("quiet")
@@ -288,6 +289,30 @@ def test_gradients_made_nonfinite_after_unscale_are_reported_not_changed() -> No
     assert finding.first_step == at
     # torch's behaviour: the step ran with the inf gradient (the next ones then skip)
     assert not any(skipped[: at + 1])
+
+
+def test_outputs_made_nan_by_applied_nonfinite_gradients_get_no_float32_advice() -> None:
+    # The inf gradient AdamW applies at `at` makes the weights NaN: every later output is
+    # NaN because of AMP106, not because a module overflows float16.
+    at = 2
+
+    def grad_fault(step: int, model: Net) -> None:
+        if step == -at - 1:
+            model.encoder.layers[0].mlp.fc1.weight.grad[0, 0] = INF
+
+    with ar.checking("warn", health=True):
+        model, _ = train(at + 4, grad_fault=grad_fault, unscale=True)
+        (finding,) = found("AMP106")
+        overflow_findings = found("AMP105")
+        summary = ar.summary()
+    assert finding.first_step == at
+    assert not torch.isfinite(model.encoder.layers[0].mlp.fc1.weight).all()  # as in torch
+    assert overflow_findings == []
+    assert summary is not None
+    overflow = summary["first_overflow"]
+    assert overflow["step"] == at + 1 and overflow["after_nonfinite_step"] == at
+    text = format_health_summary(summary)
+    assert f"after the optimizer applied non-finite gradients at step {at} (AMP106)" in text
 
 
 def _clipping_run(
