@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from . import health, usage
+from .compiled import tracing
 from .reporting import emit, run_check, steps
 from .usage import Verdict
 
@@ -118,7 +119,8 @@ def wrap_clip(
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
         run_check("the gradient clipping check", check, args, kwargs)
-        if health.active() is None:
+        # Traced by torch.compile: amplint's bookkeeping would only add graphs.
+        if health.active() is None or tracing():
             return original(parameters, *args, **kwargs)
         # Read once here, as torch reads them (an error of the user's iterable is raised as
         # torch would raise it); torch then gets the same kind of argument.

@@ -147,3 +147,48 @@ def test_inductor_compiled_script_under_amplint_run_is_silent(tmp_path: Path, ca
     assert "trained" in done.stdout
     assert "AMP0" not in done.stderr
     assert "global hooks" not in done.stderr
+
+
+def _train_with_compiled_clip(steps: int = 3) -> tuple[list[torch.Tensor], dict[str, int]]:
+    """unscale_, then a compiled function that clips, then step: the usual loop with the
+    clip inside torch.compile (backend eager: Dynamo's tracing is what matters here)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+
+    @torch.compile(backend="eager")
+    def clip() -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+
+    generator = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        x = torch.randn(4, 8, generator=generator)
+        optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(x).float().pow(2).mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        clip()
+        scaler.step(optimizer)
+        scaler.update()
+    counters = torch._dynamo.utils.counters
+    seen = {
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "calls_captured": counters["stats"]["calls_captured"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+    }
+    return [p.detach().clone() for p in model.parameters()], seen
+
+
+def test_a_compiled_clip_gets_the_graphs_plain_torch_gives_it() -> None:
+    plain_params, plain_counts = _train_with_compiled_clip()
+    assert plain_counts["unique_graphs"] == 1
+    with ar.checking(health=True) as seen:
+        params, counts = _train_with_compiled_clip()
+    assert seen.findings == []
+    assert counts == plain_counts
+    for got, want in zip(params, plain_params, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
