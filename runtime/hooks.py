@@ -118,9 +118,11 @@ def wrap_clip(
 
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
-        run_check("the gradient clipping check", check, args, kwargs)
         # Traced by torch.compile: amplint's bookkeeping would only add graphs.
-        if health.active() is None or tracing():
+        if tracing():
+            return original(parameters, *args, **kwargs)
+        run_check("the gradient clipping check", check, args, kwargs)
+        if health.active() is None:
             return original(parameters, *args, **kwargs)
         # Read once here, as torch reads them (an error of the user's iterable is raised as
         # torch would raise it); torch then gets the same kind of argument.
@@ -165,7 +167,8 @@ def wrap_module_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def zero_grad(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        run_check("the module.zero_grad() check", check)
+        if not tracing():  # torch traces Module.zero_grad: so do we, without bookkeeping
+            run_check("the module.zero_grad() check", check)
         return original(self, *args, **kwargs)
 
     return zero_grad

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -113,6 +114,7 @@ def _after_compile() -> None:
         if installation is None:
             return
         _teach_dynamo(installation)
+        _skip_like_torch(installation)
         eval_frame = sys.modules.get("torch._dynamo.eval_frame")
         owner = getattr(eval_frame, "OptimizedModule", None)
         if owner is None or any(patch[0] is owner for patch in installation.patches):
@@ -136,6 +138,44 @@ def _teach_dynamo(installation: _Installation) -> None:
         if cls not in table:
             table[cls] = None
             installation.dynamo_added.append(cls)
+
+
+def _skip_like_torch(installation: _Installation) -> None:
+    """torch's GradScaler, ``Optimizer.zero_grad`` and ``autograd.backward``/``grad`` are
+    never traced: Dynamo breaks the graph at the call and runs it eagerly, compiling the
+    frames it calls (the user's ``optimizer.step``). Our stand-ins get the same treatment,
+    and amplint's bookkeeping (everything under ``run_check``) runs eagerly and whole: traced,
+    it made more graphs and breaks than plain torch (12 graphs for 3 in a compiled training
+    step) and Dynamo warnings about ``sys._getframe``."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    dynamo_types = sys.modules.get("torch._dynamo.types")
+    set_strategy = getattr(eval_frame, "set_code_exec_strategy", None)
+    strategy = getattr(dynamo_types, "FrameExecStrategy", None)
+    action = getattr(dynamo_types, "FrameAction", None)
+    if set_strategy is None or strategy is None or action is None:
+        return
+    never_traced = {
+        (torch.autograd, "backward"),
+        (torch.autograd, "grad"),
+        (torch.optim.Optimizer, "zero_grad"),
+    }
+    stand_ins: list[Any] = []
+    for owner, name, _previous, ours in installation.patches:
+        if isinstance(ours, type) and issubclass(ours, torch.amp.GradScaler):
+            stand_ins += [f for f in vars(ours).values() if isinstance(f, types.FunctionType)]
+        elif (owner, name) in never_traced:
+            stand_ins.append(ours)
+    scheduler = SESSION.live.scheduler_patch  # torch's LR schedulers are skipped files
+    if scheduler is not None:
+        stand_ins.append(scheduler[2])
+    # Bookkeeping: neither its frame nor any frame it calls is compiled.
+    bookkeeping = (reporting.run_check, hooks.optimizer_step_pre_hook)
+    for function in (*stand_ins, *bookkeeping):
+        if getattr(function, "_torchdynamo_disable", False):
+            continue  # done after an earlier torch.compile()
+        nested = action.SKIP if function in bookkeeping else action.DEFAULT
+        function._torchdynamo_disable = True  # not inlined: the graph breaks at the call
+        set_strategy(function.__code__, strategy(action.SKIP, nested))
 
 
 def _extra_clip_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:
