@@ -201,3 +201,14 @@ def message_for(code: str, **fields: Any) -> str:
     """Render the message of ``code``: what happened, then what to do instead."""
     what, fix = MESSAGES[code]
     return f"{code} {name_of(code)}: {what.format(**fields)}; {fix.format(**fields)}."
+
+
+def message_after_applied_nonfinite(code: str, applied_step: int, **fields: Any) -> str:
+    """``code``'s message when it follows AMP106 at ``applied_step``: the weights are what
+    is broken, so the usual advice (find an overflow, train in bfloat16) would mislead."""
+    what, _fix = MESSAGES[code]
+    return (
+        f"{code} {name_of(code)}: {what.format(**fields)}; this follows the non-finite "
+        f"gradients the optimizer applied at step {applied_step} (AMP106), after which the "
+        "weights need not be finite: fix that first."
+    )

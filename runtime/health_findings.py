@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .activations import Activations
-from .findings import message_for
+from .findings import message_after_applied_nonfinite, message_for
 from .frames import Site
 from .health_config import HealthConfig
 from .reductions import INF
@@ -88,6 +88,13 @@ class HostReading:
         rows = host_values(chunk.rows, "f")
         log = host_values(chunk.log, "e")
         limit = config.activation_limit
+
+        def advice(code: str, **fields: Any) -> str:
+            applied = shared.nonfinite_applied
+            if applied is not None and fields["step"] > applied:
+                return message_after_applied_nonfinite(code, applied, **fields)
+            return message_for(code, **fields)
+
         for index in range(len(chunk.numels)):
             step = chunk.first_step + index
             base = index * COLUMNS
@@ -103,7 +110,7 @@ class HostReading:
                 out.append(
                     (
                         "AMP101",
-                        message_for("AMP101", value=what, step=step),
+                        advice("AMP101", value=what, step=step),
                         site_or("scale"),
                         step,
                     )
@@ -150,7 +157,7 @@ class HostReading:
                     out.append(
                         (
                             "AMP102",
-                            message_for("AMP102", step=step, why=why),
+                            advice("AMP102", step=step, why=why),
                             site_or("update"),
                             step,
                         )
@@ -167,7 +174,7 @@ class HostReading:
                 and self.window_skips > 0
             ):
                 self.reported.add("AMP103")
-                message = message_for(
+                message = advice(
                     "AMP103", skipped=self.window_skips, window=config.skip_window, step=step
                 )
                 out.append(("AMP103", message, site_or("update"), step))

@@ -313,6 +313,13 @@ def test_outputs_made_nan_by_applied_nonfinite_gradients_get_no_float32_advice()
     assert overflow["step"] == at + 1 and overflow["after_nonfinite_step"] == at
     text = format_health_summary(summary)
     assert f"after the optimizer applied non-finite gradients at step {at} (AMP106)" in text
+    # what follows from the broken weights says so, instead of the float16 advice
+    (loss_finding,) = found("AMP101")
+    assert loss_finding.first_step == at + 1
+    assert f"follows the non-finite gradients the optimizer applied at step {at}" in (
+        loss_finding.message
+    )
+    assert "find where it first goes non-finite" not in loss_finding.message
 
 
 def _clipping_run(
