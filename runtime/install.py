@@ -114,7 +114,7 @@ def _after_compile() -> None:
         if installation is None:
             return
         _teach_dynamo(installation)
-        _skip_like_torch(installation)
+        reporting.run_check("the torch.compile() patch", _skip_like_torch, installation)
         eval_frame = sys.modules.get("torch._dynamo.eval_frame")
         owner = getattr(eval_frame, "OptimizedModule", None)
         if owner is None or any(patch[0] is owner for patch in installation.patches):
