@@ -57,7 +57,7 @@ from .findings import message_for
 from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
 from .health_findings import COLUMNS, Chunk, HostReading, finite
-from .reductions import count_normal, grads_by_device_dtype, max_abs, nonfinite_probe
+from .reductions import gradient_stats, grads_by_device_dtype, nonfinite_probe
 from .reporting import add_flusher, emit, run_check, steps
 from .session import SESSION
 from .state import thread_state
@@ -184,9 +184,10 @@ class ScalerHealth:
         with torch.no_grad():
             for grads in groups.values():
                 self.numel += sum(g.numel() for g in grads)
-                gmax.append(max_abs(grads).amax().float())
-                nnz.append(torch.stack(torch._foreach_norm(grads, 0)).sum().float())
-                big.append(count_normal(grads))
+                top, nonzero, normal = gradient_stats(grads)
+                gmax.append(top)
+                nnz.append(nonzero)
+                big.append(normal)
             step_max = self._combine(gmax, max_=True)
             step_nnz = self._combine(nnz)
             step_big = self._combine(big)

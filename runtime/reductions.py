@@ -1,5 +1,5 @@
 """Device-side reductions of the numerical-health checks: largest magnitudes, a
-non-finite probe, and gradient counts in bounded scratch memory. None reads a value back
+non-finite probe, and gradient statistics in bounded scratch memory. None reads a value back
 to the host."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from .health_config import FP16_MIN_NORMAL
 __all__ = [
     "INF",
     "SCRATCH_NUMEL",
-    "count_normal",
+    "gradient_stats",
     "grads_by_device_dtype",
     "max_abs",
     "nonfinite_probe",
@@ -71,17 +71,27 @@ def _chunks(tensors: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
         yield run
 
 
-def count_normal(grads: list[torch.Tensor]) -> torch.Tensor:
-    """How many gradient values are at or above float16's smallest normal in magnitude,
-    a 0-d float32 tensor; scratch memory bounded as ``_chunks`` says."""
-    counts = []
+def gradient_stats(grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Of ``grads``: the largest magnitude (NaN if one is NaN), how many values are non-zero,
+    and how many are at or above float16's smallest normal in magnitude; 0-d float32
+    tensors. One copy of the magnitudes per chunk feeds all three (scratch memory bounded as
+    ``_chunks`` says), and on the CPU no op runs once per gradient from Python."""
+    maxima, nonzero, normal = [], [], []
     for run in _chunks(grads):
         magnitudes = torch._foreach_abs(run)
+        maxima.append(torch.stack(torch._foreach_max(magnitudes)).amax())
+        nonzero.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum())
         torch._foreach_sub_(magnitudes, FP16_MIN_NORMAL)
         torch._foreach_clamp_min_(magnitudes, 0.0)
-        counts.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum().float())
+        normal.append(torch.stack(torch._foreach_norm(magnitudes, 0)).sum())
         del magnitudes  # freed before the next run is allocated
-    return counts[0] if len(counts) == 1 else torch.stack(counts).sum()
+    if len(maxima) == 1:
+        return maxima[0].float(), nonzero[0].float(), normal[0].float()
+    return (
+        torch.stack(maxima).amax().float(),
+        torch.stack(nonzero).sum().float(),
+        torch.stack(normal).sum().float(),
+    )
 
 
 def grads_by_device_dtype(
