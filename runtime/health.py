@@ -92,6 +92,7 @@ class ScalerHealth:
         # Where the scaler was constructed: its label in the summary, the report and plot.
         record = scaler.__dict__.get("_amplint")
         self.construction: Site = getattr(record, "site", None) or ("<unknown>", 0)
+        self.serial: int = getattr(record, "serial", 0)
         self.device: torch.device | None = None
         self.cuda = False
         self.sites: dict[str, Site] = {}
@@ -451,8 +452,11 @@ class Monitor:
         }
         # One entry per scaler that updated, labelled by where it was constructed; the
         # top-level fields are the main scaler's (the one that stepped most), as before.
+        reported = [scaler for scaler in self.scalers if scaler.host.scales or scaler.step]
+        reported.sort(key=lambda scaler: scaler.serial)  # in construction order
+        labels = scaler_labels(reported)
         result["scalers"] = [
-            scaler.summary() for scaler in self.scalers if scaler.host.scales or scaler.step
+            {**scaler.summary(), "label": labels[id(scaler)]} for scaler in reported
         ]
         if health is None:
             return result
@@ -570,17 +574,37 @@ def histories() -> list[dict[str, Any]]:
         return []
     monitor.flush()
     main = monitor.main()
+    stepped = sorted(
+        (health for health in monitor.scalers if health.host.scales),
+        key=lambda health: health.serial,
+    )
+    labels = scaler_labels(stepped)
     return [
         {
             "site": f"{health.construction[0]}:{health.construction[1]}",
+            "label": labels[id(health)],
             "main": health is main,
             "step": list(range(len(health.host.scales))),
             "scale": list(health.host.scales),
             "skipped": list(health.host.skipped),
         }
-        for health in monitor.scalers
-        if health.host.scales
+        for health in stepped
     ]
+
+
+def scaler_labels(scalers: list[ScalerHealth]) -> dict[int, str]:
+    """Per scaler (by id): where it was constructed, "file:line", and where several were
+    constructed on one line, which of them in construction order ("file:line, 2 of 3")."""
+    by_site: dict[Site, list[ScalerHealth]] = {}
+    for health in scalers:
+        by_site.setdefault(health.construction, []).append(health)
+    labels = {}
+    for (filename, line), group in by_site.items():
+        site = f"{filename}:{line}"
+        group.sort(key=lambda health: health.serial)
+        for number, health in enumerate(group, start=1):
+            labels[id(health)] = site if len(group) == 1 else f"{site}, {number} of {len(group)}"
+    return labels
 
 
 def before_clip(params: list[Any]) -> None:

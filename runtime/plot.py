@@ -40,7 +40,7 @@ def write_plot(path: str, histories: list[dict[str, Any]]) -> str:
     )
     total_skipped = 0
     for row, entry in enumerate(series):
-        label = f"GradScaler at {entry['site']}"
+        label = f"GradScaler at {entry.get('label') or entry['site']}"
         line = top.step(entry["step"], entry["scale"], where="post", label=label)[0]
         marks = [s for s, was in zip(entry["step"], entry["skipped"], strict=True) if was]
         total_skipped += len(marks)

@@ -92,7 +92,8 @@ def format_health_summary(summary: dict[str, Any]) -> str:
         for entry in scalers:
             count, skipped = entry["steps"], entry.get("skipped_steps", 0)
             lines.append(
-                f"  GradScaler constructed at {entry['site']}: {count} step(s), "
+                f"  GradScaler constructed at {entry.get('label') or entry['site']}: "
+                f"{count} step(s), "
                 f"{skipped} skipped ({skipped / count:.1%})"
             )
             lines.extend(_scaler_lines(entry, config, "    "))

@@ -19,6 +19,7 @@ optimizers a scaler manages, where the scaler was created and where it last step
 
 from __future__ import annotations
 
+import itertools
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -80,11 +81,17 @@ class Verdict:
     step: int | None = None
 
 
+_SERIALS = itertools.count()
+
+
 class ScalerUsage:
     """What one GradScaler has been asked to do in the current iteration."""
 
     def __init__(self, site: Site) -> None:
         self.site = site
+        # Construction order: tells apart scalers built on one line (``a, b = GradScaler(),
+        # GradScaler()``) in the summary.
+        self.serial = next(_SERIALS)
         self._stages: dict[int, Stage] = {}
         # ids of optimizers this scaler has unscaled or stepped: the optimizers it manages.
         self.managed: set[int] = set()

@@ -234,6 +234,41 @@ def test_two_scalers_each_get_their_own_summary_entry_and_text() -> None:
     assert [entry["main"] for entry in histories].count(True) == 1
 
 
+def test_scalers_constructed_on_one_line_are_told_apart_in_construction_order() -> None:
+    torch.manual_seed(0)
+    first_model, second_model = nn.Linear(16, 1), nn.Linear(16, 1)
+    first_opt = torch.optim.SGD(first_model.parameters(), lr=0.05)
+    second_opt = torch.optim.SGD(second_model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        line = here() + 1
+        first, second = [torch.amp.GradScaler("cpu", init_scale=s) for s in (2.0**8, 2.0**10)]
+        for x, y in data(3):
+            # the second scaler is used first: the labels follow construction, not use
+            for model, opt, scaler in (
+                (second_model, second_opt, second),
+                (first_model, first_opt, first),
+            ):
+                with torch.autocast("cpu", dtype=FP16):
+                    loss = nn.functional.mse_loss(model(x).float(), y)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                opt.zero_grad()
+        summary = ar.summary()
+        histories = ar.health.histories()
+    assert seen.findings == []
+    assert summary is not None
+    site = f"{__file__}:{line}"
+    entries = summary["scalers"]
+    assert [entry["site"] for entry in entries] == [site, site]
+    assert [entry["label"] for entry in entries] == [f"{site}, 1 of 2", f"{site}, 2 of 2"]
+    assert [entry["scale"]["min"] for entry in entries] == [2.0**8, 2.0**10]
+    assert [entry["label"] for entry in histories] == [f"{site}, 1 of 2", f"{site}, 2 of 2"]
+    text = format_health_summary(summary)
+    assert f"GradScaler constructed at {site}, 1 of 2: 3 step(s)" in text
+    assert f"GradScaler constructed at {site}, 2 of 2: 3 step(s)" in text
+
+
 # AMP104 on the gradients backward produced -------------------------------------------------
 
 
