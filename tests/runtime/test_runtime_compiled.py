@@ -32,6 +32,27 @@ class AutocastInside(nn.Module):
             return self.second(torch.relu(self.first(x)))
 
 
+def _fresh_setup(
+    optimizer_class: type[torch.optim.Optimizer],
+) -> tuple[nn.Module, torch.optim.Optimizer, torch.amp.GradScaler]:
+    """Dynamo's caches and counters emptied; a small model, its optimizer, a scaler."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    return model, optimizer_class(model.parameters(), lr=0.01), torch.amp.GradScaler("cpu")
+
+
+def _dynamo_counts() -> dict[str, int]:
+    counters = torch._dynamo.utils.counters
+    return {
+        "unique_graphs": counters["stats"]["unique_graphs"],
+        "calls_captured": counters["stats"]["calls_captured"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "recompiles": sum(counters["recompiles"].values()),
+    }
+
+
 def _train(compile_model: bool, steps: int = 3) -> tuple[list[float], dict[str, int]]:
     """A correct fp16 loop around a compiled model (backend aot_eager: AOTAutograd traces
     the backward on the first call, as with inductor on a cold cache)."""
@@ -53,12 +74,7 @@ def _train(compile_model: bool, steps: int = 3) -> tuple[list[float], dict[str, 
         scaler.update()
         optimizer.zero_grad()
         losses.append(loss.item())
-    counters = torch._dynamo.utils.counters
-    seen = {
-        "unique_graphs": counters["stats"]["unique_graphs"],
-        "graph_breaks": sum(counters["graph_break"].values()),
-        "recompiles": sum(counters["recompiles"].values()),
-    }
+    seen = _dynamo_counts()
     return losses, seen
 
 
@@ -152,12 +168,7 @@ def test_inductor_compiled_script_under_amplint_run_is_silent(tmp_path: Path, ca
 def _train_with_compiled_clip(steps: int = 3) -> tuple[list[torch.Tensor], dict[str, int]]:
     """unscale_, then a compiled function that clips, then step: the usual loop with the
     clip inside torch.compile (backend eager: Dynamo's tracing is what matters here)."""
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cpu")
+    model, optimizer, scaler = _fresh_setup(torch.optim.SGD)
 
     @torch.compile(backend="eager")
     def clip() -> torch.Tensor:
@@ -174,12 +185,7 @@ def _train_with_compiled_clip(steps: int = 3) -> tuple[list[torch.Tensor], dict[
         clip()
         scaler.step(optimizer)
         scaler.update()
-    counters = torch._dynamo.utils.counters
-    seen = {
-        "unique_graphs": counters["stats"]["unique_graphs"],
-        "calls_captured": counters["stats"]["calls_captured"],
-        "graph_breaks": sum(counters["graph_break"].values()),
-    }
+    seen = _dynamo_counts()
     return [p.detach().clone() for p in model.parameters()], seen
 
 
@@ -198,12 +204,7 @@ def _compiled_training_step(mistake: str = "", steps: int = 3) -> tuple[list[flo
     """The whole iteration inside one torch.compile'd function (zero_grad, forward under
     autocast, scale/backward, unscale_, clip, step, update): torch breaks the graph at its
     GradScaler, zero_grad and backward and runs them eagerly."""
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
-    scaler = torch.amp.GradScaler("cpu")
+    model, optimizer, scaler = _fresh_setup(torch.optim.AdamW)
 
     @torch.compile(backend="eager")
     def train_step(x: torch.Tensor) -> torch.Tensor:
@@ -222,12 +223,7 @@ def _compiled_training_step(mistake: str = "", steps: int = 3) -> tuple[list[flo
 
     generator = torch.Generator().manual_seed(1)
     losses = [train_step(torch.randn(4, 8, generator=generator)).item() for _ in range(steps)]
-    counters = torch._dynamo.utils.counters
-    seen = {
-        "unique_graphs": counters["stats"]["unique_graphs"],
-        "calls_captured": counters["stats"]["calls_captured"],
-        "graph_breaks": sum(counters["graph_break"].values()),
-    }
+    seen = _dynamo_counts()
     return losses, seen
 
 
