@@ -84,7 +84,8 @@ class ClippedNorms:
         self, param_groups: list[dict[str, Any]]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The norms of the clips that saw the groups' gradients as they are now, and the
-        parameters whose gradients no such clip saw (to be probed)."""
+        parameters whose gradients no such clip saw (to be probed). The groups' records are
+        used up."""
         norms: list[torch.Tensor] = []
         unclipped: list[torch.Tensor] = []
         if not self.by_param:
@@ -97,7 +98,9 @@ class ClippedNorms:
                 grad = param.grad
                 if grad is None:
                     continue
-                entry = self.by_param.get(id(param))
+                # Taken out: a record serves the one step after its clip, and none outlives
+                # its step (a notebook that builds model after model would pile them up).
+                entry = self.by_param.pop(id(param), None)
                 if entry is None or entry[0]() is not grad or entry[1] != grad._version:
                     unclipped.append(param)
                     continue

@@ -427,6 +427,8 @@ def test_a_clip_after_unscale_stands_for_the_probe_of_the_gradients_it_saw(
     with ar.checking("warn", health=True):
         got = _clipping_run(4, -1)
         assert not found("AMP106")
+        monitor = health.active()
+        assert monitor is not None and monitor.clipped.by_param == {}  # used up by each step
     assert probed == []  # every gradient the optimizer applies was in a clip's norm
     for have, want in zip(got, expected, strict=True):
         torch.testing.assert_close(have, want, rtol=0, atol=0)
