@@ -19,8 +19,7 @@ What is measured, and where (all on the device, with no host read in the trainin
   scratch memory bounded by a fixed chunk or the largest gradient. A clip of the still
   scaled gradients before ``unscale_`` (AMP006) takes them first, as backward made them.
 * ``step(optimizer)`` after an explicit ``unscale_``: a probe of the gradients again, to
-  catch gradients made non-finite in between (AMP106); for gradients untouched since a
-  ``clip_grad_norm_`` that followed ``unscale_``, that clip's norm (``clipped.py``).
+  catch gradients made non-finite in between (AMP106).
 * ``update()``: one ``torch.stack(..., out=row)`` writes the step's statistics (scale used,
   ``found_inf`` summed as torch sums it, loss, gradient reductions) into a preallocated
   device ring; the activation maxima go into a preallocated float16 log.
@@ -43,6 +42,7 @@ internal-error note (``reporting.internal_error``): the training goes on as torc
 from __future__ import annotations
 
 import threading
+import types
 import weakref
 from collections import deque
 from dataclasses import asdict
@@ -52,13 +52,12 @@ import torch
 
 from . import usage
 from .activations import ACT_CAP, Activations
-from .clipped import ClippedNorms
 from .findings import message_for
 from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
 from .health_findings import COLUMNS, Chunk, HostReading, finite
 from .reductions import gradient_stats, grads_by_device_dtype, nonfinite_probe
-from .reporting import add_flusher, emit, run_check, steps
+from .reporting import add_flusher, emit, internal_error, run_check, steps
 from .session import SESSION
 from .state import thread_state
 
@@ -159,7 +158,6 @@ class ScalerHealth:
 
     def on_unscale(self, optimizer: torch.optim.Optimizer, scaler: GradScaler) -> None:
         """Gradient statistics on the scaled gradients, before torch unscales them."""
-        self.monitor.clipped.forget(optimizer.param_groups)
         if not self.due(scaler):
             return
         # Gradients measured before a clip of the scaled gradients are not measured again.
@@ -198,17 +196,19 @@ class ScalerHealth:
         return True
 
     def on_step_after_unscale(self, optimizer: torch.optim.Optimizer) -> None:
-        """The gradients the optimizer is about to apply, after an explicit unscale_ (AMP106):
-        the norm of a clip that saw them as they are now, else one probe per (device, dtype)."""
+        """The gradients the optimizer is about to apply, after an explicit unscale_ (AMP106).
+
+        Every gradient is read again, also after a ``clip_grad_norm_`` whose norm would say
+        the same: writes through ``.data`` and collectives do not move version counters, so
+        nothing cheaper tells that a gradient is unchanged since that clip."""
         self._site("step")
         if self.rows is None:
             return
-        norms, unclipped = self.monitor.clipped.split(optimizer.param_groups)
-        groups = grads_by_device_dtype([{"params": unclipped}]) if unclipped else {}
-        if not groups and not norms:
+        groups = grads_by_device_dtype(optimizer.param_groups)
+        if not groups:
             return
         with torch.no_grad():
-            parts = norms + [nonfinite_probe(grads) for grads in groups.values()]
+            parts = [nonfinite_probe(grads) for grads in groups.values()]
             value = self._combine(parts, max_=True)
             self.g106 = value if self.g106 is None else torch.maximum(self.g106, value)
 
@@ -377,7 +377,6 @@ class Monitor:
     def __init__(self, config: HealthConfig) -> None:
         self.config = config
         self.activations = Activations()
-        self.clipped = ClippedNorms()
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None
         self.nonfinite_applied: int | None = None  # first step with AMP106
@@ -607,26 +606,31 @@ def scaler_labels(scalers: list[ScalerHealth]) -> dict[int, str]:
     return labels
 
 
-def before_clip(params: list[Any]) -> None:
-    """Before ``clip_grad_norm_`` / ``clip_grad_value_`` of ``params``: when the gradients
-    are still scaled (AMP006) on a statistics step, measure them before the clip changes
-    them (see ``ScalerHealth.before_clip``)."""
+def before_clip(parameters: Any) -> Any:
+    """Before ``clip_grad_norm_`` / ``clip_grad_value_``: when the gradients are still
+    scaled (AMP006) on a statistics step, measure them before the clip changes them (see
+    ``ScalerHealth.before_clip``). Returns the parameters to hand torch: the same kind of
+    argument, read into a list (a generator: a new generator over it, so that torch still
+    warns about an empty one) when they had to be read."""
     monitor: Monitor | None = SESSION.live.monitor
     if monitor is None:
-        return
-    tensors = [p for p in params if isinstance(p, torch.Tensor)]
+        return parameters
+    due = []
     for health in monitor.scalers:
         scaler = health.scaler_ref()
         if scaler is not None and health.due(scaler) and usage.of(scaler).grads_still_scaled():
-            health.before_clip(tensors, scaler)
-
-
-def after_clip(params: list[Any], total_norm: Any, max_norm: Any, norm_type: Any) -> None:
-    """After ``clip_grad_norm_(params, max_norm, norm_type)``: its norm stands for the
-    gradients' AMP106 probe at the next ``step()`` while they stay untouched (clipped.py)."""
-    monitor: Monitor | None = SESSION.live.monitor
-    if monitor is not None:
-        monitor.clipped.record(params, total_norm, max_norm, norm_type)
+            due.append((health, scaler))
+    if not due:
+        return parameters
+    params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+    for health, scaler in due:
+        try:
+            health.before_clip([p for p in params if isinstance(p, torch.Tensor)], scaler)
+        except Exception as error:  # amplint's bug: torch still gets every parameter
+            internal_error("the numerical-health check before clipping", error)
+    if isinstance(parameters, types.GeneratorType):
+        return (param for param in params)
+    return parameters if isinstance(parameters, torch.Tensor) else params
 
 
 # AMP107: the scheduler ------------------------------------------------------------------

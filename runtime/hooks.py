@@ -11,7 +11,6 @@ becomes an internal-error note (``reporting.run_check``): torch's call still run
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -99,13 +98,11 @@ def _check_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
 
 
 def wrap_clip(
-    original: Callable[..., Any], error_if_nonfinite_at: int | None = None, norm: bool = False
+    original: Callable[..., Any], error_if_nonfinite_at: int | None = None
 ) -> Callable[..., Any]:
     """``clip_grad_norm_`` / ``clip_grad_value_``: clipping scaled gradients (AMP006), and
     for ``clip_grad_norm_`` (whose ``error_if_nonfinite`` is positional argument
-    ``error_if_nonfinite_at`` after ``parameters``) turning overflow into errors (AMP018).
-    With health checks on, the gradients are measured before a clip of scaled gradients
-    changes them, and ``clip_grad_norm_``'s result (``norm``) is kept for AMP106."""
+    ``error_if_nonfinite_at`` after ``parameters``) turning overflow into errors (AMP018)."""
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         strict = None
@@ -122,29 +119,13 @@ def wrap_clip(
         if tracing():
             return original(parameters, *args, **kwargs)
         run_check("the gradient clipping check", check, args, kwargs)
-        if health.active() is None:
-            return original(parameters, *args, **kwargs)
-        # Read once here, as torch reads them (an error of the user's iterable is raised as
-        # torch would raise it); torch then gets the same kind of argument.
-        params = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
-        if isinstance(parameters, types.GeneratorType):
-            parameters = (param for param in params)  # keeps torch's empty-generator warning
-        elif not isinstance(parameters, torch.Tensor):
-            parameters = params
-        run_check("the numerical-health check before clipping", health.before_clip, params)
-        result = original(parameters, *args, **kwargs)
-        if norm:
-            max_norm = args[0] if args else kwargs.get("max_norm")
-            norm_type = args[1] if len(args) > 1 else kwargs.get("norm_type", 2.0)
-            run_check(
-                "the numerical-health check after clipping",
-                health.after_clip,
-                params,
-                result,
-                max_norm,
-                norm_type,
+        if health.active() is not None:
+            measured = run_check(
+                "the numerical-health check before clipping", health.before_clip, parameters
             )
-        return result
+            if measured is not None:
+                parameters = measured
+        return original(parameters, *args, **kwargs)
 
     return clip
 

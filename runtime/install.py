@@ -78,7 +78,7 @@ def _targets() -> list[tuple[Any, str, Any]]:
         (
             torch.nn.utils,
             "clip_grad_norm_",
-            hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2, norm=True),
+            hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2),
         ),
         (torch.nn.utils, "clip_grad_value_", hooks.wrap_clip(torch.nn.utils.clip_grad_value_)),
         (
