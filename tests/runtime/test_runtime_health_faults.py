@@ -11,6 +11,7 @@ import math
 import random
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import amplint.runtime as ar
 import pytest
@@ -369,35 +370,35 @@ def _poison_through_data(model: Net) -> None:
     model.head.bias.grad.data[0] = INF
 
 
-def test_a_gradient_broken_through_data_between_unscale_and_clip_is_reported() -> None:
-    at = 3
-    expected = _clipping_run(at + 2, at, between=_poison_through_data)
+def _poison_in_place(model: Net) -> None:
+    model.encoder.layers[1].mlp.fc1.weight.grad.mul_(INF)
+
+
+# Where a loop that clips has its gradients broken after unscale_: through .data (which,
+# like collectives, leaves version counters alone: only reading the gradients again at
+# step() sees it; seen in timm's NativeScaler loop) or in place; between unscale_ and the
+# clip, after the clip, or after unscale_ in a loop that clipped the scaled gradients.
+_BROKEN_GRADIENTS: dict[str, tuple[dict[str, Any], int]] = {
+    "data-before-clip": ({"between": _poison_through_data}, 3),
+    "data-after-clip": ({"after": _poison_through_data}, 4),
+    "in-place-after-clip": ({"after": _poison_in_place}, 2),
+    "data-after-unscale-clip-first": ({"between": _poison_through_data, "clip_first": True}, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(_BROKEN_GRADIENTS))
+def test_gradients_broken_between_unscale_and_step_in_a_clipping_loop_are_reported(
+    case: str,
+) -> None:
+    fault, at = _BROKEN_GRADIENTS[case]
+    expected = _clipping_run(at + 2, at, **fault)
     with ar.checking("warn", health=True):
-        got = _clipping_run(at + 2, at, between=_poison_through_data)
+        got = _clipping_run(at + 2, at, **fault)
         (finding,) = found("AMP106")
+        assert found("AMP105") == []  # the NaN outputs that follow are AMP106's doing
     assert finding.first_step == at
     for have, want in zip(got, expected, strict=True):
         torch.testing.assert_close(have, want, equal_nan=True, rtol=0, atol=0)
-
-
-def test_a_gradient_written_in_place_after_the_clip_is_probed() -> None:
-    at = 2
-
-    def after(model: Net) -> None:
-        model.encoder.layers[1].mlp.fc1.weight.grad.mul_(INF)
-
-    with ar.checking("warn", health=True):
-        _clipping_run(at + 2, at, after=after)
-        (finding,) = found("AMP106")
-    assert finding.first_step == at
-
-
-def test_a_gradient_broken_after_unscale_in_a_loop_that_clips_first_is_reported() -> None:
-    at = 2
-    with ar.checking("warn", health=True):
-        _clipping_run(at + 2, at, clip_first=True, between=_poison_through_data)
-        (finding,) = found("AMP106")
-    assert finding.first_step == at
 
 
 def test_a_nan_max_norm_makes_finite_gradients_nan_and_is_reported() -> None:
@@ -406,20 +407,6 @@ def test_a_nan_max_norm_makes_finite_gradients_nan_and_is_reported() -> None:
         _clipping_run(3, 0, max_norm=math.nan)
         reported = found("AMP106")
     assert reported and reported[0].first_step == 0
-
-
-def test_a_gradient_broken_through_data_after_the_clip_is_reported() -> None:
-    # .data writes (and collectives) leave version counters alone: only reading the
-    # gradients again at step() sees them (seen in timm's NativeScaler loop, clip_mode norm)
-    at = 4
-    expected = _clipping_run(at + 2, at, after=_poison_through_data)
-    with ar.checking("warn", health=True):
-        got = _clipping_run(at + 2, at, after=_poison_through_data)
-        (finding,) = found("AMP106")
-        assert found("AMP105") == []  # the NaN outputs that follow are AMP106's doing
-    assert finding.first_step == at
-    for have, want in zip(got, expected, strict=True):
-        torch.testing.assert_close(have, want, equal_nan=True, rtol=0, atol=0)
 
 
 def test_clipping_an_empty_generator_warns_as_torch_does_while_gradients_are_measured() -> None:
