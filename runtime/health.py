@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 import types
 import weakref
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -335,6 +335,11 @@ class ScalerHealth:
 
     # Host side ------------------------------------------------------------------------
 
+    @property
+    def site(self) -> str:
+        """Where the scaler was constructed, "file:line"."""
+        return f"{self.construction[0]}:{self.construction[1]}"
+
     def _site_or(self, key: str) -> Site:
         return self.sites.get(key) or self.sites.get("scale") or ("<unknown>", 0)
 
@@ -343,7 +348,7 @@ class ScalerHealth:
         final = self.final_scale()
         scales = [*self.host.scales, *([final] if final is not None else [])]
         entry: dict[str, Any] = {
-            "site": f"{self.construction[0]}:{self.construction[1]}",
+            "site": self.site,
             "steps": len(self.host.scales),
             "skipped_steps": sum(self.host.skipped),
             "scale": None,
@@ -451,11 +456,11 @@ class Monitor:
         }
         # One entry per scaler that updated, labelled by where it was constructed; the
         # top-level fields are the main scaler's (the one that stepped most), as before.
-        reported = [scaler for scaler in self.scalers if scaler.host.scales or scaler.step]
-        reported.sort(key=lambda scaler: scaler.serial)  # in construction order
-        labels = scaler_labels(reported)
         result["scalers"] = [
-            {**scaler.summary(), "label": labels[id(scaler)]} for scaler in reported
+            {**scaler.summary(), "label": label}
+            for scaler, label in labelled(
+                [scaler for scaler in self.scalers if scaler.host.scales or scaler.step]
+            )
         ]
         if health is None:
             return result
@@ -573,37 +578,34 @@ def histories() -> list[dict[str, Any]]:
         return []
     monitor.flush()
     main = monitor.main()
-    stepped = sorted(
-        (health for health in monitor.scalers if health.host.scales),
-        key=lambda health: health.serial,
-    )
-    labels = scaler_labels(stepped)
     return [
         {
-            "site": f"{health.construction[0]}:{health.construction[1]}",
-            "label": labels[id(health)],
+            "site": health.site,
+            "label": label,
             "main": health is main,
             "step": list(range(len(health.host.scales))),
             "scale": list(health.host.scales),
             "skipped": list(health.host.skipped),
         }
-        for health in stepped
+        for health, label in labelled([health for health in monitor.scalers if health.host.scales])
     ]
 
 
-def scaler_labels(scalers: list[ScalerHealth]) -> dict[int, str]:
-    """Per scaler (by id): where it was constructed, "file:line", and where several were
-    constructed on one line, which of them in construction order ("file:line, 2 of 3")."""
-    by_site: dict[Site, list[ScalerHealth]] = {}
-    for health in scalers:
-        by_site.setdefault(health.construction, []).append(health)
-    labels = {}
-    for (filename, line), group in by_site.items():
-        site = f"{filename}:{line}"
-        group.sort(key=lambda health: health.serial)
-        for number, health in enumerate(group, start=1):
-            labels[id(health)] = site if len(group) == 1 else f"{site}, {number} of {len(group)}"
-    return labels
+def labelled(scalers: list[ScalerHealth]) -> list[tuple[ScalerHealth, str]]:
+    """``scalers`` in construction order, each with its label: where it was constructed,
+    "file:line", and where one line constructed several, which of them ("file:line, 2 of
+    3")."""
+    ordered = sorted(scalers, key=lambda health: health.serial)
+    on_line = Counter(health.construction for health in ordered)
+    seen: Counter[Site] = Counter()
+    result = []
+    for health in ordered:
+        label = health.site
+        if on_line[health.construction] > 1:
+            seen[health.construction] += 1
+            label += f", {seen[health.construction]} of {on_line[health.construction]}"
+        result.append((health, label))
+    return result
 
 
 def before_clip(parameters: Any) -> Any:
