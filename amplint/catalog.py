@@ -350,7 +350,10 @@ a helper other code may call, or when gradients are clipped before the step with
             what_it_does="""
 Checks for `clip_grad_norm_` / `clip_grad_value_` (under any import alias, and FSDP's
 `model.clip_grad_norm_`) called after `scaler.scale(loss).backward()` and before
-`scaler.step(optimizer)`, with no `scaler.unscale_(optimizer)` before the clip.
+`scaler.step(optimizer)`, with no `scaler.unscale_(optimizer)` before the clip. torch 2.6's
+split clip, `get_total_norm` then `clip_grads_with_norm_`, counts as one clip: both must
+come after the unscale (at runtime, a norm taken before `unscale_` and clipped with after
+it is reported too).
 """,
             why_bad="""
 After a scaled backward every gradient is multiplied by the loss scale (65536 at the
@@ -379,6 +382,9 @@ that the following `scaler.step(...)` steps. It is safe: `scaler.step()` does no
 again, and skipping steps on inf/NaN gradients still works. No fix is offered when the
 optimizer is ambiguous (several are stepped), when the clip runs more often than the step
 (it would unscale twice), or when the clip sits in a helper that other code calls too.
+For `clip_grads_with_norm_` the unscale goes before the statement whose `get_total_norm`
+gave the norm (in the same block, or inline in the clip); no fix is offered when the norm
+comes from anywhere else.
 """,
             references=(
                 "https://pytorch.org/docs/stable/notes/amp_examples.html#gradient-clipping",
@@ -1058,7 +1064,8 @@ is offered for an unsupported autocast dtype: whether full precision (drop autoc
         docs=Docs(
             what_it_does="""
 Checks for `torch.nn.utils.clip_grad_norm_(..., error_if_nonfinite=True)` in a training
-iteration that uses a `GradScaler`.
+iteration that uses a `GradScaler`, and for torch 2.6's split clip, the
+`get_total_norm(..., error_if_nonfinite=True)` whose norm `clip_grads_with_norm_` clips with.
 """,
             why_bad="""
 With float16 loss scaling, inf/NaN gradients are routine: the scaler starts at a scale of

@@ -97,8 +97,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "use scaler.scale(loss).backward()",
     ),
     "AMP006": (
-        "gradients were clipped while they are still multiplied by the loss scale",
-        "call scaler.unscale_(optimizer) before clipping",
+        "gradients were clipped {how}",
+        "call scaler.unscale_(optimizer) before {before}",
     ),
     "AMP007": (
         "{api} is deprecated",
@@ -138,7 +138,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{fix}",
     ),
     "AMP018": (
-        "clip_grad_norm_(..., error_if_nonfinite=True) while a GradScaler is in use",
+        "{call}(..., error_if_nonfinite=True) while a GradScaler is in use",
         "drop error_if_nonfinite=True: with loss scaling, non-finite gradients are a routine "
         "overflow that scaler.step() skips, not an error",
     ),

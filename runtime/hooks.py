@@ -19,7 +19,7 @@ import torch
 from . import health, usage
 from .compiled import tracing
 from .reporting import emit, run_check, steps
-from .usage import Verdict
+from .usage import ScalerUsage, Verdict
 
 __all__ = [
     "optimizer_step_pre_hook",
@@ -28,6 +28,7 @@ __all__ = [
     "wrap_grad",
     "wrap_module_zero_grad",
     "wrap_optimizer_zero_grad",
+    "wrap_total_norm",
 ]
 
 
@@ -97,21 +98,33 @@ def _check_optimizer_step(optimizer: torch.optim.Optimizer) -> None:
         steps().count(optimizer)
 
 
+def _argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], at: int, name: str, default: Any = None
+) -> Any:
+    """An argument given positionally at ``at`` (after the first) or by ``name``."""
+    return args[at] if len(args) > at else kwargs.get(name, default)
+
+
 def wrap_clip(
-    original: Callable[..., Any], error_if_nonfinite_at: int | None = None
+    original: Callable[..., Any],
+    error_if_nonfinite_at: int | None = None,
+    total_norm_at: int | None = None,
 ) -> Callable[..., Any]:
-    """``clip_grad_norm_`` / ``clip_grad_value_``: clipping scaled gradients (AMP006), and
-    for ``clip_grad_norm_`` (whose ``error_if_nonfinite`` is positional argument
-    ``error_if_nonfinite_at`` after ``parameters``) turning overflow into errors (AMP018)."""
+    """``clip_grad_norm_`` / ``clip_grad_value_`` / ``clip_grads_with_norm_``: clipping
+    scaled gradients (AMP006), and for ``clip_grad_norm_`` (whose ``error_if_nonfinite`` is
+    positional argument ``error_if_nonfinite_at`` after ``parameters``) turning overflow into
+    errors (AMP018). ``total_norm_at``: where ``clip_grads_with_norm_`` takes its norm,
+    which may have been taken of scaled gradients."""
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         strict = None
         if error_if_nonfinite_at is not None:
-            if len(args) > error_if_nonfinite_at:
-                strict = bool(args[error_if_nonfinite_at])
-            else:
-                strict = bool(kwargs.get("error_if_nonfinite", False))
-        _show(usage.on_clip(strict))
+            flag = _argument(args, kwargs, error_if_nonfinite_at, "error_if_nonfinite", False)
+            strict = bool(flag)
+        norm = None
+        if total_norm_at is not None:
+            norm = _argument(args, kwargs, total_norm_at, "total_norm")
+        _show(usage.on_clip(strict, norm))
 
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
@@ -128,6 +141,36 @@ def wrap_clip(
         return original(parameters, *args, **kwargs)
 
     return clip
+
+
+def wrap_total_norm(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``get_total_norm(tensors, norm_type, error_if_nonfinite, foreach)``, the first half of
+    torch 2.6's split clip: overflow turned into errors (AMP018), and the norm of still-scaled
+    gradients remembered for the ``clip_grads_with_norm_`` that may clip with it (AMP006)."""
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[ScalerUsage]:
+        verdicts, scaled = usage.on_total_norm(
+            bool(_argument(args, kwargs, 1, "error_if_nonfinite", False))
+        )
+        _show(verdicts)
+        return scaled
+
+    def remember(scaled: list[ScalerUsage], norm: Any) -> None:
+        if isinstance(norm, torch.Tensor):
+            for record in scaled:
+                record.note_scaled_norm(norm)
+
+    @functools.wraps(original)
+    def get_total_norm(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+        if tracing():
+            return original(tensors, *args, **kwargs)
+        scaled = run_check("the gradient norm check", check, args, kwargs)
+        norm = original(tensors, *args, **kwargs)
+        if scaled:
+            run_check("the gradient norm check", remember, scaled, norm)
+        return norm
+
+    return get_total_norm
 
 
 def wrap_optimizer_zero_grad(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -81,6 +81,7 @@ def _targets() -> list[tuple[Any, str, Any]]:
             hooks.wrap_clip(torch.nn.utils.clip_grad_norm_, error_if_nonfinite_at=2),
         ),
         (torch.nn.utils, "clip_grad_value_", hooks.wrap_clip(torch.nn.utils.clip_grad_value_)),
+        *_split_clip_targets(),
         (
             torch.optim.Optimizer,
             "zero_grad",
@@ -91,6 +92,22 @@ def _targets() -> list[tuple[Any, str, Any]]:
         # FSDP's ShardedGradScaler, if imported (later imports: watch_imports)
         *distributed.scaler_targets(),
     ]
+
+
+def _split_clip_targets() -> list[tuple[Any, str, Any]]:
+    """torch 2.6's split clip, where this torch has it. Only the public names: torch's own
+    ``clip_grad_norm_`` calls ``clip_grad._get_total_norm`` and ``_clip_grads_with_norm_``,
+    which stay torch's (one clip, checked once)."""
+    utils = torch.nn.utils
+    found = []
+    total_norm = utils.__dict__.get("get_total_norm")
+    if total_norm is not None:
+        found.append((utils, "get_total_norm", hooks.wrap_total_norm(total_norm)))
+    clip = utils.__dict__.get("clip_grads_with_norm_")
+    if clip is not None:
+        # clip_grads_with_norm_(parameters, max_norm, total_norm, foreach)
+        found.append((utils, "clip_grads_with_norm_", hooks.wrap_clip(clip, total_norm_at=1)))
+    return found
 
 
 def _wrap_compile(original: Any) -> Any:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import weakref
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "on_state_dict",
     "on_step",
     "on_stepped",
+    "on_total_norm",
     "on_unscale",
     "on_unscaled",
     "on_update",
@@ -82,6 +84,8 @@ class Verdict:
 
 
 _SERIALS = itertools.count()
+#: scaled norms remembered per scaler and iteration, oldest forgotten first.
+_NORMS_KEPT = 16
 
 
 class ScalerUsage:
@@ -108,6 +112,20 @@ class ScalerUsage:
         # get_scale() was read since the last scaled backward: a clip that follows may be
         # scaling its max_norm by hand (torch's own tests do), so AMP006 stays quiet.
         self.scale_read = False
+        # Norms that get_total_norm() took of still-scaled gradients (id -> weak reference):
+        # clip_grads_with_norm_ given one after unscale_ clips by a scaled norm (AMP006).
+        self.scaled_norms: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def note_scaled_norm(self, norm: torch.Tensor) -> None:
+        if len(self.scaled_norms) >= _NORMS_KEPT:  # norms logged, never clipped with
+            self.scaled_norms = {k: r for k, r in self.scaled_norms.items() if r() is not None}
+            if len(self.scaled_norms) >= _NORMS_KEPT:
+                self.scaled_norms.pop(next(iter(self.scaled_norms)))
+        self.scaled_norms[id(norm)] = weakref.ref(norm)
+
+    def took_scaled_norm(self, norm: object) -> bool:
+        ref = self.scaled_norms.get(id(norm))
+        return ref is not None and ref() is norm
 
     def stage(self, optimizer: object) -> Stage:
         return self._stages.get(id(optimizer), Stage.READY)
@@ -257,6 +275,7 @@ def on_updated(usage: ScalerUsage) -> None:
     usage.backward_after_step = False
     usage.untracked_scale = False
     usage.scale_read = False
+    usage.scaled_norms.clear()
     thread_state().pending.discard(usage)
 
 
@@ -429,17 +448,41 @@ def _inside_torch_scaler_step(limit: int = 32) -> bool:
     return False
 
 
-def on_clip(strict: bool | None) -> list[Verdict]:
-    """``clip_grad_norm_`` / ``clip_grad_value_``; ``strict``: ``error_if_nonfinite`` of
-    ``clip_grad_norm_`` (None for ``clip_grad_value_``)."""
+def on_clip(strict: bool | None, norm: object = None) -> list[Verdict]:
+    """``clip_grad_norm_`` / ``clip_grad_value_`` / ``clip_grads_with_norm_``; ``strict``:
+    ``error_if_nonfinite`` of ``clip_grad_norm_`` (None for the others); ``norm``: the
+    total norm ``clip_grads_with_norm_`` was given."""
     verdicts = []
-    for usage in list(thread_state().pending):
-        if usage.grads_still_scaled():
-            verdicts.append(Verdict("AMP006", message_for("AMP006"), user_site()))
-            break
+    pending = list(thread_state().pending)
+    if any(usage.grads_still_scaled() for usage in pending):
+        how = "while they are still multiplied by the loss scale"
+        message = message_for("AMP006", how=how, before="clipping")
+        verdicts.append(Verdict("AMP006", message, user_site()))
+    elif norm is not None and any(usage.took_scaled_norm(norm) for usage in pending):
+        how = (
+            "by a total norm that get_total_norm() took while they were still multiplied "
+            "by the loss scale"
+        )
+        message = message_for("AMP006", how=how, before="get_total_norm()")
+        verdicts.append(Verdict("AMP006", message, user_site()))
     if strict and uses_scalers():
-        verdicts.append(Verdict("AMP018", message_for("AMP018"), user_site()))
+        verdicts.append(
+            Verdict("AMP018", message_for("AMP018", call="clip_grad_norm_"), user_site())
+        )
     return verdicts
+
+
+def on_total_norm(strict: bool) -> tuple[list[Verdict], list[ScalerUsage]]:
+    """``get_total_norm``, the first half of torch 2.6's split clip; ``strict``: its
+    ``error_if_nonfinite``. Also returns the scalers whose gradients are still scaled: the
+    norm it returns is theirs to remember (see :func:`on_clip`)."""
+    verdicts = []
+    if strict and uses_scalers():
+        verdicts.append(
+            Verdict("AMP018", message_for("AMP018", call="get_total_norm"), user_site())
+        )
+    scaled = [usage for usage in list(thread_state().pending) if usage.grads_still_scaled()]
+    return verdicts, scaled
 
 
 def on_optimizer_zero_grad() -> list[Verdict]:

@@ -15,6 +15,7 @@ from weakref import WeakKeyDictionary
 
 import libcst as cst
 
+from amplint.analysis.clipping import clip_function
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import AutocastRegion
@@ -508,14 +509,16 @@ def calls_after(model: ModuleModel, unit: cst.CSTNode, start: cst.Call) -> list[
 
 # -- clipping on still-scaled gradients (AMP006) -------------------------------------------
 
-_TORCH_CLIPS = frozenset(
-    f"torch.nn.utils.{module}{name}"
-    for module in ("", "clip_grad.")
-    for name in ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm")
-)
 #: calls after which the gradients are no longer scaled, or the step is over.
 _UNSCALES = frozenset(
-    {"unscale_gradients", "unscale_", "clip_grad_norm_", "clip_grad_value_", "clip_gradients"}
+    {
+        "unscale_gradients",
+        "unscale_",
+        "clip_grad_norm_",
+        "clip_grad_value_",
+        "clip_grads_with_norm_",
+        "clip_gradients",
+    }
 )
 
 
@@ -533,10 +536,6 @@ class ScaledClip:
     remedy: str
     #: the Accelerator / Fabric expression whose own clip replaces the call, when certain.
     owner: cst.BaseExpression | None = field(default=None, repr=False)
-
-
-def is_torch_clip(model: ModuleModel, call: cst.Call) -> bool:
-    return bool(model.evaluator.qualified_names(call.func) & _TORCH_CLIPS)
 
 
 def framework_scaled_clips(model: ModuleModel) -> list[ScaledClip]:
@@ -610,7 +609,7 @@ def _clip_before_step(
         name = method_name(call)
         if name == "step" or name in ("backward", "manual_backward"):
             return None
-        torch_clip = is_torch_clip(model, call)
+        torch_clip = clip_function(model, call) is not None
         lightning_clip = (
             not torch_only
             and name == "clip_gradients"
@@ -638,7 +637,7 @@ def _after_backward_hook_clips(model: ModuleModel) -> list[ScaledClip]:
         if hook is None or not is_lightning_module(model, info.node):
             continue
         for call in calls_in(hook.body):
-            if is_torch_clip(model, call) and not model.is_dead(call):
+            if clip_function(model, call) is not None and not model.is_dead(call):
                 found.append(
                     ScaledClip(
                         call,

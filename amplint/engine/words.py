@@ -53,7 +53,13 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
             "=precision:16",
             "parse_dict",
         ),
-        ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients"),
+        (
+            "clip_grad_norm_",
+            "clip_grad_value_",
+            "clip_grad_norm",
+            "clip_gradients",
+            "clip_grads_with_norm_",
+        ),
     ),
     "AMP007": (
         (
@@ -131,7 +137,7 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "AMP018": (
         ("~scaler",),
-        ("clip_grad_norm_",),
+        ("clip_grad_norm_", "clip_grad_norm", "get_total_norm"),
     ),
     "AMP019": (
         ("GradScaler", "ShardedGradScaler"),

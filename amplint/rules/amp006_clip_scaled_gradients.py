@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.clipping import clip_kind, measures_only
+from amplint.analysis.clipping import clip_function, clip_kind, measures_only, norm_source
 from amplint.analysis.frameworks import FP16_TOKENS, ScaledClip, framework_scaled_clips
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import dotted_name
@@ -25,7 +25,13 @@ class ClipScaledGradients(Rule):
         # A GradScaler of the user's, or a framework's float16 switch (FP16_TOKENS).
         ("~scaler", *FP16_TOKENS),
         ("scale", *FP16_TOKENS),
-        ("clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients"),
+        (
+            "clip_grad_norm_",
+            "clip_grad_value_",
+            "clip_grad_norm",
+            "clip_gradients",
+            "clip_grads_with_norm_",
+        ),
     )
 
     valid = (
@@ -157,6 +163,22 @@ flag.backward(loss)
 torch.nn.utils.clip_grad_norm_(params, 1.0)
 optimizer.step()
 """,
+        # torch 2.6's split clip: the norm of unscaled gradients, then the clip.
+        """
+import torch
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = get_total_norm(grads)
+    clip_grads_with_norm_(model.parameters(), 1.0, norm)
+    scaler.step(optimizer)
+    scaler.update()
+""",
         # Lightning: clipping in on_before_optimizer_step runs after the unscale.
         """
 import torch
@@ -266,6 +288,69 @@ def train(model, loader, optimizer, scaler):
         nn.utils.clip_grad_value_(model.parameters(), 0.5)
         scaler.step(optimizer)
         scaler.update()
+""",
+        ),
+        # The split clip: unscale_ goes before the norm is taken, not between norm and clip.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads)
+    log(total)
+    torch.nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, total)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=11,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with torch.autocast("cuda"):
+        loss = loss_fn(model(x), y)
+    scaler.scale(loss).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    scaler.unscale_(optimizer)
+    total = torch.nn.utils.get_total_norm(grads)
+    log(total)
+    torch.nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, total)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # A norm computed inline is unscaled with it; a norm from elsewhere gets no fix.
+        Invalid(
+            """
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+def step(model, optimizer, scaler, loss, grads, norms):
+    scaler.scale(loss).backward()
+    clip_grads_with_norm_(model.parameters(), 1.0, get_total_norm(grads))
+    scaler.step(optimizer)
+    scaler.update()
+    scaler.scale(loss).backward()
+    clip_grads_with_norm_(model.parameters(), 1.0, norms[-1])
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=5,
+            count=2,
+            fixed="""
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+def step(model, optimizer, scaler, loss, grads, norms):
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    clip_grads_with_norm_(model.parameters(), 1.0, get_total_norm(grads))
+    scaler.step(optimizer)
+    scaler.update()
+    scaler.scale(loss).backward()
+    clip_grads_with_norm_(model.parameters(), 1.0, norms[-1])
+    scaler.step(optimizer)
+    scaler.update()
 """,
         ),
         # FSDP's method; the clip runs every micro-batch but the step every k: no fix.
@@ -390,6 +475,10 @@ def step(model, optimizer, batch):
 
 
 def _clip_name(model: ModuleModel, call: cst.Call) -> str:
+    name = clip_function(model, call)
+    if name is not None:
+        return name
+    # A framework's or FSDP's clip, named as torch's function it stands for.
     names = model.evaluator.qualified_names(call.func)
     if any(name.endswith("clip_grad_value_") for name in names):
         return "clip_grad_value_"
@@ -443,7 +532,7 @@ def _unscale_before(
         return None
     scaler = usable_at(model, step, "scaler", clip)
     optimizer = usable_at(model, step, "optimizer", clip)
-    statement = model.statement_in_block(clip.call)
+    statement = _first_statement_of_clip(model, clip.call)
     if scaler is None or optimizer is None or statement is None:
         return None
     unscale = cst.parse_statement(f"{scaler}.unscale_({optimizer})\n")
@@ -454,6 +543,28 @@ def _unscale_before(
         return cst.FlattenSentinel([first, updated.with_changes(leading_lines=())])
 
     return FixPlan(f"Insert `{scaler}.unscale_({optimizer})` before the clip", {statement: insert})
+
+
+def _first_statement_of_clip(model: ModuleModel, call: cst.Call) -> cst.BaseStatement | None:
+    """Where ``unscale_`` goes: before the clip's statement, or for ``clip_grads_with_norm_``
+    before the statement whose ``get_total_norm`` gave its norm (unscaling between the two
+    would clip unscaled gradients with a scaled norm). None when that is not certain."""
+    statement = model.statement_in_block(call)
+    if statement is None or clip_function(model, call) != "clip_grads_with_norm_":
+        return statement
+    source = norm_source(model, call)
+    if source is None:
+        return None
+    earlier = model.statement_in_block(source)
+    if earlier is None or earlier is statement:
+        return earlier
+    block = model.index.parent(statement)
+    if model.index.parent(earlier) is not block or not isinstance(
+        block, (cst.IndentedBlock, cst.Module)
+    ):
+        return None
+    body = list(block.body)
+    return earlier if body.index(earlier) < body.index(statement) else None
 
 
 #: the parameters ``accelerator.clip_grad_norm_`` / ``clip_grad_value_`` share with torch's.
@@ -468,7 +579,9 @@ def _framework_clip(model: ModuleModel, found: ScaledClip) -> FixPlan | None:
     if found.owner is None or dotted_name(found.owner) is None:
         return None
     name = _clip_name(model, found.call)
-    shared = _SHARED_PARAMETERS[name]
+    shared = _SHARED_PARAMETERS.get(name)
+    if shared is None:  # no framework clip takes a norm computed beforehand
+        return None
     positional = [a for a in found.call.args if a.keyword is None]
     if any(a.star for a in found.call.args) or len(positional) > len(shared):
         return None

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.clipping import clip_kind
+from amplint.analysis.clipping import clip_function, norm_source
 from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _SCALER_KINDS = (Kind.SCALED_BACKWARD, Kind.UNSCALE, Kind.SCALER_STEP, Kind.UPDATE)
-#: clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
-_POSITION = 3
+#: where ``error_if_nonfinite`` goes positionally: clip_grad_norm_(parameters, max_norm,
+#: norm_type, error_if_nonfinite, foreach), get_total_norm(tensors, norm_type,
+#: error_if_nonfinite, foreach) (the norm that torch 2.6's clip_grads_with_norm_ clips with).
+_CLIP_POSITION = 3
+_TOTAL_NORM_POSITION = 2
 
 
 class ClipErrorIfNonfinite(Rule):
     code = "AMP018"
-    tokens = (("~scaler",), ("clip_grad_norm_",))
+    tokens = (("~scaler",), ("clip_grad_norm_", "clip_grad_norm", "get_total_norm"))
 
     valid = (
         """
@@ -46,6 +49,18 @@ for batch in loader:
     scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, error_if_nonfinite=False)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        # The split clip's `True` is `foreach`; its norm's flag is off.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+for batch in loader:
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    norm = torch.nn.utils.get_total_norm(grads, 2.0, False, True)
+    torch.nn.utils.clip_grads_with_norm_(model.parameters(), 1.0, norm, True)
     scaler.step(optimizer)
     scaler.update()
 """,
@@ -112,6 +127,30 @@ class Trainer:
         self.scaler.update()
 """,
         ),
+        # torch 2.6's split clip: the flag is get_total_norm's.
+        Invalid(
+            """
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+def step(scaler, optimizer, loss, params, grads):
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    norm = get_total_norm(grads, error_if_nonfinite=True)
+    clip_grads_with_norm_(params, 1.0, norm)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=6,
+            fixed="""
+from torch.nn.utils import clip_grads_with_norm_, get_total_norm
+def step(scaler, optimizer, loss, params, grads):
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    norm = get_total_norm(grads)
+    clip_grads_with_norm_(params, 1.0, norm)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
         # Positional flag.
         Invalid(
             """
@@ -145,24 +184,32 @@ def train(loader, scaler, optimizer):
             if not iteration.of(*_SCALER_KINDS):
                 continue
             for clip in iteration.of(Kind.CLIP):
-                if clip.call in seen or clip_kind(model, clip.call) != "function":
+                name = clip_function(model, clip.call)
+                call: cst.Call | None = clip.call
+                if name in ("clip_grad_norm_", "clip_grad_norm"):
+                    position = _CLIP_POSITION
+                elif name == "clip_grads_with_norm_":
+                    call, position = norm_source(model, clip.call), _TOTAL_NORM_POSITION
+                else:
                     continue
-                index = _flag_index(clip.call)
+                if call is None or call in seen:
+                    continue
+                index = _flag_index(call, position)
                 if index is None:
                     continue
-                seen.add(clip.call)
+                seen.add(call)
                 context.report(
-                    clip.call,
+                    call,
                     "`error_if_nonfinite=True` with a GradScaler turns its routine overflow "
                     "steps into crashes; drop it (`scaler.step` already skips those steps)",
                     FixPlan(
                         "Remove `error_if_nonfinite=True`",
-                        {clip.call: lambda updated, i=index: _drop_argument(updated, i)},
+                        {call: lambda updated, i=index: _drop_argument(updated, i)},
                     ),
                 )
 
 
-def _flag_index(call: cst.Call) -> int | None:
+def _flag_index(call: cst.Call, position: int) -> int | None:
     positional = 0
     for index, arg in enumerate(call.args):
         if arg.star:
@@ -171,7 +218,7 @@ def _flag_index(call: cst.Call) -> int | None:
             if arg.keyword.value == "error_if_nonfinite":
                 return index if _is_true(arg.value) else None
             continue
-        if positional == _POSITION:
+        if positional == position:
             last_positional = all(a.keyword is not None for a in call.args[index + 1 :])
             return index if _is_true(arg.value) and last_positional else None
         positional += 1

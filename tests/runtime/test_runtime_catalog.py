@@ -42,7 +42,7 @@ def test_every_code_the_runtime_mentions_is_in_the_catalog_and_caught_at_runtime
 
 
 def test_messages_carry_the_catalog_name() -> None:
-    text = findings.message_for("AMP018")
+    text = findings.message_for("AMP018", call="clip_grad_norm_")
     assert text.startswith("AMP018 clip-error-if-nonfinite: ")
     for code in findings.MESSAGES:
         assert catalog.entry(code).name == findings.name_of(code)  # type: ignore[union-attr]
