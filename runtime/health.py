@@ -392,6 +392,9 @@ class Monitor:
         # The session's optimizer step count while this monitor measured: its summary
         # still reads it after uninstall() gave the session a fresh one.
         self.steps = steps()
+        # The GradScalers built (enabled or not), by line: the summary of a run without
+        # any says so, rather than "no update() of an enabled GradScaler".
+        self.scaler_sites = SESSION.history.scaler_sites
 
     def for_scaler(self, scaler: GradScaler) -> ScalerHealth:
         health = scaler.__dict__.get("_amplint_health")
@@ -450,6 +453,9 @@ class Monitor:
             "scheduler_steps_after_skip": self.scheduler_after_skip,
             "closest_to_overflow": [],
             "optimizer_steps": self.steps.latest,
+            "gradscalers_built": sum(
+                record.constructions for record in list(self.scaler_sites.values())
+            ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             "scalers": [],
             "config": asdict(self.config),

@@ -73,6 +73,11 @@ def format_health_summary(summary: dict[str, Any]) -> str:
     steps = summary.get("steps", 0)
     if not steps:
         optimizer_steps = summary.get("optimizer_steps") or 0
+        if optimizer_steps and summary.get("gradscalers_built") == 0:
+            return (
+                f"amplint: numerical health: {optimizer_steps} optimizer step(s) ran and no "
+                "GradScaler was built: no loss-scale statistics (only float16 autocast needs one)"
+            )
         if optimizer_steps:
             return (
                 f"amplint: numerical health: {optimizer_steps} optimizer step(s) ran, none "

@@ -499,6 +499,28 @@ def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() 
     )
 
 
+def test_summary_of_a_run_without_any_gradscaler_says_none_was_built() -> None:
+    """A bfloat16 loop needs no scaler: the summary must not read as if one were missing
+    its update()."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert seen.findings == []
+    assert summary is not None and summary["gradscalers_built"] == 0
+    assert format_health_summary(summary) == (
+        "amplint: numerical health: 3 optimizer step(s) ran and no GradScaler was built: no "
+        "loss-scale statistics (only float16 autocast needs one)"
+    )
+
+
 def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() -> None:
     """Step 0, the only statistics step here, is skipped (init_scale overflows float16):
     the share is "not measured", and says why, instead of an unexplained "n/a"."""
