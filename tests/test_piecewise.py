@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from amplint.catalog import known_codes
 from amplint.engine import piecewise
-from amplint.engine.piecewise import parse_piecewise
+from amplint.engine.piecewise import parse_piecewise, plan_cuts
 from amplint.engine.run import lint_bytes
 from amplint.engine.source import SourceError, parse
 
@@ -289,6 +290,25 @@ def test_any_layout_in_pieces_equals_the_whole_parse(text: str, piece_chars: int
     pieced = parse_piecewise(text, piece_chars=piece_chars)
     if pieced is not None:
         assert pieced.deep_equals(whole)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_modules(), st.integers(1, 80))
+def test_cuts_planned_before_the_tree_goes_equal_those_read_from_it(
+    text: str, piece_chars: int
+) -> None:
+    """A large file's CPython tree is dropped before libcst parses it; the places to cut,
+    read from the tree first and from the bytes' lines, must be those the tree gives."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return
+    planned = parse_piecewise(text, piece_chars, plan_cuts(tree, text.encode()))
+    from_tree = parse_piecewise(text, piece_chars, tree)
+    assert (planned is None) == (from_tree is None)
+    if planned is not None and from_tree is not None:
+        assert planned.deep_equals(from_tree)
+        assert planned.code == text
 
 
 def test_an_edit_inside_a_large_class_is_reparsed_in_pieces(

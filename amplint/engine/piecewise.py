@@ -74,14 +74,15 @@ class _OpenBlock:
 def parse_piecewise(
     text: str,
     piece_chars: int = PIECE_CHARS,
-    syntax: ast.Module | None = None,
+    syntax: ast.Module | CutPlan | None = None,
     *,
     verify: bool = True,
 ) -> cst.Module | None:
     """The module libcst's ``parse_module(text)`` gives, parsed in pieces; ``None`` when the
     text offers no place to cut or the pieces do not add up to it.
 
-    ``syntax`` is CPython's tree of the same text, if the caller has one. ``verify=False``
+    ``syntax`` is CPython's tree of the same text, or the :func:`plan_cuts` made from it,
+    if the caller has one. ``verify=False``
     leaves out the final check that the assembled tree's code is the text (a code
     generation of the whole module, a third of the time): the caller must check it (see
     :attr:`amplint.engine.source.ParsedSource.verified`) before it trusts what it reports.
@@ -123,8 +124,24 @@ def _line_starts(lines: list[str]) -> list[int]:
     return starts
 
 
+@dataclass(frozen=True)
+class CutPlan:
+    """Where a module may be cut, read from CPython's tree: kept instead of the tree when
+    the tree itself must go before libcst's parse (it would add to the memory peak)."""
+
+    candidates: tuple[_Cut, ...]
+
+
+def plan_cuts(tree: ast.Module, data: bytes) -> CutPlan:
+    """The places ``data`` (the bytes ``tree`` was parsed from) may be cut. Its lines are
+    split as :func:`_lines` splits the text: only their indentation, ASCII, is read."""
+    candidates: list[_Cut] = []
+    _collect_cuts(tree.body, (), data.split(b"\n"), candidates)
+    return CutPlan(tuple(candidates))
+
+
 def _choose_cuts(
-    text: str, lines: list[str], piece_chars: int, tree: ast.Module | None
+    text: str, lines: list[str], piece_chars: int, tree: ast.Module | CutPlan | None
 ) -> list[_Cut]:
     if tree is None:
         try:
@@ -136,8 +153,11 @@ def _choose_cuts(
     first_indent = _first_indent_line(text)
     if first_indent is None:
         return []
-    candidates: list[_Cut] = []
-    _collect_cuts(tree.body, (), lines, candidates)
+    if isinstance(tree, CutPlan):
+        candidates = list(tree.candidates)
+    else:
+        candidates = []
+        _collect_cuts(tree.body, (), lines, candidates)
     starts = _line_starts(lines)
     chosen: list[_Cut] = []
     piece_start = 0
@@ -155,7 +175,10 @@ def _choose_cuts(
 
 
 def _collect_cuts(
-    body: Sequence[ast.stmt], chain: tuple[_Container, ...], lines: list[str], out: list[_Cut]
+    body: Sequence[ast.stmt],
+    chain: tuple[_Container, ...],
+    lines: Sequence[str] | Sequence[bytes],
+    out: list[_Cut],
 ) -> None:
     previous_end: int | None = None
     for statement in body:
@@ -176,13 +199,14 @@ def _first_line(statement: ast.stmt) -> int:
     return min([statement.lineno, *(decorator.lineno for decorator in decorators)])
 
 
-def _body_on_own_lines(statement: ast.stmt, lines: list[str]) -> bool:
+def _body_on_own_lines(statement: ast.stmt, lines: Sequence[str] | Sequence[bytes]) -> bool:
     """Whether the body is an indented block (not ``def f(): return 1``)."""
     first = statement.body[0]  # type: ignore[attr-defined]
     if getattr(first, "decorator_list", None):
         return True
     line = lines[first.lineno - 1]
-    return first.col_offset == len(line) - len(line.lstrip(" \t"))
+    indentation = len(line) - len(line.lstrip(b" \t" if isinstance(line, bytes) else " \t"))
+    return first.col_offset == indentation
 
 
 def _stand_in_header(statement: ast.stmt) -> str | None:
@@ -344,7 +368,7 @@ def _block(statement: cst.BaseStatement) -> cst.IndentedBlock:
 
 
 def parse_large(
-    data: bytes, syntax: ast.Module | None = None, *, verify: bool = True
+    data: bytes, syntax: ast.Module | CutPlan | None = None, *, verify: bool = True
 ) -> cst.Module | None:
     """:func:`parse_piecewise` for a file's bytes, honouring its coding cookie as
     ``libcst.parse_module`` does; ``None`` where the caller should parse it whole."""

@@ -174,12 +174,16 @@ def lint_bytes(
     part = None
     if shortcuts and not readmitted:
         part = _slice(data, syntax, [rule.code for rule in rules])
-    from amplint.engine.piecewise import PIECEWISE_ABOVE  # libcst's turn has come
+    from amplint.engine.piecewise import PIECEWISE_ABOVE, plan_cuts  # libcst's turn has come
 
+    cuts = None
     if shortcuts and (part is not None or len(data) > PIECEWISE_ABOVE):
         # CPython's tree of the file, held through libcst's parse, would add to the run's
         # memory peak (10 MB for a 100 KB module): findings are placed on the part, and
-        # cutting pieces or placing the rare findings of a large file parse it again.
+        # placing the rare findings of a large file parses it again. Where the whole file
+        # is cut into pieces, the places to cut are read from the tree before it goes.
+        if part is None and syntax is not None:
+            cuts = plan_cuts(syntax, data)
         facts.tree = syntax = None
     if part is not None:
         try:
@@ -188,7 +192,7 @@ def lint_bytes(
             parsed, part = None, None
     if parsed is None:
         try:
-            parsed = parse(data, syntax=syntax, verify=not shortcuts)
+            parsed = parse(data, syntax=syntax or cuts, verify=not shortcuts)
         except SourceError as error:
             return LintResult([error_finding(filename, error)])
     result = _lint_result(parsed, filename, rules, fixes, layout, syntax, imports, part is not None)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     import libcst as cst
 
+    from amplint.engine.piecewise import CutPlan
+
 _PARSER_PREFIX = re.compile(r"^parser error: (error at \d+:\d+: )?")
 
 
@@ -55,11 +57,14 @@ def read_bytes(path: Path) -> bytes:
         raise SourceError(f"cannot read file: {error.strerror or error}") from error
 
 
-def parse(data: bytes, syntax: ast.Module | None = None, *, verify: bool = True) -> ParsedSource:
+def parse(
+    data: bytes, syntax: ast.Module | CutPlan | None = None, *, verify: bool = True
+) -> ParsedSource:
     """Parse ``data`` with libcst, honouring its BOM and coding cookie.
 
-    ``syntax`` is CPython's tree of ``data`` where one was made already (a large file is cut
-    into pieces by it). ``verify=False``: see :attr:`ParsedSource.verified`.
+    ``syntax`` is CPython's tree of ``data`` where one was made already, or the places to
+    cut it read from that tree (a large file is cut into pieces by it). ``verify=False``:
+    see :attr:`ParsedSource.verified`.
     """
     import libcst as cst  # imported here: a run answered from the cache never needs it
 
