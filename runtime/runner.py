@@ -20,6 +20,7 @@ import threading
 import traceback
 import types
 import zipfile
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -115,7 +116,7 @@ def _run_module(
     # `python -m` puts the current folder first on sys.path.
     _set_path0(os.getcwd())
     try:
-        _, spec, _ = runpy._get_module_details(name)  # type: ignore[attr-defined]
+        _, spec, code = runpy._get_module_details(name)  # type: ignore[attr-defined]
     except ImportError as error:
         # Python's own words and status for a module it cannot run.
         print(f"{sys.executable}: {error}", file=sys.stderr)
@@ -129,9 +130,11 @@ def _run_module(
     path = spec.origin or name
 
     def run() -> None:
-        # alter_sys: sys.argv[0] becomes the module's file and __main__ the module, as
-        # under `python -m`; its globals live on until shutdown (see _run_main).
-        _script_modules.append(runpy.run_module(name, run_name="__main__", alter_sys=True))
+        # As `python -m` runs it: the module's code in a __main__ module of its own, which
+        # lives on until shutdown (see _run_main); sys.argv[0] is its file already.
+        module = types.ModuleType("__main__")
+        with _as_main(module):
+            runpy._run_code(code, module.__dict__, None, "__main__", spec)  # type: ignore[attr-defined]
 
     return _run_checked(
         run, path, [path, *args], os.getcwd(), mode, report_path, health, thresholds, plot_path
@@ -357,14 +360,25 @@ def _run_main(path: str) -> None:
     module.__cached__ = None
     module.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
     module.__builtins__ = builtins
+    with _as_main(module):
+        exec(code, module.__dict__)
+
+
+@contextlib.contextmanager
+def _as_main(module: types.ModuleType) -> Iterator[None]:
+    """``module`` is ``sys.modules["__main__"]`` while the script runs.
+
+    The script's globals live until the interpreter shuts down, as __main__'s do under
+    plain python: objects whose finalizers expect that (a multiprocessing pool left open)
+    must not be collected earlier, after their resources were closed at exit; and
+    :func:`exit_as_python` makes the module __main__ again, so that Python's shutdown
+    clears it as it clears __main__ (finalizers of its objects run, as they do there).
+    """
     saved_main = sys.modules.get("__main__")
     sys.modules["__main__"] = module
-    # The script's globals live until the interpreter shuts down, as __main__'s do under
-    # plain python: objects whose finalizers expect that (a multiprocessing pool left
-    # open) must not be collected earlier, after their resources were closed at exit.
     _script_modules.append(module)
     try:
-        exec(code, module.__dict__)
+        yield
     finally:
         if saved_main is not None:
             sys.modules["__main__"] = saved_main
@@ -490,6 +504,13 @@ def exit_as_python(status: int) -> NoReturn:
     After an uncaught KeyboardInterrupt Python dies of SIGINT (status -2 to a parent, 130
     in a shell, and a shell loop running it stops too); ``sys.exit(130)`` would not.
     """
+    if _script_modules:
+        # Shutdown frees __main__ as it drops sys.modules, running its objects' finalizers
+        # (__del__) while their globals are still there: the script's module, as under
+        # plain python, held by nothing else that would keep it for the later clearing of
+        # every module's names to None.
+        sys.modules["__main__"] = _script_modules[-1]
+        _script_modules.clear()
     if _interrupted and status == 130 and os.name == "posix":
         with contextlib.suppress(Exception):
             sys.stdout.flush()

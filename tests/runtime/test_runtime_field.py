@@ -472,6 +472,54 @@ def test_run_module_as_python_dash_m(tmp_path: Path) -> None:
     assert missing.stderr.strip().endswith("No module named no_such_module")
 
 
+FINALISING_SCRIPT = textwrap.dedent(
+    """
+    import atexit
+    import sys
+    import tempfile
+
+    name = "checkpointer"
+
+    class Checkpointer:
+        def __del__(self):
+            print("finalised", name, file=sys.stderr, flush=True)
+
+    keeper = Checkpointer()
+    scratch = tempfile.NamedTemporaryFile(prefix="amplint-scratch-", dir=sys.argv[1])
+    atexit.register(lambda: print("atexit", file=sys.stderr, flush=True))
+    """
+)
+
+
+@pytest.mark.parametrize("as_module", [False, True])
+def test_script_globals_are_finalised_at_exit_as_under_python(
+    tmp_path: Path, as_module: bool
+) -> None:
+    """Python frees __main__ at shutdown: its objects' ``__del__`` run with their globals
+    intact (a temporary file deletes itself). Under ``amplint run`` too, also with ``-m``."""
+    package = tmp_path / "job"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "main.py").write_text(FINALISING_SCRIPT, encoding="utf-8")
+    target = ["-m", "job.main"] if as_module else [str(package / "main.py")]
+
+    def lines(*command: str) -> list[str]:
+        done = subprocess.run(
+            [*command, *target, str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert not list(tmp_path.glob("amplint-scratch-*"))  # the temporary file went
+        return [line for line in done.stderr.splitlines() if not line.startswith("amplint")]
+
+    expected = ["atexit", "finalised checkpointer"]
+    assert lines(sys.executable) == expected
+    assert lines(AMPLINT, "run") == expected
+
+
 # The summary's lines say what they mean ------------------------------------------------------
 
 
