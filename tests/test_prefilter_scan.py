@@ -25,18 +25,49 @@ SNIPPETS = {
     "globals and walrus": "def f():\n    global g\n    nonlocal_free = (w := g)\n    del w\n",
     "try star and starred": "try:\n    a, *b = c\nexcept* (E1, E2) as group:\n    raise X from Y\n",
     "dict keys with None": "d = {**base, 'k': v}\nx[1:2, ::step]\n",
+    "data and live chains": "TABLE = (torch.amp.autocast, ac, f(x).autocast, [g])\n"
+    "ok = ctx is torch.autocast or {torch.autocast: 1, k.v(): torch.autocast}\n"
+    "with torch.autocast('cuda'), (a.b, c)[0]:\n    pass\n"
+    "isinstance(m, torch.cuda.amp.GradScaler) and m in {amp.GradScaler}\n",
 }
 
 
-def _reference(tree: ast.AST) -> tuple[set[str], int]:
+def _in_data(node: ast.expr, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether ``node`` belongs to a bare name/attribute chain that is a table element, a
+    compared operand or a dict key (the prefilter's "data"), found through parent links."""
+    below = node
+    while isinstance(below, ast.Attribute):
+        below = below.value
+    if not isinstance(below, ast.Name):
+        return False  # a chain on a call or subscript: not bare
+    top = node
+    while isinstance(parents.get(top), ast.Attribute):
+        top = parents[top]  # type: ignore[assignment]
+    holder = parents.get(top)
+    if isinstance(holder, (ast.Tuple, ast.List, ast.Set)):
+        return any(element is top for element in holder.elts)
+    if isinstance(holder, ast.Compare):
+        return holder.left is top or any(c is top for c in holder.comparators)
+    if isinstance(holder, ast.Dict):
+        return any(key is top for key in holder.keys)
+    return False
+
+
+def _reference(tree: ast.AST) -> tuple[set[str], int, set[str]]:
     found: set[str] = set()
+    live: set[str] = set()
     count = 0
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     for node in ast.walk(tree):
         count += 1
         if isinstance(node, ast.Name):
             found.add(node.id)
+            if not _in_data(node, parents):
+                live.add(node.id)
         elif isinstance(node, ast.Attribute):
             found.add(node.attr)
+            if not _in_data(node, parents):
+                live.add(node.attr)
         elif isinstance(node, ast.alias):
             found.update(node.name.split("."))
             if node.asname:
@@ -47,7 +78,18 @@ def _reference(tree: ast.AST) -> tuple[set[str], int]:
             value = node.value
             if type(value) is ast.Constant and isinstance(value.value, (str, int)):
                 found.add(f"{KEYWORD}{node.arg}:{value.value}")
-    return found, count
+    imported_or_literal = {
+        word
+        for node in ast.walk(tree)
+        for word in (
+            [*node.name.split("."), *([node.asname] if node.asname else [])]
+            if isinstance(node, ast.alias)
+            else node.module.split(".")
+            if isinstance(node, ast.ImportFrom) and node.module
+            else []
+        )
+    } | {word for word in found if word.startswith(KEYWORD)}
+    return found, count, live | imported_or_literal
 
 
 def _torch_files(limit: int) -> list[Path]:
@@ -78,7 +120,7 @@ def _identifiers_kept(data: bytes) -> list[str]:
     """The identifiers of ``data``'s code that ``code_only`` lost (must be none)."""
     code = code_only(data)
     assert code is not None
-    names, _ = scan(ast.parse(data))
+    names, _, _ = scan(ast.parse(data))
     # Keyword literals (``=precision:16-mixed``) are not identifiers: their values are strings.
     return sorted(
         name for name in names if not name.startswith(KEYWORD) and name.encode() not in code

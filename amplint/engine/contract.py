@@ -90,7 +90,9 @@ class Rule:
     fixable: ClassVar[bool]
     #: The prefilter's contract: words that must occur in the source for the rule to fire.
     #: Every group must match; within a group any one word (matched as a whole word, or,
-    #: written ``"~part"``, as part of any identifier in any case).
+    #: written ``"~part"``, as part of any identifier in any case; written ``"!word"``, only
+    #: where it occurs outside a table or a comparison: see ``prefilter.LIVE``). The other
+    #: forms (``"^module"``, ``"=keyword:literal"``) are documented there too.
     tokens: ClassVar[tuple[tuple[str, ...], ...]]
     valid: ClassVar[tuple[str, ...]] = ()
     invalid: ClassVar[tuple[Invalid, ...]] = ()

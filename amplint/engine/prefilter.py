@@ -45,6 +45,19 @@ KEYWORD = "="
 #: ``import lightning``, ``from lightning.pytorch import ...``). The raw-bytes stage looks
 #: for ``import NAME`` / ``from NAME`` (a name later in ``import a, b`` is missed).
 IMPORTED = "^"
+#: A token that starts with this names an identifier that counts only where it occurs in
+#: code outside *data*: a bare name or attribute chain (``autocast``, ``torch.amp.autocast``)
+#: that is an element of a tuple, list or set display, an operand of a comparison, or a key
+#: of a dict display. Such a chain is a table entry or a value compared, never called or
+#: entered: a rule may mark a word so when it reports and resolves nothing through one
+#: (dynamo's modules list ``torch.amp.autocast`` in tables of thousand-line functions).
+#: The raw-bytes stage reads it as the plain word.
+LIVE = "!"
+
+
+def bare(word: str) -> str:
+    """The identifier a plain, imported (``^``) or live (``!``) word searches for."""
+    return word[1:] if word.startswith((IMPORTED, LIVE)) else word
 
 
 _IDENTIFIER_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -84,6 +97,8 @@ class SourceWords:
         return any(self._may_be_code(word) for word in group)
 
     def _may_be_code(self, word: str) -> bool:
+        if word.startswith(LIVE):
+            word = word[1:]
         if word.startswith((IMPORTED, KEYWORD, PART)):
             return True  # not a plain word: ``ast`` decides
         data = self.data
@@ -101,6 +116,8 @@ class SourceWords:
         return known
 
     def _search(self, word: str) -> bool:
+        if word.startswith(LIVE):
+            return self.has(word[1:])
         if word.startswith(IMPORTED):
             name = word[1:]
             return self.has(name) and _imports(self.data, name.encode())
@@ -188,6 +205,8 @@ class CodeFacts:
 
     #: identifiers used in code; None when ``ast`` could not parse the file.
     names: set[str] | None = None
+    #: those of ``names`` that occur outside data (see :data:`LIVE`).
+    live: set[str] | None = None
     #: a reason not to hand the file to libcst at all (too deep, too large).
     refusal: str | None = None
     #: where ``ast`` located its error, for the diagnostic.
@@ -215,19 +234,21 @@ def inspect_code(data: bytes) -> CodeFacts:
         return CodeFacts()  # perhaps newer syntax than this Python's: libcst decides
     except ValueError:  # NUL bytes and the like: libcst's reading gives the diagnostic
         return CodeFacts()
-    found, count = scan(tree)
+    found, count, live = scan(tree)
     if count > MAX_SYNTAX_NODES:
         return CodeFacts(
             names=found,
+            live=live,
             refusal=f"file too large to analyse ({count:,} syntax nodes; "
             f"the limit is {MAX_SYNTAX_NODES:,})",
         )
-    return CodeFacts(names=found, tree=tree)
+    return CodeFacts(names=found, live=live, tree=tree)
 
 
-def scan(tree: ast.AST) -> tuple[set[str], int]:
-    """The identifiers of a tree's code (names, attributes, imported names and modules) and
-    how many nodes ``ast.walk`` would yield.
+def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
+    """The identifiers of a tree's code (names, attributes, imported names and modules), how
+    many nodes ``ast.walk`` would yield, and the identifiers that occur outside data (see
+    :data:`LIVE`).
 
     A stack walk that reads the fields itself and does not descend into names: 3x faster
     than ``ast.walk`` over ``iter_child_nodes`` generators (30 ms against 95 ms on torch's
@@ -243,9 +264,24 @@ def scan(tree: ast.AST) -> tuple[set[str], int]:
         ast.keyword,
         ast.Constant,
     )
+    displays = (ast.Tuple, ast.List, ast.Set)
+    compare_type, dict_type = ast.Compare, ast.Dict
     node_type = ast.AST
-    found: set[str] = set()
-    add = found.add
+    live: set[str] = set()
+    inert: set[str] = set()  # identifiers seen in data
+    add = live.add
+    # The Name and Attribute nodes of the bare chains in data positions (by id: ast nodes
+    # compare by identity, and the set is empty in most files).
+    data_nodes: set[int] = set()
+
+    def mark(slots: list[ast.expr | None]) -> None:
+        for slot in slots:
+            chain = slot
+            while type(chain) is attribute_type:
+                chain = chain.value  # type: ignore[attr-defined]
+            if type(chain) is name_type:
+                data_nodes.add(id(slot))
+
     count = 0
     stack: list[ast.AST] = [tree]
     pop, push = stack.pop, stack.append
@@ -254,18 +290,31 @@ def scan(tree: ast.AST) -> tuple[set[str], int]:
         count += 1
         kind = type(node)
         if kind is name_type:
-            add(node.id)  # type: ignore[attr-defined]
+            if data_nodes and id(node) in data_nodes:
+                inert.add(node.id)  # type: ignore[attr-defined]
+            else:
+                add(node.id)  # type: ignore[attr-defined]
             count += 1  # its context (Load, Store, Del), a node of its own for ast.walk
             continue
         if kind is alias_type:  # two strings, no nodes below
-            found.update(node.name.split("."))  # type: ignore[attr-defined]
+            live.update(node.name.split("."))  # type: ignore[attr-defined]
             if node.asname:  # type: ignore[attr-defined]
                 add(node.asname)  # type: ignore[attr-defined]
             continue
         if kind is attribute_type:
-            add(node.attr)  # type: ignore[attr-defined]
+            if data_nodes and id(node) in data_nodes:
+                inert.add(node.attr)  # type: ignore[attr-defined]
+                data_nodes.add(id(node.value))  # type: ignore[attr-defined]
+            else:
+                add(node.attr)  # type: ignore[attr-defined]
+        elif kind in displays:
+            mark(node.elts)  # type: ignore[attr-defined]
+        elif kind is compare_type:
+            mark([node.left, *node.comparators])  # type: ignore[attr-defined]
+        elif kind is dict_type:
+            mark(node.keys)  # type: ignore[attr-defined]
         elif kind is import_from_type and node.module:  # type: ignore[attr-defined]
-            found.update(node.module.split("."))  # type: ignore[attr-defined]
+            live.update(node.module.split("."))  # type: ignore[attr-defined]
         elif kind is keyword_type and node.arg:  # type: ignore[attr-defined]
             value = node.value  # type: ignore[attr-defined]
             if type(value) is constant_type and isinstance(value.value, (str, int)):
@@ -278,7 +327,7 @@ def scan(tree: ast.AST) -> tuple[set[str], int]:
                         push(item)
             elif isinstance(value, node_type):
                 push(value)
-    return found, count
+    return live | inert, count, live
 
 
 def _bracket_depth(data: bytes) -> int:
@@ -300,15 +349,22 @@ def identifiers(data: bytes) -> set[str] | None:
 
 
 def may_fire_in_code(
-    names: set[str], rules: Sequence[_T], *, literals_unknown: bool = False
+    names: set[str],
+    rules: Sequence[_T],
+    *,
+    literals_unknown: bool = False,
+    live: set[str] | None = None,
 ) -> list[_T]:
     """Stage 2: rules whose token groups all occur among the code's identifiers.
     ``literals_unknown``: ``names`` say nothing of keyword literals (see
-    :func:`code_identifiers`), which then count as present."""
+    :func:`code_identifiers`), which then count as present. ``live``: the identifiers that
+    occur outside data (see :data:`LIVE`); None: all of ``names`` may."""
     lowered: list[str] | None = None
 
     def has(word: str) -> bool:
         nonlocal lowered
+        if word.startswith(LIVE):
+            return word[1:] in (names if live is None else live)
         if word.startswith(KEYWORD) and literals_unknown:
             return True
         if word.startswith(IMPORTED):
@@ -423,7 +479,7 @@ def candidate_rules(
     facts = inspect_code(data)
     if facts.names is None:
         return candidates, facts
-    return may_fire_in_code(facts.names, candidates), facts
+    return may_fire_in_code(facts.names, candidates, live=facts.live), facts
 
 
 def _outside_comments(data: bytes, rules: Sequence[_T], source: SourceWords) -> list[_T]:

@@ -296,10 +296,13 @@ class FileView:
         names, exact = (facts.names, True) if facts is not None else code_identifiers(data, own)
         if names is None:
             return [rule for rule, _ in candidates]
+        live = facts.live if facts is not None else None
         return [
             rule
             for rule, missing in candidates
-            if may_fire_in_code(names, [_Without(rule, missing)], literals_unknown=not exact)
+            if may_fire_in_code(
+                names, [_Without(rule, missing)], literals_unknown=not exact, live=live
+            )
         ]
 
     def _words(self, path: str) -> SourceWords | None:

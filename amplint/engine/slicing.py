@@ -32,7 +32,7 @@ import ast
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from amplint.engine.prefilter import IMPORTED, KEYWORD, PART
+from amplint.engine.prefilter import KEYWORD, PART, bare
 
 #: Files below this many bytes are analysed whole: slicing them saves little.
 SLICE_ABOVE = 32 * 1024
@@ -262,7 +262,7 @@ def _holders(units: list[_Unit], vocabulary: Iterable[str]) -> dict[str, list[_U
         if word.startswith(PART):
             parts[word] = []
         else:
-            plain.setdefault(word[1:] if word.startswith(IMPORTED) else word, [])
+            plain.setdefault(bare(word), [])
     for unit in units:
         for word in unit.words:
             found = plain.get(word)
@@ -276,7 +276,7 @@ def _holders(units: list[_Unit], vocabulary: Iterable[str]) -> dict[str, list[_U
     holders = dict(parts)
     for word in vocabulary:
         if not word.startswith(PART):
-            holders[word] = plain[word[1:] if word.startswith(IMPORTED) else word]
+            holders[word] = plain[bare(word)]
     return holders
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     # BEGIN GENERATED
     "AMP001": (
-        ("autocast",),
+        ("!autocast",),
         ("backward", "grad", "manual_backward"),
     ),
     "AMP002": (
@@ -63,21 +63,21 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "AMP007": (
         (
-            "amp",
-            "get_autocast_cpu_dtype",
-            "get_autocast_gpu_dtype",
-            "get_autocast_ipu_dtype",
-            "get_autocast_xla_dtype",
-            "is_autocast_cpu_enabled",
-            "is_autocast_ipu_enabled",
-            "is_autocast_xla_enabled",
-            "set_autocast_cpu_dtype",
-            "set_autocast_cpu_enabled",
-            "set_autocast_gpu_dtype",
-            "set_autocast_ipu_dtype",
-            "set_autocast_ipu_enabled",
-            "set_autocast_xla_dtype",
-            "set_autocast_xla_enabled",
+            "!amp",
+            "!get_autocast_cpu_dtype",
+            "!get_autocast_gpu_dtype",
+            "!get_autocast_ipu_dtype",
+            "!get_autocast_xla_dtype",
+            "!is_autocast_cpu_enabled",
+            "!is_autocast_ipu_enabled",
+            "!is_autocast_xla_enabled",
+            "!set_autocast_cpu_dtype",
+            "!set_autocast_cpu_enabled",
+            "!set_autocast_gpu_dtype",
+            "!set_autocast_ipu_dtype",
+            "!set_autocast_ipu_enabled",
+            "!set_autocast_xla_dtype",
+            "!set_autocast_xla_enabled",
         ),
         (
             "cuda",
@@ -100,7 +100,7 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("torch",),
     ),
     "AMP008": (
-        ("autocast",),
+        ("!autocast",),
         ("torch",),
     ),
     "AMP009": (
@@ -110,7 +110,7 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "AMP010": (("GradScaler", "ShardedGradScaler"),),
     "AMP011": (("unscale_",),),
     "AMP012": (
-        ("autocast",),
+        ("!autocast",),
         ("step", "update", "zero_grad"),
     ),
     "AMP013": (
@@ -132,7 +132,7 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("step", "update", "unscale_"),
     ),
     "AMP017": (
-        ("autocast",),
+        ("!autocast",),
         ("torch",),
     ),
     "AMP018": (

@@ -17,7 +17,9 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 class BackwardInsideAutocast(Rule):
     code = "AMP001"
-    tokens = (("autocast",), ("backward", "grad", "manual_backward"))
+    # LIVE: an autocast only listed or compared is never entered (the evaluator resolves
+    # no value through a table or a comparison).
+    tokens = (("!autocast",), ("backward", "grad", "manual_backward"))
 
     valid = (
         # The textbook loop.

@@ -65,7 +65,8 @@ class DeprecatedAmpApi(Rule):
     # ``cuda`` or ``cpu``: no import or attribute reaches ``torch.cuda.amp`` or
     # ``torch.cpu.amp`` without naming the device module.
     tokens = (
-        ("amp", *_DEPRECATED_FUNCTIONS),
+        # LIVE: a deprecated object only listed or compared is never built (_only_compared).
+        tuple(f"!{word}" for word in ("amp", *_DEPRECATED_FUNCTIONS)),
         ("cuda", "cpu", *_DEPRECATED_FUNCTIONS),
         ("torch",),
     )
@@ -658,10 +659,14 @@ def _in_type_check(model: ModuleModel, expr: cst.BaseExpression) -> bool:
 
 def _only_compared(model: ModuleModel, expr: cst.BaseExpression) -> bool:
     """``x in (legacy, ...)``, ``x is legacy``, ``{legacy: ...}``: the object as a value to
-    compare or look up, never called (``isinstance`` checks are type checks, not this)."""
+    compare or look up, never called (``isinstance`` checks are type checks, not this).
+    So is an attribute of it read there (``(legacy.__name__, ...)``): the whole chain is the
+    value. The prefilter relies on this (AMP007's words are ``"!amp"``...)."""
     if _in_type_check(model, expr):
         return False
     parent = model.index.parent(expr)
+    while isinstance(parent, cst.Attribute) and parent.value is expr:
+        expr, parent = parent, model.index.parent(parent)
     if isinstance(parent, cst.Element):
         # A table of objects (also one handed to ``dict.fromkeys`` or ``set``) is data.
         return isinstance(model.index.parent(parent), (cst.Tuple, cst.List, cst.Set))

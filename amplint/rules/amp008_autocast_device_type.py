@@ -25,7 +25,9 @@ _DEVICE_CALL = ("torch.device",)
 
 class AutocastDeviceType(Rule):
     code = "AMP008"
-    tokens = (("autocast",), ("torch",))
+    # LIVE: an autocast only listed or compared is never entered (the evaluator resolves
+    # no value through a table or a comparison).
+    tokens = (("!autocast",), ("torch",))
 
     valid = (
         """

@@ -16,7 +16,9 @@ _SCHEDULER = re.compile(r"sched", re.IGNORECASE)
 
 class OptimizerStepInsideAutocast(Rule):
     code = "AMP012"
-    tokens = (("autocast",), ("step", "update", "zero_grad"))
+    # LIVE: an autocast only listed or compared is never entered (the evaluator resolves
+    # no value through a table or a comparison).
+    tokens = (("!autocast",), ("step", "update", "zero_grad"))
 
     valid = (
         # The recipe.

@@ -31,7 +31,9 @@ _FULL_PRECISION = {
 
 class AmpSilentlyDisabled(Rule):
     code = "AMP017"
-    tokens = (("autocast",), ("torch",))
+    # LIVE: an autocast only listed or compared is never entered (the evaluator resolves
+    # no value through a table or a comparison).
+    tokens = (("!autocast",), ("torch",))
 
     valid = (
         """
