@@ -1677,8 +1677,11 @@ Runtime only: there is no automatic fix. Do not change gradients between `unscal
         caught="runtime",
         docs=Docs(
             what_it_does="""
-Reports an LR scheduler stepped right after `scaler.step()` skipped the optimizer step,
-once the first `startup_steps` steps (where backoffs are normal) are over.
+Reports LR scheduler steps right after `scaler.step()` skipped the optimizer step, once
+they add up to `schedule_drift` of the steps since the first `startup_steps` (where
+backoffs are normal), counted over at least `skip_window` steps. A skip now and then is
+how the scaler probes a larger scale (one overflow every `growth_interval` steps, 2000 by
+default): the schedule moves by a negligible share, and that is not reported.
 """,
             why_bad="""
 Each skipped optimizer step with a scheduler step moves the learning-rate schedule one step
@@ -1702,7 +1705,13 @@ scheduler only when the optimizer stepped.
 """,
             references=("https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate",),
         ),
-        thresholds=(Threshold("startup_steps", 100, "silent during this many first steps"),),
+        thresholds=(
+            Threshold("startup_steps", 100, "silent during this many first steps"),
+            Threshold(
+                "schedule_drift", 0.02, "share of the steps since then the schedule ran ahead"
+            ),
+            Threshold("skip_window", 100, "the fewest steps that share is counted over"),
+        ),
     ),
     Entry(
         code=INTERNAL_ERROR_CODE,

@@ -182,9 +182,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "scaler.step(optimizer), or check them yourself before stepping",
     ),
     "AMP107": (
-        "lr_scheduler.step() ran after scaler.step() skipped the optimizer step at step {step}",
-        "the schedule runs ahead of the optimizer by one step per skipped step: fix what makes "
-        "steps skip (see AMP103), or step the scheduler only when the optimizer stepped",
+        "lr_scheduler.step() ran after {ahead} optimizer steps that scaler.step() skipped since "
+        "step {since} ({share:.1%} of the steps): the learning-rate schedule is {ahead} steps "
+        "ahead of the optimizer",
+        "fix what makes steps skip (see AMP103), or step the scheduler only when the optimizer "
+        "stepped",
     ),
 }
 

@@ -388,6 +388,8 @@ class Monitor:
         self.deferred: list[tuple[str, str, Site, int]] = []
         self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
         self.scheduler_after_skip = 0
+        # Scheduler steps after skipped optimizer steps since startup_steps (AMP107).
+        self.drift = 0
         self.lock = threading.RLock()
         # The session's optimizer step count while this monitor measured: its summary
         # still reads it after uninstall() gave the session a fresh one.
@@ -429,10 +431,19 @@ class Monitor:
         if entry is None:
             return
         skipped, step = entry
-        if skipped:
-            self.scheduler_after_skip += 1
-            if step >= self.config.startup_steps:
-                emit("AMP107", message_for("AMP107", step=step), user_site(), step=step)
+        if not skipped:
+            return
+        self.scheduler_after_skip += 1
+        config = self.config
+        if step < config.startup_steps:
+            return
+        self.drift += 1
+        elapsed = max(step - config.startup_steps + 1, config.skip_window)
+        if self.drift >= config.schedule_drift * elapsed:
+            message = message_for(
+                "AMP107", ahead=self.drift, since=config.startup_steps, share=self.drift / elapsed
+            )
+            emit("AMP107", message, user_site(), step=step)
 
     def main(self) -> ScalerHealth | None:
         if not self.scalers:

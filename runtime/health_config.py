@@ -33,6 +33,11 @@ class HealthConfig:
     underflow_every: int = 16
     #: AMP107 stays silent during the first steps, where backoffs are normal
     startup_steps: int = 100
+    #: AMP107: the scheduler stepped after skipped optimizer steps on at least this share of
+    #: the steps since ``startup_steps`` (counted over at least ``skip_window`` steps): the
+    #: schedule ran that far ahead. A skip now and then (the scaler probing a larger scale
+    #: every ``growth_interval`` steps) moves it by a negligible share.
+    schedule_drift: float = 0.02
     #: forward hooks on every module for AMP105
     activations: bool = True
 
@@ -42,7 +47,7 @@ class HealthConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.startup_steps < 0:
             raise ValueError(f"startup_steps must be >= 0, got {self.startup_steps!r}")
-        for name in ("overflow_margin", "skip_rate", "underflow_share"):
+        for name in ("overflow_margin", "skip_rate", "underflow_share", "schedule_drift"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
