@@ -473,6 +473,14 @@ def server() -> None:
     serve()
 
 
+def _unknown_option(given: str, context: click.Context) -> str:
+    known = [name for param in context.command.params for name in param.opts + param.secondary_opts]
+    name = given.split("=", 1)[0]
+    close = difflib.get_close_matches(name, [k for k in known if k.startswith("--")], n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"no such option: {name}{hint}"
+
+
 def _threshold_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """One option per runtime threshold, as the catalog documents it (its one home besides
     ``HealthConfig``, which a runtime test keeps in agreement)."""
@@ -541,6 +549,10 @@ def run(
 ) -> None:
     """Run SCRIPT like `python SCRIPT ARGS` (with -m: `python -m SCRIPT ARGS`) with amplint's
     runtime checks installed."""
+    if script.startswith("-"):
+        # Options after SCRIPT are the script's; one before it that is not ours is a typo
+        # (python too reads a leading dash as an option, never as a file name).
+        raise click.UsageError(_unknown_option(script, click.get_current_context()))
     try:
         from amplint.runtime.health_config import HealthConfig
         from amplint.runtime.runner import exit_as_python, run_script

@@ -47,6 +47,7 @@ class autocast(_torch_autocast):
             if self._enabled:
                 steps().commit()  # a forward: the iteration after a step has begun
                 note_autocast_entered(self.device, self.fast_dtype)
+                tls.autocast_regions.append(self)
             frameworks.note_region_entered(self)
         except Exception as error:  # amplint's bug: note it, keep the region as torch made it
             internal_error("the autocast region check", error)
@@ -55,12 +56,24 @@ class autocast(_torch_autocast):
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Any:
         result = super().__exit__(exc_type, exc_val, exc_tb)
         frameworks.note_region_left(self)
+        run_check("the autocast region check", _left, self)
         if exc_type is not None:
             # torch put its autocast state back; forget this region's forward likewise.
             before = self.__dict__.get("_amplint_fp16_forward")
             if before is not None:
                 thread_state().fp16_forward = before
         return result
+
+
+def _left(region: autocast) -> None:
+    tls = thread_state()
+    regions = tls.autocast_regions
+    for position in range(len(regions) - 1, -1, -1):
+        if regions[position] is region:
+            del regions[position]
+            break
+    if tls.backward_region is region:
+        tls.backward_region = None
 
 
 def _report_device_type(device_type: object) -> None:

@@ -145,6 +145,11 @@ class ThreadState(threading.local):
         self.in_scaler_step = 0
         # The optimizer.step() inside the current GradScaler.step ran (it was not skipped).
         self.inner_step_ran = False
+        # The enabled autocast regions (amplint's) this thread is inside, innermost last, and
+        # the one a backward ran in (AMP001): a step after it in the same region is AMP001's
+        # to report, as the static rule leaves it (its fix moves the backward and the rest).
+        self.autocast_regions: list[object] = []
+        self.backward_region: object | None = None
 
     def __eq__(self, other: object) -> bool:
         # The calling thread's view: what a check made now would consult.

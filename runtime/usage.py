@@ -224,9 +224,7 @@ def on_step(
     """Before torch's ``scaler.step(optimizer)``."""
     tls = thread_state()
     verdicts = []
-    if autocast_active():
-        message = message_for("AMP012", call="scaler.step()")
-        verdicts.append(Verdict("AMP012", message, user_site()))
+    verdicts += _step_inside_autocast("scaler.step()")
     if not enabled:
         # A scaler disabled on purpose (`enabled=use_amp`, or torch's own tests running
         # fp16 with scaling off) is a choice, not a forgotten scaler: no AMP003.
@@ -260,9 +258,7 @@ def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site)
 def on_update(usage: ScalerUsage) -> list[Verdict]:
     """Before torch's ``scaler.update()``."""
     verdicts = []
-    if autocast_active():
-        message = message_for("AMP012", call="scaler.update()")
-        verdicts.append(Verdict("AMP012", message, user_site()))
+    verdicts += _step_inside_autocast("scaler.update()")
     if not usage.bf16_reported and only_bfloat16_seen():
         usage.bf16_reported = True
         verdicts.append(Verdict("AMP014", message_for("AMP014"), usage.site))
@@ -329,6 +325,8 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
     tls = thread_state()
     if autocast_active():
         verdicts.append(Verdict("AMP001", message_for("AMP001"), user_site()))
+        if tls.autocast_regions:
+            tls.backward_region = tls.autocast_regions[-1]
     fp16 = tls.fp16_forward
     tls.fp16_forward = False
     usage = usage_of_tensors(roots)
@@ -411,9 +409,7 @@ def on_optimizer_step(optimizer: torch.optim.Optimizer) -> list[Verdict]:
         tls.inner_step_ran = True
         return []
     verdicts = []
-    if autocast_active():
-        message = message_for("AMP012", call="optimizer.step()")
-        verdicts.append(Verdict("AMP012", message, user_site()))
+    verdicts += _step_inside_autocast("optimizer.step()")
     for usage in list(tls.pending):
         if usage.bypassed_by(optimizer):
             verdicts.append(Verdict("AMP004", message_for("AMP004"), user_site()))
@@ -486,12 +482,22 @@ def on_total_norm(strict: bool) -> tuple[list[Verdict], list[ScalerUsage]]:
 
 
 def on_optimizer_zero_grad() -> list[Verdict]:
-    # Gradients from before zero_grad no longer reach any step.
+    # Gradients from before zero_grad no longer reach any step. Inside autocast it is
+    # harmless (it computes nothing): not AMP012, as the static rule has it.
     thread_state().unscaled_backward = None
-    if autocast_active():
-        message = message_for("AMP012", call="optimizer.zero_grad()")
-        return [Verdict("AMP012", message, user_site())]
     return []
+
+
+def _step_inside_autocast(call: str) -> list[Verdict]:
+    """AMP012 for ``call`` in an enabled autocast region, unless a backward ran in that
+    same region: AMP001 reported it, and moving the backward out moves the step too."""
+    if not autocast_active():
+        return []
+    tls = thread_state()
+    region = tls.backward_region
+    if region is not None and any(r is region for r in tls.autocast_regions):
+        return []
+    return [Verdict("AMP012", message_for("AMP012", call=call), user_site())]
 
 
 def on_module_zero_grad() -> list[Verdict]:

@@ -742,3 +742,18 @@ def test_stdin_through_clicks_runner(project: Path, monkeypatch: pytest.MonkeyPa
     assert (result.exit_code, result.stdout) == (0, FIXED)
     result = CliRunner().invoke(main, ["check", "-"], input=CLEAN, catch_exceptions=False)
     assert (result.exit_code, result.stdout) == (0, "All checks passed!\n")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("--no-healt", "no such option: --no-healt (did you mean --no-health?)"),
+        ("--json", "no such option: --json"),
+    ],
+)
+def test_run_refuses_an_unknown_option_before_the_script(option: str, message: str) -> None:
+    """A mistyped option is not taken for the script's name (python's can't-open-file error)."""
+    result = CliRunner().invoke(main, ["run", option, "train.py"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "can't open file" not in result.output
