@@ -227,6 +227,138 @@ def train(model, opt, scaler):
         scaler.update()
 """,
         ),
+        # Trailing comments on every line stay on their own entries' lines.
+        Invalid(
+            """
+import torch
+def save(model, opt, scaler, path):
+    state = {  # everything to resume
+        "model": model.state_dict(),  # weights
+        "optimizer": opt.state_dict()  # moments
+    }
+    torch.save(state, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+            line=8,
+            fixed="""
+import torch
+def save(model, opt, scaler, path):
+    state = {  # everything to resume
+        "model": model.state_dict(),  # weights
+        "optimizer": opt.state_dict(),  # moments
+        "scaler": scaler.state_dict()
+    }
+    torch.save(state, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+        ),
+        # A comment only on the last entry (yolov5 train.py) keeps to it, not to the new one.
+        Invalid(
+            """
+import torch
+from datetime import datetime
+def save(model, opt, scaler, path):
+    torch.save({
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "date": datetime.now().isoformat(),  # noqa: DTZ005
+    }, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+            line=5,
+            fixed="""
+import torch
+from datetime import datetime
+def save(model, opt, scaler, path):
+    torch.save({
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "date": datetime.now().isoformat(),  # noqa: DTZ005
+        "scaler": scaler.state_dict(),
+    }, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+        ),
+        # A trailing comma with comments, and a commented-out entry before the brace.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+ckpt = {
+    "model": model.state_dict(),  # weights
+    "optimizer": optimizer.state_dict(),  # moments
+
+    # "ema": ema.state_dict(),
+}
+torch.save(ckpt, "ckpt.pt")
+""",
+            line=11,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+ckpt = {
+    "model": model.state_dict(),  # weights
+    "optimizer": optimizer.state_dict(),  # moments
+
+    # "ema": ema.state_dict(),
+    "scaler": scaler.state_dict(),
+}
+torch.save(ckpt, "ckpt.pt")
+""",
+        ),
+        # A one-line dict grows on its line, its comment still last.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+train(net, opt, scaler)
+ckpt = {"net": net.state_dict(), "opt": opt.state_dict()}  # all
+torch.save(ckpt, "ckpt.pt")
+""",
+            line=6,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+train(net, opt, scaler)
+ckpt = {"net": net.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict()}  # all
+torch.save(ckpt, "ckpt.pt")
+""",
+        ),
+        # The brace closes on the last entry's line, a comment after it: the new entry joins
+        # that line, so the comment stays with the entry it was written for.
+        Invalid(
+            """
+import torch
+def save(model, opt, scaler, path):
+    state = {"model": model.state_dict(),  # weights
+             "optimizer": opt.state_dict()}  # moments
+    torch.save(state, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+            line=6,
+            fixed="""
+import torch
+def save(model, opt, scaler, path):
+    state = {"model": model.state_dict(),  # weights
+             "optimizer": opt.state_dict(), "scaler": scaler.state_dict()}  # moments
+    torch.save(state, path)
+
+def step(loss, scaler):
+    scaler.scale(loss).backward()
+""",
+        ),
         # The scaler may be None: reported, no fix.
         Invalid(
             """
@@ -689,29 +821,82 @@ def _add_scaler(model: ModuleModel, save: cst.Call, mapping: cst.Dict) -> FixPla
     scaler = _scaler_in_scope(model, save)
     if scaler is None or not mapping.elements:
         return None
-    elements = list(mapping.elements)
-    first_key = elements[0].key if isinstance(elements[0], cst.DictElement) else None
-    quote = (
-        "'" if isinstance(first_key, cst.SimpleString) and first_key.value.startswith("'") else '"'
-    )
-    last = elements[-1]
-    if len(elements) >= 2:
-        separator = elements[-2].comma
-    else:
-        after_brace = mapping.lbrace.whitespace_after
-        separator = cst.Comma(
-            whitespace_after=after_brace
-            if isinstance(after_brace, cst.ParenthesizedWhitespace)
-            else cst.SimpleWhitespace(" ")
-        )
-    if not isinstance(separator, cst.Comma):
-        separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-    new = cst.DictElement(
+    quote = _key_quote(mapping)
+    entry = cst.DictElement(
         key=cst.SimpleString(f"{quote}scaler{quote}"),
         value=cst.parse_expression(f"{scaler}.state_dict()"),
-        comma=last.comma,
     )
-    updated = mapping.with_changes(
-        elements=[*elements[:-1], last.with_changes(comma=separator), new]
+    return FixPlan(
+        f"Save `{scaler}.state_dict()` in the checkpoint", {mapping: _append(mapping, entry)}
     )
-    return FixPlan(f"Save `{scaler}.state_dict()` in the checkpoint", {mapping: updated})
+
+
+def _key_quote(mapping: cst.Dict) -> str:
+    """The quote the dict's first key uses, so the new key matches it."""
+    first = mapping.elements[0]
+    key = first.key if isinstance(first, cst.DictElement) else None
+    return "'" if isinstance(key, cst.SimpleString) and key.value.startswith("'") else '"'
+
+
+def _append(mapping: cst.Dict, entry: cst.DictElement) -> cst.Dict:
+    """``mapping`` with ``entry`` last, laid out like the entries before it.
+
+    Every comment stays on the line it was on, and a trailing comma after the last entry
+    (or its absence) carries over to the new last entry.
+    """
+    *rest, last = mapping.elements
+    separator = _entry_separator(mapping)
+    closing = mapping.rbrace.whitespace_before
+    between = separator.whitespace_after
+    if not isinstance(between, cst.ParenthesizedWhitespace) or not isinstance(
+        closing, cst.ParenthesizedWhitespace
+    ):
+        # Entries on one line, or the brace closes on the last entry's line (a comment after
+        # it, outside this dict, may suppress a lint finding on that entry): the new entry
+        # goes on the last entry's line, and what followed the last (its trailing comma, a
+        # comment before a brace on the next line) now follows the new one.
+        if isinstance(between, cst.ParenthesizedWhitespace):
+            separator = separator.with_changes(whitespace_after=cst.SimpleWhitespace(" "))
+        return mapping.with_changes(
+            elements=[
+                *rest,
+                last.with_changes(comma=separator),
+                entry.with_changes(comma=last.comma),
+            ]
+        )
+    # One entry a line and the brace on a line of its own. libcst keeps the last entry's
+    # trailing comment (and any comment lines before the brace) in the brace's whitespace,
+    # not in the entry's comma: that whitespace now ends the last entry's line, indented
+    # for the new entry, and the brace gets a bare line break of its own.
+    trailing = last.comma if isinstance(last.comma, cst.Comma) else None
+    kept = closing.with_changes(indent=between.indent, last_line=between.last_line)
+    comma = cst.Comma(
+        whitespace_before=(trailing or separator).whitespace_before, whitespace_after=kept
+    )
+    bare = cst.ParenthesizedWhitespace(
+        first_line=cst.TrailingWhitespace(newline=closing.first_line.newline),
+        indent=closing.indent,
+        last_line=closing.last_line,
+    )
+    return mapping.with_changes(
+        elements=[*rest, last.with_changes(comma=comma), entry.with_changes(comma=last.comma)],
+        rbrace=mapping.rbrace.with_changes(whitespace_before=bare),
+    )
+
+
+def _entry_separator(mapping: cst.Dict) -> cst.Comma:
+    """A comma laid out like the one before the last entry (or, for a one-entry dict, like
+    the opening brace's line break), without its comments: they belong to that line."""
+    if len(mapping.elements) >= 2 and isinstance(mapping.elements[-2].comma, cst.Comma):
+        before = mapping.elements[-2].comma.whitespace_before
+        after = mapping.elements[-2].comma.whitespace_after
+    else:
+        before = cst.SimpleWhitespace("")
+        after = mapping.lbrace.whitespace_after
+        if not isinstance(after, cst.ParenthesizedWhitespace):
+            after = cst.SimpleWhitespace(" ")
+    if isinstance(after, cst.ParenthesizedWhitespace):
+        after = after.with_changes(
+            first_line=cst.TrailingWhitespace(newline=after.first_line.newline), empty_lines=[]
+        )
+    return cst.Comma(whitespace_before=before, whitespace_after=after)
