@@ -21,6 +21,31 @@ class OptimizerStepBypassesScaler(Rule):
     tokens = (("~scaler",), ("scale",), ("backward",), ("step",))
 
     valid = (
+        # Two helpers called one after the other: a scaled loop with its own scaler.step,
+        # then plain float32 training (accelerate's benchmarks): its step is its own.
+        """
+import torch
+def run_amp(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+
+def run_plain(model, optimizer, loader):
+    for x, y in loader:
+        loss = model(x, y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+for trial in range(2):
+    run_amp(*make())
+    run_plain(*make())
+""",
         # torchvision reference: plain step only where there is no scaler.
         """
 import torch
@@ -276,6 +301,10 @@ def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> 
     plain = any(
         e.kind is Kind.BACKWARD and any(not exclusive(e, s) for s in scaled) for e in window
     )
+    if plain:
+        # Mixed scaled and unscaled gradients, or (helpers called one after the other) a
+        # scaled loop done with its own optimizer before a plain one: in doubt.
+        return None
     scalers = {e.scaler for e in scaled}
     if _stepped_through_scaler_anywhere(model, step):
         return scaled[-1]
@@ -283,8 +312,6 @@ def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> 
         e.kind is Kind.SCALER_STEP and e.scaler in scalers and not exclusive(e, step)
         for e in iteration.events
     )
-    if plain:
-        return None  # mixed scaled and unscaled gradients: in doubt
     if not stepped_here or reset is not None:
         return scaled[-1]
     return None
