@@ -89,7 +89,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "scaler.scale(loss).backward(), scaler.step(optimizer), scaler.update()",
     ),
     "AMP004": (
-        "optimizer.step() was called directly while its gradients are still scaled",
+        "optimizer.step() was called directly {why}",
         "call scaler.step(optimizer) (then scaler.update()) instead of optimizer.step()",
     ),
     "AMP005": (
@@ -205,12 +205,15 @@ def message_for(code: str, **fields: Any) -> str:
     return f"{code} {name_of(code)}: {what.format(**fields)}; {fix.format(**fields)}."
 
 
-def message_after_applied_nonfinite(code: str, applied_step: int, **fields: Any) -> str:
-    """``code``'s message when it follows AMP106 at ``applied_step``: the weights are what
-    is broken, so the usual advice (find an overflow, train in bfloat16) would mislead."""
+def message_after_applied_nonfinite(
+    code: str, applied_step: int, cause: str = "AMP106", **fields: Any
+) -> str:
+    """``code``'s message when it follows non-finite gradients the optimizer applied at
+    ``applied_step`` (``cause``: AMP106, or AMP004's direct step): the weights are what is
+    broken, so the usual advice (find an overflow, train in bfloat16) would mislead."""
     what, _fix = MESSAGES[code]
     return (
         f"{code} {name_of(code)}: {what.format(**fields)}; this follows the non-finite "
-        f"gradients the optimizer applied at step {applied_step} (AMP106), after which the "
+        f"gradients the optimizer applied at step {applied_step} ({cause}), after which the "
         "weights need not be finite: fix that first."
     )

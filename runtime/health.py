@@ -110,6 +110,9 @@ class ScalerHealth:
         self.row = 0
         self.log_used = 0
         self.numels: list[int] = []
+        # per step: an optimizer.step() bypassed the scaler (AMP004), so found_inf did not
+        # skip it: non-finite gradients were applied, not skipped.
+        self.bypassed: list[bool] = []
         self.spans: list[tuple[int, list[int]]] = []
         self.inflight: deque[Chunk] = deque()
         self.step = 0  # steps written so far
@@ -276,6 +279,7 @@ class ScalerHealth:
         self.spans.append((self.log_used, slots))
         self.log_used += len(slots)
         self.numels.append(self.numel)
+        self.bypassed.append(usage.of(scaler).bypassed)
         self.row += 1
         self.step += 1
         self.loss = self.gmax = self.nnz = self.big = self.g106 = None
@@ -299,13 +303,21 @@ class ScalerHealth:
             host_log.copy_(log, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            chunk = Chunk(self.step - self.row, host_rows, host_log, self.numels, self.spans, event)
+            chunk = Chunk(
+                self.step - self.row,
+                host_rows,
+                host_log,
+                self.numels,
+                self.spans,
+                self.bypassed,
+                event,
+            )
         else:
             # CPU: the ring is host memory; read it now, before it is written again.
-            chunk = Chunk(self.step - self.row, rows, log, self.numels, self.spans)
+            chunk = Chunk(self.step - self.row, rows, log, self.numels, self.spans, self.bypassed)
         self.inflight.append(chunk)
         self.row = self.log_used = 0
-        self.numels, self.spans = [], []
+        self.numels, self.spans, self.bypassed = [], [], []
         if not self.cuda:
             self.poll(wait=False, raise_now=False, defer=True)
 
@@ -384,7 +396,8 @@ class Monitor:
         self.activations = Activations()
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None
-        self.nonfinite_applied: int | None = None  # first step with AMP106
+        self.nonfinite_applied: int | None = None  # first step with AMP106 (or AMP004's)
+        self.nonfinite_cause = "AMP106"  # the code that reported it
         self.deferred: list[tuple[str, str, Site, int]] = []
         self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
         self.scheduler_after_skip = 0

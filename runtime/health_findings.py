@@ -53,6 +53,7 @@ class Chunk:
     log: torch.Tensor  # [m] float16, host memory
     numels: list[int]
     spans: list[tuple[int, list[int]]]  # per step: (offset in log, slots)
+    bypassed: list[bool]  # per step: an optimizer.step() went around the scaler (AMP004)
     event: Any = None
 
 
@@ -92,7 +93,9 @@ class HostReading:
         def advice(code: str, **fields: Any) -> str:
             applied = shared.nonfinite_applied
             if applied is not None and fields["step"] > applied:
-                return message_after_applied_nonfinite(code, applied, **fields)
+                return message_after_applied_nonfinite(
+                    code, applied, shared.nonfinite_cause, **fields
+                )
             return message_for(code, **fields)
 
         for index in range(len(chunk.numels)):
@@ -100,7 +103,10 @@ class HostReading:
             base = index * COLUMNS
             scale, found_inf, loss, gmax, nnz, big, g106 = rows[base : base + COLUMNS]
             numel = chunk.numels[index]
-            skipped = found_inf != 0.0
+            backed_off = found_inf != 0.0
+            # A direct optimizer.step() (AMP004) applied the step whatever found_inf said.
+            bypassed = chunk.bypassed[index]
+            skipped = backed_off and not bypassed
             self.scales.append(scale)
             self.skipped.append(skipped)
             # AMP101
@@ -137,6 +143,7 @@ class HostReading:
                     # is broken: "run this module in float32" would be wrong advice.
                     if shared.nonfinite_applied is not None and not finite(value):
                         overflow["after_nonfinite_step"] = shared.nonfinite_applied
+                        overflow["after_nonfinite_code"] = shared.nonfinite_cause
                         continue
                     if finite(value):
                         what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
@@ -145,7 +152,7 @@ class HostReading:
                     message = message_for("AMP105", module=name, kind=kind, what=what, step=step)
                     out.append(("AMP105", message, site_or("scale"), step))
             # AMP102: scale collapse
-            self.consecutive = self.consecutive + 1 if skipped else 0
+            self.consecutive = self.consecutive + 1 if backed_off else 0
             if "AMP102" not in self.reported:
                 why = None
                 if scale < config.min_scale:
@@ -194,4 +201,8 @@ class HostReading:
                 out.append(("AMP106", message_for("AMP106", step=step), site_or("step"), step))
                 if shared.nonfinite_applied is None:
                     shared.nonfinite_applied = step
+            # A direct optimizer.step() on a step with inf/NaN gradients applied them (the
+            # step's AMP004 is reported already): what follows is its consequence.
+            if bypassed and backed_off and shared.nonfinite_applied is None:
+                shared.nonfinite_applied, shared.nonfinite_cause = step, "AMP004"
             self.read_steps = step + 1

@@ -18,7 +18,7 @@ def _share(value: float | None, config: dict[str, Any]) -> str:
         every = config.get("underflow_every", 16)
         return (
             f"not measured (gradients are counted on steps 0, {every}, {2 * every}, ... "
-            "that were not skipped; none was)"
+            "whose gradients were finite, as on every step not skipped; none was)"
         )
     return f"{value:.2%}"
 
@@ -56,7 +56,8 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
             if after is not None:
                 return (
                     f"  first non-finite float16 output: {where}, |output| {value}, after the "
-                    f"optimizer applied non-finite gradients at step {after} (AMP106)"
+                    f"optimizer applied non-finite gradients at step {after} "
+                    f"({overflow.get('after_nonfinite_code', 'AMP106')})"
                 )
             return f"  first float16 overflow: {where}, |output| {value}"
         return (

@@ -115,6 +115,9 @@ class ScalerUsage:
         # Norms that get_total_norm() took of still-scaled gradients (id -> weak reference):
         # clip_grads_with_norm_ given one after unscale_ clips by a scaled norm (AMP006).
         self.scaled_norms: dict[int, weakref.ref[torch.Tensor]] = {}
+        # An optimizer.step() bypassed this scaler in the current iteration (AMP004): the
+        # step was applied whatever found_inf says (health: not a skipped step).
+        self.bypassed = False
 
     def note_scaled_norm(self, norm: torch.Tensor) -> None:
         if len(self.scaled_norms) >= _NORMS_KEPT:  # norms logged, never clipped with
@@ -272,6 +275,7 @@ def on_updated(usage: ScalerUsage) -> None:
     usage.untracked_scale = False
     usage.scale_read = False
     usage.scaled_norms.clear()
+    usage.bypassed = False
     thread_state().pending.discard(usage)
 
 
@@ -412,7 +416,15 @@ def on_optimizer_step(optimizer: torch.optim.Optimizer) -> list[Verdict]:
     verdicts += _step_inside_autocast("optimizer.step()")
     for usage in list(tls.pending):
         if usage.bypassed_by(optimizer):
-            verdicts.append(Verdict("AMP004", message_for("AMP004"), user_site()))
+            usage.bypassed = True
+            if usage.stage(optimizer) is Stage.UNSCALED:
+                why = (
+                    "after scaler.unscale_(optimizer): its gradients are unscaled, but a step "
+                    "whose gradients are inf/NaN is applied instead of skipped"
+                )
+            else:
+                why = "while its gradients are still scaled"
+            verdicts.append(Verdict("AMP004", message_for("AMP004", why=why), user_site()))
             break
     pending = tls.unscaled_backward
     tls.unscaled_backward = None

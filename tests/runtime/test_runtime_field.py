@@ -523,6 +523,37 @@ def test_script_globals_are_finalised_at_exit_as_under_python(
 # The summary's lines say what they mean ------------------------------------------------------
 
 
+def test_a_direct_step_after_unscale_that_applies_an_overflow_is_the_cause_named_after() -> None:
+    """torchvision's and yolov5's clipping loop with ``optimizer.step()`` for
+    ``scaler.step``: the first overflow is applied, not skipped. AMP004 says so, what
+    follows names it as the cause, and no step counts as skipped."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(6):
+            x = torch.randn(16, 8) * 3
+            with torch.autocast("cpu", dtype=FP16):
+                loss = model(x).float().pow(2).sum()  # 65536 times this overflows float16
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            step_line = here() + 1
+            optimizer.step()
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    by_code = {f.code: f for f in seen.findings}
+    assert by_code["AMP004"].line == step_line
+    assert "after scaler.unscale_(optimizer)" in by_code["AMP004"].message
+    assert "inf/NaN is applied instead of skipped" in by_code["AMP004"].message
+    assert "AMP105" not in by_code  # the NaN outputs come from the weights, not a module
+    assert "applied at step 0 (AMP004)" in by_code["AMP101"].message
+    assert summary is not None and summary["skipped_steps"] == 0
+    assert summary["first_overflow"]["after_nonfinite_code"] == "AMP004"
+
+
 def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() -> None:
     torch.manual_seed(0)
     model = Net()
