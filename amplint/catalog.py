@@ -144,7 +144,11 @@ The fix moves the backward statement and every statement after it in the `with` 
 of the block. It is safe when the backward is a statement of the `with` body itself. It is
 unsafe when the backward is nested in an `if`/`for` of the body (the whole nested statement
 moves, including forward code before the backward), or when the `with` enters other context
-managers too (the moved code leaves those as well).
+managers too (the moved code leaves those as well). When the backward's own line computes
+the loss (`loss_fn(out, y).backward()`), the loss is assigned to a fresh name inside the
+block and only its backward moves: moved whole, the loss would be computed outside autocast,
+in another dtype. Where that cannot be done (two computed parts, a nested statement), or when
+a called helper does more than the backward and the optimizer calls, the fix is unsafe.
 """,
             references=(
                 "https://pytorch.org/docs/stable/amp.html#torch.autocast",
@@ -331,8 +335,11 @@ scaler.update()
 The fix wraps the loss: `loss.backward(...)` becomes `scaler.scale(loss).backward(...)`,
 keeping the backward's arguments. It is safe: it is offered only where the loss is surely
 unscaled, so it never scales twice. No fix is offered when the backward sits in
-a helper other code may call, or when gradients are clipped before the step without
-`scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients).
+a helper other code may call, when gradients are clipped before the step without
+`scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients), or
+when the scaler is not surely bound at the backward (assigned only after it). A one-off
+backward before the training loop (a smoke test whose step is the loop's, after the loop's
+own backward) is not reported.
 """,
             references=(
                 "https://pytorch.org/docs/stable/amp.html#gradient-scaling",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import libcst as cst
 
 from amplint.analysis.frameworks import (
@@ -10,9 +12,19 @@ from amplint.analysis.frameworks import (
     is_framework_autocast,
     is_framework_backward,
 )
-from amplint.analysis.model import ModuleModel, calls_in
+from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
+from amplint.analysis.scalers import scaler_state
+from amplint.analysis.scopes import dotted_name, iter_children
 from amplint.analysis.values import AutocastRegion
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
+
+#: Names tried, in order, for a loss that the fix keeps inside the block.
+_LOSS_NAMES = ("loss", *(f"loss_{i}" for i in range(1, 10)))
+#: Methods that list parameters: calling them computes no tensor.
+_PARAMETER_LISTS = frozenset({"parameters", "named_parameters"})
+#: Scaler and optimizer calls that the fix already moves out of autocast when they follow
+#: a backward in the block: a helper doing them besides its backward may move too.
+_BOOKKEEPING = frozenset({"step", "update", "zero_grad", "unscale_"})
 
 
 class BackwardInsideAutocast(Rule):
@@ -269,6 +281,142 @@ class Lit(L.LightningModule):
         opt.step()
 """,
         ),
+        # The loss is computed in the backward's own line: it stays inside under a name.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def step(self, x, target):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            output = self.model(x)
+            self.loss(output, target).backward()
+        self.optimizer.step()
+""",
+            line=7,
+            fixed="""
+import torch
+class Trainer:
+    def step(self, x, target):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            output = self.model(x)
+            loss = self.loss(output, target)
+        loss.backward()
+        self.optimizer.step()
+""",
+        ),
+        # `loss` is taken: the next free name.
+        Invalid(
+            """
+import torch
+for x in loader:
+    with torch.autocast("cuda"):
+        out, loss = model(x)
+        out.norm().backward()  # regulariser only
+        optimizer.step()
+""",
+            line=6,
+            fixed="""
+import torch
+for x in loader:
+    with torch.autocast("cuda"):
+        out, loss = model(x)
+        loss_1 = out.norm()
+    loss_1.backward()  # regulariser only
+    optimizer.step()
+""",
+        ),
+        # Scaled: the loss is named, the scaling may leave the block.
+        Invalid(
+            """
+import torch
+with torch.autocast("cuda"):
+    scaler.scale(criterion(model(x), y)).backward()
+""",
+            line=4,
+            fixed="""
+import torch
+with torch.autocast("cuda"):
+    loss = criterion(model(x), y)
+scaler.scale(loss).backward()
+""",
+        ),
+        Invalid(
+            """
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+    grads = torch.autograd.grad(out.sum(), model.parameters(), create_graph=True)
+""",
+            line=5,
+            fixed="""
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+    loss = out.sum()
+grads = torch.autograd.grad(loss, model.parameters(), create_graph=True)
+""",
+        ),
+        # Nested in an `if`: the whole `if` moves, and the loss with it: unsafe.
+        Invalid(
+            """
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+    if train:
+        criterion(out, y).backward()
+""",
+            line=6,
+            unsafe=True,
+            fixed="""
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+if train:
+    criterion(out, y).backward()
+""",
+        ),
+        # Two computed parts cannot share one name: unsafe.
+        Invalid(
+            """
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+    torch.autograd.backward(criterion(out, y), grad_tensors=weights(out))
+""",
+            line=5,
+            unsafe=True,
+            fixed="""
+import torch
+with torch.autocast("cuda"):
+    out = model(x)
+torch.autograd.backward(criterion(out, y), grad_tensors=weights(out))
+""",
+        ),
+        # A helper that computes the loss itself would compute it outside autocast: unsafe.
+        Invalid(
+            """
+import torch
+
+def loss_backward(out, y):
+    criterion(out, y).backward()
+
+with torch.autocast("cuda"):
+    out = model(x)
+    loss_backward(out, y)
+""",
+            line=9,
+            unsafe=True,
+            fixed="""
+import torch
+
+def loss_backward(out, y):
+    criterion(out, y).backward()
+
+with torch.autocast("cuda"):
+    out = model(x)
+loss_backward(out, y)
+""",
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -316,9 +464,18 @@ def _message(model: ModuleModel, call: cst.Call) -> str:
     )
 
 
-def _short(model: ModuleModel, call: cst.Call) -> str:
-    text = model.module.code_for_node(call)
+def _short(model: ModuleModel, node: cst.CSTNode) -> str:
+    text = model.module.code_for_node(node)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+class _Split(NamedTuple):
+    """A backward line split in two: the loss computed into ``name`` (stays in the block),
+    and the backward of ``name`` (leaves it)."""
+
+    name: str
+    keep: cst.SimpleStatementLine
+    move: cst.SimpleStatementLine
 
 
 def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> FixPlan | None:
@@ -329,16 +486,26 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
     if statement is None:
         return None
     position = next(i for i, s in enumerate(body.body) if s is statement)
-    if position == 0:
-        return None  # nothing before it would stay under autocast: leave it to the user
     other_items = [item for item in region.items if not _is_autocast_item(model, item)]
     nested = statement is not model.statement_in_block(call)
-    applicability = "unsafe" if nested or other_items else "safe"
+    computed = _computed_parts(model, call)
+    # `loss_fn(out, y).backward()`: moving the line would compute the loss outside autocast
+    # (another dtype policy), so the loss stays inside under a name of its own.
+    split = _split_loss(model, call, statement, computed) if computed and not nested else None
+    if position == 0 and split is None:
+        return None  # nothing before it would stay under autocast: leave it to the user
+    message, changes_numerics = _fix_message(model, call, computed, split)
+    applicability = "unsafe" if nested or other_items or changes_numerics else "safe"
 
     def replace(updated: cst.CSTNode) -> cst.FlattenSentinel:
         assert isinstance(updated, cst.With) and isinstance(updated.body, cst.IndentedBlock)
-        kept, moved = updated.body.body[:position], updated.body.body[position:]
-        after: list[cst.BaseStatement] = list(moved)
+        kept = list(updated.body.body[:position])
+        moved = list(updated.body.body[position:])
+        if split is not None:
+            # The plan replaces only the `with`, so its body is still the analysed one.
+            kept.append(split.keep)
+            moved[0] = split.move
+        after: list[cst.BaseStatement] = moved
         if other_items:
             # The other context managers stay around the moved code; only autocast is left.
             items = [item.with_changes(comma=cst.MaybeSentinel.DEFAULT) for item in other_items]
@@ -350,11 +517,178 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
         trimmed = updated.with_changes(body=updated.body.with_changes(body=kept))
         return cst.FlattenSentinel([trimmed, *after])
 
-    return FixPlan(
-        "Move the backward pass and what follows it out of the autocast block",
-        {region: replace},
-        applicability,
+    return FixPlan(message, {region: replace}, applicability)
+
+
+def _fix_message(
+    model: ModuleModel,
+    call: cst.Call,
+    computed: list[cst.BaseExpression],
+    split: _Split | None,
+) -> tuple[str, bool]:
+    """What the fix does, and whether it also moves computation out of autocast (which
+    changes numerics: the fix is then never safe)."""
+    moving = "Move the backward pass and what follows it out of the autocast block"
+    if split is not None:
+        moving = (
+            f"Compute `{split.name}` inside the autocast block and run its backward pass, and what "
+            "follows it, after the block"
+        )
+    elif computed:
+        part = _short(model, computed[0])
+        return moving + f"; `{part}` is then computed outside autocast, in another dtype", True
+    helper = model.helper_of(call)
+    if helper is not None and not _only_backward(model, helper):
+        callee = _short(model, call.func)
+        return moving + f"; the rest of what `{callee}` runs then leaves autocast too", True
+    return moving, False
+
+
+def _computed_parts(model: ModuleModel, call: cst.Call) -> list[cst.BaseExpression]:
+    """The parts of ``call`` (its receiver and arguments) that compute something when
+    evaluated: moved out of autocast, they would run under another dtype policy."""
+    func = call.func
+    parts: list[cst.BaseExpression] = []
+    if isinstance(func, cst.Attribute):
+        parts.append(func.value)
+    elif not isinstance(func, cst.Name):
+        parts.append(func)
+    parts.extend(arg.value for arg in call.args)
+    return [part for part in parts if not _inert(model, part)]
+
+
+def _inert(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    """Evaluates to the same value inside and outside autocast: a name, an attribute chain,
+    a literal, ``model.parameters()``, or ``scaler.scale(loss)`` of such (a multiplication
+    by the scale, which autocast leaves alone)."""
+    if dotted_name(expr) is not None:
+        return True
+    if isinstance(expr, (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString)):
+        return True
+    if isinstance(expr, (cst.Tuple, cst.List)):
+        return all(_inert(model, element.value) for element in expr.elements)
+    return isinstance(expr, cst.Call) and _inert_call(model, expr)
+
+
+def _inert_call(model: ModuleModel, call: cst.Call) -> bool:
+    target = receiver(call)
+    if target is None or not _inert(model, target):
+        return False
+    if not all(_inert(model, arg.value) for arg in call.args):
+        return False
+    name = method_name(call)
+    return name in _PARAMETER_LISTS or (name == "scale" and scaler_state(model, target) is not None)
+
+
+def _only_backward(model: ModuleModel, helper: cst.FunctionDef) -> bool:
+    """Whether the helper computes nothing but its backward (and the scaler and optimizer
+    bookkeeping that the fix moves out of autocast anyway after a backward)."""
+    for node in walk_body(helper.body):
+        if isinstance(node, (cst.BinaryOperation, cst.AugAssign)):
+            return False
+        if isinstance(node, cst.Call) and not _bookkeeping(model, node):
+            return False
+    return True
+
+
+def _bookkeeping(model: ModuleModel, call: cst.Call) -> bool:
+    if _computed_parts(model, call):
+        return False
+    if model.is_direct_backward(call) or _inert_call(model, call):
+        return True
+    return model.helper_of(call) is None and method_name(call) in _BOOKKEEPING
+
+
+def _split_loss(
+    model: ModuleModel,
+    call: cst.Call,
+    statement: cst.BaseStatement,
+    computed: list[cst.BaseExpression],
+) -> _Split | None:
+    """``loss = <the computed part>`` to keep in the block, and the statement with the part
+    replaced by ``loss`` to move out: only where that is surely the same program (one line
+    that is the call, one computed part, a name the scope does not use)."""
+    if len(computed) != 1 or not _is_call_statement(call, statement):
+        return None
+    if not any(computed[0] is slot for slot in _loss_slots(call)):
+        return None  # `loss.backward(gradient=ones_like(loss))`: not a loss to name
+    assert isinstance(statement, cst.SimpleStatementLine)
+    part = _scaled_loss(model, computed[0])
+    name = _fresh_name(model, call)
+    if name is None:
+        return None
+    value = part
+    if part.lpar and "\n" not in model.module.code_for_node(part):
+        value = part.with_changes(lpar=(), rpar=())  # `(a + b).backward()`: `loss = a + b`
+    keep = cst.SimpleStatementLine(
+        body=[cst.Assign(targets=[cst.AssignTarget(cst.Name(name))], value=value)],
+        leading_lines=statement.leading_lines,
     )
+    move = statement.deep_replace(part, cst.Name(name))
+    assert isinstance(move, cst.SimpleStatementLine)
+    return _Split(name, keep, move.with_changes(leading_lines=()))
+
+
+def _loss_slots(call: cst.Call) -> tuple[cst.BaseExpression, ...]:
+    """Where a backward call takes its loss: ``<loss>.backward()``, or the first positional
+    argument (``torch.autograd.grad(<loss>, ...)``, ``accelerator.backward(<loss>)``)."""
+    slots: list[cst.BaseExpression] = []
+    if isinstance(call.func, cst.Attribute):
+        slots.append(call.func.value)
+    if call.args and call.args[0].keyword is None and not call.args[0].star:
+        slots.append(call.args[0].value)
+    return tuple(slots)
+
+
+def _is_call_statement(call: cst.Call, statement: cst.BaseStatement) -> bool:
+    """``<call>`` or ``grads = <call>`` (plain targets), alone on its line."""
+    if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+        return False
+    small = statement.body[0]
+    if isinstance(small, cst.Expr):
+        return small.value is call
+    return (
+        isinstance(small, cst.Assign)
+        and small.value is call
+        and all(dotted_name(target.target) is not None for target in small.targets)
+    )
+
+
+def _scaled_loss(model: ModuleModel, part: cst.BaseExpression) -> cst.BaseExpression:
+    """``scaler.scale(<loss>)``: the loss is what to name; scaling it may leave the block."""
+    if (
+        isinstance(part, cst.Call)
+        and method_name(part) == "scale"
+        and len(part.args) == 1
+        and part.args[0].keyword is None
+        and not part.args[0].star
+    ):
+        target = receiver(part)
+        if target is not None and _inert(model, target) and scaler_state(model, target) is not None:
+            return part.args[0].value
+    return part
+
+
+def _fresh_name(model: ModuleModel, call: cst.Call) -> str | None:
+    """A loss name that nothing in the call's scope (nested scopes included) mentions."""
+    used = _names_used(model.index.scope_of(call).node)
+    return next((name for name in _LOSS_NAMES if name not in used), None)
+
+
+def _names_used(root: cst.CSTNode) -> set[str]:
+    """Every name under ``root``, but attribute names and keyword names: ``self.loss(...)``
+    and ``f(loss=...)`` do not read or bind a variable ``loss``."""
+    names: set[str] = set()
+    stack: list[cst.CSTNode] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Name):
+            names.add(node.value)
+        elif isinstance(node, (cst.Attribute, cst.Arg)):
+            stack.append(node.value)
+        else:
+            stack.extend(iter_children(node))
+    return names
 
 
 def _is_autocast_item(model: ModuleModel, item: cst.WithItem) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name
+from amplint.analysis.scopes import BindingKind, dotted_name, iter_children
 from amplint.analysis.steps import (
     Event,
     Iteration,
@@ -16,6 +17,8 @@ from amplint.analysis.steps import (
 )
 from amplint.analysis.symbols import Symbol
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
+
+_BACKWARDS = (Kind.BACKWARD, Kind.SCALED_BACKWARD, Kind.MAYBE_SCALED_BACKWARD)
 
 
 class UnscaledBackwardWithScaler(Rule):
@@ -120,6 +123,22 @@ for batch in loader:
     scaler.step(optimizer)
     scaler.update()
 """,
+        # A one-off backward (a smoke test) before the training loop, which scales its own
+        # loss before each step: not the loop's backward (the scaler does not even exist yet).
+        """
+import torch
+def smoke_then_train(model, x, loader, optimizer):
+    model(x).sum().backward()
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(2):
+        for xb, yb in loader:
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = torch.nn.functional.mse_loss(model(xb), yb)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+""",
     )
     invalid = (
         Invalid(
@@ -212,6 +231,61 @@ for batch in loader:
 """,
             line=5,
         ),
+        # The scaler is made after the backward: `scaler.scale(...)` there would raise
+        # UnboundLocalError, so no fix.
+        Invalid(
+            """
+import torch
+def train_once(model, x, optimizer):
+    model(x).sum().backward()
+    scaler = torch.amp.GradScaler()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=4,
+        ),
+        # Likewise an attribute set only later in the same method.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def fit(self, loader):
+        for batch in loader:
+            self.model(batch).backward()
+            self.scaler = torch.amp.GradScaler()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+""",
+            line=6,
+        ),
+        # Set in another method that runs first: the fix may use it.
+        Invalid(
+            """
+import torch
+class Trainer:
+    def setup(self):
+        self.scaler = torch.amp.GradScaler()
+
+    def fit(self, loader):
+        for batch in loader:
+            self.model(batch).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+class Trainer:
+    def setup(self):
+        self.scaler = torch.amp.GradScaler()
+
+    def fit(self, loader):
+        for batch in loader:
+            self.scaler.scale(self.model(batch)).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+""",
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -219,7 +293,7 @@ for batch in loader:
         for iteration in iterations(model):
             for backward in iteration.of(Kind.BACKWARD):
                 step = _stepped_through_scaler(iteration, backward)
-                if step is None:
+                if step is None or _before_training_loop(iteration, backward, step):
                     continue
                 scaler = step.scaler_local or "scaler"
                 context.report(
@@ -244,6 +318,26 @@ def _stepped_through_scaler(iteration: Iteration, backward: Event) -> Event | No
     return None
 
 
+def _before_training_loop(iteration: Iteration, backward: Event, step: Event) -> bool:
+    """Whether the step sits in a loop that the backward runs before, and that makes its own
+    gradients ahead of the step on every pass: a training loop, with the backward a one-off
+    before it (a smoke test). Its gradients reach only the loop's first step, mixed with
+    that pass's own: neither this rule's bug nor fixed by scaling them."""
+    for loop in step.loops:
+        if loop in backward.loops:
+            continue
+        if any(
+            event is not backward
+            and event.kind in _BACKWARDS
+            and loop in event.loops
+            and event.order < step.order
+            and not exclusive(event, step)
+            for event in iteration.events
+        ):
+            return True
+    return False
+
+
 def _scale_loss(
     model: ModuleModel, iteration: Iteration, backward: Event, step: Event
 ) -> FixPlan | None:
@@ -255,7 +349,7 @@ def _scale_loss(
     ):
         return None
     scaler = usable_at(model, step, "scaler", backward)
-    if scaler is None:
+    if scaler is None or not _bound_at(model, scaler, backward.call):
         return None
     call = backward.call
     if (
@@ -286,3 +380,129 @@ def _scale_call(scaler: str, loss: cst.BaseExpression) -> cst.Call:
     if loss.lpar:  # `(loss / accum).backward()`: the call's parentheses are enough
         loss = loss.with_changes(lpar=(), rpar=())
     return cst.Call(func=cst.parse_expression(f"{scaler}.scale"), args=[cst.Arg(loss)])
+
+
+def _bound_at(model: ModuleModel, scaler: str, call: cst.Call) -> bool:
+    """Whether ``scaler`` (as the fix would spell it at ``call``) surely names something
+    there: a scaler assigned after the backward would raise ``UnboundLocalError``."""
+    try:
+        expr = cst.parse_expression(scaler)
+    except cst.ParserSyntaxError:
+        return False
+    if not all(_name_bound(model, name, call) for name in _names_read(expr)):
+        return False
+    chain = (dotted_name(expr) or "").split(".")
+    if len(chain) > 1 and chain[0] == "self":
+        return _self_attribute_bound(model, chain[1], call)
+    return True
+
+
+def _names_read(expr: cst.CSTNode) -> list[str]:
+    """The variables ``expr`` reads (attribute names and keywords are none)."""
+    names: list[str] = []
+    stack: list[cst.CSTNode] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Name):
+            names.append(node.value)
+        elif isinstance(node, (cst.Attribute, cst.Arg)):
+            stack.append(node.value)
+        else:
+            stack.extend(iter_children(node))
+    return names
+
+
+def _name_bound(model: ModuleModel, name: str, call: cst.Call) -> bool:
+    bindings = model.index.scope_of(call).bindings.get(name)
+    if not bindings:
+        return True  # not a variable of this scope: looked up when the function runs
+    if any(binding.kind is BindingKind.PARAM for binding in bindings):
+        return True
+    return _assigned_before(model, (name,), call)
+
+
+def _self_attribute_bound(model: ModuleModel, attribute: str, call: cst.Call) -> bool:
+    """``self.<attribute>``: set in ``__init__`` or the class body, or before ``call`` in
+    its own method; set only later in that method, it does not exist yet at ``call``."""
+    info = model.index.enclosing_class(call)
+    function = model.index.enclosing_function(call)
+    if info is None or function is None:
+        return True
+    if any(attribute in owner.scope.bindings for owner in model.index.lineage(info)):
+        return True  # a class attribute
+    bindings = model.index.class_attribute(info, attribute)
+    methods = [b.scope.node for b in bindings if b.scope is not None]
+    if any(isinstance(m, cst.FunctionDef) and m.name.value == "__init__" for m in methods):
+        return True
+    if any(method is function for method in methods):
+        return _assigned_before(model, ("self", attribute), call)
+    return True  # set by another method or outside the module, before this one runs
+
+
+def _assigned_before(model: ModuleModel, target: tuple[str, ...], call: cst.Call) -> bool:
+    """Whether a statement binding ``target`` (a dotted name) surely ran before ``call``:
+    one ahead of it in a block around it, in the same function."""
+    child: cst.CSTNode = call
+    for ancestor in model.index.ancestors(call):
+        if isinstance(ancestor, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            return False
+        if isinstance(ancestor, (cst.IndentedBlock, cst.Module)):
+            for statement in ancestor.body:
+                if statement is child:
+                    break
+                if _binds(statement, target):
+                    return True
+        elif _enters_bound(ancestor, child, target):
+            return True
+        child = ancestor
+    return False
+
+
+def _binds(statement: cst.CSTNode, target: tuple[str, ...]) -> bool:
+    """Whether running ``statement`` to its end surely binds ``target``."""
+    if isinstance(statement, cst.SimpleStatementLine):
+        return any(_small_binds(small, target) for small in statement.body)
+    if isinstance(statement, (cst.FunctionDef, cst.ClassDef)):
+        return target == (statement.name.value,)
+    if isinstance(statement, cst.With):
+        return any(
+            item.asname is not None and _target_is(item.asname.name, target)
+            for item in statement.items
+        )
+    return False  # `if`, `try`, loops: may not run, or not to the end
+
+
+def _enters_bound(ancestor: cst.CSTNode, child: cst.CSTNode, target: tuple[str, ...]) -> bool:
+    """``with make() as scaler:`` / ``for scaler in ...:`` around the call: bound in the body."""
+    if isinstance(ancestor, cst.For) and child is ancestor.body:
+        return _target_is(ancestor.target, target)
+    return isinstance(ancestor, cst.With) and child is ancestor.body and _binds(ancestor, target)
+
+
+def _small_binds(small: cst.BaseSmallStatement, target: tuple[str, ...]) -> bool:
+    if isinstance(small, cst.Assign):
+        return any(_target_is(t.target, target) for t in small.targets)
+    if isinstance(small, cst.AnnAssign):
+        return small.value is not None and _target_is(small.target, target)
+    if isinstance(small, (cst.Import, cst.ImportFrom)) and len(target) == 1:
+        names = small.names
+        return not isinstance(names, cst.ImportStar) and any(
+            _imported_as(alias) == target[0] for alias in names
+        )
+    return False
+
+
+def _imported_as(alias: cst.ImportAlias) -> str | None:
+    if alias.asname is not None:
+        name = alias.asname.name
+        return name.value if isinstance(name, cst.Name) else None
+    return (dotted_name(alias.name) or "").split(".")[0] or None
+
+
+def _target_is(node: cst.BaseExpression, target: tuple[str, ...]) -> bool:
+    """``node`` (an assignment target) binds ``target``, itself or by unpacking."""
+    if isinstance(node, (cst.Tuple, cst.List)):
+        return any(_target_is(element.value, target) for element in node.elements)
+    if isinstance(node, cst.StarredElement):
+        return _target_is(node.value, target)
+    return tuple((dotted_name(node) or "").split(".")) == target
