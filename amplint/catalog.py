@@ -775,6 +775,9 @@ Weights-only checkpoints, dicts that gain the scaler's state later
 checkpointing helper are not reported. Checked with its project, a call of another
 module's checkpoint helper that saves or restores the optimizer's state and no scaler's is
 reported where it is called.
+
+At runtime, what can be seen of a checkpoint is reported: `scaler.state_dict()` taken
+between `scaler.step()` and `scaler.update()`, whose scale is about to change.
 """,
             why_bad="""
 The loss scale is training state like the optimizer's moments: GradScaler has spent the
@@ -971,6 +974,11 @@ imported as a module. If `forward` needs float32 inputs, add `cast_inputs=torch.
 Checks for gradient accumulation in which `optimizer.zero_grad()` runs only at the
 accumulation boundary (`if (i + 1) % accum == 0:`), but `scaler.unscale_`, `scaler.step`
 or `scaler.update` run on every micro-batch.
+
+At runtime: a `scaler.step(optimizer)` whose gradients are the very tensors the previous
+step of that optimizer applied, accumulated into since by a backward, with no `zero_grad()`
+(of any optimizer or module) in between. Zeroing by `set_to_none` or `p.grad = None` is
+seen; a hand-written `p.grad.zero_()` loop is not.
 """,
             why_bad="""
 Gradients accumulate across micro-batches, so the scaler's calls belong to the boundary

@@ -137,6 +137,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "{what} was disabled by torch: {why}",
         "{fix}",
     ),
+    "AMP016": (
+        "scaler.step() is applying gradients that still hold those its previous step applied: "
+        "no zero_grad() ran since, and backward kept accumulating into them",
+        "with gradient accumulation, call scaler.unscale_(), scaler.step() and scaler.update() "
+        "only at the accumulation boundary, where zero_grad() runs",
+    ),
     "AMP018": (
         "{call}(..., error_if_nonfinite=True) while a GradScaler is in use",
         "drop error_if_nonfinite=True: with loss scaling, non-finite gradients are a routine "

@@ -150,6 +150,10 @@ class ThreadState(threading.local):
         # to report, as the static rule leaves it (its fix moves the backward and the rest).
         self.autocast_regions: list[object] = []
         self.backward_region: object | None = None
+        # For AMP016: zero_grad() calls (of any optimizer or module) and backward passes
+        # seen, as running counts.
+        self.zero_grads = 0
+        self.backwards_run = 0
 
     def __eq__(self, other: object) -> bool:
         # The calling thread's view: what a check made now would consult.

@@ -84,6 +84,10 @@ class Verdict:
 
 
 _SERIALS = itertools.count()
+#: (parameter, its gradient, the gradient's version counter), held weakly.
+_GradSample = tuple["weakref.ref[torch.Tensor]", "weakref.ref[torch.Tensor]", int]
+#: gradients sampled per step for AMP016: zero_grad() zeroes or drops every one alike.
+_SAMPLED_GRADS = 4
 #: scaled norms remembered per scaler and iteration, oldest forgotten first.
 _NORMS_KEPT = 16
 
@@ -118,6 +122,9 @@ class ScalerUsage:
         # An optimizer.step() bypassed this scaler in the current iteration (AMP004): the
         # step was applied whatever found_inf says (health: not a skipped step).
         self.bypassed = False
+        # optimizer id -> (zero_grad count, grad write count, a few (parameter, its grad,
+        # the grad's version) right after this scaler's last step of it (AMP016).
+        self.after_step: dict[int, tuple[int, int, list[_GradSample]]] = {}
 
     def note_scaled_norm(self, norm: torch.Tensor) -> None:
         if len(self.scaled_norms) >= _NORMS_KEPT:  # norms logged, never clipped with
@@ -242,6 +249,8 @@ def on_step(
     if usage.stage(optimizer) is Stage.STEPPED:
         verdicts.append(Verdict("AMP002", message_for("AMP002"), user_site(), rejected=True))
         return verdicts
+    if _accumulated_since_step(usage, optimizer):
+        verdicts.append(Verdict("AMP016", message_for("AMP016"), user_site()))
     pending = tls.unscaled_backward
     if pending is not None and not usage.untracked_scale and pending.touches(optimizer):
         verdicts.append(Verdict("AMP005", message_for("AMP005"), pending.site))
@@ -252,6 +261,8 @@ def on_step(
 
 def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site) -> None:
     """After torch's ``scaler.step(optimizer)``; ``site`` is the user's call."""
+    tls = thread_state()
+    usage.after_step[id(optimizer)] = (tls.zero_grads, tls.backwards_run, _sample_grads(optimizer))
     usage._stages[id(optimizer)] = Stage.STEPPED
     usage.managed.add(id(optimizer))
     usage.backward_after_step = False
@@ -327,6 +338,7 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
     steps().commit()
     verdicts = []
     tls = thread_state()
+    tls.backwards_run += 1
     if autocast_active():
         verdicts.append(Verdict("AMP001", message_for("AMP001"), user_site()))
         if tls.autocast_regions:
@@ -461,7 +473,8 @@ def on_clip(strict: bool | None, norm: object = None) -> list[Verdict]:
     ``error_if_nonfinite`` of ``clip_grad_norm_`` (None for the others); ``norm``: the
     total norm ``clip_grads_with_norm_`` was given."""
     verdicts = []
-    pending = list(thread_state().pending)
+    tls = thread_state()
+    pending = list(tls.pending)
     if any(usage.grads_still_scaled() for usage in pending):
         how = "while they are still multiplied by the loss scale"
         message = message_for("AMP006", how=how, before="clipping")
@@ -496,8 +509,43 @@ def on_total_norm(strict: bool) -> tuple[list[Verdict], list[ScalerUsage]]:
 def on_optimizer_zero_grad() -> list[Verdict]:
     # Gradients from before zero_grad no longer reach any step. Inside autocast it is
     # harmless (it computes nothing): not AMP012, as the static rule has it.
-    thread_state().unscaled_backward = None
+    tls = thread_state()
+    tls.unscaled_backward = None
+    tls.zero_grads += 1
     return []
+
+
+def _sample_grads(optimizer: torch.optim.Optimizer) -> list[_GradSample]:
+    samples: list[_GradSample] = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            grad = param.grad
+            if grad is not None:
+                samples.append((weakref.ref(param), weakref.ref(grad), grad._version))
+                if len(samples) == _SAMPLED_GRADS:
+                    return samples
+    return samples
+
+
+def _accumulated_since_step(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the gradients ``optimizer`` is about to apply still hold those of this
+    scaler's previous step of it (AMP016): a backward ran since, no zero_grad() (of any
+    optimizer or module: in doubt, silence), and the sampled gradients are the very tensors
+    the step left, written to since (accumulated into). ``set_to_none`` zeroing, and
+    ``p.grad = None``, give new tensors; a hand-written ``p.grad.zero_()`` loop is the one
+    zeroing this cannot see."""
+    record = usage.after_step.get(id(optimizer))
+    if record is None:
+        return False
+    zero_grads, writes, samples = record
+    tls = thread_state()
+    if tls.zero_grads != zero_grads or tls.backwards_run == writes or not samples:
+        return False
+    for param_ref, grad_ref, version in samples:
+        param, grad = param_ref(), grad_ref()
+        if param is None or grad is None or param.grad is not grad or grad._version <= version:
+            return False
+    return True
 
 
 def _step_inside_autocast(call: str) -> list[Verdict]:
@@ -513,5 +561,7 @@ def _step_inside_autocast(call: str) -> list[Verdict]:
 
 
 def on_module_zero_grad() -> list[Verdict]:
-    thread_state().unscaled_backward = None
+    tls = thread_state()
+    tls.unscaled_backward = None
+    tls.zero_grads += 1
     return []

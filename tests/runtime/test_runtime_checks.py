@@ -6,6 +6,7 @@ import amplint.runtime as ar
 import pytest
 import torch
 from runtime_helpers import batches, codes, here, loss_of, tiny_model
+from torch import nn
 
 pytestmark = pytest.mark.usefixtures("quiet")
 
@@ -295,6 +296,7 @@ def test_steps_after_a_backward_in_the_same_region_are_left_to_amp001() -> None:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+        opt.zero_grad()
         with torch.autocast("cpu", dtype=torch.float16):
             loss = loss_of(model, x, y)
         scaler.scale(loss).backward()
@@ -340,6 +342,75 @@ def test_amp014_scaler_with_only_bfloat16() -> None:
             scaler.update()
     assert codes(chk.findings) == ["AMP014"]
     assert_at(chk.findings, "AMP014", line)
+
+
+def _accumulate(
+    zero: str, *, every: int = 3, micro_batches: int = 7, step_each: bool = True
+) -> list[ar.Finding]:
+    """Gradient accumulation over ``every`` micro-batches, zeroing the gradients with
+    ``zero`` at the boundary; ``step_each``: the scaler's calls run every micro-batch."""
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for i, (x, y) in enumerate(batches(micro_batches)):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y) / every
+            scaler.scale(loss).backward()
+            boundary = (i + 1) % every == 0
+            if step_each or boundary:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+            if boundary:
+                if zero == "optimizer":
+                    opt.zero_grad()
+                elif zero == "module":
+                    model.zero_grad(set_to_none=False)
+                else:  # by hand, as fairseq and apex do
+                    for param in model.parameters():
+                        param.grad = None
+    return chk.findings
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module", "none-by-hand"])
+def test_amp016_scaler_calls_every_micro_batch_of_an_accumulation(zero: str) -> None:
+    findings = _accumulate(zero)
+    (finding,) = findings
+    assert finding.code == "AMP016" and finding.first_step == 1
+    # Micro-batches 1, 2, 4, 5 (0-based) step gradients the previous step applied already.
+    assert finding.count == 4
+
+
+@pytest.mark.parametrize("zero", ["optimizer", "module", "none-by-hand"])
+def test_amp016_silent_when_the_scaler_calls_sit_at_the_boundary(zero: str) -> None:
+    assert _accumulate(zero, step_each=False) == []
+
+
+def test_amp016_silent_for_a_gan_whose_models_zero_in_turn() -> None:
+    """Two models, one scaler (PyTorch's recipe): each optimizer's gradients are zeroed
+    before its own backward, never right after the other's step."""
+    torch.manual_seed(0)
+    gen, disc = tiny_model(1), nn.Sequential(nn.Linear(4, 1))
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.05)
+    opt_d = torch.optim.SGD(disc.parameters(), lr=0.05)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, _ in batches(4):
+            with torch.autocast("cpu", dtype=torch.float16):
+                fake = gen(x)
+                loss_d = disc(fake.detach()).float().mean()
+            disc.zero_grad()
+            scaler.scale(loss_d).backward()
+            scaler.step(opt_d)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss_g = -disc(fake).float().mean()
+            gen.zero_grad()
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            scaler.update()
+    assert chk.findings == []
 
 
 def test_amp017_scaler_defaulting_to_cuda_without_cuda() -> None:
