@@ -80,7 +80,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "block; autocast should wrap only the forward pass and the loss",
     ),
     "AMP002": (
-        "scaler.step() was called again for this optimizer without scaler.update() in between",
+        "{what}",
         "call scaler.update() once per iteration, after the last scaler.step(...)",
     ),
     "AMP003": (

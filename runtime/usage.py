@@ -211,7 +211,12 @@ def on_unscale(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> list[Ver
         # unscale_, clip, step and no update: the next iteration's unscale_ is where torch
         # notices, but the mistake is the missing update() of the iteration that stepped.
         site, step = usage.last_step
-        verdicts.append(Verdict("AMP002", message_for("AMP002"), site, rejected=True, step=step))
+        what = (
+            "this scaler.step() was not followed by scaler.update(): the next iteration's "
+            "scaler.unscale_() of the optimizer raises"
+        )
+        message = message_for("AMP002", what=what)
+        verdicts.append(Verdict("AMP002", message, site, rejected=True, step=step))
     elif stage is Stage.STEPPED:
         message = message_for("AMP011", what="after scaler.step()")
         verdicts.append(Verdict("AMP011", message, user_site(), rejected=True))
@@ -247,7 +252,11 @@ def on_step(
         # Passed on positionally, torch hands it to optimizer.step() unchecked.
         verdicts.append(Verdict("AMP019", message_for("AMP019"), user_site()))
     if usage.stage(optimizer) is Stage.STEPPED:
-        verdicts.append(Verdict("AMP002", message_for("AMP002"), user_site(), rejected=True))
+        what = (
+            "scaler.step() was called again for this optimizer without scaler.update() in between"
+        )
+        message = message_for("AMP002", what=what)
+        verdicts.append(Verdict("AMP002", message, user_site(), rejected=True))
         return verdicts
     if _accumulated_since_step(usage, optimizer):
         verdicts.append(Verdict("AMP016", message_for("AMP016"), user_site()))

@@ -29,6 +29,9 @@ def test_missing_update_with_unscale_clip_step_is_amp002_of_the_stepping_iterati
     assert [f.code for f in seen.findings] == ["AMP002"]
     (finding,) = seen.findings
     assert (finding.filename, finding.line, finding.first_step) == (__file__, step_line, 0)
+    # Said as it happened: the next unscale_ is what raised, not a second step.
+    assert "not followed by scaler.update()" in finding.message
+    assert "unscale_() of the optimizer raises" in finding.message
 
 
 def test_unscale_after_step_in_the_same_iteration_stays_amp011(quiet: None) -> None:
