@@ -16,7 +16,14 @@ from torch.amp.autocast_mode import autocast as _torch_autocast
 from . import frameworks
 from .findings import message_for
 from .frames import user_site
-from .reporting import deprecated_api, emit, internal_error, run_check, steps
+from .reporting import (
+    deprecated_api,
+    emit,
+    internal_error,
+    run_check,
+    steps,
+    torch_warnings_at_user_line,
+)
 from .state import note_autocast_entered, thread_state
 
 __all__ = ["autocast", "cpu_autocast", "cuda_autocast"]
@@ -34,7 +41,20 @@ class autocast(_torch_autocast):
     ) -> None:
         if not isinstance(device_type, str) or ":" in device_type:
             run_check("the autocast check", _report_device_type, device_type)
-        super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
+        if enabled and _torch_disables(device_type, dtype):
+            # torch warns that it disables the region, from inside this call: shown once at
+            # the user's line (as without amplint), then asked disabled, as torch makes it.
+            site = user_site()
+            if site not in _disabled_sites:
+                _disabled_sites.add(site)
+                with torch_warnings_at_user_line():
+                    super().__init__(device_type, dtype=dtype, cache_enabled=cache_enabled)
+            else:
+                super().__init__(
+                    device_type, dtype=dtype, enabled=False, cache_enabled=cache_enabled
+                )
+        else:
+            super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
         if enabled and not self._enabled:
             run_check("the autocast check", _report_unavailable, self.device, self.fast_dtype)
 
@@ -63,6 +83,18 @@ class autocast(_torch_autocast):
             if before is not None:
                 thread_state().fp16_forward = before
         return result
+
+
+# Lines whose autocast torch disabled, its warning shown: Python's once-per-location rule.
+_disabled_sites: set[tuple[str, int]] = set()
+
+
+def _torch_disables(device_type: object, dtype: torch.dtype | None) -> bool:
+    """Whether torch's autocast is about to warn that it disables itself (the two cases of
+    this CPU-or-CUDA world; cheap: it runs at every region's construction)."""
+    if device_type == "cuda":
+        return not torch.cuda.is_available()
+    return device_type == "cpu" and dtype not in (None, torch.bfloat16, torch.float16)
 
 
 def _left(region: autocast) -> None:

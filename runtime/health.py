@@ -57,7 +57,14 @@ from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
 from .health_findings import COLUMNS, Chunk, HostReading, finite
 from .reductions import gradient_stats, grads_by_device_dtype, nonfinite_probe
-from .reporting import add_flusher, emit, internal_error, run_check, steps
+from .reporting import (
+    add_flusher,
+    emit,
+    internal_error,
+    run_check,
+    steps,
+    torch_warnings_at_user_line,
+)
 from .session import SESSION
 from .state import thread_state
 
@@ -677,8 +684,12 @@ def _patch_scheduler() -> None:
     def step(self: Any, *args: Any, **kwargs: Any) -> Any:
         monitor = SESSION.live.monitor
         # The constructor's own first step (_step_count still 0) is not the user's.
-        if monitor is not None and getattr(self, "_step_count", 0) > 0:
+        count = getattr(self, "_step_count", 0)
+        if monitor is not None and count > 0:
             run_check("the LR-scheduler check", monitor.scheduler_stepped, self)
+        if count == 1:  # torch's "lr_scheduler.step() before optimizer.step()" is due now
+            with torch_warnings_at_user_line():
+                return original(self, *args, **kwargs)
         return original(self, *args, **kwargs)
 
     step.__wrapped__ = original  # type: ignore[attr-defined]

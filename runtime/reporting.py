@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
@@ -161,6 +161,38 @@ def emit(
             logger.warning("%s:%d: %s", filename, line, message)
     else:
         logger.warning("%s:%d: %s", filename, line, message)
+
+
+@contextlib.contextmanager
+def torch_warnings_at_user_line() -> Iterator[None]:
+    """torch's own warnings raised inside (a stand-in calling torch's code) shown at the
+    user's line, as they are without amplint, not at amplint's line that called torch.
+
+    Python 3.11 has no ``skip_file_prefixes``: the warnings are caught and shown again, under
+    the user's module's warning registry (Python's once-per-location rule holds). Catching
+    swaps the process's warning filters for a moment, so callers use it only where torch is
+    about to warn (a configuration torch disables), never on every step.
+    """
+    frame = user_frame(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for warning in caught:
+        if frame is None:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+            continue
+        module_globals = frame.f_globals
+        warnings.warn_explicit(
+            warning.message,
+            warning.category,
+            frame.f_code.co_filename,
+            frame.f_lineno,
+            module=module_globals.get("__name__"),
+            registry=module_globals.setdefault("__warningregistry__", {}),
+            module_globals=module_globals,
+        )
 
 
 def deprecated_api(api: str, replacement: str, site: Site) -> None:

@@ -14,7 +14,7 @@ them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import torch
@@ -30,12 +30,16 @@ from .reporting import (
     may_raise,
     run_check,
     steps,
+    torch_warnings_at_user_line,
 )
 from .session import ThreadState
 from .state import note_construction, note_enabled_scaler, thread_state
 from .usage import ScalerUsage, Stage, Verdict
 
 __all__ = ["CpuGradScaler", "CudaGradScaler", "GradScaler"]
+
+# Lines whose GradScaler torch disabled, its warning shown: Python's once-per-location rule.
+_disabled_sites: set[tuple[str, int]] = set()
 
 _T = TypeVar("_T")
 
@@ -93,15 +97,28 @@ class GradScaler(torch.amp.GradScaler):
         growth_interval: int = 2000,
         enabled: bool = True,
     ) -> None:
-        super().__init__(
-            device,
-            init_scale=init_scale,
-            growth_factor=growth_factor,
-            backoff_factor=backoff_factor,
-            growth_interval=growth_interval,
-            enabled=enabled,
-        )
-        run_check("the GradScaler() check", self._after_init, device, enabled)
+        asked = enabled
+        context: Any = nullcontext()
+        if enabled and device == "cuda" and not torch.cuda.is_available():
+            # torch's "CUDA is not available. Disabling." comes from inside this call: shown
+            # once per line at the user's line (as without amplint), then asked disabled, as
+            # torch makes it.
+            site = user_site()
+            if site in _disabled_sites:
+                enabled = False
+            else:
+                _disabled_sites.add(site)
+                context = torch_warnings_at_user_line()
+        with context:
+            super().__init__(
+                device,
+                init_scale=init_scale,
+                growth_factor=growth_factor,
+                backoff_factor=backoff_factor,
+                growth_interval=growth_interval,
+                enabled=enabled,
+            )
+        run_check("the GradScaler() check", self._after_init, device, asked)
 
     def _after_init(self, device: str, enabled: bool) -> None:
         site = user_site()

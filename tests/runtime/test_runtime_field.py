@@ -422,6 +422,43 @@ def test_torchs_deprecation_warning_once_per_location_as_under_plain_python(
     assert future_warnings("-m", "amplint.runtime.runner", "--no-health") == 1
 
 
+def test_torchs_own_warnings_point_at_the_users_lines_as_under_plain_python(
+    tmp_path: Path,
+) -> None:
+    """torch warns from inside calls amplint's stand-ins make (a GradScaler or autocast that
+    torch disables, a scheduler stepped before the optimizer): shown at the user's line,
+    once per location, never at amplint's file."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+
+            model = nn.Linear(4, 2)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 1)
+            for step in range(3):
+                with torch.autocast("cpu", dtype=torch.float32):  # torch disables it
+                    model(torch.randn(2, 4))
+            scheduler.step()
+            """
+        ),
+        encoding="utf-8",
+    )
+
+    def warned(*command: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, *command, str(script)], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stderr.splitlines() if "UserWarning" in line]
+
+    plain = warned()
+    assert len(plain) == 2 and all(line.startswith(f"{script}:") for line in plain)
+    assert warned("-m", "amplint.runtime.runner", "--no-health") == plain
+
+
 # amplint run -m ------------------------------------------------------------------------------
 
 # The console script installed next to this interpreter, as users run it.
