@@ -211,6 +211,10 @@ class CodeFacts:
     refusal: str | None = None
     #: where ``ast`` located its error, for the diagnostic.
     position: tuple[int, int] = (1, 1)
+    #: CPython's own syntax error (message, position), when libcst is left to decide: if
+    #: libcst refuses the file too, CPython's place is the one to report (libcst's
+    #: tokenizer may name the line after the error).
+    syntax_error: tuple[str, tuple[int, int]] | None = None
     #: the tree itself, handed on so that later stages (cutting a large file into pieces,
     #: placing findings by line) need not parse again.
     tree: ast.Module | None = None
@@ -231,7 +235,8 @@ def inspect_code(data: bytes) -> CodeFacts:
         position = (error.lineno or 1, error.offset or 1)
         if "too many" in str(error.msg) or _bracket_depth(data) > MAX_BRACKET_DEPTH:
             return CodeFacts(refusal=f"SyntaxError: {error.msg}", position=position)
-        return CodeFacts()  # perhaps newer syntax than this Python's: libcst decides
+        # Perhaps newer syntax than this Python's: libcst decides.
+        return CodeFacts(syntax_error=(f"SyntaxError: {error.msg}", position))
     except ValueError:  # NUL bytes and the like: libcst's reading gives the diagnostic
         return CodeFacts()
     found, count, live = scan(tree)

@@ -194,7 +194,7 @@ def lint_bytes(
         try:
             parsed = parse(data, syntax=syntax or cuts, verify=not shortcuts)
         except SourceError as error:
-            return LintResult([error_finding(filename, error)])
+            return LintResult([error_finding(filename, _cpython_said(facts, error))])
     result = _lint_result(parsed, filename, rules, fixes, layout, syntax, imports, part is not None)
     if not parsed.verified and result.findings and not _adds_up(result):
         # The pieces did not add up to the text: their findings cannot be trusted.
@@ -268,8 +268,17 @@ def _syntax_only(
     try:  # CPython's parser refused it: libcst, which may know newer syntax, decides
         parse(data)
     except SourceError as error:
-        return [error_finding(filename, error)]
+        return [error_finding(filename, _cpython_said(facts, error))]
     return []
+
+
+def _cpython_said(facts: CodeFacts | None, error: SourceError) -> SourceError:
+    """The syntax error to report when libcst refused the file: CPython's, where CPython
+    refused it too (it locates the error where the interpreter will), else libcst's."""
+    if facts is None or facts.syntax_error is None or not error.message.startswith("SyntaxError"):
+        return error
+    message, position = facts.syntax_error
+    return SourceError(message, Position(*position))
 
 
 def _reparse(data: bytes, previous: LintResult) -> tuple[ParsedSource | None, ModuleLayout | None]:
