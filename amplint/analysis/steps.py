@@ -495,7 +495,35 @@ class _Walker:
             return None
         if len(scalers) == len(bindings) and len(scalers) == 1:
             return Kind.SCALED_BACKWARD, receiver(scalers[0]), None  # type: ignore[arg-type]
+        latest = self._assigned_just_before(target)
+        if latest is not None and latest in scalers:
+            # `loss = scaler.scale(loss)` right before `loss.backward()` in the same block.
+            return Kind.SCALED_BACKWARD, receiver(latest), None  # type: ignore[arg-type]
         return Kind.MAYBE_SCALED_BACKWARD, None, None
+
+    def _assigned_just_before(self, name: cst.Name) -> cst.BaseExpression | None:
+        """The value of the last plain ``name = value`` among the simple statements right
+        before ``name``'s own statement in its block; None when another kind of statement
+        (a branch, a loop, an augmented assignment) comes first, or there is none."""
+        model = self.model
+        statement = model.statement_in_block(name)
+        block = model.index.parent(statement) if statement is not None else None
+        if not isinstance(block, (cst.IndentedBlock, cst.Module)):
+            return None
+        body = list(block.body)
+        for earlier in reversed(body[: body.index(statement)]):  # type: ignore[arg-type]
+            if not isinstance(earlier, cst.SimpleStatementLine):
+                return None
+            for small in reversed(earlier.body):
+                if isinstance(small, cst.Assign):
+                    targets = [t.target for t in small.targets]
+                    if any(isinstance(t, cst.Name) and t.value == name.value for t in targets):
+                        return small.value if len(targets) == 1 else None
+                elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+                    target = small.target
+                    if isinstance(target, cst.Name) and target.value == name.value:
+                        return None
+        return None
 
     def _backward_of(
         self, loss: cst.BaseExpression, frame: Frame

@@ -21,6 +21,28 @@ class OptimizerStepBypassesScaler(Rule):
     tokens = (("~scaler",), ("scale",), ("backward",), ("step",))
 
     valid = (
+        # A training function with its own loop and scaler, then another whose framework
+        # backward scales for itself: the second's step applies its own gradients.
+        """
+import torch
+def baseline(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for batch in loader:
+        loss = scaler.scale(model(batch))
+        loss.backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+
+def integration(model, optimizer, loader, accelerator):
+    for batch in loader:
+        accelerator.backward(model(batch))
+        optimizer.step()
+        optimizer.zero_grad()
+
+baseline(*make())
+integration(*make())
+""",
         # Two helpers called one after the other: a scaled loop with its own scaler.step,
         # then plain float32 training (accelerate's benchmarks): its step is its own.
         """
@@ -133,6 +155,68 @@ for batch in loader:
 """,
     )
     invalid = (
+        # A helper that accumulates over micro-batches in a loop of its own: the caller's
+        # direct step applies what it accumulated.
+        Invalid(
+            """
+import torch
+def accumulate(scaler, model, batches):
+    for batch in batches:
+        scaler.scale(model(batch)).backward()
+
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for batches in loader:
+        accumulate(scaler, model, batches)
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+            line=11,
+            fixed="""
+import torch
+def accumulate(scaler, model, batches):
+    for batch in batches:
+        scaler.scale(model(batch)).backward()
+
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for batches in loader:
+        accumulate(scaler, model, batches)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        ),
+        # The scaled loss rebound to its own name right before the backward (accelerate's
+        # fp8 benchmarks).
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+        loss = scaler.scale(loss)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+            line=10,
+            fixed="""
+import torch
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        with torch.autocast("cuda"):
+            loss = torch.nn.functional.mse_loss(model(x), y)
+        loss = scaler.scale(loss)
+        loss.backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        ),
         Invalid(
             """
 import torch
@@ -294,7 +378,12 @@ def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> 
         ):
             reset = event
     window = [e for e in iteration.between(reset, step) if not exclusive(e, step)]
-    scaled = [e for e in window if e.kind is Kind.SCALED_BACKWARD]
+    scaled = [
+        e
+        for e in window
+        if e.kind is Kind.SCALED_BACKWARD
+        and not _stepped_in_its_own_loop(model, iteration, e, step)
+    ]
     if not scaled or any(e.kind is Kind.MAYBE_SCALED_BACKWARD for e in window):
         return None
     # An unscaled backward that runs together with a scaled one mixes magnitudes: in doubt.
@@ -315,6 +404,27 @@ def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> 
     if not stepped_here or reset is not None:
         return scaled[-1]
     return None
+
+
+def _stepped_in_its_own_loop(
+    model: ModuleModel, iteration: Iteration, backward: Event, step: Event
+) -> bool:
+    """A backward of another function's call (a helper that runs a whole training loop of
+    its own) whose gradients a step in that loop applies: not the gradients ``step``, in
+    another call, applies (two training functions called one after the other)."""
+    if backward.frame.via == step.frame.via:
+        return False
+    shared = set(model.enclosing_loops(step.call))
+    own = [loop for loop in model.enclosing_loops(backward.call) if loop not in shared]
+    if not own:
+        return False
+    return any(
+        e.kind in (Kind.OPTIMIZER_STEP, Kind.SCALER_STEP)
+        and e.order > backward.order
+        and e is not step
+        and set(own) & set(model.enclosing_loops(e.call))
+        for e in iteration.events
+    )
 
 
 def _stepped_through_scaler_anywhere(model: ModuleModel, step: Event) -> bool:
