@@ -417,6 +417,7 @@ class Monitor:
         # The GradScalers built (enabled or not), by line: the summary of a run without
         # any says so, rather than "no update() of an enabled GradScaler".
         self.scaler_sites = SESSION.history.scaler_sites
+        self.history = SESSION.history  # the autocast dtypes seen, for the summary
 
     def for_scaler(self, scaler: GradScaler) -> ScalerHealth:
         health = scaler.__dict__.get("_amplint_health")
@@ -488,13 +489,16 @@ class Monitor:
                 record.constructions for record in list(self.scaler_sites.values())
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
+            "autocast_dtypes": sorted(
+                str(dtype).removeprefix("torch.") for dtype in self.history.autocast_dtypes
+            ),
             "scalers": [],
             "config": asdict(self.config),
         }
         # One entry per scaler that updated, labelled by where it was constructed; the
         # top-level fields are the main scaler's (the one that stepped most), as before.
         result["scalers"] = [
-            {**scaler.summary(), "label": label}
+            {**scaler.summary(), "label": label, "autocast_dtypes": result["autocast_dtypes"]}
             for scaler, label in labelled(
                 [scaler for scaler in self.scalers if scaler.host.scales or scaler.step]
             )

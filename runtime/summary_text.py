@@ -31,17 +31,26 @@ def _scaler_lines(entry: dict[str, Any], config: dict[str, Any], indent: str) ->
             f"{indent}loss scale: min {scale['min']:g}, max {scale['max']:g}, "
             f"final {scale['final']:g}"
         )
-    share = entry.get("grad_underflow_share")
+    if entry.get("autocast_dtypes") == ["bfloat16"]:
+        # Underflow below float16's smallest normal is float16's problem (see AMP014).
+        lines.append(f"{indent}gradient underflow share: not applicable (only bfloat16 autocast)")
+        share = None
+    else:
+        share = entry.get("grad_underflow_share")
+        lines.append(f"{indent}gradient underflow share: {_underflow(entry, share, config)}")
+    if entry.get("nonfinite_loss_steps"):
+        lines.append(f"{indent}non-finite loss on {entry['nonfinite_loss_steps']} step(s)")
+    return lines
+
+
+def _underflow(entry: dict[str, Any], share: float | None, config: dict[str, Any]) -> str:
     text = _share(share, config)
     if share is not None:
         zeros = entry.get("grad_zero_share")
         text += (
             f" below float16's smallest normal at the scale used (zeros: {_share(zeros, config)})"
         )
-    lines.append(f"{indent}gradient underflow share: {text}")
-    if entry.get("nonfinite_loss_steps"):
-        lines.append(f"{indent}non-finite loss on {entry['nonfinite_loss_steps']} step(s)")
-    return lines
+    return text
 
 
 def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
@@ -66,7 +75,10 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
         )
     if not summary.get("activations_measured", True):
         return "  float16 module outputs: none seen (no float16 forward ran outside compiled code)"
-    return f"  float16 module outputs: none reached {limit:g} ({margin:.0%} below 65504)"
+    return (
+        f"  float16 module outputs: none reached {limit:g}, the AMP105 threshold "
+        f"(overflow_margin {margin:.0%} below float16's largest value, 65504)"
+    )
 
 
 def format_health_summary(summary: dict[str, Any]) -> str:

@@ -658,4 +658,25 @@ def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() ->
     text = format_health_summary(summary)
     assert "n/a" not in text
     assert "gradient underflow share: not measured (gradients are counted on steps 0, 16" in text
-    assert "float16 module outputs: none reached 32752" in text
+    assert "float16 module outputs: none reached 32752, the AMP105 threshold" in text
+
+
+def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share() -> None:
+    """A scaler around bfloat16 autocast (AMP014): float16's underflow does not apply."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True):
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in data(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert summary is not None and summary["autocast_dtypes"] == ["bfloat16"]
+    text = format_health_summary(summary)
+    assert "gradient underflow share: not applicable (only bfloat16 autocast)" in text
+    assert "below float16's smallest normal" not in text
