@@ -159,6 +159,22 @@ def iter_children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
             yield value
 
 
+def names_read(root: cst.CSTNode) -> list[str]:
+    """Every variable name under ``root``: attribute names and keyword names are none
+    (``self.loss(...)`` and ``f(loss=...)`` do not read or bind a variable ``loss``)."""
+    names: list[str] = []
+    stack: list[cst.CSTNode] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, cst.Name):
+            names.append(node.value)
+        elif isinstance(node, (cst.Attribute, cst.Arg)):
+            stack.append(node.value)
+        else:
+            stack.extend(iter_children(node))
+    return names
+
+
 _NODE_TYPES: dict[type, bool] = {}
 
 

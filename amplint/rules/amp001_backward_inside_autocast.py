@@ -14,7 +14,7 @@ from amplint.analysis.frameworks import (
 )
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scalers import scaler_state
-from amplint.analysis.scopes import dotted_name, iter_children
+from amplint.analysis.scopes import dotted_name, names_read
 from amplint.analysis.values import AutocastRegion
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
@@ -671,24 +671,8 @@ def _scaled_loss(model: ModuleModel, part: cst.BaseExpression) -> cst.BaseExpres
 
 def _fresh_name(model: ModuleModel, call: cst.Call) -> str | None:
     """A loss name that nothing in the call's scope (nested scopes included) mentions."""
-    used = _names_used(model.index.scope_of(call).node)
+    used = set(names_read(model.index.scope_of(call).node))
     return next((name for name in _LOSS_NAMES if name not in used), None)
-
-
-def _names_used(root: cst.CSTNode) -> set[str]:
-    """Every name under ``root``, but attribute names and keyword names: ``self.loss(...)``
-    and ``f(loss=...)`` do not read or bind a variable ``loss``."""
-    names: set[str] = set()
-    stack: list[cst.CSTNode] = [root]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cst.Name):
-            names.add(node.value)
-        elif isinstance(node, (cst.Attribute, cst.Arg)):
-            stack.append(node.value)
-        else:
-            stack.extend(iter_children(node))
-    return names
 
 
 def _is_autocast_item(model: ModuleModel, item: cst.WithItem) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, method_name
-from amplint.analysis.scopes import BindingKind, dotted_name, iter_children
+from amplint.analysis.scopes import BindingKind, dotted_name, names_read
 from amplint.analysis.steps import (
     Event,
     Iteration,
@@ -389,27 +389,12 @@ def _bound_at(model: ModuleModel, scaler: str, call: cst.Call) -> bool:
         expr = cst.parse_expression(scaler)
     except cst.ParserSyntaxError:
         return False
-    if not all(_name_bound(model, name, call) for name in _names_read(expr)):
+    if not all(_name_bound(model, name, call) for name in names_read(expr)):
         return False
     chain = (dotted_name(expr) or "").split(".")
     if len(chain) > 1 and chain[0] == "self":
         return _self_attribute_bound(model, chain[1], call)
     return True
-
-
-def _names_read(expr: cst.CSTNode) -> list[str]:
-    """The variables ``expr`` reads (attribute names and keywords are none)."""
-    names: list[str] = []
-    stack: list[cst.CSTNode] = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, cst.Name):
-            names.append(node.value)
-        elif isinstance(node, (cst.Attribute, cst.Arg)):
-            stack.append(node.value)
-        else:
-            stack.extend(iter_children(node))
-    return names
 
 
 def _name_bound(model: ModuleModel, name: str, call: cst.Call) -> bool:
