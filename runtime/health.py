@@ -151,6 +151,10 @@ class ScalerHealth:
         if not isinstance(loss, torch.Tensor) or scaler._scale is None:
             return
         self._ensure(scaler._scale)
+        if usage.of(scaler).scaled_grad_taken:
+            # A gradient penalty built from scaled gradients (PyTorch's recipe) overflows
+            # as they do: the scaler skips that step; it says nothing of the model's loss.
+            return
         value = loss.detach()
         if value.numel() != 1:
             value = value.sum()

@@ -122,6 +122,10 @@ class ScalerUsage:
         # An optimizer.step() bypassed this scaler in the current iteration (AMP004): the
         # step was applied whatever found_inf says (health: not a skipped step).
         self.bypassed = False
+        # torch.autograd.grad of this scaler's scaled output ran this iteration (PyTorch's
+        # gradient-penalty recipe): a loss built from those scaled gradients may overflow,
+        # which is the scaler's to skip, not a non-finite loss of the model's (AMP101).
+        self.scaled_grad_taken = False
         # optimizer id -> (zero_grad count, grad write count, a few (parameter, its grad,
         # the grad's version) right after this scaler's last step of it (AMP016).
         self.after_step: dict[int, tuple[int, int, list[_GradSample]]] = {}
@@ -296,6 +300,7 @@ def on_updated(usage: ScalerUsage) -> None:
     usage.scale_read = False
     usage.scaled_norms.clear()
     usage.bypassed = False
+    usage.scaled_grad_taken = False
     thread_state().pending.discard(usage)
 
 
@@ -385,6 +390,9 @@ def on_grad(outputs: tuple[Any, ...]) -> list[Verdict]:
     if tracing(outputs):
         note_backward_traced(autocast_active())
         return []
+    usage = usage_of_tensors(outputs)
+    if usage is not None:
+        usage.scaled_grad_taken = True
     if autocast_active():
         return [Verdict("AMP001", message_for("AMP001"), user_site())]
     return []

@@ -310,3 +310,35 @@ def test_fp32_side_model_next_to_an_amp_model() -> None:
             side_opt.step()
 
     run_clean(loop)
+
+
+def test_gradient_penalty_recipe_whose_penalty_overflows_at_the_first_scale() -> None:
+    """PyTorch's gradient-penalty recipe at the default scale: the scaled gradients, and so
+    the penalty built from them, overflow on the first steps; the scaler skips those steps
+    as designed. That is no non-finite loss of the model's (AMP101), with health on."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    inputs, targets = torch.randn(20, 8, 16), torch.randn(20, 8, 1)
+    with ar.checking("raise", health=True) as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for step in range(20):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(inputs[step]), targets[step])
+            scaled = torch.autograd.grad(
+                outputs=scaler.scale(loss), inputs=model.parameters(), create_graph=True
+            )
+            inv_scale = 1.0 / scaler.get_scale()
+            grads = [g * inv_scale for g in scaled]
+            with torch.autocast("cpu", dtype=torch.float16):
+                norm = 0
+                for grad in grads:
+                    norm += grad.pow(2).sum()
+                loss = loss + norm.sqrt()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        summary = ar.summary()
+    assert chk.findings == []
+    assert summary is not None and summary["skipped_steps"] >= 1  # the overflow happened
