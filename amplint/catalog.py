@@ -1483,7 +1483,9 @@ float16 overflow in the forward, see AMP105; a log of zero; bad data).
         docs=Docs(
             what_it_does="""
 Watches the GradScaler's scale after each `update()`: it reports when the scale falls below
-`min_scale`, or when it backed off on `max_backoffs` consecutive steps.
+`min_scale`, or when it backed off on `max_backoffs` consecutive steps down to where as many
+backoffs from torch's default scale (65536) lead: a larger `init_scale` backs off that many
+times while it settles, which is no collapse.
 """,
             why_bad="""
 The scale backs off when the scaled gradients overflow. Repeated backoffs mean gradients are

@@ -46,6 +46,10 @@ def finite(value: float) -> bool:
     return math.isfinite(value)
 
 
+#: torch's default initial loss scale (AMP102's consecutive backoffs count down from it).
+_DEFAULT_SCALE = 2.0**16
+
+
 @dataclass
 class Chunk:
     first_step: int
@@ -55,6 +59,11 @@ class Chunk:
     spans: list[tuple[int, list[int]]]  # per step: (offset in log, slots)
     bypassed: list[bool]  # per step: an optimizer.step() went around the scaler (AMP004)
     event: Any = None
+
+
+def _collapsed(config: HealthConfig) -> float:
+    """The largest scale a run of ``max_backoffs`` backoffs from torch's default reaches."""
+    return _DEFAULT_SCALE / 2.0 ** (config.max_backoffs - 1)
 
 
 class HostReading:
@@ -157,8 +166,13 @@ class HostReading:
                 why = None
                 if scale < config.min_scale:
                     why = f"the scale is {scale:g}, below {config.min_scale:g}"
-                elif self.consecutive >= config.max_backoffs:
-                    why = f"it backed off on {self.consecutive} consecutive steps (now {scale:g})"
+                elif self.consecutive >= config.max_backoffs and scale <= _collapsed(config):
+                    # As many backoffs from torch's default scale, 65536: a larger init_scale
+                    # takes as many backoffs to settle, and that is no collapse.
+                    why = (
+                        f"it backed off on {self.consecutive} consecutive steps, the last from "
+                        f"a scale of {scale:g}"
+                    )
                 if why is not None:
                     self.reported.add("AMP102")
                     out.append(

@@ -513,3 +513,14 @@ def test_cpu_outputs_are_measured_in_the_hook_and_not_kept_alive() -> None:
     scaler.update()
     summary = ar.summary()
     assert summary is not None and summary["steps"] == 1
+
+
+def test_a_large_init_scale_settling_is_not_a_collapse() -> None:
+    """init_scale 2**30 backs off on every step until the scale fits the gradients, more
+    than max_backoffs (12) times in a row: that is settling, not AMP102's collapse, whose
+    consecutive backoffs count down from torch's default 65536."""
+    with ar.checking("warn", health=True):
+        train(24, init_scale=2.0**30)
+        summary = ar.summary()
+        assert found("AMP102") == []
+    assert summary is not None and summary["skipped_steps"] > 12
