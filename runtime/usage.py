@@ -256,6 +256,17 @@ def on_step(
         # Passed on positionally, torch hands it to optimizer.step() unchecked.
         verdicts.append(Verdict("AMP019", message_for("AMP019"), user_site()))
     if usage.stage(optimizer) is Stage.STEPPED:
+        if usage.backward_after_step and usage.last_step is not None:
+            # A new iteration: the mistake is the previous one's, which stepped and never
+            # updated; torch notices only now.
+            site, step = usage.last_step
+            what = (
+                "this scaler.step() was not followed by scaler.update(): the next "
+                "iteration's scaler.step() of the optimizer raises"
+            )
+            message = message_for("AMP002", what=what)
+            verdicts.append(Verdict("AMP002", message, site, rejected=True, step=step))
+            return verdicts
         what = (
             "scaler.step() was called again for this optimizer without scaler.update() in between"
         )

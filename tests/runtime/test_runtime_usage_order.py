@@ -77,3 +77,34 @@ def test_first_step_is_the_zero_based_iteration_for_every_code(quiet: None) -> N
                 optimizer.step()
             optimizer.zero_grad()
     assert [(f.code, f.line, f.first_step) for f in seen.findings] == [("AMP004", amp004_line, 2)]
+
+
+def test_missing_update_of_one_of_two_scalers_blames_the_step_that_lacked_it(
+    quiet: None,
+) -> None:
+    """A GAN whose discriminator's scaler never updates: torch raises at the next
+    iteration's step; the finding is the first iteration's step, at step 0."""
+    torch.manual_seed(0)
+    gen, disc = tiny_model(1), torch.nn.Sequential(torch.nn.Linear(4, 1))
+    opt_g = torch.optim.SGD(gen.parameters(), lr=0.05)
+    opt_d = torch.optim.SGD(disc.parameters(), lr=0.05)
+    with ar.checking() as seen:
+        scaler_g, scaler_d = torch.amp.GradScaler("cpu"), torch.amp.GradScaler("cpu")
+        with pytest.raises(RuntimeError, match="step"):
+            for x, _ in batches(3):
+                opt_d.zero_grad()
+                with torch.autocast("cpu", dtype=torch.float16):
+                    fake = gen(x)
+                    loss_d = disc(fake.detach()).float().mean()
+                scaler_d.scale(loss_d).backward()
+                step_line = here() + 1
+                scaler_d.step(opt_d)  # ... and no scaler_d.update()
+                opt_g.zero_grad()
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss_g = -disc(fake).float().mean()
+                scaler_g.scale(loss_g).backward()
+                scaler_g.step(opt_g)
+                scaler_g.update()
+    (finding,) = seen.findings
+    assert (finding.code, finding.line, finding.first_step) == ("AMP002", step_line, 0)
+    assert "the next iteration's scaler.step() of the optimizer raises" in finding.message
