@@ -81,6 +81,22 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
     )
 
 
+#: More scalers than this from one line are a scaler rebuilt in the loop (AMP010): one
+#: line for them all, not a block each.
+_REBUILT_FROM = 3
+
+
+def _rebuilt_per_site(
+    scalers: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The scalers shown one by one, and those of each line that built many, grouped."""
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for entry in scalers:
+        by_site.setdefault(entry["site"], []).append(entry)
+    rebuilt = {site: group for site, group in by_site.items() if len(group) > _REBUILT_FROM}
+    return [entry for entry in scalers if entry["site"] not in rebuilt], rebuilt
+
+
 def format_health_summary(summary: dict[str, Any]) -> str:
     config = summary.get("config") or {}
     steps = summary.get("steps", 0)
@@ -107,6 +123,14 @@ def format_health_summary(summary: dict[str, Any]) -> str:
         lines.extend(_scaler_lines(summary, config, "  "))
     else:
         lines = [f"amplint: numerical health of {len(scalers)} GradScalers:"]
+        scalers, rebuilt = _rebuilt_per_site(scalers)
+        for site, group in rebuilt.items():
+            count = sum(entry["steps"] for entry in group)
+            skipped = sum(entry.get("skipped_steps", 0) for entry in group)
+            lines.append(
+                f"  {len(group)} GradScalers constructed one after another at {site} (AMP010): "
+                f"{count} step(s) in all, {skipped} skipped ({skipped / count:.1%})"
+            )
         for entry in scalers:
             count, skipped = entry["steps"], entry.get("skipped_steps", 0)
             lines.append(

@@ -680,3 +680,29 @@ def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share(
     text = format_health_summary(summary)
     assert "gradient underflow share: not applicable (only bfloat16 autocast)" in text
     assert "below float16's smallest normal" not in text
+
+
+def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -> None:
+    """AMP010's loop builds a scaler per step: one summary line for them, not a block each
+    (the JSON report keeps one entry per scaler)."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        for x, y in data(6):
+            scaler = torch.amp.GradScaler("cpu")
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert "AMP010" in {f.code for f in seen.findings}
+    assert summary is not None and len(summary["scalers"]) == 6
+    lines = format_health_summary(summary).splitlines()
+    assert lines[0] == "amplint: numerical health of 6 GradScalers:"
+    assert "6 GradScalers constructed one after another at" in lines[1]
+    # A fresh scaler starts at 65536 every step: here every step overflowed and was skipped.
+    assert "(AMP010): 6 step(s) in all, 6 skipped (100.0%)" in lines[1]
+    assert len(lines) == 3  # and the float16 outputs line
