@@ -112,7 +112,9 @@ CATALOG: tuple[Entry, ...] = (
 Checks for `.backward()`, `torch.autograd.backward(...)`, `torch.autograd.grad(...)`, or a
 call to a function of the same module that runs one of them, inside an enabled
 `torch.autocast` region, also one entered through a factory kept on `self`
-(`with self.amp_autocast():`) that a base class of the same module sets.
+(`with self.amp_autocast():`) that a base class of the same module sets. Checked with its
+project, a call of another module's function that runs a backward pass counts too (no fix
+is then offered as safe: what else that function runs is not read).
 """,
             why_bad="""
 Autocast should wrap only the forward pass and the loss computation. The backward pass

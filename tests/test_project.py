@@ -371,6 +371,45 @@ def test_enabled_scaler_from_a_helper_with_bfloat16_here_amp014(
     assert findings[0]["fix"] is None  # the construction is in another file
 
 
+def test_backward_in_another_modules_helper_called_inside_autocast_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SlowFast's shape: the loop calls, inside autocast, a helper of another module that
+    runs the (scaled) backward pass. No fix: what else the helper runs is not read here."""
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/steps.py": """\
+                def forward_and_backward(model, x, y, scaler, loss_fn):
+                    loss = loss_fn(model(x), y)
+                    scaler.scale(loss).backward()
+                    return loss.detach()
+                """,
+            "train.py": """\
+                import torch
+                from pkg.steps import forward_and_backward
+
+                def train(model, optimizer, loader, loss_fn):
+                    scaler = torch.amp.GradScaler("cuda")
+                    for x, y in loader:
+                        with torch.autocast("cuda"):
+                            out = model(x)
+                            loss = forward_and_backward(model, x, y, scaler, loss_fn)
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad()
+                """,
+        },
+    )
+    (finding,) = check(tmp_path, monkeypatch, ".")
+    assert (finding["code"], finding["location"]["row"]) == ("AMP001", 9)
+    assert "calls a helper that runs the backward pass" in finding["message"]
+    assert finding["fix"] is None or finding["fix"]["applicability"] == "unsafe"
+    # Checked alone, train.py cannot see into the helper: quiet, as before.
+    assert alone(tmp_path / "train.py") == set()
+
+
 def test_relative_imports_and_package_reexports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -177,7 +177,20 @@ class ModuleModel:
         if self.is_direct_backward(call):
             return True
         helper = self.helper_of(call)
-        return helper is not None and self.function_runs_backward(helper)
+        if helper is not None:
+            return self.function_runs_backward(helper)
+        return self.imported_runs_backward(call)
+
+    def imported_runs_backward(self, call: cst.Call) -> bool:
+        """Whether ``call`` runs a function of another project module whose summary says it
+        runs a backward pass (checked with its project only)."""
+        if self.imports is None or not isinstance(call.func, (cst.Name, cst.Attribute)):
+            return False
+        callees = self.evaluator.evaluate(call.func)
+        if len(callees) != 1:
+            return False
+        facts = getattr(next(iter(callees)), "facts", None)  # an ImportedFunction's
+        return bool(getattr(facts, "runs_backward", False))
 
     def function_runs_backward(self, function: cst.FunctionDef) -> bool:
         memo = self._runs_backward_memo

@@ -78,6 +78,8 @@ class FunctionSummary:
     saves_without_scaler: int | None = None
     #: likewise for ``optimizer.load_state_dict(...)`` with no scaler restored.
     restores_without_scaler: int | None = None
+    #: a call runs a backward pass (its own, or a helper's of its module).
+    runs_backward: bool = False
 
 
 @dataclass
@@ -105,6 +107,7 @@ class ModuleSummary:
                     "items": {str(k): [list(x) for x in v] for k, v in f.items.items()},
                     "saves_without_scaler": f.saves_without_scaler,
                     "restores_without_scaler": f.restores_without_scaler,
+                    "runs_backward": f.runs_backward,
                 }
                 for name, f in self.functions.items()
             },
@@ -128,6 +131,7 @@ class ModuleSummary:
                     {int(k): facts(v) for k, v in f["items"].items()},
                     f["saves_without_scaler"],
                     f["restores_without_scaler"],
+                    f.get("runs_backward", False),
                 )
                 for name, f in data["functions"].items()
             },
@@ -223,6 +227,7 @@ def _function_summary(model: ModuleModel, function: cst.FunctionDef) -> Function
             _returns(model, returns, scope, result)
     result.saves_without_scaler = _saves_without_scaler(model, function)
     result.restores_without_scaler = _restores_without_scaler(model, function)
+    result.runs_backward = model.function_runs_backward(function)
     return result
 
 

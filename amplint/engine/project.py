@@ -40,10 +40,18 @@ if TYPE_CHECKING:
 #: The rules that look through imports. A file that lacks one of such a rule's words may
 #: still get it from a module it imports (``train.py`` steps a scaler that ``helper.py``
 #: builds), so the prefilter asks the imported modules' bytes too.
-CROSS_MODULE_CODES = frozenset({"AMP002", "AMP006", "AMP013", "AMP014"})
+CROSS_MODULE_CODES = frozenset({"AMP001", "AMP002", "AMP006", "AMP013", "AMP014"})
 #: The words of a rule an imported module may stand in for: what one module hands another.
 _IMPORTABLE = frozenset(
-    {"GradScaler", "ShardedGradScaler", "autocast", "state_dict", "load_state_dict", "~scaler"}
+    {
+        "GradScaler",
+        "ShardedGradScaler",
+        "autocast",
+        "state_dict",
+        "load_state_dict",
+        "~scaler",
+        "backward",  # a helper of another module that runs the backward pass (AMP001)
+    }
 )
 _CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
 #: What a file must show itself for a rule to see through its imports: `step` is in every

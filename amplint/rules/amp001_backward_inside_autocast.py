@@ -538,7 +538,10 @@ def _fix_message(
         part = _short(model, computed[0])
         return moving + f"; `{part}` is then computed outside autocast, in another dtype", True
     helper = model.helper_of(call)
-    if helper is not None and not _only_backward(model, helper):
+    if (helper is not None and not _only_backward(model, helper)) or (
+        helper is None and model.imported_runs_backward(call)
+    ):
+        # Another module's helper is not read here: what else it runs is not known.
         callee = _short(model, call.func)
         return moving + f"; the rest of what `{callee}` runs then leaves autocast too", True
     return moving, False
