@@ -410,6 +410,42 @@ def test_backward_in_another_modules_helper_called_inside_autocast_amp001(
     assert alone(tmp_path / "train.py") == set()
 
 
+def test_a_script_in_a_plain_folder_imports_the_projects_top_level_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """yolov5's ``segment/train.py``: no ``__init__.py`` in ``segment/``, and the script
+    puts the repository's root on sys.path to import ``utils``. The root's packages are
+    found from there too (the folders above the script, up to the files checked)."""
+    helper = """\
+        def smart_resume(ckpt, optimizer):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        """
+    script = """\
+        import torch
+        from utils.torch_utils import smart_resume
+
+        def train(model, optimizer, ckpt):
+            scaler = torch.amp.GradScaler("cuda")
+            smart_resume(ckpt, optimizer)
+            scaler.scale(model()).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        """
+    write(
+        tmp_path,
+        {
+            "utils/__init__.py": "",
+            "utils/torch_utils.py": helper,
+            "train.py": script,
+            "segment/train.py": script,
+        },
+    )
+    assert found(check(tmp_path, monkeypatch, ".")) == {
+        ("AMP013", "train.py", 6),
+        ("AMP013", "segment/train.py", 6),
+    }
+
+
 def test_relative_imports_and_package_reexports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

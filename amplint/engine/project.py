@@ -97,6 +97,7 @@ class Project:
         self._words: dict[tuple[str, str], SourceWords | None] = {}
         self._digests: dict[str, str] = {}
         self._package_imports: dict[str, tuple[list[str], frozenset[str]]] = {}
+        self._common: str | None = None
 
     def __getstate__(self) -> dict[str, object]:
         # Sent to pool workers: what was read stays behind.
@@ -164,6 +165,39 @@ class Project:
         else:
             bases = list(dict.fromkeys((self.package_root(directory), directory)))
             shortest = 1
+        located = self._locate_in(bases, parts, shortest, missing)
+        if located is not None or level > 0:
+            return located
+        # A script in a folder that is no package (yolov5's `segment/train.py`) importing the
+        # project's top-level packages (`from utils.general import ...`) puts the project's
+        # root on sys.path itself: the folders above it, up to the files checked, are tried.
+        top = self._top()
+        above = os.path.dirname(directory)
+        while top is not None and (above == top or above.startswith(top + os.sep)):
+            if above not in bases:
+                located = self._locate_in([above], parts, 1, missing)
+                if located is not None:
+                    return located
+            if above == top:
+                break
+            above = os.path.dirname(above)
+        return None
+
+    def _top(self) -> str | None:
+        """The folder holding every file checked (None: no fixed set, as in an editor)."""
+        if self.members is None or not self.members:
+            return None
+        if self._common is None:
+            self._common = os.path.commonpath(list(self.members))
+        return self._common
+
+    def _locate_in(
+        self,
+        bases: list[str],
+        parts: tuple[str, ...],
+        shortest: int,
+        missing: set[str] | None,
+    ) -> tuple[str, int] | None:
         for used in range(len(parts), shortest - 1, -1):
             found = set()
             for base in bases:
