@@ -422,7 +422,9 @@ counts: uses inside a check of torch's version (`if TORCH_VERSION < ...:`,
 (`hasattr(torch, "amp")`, `hasattr(torch.amp, "GradScaler")`), and fallbacks in the
 `except` of a compatibility block (`except ImportError:`, `except Exception:`, a bare
 `except:`, including `except Exception: GradScaler = CudaGradScaler`) are not reported;
-the `try` body of such a block runs on a current torch and is.
+the `try` body of such a block runs on a current torch and is. A handler that raises again
+(`except: save_state(); raise`) is cleanup, not a fallback: its `try` is no compatibility
+block.
 Other tests (`hasattr(model, "module")`, `is_torch_npu_available()`) say nothing about the
 torch version and do not hide a use. A type annotation never runs and never warns: it is
 not a finding on its own, but the fix of the module's real uses rewrites it too.

@@ -383,12 +383,23 @@ def _is_presence_check(node: cst.CSTNode) -> bool:
 
 def _is_guard_handler(handler: cst.ExceptHandler) -> bool:
     """A handler that catches what the new API raises on an old torch: the guard
-    exceptions themselves, or anything (``except Exception:``, a bare ``except:``)."""
+    exceptions themselves, or anything (``except Exception:``, a bare ``except:``), and
+    falls back instead of raising again (``except: save_state(); raise`` is cleanup)."""
+    if _ends_raising(handler.body):
+        return False
     kind = handler.type
     if kind is None:
         return True
     elements = [e.value for e in kind.elements] if isinstance(kind, cst.Tuple) else [kind]
     return any(dotted_name(e) in _GUARD_EXCEPTIONS for e in elements)
+
+
+def _ends_raising(body: cst.BaseSuite) -> bool:
+    statements = body.body if isinstance(body, cst.IndentedBlock) else [body]
+    last = statements[-1] if statements else None
+    if isinstance(last, (cst.SimpleStatementLine, cst.SimpleStatementSuite)):
+        return bool(last.body) and isinstance(last.body[-1], cst.Raise)
+    return False
 
 
 def literal_string(node: cst.BaseExpression | None) -> str | None:

@@ -170,6 +170,33 @@ def autocast_dtype(device_type):
 """,
     )
     invalid = (
+        # A handler that cleans up and raises again is no fallback of an older torch's: the
+        # `try` body is fixed (icefall's training steps).
+        Invalid(
+            """
+import torch
+def train(model, optimizer, scaler, batch, save_bad_model):
+    try:
+        with torch.cuda.amp.autocast(enabled=True):
+            loss = model(batch)
+        scaler.scale(loss).backward()
+    except:
+        save_bad_model()
+        raise
+""",
+            line=5,
+            fixed="""
+import torch
+def train(model, optimizer, scaler, batch, save_bad_model):
+    try:
+        with torch.amp.autocast("cuda", enabled=True):
+            loss = model(batch)
+        scaler.scale(loss).backward()
+    except:
+        save_bad_model()
+        raise
+""",
+        ),
         Invalid(
             """
 import torch
