@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import libcst as cst
@@ -12,6 +13,7 @@ from amplint.analysis.api_names import (
     Deprecated,
     ImportSite,
     chain_up,
+    defining_scope,
     import_site,
     in_compatibility_try,
     is_guarded,
@@ -72,6 +74,16 @@ class DeprecatedAmpApi(Rule):
     )
 
     valid = (
+        # The same name imported by torch version: the legacy import is the old torch's.
+        """
+import torch
+if torch.__version__ >= "2.4":
+    from torch.amp import GradScaler
+else:
+    from torch.cuda.amp import GradScaler
+
+scaler = GradScaler("cuda")
+""",
         # The current API.
         """
 import torch
@@ -170,6 +182,20 @@ def autocast_dtype(device_type):
 """,
     )
     invalid = (
+        # One name, imported in the branches of a device test (mmengine): on CUDA it is
+        # the legacy class. No fix: the other branch's class takes other arguments.
+        Invalid(
+            """
+from mylib import is_npu_available
+if is_npu_available():
+    from torch.npu.amp import GradScaler
+else:
+    from torch.cuda.amp import GradScaler
+
+scaler = GradScaler(init_scale=1024)
+""",
+            line=8,
+        ),
         # A handler that cleans up and raises again is no fallback of an older torch's: the
         # `try` body is fixed (icefall's training steps).
         Invalid(
@@ -523,6 +549,9 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
     for name in names_of(model).references:
         site = import_site(model, name)
         if site is None:
+            dispatched = _dispatched_legacy_import(model, name)
+            if dispatched is not None:
+                refs.append(dispatched)
             continue
         chain = chain_up(model, name)
         qualified = site.qualified
@@ -571,6 +600,53 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
             ref.replacements = None  # the fallback was written for this spelling
         refs.append(ref)
     return refs, blocked
+
+
+def _dispatched_legacy_import(model: ModuleModel, name: cst.Name) -> _Ref | None:
+    """A name that imports bind in the branches of a device test (mmengine's ``if
+    is_npu_available(): from torch.npu.amp import GradScaler`` / ``else: from torch.cuda.amp
+    import GradScaler``): on CUDA it is the legacy object. Reported, without a fix: the
+    other branch's object takes other arguments. None when no single binding is legacy, or
+    a version test or compatibility block guards it (that is a fallback, not a use)."""
+    scope = model.index.scope_of(name)
+    bindings = scope.lookup(name.value)
+    if len(bindings) < 2 or any(b.kind is not BindingKind.IMPORT for b in bindings):
+        return None
+    owner = defining_scope(scope, name.value)
+    sites = names_of(model).imports.get((id(owner), name.value), []) if owner else []
+    if len(sites) != len(bindings):
+        return None
+    legacy = [s for s in sites if s.qualified in DEPRECATED]
+    if len(legacy) != 1 or len({s.qualified for s in sites}) != len(sites):
+        return None
+    (site,) = legacy
+    if is_guarded(model, site.statement) or in_compatibility_try(model, site.statement):
+        return None
+    if not _under_device_test(model, site.statement):
+        return None  # `if _HAS_NEW_SCALER:` may be a version test in disguise: in doubt
+    parent = model.index.parent(name)
+    if not isinstance(parent, cst.Call) or parent.func is not name or model.is_dead(name):
+        return None  # only a call builds it, and warns
+    return _Ref(name, DEPRECATED[site.qualified], name, "object", site, replacements=None)
+
+
+_DEVICE_TEST = re.compile(r"npu|mlu|xpu|hpu|musa|ipu|xla|gcu|dipu", re.IGNORECASE)
+_VERSION_WORDS = re.compile(r"version|torch_\d|torch\d|has_|_has", re.IGNORECASE)
+
+
+def _under_device_test(model: ModuleModel, statement: cst.CSTNode) -> bool:
+    """Whether ``statement`` sits in a branch of ``if``s that test for another accelerator
+    (``is_npu_available()``) and nothing that looks like torch's version."""
+    tests = [
+        model.module.code_for_node(ancestor.test)
+        for ancestor in model.index.ancestors(statement)
+        if isinstance(ancestor, cst.If)
+    ]
+    return (
+        bool(tests)
+        and any(_DEVICE_TEST.search(test) for test in tests)
+        and not any(_VERSION_WORDS.search(test) for test in tests)
+    )
 
 
 def _new_reference(ref: _Ref) -> cst.BaseExpression | None:
