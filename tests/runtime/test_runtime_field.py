@@ -560,6 +560,23 @@ def test_script_globals_are_finalised_at_exit_as_under_python(
 # The summary's lines say what they mean ------------------------------------------------------
 
 
+def scaled_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    steps: int,
+    dtype: torch.dtype = FP16,
+) -> None:
+    """PyTorch's AMP recipe on ``data(steps)``: the loop every summary test trains."""
+    for x, y in data(steps):
+        with torch.autocast("cpu", dtype=dtype):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+
+
 def test_a_direct_step_after_unscale_that_applies_an_overflow_is_the_cause_named_after() -> None:
     """torchvision's and yolov5's clipping loop with ``optimizer.step()`` for
     ``scaler.step``: the first overflow is applied, not skipped. AMP004 says so, what
@@ -597,13 +614,7 @@ def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() 
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with ar.checking(health=True) as seen:
         scaler = torch.amp.GradScaler("cpu", enabled=False)
-        for x, y in data(3):
-            with torch.autocast("cpu", dtype=FP16):
-                loss = nn.functional.mse_loss(model(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
+        scaled_steps(model, optimizer, scaler, 3)
         summary = ar.summary()
     assert seen.findings == []
     assert summary is not None
@@ -645,13 +656,7 @@ def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() ->
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with ar.checking(health=True) as seen:
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40)
-        for x, y in data(3):
-            with torch.autocast("cpu", dtype=FP16):
-                loss = nn.functional.mse_loss(model(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
+        scaled_steps(model, optimizer, scaler, 3)
         summary = ar.summary()
     assert seen.findings == []
     assert summary is not None and summary["skipped_steps"] >= 1
@@ -668,13 +673,7 @@ def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share(
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     with ar.checking(health=True):
         scaler = torch.amp.GradScaler("cpu")
-        for x, y in data(3):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = nn.functional.mse_loss(model(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
+        scaled_steps(model, optimizer, scaler, 3, torch.bfloat16)
         summary = ar.summary()
     assert summary is not None and summary["autocast_dtypes"] == ["bfloat16"]
     text = format_health_summary(summary)
