@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ def amplint_run(tmp_path: Path, script: str, *args: str) -> tuple[dict[str, Any]
         text=True,
         cwd=tmp_path,
         timeout=300,
+        # As a user's shell has it: a PYTHONWARNINGS=ignore of whoever runs the suite (the
+        # field-test benchmark sets it for its own noise) would hide amplint's warnings.
+        env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
     )
     return json.loads(report.read_text()), completed.stderr, completed.returncode
 
