@@ -514,12 +514,15 @@ def _replace_if_unchanged(path: Path, original: bytes, fixed: bytes) -> None:
 
 
 def unified_diff(name: str, before: bytes, after: bytes) -> str:
-    """``before`` -> ``after`` as a unified diff between ``a/name`` and ``b/name``."""
+    """``before`` -> ``after`` as a unified diff between ``a/name`` and ``b/name`` (an
+    absolute path is shown as it is on both sides, as ``diff`` and ruff show it)."""
     import difflib  # only diffs need it
+    import os
 
     old = before.decode("utf-8", errors="replace").splitlines(keepends=True)
     new = after.decode("utf-8", errors="replace").splitlines(keepends=True)
-    lines = difflib.unified_diff(old, new, fromfile=f"a/{name}", tofile=f"b/{name}")
+    old_name, new_name = (name, name) if os.path.isabs(name) else (f"a/{name}", f"b/{name}")
+    lines = difflib.unified_diff(old, new, fromfile=old_name, tofile=new_name)
     return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 

@@ -192,7 +192,14 @@ def test_fix_diff_does_not_write(project: Path, monkeypatch: pytest.MonkeyPatch)
     code, out, _ = run(["fix", "--diff", "train.py"], project, monkeypatch)
     assert code == 1
     assert "+    scaler.scale(loss).backward()" in out
+    assert out.startswith("--- a/train.py\n+++ b/train.py\n")
     assert (project / "train.py").read_text() == BUGGY
+    # A file outside the working folder is named by its absolute path, as it is (not as
+    # `a//tmp/...`).
+    (project / "elsewhere").mkdir()
+    absolute = str(project / "train.py")
+    code, out, _ = run(["fix", "--diff", absolute], project / "elsewhere", monkeypatch)
+    assert out.startswith(f"--- {absolute}\n+++ {absolute}\n")
 
 
 def test_exit_non_zero_on_fix(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
