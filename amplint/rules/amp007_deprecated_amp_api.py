@@ -532,10 +532,21 @@ scaler = cuda_amp.GradScaler("cuda", enabled=True)
                     fix = FixPlan(_FIX_MESSAGE, {**safe, **unit.replacements}, "unsafe")
                 elif unit.fixable:
                     fix = FixPlan(_FIX_MESSAGE, dict(safe))
-                context.report(ref.expr, _message(ref.spec), fix)
+                context.report(ref.expr, _message(model, ref), fix)
 
 
-def _message(spec: Deprecated) -> str:
+def _message(model: ModuleModel, ref: _Ref) -> str:
+    spec = ref.spec
+    parent = model.index.parent(ref.expr)
+    if not (isinstance(parent, cst.Call) and parent.func is ref.expr) and spec.kind in (
+        "autocast",
+        "scaler",
+    ):
+        # The class itself (a type check, `@delegates(GradScaler)`): no call to rewrite.
+        return (
+            f"`{spec.legacy}` is deprecated; use `{spec.new_path}`, whose constructor takes "
+            f'the device type ("{spec.device}") first'
+        )
     text = f"`{spec.legacy}` is deprecated; use `{spec.replacement}`"
     if spec.kind in ("autocast", "scaler"):
         text += " and pass the other arguments by keyword"
