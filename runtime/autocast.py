@@ -8,6 +8,7 @@ will not be back-propagated, so it must not count as a float16 forward (AMP003).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -22,7 +23,7 @@ from .reporting import (
     internal_error,
     run_check,
     steps,
-    torch_warnings_at_user_line,
+    torch_disabling,
 )
 from .state import note_autocast_entered, thread_state
 
@@ -41,21 +42,15 @@ class autocast(_torch_autocast):
     ) -> None:
         if not isinstance(device_type, str) or ":" in device_type:
             run_check("the autocast check", _report_device_type, device_type)
+        asked = enabled
+        context: Any = nullcontext()
         if enabled and _torch_disables(device_type, dtype):
-            # torch warns that it disables the region, from inside this call: shown once at
-            # the user's line (as without amplint), then asked disabled, as torch makes it.
-            site = user_site()
-            if site not in _disabled_sites:
-                _disabled_sites.add(site)
-                with torch_warnings_at_user_line():
-                    super().__init__(device_type, dtype=dtype, cache_enabled=cache_enabled)
-            else:
-                super().__init__(
-                    device_type, dtype=dtype, enabled=False, cache_enabled=cache_enabled
-                )
-        else:
+            context = torch_disabling("autocast")
+            if context is None:
+                context, enabled = nullcontext(), False
+        with context:
             super().__init__(device_type, dtype=dtype, enabled=enabled, cache_enabled=cache_enabled)
-        if enabled and not self._enabled:
+        if asked and not self._enabled:
             run_check("the autocast check", _report_unavailable, self.device, self.fast_dtype)
 
     def __enter__(self) -> Any:
@@ -83,10 +78,6 @@ class autocast(_torch_autocast):
             if before is not None:
                 thread_state().fp16_forward = before
         return result
-
-
-# Lines whose autocast torch disabled, its warning shown: Python's once-per-location rule.
-_disabled_sites: set[tuple[str, int]] = set()
 
 
 def _torch_disables(device_type: object, dtype: torch.dtype | None) -> bool:

@@ -418,10 +418,9 @@ class Monitor:
         # The session's optimizer step count while this monitor measured: its summary
         # still reads it after uninstall() gave the session a fresh one.
         self.steps = steps()
-        # The GradScalers built (enabled or not), by line: the summary of a run without
-        # any says so, rather than "no update() of an enabled GradScaler".
-        self.scaler_sites = SESSION.history.scaler_sites
-        self.history = SESSION.history  # the autocast dtypes seen, for the summary
+        # What the session saw while this monitor measured: the GradScalers built (the
+        # summary of a run without any says so) and the autocast dtypes.
+        self.history = SESSION.history
 
     def for_scaler(self, scaler: GradScaler) -> ScalerHealth:
         health = scaler.__dict__.get("_amplint_health")
@@ -490,7 +489,7 @@ class Monitor:
             "closest_to_overflow": [],
             "optimizer_steps": self.steps.latest,
             "gradscalers_built": sum(
-                record.constructions for record in list(self.scaler_sites.values())
+                record.constructions for record in list(self.history.scaler_sites.values())
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             "autocast_dtypes": sorted(
@@ -502,7 +501,7 @@ class Monitor:
         # One entry per scaler that updated, labelled by where it was constructed; the
         # top-level fields are the main scaler's (the one that stepped most), as before.
         result["scalers"] = [
-            {**scaler.summary(), "label": label, "autocast_dtypes": result["autocast_dtypes"]}
+            {**scaler.summary(), "label": label}
             for scaler, label in labelled(
                 [scaler for scaler in self.scalers if scaler.host.scales or scaler.step]
             )

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from .findings import AmpUsageError, AmpWarning, Finding, message_for
-from .frames import Site, user_frame
+from .frames import Site, user_frame, user_site
 from .ranks import rank_info
 from .session import SESSION, StepCounter
 
@@ -193,6 +193,22 @@ def torch_warnings_at_user_line() -> Iterator[None]:
             registry=module_globals.setdefault("__warningregistry__", {}),
             module_globals=module_globals,
         )
+
+
+# (what, user's line) whose "torch disables it" warning was shown: Python's once-per-location.
+_disabled_shown: set[tuple[str, Site]] = set()
+
+
+def torch_disabling(what: str) -> contextlib.AbstractContextManager[None] | None:
+    """For a stand-in about to build ``what`` ("autocast", "GradScaler") that torch will
+    disable with a warning: the context to build it in the first time on the user's line
+    (torch's warning shown there, see :func:`torch_warnings_at_user_line`); None after
+    that: build it disabled, as torch makes it, without the warning again."""
+    key = (what, user_site(2))
+    if key in _disabled_shown:
+        return None
+    _disabled_shown.add(key)
+    return torch_warnings_at_user_line()
 
 
 def deprecated_api(api: str, replacement: str, site: Site) -> None:

@@ -30,16 +30,13 @@ from .reporting import (
     may_raise,
     run_check,
     steps,
-    torch_warnings_at_user_line,
+    torch_disabling,
 )
 from .session import ThreadState
 from .state import note_construction, note_enabled_scaler, thread_state
 from .usage import ScalerUsage, Stage, Verdict
 
 __all__ = ["CpuGradScaler", "CudaGradScaler", "GradScaler"]
-
-# Lines whose GradScaler torch disabled, its warning shown: Python's once-per-location rule.
-_disabled_sites: set[tuple[str, int]] = set()
 
 _T = TypeVar("_T")
 
@@ -100,15 +97,9 @@ class GradScaler(torch.amp.GradScaler):
         asked = enabled
         context: Any = nullcontext()
         if enabled and device == "cuda" and not torch.cuda.is_available():
-            # torch's "CUDA is not available. Disabling." comes from inside this call: shown
-            # once per line at the user's line (as without amplint), then asked disabled, as
-            # torch makes it.
-            site = user_site()
-            if site in _disabled_sites:
-                enabled = False
-            else:
-                _disabled_sites.add(site)
-                context = torch_warnings_at_user_line()
+            context = torch_disabling("GradScaler")  # torch's "... Disabling." warning
+            if context is None:
+                context, enabled = nullcontext(), False
         with context:
             super().__init__(
                 device,

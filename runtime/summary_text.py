@@ -23,7 +23,9 @@ def _share(value: float | None, config: dict[str, Any]) -> str:
     return f"{value:.2%}"
 
 
-def _scaler_lines(entry: dict[str, Any], config: dict[str, Any], indent: str) -> list[str]:
+def _scaler_lines(
+    entry: dict[str, Any], config: dict[str, Any], indent: str, bfloat16_only: bool
+) -> list[str]:
     lines = []
     scale = entry.get("scale")
     if scale:
@@ -31,19 +33,18 @@ def _scaler_lines(entry: dict[str, Any], config: dict[str, Any], indent: str) ->
             f"{indent}loss scale: min {scale['min']:g}, max {scale['max']:g}, "
             f"final {scale['final']:g}"
         )
-    if entry.get("autocast_dtypes") == ["bfloat16"]:
+    if bfloat16_only:
         # Underflow below float16's smallest normal is float16's problem (see AMP014).
         lines.append(f"{indent}gradient underflow share: not applicable (only bfloat16 autocast)")
-        share = None
     else:
-        share = entry.get("grad_underflow_share")
-        lines.append(f"{indent}gradient underflow share: {_underflow(entry, share, config)}")
+        lines.append(f"{indent}gradient underflow share: {_underflow(entry, config)}")
     if entry.get("nonfinite_loss_steps"):
         lines.append(f"{indent}non-finite loss on {entry['nonfinite_loss_steps']} step(s)")
     return lines
 
 
-def _underflow(entry: dict[str, Any], share: float | None, config: dict[str, Any]) -> str:
+def _underflow(entry: dict[str, Any], config: dict[str, Any]) -> str:
+    share = entry.get("grad_underflow_share")
     text = _share(share, config)
     if share is not None:
         zeros = entry.get("grad_zero_share")
@@ -114,13 +115,14 @@ def format_health_summary(summary: dict[str, Any]) -> str:
             )
         return "amplint: numerical health: no optimizer step ran, nothing measured"
     scalers = [entry for entry in summary.get("scalers") or [] if entry.get("steps")]
+    bfloat16_only = summary.get("autocast_dtypes") == ["bfloat16"]
     if len(scalers) <= 1:
         skipped = summary.get("skipped_steps", 0)
         lines = [
             f"amplint: numerical health over {steps} step(s): {skipped} skipped "
             f"({skipped / steps:.1%})"
         ]
-        lines.extend(_scaler_lines(summary, config, "  "))
+        lines.extend(_scaler_lines(summary, config, "  ", bfloat16_only))
     else:
         lines = [f"amplint: numerical health of {len(scalers)} GradScalers:"]
         scalers, rebuilt = _rebuilt_per_site(scalers)
@@ -138,6 +140,6 @@ def format_health_summary(summary: dict[str, Any]) -> str:
                 f"{count} step(s), "
                 f"{skipped} skipped ({skipped / count:.1%})"
             )
-            lines.extend(_scaler_lines(entry, config, "    "))
+            lines.extend(_scaler_lines(entry, config, "    ", bfloat16_only))
     lines.append(_overflow_line(summary, config))
     return "\n".join(lines)

@@ -126,8 +126,9 @@ class ScalerUsage:
         # gradient-penalty recipe): a loss built from those scaled gradients may overflow,
         # which is the scaler's to skip, not a non-finite loss of the model's (AMP101).
         self.scaled_grad_taken = False
-        # optimizer id -> (zero_grad count, grad write count, a few (parameter, its grad,
-        # the grad's version) right after this scaler's last step of it (AMP016).
+        # optimizer id -> (zero_grad() calls and backward passes seen so far, a few
+        # (parameter, its grad, the grad's version)) right after this scaler's last step of
+        # it (AMP016).
         self.after_step: dict[int, tuple[int, int, list[_GradSample]]] = {}
 
     def note_scaled_norm(self, norm: torch.Tensor) -> None:
@@ -214,17 +215,22 @@ def on_unscale(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> list[Ver
     elif stage is Stage.STEPPED and usage.backward_after_step and usage.last_step is not None:
         # unscale_, clip, step and no update: the next iteration's unscale_ is where torch
         # notices, but the mistake is the missing update() of the iteration that stepped.
-        site, step = usage.last_step
-        what = (
-            "this scaler.step() was not followed by scaler.update(): the next iteration's "
-            "scaler.unscale_() of the optimizer raises"
-        )
-        message = message_for("AMP002", what=what)
-        verdicts.append(Verdict("AMP002", message, site, rejected=True, step=step))
+        verdicts.append(_update_missed_by(usage.last_step, "scaler.unscale_()"))
     elif stage is Stage.STEPPED:
         message = message_for("AMP011", what="after scaler.step()")
         verdicts.append(Verdict("AMP011", message, user_site(), rejected=True))
     return verdicts
+
+
+def _update_missed_by(last_step: tuple[Site, int], raising: str) -> Verdict:
+    """AMP002 blamed on the iteration whose step (``last_step``) no update() followed,
+    found when the next iteration's ``raising`` call is about to make torch raise."""
+    site, step = last_step
+    what = (
+        "this scaler.step() was not followed by scaler.update(): the next iteration's "
+        f"{raising} of the optimizer raises"
+    )
+    return Verdict("AMP002", message_for("AMP002", what=what), site, rejected=True, step=step)
 
 
 def on_unscaled(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> None:
@@ -259,13 +265,7 @@ def on_step(
         if usage.backward_after_step and usage.last_step is not None:
             # A new iteration: the mistake is the previous one's, which stepped and never
             # updated; torch notices only now.
-            site, step = usage.last_step
-            what = (
-                "this scaler.step() was not followed by scaler.update(): the next "
-                "iteration's scaler.step() of the optimizer raises"
-            )
-            message = message_for("AMP002", what=what)
-            verdicts.append(Verdict("AMP002", message, site, rejected=True, step=step))
+            verdicts.append(_update_missed_by(usage.last_step, "scaler.step()"))
             return verdicts
         what = (
             "scaler.step() was called again for this optimizer without scaler.update() in between"

@@ -68,6 +68,9 @@ class ImportedFunction(ImportedValue):
     def unpacked(self, call: cst.Call, position: int) -> frozenset[Value]:
         return _values(self.facts.items.get(position), call, self.path, self.name)
 
+    def runs_backward(self) -> bool:
+        return self.facts.runs_backward
+
 
 @dataclass(frozen=True, eq=False)
 class ImportedClass(ImportedValue):

@@ -15,6 +15,7 @@ from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import (
     AutocastRegion,
     Evaluator,
+    ImportedValue,
     ImportLookup,
     NoneValue,
     NullContext,
@@ -189,8 +190,8 @@ class ModuleModel:
         callees = self.evaluator.evaluate(call.func)
         if len(callees) != 1:
             return False
-        facts = getattr(next(iter(callees)), "facts", None)  # an ImportedFunction's
-        return bool(getattr(facts, "runs_backward", False))
+        (callee,) = callees
+        return isinstance(callee, ImportedValue) and callee.runs_backward()
 
     def function_runs_backward(self, function: cst.FunctionDef) -> bool:
         memo = self._runs_backward_memo

@@ -125,6 +125,10 @@ class ImportedValue:
     def unpacked(self, call: cst.Call, position: int) -> frozenset[Value]:
         return frozenset({UNKNOWN})
 
+    def runs_backward(self) -> bool:
+        """Whether calling it runs a backward pass."""
+        return False
+
 
 class ImportLookup:
     """The project's modules as an evaluator sees them (None: a file checked on its own)."""
