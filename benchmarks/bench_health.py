@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -217,11 +218,26 @@ class Setup:
         return nn.functional.mse_loss(out.float(), y)
 
 
+def training_step(
+    setup: Setup, scaler: torch.amp.GradScaler, device: str, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """One step of the usual loop: autocast forward, scaled backward, unscale_ and clip, step,
+    update (``torch.autocast`` is looked up at each call: amplint's while installed)."""
+    setup.optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device, dtype=torch.float16):
+        loss = setup.loss(x, y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(setup.optimizer)
+    torch.nn.utils.clip_grad_norm_(setup.model.parameters(), 1.0, foreach=True)
+    scaler.step(setup.optimizer)
+    scaler.update()
+
+
 def train_round(
     variant: str, device: str, steps: int, warmup: int, model_kind: str = "transformer"
 ) -> tuple[list[float], float, list[torch.Tensor]]:
     setup = Setup(device, model_kind)
-    model, optimizer = setup.model, setup.optimizer
+    model = setup.model
     scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
     detector = NanDetector(model) if variant == "nandetector" else None
     cuda = device == "cuda"
@@ -232,14 +248,7 @@ def train_round(
     times: list[float] = []
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.float16):
-            loss = setup.loss(x, y)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        scaler.step(optimizer)
-        scaler.update()
+        training_step(setup, scaler, device, x, y)
 
     try:
         for i in range(warmup):
@@ -306,6 +315,87 @@ def attributed_time(variant: str) -> Iterator[list[float]]:
             setattr(owner, name, original)
 
 
+@contextmanager
+def torch_alone() -> Iterator[None]:
+    """amplint's installation set aside for a moment: torch's own functions and classes back
+    in place, no optimizer pre-hook, no global forward hook; then amplint's again. For the
+    paired measurement only (it reaches into the installation's record of its patches):
+    ``uninstall()`` would also hand the health statistics over and forget the run."""
+    from amplint.runtime.session import SESSION
+
+    installation = SESSION.live.installation
+    forward_hooks = torch.nn.modules.module._global_forward_hooks
+    step_hooks = sys.modules["torch.optim.optimizer"]._global_optimizer_pre_hooks
+    saved_forward, saved_step = dict(forward_hooks), dict(step_hooks)
+    for owner, name, previous, _ours in reversed(installation.patches):
+        setattr(owner, name, previous)
+    forward_hooks.clear()
+    step_hooks.clear()
+    try:
+        yield
+    finally:
+        for owner, name, _previous, ours in installation.patches:
+            setattr(owner, name, ours)
+        forward_hooks.update(saved_forward)
+        step_hooks.update(saved_step)
+
+
+def paired(device: str, args: argparse.Namespace) -> None:
+    """torch and health alternating step by step in one process, each on its own copy of the
+    model (same seed, same batches): the two steps of a pair run within a tenth of a second
+    of each other, so slow drifts of the machine cancel out, as they do not between rounds."""
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    ar.reset()
+    plain = Setup(device, args.model)
+    plain_scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
+    ar.install(mode="raise", health=True, every=args.every)
+    try:
+        checked = Setup(device, args.model)
+        checked_scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
+        times: dict[str, list[float]] = {"torch": [], "health": []}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for index in range(args.warmup + args.paired):
+                x, y = plain.data[index % len(plain.data)]
+                order = ("torch", "health") if index % 2 == 0 else ("health", "torch")
+                for variant in order:
+                    start = clock()
+                    if variant == "torch":
+                        with torch_alone():
+                            start = clock()
+                            training_step(plain, plain_scaler, device, x, y)
+                            elapsed = clock() - start
+                    else:
+                        training_step(checked, checked_scaler, device, x, y)
+                        elapsed = clock() - start
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                        elapsed = clock() - start
+                    if index >= args.warmup:
+                        times[variant].append(elapsed)
+        findings = len(ar.report())
+    finally:
+        ar.uninstall()
+    identical = all(
+        torch.equal(a, b)
+        for a, b in zip(plain.model.parameters(), checked.model.parameters(), strict=True)
+    )
+    base, health = times["torch"], times["health"]
+    added = [h - t for t, h in zip(base, health, strict=True)]
+    ratio = statistics.mean(health) / statistics.mean(base)
+    halves = [
+        statistics.median(added[: len(added) // 2]),
+        statistics.median(added[len(added) // 2 :]),
+    ]
+    print(
+        f"  paired, {args.paired} steps each, alternating in one process: torch "
+        f"{statistics.median(base) * 1e3:.2f} ms, health {statistics.median(health) * 1e3:.2f} ms; "
+        f"added {statistics.median(added) * 1e3:+.2f} ms (halves {halves[0] * 1e3:+.2f}, "
+        f"{halves[1] * 1e3:+.2f}); ratio of means {ratio:.3f} "
+        f"(target <= 1.03); findings {findings}, parameters bit-identical: {identical}"
+    )
+
+
 def attributed(device: str, args: argparse.Namespace) -> dict[str, float]:
     """Per step, the time inside the checks of health and of the NanDetector-style hooks."""
     result = {}
@@ -340,6 +430,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--every", type=int, default=16, help="health: steps between hand-overs to the host"
+    )
+    parser.add_argument(
+        "--paired",
+        type=int,
+        default=200,
+        help="steps of the paired measurement (torch and health alternating step by step in "
+        "one process); 0: skip it",
     )
     parser.add_argument(
         "--model",
@@ -451,6 +548,8 @@ def run_device(device: str, args: argparse.Namespace) -> None:
         f"({inside['nandetector'] / inside['health']:.1f}x; target >= 10)"
     )
     print(f"  health findings: {findings}, parameters bit-identical: {identical}")
+    if args.paired:
+        paired(device, args)
     print(f"  wall time: {time.perf_counter() - started:.1f} s")
 
 
