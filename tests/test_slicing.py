@@ -208,6 +208,27 @@ def test_a_global_assigned_in_a_function_keeps_its_readers_and_star_imports_stay
     assert sliced and found == whole
 
 
+def test_a_word_a_few_percent_of_a_large_module_say_is_no_seed(slice_everything: None) -> None:
+    # torch's distributed_test.py: 538 units, of which 12-24 say `step`, `zero_grad`, `grad`
+    # or `dtype` in tests that have nothing to do with AMP. Units holding a word that 3% of
+    # the module says are not kept for it; a word that only a handful say still marks them.
+    def zeroing(count: int) -> str:
+        return "".join(
+            f"\n\ndef zeroing_{n}(opt):\n    opt.zero_grad()\n    return {n}\n"
+            for n in range(count)
+        )
+
+    common = TRAINER + _library(300) + zeroing(10)
+    part = _slice(common, ["AMP002"])
+    assert part is not None and "self.gs.update()" in part
+    assert "def zeroing_" not in part
+    _, whole = _keys(common.encode(), sliced=False)
+    sliced, found = _keys(common.encode(), sliced=True)
+    assert sliced and found == whole
+    rare = _slice(TRAINER + _library(300) + zeroing(3), ["AMP002"])
+    assert rare is not None and rare.count("def zeroing_") == 3
+
+
 def test_a_word_that_only_a_project_module_supplies_means_no_slice() -> None:
     source = "import torch\n" + _library(30)
     assert _slice(source, ["AMP002"]) is None

@@ -40,8 +40,11 @@ SLICE_ABOVE = 32 * 1024
 MAX_KEPT_SHARE = 0.8
 #: An AMP word mentioned by at most this share of a module's units (or this many) marks
 #: them as seeds: ``GradScaler`` does in any module, ``step`` does in a training script but
-#: not in a library where every other method steps something.
-RARE_SHARE = 0.05
+#: not in a library where every other method steps something. (The seeds each candidate
+#: rule needs come from its rarest word group; these are a margin. At 5%, torch's
+#: ``distributed_test.py``, 538 units, took every unit that says ``grad``, ``dtype``,
+#: ``step`` or ``zero_grad`` (12-24 each), and its slice kept 5,555 lines for 2,414 now.)
+RARE_SHARE = 0.02
 MIN_RARE = 4
 
 
