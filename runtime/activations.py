@@ -47,6 +47,7 @@ _Tensor = torch.Tensor
 _FLOAT16 = torch.float16
 _aminmax = torch.aminmax
 _grad_enabled = torch.is_grad_enabled
+_any_autocast = torch._C._is_any_autocast_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
 _is_compiling = torch.compiler.is_compiling
 
@@ -108,7 +109,12 @@ class Activations:
         try:
             # Inside a graph torch is tracing, outputs are symbolic: nothing to measure,
             # and nothing may be added to the graph.
-            if _is_compiling() or not _grad_enabled() or not uses_scalers():
+            if _is_compiling() or not uses_scalers():
+                return
+            # Forwards without grad count inside autocast, where a distillation teacher runs
+            # in the student's step (DeiT); outside it they are evaluation, not training.
+            grad = _grad_enabled()
+            if not grad and not _any_autocast():
                 return
             # Every module seen gets a slot, also those not measured: the outermost ones are
             # the roots that give the others their qualified names.
@@ -139,13 +145,16 @@ class Activations:
                 return
             self.last = tensor
             if tensor.is_cpu:
-                # Grad mode is on (tested above) and aminmax is differentiable: off for the
-                # reduction, so that no graph node holds the output; cheaper than detach().
-                _set_grad_enabled(False)
-                try:
+                # aminmax is differentiable: grad mode off for the reduction, so that no
+                # graph node holds the output; cheaper than detach().
+                if grad:
+                    _set_grad_enabled(False)
+                    try:
+                        self.cpu_pairs.append(_aminmax(tensor))
+                    finally:
+                        _set_grad_enabled(True)
+                else:
                     self.cpu_pairs.append(_aminmax(tensor))
-                finally:
-                    _set_grad_enabled(True)
                 self.cpu_slots.append(slot)
                 if len(self.cpu_pairs) >= ACT_CAP:
                     self.reduce()

@@ -55,7 +55,7 @@ from .activations import ACT_CAP, Activations
 from .findings import message_for
 from .frames import Site, user_site
 from .health_config import HealthConfig, config_fields
-from .health_findings import COLUMNS, Chunk, HostReading, finite
+from .health_findings import COLUMNS, Chunk, HostReading, finite, host_values
 from .reductions import gradient_stats, grads_by_device_dtype, nonfinite_probe
 from .reporting import (
     add_flusher,
@@ -442,7 +442,25 @@ class Monitor:
             for health in self.scalers:
                 health.ship()
                 health.poll(wait=True, raise_now=False)
-            self.emit_all([], raise_now=False)
+            pending: list[tuple[str, str, Site, int]] = []
+            self._read_unfinished_step(pending)
+            self.emit_all(pending, raise_now=False)
+
+    def _read_unfinished_step(self, out: list[tuple[str, str, Site, int]]) -> None:
+        """The float16 outputs measured since the last ``update()``, as the step in progress:
+        a script that stops on a non-finite loss before ``scale()`` (MAE, DeiT and DINO
+        exit there) stopped in the very step whose overflow AMP105 is for. Report time
+        only: the host reads them here."""
+        partials, slots = self.activations.take()
+        main = self.main()
+        if main is None or not slots:
+            return
+        with torch.no_grad():
+            log = torch.cat([partial.reshape(-1) for partial in partials]).to("cpu")
+        values = host_values(log.contiguous(), "e")
+        main.host.read_outputs(
+            values, 0, slots, main.step, self.config, self.activations, self, main._site_or, out
+        )
 
     def note_step(
         self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool

@@ -12,7 +12,7 @@ import ctypes
 import math
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,50 @@ class HostReading:
         self.reported: set[str] = set()
         self.read_steps = 0
 
+    def read_outputs(
+        self,
+        log: Sequence[float],
+        offset: int,
+        slots: Sequence[int],
+        step: int,
+        config: HealthConfig,
+        acts: Activations,
+        shared: Any,
+        site_or: Callable[[str], Site],
+        out: list[tuple[str, str, Site, int]],
+    ) -> None:
+        """One step's float16 output maxima (``log[offset:]``, one per slot, in forward
+        order): the largest per module, and AMP105 for the first over the limit of the run."""
+        limit = config.activation_limit
+        for position, slot in enumerate(slots):
+            value = log[offset + position]
+            if not finite(value):
+                self.act_max[slot] = INF
+            elif value > self.act_max.get(slot, -1.0):
+                self.act_max[slot] = value
+            if shared.first_overflow is None and not value < limit:
+                name = acts.name(slot)
+                kind = acts.kinds[slot]
+                overflow: dict[str, Any] = {
+                    "module": name,
+                    "kind": kind,
+                    "step": step,
+                    "value": value if finite(value) else str(value),
+                }
+                shared.first_overflow = overflow
+                # Once the optimizer applied non-finite gradients, the weights are what
+                # is broken: "run this module in float32" would be wrong advice.
+                if shared.nonfinite_applied is not None and not finite(value):
+                    overflow["after_nonfinite_step"] = shared.nonfinite_applied
+                    overflow["after_nonfinite_code"] = shared.nonfinite_cause
+                    continue
+                if finite(value):
+                    what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
+                else:
+                    what = f"was {'nan' if math.isnan(value) else 'inf'}"
+                message = message_for("AMP105", module=name, kind=kind, what=what, step=step)
+                out.append(("AMP105", message, site_or("scale"), step))
+
     def read(
         self,
         chunk: Chunk,
@@ -97,7 +141,6 @@ class HostReading:
         that applied non-finite gradients: ``nonfinite_applied``)."""
         rows = host_values(chunk.rows, "f")
         log = host_values(chunk.log, "e")
-        limit = config.activation_limit
 
         def advice(code: str, **fields: Any) -> str:
             applied = shared.nonfinite_applied
@@ -132,34 +175,7 @@ class HostReading:
                 )
             # AMP105: the first float16 output over the limit, in forward order
             offset, slots = chunk.spans[index]
-            for position, slot in enumerate(slots):
-                value = log[offset + position]
-                if not finite(value):
-                    self.act_max[slot] = INF
-                elif value > self.act_max.get(slot, -1.0):
-                    self.act_max[slot] = value
-                if shared.first_overflow is None and not value < limit:
-                    name = acts.name(slot)
-                    kind = acts.kinds[slot]
-                    overflow: dict[str, Any] = {
-                        "module": name,
-                        "kind": kind,
-                        "step": step,
-                        "value": value if finite(value) else str(value),
-                    }
-                    shared.first_overflow = overflow
-                    # Once the optimizer applied non-finite gradients, the weights are what
-                    # is broken: "run this module in float32" would be wrong advice.
-                    if shared.nonfinite_applied is not None and not finite(value):
-                        overflow["after_nonfinite_step"] = shared.nonfinite_applied
-                        overflow["after_nonfinite_code"] = shared.nonfinite_cause
-                        continue
-                    if finite(value):
-                        what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
-                    else:
-                        what = f"was {'nan' if math.isnan(value) else 'inf'}"
-                    message = message_for("AMP105", module=name, kind=kind, what=what, step=step)
-                    out.append(("AMP105", message, site_or("scale"), step))
+            self.read_outputs(log, offset, slots, step, config, acts, shared, site_or, out)
             # AMP102: scale collapse
             self.consecutive = self.consecutive + 1 if backed_off else 0
             if "AMP102" not in self.reported:

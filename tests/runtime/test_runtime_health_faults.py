@@ -180,6 +180,60 @@ def test_overflowing_module_is_named_with_its_step(layer: int, at: int) -> None:
     assert loss.first_step == at
 
 
+def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported() -> None:
+    # MAE, DeiT and DINO check the loss before scale() and exit: no update() closed that
+    # step, and its float16 outputs are read when the run is reported.
+    at = 4
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(10):
+            model.encoder.layers[1].mlp.boost.factor = 1e6 if step == at else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            if not math.isfinite(loss.item()):
+                break
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        summary = ar.summary()
+        (finding,) = found("AMP105")
+    assert step == at
+    assert finding.first_step == at
+    assert "`encoder.layers.1.mlp.boost` (Amplify) was inf" in finding.message
+    assert summary is not None and summary["first_overflow"]["step"] == at
+
+
+def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -> None:
+    # DeiT's distillation: the teacher's forward runs under no_grad in the student's step.
+    at = 3
+    torch.manual_seed(0)
+    student, teacher = Net(), Net()
+    opt = torch.optim.SGD(student.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(at + 3):
+            teacher.encoder.layers[2].mlp.boost.factor = 1e6 if step == at else 1.0
+            x = torch.randn(6, 8)
+            with torch.autocast("cpu", dtype=torch.float16):
+                with torch.no_grad():
+                    target = teacher(x).float()
+                loss = nn.functional.mse_loss(student(x).float(), target)
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        # An evaluation without grad outside autocast is no training step: not measured.
+        with torch.no_grad():
+            teacher.half()(torch.full((2, 8), 1e4, dtype=torch.float16))
+        (finding,) = found("AMP105")
+    assert finding.first_step == at
+    assert "`encoder.layers.2.mlp.boost` (Amplify) was inf" in finding.message
+
+
 def test_output_within_the_margin_of_65504_is_reported_before_it_overflows() -> None:
     at = 5
 
