@@ -248,8 +248,10 @@ class ScalerHealth:
             for state in scaler._per_optimizer_states.values()
             for found_inf in state["found_inf_per_device"].values()
         ]
-        if not found and new_scale is None:
-            return  # torch raises: no inf checks were recorded
+        if not found:
+            # No inf checks since the last update: torch raises, or, given a new scale, only
+            # sets it (icefall pushes a small scale back up): no optimizer step, no row.
+            return
         assert self.rows is not None and self.log is not None
         with torch.no_grad():
             if not found:
@@ -480,10 +482,11 @@ class Monitor:
         if step < config.startup_steps:
             return
         self.drift += 1
-        elapsed = max(step - config.startup_steps + 1, config.skip_window)
-        if self.drift >= config.schedule_drift * elapsed:
+        steps = step - config.startup_steps + 1
+        # Judged over a window at least: two skips in the first three steps are no drift.
+        if self.drift >= config.schedule_drift * max(steps, config.skip_window):
             message = message_for(
-                "AMP107", ahead=self.drift, since=config.startup_steps, share=self.drift / elapsed
+                "AMP107", ahead=self.drift, since=config.startup_steps, share=self.drift / steps
             )
             emit("AMP107", message, user_site(), step=step)
 

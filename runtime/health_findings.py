@@ -180,8 +180,11 @@ class HostReading:
             self.consecutive = self.consecutive + 1 if backed_off else 0
             if "AMP102" not in self.reported:
                 why = None
-                if scale < config.min_scale:
-                    why = f"the scale is {scale:g}, below {config.min_scale:g}"
+                # A run that starts near min_scale (icefall's init_scale=1.0, where one skipped
+                # step halves it to 0.5) must fall two halvings below its start.
+                floor = min(config.min_scale, self.scales[0] / 4)
+                if scale < floor:
+                    why = f"the scale is {scale:g}, below {floor:g}"
                 elif self.consecutive >= config.max_backoffs and scale <= _collapsed(config):
                     # As many backoffs from torch's default scale, 65536: a larger init_scale
                     # takes as many backoffs to settle, and that is no collapse.

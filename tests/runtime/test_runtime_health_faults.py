@@ -489,11 +489,51 @@ def test_scheduler_stepped_after_skipped_steps_that_move_the_schedule() -> None:
         (finding,) = found("AMP107")
     assert finding.first_step == 6
     assert "after 2 optimizer steps that scaler.step() skipped since step 0" in finding.message
+    # Two of the seven steps since step 0 (the threshold counts a window of 100 at least).
+    assert "(28.6% of the steps)" in finding.message
     # The same run with the default startup grace is silent.
     ar.reset()
     with ar.checking("warn", health=True):
         train(9, grad_fault=_nan_gradients_at(5, 6), scheduler=True)
         assert ar.report() == []
+
+
+def test_a_scale_that_starts_at_one_and_backs_off_once_has_not_collapsed() -> None:
+    # icefall's recipes start at init_scale=1.0: one skipped step halves it to 0.5, below
+    # min_scale, and the run goes on. Two halvings below the start do count.
+    with ar.checking("warn", health=True):
+        train(8, grad_fault=_nan_gradients_at(3), init_scale=1.0, growth_interval=100)
+        assert found("AMP102") == []
+    ar.reset()
+    with ar.checking("warn", health=True):
+        train(8, grad_fault=_nan_gradients_at(3, 4, 5), init_scale=1.0, growth_interval=100)
+        (finding,) = found("AMP102")
+    assert finding.first_step == 6 and "the scale is 0.125, below 0.25" in finding.message
+
+
+def test_an_update_that_only_sets_a_new_scale_is_no_step() -> None:
+    # icefall pushes a small scale back up after the step's own update(): torch takes no
+    # step there, and the health steps stay the loop's iterations.
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+        for step in range(10):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            if step == 5:
+                loss = loss * math.nan
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if step % 4 == 0:
+                scaler.update(scaler.get_scale() * 2.0)
+        (finding,) = found("AMP101")
+        summary = ar.summary()
+    assert finding.first_step == 5
+    assert summary is not None and summary["steps"] == 10
 
 
 def test_an_occasional_skipped_step_is_not_a_schedule_drift() -> None:
