@@ -229,6 +229,29 @@ def test_a_word_a_few_percent_of_a_large_module_say_is_no_seed(slice_everything:
     assert rare is not None and rare.count("def zeroing_") == 3
 
 
+def test_self_attributes_of_an_unrelated_class_do_not_join_the_slice(
+    slice_everything: None,
+) -> None:
+    # dynamo's builder.py: every tracker class has its own `self.value` and `call_function`.
+    # The trainer reads `self.optimizer` and calls `self.finish()`; another class's members
+    # of those names are not its business, a subclass's are.
+    unrelated = (
+        "\n\nclass Cache:\n    def __init__(self):\n        self.optimizer = None\n"
+        "\n    def finish(self):\n        return self.optimizer\n"
+    )
+    derived = (
+        "\n\nclass FastTrainer(Trainer):\n    def reset(self):\n        self.optimizer = None\n"
+    )
+    source = TRAINER + _library(60) + unrelated + derived
+    part = _slice(source, ["AMP002"])
+    assert part is not None
+    assert "class Cache" not in part and "return self.optimizer" not in part
+    assert "class FastTrainer(Trainer):" in part and "def reset(self):" in part
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced and found == whole
+
+
 def test_a_word_that_only_a_project_module_supplies_means_no_slice() -> None:
     source = "import torch\n" + _library(30)
     assert _slice(source, ["AMP002"]) is None

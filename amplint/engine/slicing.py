@@ -326,12 +326,23 @@ def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
             name_readers.setdefault(name, []).append(unit)
         for name in unit.self_attributes:
             attribute_readers.setdefault(name, []).append(unit)
+    family = _families(units)
+
+    def related(unit: _Unit, others: Iterable[_Unit]) -> Iterator[_Unit]:
+        """Of the units that bind or read a ``self`` attribute, those whose ``self`` may be
+        ``unit``'s: the methods of its class's family, and module-level functions."""
+        mine = family.get(unit.owner) if unit.owner is not None else None
+        for other in others:
+            theirs = family.get(other.owner) if other.owner is not None else None
+            if mine is None or theirs is None or mine is theirs:
+                yield other
+
     pending: list[_Unit] = []
     for seed in seeds:  # what reads the values a seed assigns (its AMP objects, perhaps)
         pending.append(seed)
         for name in seed.assigns:
             pending.extend(name_readers.get(name, ()))
-            pending.extend(attribute_readers.get(name, ()))
+            pending.extend(related(seed, attribute_readers.get(name, ())))
     kept: set[_Unit] = set()
     while pending:
         while pending:
@@ -342,7 +353,7 @@ def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
             for name in unit.names:
                 pending.extend(name_binders.get(name, ()))
             for name in unit.self_attributes:
-                pending.extend(attribute_binders.get(name, ()))
+                pending.extend(related(unit, attribute_binders.get(name, ())))
             if unit.owner is not None:
                 pending.append(unit.owner)
             pending.extend(member for member in unit.members if member.implicit)
@@ -354,6 +365,31 @@ def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
             if unit.members and not any(member in kept for member in unit.members)
         ]
     return kept
+
+
+def _families(units: list[_Unit]) -> dict[_Unit, _Unit]:
+    """Each split class -> a representative of its family: the classes of this module it
+    derives from or that derive from it (a base named in a class's header), transitively.
+    ``self.value`` in one class says nothing about another family's ``self.value``: in
+    dynamo's ``builder.py`` every tracker class has its own, and its own ``call_function``."""
+    classes = [unit for unit in units if unit.members]
+    by_name: dict[str, list[_Unit]] = {}
+    for cls in classes:
+        for name in cls.binds:
+            by_name.setdefault(name, []).append(cls)
+    parent = {cls: cls for cls in classes}
+
+    def root(cls: _Unit) -> _Unit:
+        while parent[cls] is not cls:
+            parent[cls] = parent[parent[cls]]
+            cls = parent[cls]
+        return cls
+
+    for cls in classes:
+        for name in cls.names:  # a split class's own names are its header's
+            for base in by_name.get(name, ()):
+                parent[root(cls)] = root(base)
+    return {cls: root(cls) for cls in classes}
 
 
 def _mark(keep: list[bool], first: int, last: int, value: bool) -> None:
