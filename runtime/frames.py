@@ -30,12 +30,30 @@ def _skipped(filename: str) -> bool:
     return filename.startswith(_SKIPPED_PREFIXES) or filename in _SKIPPED_FILES
 
 
+# Installed libraries: a helper such as timm's NativeScaler runs the backward, the step and
+# the clip for the user's loop, and its lines are not the user's to edit. The user's call
+# of it is named; a library frame only when no other is on the stack.
+_LIBRARY_MARKERS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+
+
+def _library(filename: str) -> bool:
+    return any(marker in filename for marker in _LIBRARY_MARKERS)
+
+
 def user_frame(depth: int = 1) -> FrameType | None:
-    """The innermost frame, starting ``depth`` frames up, that is not amplint's or torch's."""
+    """The innermost frame, starting ``depth`` frames up, that is neither amplint's nor
+    torch's nor an installed library's; failing that, the innermost library frame."""
     frame: FrameType | None = sys._getframe(depth)
-    while frame is not None and _skipped(frame.f_code.co_filename):
+    library: FrameType | None = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not _skipped(filename):
+            if not _library(filename):
+                return frame
+            if library is None:
+                library = frame
         frame = frame.f_back
-    return frame
+    return library
 
 
 def user_site(depth: int = 1) -> Site:

@@ -106,3 +106,46 @@ def test_a_region_the_framework_enters_around_user_code_is_not_the_users(
         fake_framework.run_hook(training_step_own_region)
     assert [f.code for f in ar.report()] == ["AMP001"]
     assert ar.report()[0].line == training_step_own_region.__code__.co_firstlineno + 2
+
+
+LIBRARY_SCALER = textwrap.dedent(
+    """\
+    class NativeScaler:
+        def __init__(self, scaler):
+            self.scaler = scaler
+
+        def __call__(self, loss, optimizer):
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+    """
+)
+
+
+def _installed_library(tmp_path: Path, name: str) -> ModuleType:
+    """A module in a ``site-packages`` folder: code the user installed, not wrote."""
+    folder = tmp_path / "lib" / "python3" / "site-packages"
+    folder.mkdir(parents=True)
+    (folder / f"{name}.py").write_text(LIBRARY_SCALER)
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_finding_inside_an_installed_helper_names_the_users_call(tmp_path: Path) -> None:
+    # timm's NativeScaler runs the backward for DeiT's loop: called inside autocast, the
+    # line to move is the user's call, not timm's backward.
+    library = _installed_library(tmp_path, "scalerlib")
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking("log"):
+        loss_scaler = library.NativeScaler(torch.amp.GradScaler("cpu"))
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = model(torch.randn(2, 4)).float().sum()
+                loss_scaler(loss, optimizer)
+                line = sys._getframe().f_lineno - 1
+        (finding,) = [f for f in ar.report() if f.code == "AMP001"]
+    assert (finding.filename, finding.line) == (__file__, line)
