@@ -118,7 +118,8 @@ class GradScaler(torch.amp.GradScaler):
         if self._enabled:
             note_enabled_scaler()
         elif enabled and device == "cuda":
-            why = "CUDA is not available, so this GradScaler (default device 'cuda') never scales"
+            # 'cuda' is GradScaler's default, and timm passes it explicitly: say neither.
+            why = "CUDA is not available, so this GradScaler for device 'cuda' never scales"
             fix = 'pass the device that trains, e.g. GradScaler("cpu"), or enabled=False'
             emit("AMP017", message_for("AMP017", what="GradScaler", why=why, fix=fix), site)
         if recreated:

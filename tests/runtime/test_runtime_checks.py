@@ -421,6 +421,12 @@ def test_amp017_scaler_defaulting_to_cuda_without_cuda() -> None:
         scaler = torch.amp.GradScaler()
     assert not scaler.is_enabled()
     assert_at(chk.findings, "AMP017", line)
+    # timm passes the device explicitly: the message does not call it a default.
+    with ar.checking() as chk, pytest.warns(UserWarning, match="CUDA is not available"):
+        torch.amp.GradScaler(device="cuda")
+    (finding,) = chk.findings
+    assert "this GradScaler for device 'cuda' never scales" in finding.message
+    assert "default" not in finding.message.split(";")[0]
 
 
 def test_amp017_autocast_with_unsupported_dtype() -> None:
