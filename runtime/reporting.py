@@ -168,25 +168,42 @@ def torch_warnings_at_user_line() -> Iterator[None]:
     """torch's own warnings raised inside (a stand-in calling torch's code) shown at the
     user's line, as they are without amplint, not at amplint's line that called torch.
 
-    Python 3.11 has no ``skip_file_prefixes``: the warnings are caught and shown again, under
-    the user's module's warning registry (Python's once-per-location rule holds). Catching
-    swaps the process's warning filters for a moment, so callers use it only where torch is
-    about to warn (a configuration torch disables), never on every step.
+    Python 3.11 has no ``skip_file_prefixes``: what torch's warning would show is taken
+    (``warnings.showwarning``, the user's filters having decided already) and warned
+    again under the user's module's warning registry. The filters themselves are left
+    alone: changing them, even for a moment, makes Python forget which warnings every
+    module has shown, and torch's FutureWarning for ``torch.cuda.amp.autocast()`` came
+    back once more on the next iteration. Callers use it only where torch is about to
+    warn (a configuration torch disables), never on every step.
     """
     frame = user_frame(3)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    caught: list[tuple[Warning | str, type[Warning], str, int]] = []
+
+    def capture(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        caught.append((message, category, filename, lineno))
+
+    shown = warnings.showwarning
+    warnings.showwarning = capture
+    try:
         yield
-    for warning in caught:
+    finally:
+        if warnings.showwarning is capture:
+            warnings.showwarning = shown
+    for message, category, filename, lineno in caught:
         if frame is None:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
+            warnings.warn_explicit(message, category, filename, lineno)
             continue
         module_globals = frame.f_globals
         warnings.warn_explicit(
-            warning.message,
-            warning.category,
+            message,
+            category,
             frame.f_code.co_filename,
             frame.f_lineno,
             module=module_globals.get("__name__"),

@@ -420,6 +420,12 @@ def test_torchs_deprecation_warning_once_per_location_as_under_plain_python(
 
     assert future_warnings() == 1
     assert future_warnings("-m", "amplint.runtime.runner", "--no-health") == 1
+    # torch.cuda.amp.autocast() on a machine without CUDA: torch also disables it, with a
+    # warning amplint shows at the user's line, which must not make Python forget that the
+    # FutureWarning was shown there (it came back on the second iteration).
+    script.write_text(script.read_text().replace("torch.cpu.amp", "torch.cuda.amp"))
+    assert future_warnings() == 1
+    assert future_warnings("-m", "amplint.runtime.runner", "--no-health") == 1
 
 
 def test_torchs_own_warnings_point_at_the_users_lines_as_under_plain_python(
