@@ -49,6 +49,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.amp.grad_scaler import OptState
 
 from . import usage
 from .activations import ACT_CAP, Activations
@@ -251,6 +252,18 @@ class ScalerHealth:
         if not found:
             # No inf checks since the last update: torch raises, or, given a new scale, only
             # sets it (icefall pushes a small scale back up): no optimizer step, no row.
+            return
+        if not usage.of(scaler).bypassed and not any(
+            state["stage"] is OptState.STEPPED for state in scaler._per_optimizer_states.values()
+        ):
+            # unscale_() then update() with no step between (SlowFast's MoCo iterations that
+            # do not step): the scale moves, no optimizer step was taken or skipped, and
+            # steps are numbered as the usage checks number them, by the steps taken. The
+            # forward's loss and outputs go with the next step (numbered as that iteration
+            # is); the gradients measured here were never applied.
+            self.gmax = self.nnz = self.big = self.g106 = None
+            self.numel = 0
+            self.measured = set()
             return
         assert self.rows is not None and self.log is not None
         with torch.no_grad():

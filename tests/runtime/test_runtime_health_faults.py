@@ -536,6 +536,34 @@ def test_an_update_that_only_sets_a_new_scale_is_no_step() -> None:
     assert summary is not None and summary["steps"] == 10
 
 
+def test_iterations_that_unscale_and_update_without_a_step_are_no_steps() -> None:
+    # SlowFast's MoCo: the first iterations unscale_() and update() but do not step. The
+    # usage checks and the health checks number the same iteration alike.
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with ar.checking("log", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for iteration in range(10):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            if iteration == 6:
+                loss = loss * INF
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            if iteration == 6:
+                opt.step()  # AMP004: applies the infinite gradients
+            elif iteration >= 4:
+                scaler.step(opt)
+            scaler.update()
+        summary = ar.summary()
+        (bypass,) = found("AMP004")
+        (loss_finding,) = found("AMP101")
+    assert bypass.first_step == loss_finding.first_step == 2
+    assert summary is not None and summary["steps"] == 6
+
+
 def test_an_occasional_skipped_step_is_not_a_schedule_drift() -> None:
     """A skip now and then after the startup steps (as the scaler's probe of a larger scale
     gives every growth_interval steps) moves the schedule by about 1%: not reported."""
