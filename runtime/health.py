@@ -31,7 +31,8 @@ findings, each with the step it belongs to. Nothing here calls ``.item()``, ``.t
 ``bool()`` or a synchronize inside a training step; fused optimizers
 (``_step_supports_amp_scaling``) take torch's path unchanged.
 
-Steps are 0-based optimizer steps of a scaler: the number of ``update()`` calls before it,
+Steps are 0-based optimizer steps of a scaler: the number of ``update()`` calls that closed
+a step (taken or skipped) before it,
 i.e. ``i`` in ``for i, batch in enumerate(loader)`` when there is no accumulation.
 
 Everything here that runs inside the user's training (the forward hook, the LR-scheduler
