@@ -248,11 +248,13 @@ class GradScaler(torch.amp.GradScaler):
         # amplint's bookkeeping first, each part on its own: if it fails, torch still steps.
         tls = run_check("the GradScaler.step() marker", _enter_scaler_step)
         try:
-            return step(optimizer, *args, **kwargs)
+            result = step(optimizer, *args, **kwargs)
         finally:
             if tls is not None:
                 tls.in_scaler_step -= 1
-            run_check("the step counter", steps().count, optimizer)
+        # A step torch refused (step() twice without update()) raised before any step ran.
+        run_check("the step counter", steps().count, optimizer)
+        return result
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:
         if not self._enabled:

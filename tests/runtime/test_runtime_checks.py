@@ -5,6 +5,7 @@ from __future__ import annotations
 import amplint.runtime as ar
 import pytest
 import torch
+from amplint.runtime.session import SESSION
 from runtime_helpers import batches, codes, here, loss_of, tiny_model
 from torch import nn
 
@@ -59,6 +60,8 @@ def test_amp002_second_step_without_update_reported_before_torch_raises() -> Non
         with pytest.warns(ar.AmpWarning) as warned, pytest.raises(RuntimeError, match="step"):
             line = here() + 1
             scaler.step(opt)
+        # torch refused the second step before any step ran: one optimizer step in all.
+        assert SESSION.history.steps.latest == 1
     assert_at(chk.findings, "AMP002", line)
     assert warned[0].message.code == "AMP002"
 
