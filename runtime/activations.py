@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .frames import user_frame
 from .reductions import max_abs, max_abs_of_pairs
 from .reporting import internal_error
 from .state import uses_scalers
@@ -78,23 +79,43 @@ class Activations:
         """Name every slot while its model is alive (findings are read later, lazily).
 
         Runs when modules were seen for the first time: in the first step, and after that
-        only when a module joins (e.g. one used for the first time).
+        only when a module joins (e.g. one used for the first time). A name is relative to
+        the outermost module seen that holds it; where two such roots give the same name (a
+        student and its deep-copied teacher or EMA), the root's name in the user's code
+        comes first (``teacher.0``).
         """
         if self.named == len(self.modules):
             return
         self.named = len(self.modules)
-        best: dict[int, str] = {}
+        best: dict[int, tuple[str, int]] = {}  # id(module) -> (name, id(root))
+        roots: dict[int, torch.nn.Module] = {}
         for ref in self.modules:
             root = ref()
             if root is None:
                 continue
             for name, sub in root.named_modules(remove_duplicate=False):
-                if len(name) >= len(best.get(id(sub), "")):
-                    best[id(sub)] = name
+                if len(name) >= len(best.get(id(sub), ("", 0))[0]):
+                    best[id(sub)] = (name, id(root))
+                    roots[id(root)] = root
+        owners: dict[str, set[int]] = {}
+        for name, root_id in best.values():
+            owners.setdefault(name, set()).add(root_id)
+        labels: dict[int, str] | None = None
         for slot, ref in enumerate(self.modules):
             module = ref()
-            if module is not None:
-                self.names[slot] = best.get(id(module)) or f"<root {self.kinds[slot]}>"
+            if module is None:
+                continue
+            name, root_id = best.get(id(module), ("", 0))
+            if not name:
+                self.names[slot] = f"<root {self.kinds[slot]}>"
+                continue
+            if len(owners[name]) > 1:
+                if labels is None:
+                    labels = _root_labels(roots)
+                label = labels.get(root_id)
+                if label is not None:
+                    name = f"{label}.{name}"
+            self.names[slot] = name
 
     def hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         """The global forward hook: runs after every module's forward, in the user's step.
@@ -217,3 +238,28 @@ class Activations:
                     best = name
                     break
         return best or f"<root {self.kinds[slot]}>"
+
+
+def _root_labels(roots: dict[int, torch.nn.Module]) -> dict[int, str]:
+    """id(root module) -> the name the user's code holds it by (``teacher``,
+    ``self.model_ema``), from the user's frames on the stack; roots not found have none."""
+    labels: dict[int, str] = {}
+    frame = user_frame(2)
+    for _ in range(8):
+        if frame is None or len(labels) == len(roots):
+            break
+        scopes: list[tuple[str, dict[str, Any]]] = [("", frame.f_locals)]
+        owner = frame.f_locals.get("self")
+        if owner is not None and isinstance(getattr(owner, "__dict__", None), dict):
+            scopes.append(("self.", vars(owner)))
+        scopes.append(("", frame.f_globals))
+        for prefix, scope in scopes:
+            for key, value in list(scope.items()):
+                if isinstance(value, torch.nn.Module) and id(value) in roots:
+                    labels.setdefault(id(value), prefix + key)
+                elif prefix and isinstance(value, dict) and key == "_modules":
+                    for sub_key, sub in value.items():  # an nn.Module owner's submodules
+                        if isinstance(sub, torch.nn.Module) and id(sub) in roots:
+                            labels.setdefault(id(sub), prefix + sub_key)
+        frame = frame.f_back
+    return labels

@@ -7,6 +7,7 @@ optimizer step, i.e. the loop index here) and, for AMP105, the module.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import weakref
@@ -231,7 +232,41 @@ def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -
             teacher.half()(torch.full((2, 8), 1e4, dtype=torch.float16))
         (finding,) = found("AMP105")
     assert finding.first_step == at
-    assert "`encoder.layers.2.mlp.boost` (Amplify) was inf" in finding.message
+    assert "`teacher.encoder.layers.2.mlp.boost` (Amplify) was inf" in finding.message
+
+
+class _Distiller:
+    """A trainer holding its student and a deep-copied teacher as attributes (DINO, MoCo)."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(0)
+        self.student = Net()
+        self.teacher = copy.deepcopy(self.student)
+        self.opt = torch.optim.SGD(self.student.parameters(), lr=1e-2)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+
+    def step(self, boost: float) -> None:
+        self.teacher.encoder.layers[1].mlp.boost.factor = boost
+        x = torch.randn(6, 8)
+        with torch.autocast("cpu", dtype=torch.float16):
+            with torch.no_grad():
+                target = self.teacher(x).float()
+            loss = nn.functional.mse_loss(self.student(x).float(), target)
+        self.opt.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+
+def test_a_module_named_alike_in_two_models_is_named_with_the_model() -> None:
+    # A student and its deep-copied teacher: `encoder.layers.1.mlp.boost` is in both.
+    with ar.checking("warn", health=True):
+        trainer = _Distiller()
+        for step in range(5):
+            trainer.step(1e6 if step == 2 else 1.0)
+        (finding,) = found("AMP105")
+    assert "`self.teacher.encoder.layers.1.mlp.boost` (Amplify) was inf" in finding.message
+    assert finding.first_step == 2
 
 
 def test_output_within_the_margin_of_65504_is_reported_before_it_overflows() -> None:
