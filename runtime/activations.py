@@ -155,10 +155,14 @@ class Activations:
             else:
                 return
             # A parent returning its last child's output (Sequential, a block ending in a norm)
-            # is the same tensor: measured once, attributed to the child, which ran first.
+            # is the same tensor, or a view of it (ViT's patch embedding flattens its conv's
+            # output): measured once, attributed to the child, which ran first. (Only a view
+            # of the measured tensor itself: two views of another tensor hold different parts.)
+            base = tensor._base
             if (
                 tensor.dtype is not _FLOAT16
                 or tensor is self.last
+                or (base is not None and base is self.last)
                 or tensor.is_sparse
                 or isinstance(module, _PASS_THROUGH)
                 or tensor.numel() == 0

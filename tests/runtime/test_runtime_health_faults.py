@@ -269,6 +269,40 @@ def test_a_module_named_alike_in_two_models_is_named_with_the_model() -> None:
     assert finding.first_step == 2
 
 
+class _PatchEmbed(nn.Module):
+    """ViT's patch embedding: a conv whose output the parent returns flattened (a view)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, 8, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def test_a_parent_returning_a_view_of_its_childs_output_is_not_measured_again() -> None:
+    torch.manual_seed(0)
+    embed, head = _PatchEmbed(), nn.Linear(8, 2)
+    params = [*embed.parameters(), *head.parameters()]
+    opt = torch.optim.SGD(params, lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            x = torch.randn(2, 3, 8, 8) * (1e6 if step == 2 else 1.0)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = head(embed(x)).float().pow(2).mean()
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        summary = ar.summary()
+        (finding,) = found("AMP105")
+    assert "`proj` (Conv2d) was" in finding.message and finding.first_step == 2
+    assert summary is not None
+    named = [entry["module"] for entry in summary["closest_to_overflow"]]
+    assert "proj" in named and "<root _PatchEmbed>" not in named and len(set(named)) == len(named)
+
+
 def test_output_within_the_margin_of_65504_is_reported_before_it_overflows() -> None:
     at = 5
 
