@@ -132,7 +132,7 @@ def test_amp007_unsafe_subclass_does_not_hold_back_safe_fixes() -> None:
     """
     safe = _fix(source, "AMP007", unsafe=False)
     assert "class S(torch.cuda.amp.GradScaler)" in safe
-    assert 'torch.amp.autocast("cuda")' in safe
+    assert 'torch.amp.autocast("cuda", dtype=torch.float16)' in safe
     assert "class S(torch.amp.GradScaler)" in _fix(source, "AMP007")
 
 
@@ -298,3 +298,25 @@ def test_amp015_fix_runs_backward_under_the_forward_autocast_state() -> None:
     seen_after, grad_after = _run(fixed)["result"]
     assert seen_before is False and seen_after is True
     assert torch.equal(grad_before, grad_after)
+
+
+def test_amp007_fix_keeps_the_legacy_autocast_dtype_inside_another_region() -> None:
+    # PixArt, coqui TTS: a legacy region inside another (accelerate's) region. The legacy
+    # class passes its own dtype; the new one would take the enclosing region's.
+    source = """
+    import torch
+
+    def run():
+        a = torch.ones(2, 2)
+        with torch.autocast("cpu", dtype=torch.float16):
+            with torch.cpu.amp.autocast():
+                return (a @ a).dtype
+    """
+    fixed = _fix(source, "AMP007", unsafe=False)
+    assert 'with torch.amp.autocast("cpu", dtype=torch.bfloat16):' in fixed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        assert _run(source)["result"] == torch.bfloat16
+    assert _run(fixed)["result"] == torch.bfloat16
+    # Without a dtype the new class would have made it float16: the fix names it.
+    assert _run(fixed.replace(", dtype=torch.bfloat16", ""))["result"] == torch.float16

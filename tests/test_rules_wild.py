@@ -199,7 +199,7 @@ def run(model, x):
     result = fixed(source, "AMP007")
     assert result is not None
     assert "KNOWN = dict.fromkeys([torch.amp.autocast, torch.cuda.amp.autocast," in result
-    assert 'with torch.amp.autocast("cuda"):' in result
+    assert 'with torch.amp.autocast("cuda", dtype=torch.float16):' in result
 
 
 @pytest.mark.parametrize(

@@ -85,3 +85,20 @@ def legacy_call_args(kind: Kind, device: str, args: tuple[cst.Arg, ...]) -> list
                 comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
             )
     return [*positional, new, *rest]
+
+
+#: the dtype the legacy autocast classes pass when the call names none: the new class reads
+#: the thread's current autocast dtype instead (an outer region's, or set_autocast_dtype's).
+LEGACY_AUTOCAST_DTYPE = {"cuda": "float16", "cpu": "bfloat16"}
+
+
+def with_keyword(args: list[cst.Arg], name: str, value: cst.BaseExpression) -> list[cst.Arg]:
+    """``args`` with ``name=value`` last, laid out like the arguments before it (a trailing
+    comma and one argument per line stay so)."""
+    if not args:
+        return [keyword_arg(name, value)]
+    last = args[-1]
+    if isinstance(last.comma, cst.Comma):  # a trailing comma: the new argument keeps it
+        return [*args, keyword_arg(name, value, comma=last.comma)]
+    comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    return [*args[:-1], last.with_changes(comma=comma), keyword_arg(name, value)]

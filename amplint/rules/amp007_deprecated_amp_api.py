@@ -18,9 +18,15 @@ from amplint.analysis.api_names import (
     in_compatibility_try,
     is_guarded,
     names_of,
+    torch_name,
 )
 from amplint.analysis.model import ModuleModel
-from amplint.analysis.rewrites import keyword_arg, legacy_call_args
+from amplint.analysis.rewrites import (
+    LEGACY_AUTOCAST_DTYPE,
+    keyword_arg,
+    legacy_call_args,
+    with_keyword,
+)
 from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
@@ -215,7 +221,7 @@ def train(model, optimizer, scaler, batch, save_bad_model):
 import torch
 def train(model, optimizer, scaler, batch, save_bad_model):
     try:
-        with torch.amp.autocast("cuda", enabled=True):
+        with torch.amp.autocast("cuda", enabled=True, dtype=torch.float16):
             loss = model(batch)
         scaler.scale(loss).backward()
     except:
@@ -237,7 +243,7 @@ for x, y in loader:
 import torch
 scaler = torch.amp.GradScaler("cuda")
 for x, y in loader:
-    with torch.amp.autocast("cuda", enabled=args.amp):
+    with torch.amp.autocast("cuda", enabled=args.amp, dtype=torch.float16):
         loss = model(x)
 """,
         ),
@@ -376,7 +382,8 @@ class Square(torch.autograd.Function):
         return x * x
 """,
         ),
-        # A module alias of torch.cuda.amp.
+        # A module alias of torch.cuda.amp, and no name for torch: the new autocast would
+        # take an enclosing region's dtype where the legacy one took float16 (unsafe).
         Invalid(
             """
 from torch.cuda import amp
@@ -394,6 +401,7 @@ scaler = amp.GradScaler("cuda")
 with amp.autocast("cuda"):
     out = model(x)
 """,
+            unsafe=True,
         ),
         # torch.cpu.amp and the global autocast-state functions.
         Invalid(
@@ -416,7 +424,7 @@ def run(model, x):
     if torch.is_autocast_enabled("cpu"):
         print(torch.get_autocast_dtype("cuda"))
     torch.set_autocast_dtype("cpu", torch.bfloat16)
-    with torch.amp.autocast("cpu"):
+    with torch.amp.autocast("cpu", dtype=torch.bfloat16):
         return model(x)
 """,
         ),
@@ -688,11 +696,14 @@ def _plan_reference(model: ModuleModel, ref: _Ref) -> None:
     if isinstance(parent, cst.Call) and parent.func is expr:
         if legacy_call_args(spec.kind, spec.device, parent.args) is None:
             return
+        dtype = _legacy_dtype(model, ref, parent)
 
         def rewrite_call(updated: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(updated, cst.Call)
             args = legacy_call_args(spec.kind, spec.device, updated.args)
             assert args is not None
+            if dtype is not None:
+                args = with_keyword(args, "dtype", dtype)
             return updated.with_changes(func=new or updated.func, args=args)
 
         ref.replacements = {parent: rewrite_call}
@@ -712,6 +723,26 @@ def _plan_reference(model: ModuleModel, ref: _Ref) -> None:
         return
     if _in_type_check(model, expr) or _in_annotation(model, expr):
         ref.replacements = {expr: new} if new is not None else {}
+
+
+def _legacy_dtype(model: ModuleModel, ref: _Ref, call: cst.Call) -> cst.BaseExpression | None:
+    """The dtype a legacy autocast call that names none must now spell out: the legacy class
+    passes float16 (``torch.cuda.amp``) or bfloat16 (``torch.cpu.amp``), the new one reads
+    the thread's current autocast dtype, an enclosing region's (bfloat16 under accelerate's
+    bf16 autocast). None when the call names its dtype or nothing needs adding; a call whose
+    ``**kwargs`` may hold it, or a module with no name for torch, gets an unsafe fix."""
+    if ref.spec.kind != "autocast":
+        return None
+    if any(arg.keyword is not None and arg.keyword.value == "dtype" for arg in call.args):
+        return None
+    if len([arg for arg in call.args if arg.keyword is None and not arg.star]) >= 2:
+        return None  # (enabled, dtype, ...) given by position
+    torch = ref.root.value if ref.form == "torch" else torch_name(model)
+    if torch is None or any(arg.star == "**" for arg in call.args):
+        ref.unsafe = True
+        return None
+    dtype = LEGACY_AUTOCAST_DTYPE[ref.spec.device]
+    return cst.Attribute(cst.Name(torch), cst.Name(dtype))
 
 
 def _class_base_of(model: ModuleModel, expr: cst.BaseExpression) -> cst.ClassDef | None:
