@@ -72,6 +72,14 @@ class Activations:
         self.partials: list[torch.Tensor] = []  # reduced maxima, float16, this step
         self.slots: list[int] = []  # slot of each reduced maximum, in forward order
         self.last: torch.Tensor | None = None
+        # Outputs measured without grad in the current outermost autocast region, held
+        # until it ends: kept if the region also ran a forward with grad (a distillation
+        # teacher in the student's step), dropped if not (an evaluation between steps).
+        self.held_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.held_pending: list[torch.Tensor] = []
+        self.held_slots: list[int] = []
+        self.held_pending_slots: list[int] = []
+        self.grad_in_region = False
         self.names: dict[int, str] = {}  # slot -> qualified name, refreshed as slots appear
         self.named = 0
 
@@ -169,17 +177,18 @@ class Activations:
             ):
                 return
             self.last = tensor
+            if not grad:
+                self._hold(tensor, slot)
+                return
+            self.grad_in_region = True
             if tensor.is_cpu:
                 # aminmax is differentiable: grad mode off for the reduction, so that no
                 # graph node holds the output; cheaper than detach().
-                if grad:
-                    _set_grad_enabled(False)
-                    try:
-                        self.cpu_pairs.append(_aminmax(tensor))
-                    finally:
-                        _set_grad_enabled(True)
-                else:
+                _set_grad_enabled(False)
+                try:
                     self.cpu_pairs.append(_aminmax(tensor))
+                finally:
+                    _set_grad_enabled(True)
                 self.cpu_slots.append(slot)
                 if len(self.cpu_pairs) >= ACT_CAP:
                     self.reduce()
@@ -191,9 +200,43 @@ class Activations:
         except Exception as error:  # amplint's bug: the forward's output stays torch's
             internal_error("the activation check (forward hook)", error)
 
+    def _hold(self, tensor: torch.Tensor, slot: int) -> None:
+        """A float16 output measured without grad, inside autocast: held for the region."""
+        if len(self.held_slots) + len(self.held_pending_slots) >= ACT_CAP:
+            return  # a long evaluation inside one region: no training step holds that many
+        if tensor.is_cpu:
+            self.held_pairs.append(_aminmax(tensor))
+            self.held_slots.append(slot)
+        else:
+            self.held_pending.append(tensor)
+            self.held_pending_slots.append(slot)
+
+    def region_started(self) -> None:
+        """The outermost autocast region began: nothing held, no forward with grad yet."""
+        self._settle(keep=False)
+
+    def region_ended(self) -> None:
+        """The outermost autocast region ended: its outputs without grad count if it also
+        ran a forward with grad, in this step."""
+        self._settle(keep=self.grad_in_region)
+
+    def _settle(self, keep: bool) -> None:
+        if keep:
+            self.cpu_pairs += self.held_pairs
+            self.cpu_slots += self.held_slots
+            self.pending += self.held_pending
+            self.pending_slots += self.held_pending_slots
+        self.held_pairs, self.held_slots = [], []
+        self.held_pending, self.held_pending_slots = [], []
+        self.grad_in_region = False
+
     def reduce(self) -> None:
         """Reduce the held outputs to their maxima (one multi-tensor op per device) and let
         the outputs go."""
+        if self.grad_in_region and (self.held_slots or self.held_pending_slots):
+            # scale() inside the region that ran the student: its teacher's outputs count.
+            self._settle(keep=True)
+            self.grad_in_region = True
         pending, self.pending = self.pending, []
         self.last = None
         if self.cpu_pairs:

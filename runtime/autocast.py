@@ -25,6 +25,7 @@ from .reporting import (
     steps,
     torch_disabling,
 )
+from .session import SESSION
 from .state import note_autocast_entered, thread_state
 
 __all__ = ["autocast", "cpu_autocast", "cuda_autocast"]
@@ -63,6 +64,8 @@ class autocast(_torch_autocast):
                 steps().commit()  # a forward: the iteration after a step has begun
                 note_autocast_entered(self.device, self.fast_dtype)
                 tls.autocast_regions.append(self)
+                if len(tls.autocast_regions) == 1:
+                    _outermost_region(started=True)
             frameworks.note_region_entered(self)
         except Exception as error:  # amplint's bug: note it, keep the region as torch made it
             internal_error("the autocast region check", error)
@@ -94,9 +97,23 @@ def _left(region: autocast) -> None:
     for position in range(len(regions) - 1, -1, -1):
         if regions[position] is region:
             del regions[position]
+            if not regions:
+                _outermost_region(started=False)
             break
     if tls.backward_region is region:
         tls.backward_region = None
+
+
+def _outermost_region(started: bool) -> None:
+    """Tell the float16 output check an outermost region began or ended: outputs measured
+    without grad in it count only if it also ran a forward with grad (see activations)."""
+    monitor = SESSION.live.monitor
+    if monitor is None:
+        return
+    if started:
+        monitor.activations.region_started()
+    else:
+        monitor.activations.region_ended()
 
 
 def _report_device_type(device_type: object) -> None:

@@ -235,6 +235,33 @@ def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -
     assert "`teacher.encoder.layers.2.mlp.boost` (Amplify) was inf" in finding.message
 
 
+def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
+    # An evaluation under no_grad and autocast every few steps (YOLOX's EMA evaluation,
+    # torchvision's): an overflow there is no overflow of the training step that follows.
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(6):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            opt.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            if step == 3:
+                model.eval()
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+                    model(torch.full((2, 8), 1e6))
+                with torch.autocast("cpu", dtype=torch.float16), torch.no_grad():
+                    model(torch.full((2, 8), 1e6))
+                model.train()
+        assert found("AMP105") == []
+        summary = ar.summary()
+    assert summary is not None and summary["first_overflow"] is None
+
+
 class _Distiller:
     """A trainer holding its student and a deep-copied teacher as attributes (DINO, MoCo)."""
 
