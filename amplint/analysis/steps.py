@@ -114,9 +114,47 @@ class Iteration:
 
 
 def exclusive(a: Event, b: Event) -> bool:
-    """Whether the two events sit in opposite branches of the same test: never both run."""
+    """Whether the two events sit in opposite branches of the same test, or one in the
+    branch of ``x and y`` that says not both while the other runs under ``x`` and under
+    ``y`` (``if amp and kind == "torch": scaler.step() else: optimizer.step()`` beside a
+    scaled backward under ``if amp: if kind == "torch":``): never both run."""
     mine = {(c.key, c.branch) for c in a.conditions}
-    return any((c.key, not c.branch) in mine for c in b.conditions)
+    if any((c.key, not c.branch) in mine for c in b.conditions):
+        return True
+    return _denies_all(a, b) or _denies_all(b, a)
+
+
+def _denies_all(a: Event, b: Event) -> bool:
+    """``a`` runs where ``x and y ...`` is false (or ``x or y ...`` true) and ``b`` where
+    every operand is true (or false)."""
+    theirs = {(c.key, c.branch) for c in b.conditions}
+    for condition in a.conditions:
+        test = condition.test
+        if not isinstance(test, cst.BooleanOperation):
+            continue
+        conjunction = isinstance(test.operator, cst.And)
+        if condition.branch is conjunction:
+            continue  # `x and y` true (or `x or y` false): each operand's side is known
+        operands = _operands(test, type(test.operator))
+        wanted = conjunction  # every operand true for `and`, false for `or`
+        if all((key, branch is wanted) in theirs for key, branch in operands):
+            return True
+    return False
+
+
+def _operands(
+    test: cst.BooleanOperation, operator: type[cst.BaseBooleanOp]
+) -> list[tuple[str, bool]]:
+    """The normalised operands of a chain of one boolean operator (``a and b and c``)."""
+    parts: list[cst.BaseExpression] = []
+    pending: list[cst.BaseExpression] = [test]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, cst.BooleanOperation) and isinstance(node.operator, operator):
+            pending += [node.right, node.left]  # `(a and b) and c` is `a and b and c`
+            continue
+        parts.append(node)
+    return [(c.key, c.branch) for c in (_normalised(_BARE, part) for part in parts)]
 
 
 def nested(a: Event, b: Event) -> bool:
@@ -261,6 +299,15 @@ def iteration_of(model: ModuleModel, call: cst.Call) -> tuple[Iteration, Event] 
 
 def normalise(model: ModuleModel, test: cst.BaseExpression) -> Condition:
     """``if not x`` / ``if x is None`` are the false branch of ``if x``."""
+    return _normalised(model.module, test)
+
+
+#: renders an expression's code where no module is at hand (an expression's code does not
+#: depend on the module's indentation or newlines).
+_BARE = cst.Module(body=[])
+
+
+def _normalised(module: cst.Module, test: cst.BaseExpression) -> Condition:
     branch = True
     while True:
         if test.lpar:
@@ -281,7 +328,7 @@ def normalise(model: ModuleModel, test: cst.BaseExpression) -> Condition:
             test = test.left
             continue
         break
-    key = " ".join(model.module.code_for_node(test).split())
+    key = " ".join(module.code_for_node(test).split())
     return Condition(key, branch, test)
 
 

@@ -21,6 +21,45 @@ class OptimizerStepBypassesScaler(Rule):
     tokens = (("~scaler",), ("scale",), ("backward",), ("step",))
 
     valid = (
+        # The plain step sits in the `else` of `fp16 and amp == "torch"`, the scaled
+        # backward under `fp16` and `amp == "torch"`: never in the same pass (NVIDIA's
+        # Transformer-XL). Likewise for `or`.
+        """
+import torch
+def train(model, optimizer, extra_optimizer, scaler, loader, args):
+    for x, y in loader:
+        with torch.autocast("cuda", enabled=args.fp16):
+            loss = model(x, y)
+        if args.fp16:
+            if args.amp == "torch":
+                scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if args.fp16 and args.amp == "torch":
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+            extra_optimizer.step()
+""",
+        """
+import torch
+def train(model, optimizer, extra_optimizer, scaler, loader, args):
+    for x, y in loader:
+        with torch.autocast("cuda", enabled=args.fp16):
+            loss = model(x, y)
+        if args.fp16:
+            if args.amp == "torch":
+                scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if not args.fp16 or not args.amp == "torch":
+            optimizer.step()
+            extra_optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+""",
         # A training function with its own loop and scaler, then another whose framework
         # backward scales for itself: the second's step applies its own gradients.
         """
