@@ -80,6 +80,13 @@ class DeprecatedAmpApi(Rule):
     )
 
     valid = (
+        # A shim that backfills the old name on a backend without it defines it, uses nothing.
+        """
+import torch
+def install_shims(dtype_of):
+    torch.get_autocast_gpu_dtype = dtype_of
+    torch.cuda.amp.autocast = torch.amp.autocast
+""",
         # The same name imported by torch version: the legacy import is the old torch's.
         """
 import torch
@@ -587,6 +594,8 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
                 blocked.add(site)  # `amp.common...` or the module passed around
             continue
         depth, expr, spec = found
+        if depth and _assigned(model, expr):
+            continue  # `torch.get_autocast_gpu_dtype = shim` defines the name, uses nothing
         if depth == 0:
             form = "object"
         elif site.qualified == "torch":
@@ -619,6 +628,15 @@ def _references(model: ModuleModel) -> tuple[list[_Ref], set[ImportSite]]:
             ref.replacements = None  # the fallback was written for this spelling
         refs.append(ref)
     return refs, blocked
+
+
+def _assigned(model: ModuleModel, expr: cst.BaseExpression) -> bool:
+    """Whether the attribute is a target: assigned (a compatibility shim backfills the old
+    name on a backend that lacks it, sd-scripts' IPEX hijacks) or deleted."""
+    parent = model.index.parent(expr)
+    if isinstance(parent, (cst.AssignTarget, cst.Del)):
+        return True
+    return isinstance(parent, (cst.AnnAssign, cst.AugAssign)) and parent.target is expr
 
 
 def _dispatched_legacy_import(model: ModuleModel, name: cst.Name) -> _Ref | None:
