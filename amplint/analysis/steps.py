@@ -332,6 +332,18 @@ def _normalised(module: cst.Module, test: cst.BaseExpression) -> Condition:
     return Condition(key, branch, test)
 
 
+def _leaves(block: cst.BaseSuite) -> bool:
+    """Whether a block always ends by leaving the statements after it: its last statement
+    is a ``continue``, ``break``, ``return`` or ``raise``."""
+    body = block.body
+    last = body[-1] if isinstance(body, (list, tuple)) and body else None
+    if isinstance(block, cst.IndentedBlock):
+        if not isinstance(last, cst.SimpleStatementLine) or not last.body:
+            return False
+        last = last.body[-1]
+    return isinstance(last, (cst.Continue, cst.Break, cst.Return, cst.Raise))
+
+
 def _is_false(test: cst.BaseExpression) -> bool:
     return (isinstance(test, cst.Name) and test.value in ("False", "TYPE_CHECKING")) or (
         isinstance(test, cst.Integer) and test.value == "0"
@@ -395,6 +407,23 @@ class _Walker:
                 label = model.module.code_for_node(node.type) if node.type is not None else ""
                 handler = (*conds, Condition(f"except {label}", True))
                 stack.append(("node", node.body, handler, loops, frame))
+                continue
+            if kind is cst.IndentedBlock:
+                # `if (i + 1) % accum: continue` guards what follows it: those statements
+                # run on the other branch of that test only.
+                items: list[_Item] = []
+                guarded = conds
+                for statement in node.body:
+                    items.append(("node", statement, guarded, loops, frame))
+                    if (
+                        isinstance(statement, cst.If)
+                        and statement.orelse is None
+                        and _leaves(statement.body)
+                    ):
+                        condition = normalise(model, statement.test)
+                        flipped = Condition(condition.key, not condition.branch, condition.test)
+                        guarded = (*guarded, flipped)
+                stack.extend(reversed(items))
                 continue
             if kind is cst.Call:
                 stack.append(("emit", node, conds, loops, frame))

@@ -25,6 +25,23 @@ class AccumulationScaleMismatch(Rule):
     tokens = (("~scaler",), ("zero_grad",), ("step", "update", "unscale_"))
 
     valid = (
+        # The boundary as a guard: micro-batches that do not end an accumulation `continue`
+        # before the step (NVIDIA's HiFi-GAN).
+        """
+import torch
+def train(model, optimizer, loader, accum):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, (x, y) in enumerate(loader):
+        if i % accum == 0:
+            optimizer.zero_grad()
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x, y) / accum
+        scaler.scale(loss).backward()
+        if (i + 1) % accum != 0:
+            continue
+        scaler.step(optimizer)
+        scaler.update()
+""",
         """
 import torch
 scaler = torch.amp.GradScaler()
@@ -155,6 +172,24 @@ def train(model, loader, optimizer, scaler, accum):
             scaler.update()
             optimizer.zero_grad()
 """,
+        ),
+        # A guard that skips empty batches is no accumulation boundary.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, accum):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, batch in enumerate(loader):
+        if batch is None:
+            continue
+        if i % accum == 0:
+            optimizer.zero_grad()
+        scaler.scale(model(batch) / accum).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=11,
+            count=2,
         ),
         # update every micro-batch, attribute scaler; something in between: no fix.
         Invalid(
