@@ -320,3 +320,18 @@ def test_amp007_fix_keeps_the_legacy_autocast_dtype_inside_another_region() -> N
     assert _run(fixed)["result"] == torch.bfloat16
     # Without a dtype the new class would have made it float16: the fix names it.
     assert _run(fixed.replace(", dtype=torch.bfloat16", ""))["result"] == torch.float16
+
+
+def test_amp006_message_names_the_optimizer_as_the_fix_writes_it() -> None:
+    source = """
+    import torch
+    class Trainer:
+        def step(self, loss):
+            self.scaler.scale(loss).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+    """
+    (finding,) = lint_bytes(textwrap.dedent(source).encode(), "example.py", {"AMP006"}).findings
+    assert "call `self.scaler.unscale_(self.optimizer)` before clipping" in finding.message
+    assert "self.scaler.unscale_(self.optimizer)" in _fix(source, "AMP006")

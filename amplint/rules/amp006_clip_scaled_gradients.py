@@ -457,10 +457,11 @@ def step(model, optimizer, batch):
                     continue
                 step, key = window
                 name = _clip_name(model, clip.call)
+                optimizer = usable_at(model, step, "optimizer", clip) or "optimizer"
                 context.report(
                     clip.call,
                     f"`{name}` runs on gradients still multiplied by the loss scale; call "
-                    f"`{step.scaler_local}.unscale_(optimizer)` before clipping",
+                    f"`{step.scaler_local}.unscale_({optimizer})` before clipping",
                     _unscale_before(model, iteration, clip, step, key),
                 )
         # The frameworks' own scalers: Accelerate, Fabric, Lightning manual optimisation.
