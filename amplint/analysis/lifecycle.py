@@ -265,7 +265,7 @@ def conditions_around(
             if child is ancestor.body:
                 found.append(condition)
             else:
-                found.append(Condition(condition.key, not condition.branch, condition.test))
+                found.append(condition.other_branch())
         child = ancestor
     return tuple(found)
 

@@ -56,6 +56,9 @@ class Condition:
     #: the test as written (not compared)
     test: cst.BaseExpression | None = field(default=None, compare=False, hash=False)
 
+    def other_branch(self) -> Condition:
+        return Condition(self.key, not self.branch, self.test)
+
 
 @dataclass(eq=False)
 class Frame:
@@ -384,7 +387,7 @@ class _Walker:
                 continue
             if kind is cst.If or kind is cst.IfExp:
                 condition = normalise(model, node.test)
-                flipped = Condition(condition.key, not condition.branch, condition.test)
+                flipped = condition.other_branch()
                 if node.orelse is not None:
                     stack.append(("node", node.orelse, (*conds, flipped), loops, frame))
                 if not _is_false(node.test):
@@ -420,9 +423,7 @@ class _Walker:
                         and statement.orelse is None
                         and _leaves(statement.body)
                     ):
-                        condition = normalise(model, statement.test)
-                        flipped = Condition(condition.key, not condition.branch, condition.test)
-                        guarded = (*guarded, flipped)
+                        guarded = (*guarded, normalise(model, statement.test).other_branch())
                 stack.extend(reversed(items))
                 continue
             if kind is cst.Call:
