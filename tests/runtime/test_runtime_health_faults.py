@@ -157,6 +157,19 @@ def found(code: str) -> list[ar.Finding]:
     return [finding for finding in ar.report() if finding.code == code]
 
 
+def _float16_loss(model: Net) -> torch.Tensor:
+    """A float16 forward of a fresh batch, and its loss (the loops written out below)."""
+    with torch.autocast("cpu", dtype=torch.float16):
+        return nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+
+
+def _scaled_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: Any) -> None:
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+
+
 # AMP105: the overflow locator ----------------------------------------------------------
 
 
@@ -192,14 +205,10 @@ def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported()
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
         for step in range(10):
             model.encoder.layers[1].mlp.boost.factor = 1e6 if step == at else 1.0
-            with torch.autocast("cpu", dtype=torch.float16):
-                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            loss = _float16_loss(model)
             if not math.isfinite(loss.item()):
                 break
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            _scaled_step(loss, opt, scaler)
         summary = ar.summary()
         (finding,) = found("AMP105")
     assert step == at
@@ -223,10 +232,7 @@ def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -
                 with torch.no_grad():
                     target = teacher(x).float()
                 loss = nn.functional.mse_loss(student(x).float(), target)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            _scaled_step(loss, opt, scaler)
         # An evaluation without grad outside autocast is no training step: not measured.
         with torch.no_grad():
             teacher.half()(torch.full((2, 8), 1e4, dtype=torch.float16))
@@ -244,12 +250,8 @@ def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
     with ar.checking("warn", health=True):
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
         for step in range(6):
-            with torch.autocast("cpu", dtype=torch.float16):
-                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            loss = _float16_loss(model)
+            _scaled_step(loss, opt, scaler)
             if step == 3:
                 model.eval()
                 with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
@@ -318,10 +320,7 @@ def test_a_parent_returning_a_view_of_its_childs_output_is_not_measured_again() 
             x = torch.randn(2, 3, 8, 8) * (1e6 if step == 2 else 1.0)
             with torch.autocast("cpu", dtype=torch.float16):
                 loss = head(embed(x)).float().pow(2).mean()
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            _scaled_step(loss, opt, scaler)
         summary = ar.summary()
         (finding,) = found("AMP105")
     assert "`proj` (Conv2d) was" in finding.message and finding.first_step == 2
@@ -616,14 +615,10 @@ def test_an_update_that_only_sets_a_new_scale_is_no_step() -> None:
     with ar.checking("warn", health=True):
         scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
         for step in range(10):
-            with torch.autocast("cpu", dtype=torch.float16):
-                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            loss = _float16_loss(model)
             if step == 5:
                 loss = loss * math.nan
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
+            _scaled_step(loss, opt, scaler)
             if step % 4 == 0:
                 scaler.update(scaler.get_scale() * 2.0)
         (finding,) = found("AMP101")
@@ -642,8 +637,7 @@ def test_iterations_that_unscale_and_update_without_a_step_are_no_steps() -> Non
         scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
         for iteration in range(10):
             opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.float16):
-                loss = nn.functional.mse_loss(model(torch.randn(6, 8)).float(), torch.zeros(6, 4))
+            loss = _float16_loss(model)
             if iteration == 6:
                 loss = loss * INF
             scaler.scale(loss).backward()
