@@ -154,6 +154,10 @@ class ThreadState(threading.local):
         # seen, as running counts.
         self.zero_grads = 0
         self.backwards_run = 0
+        # For AMP004 with an optimizer no scaler steps: backward passes of unscaled losses
+        # seen, and that count at each optimizer's last step (id(optimizer) -> count).
+        self.plain_backwards = 0
+        self.plain_at_step: dict[int, int] = {}
 
     def __eq__(self, other: object) -> bool:
         # The calling thread's view: what a check made now would consult.

@@ -152,17 +152,25 @@ class ScalerUsage:
         """A scaled backward ran and no optimizer of this scaler was unscaled since (AMP006)."""
         return self.scaled_backward_pending and not self.scale_read and not self.mid_iteration()
 
-    def bypassed_by(self, optimizer: object) -> bool:
+    def bypassed_by(self, optimizer: object, plain_since: bool = True) -> bool:
         """True if a direct ``optimizer.step()`` now would apply scaled gradients (AMP004).
 
         Once the scaler manages some optimizers, an optimizer it never saw is taken to be
-        an unrelated model's: a false alarm costs more than a missed hint.
+        an unrelated model's (a false alarm costs more than a missed hint), unless every
+        backward since that optimizer's last step was a scaled one (``plain_since`` False)
+        and it holds gradients: then they can only be scaled (one scaler serving two
+        optimizers, as PyTorch's recipe for several models has it).
         """
         if not self.scaled_backward_pending:
             return False
         if self.managed and id(optimizer) not in self.managed:
-            return False
+            return not plain_since and _holds_grads(optimizer)
         return self.stage(optimizer) is not Stage.STEPPED
+
+
+def _holds_grads(optimizer: object) -> bool:
+    groups = getattr(optimizer, "param_groups", ())
+    return any(param.grad is not None for group in groups for param in group["params"])
 
 
 def of(scaler: Any) -> ScalerUsage:
@@ -378,6 +386,7 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
             usage.backward_after_step = True
         tls.pending.add(usage)
         return verdicts
+    tls.plain_backwards += 1
     # Only when the answer can matter: a float16 forward (AMP003) or a process that uses
     # GradScalers (AMP005). Plain fp32/bf16 training, and every scaled backward, pay nothing.
     if not (fp16 or uses_scalers()):
@@ -449,13 +458,15 @@ def inside_scaler_step() -> bool:
 def on_optimizer_step(optimizer: torch.optim.Optimizer) -> list[Verdict]:
     """Every ``optimizer.step()`` (the global pre-hook); the one inside scaler.step is legal."""
     tls = thread_state()
+    plain_since = tls.plain_backwards != tls.plain_at_step.get(id(optimizer), 0)
+    tls.plain_at_step[id(optimizer)] = tls.plain_backwards
     if tls.in_scaler_step:
         tls.inner_step_ran = True
         return []
     verdicts = []
     verdicts += _step_inside_autocast("optimizer.step()")
     for usage in list(tls.pending):
-        if usage.bypassed_by(optimizer):
+        if usage.bypassed_by(optimizer, plain_since):
             usage.bypassed = True
             if usage.stage(optimizer) is Stage.UNSCALED:
                 why = (

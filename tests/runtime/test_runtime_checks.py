@@ -113,6 +113,40 @@ def test_amp004_optimizer_step_on_scaled_gradients() -> None:
     assert_at(chk.findings, "AMP004", line)
 
 
+def _two_models(scaled_second: bool) -> tuple[list[ar.Finding], int]:
+    """One scaler steps the first model; the second optimizer is stepped directly after a
+    backward of its own loss, scaled by the same scaler or not."""
+    first, second = tiny_model(), tiny_model()
+    opt_first = torch.optim.SGD(first.parameters(), lr=0.1)
+    opt_second = torch.optim.SGD(second.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(3):
+            opt_first.zero_grad()
+            opt_second.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss_first = loss_of(first, x, y)
+            loss_second = loss_of(second, x, y)
+            scaler.scale(loss_first).backward()
+            scaler.step(opt_first)
+            (scaler.scale(loss_second) if scaled_second else loss_second).backward()
+            line = here() + 1
+            opt_second.step()
+            scaler.update()
+    return chk.findings, line
+
+
+def test_amp004_second_optimizer_stepped_directly_on_the_same_scalers_gradients() -> None:
+    # PyTorch's recipe for several models uses one scaler for both optimizers; stepping
+    # the second directly applies gradients multiplied by the scale.
+    findings, line = _two_models(scaled_second=True)
+    assert codes(findings) == ["AMP004"]
+    assert_at(findings, "AMP004", line)
+    # An unrelated float32 model trained beside it with a plain backward: no finding.
+    findings, _ = _two_models(scaled_second=False)
+    assert codes(findings) == []
+
+
 def test_amp005_unscaled_backward_stepped_through_scaler() -> None:
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
