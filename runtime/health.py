@@ -166,7 +166,15 @@ class ScalerHealth:
             value = value.float()
         if value.device != self.device:
             value = value.to(self.device, non_blocking=True)
-        self.loss = value if self.loss is None else self.loss + value
+        if self.loss is None:
+            self.loss = value
+            return
+        self.loss = self.loss + value
+        # Several losses scaled in one step (PyTorch's recipe for several models and losses)
+        # are summed: AMP101 names every line that scaled one, not only the first.
+        site = user_site()
+        if site not in self.host.loss_sites:
+            self.host.loss_sites.append(site)
 
     def due(self, scaler: GradScaler) -> bool:
         """Whether this step takes the gradient statistics (one step in ``underflow_every``)."""

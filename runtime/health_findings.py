@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -80,6 +81,8 @@ class HostReading:
         self.zeros: list[float] = []
         self.grad_max = 0.0
         self.act_max: dict[int, float] = {}
+        # The lines that scaled a loss after the step's first (several losses in a step).
+        self.loss_sites: list[Site] = []
         self.reported: set[str] = set()
         self.read_steps = 0
 
@@ -165,14 +168,14 @@ class HostReading:
             if not finite(loss):
                 self.nonfinite_loss_steps += 1
                 what = "nan" if math.isnan(loss) else "inf"
-                out.append(
-                    (
-                        "AMP101",
-                        advice("AMP101", value=what, step=step),
-                        site_or("scale"),
-                        step,
+                message = advice("AMP101", value=what, step=step)
+                if self.loss_sites:
+                    lines = ", ".join(
+                        f"{os.path.basename(name)}:{line}"
+                        for name, line in (site_or("scale"), *self.loss_sites)
                     )
-                )
+                    message += f" The loss checked is the sum of the losses scaled at {lines}."
+                out.append(("AMP101", message, site_or("scale"), step))
             # AMP105: the first float16 output over the limit, in forward order
             offset, slots = chunk.spans[index]
             self.read_outputs(log, offset, slots, step, config, acts, shared, site_or, out)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -262,6 +264,31 @@ def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
         assert found("AMP105") == []
         summary = ar.summary()
     assert summary is not None and summary["first_overflow"] is None
+
+
+def test_a_nonfinite_loss_among_several_scaled_in_a_step_names_every_scaling_line() -> None:
+    # PyTorch's recipe for several losses: one scaler, a scale() per loss; the health
+    # checks see their sum, so the message names each line that scaled one.
+    torch.manual_seed(0)
+    first, second = Net(), Net()
+    opt = torch.optim.SGD([*first.parameters(), *second.parameters()], lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            loss_first, loss_second = _float16_loss(first), _float16_loss(second)
+            if step == 2:
+                loss_second = loss_second * math.nan
+            opt.zero_grad()
+            scaler.scale(loss_first).backward(retain_graph=True)
+            lines = [sys._getframe().f_lineno - 1]
+            scaler.scale(loss_second).backward()
+            lines.append(sys._getframe().f_lineno - 1)
+            scaler.step(opt)
+            scaler.update()
+        (finding,) = found("AMP101")
+    assert finding.first_step == 2
+    name = os.path.basename(__file__)
+    assert f"scaled at {name}:{lines[0]}, {name}:{lines[1]}." in finding.message
 
 
 class _Distiller:
