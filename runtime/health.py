@@ -31,8 +31,8 @@ findings, each with the step it belongs to. Nothing here calls ``.item()``, ``.t
 ``bool()`` or a synchronize inside a training step; fused optimizers
 (``_step_supports_amp_scaling``) take torch's path unchanged.
 
-Steps are 0-based optimizer steps of a scaler: the number of ``update()`` calls that closed
-a step (taken or skipped) before it,
+Steps are 0-based optimizer steps of a scaler: the number of ``update()`` calls before it that
+followed inf checks (an ``update(new_scale)`` alone only sets the scale),
 i.e. ``i`` in ``for i, batch in enumerate(loader)`` when there is no accumulation.
 
 Everything here that runs inside the user's training (the forward hook, the LR-scheduler
@@ -50,7 +50,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.amp.grad_scaler import OptState
 
 from . import usage
 from .activations import ACT_CAP, Activations
@@ -262,18 +261,6 @@ class ScalerHealth:
             # No inf checks since the last update: torch raises, or, given a new scale, only
             # sets it (icefall pushes a small scale back up): no optimizer step, no row.
             return
-        if not usage.of(scaler).bypassed and not any(
-            state["stage"] is OptState.STEPPED for state in scaler._per_optimizer_states.values()
-        ):
-            # unscale_() then update() with no step between (SlowFast's MoCo iterations that
-            # do not step): the scale moves, no optimizer step was taken or skipped, and
-            # steps are numbered as the usage checks number them, by the steps taken. The
-            # forward's loss and outputs go with the next step (numbered as that iteration
-            # is); the gradients measured here were never applied.
-            self.gmax = self.nnz = self.big = self.g106 = None
-            self.numel = 0
-            self.measured = set()
-            return
         assert self.rows is not None and self.log is not None
         with torch.no_grad():
             if not found:
@@ -480,7 +467,7 @@ class Monitor:
         if main is None or not slots:
             return
         with torch.no_grad():
-            log = torch.cat([partial.reshape(-1) for partial in partials]).to("cpu")
+            log = torch.cat([partial.reshape(-1).to("cpu") for partial in partials])
         values = host_values(log.contiguous(), "e")
         main.host.read_outputs(
             values, 0, slots, main.step, self.config, self.activations, self, main._site_or, out

@@ -183,9 +183,13 @@ class HostReading:
             self.consecutive = self.consecutive + 1 if backed_off else 0
             if "AMP102" not in self.reported:
                 why = None
-                # A run that starts near min_scale (icefall's init_scale=1.0, where one skipped
-                # step halves it to 0.5) must fall two halvings below its start.
-                floor = min(config.min_scale, self.scales[0] / 4)
+                # A run that starts at or just above min_scale (icefall's init_scale=1.0, where
+                # one skipped step halves it to 0.5) must fall two halvings below its start;
+                # one that starts below it (resumed from a collapsed run) has collapsed.
+                start = self.scales[0]
+                floor = config.min_scale
+                if start >= config.min_scale:
+                    floor = min(floor, start / 4)
                 if scale < floor:
                     why = f"the scale is {scale:g}, below {floor:g}"
                 elif self.consecutive >= config.max_backoffs and scale <= _collapsed(config):
