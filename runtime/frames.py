@@ -40,15 +40,27 @@ def _library(filename: str) -> bool:
     return any(marker in filename for marker in _LIBRARY_MARKERS)
 
 
+# The interpreter's own modules: above an installed package's frames there is only the
+# machinery that started it (runpy for ``-m``), never the user's line.
+_STDLIB = os.path.dirname(os.path.abspath(contextlib.__file__)) + os.sep
+
+
+def _interpreter(filename: str) -> bool:
+    return filename.startswith("<") or filename.startswith(_STDLIB)
+
+
 def user_frame(depth: int = 1) -> FrameType | None:
     """The innermost frame, starting ``depth`` frames up, that is neither amplint's nor
-    torch's nor an installed library's; failing that, the innermost library frame."""
+    torch's nor an installed library's; failing that (a package installed without ``-e``
+    and run with ``-m``), the innermost library frame."""
     frame: FrameType | None = sys._getframe(depth)
     library: FrameType | None = None
     while frame is not None:
         filename = frame.f_code.co_filename
         if not _skipped(filename):
             if not _library(filename):
+                if library is not None and _interpreter(filename):
+                    return library
                 return frame
             if library is None:
                 library = frame

@@ -149,3 +149,20 @@ def test_a_finding_inside_an_installed_helper_names_the_users_call(tmp_path: Pat
                 line = sys._getframe().f_lineno - 1
         (finding,) = [f for f in ar.report() if f.code == "AMP001"]
     assert (finding.filename, finding.line) == (__file__, line)
+
+
+def test_a_package_installed_without_editable_mode_and_run_with_m_names_its_own_line(
+    tmp_path: Path,
+) -> None:
+    # `amplint run -m mypkg.train` on a package in site-packages: above its frames there is
+    # only runpy, never the user's line.
+    import runpy
+
+    folder = tmp_path / "lib" / "python3" / "site-packages" / "installed_pkg"
+    folder.mkdir(parents=True)
+    module = folder / "train.py"
+    module.write_text(
+        "from amplint.runtime import frames\nSITE = frames.user_site(0)\n", encoding="utf-8"
+    )
+    result = runpy.run_path(str(module))
+    assert result["SITE"] == (str(module), 2)
