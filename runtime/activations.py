@@ -12,6 +12,7 @@ module seen.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -51,6 +52,7 @@ _grad_enabled = torch.is_grad_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
 _is_compiling = torch.compiler.is_compiling
+_thread_id = threading.get_ident
 
 
 class Activations:
@@ -75,11 +77,14 @@ class Activations:
         # Outputs measured without grad in the current outermost autocast region, held
         # until it ends: kept if the region also ran a forward with grad (a distillation
         # teacher in the student's step), dropped if not (an evaluation between steps).
+        # Reduced at once on every device (holding the outputs themselves would keep an
+        # evaluation's activations alive), and only the region's own thread's: a data
+        # loading thread's forward is not the step's.
         self.held_pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.held_pending: list[torch.Tensor] = []
         self.held_slots: list[int] = []
-        self.held_pending_slots: list[int] = []
         self.grad_in_region = False
+        self.region_thread: int | None = None
+        self.last_version = 0
         self.names: dict[int, str] = {}  # slot -> qualified name, refreshed as slots appear
         self.named = 0
 
@@ -166,17 +171,21 @@ class Activations:
             # is the same tensor, or a view of it (ViT's patch embedding flattens its conv's
             # output): measured once, attributed to the child, which ran first. (Only a view
             # of the measured tensor itself: two views of another tensor hold different parts.)
+            # Changed in place since (ResNet's `out += identity`), it is measured again.
+            if tensor.dtype is not _FLOAT16:
+                return
             base = tensor._base
+            last = self.last
             if (
-                tensor.dtype is not _FLOAT16
-                or tensor is self.last
-                or (base is not None and base is self.last)
-                or tensor.is_sparse
-                or isinstance(module, _PASS_THROUGH)
-                or tensor.numel() == 0
+                (tensor is last or (base is not None and base is last))
+                and last is not None
+                and last._version == self.last_version
             ):
                 return
+            if tensor.is_sparse or isinstance(module, _PASS_THROUGH) or tensor.numel() == 0:
+                return
             self.last = tensor
+            self.last_version = tensor._version
             if not grad:
                 self._hold(tensor, slot)
                 return
@@ -202,38 +211,52 @@ class Activations:
 
     def _hold(self, tensor: torch.Tensor, slot: int) -> None:
         """A float16 output measured without grad, inside autocast: held for the region."""
-        if len(self.held_slots) + len(self.held_pending_slots) >= ACT_CAP:
-            return  # a long evaluation inside one region: no training step holds that many
-        if tensor.is_cpu:
-            self.held_pairs.append(_aminmax(tensor))
-            self.held_slots.append(slot)
-        else:
-            self.held_pending.append(tensor)
-            self.held_pending_slots.append(slot)
+        if _thread_id() != self.region_thread or len(self.held_slots) >= ACT_CAP:
+            return  # another thread's, or a long evaluation no training step holds
+        self.held_pairs.append(_aminmax(tensor))
+        self.held_slots.append(slot)
 
     def region_started(self) -> None:
-        """The outermost autocast region began: nothing held, no forward with grad yet."""
+        """The outermost autocast region of a thread began: it owns the held outputs,
+        unless another thread's region is running (a prefetching thread's)."""
+        thread = _thread_id()
+        if self.region_thread is not None and self.region_thread != thread:
+            return
+        self.region_thread = thread
         self._settle(keep=False)
 
     def region_ended(self) -> None:
         """The outermost autocast region ended: its outputs without grad count if it also
         ran a forward with grad, in this step."""
+        if _thread_id() != self.region_thread:
+            return
         self._settle(keep=self.grad_in_region)
+        self.region_thread = None
 
     def _settle(self, keep: bool) -> None:
-        if keep:
-            self.cpu_pairs += self.held_pairs
-            self.cpu_slots += self.held_slots
-            self.pending += self.held_pending
-            self.pending_slots += self.held_pending_slots
+        pairs, slots = self.held_pairs, self.held_slots
         self.held_pairs, self.held_slots = [], []
-        self.held_pending, self.held_pending_slots = [], []
         self.grad_in_region = False
+        if not keep or not pairs:
+            return
+        # Ahead of the region's outputs with grad: a frozen backbone run without grad
+        # feeds the trainable head, and an overflow there is the backbone's.
+        by_device: dict[torch.device, list[int]] = {}
+        for index, pair in enumerate(pairs):
+            by_device.setdefault(pair[0].device, []).append(index)
+        for device, indices in by_device.items():
+            if device.type == "cpu":
+                self.cpu_pairs[0:0] = [pairs[i] for i in indices]
+                self.cpu_slots[0:0] = [slots[i] for i in indices]
+                continue
+            with torch.no_grad():
+                self.partials.insert(0, max_abs_of_pairs([pairs[i] for i in indices]))
+            self.slots[0:0] = [slots[i] for i in indices]
 
     def reduce(self) -> None:
         """Reduce the held outputs to their maxima (one multi-tensor op per device) and let
         the outputs go."""
-        if self.grad_in_region and (self.held_slots or self.held_pending_slots):
+        if self.grad_in_region and self.held_slots:
             # scale() inside the region that ran the student: its teacher's outputs count.
             self._settle(keep=True)
             self.grad_in_region = True

@@ -291,6 +291,52 @@ def test_a_nonfinite_loss_among_several_scaled_in_a_step_names_every_scaling_lin
     assert f"scaled at {name}:{lines[0]}, {name}:{lines[1]}." in finding.message
 
 
+class _Residual(nn.Module):
+    """ResNet's block ending: the last child's output, changed in place, is returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.boost = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x)
+        out += x * self.boost
+        return out
+
+
+def test_an_output_changed_in_place_after_it_was_measured_is_measured_again() -> None:
+    torch.manual_seed(0)
+    block, head = _Residual(), nn.Linear(8, 4)
+    opt = torch.optim.SGD([*block.parameters(), *head.parameters()], lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            block.boost = 1e6 if step == 2 else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = head(block(torch.randn(6, 8))).float().pow(2).mean()
+            _scaled_step(loss, opt, scaler)
+        (finding,) = found("AMP105")
+    assert "(_Residual) was inf" in finding.message and finding.first_step == 2
+
+
+def test_a_frozen_backbone_run_without_grad_is_blamed_before_the_head_it_feeds() -> None:
+    torch.manual_seed(0)
+    backbone, head = Net(), nn.Linear(4, 4)
+    opt = torch.optim.SGD(head.parameters(), lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            backbone.encoder.layers[0].mlp.boost.factor = 1e6 if step == 2 else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                with torch.no_grad():
+                    features = backbone(torch.randn(6, 8))
+                loss = head(features).float().pow(2).mean()
+            _scaled_step(loss, opt, scaler)
+        (finding,) = found("AMP105")
+    assert "`encoder.layers.0.mlp.boost` (Amplify) was inf" in finding.message
+
+
 class _Distiller:
     """A trainer holding its student and a deep-copied teacher as attributes (DINO, MoCo)."""
 
