@@ -55,9 +55,19 @@ class Condition:
     branch: bool
     #: the test as written (not compared)
     test: cst.BaseExpression | None = field(default=None, compare=False, hash=False)
+    #: taken from an earlier ``if test: continue`` (or break, return, raise) rather than
+    #: an enclosing ``if``: it separates two passes' events within a pass only, and the
+    #: gradients of a pass that left early still accumulate into the next (see
+    #: :func:`branches`); accumulation boundaries (AMP016) read it, branch logic does not.
+    guard: bool = field(default=False, compare=False, hash=False)
 
-    def other_branch(self) -> Condition:
-        return Condition(self.key, not self.branch, self.test)
+    def other_branch(self, *, guard: bool = False) -> Condition:
+        return Condition(self.key, not self.branch, self.test, guard)
+
+
+def branches(event: Event) -> tuple[Condition, ...]:
+    """The conditions of the enclosing tests ``event`` runs under (guards left out)."""
+    return tuple(c for c in event.conditions if not c.guard)
 
 
 @dataclass(eq=False)
@@ -121,8 +131,8 @@ def exclusive(a: Event, b: Event) -> bool:
     branch of ``x and y`` that says not both while the other runs under ``x`` and under
     ``y`` (``if amp and kind == "torch": scaler.step() else: optimizer.step()`` beside a
     scaled backward under ``if amp: if kind == "torch":``): never both run."""
-    mine = {(c.key, c.branch) for c in a.conditions}
-    if any((c.key, not c.branch) in mine for c in b.conditions):
+    mine = {(c.key, c.branch) for c in branches(a)}
+    if any((c.key, not c.branch) in mine for c in branches(b)):
         return True
     return _denies_all(a, b) or _denies_all(b, a)
 
@@ -130,8 +140,8 @@ def exclusive(a: Event, b: Event) -> bool:
 def _denies_all(a: Event, b: Event) -> bool:
     """``a`` runs where ``x and y ...`` is false (or ``x or y ...`` true) and ``b`` where
     every operand is true (or false)."""
-    theirs = {(c.key, c.branch) for c in b.conditions}
-    for condition in a.conditions:
+    theirs = {(c.key, c.branch) for c in branches(b)}
+    for condition in branches(a):
         test = condition.test
         if not isinstance(test, cst.BooleanOperation):
             continue
@@ -163,7 +173,7 @@ def _operands(
 def nested(a: Event, b: Event) -> bool:
     """Whether one event's conditions include the other's: whenever the more deeply
     conditioned one runs, so does the other (within the same pass)."""
-    mine, theirs = set(a.conditions), set(b.conditions)
+    mine, theirs = set(branches(a)), set(branches(b))
     return mine <= theirs or theirs <= mine
 
 
@@ -423,7 +433,8 @@ class _Walker:
                         and statement.orelse is None
                         and _leaves(statement.body)
                     ):
-                        guarded = (*guarded, normalise(model, statement.test).other_branch())
+                        test = normalise(model, statement.test)
+                        guarded = (*guarded, test.other_branch(guard=True))
                 stack.extend(reversed(items))
                 continue
             if kind is cst.Call:

@@ -141,6 +141,41 @@ def smoke_then_train(model, x, loader, optimizer):
 """,
     )
     invalid = (
+        # The micro-batches that leave early with `continue` still accumulate their
+        # gradients into the step the last one takes.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, accum):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, (x, y) in enumerate(loader):
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x, y) / accum
+        if (i + 1) % accum != 0:
+            loss.backward()
+            continue
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+            line=9,
+            fixed="""
+import torch
+def train(model, optimizer, loader, accum):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, (x, y) in enumerate(loader):
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = model(x, y) / accum
+        if (i + 1) % accum != 0:
+            scaler.scale(loss).backward()
+            continue
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+""",
+        ),
         Invalid(
             """
 import torch

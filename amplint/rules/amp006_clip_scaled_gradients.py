@@ -12,6 +12,7 @@ from amplint.analysis.steps import (
     Event,
     Iteration,
     Kind,
+    branches,
     iterations,
     together,
     usable_at,
@@ -527,7 +528,7 @@ def _unscale_before(
         return None
     if clip.frame.via or clip.loops != step.loops:
         return None
-    if not set(step.conditions) <= set(clip.conditions):
+    if not set(branches(step)) <= set(branches(clip)):
         return None  # the clip runs more often than the step: unscale_ would repeat
     if any(e.kind is Kind.UNSCALE and e.scaler == key for e in iteration.between(clip, None)):
         return None

@@ -9,6 +9,7 @@ from amplint.analysis.steps import (
     Event,
     Iteration,
     Kind,
+    branches,
     exclusive,
     iterations,
     statement_call,
@@ -344,7 +345,7 @@ def _remove_extra(first: Event, second: Event, model: ModuleModel) -> FixPlan | 
     # everything after the first already saw unscaled gradients and nothing changes.
     # Removing the first instead would hand scaled gradients to whatever reads them
     # in between (a clip, a gradient-norm log).
-    if set(first.conditions) <= set(second.conditions):
+    if set(branches(first)) <= set(branches(second)):
         return _remove(model, second, "a second time")
     return None
 
