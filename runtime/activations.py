@@ -325,11 +325,18 @@ def _root_labels(roots: dict[int, torch.nn.Module]) -> dict[int, str]:
         scopes.append(("", frame.f_globals))
         for prefix, scope in scopes:
             for key, value in list(scope.items()):
-                if isinstance(value, torch.nn.Module) and id(value) in roots:
-                    labels.setdefault(id(value), prefix + key)
-                elif prefix and isinstance(value, dict) and key == "_modules":
+                if prefix and isinstance(value, dict) and key == "_modules":
                     for sub_key, sub in value.items():  # an nn.Module owner's submodules
                         if isinstance(sub, torch.nn.Module) and id(sub) in roots:
                             labels.setdefault(id(sub), prefix + sub_key)
+                if not isinstance(value, torch.nn.Module):
+                    continue
+                # The roots are what ran; the user may hold the model that holds them
+                # (`model.body`, `model.head` called by a loop, not `model` itself).
+                for name, sub in value.named_modules():
+                    if id(sub) in roots:
+                        labels.setdefault(
+                            id(sub), f"{prefix}{key}.{name}" if name else prefix + key
+                        )
         frame = frame.f_back
     return labels

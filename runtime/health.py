@@ -172,7 +172,7 @@ class ScalerHealth:
         # Several losses scaled in one step (PyTorch's recipe for several models and losses)
         # are summed: AMP101 names every line that scaled one, not only the first.
         site = user_site()
-        if site not in self.host.loss_sites:
+        if site != self.sites.get("scale") and site not in self.host.loss_sites:
             self.host.loss_sites.append(site)
 
     def due(self, scaler: GradScaler) -> bool:

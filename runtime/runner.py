@@ -401,6 +401,15 @@ def _print_exception(exc: BaseException, script: str) -> None:
     start = tb
     while start is not None and start.tb_frame.f_code.co_filename != script:
         start = start.tb_next
+    # The script's own sys.excepthook (torchrun's rank prefix, rich, wandb) reports it, as
+    # under plain python; Python's default prints what it would.
+    hook = sys.excepthook
+    if hook is not sys.__excepthook__:
+        try:
+            hook(type(exc), exc, start if start is not None else tb)
+            return
+        except Exception:  # a failing hook: Python prints both, the original last
+            traceback.print_exc()
     traceback.print_exception(type(exc), exc, start if start is not None else tb)
 
 

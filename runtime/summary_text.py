@@ -75,10 +75,16 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
             f"(>= {limit:g}, within {margin:.0%} of 65504)"
         )
     if not summary.get("activations_measured", True):
-        return "  float16 module outputs: none seen (no float16 forward ran outside compiled code)"
+        return (
+            "  float16 module outputs of training steps: none seen (no float16 forward ran "
+            "outside compiled code)"
+        )
+    # Of training steps: an evaluation (no grad, no training forward in its autocast
+    # region) is not measured, and may overflow where training does not.
     return (
-        f"  float16 module outputs: none reached {limit:g}, the AMP105 threshold "
-        f"(overflow_margin {margin:.0%} below float16's largest value, 65504)"
+        f"  float16 module outputs of training steps: none reached {limit:g}, the AMP105 "
+        f"threshold (overflow_margin {margin:.0%} below float16's largest value, 65504; "
+        "evaluation forwards are not measured)"
     )
 
 

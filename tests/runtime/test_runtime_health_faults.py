@@ -305,6 +305,30 @@ class _Residual(nn.Module):
         return out
 
 
+class _BodyAndHead(nn.Module):
+    """A model whose parts the loop calls one by one (a LightningModule's training_step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 8), Amplify())
+        self.head = nn.Sequential(nn.Linear(8, 8), Amplify(), nn.Linear(8, 4))
+
+
+def test_parts_of_a_model_never_called_whole_are_named_through_the_model() -> None:
+    torch.manual_seed(0)
+    model = _BodyAndHead()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            model.head[1].factor = 1e6 if step == 2 else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = model.head(model.body(torch.randn(6, 8))).float().pow(2).mean()
+            _scaled_step(loss, opt, scaler)
+        (finding,) = found("AMP105")
+    assert "`model.head.1` (Amplify) was inf" in finding.message
+
+
 def test_an_output_changed_in_place_after_it_was_measured_is_measured_again() -> None:
     torch.manual_seed(0)
     block, head = _Residual(), nn.Linear(8, 4)

@@ -194,3 +194,19 @@ def test_missing_script_and_bad_mode(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(ValueError, match="mode"):
         run_script(str(tmp_path / "absent.py"), [], mode="loud")
     assert sys.argv == argv
+
+
+def test_an_uncaught_exception_goes_through_the_scripts_excepthook(tmp_path: Path) -> None:
+    # torchrun's rank prefix, rich and wandb install sys.excepthook: python calls it.
+    (tmp_path / "hooked.py").write_text(
+        "import sys\n"
+        "def hook(kind, value, tb):\n"
+        "    print(f'HOOKED {kind.__name__}: {value}', file=sys.stderr)\n"
+        "sys.excepthook = hook\n"
+        "raise RuntimeError('boom')\n",
+        encoding="utf-8",
+    )
+    result = run_amplint("hooked.py", "warn", "", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "HOOKED RuntimeError: boom" in result.stderr
+    assert "Traceback" not in result.stderr
