@@ -401,6 +401,8 @@ def _print_exception(exc: BaseException, script: str) -> None:
     start = tb
     while start is not None and start.tb_frame.f_code.co_filename != script:
         start = start.tb_next
+    if start is not None:
+        start = _without_stand_ins(start)
     # The script's own sys.excepthook (torchrun's rank prefix, rich, wandb) reports it, as
     # under plain python; Python's default prints what it would.
     hook = sys.excepthook
@@ -411,6 +413,25 @@ def _print_exception(exc: BaseException, script: str) -> None:
         except Exception:  # a failing hook: Python prints both, the original last
             traceback.print_exc()
     traceback.print_exception(type(exc), exc, start if start is not None else tb)
+
+
+def _without_stand_ins(tb: TracebackType) -> TracebackType:
+    """The traceback without the frames of amplint's stand-ins between the user's call and
+    torch's (``scaler.step()`` raising torch's error): python shows torch's frames only."""
+    kept: list[TracebackType] = []
+    entry: TracebackType | None = tb
+    while entry is not None:
+        if not entry.tb_frame.f_code.co_filename.startswith(_RUNTIME_DIR):
+            kept.append(entry)
+        entry = entry.tb_next
+    if not kept:
+        return tb
+    for before, after in zip(kept, [*kept[1:], None], strict=True):
+        before.tb_next = after
+    return kept[0]
+
+
+_RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def format_summary(findings: list[Finding]) -> str:

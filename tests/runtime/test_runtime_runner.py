@@ -210,3 +210,23 @@ def test_an_uncaught_exception_goes_through_the_scripts_excepthook(tmp_path: Pat
     assert result.returncode == 1
     assert "HOOKED RuntimeError: boom" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_torchs_error_from_a_stand_in_shows_the_traceback_python_shows(tmp_path: Path) -> None:
+    # scaler.step() twice without update(): torch raises inside amplint's stand-in; the
+    # traceback goes from the user's line to torch's, as under plain python.
+    (tmp_path / "twice.py").write_text(
+        "import torch\n"
+        "model = torch.nn.Linear(4, 1)\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "scaler = torch.amp.GradScaler('cpu')\n"
+        "for _ in range(2):\n"
+        "    scaler.scale(model(torch.randn(2, 4)).sum()).backward()\n"
+        "    scaler.step(opt)\n",
+        encoding="utf-8",
+    )
+    result = run_amplint("twice.py", "warn", "", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "step() has already been called since the last update()" in result.stderr
+    assert 'twice.py", line 7' in result.stderr and "grad_scaler.py" in result.stderr
+    assert "runtime/scaler.py" not in result.stderr and "runtime/runner.py" not in result.stderr
