@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .frames import user_frame
+from .frames import Site, user_frame, user_site
 from .reductions import max_abs, max_abs_of_pairs
 from .reporting import internal_error
 from .state import uses_scalers
@@ -74,6 +74,7 @@ class Activations:
         self.partials: list[torch.Tensor] = []  # reduced maxima, float16, this step
         self.slots: list[int] = []  # slot of each reduced maximum, in forward order
         self.last: torch.Tensor | None = None
+        self.first_site: Site | None = None  # the user's line of the first output measured
         # Outputs measured without grad in the current outermost autocast region, held
         # until it ends: kept if the region also ran a forward with grad (a distillation
         # teacher in the student's step), dropped if not (an evaluation between steps).
@@ -186,6 +187,8 @@ class Activations:
                 return
             self.last = tensor
             self.last_version = tensor._version
+            if self.first_site is None:  # once: where AMP105 points before any scale()
+                self.first_site = user_site()
             if not grad:
                 self._hold(tensor, slot)
                 return

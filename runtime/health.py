@@ -463,14 +463,25 @@ class Monitor:
         exit there) stopped in the very step whose overflow AMP105 is for. Report time
         only: the host reads them here."""
         partials, slots = self.activations.take()
-        main = self.main()
-        if main is None or not slots:
+        if not slots:
             return
         with torch.no_grad():
             log = torch.cat([partial.reshape(-1).to("cpu") for partial in partials])
         values = host_values(log.contiguous(), "e")
+        main = self.main()
+        if main is None:
+            # It stopped in its first step, before any scale(): step 0, at the forward.
+            first = self.activations.first_site or ("<unknown>", 0)
+            HostReading().read_outputs(
+                values, 0, slots, 0, self.config, self.activations, self, lambda _: first, out
+            )
+            return
+        # Of the scalers that stepped in the last iteration, the one behind: a GAN stopped in
+        # its generator's half has updated the discriminator's scaler already.
+        latest = main.step
+        step = min(health.step for health in self.scalers if health.step >= latest - 1)
         main.host.read_outputs(
-            values, 0, slots, main.step, self.config, self.activations, self, main._site_or, out
+            values, 0, slots, step, self.config, self.activations, self, main._site_or, out
         )
 
     def note_step(

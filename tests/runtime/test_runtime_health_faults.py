@@ -196,10 +196,11 @@ def test_overflowing_module_is_named_with_its_step(layer: int, at: int) -> None:
     assert loss.first_step == at
 
 
-def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported() -> None:
+@pytest.mark.parametrize("at", [4, 0])
+def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported(at: int) -> None:
     # MAE, DeiT and DINO check the loss before scale() and exit: no update() closed that
-    # step, and its float16 outputs are read when the run is reported.
-    at = 4
+    # step, and its float16 outputs are read when the run is reported (also in the first
+    # step, before any scale(): then at the forward's line).
     torch.manual_seed(0)
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=1e-2)
@@ -217,6 +218,28 @@ def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported()
     assert finding.first_step == at
     assert "`encoder.layers.1.mlp.boost` (Amplify) was inf" in finding.message
     assert summary is not None and summary["first_overflow"]["step"] == at
+    assert finding.filename == __file__
+
+
+def test_a_gan_stopped_in_its_generators_half_is_numbered_by_its_iteration() -> None:
+    # Two scalers: the discriminator's updated in this iteration before the generator's
+    # forward overflowed and the script stopped.
+    torch.manual_seed(0)
+    disc, gen = Net(), Net()
+    opt_d = torch.optim.SGD(disc.parameters(), lr=1e-2)
+    opt_g = torch.optim.SGD(gen.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler_d = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        scaler_g = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(6):
+            _scaled_step(_float16_loss(disc), opt_d, scaler_d)
+            gen.encoder.layers[0].mlp.boost.factor = 1e6 if step == 3 else 1.0
+            loss = _float16_loss(gen)
+            if not math.isfinite(loss.item()):
+                break
+            _scaled_step(loss, opt_g, scaler_g)
+        (finding,) = found("AMP105")
+    assert finding.first_step == 3
 
 
 def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -> None:
