@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .session import SESSION
+from .state import autocast_active
 
 __all__ = ["call_without_global_hook", "note_backward_traced", "tracing"]
 
@@ -124,6 +125,11 @@ def call_without_global_hook(
 
     @functools.wraps(original)
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not SESSION.history.backward_note_said and torch.is_grad_enabled():
+            # Said when the compiled region is called inside autocast, not only when its
+            # backward is traced: with a warm compile cache nothing is traced, and the
+            # cached backward runs under the forward's autocast all the same.
+            note_backward_traced(autocast_active())
         key = hook_id()
         if key is None:
             return original(self, *args, **kwargs)

@@ -163,6 +163,11 @@ def test_inductor_compiled_script_under_amplint_run_is_silent(tmp_path: Path, ca
     assert "trained" in done.stdout
     assert "AMP0" not in done.stderr
     assert "global hooks" not in done.stderr
+    # The note on the compiled backward's autocast holds with a warm cache too, where
+    # nothing is traced.
+    setting = torch._functorch.config.backward_pass_autocast
+    expected = 1 if setting == "same_as_forward" else 0
+    assert done.stderr.count("amplint: note: torch compiled the backward") == expected
 
 
 def _train_with_compiled_clip(steps: int = 3) -> tuple[list[torch.Tensor], dict[str, int]]:
