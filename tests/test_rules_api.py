@@ -335,3 +335,24 @@ def test_amp006_message_names_the_optimizer_as_the_fix_writes_it() -> None:
     (finding,) = lint_bytes(textwrap.dedent(source).encode(), "example.py", {"AMP006"}).findings
     assert "call `self.scaler.unscale_(self.optimizer)` before clipping" in finding.message
     assert "self.scaler.unscale_(self.optimizer)" in _fix(source, "AMP006")
+
+
+def test_amp007_fix_of_a_call_with_one_argument_a_line_keeps_that_layout() -> None:
+    source = """
+    import torch
+    with torch.cuda.amp.autocast(
+        enabled=amp,  # --amp
+    ):
+        y = model(x)
+    """
+    assert _fix(source, "AMP007", unsafe=False) == textwrap.dedent(
+        """
+        import torch
+        with torch.amp.autocast(
+            "cuda",
+            enabled=amp,  # --amp
+            dtype=torch.float16,
+        ):
+            y = model(x)
+        """
+    )

@@ -51,8 +51,29 @@ def keywordize(
     return result
 
 
-def prepend_device(args: list[cst.Arg], device: str) -> list[cst.Arg]:
-    """``device`` as the new first argument, laid out like the arguments that follow it."""
+def _line_break(
+    opening: cst.BaseParenthesizableWhitespace | None,
+) -> cst.ParenthesizedWhitespace | None:
+    """The break after a call's ``(`` when its arguments stand one a line, without the
+    comment that line may hold: the layout of the break between two arguments."""
+    if not isinstance(opening, cst.ParenthesizedWhitespace):
+        return None
+    return opening.with_changes(first_line=cst.TrailingWhitespace(), empty_lines=())
+
+
+def prepend_device(
+    args: list[cst.Arg],
+    device: str,
+    opening: cst.BaseParenthesizableWhitespace | None = None,
+) -> list[cst.Arg]:
+    """``device`` as the new first argument, laid out like the arguments that follow it
+    (``opening``: the call's whitespace after ``(``)."""
+    between = _line_break(opening)
+    if between is not None and args:
+        return [
+            string_arg(device, last=False).with_changes(comma=cst.Comma(whitespace_after=between)),
+            *args,
+        ]
     new = string_arg(device, last=not args)
     first_comma = args[0].comma if args else None
     if isinstance(first_comma, cst.Comma) and isinstance(
@@ -62,13 +83,18 @@ def prepend_device(args: list[cst.Arg], device: str) -> list[cst.Arg]:
     return [new, *args]
 
 
-def legacy_call_args(kind: Kind, device: str, args: tuple[cst.Arg, ...]) -> list[cst.Arg] | None:
+def legacy_call_args(
+    kind: Kind,
+    device: str,
+    args: tuple[cst.Arg, ...],
+    opening: cst.BaseParenthesizableWhitespace | None = None,
+) -> list[cst.Arg] | None:
     """The arguments of the modern call that replaces a legacy call with ``args``."""
     if kind in LEGACY_POSITIONAL:
         converted = keywordize(args, LEGACY_POSITIONAL[kind])
-        return None if converted is None else prepend_device(converted, device)
+        return None if converted is None else prepend_device(converted, device, opening)
     if kind == "function":
-        return prepend_device(list(args), device)
+        return prepend_device(list(args), device, opening)
     # custom_fwd(fwd=None, *, cast_inputs=None) / custom_bwd(bwd): add device_type= after
     # the positional arguments.
     if any(arg.star == "*" for arg in args):
@@ -92,12 +118,40 @@ def legacy_call_args(kind: Kind, device: str, args: tuple[cst.Arg, ...]) -> list
 LEGACY_AUTOCAST_DTYPE = {"cuda": "float16", "cpu": "bfloat16"}
 
 
-def with_keyword(args: list[cst.Arg], name: str, value: cst.BaseExpression) -> list[cst.Arg]:
-    """``args`` with ``name=value`` last, laid out like the arguments before it (a trailing
-    comma and one argument per line stay so)."""
+def with_keyword(
+    args: list[cst.Arg],
+    name: str,
+    value: cst.BaseExpression,
+    opening: cst.BaseParenthesizableWhitespace | None = None,
+) -> list[cst.Arg]:
+    """``args`` with ``name=value`` last, laid out like the arguments before it: one a line
+    (``opening``, the call's whitespace after ``(``, says so) with the closing line and a
+    trailing comma kept (a comment after it stays on its line; one before the closing
+    parenthesis of a call without a trailing comma follows the new argument)."""
     if not args:
         return [keyword_arg(name, value)]
     last = args[-1]
+    between = _line_break(opening)
+    if between is not None:
+        if isinstance(last.comma, cst.Comma):
+            after = last.comma.whitespace_after
+            closing = after
+            if isinstance(after, cst.ParenthesizedWhitespace):
+                between = between.with_changes(first_line=after.first_line)
+                closing = after.with_changes(first_line=cst.TrailingWhitespace())
+            return [
+                *args[:-1],
+                last.with_changes(comma=last.comma.with_changes(whitespace_after=between)),
+                keyword_arg(name, value, comma=cst.Comma(whitespace_after=closing)),
+            ]
+        return [
+            *args[:-1],
+            last.with_changes(
+                comma=cst.Comma(whitespace_after=between),
+                whitespace_after_arg=cst.SimpleWhitespace(""),
+            ),
+            keyword_arg(name, value).with_changes(whitespace_after_arg=last.whitespace_after_arg),
+        ]
     if isinstance(last.comma, cst.Comma):  # a trailing comma: the new argument keeps it
         return [*args, keyword_arg(name, value, comma=last.comma)]
     comma = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))

@@ -718,10 +718,11 @@ def _plan_reference(model: ModuleModel, ref: _Ref) -> None:
 
         def rewrite_call(updated: cst.CSTNode) -> cst.CSTNode:
             assert isinstance(updated, cst.Call)
-            args = legacy_call_args(spec.kind, spec.device, updated.args)
+            opening = updated.whitespace_before_args
+            args = legacy_call_args(spec.kind, spec.device, updated.args, opening)
             assert args is not None
             if dtype is not None:
-                args = with_keyword(args, "dtype", dtype)
+                args = with_keyword(args, "dtype", dtype, opening)
             return updated.with_changes(func=new or updated.func, args=args)
 
         ref.replacements = {parent: rewrite_call}

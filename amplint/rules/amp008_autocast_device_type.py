@@ -419,6 +419,8 @@ def _missing_fix(model: ModuleModel, call: cst.Call) -> FixPlan | None:
 
     def add_device(updated: cst.CSTNode) -> cst.CSTNode:
         assert isinstance(updated, cst.Call)
-        return updated.with_changes(args=prepend_device(list(updated.args), device))
+        return updated.with_changes(
+            args=prepend_device(list(updated.args), device, updated.whitespace_before_args)
+        )
 
     return FixPlan(f'Pass the device type `"{device}"`', {call: add_device}, "unsafe")

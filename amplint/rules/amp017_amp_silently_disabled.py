@@ -259,7 +259,9 @@ def _name_cpu(model: ModuleModel, scaler: ScalerInstance) -> FixPlan | None:
 
             def add_device(updated: cst.CSTNode) -> cst.CSTNode:
                 assert isinstance(updated, cst.Call)
-                return updated.with_changes(args=prepend_device(list(updated.args), "cpu"))
+                return updated.with_changes(
+                    args=prepend_device(list(updated.args), "cpu", updated.whitespace_before_args)
+                )
 
             return FixPlan('Create the GradScaler for "cpu"', {call: add_device})
         if literal_string(device_arg.value) != "cuda":
@@ -290,7 +292,8 @@ def _name_cpu(model: ModuleModel, scaler: ScalerInstance) -> FixPlan | None:
     def rewrite(updated: cst.CSTNode) -> cst.CSTNode:
         assert isinstance(updated, cst.Call)
         return updated.with_changes(
-            func=new_func, args=legacy_call_args("scaler", "cpu", updated.args)
+            func=new_func,
+            args=legacy_call_args("scaler", "cpu", updated.args, updated.whitespace_before_args),
         )
 
     return FixPlan('Create a `torch.amp.GradScaler` for "cpu"', {call: rewrite})
