@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ import torch
 from .session import SESSION
 from .state import autocast_active
 
-__all__ = ["call_without_global_hook", "note_backward_traced", "tracing"]
+__all__ = ["call_without_global_hook", "note_backward_traced", "own_code_objects", "tracing"]
 
 
 def _tracing_context() -> Any:
@@ -140,3 +141,36 @@ def call_without_global_hook(
             _put_back(key, hook_id() == key)
 
     return __call__
+
+
+# amplint's own code, for Dynamo's frame skipping --------------------------------------------
+
+
+def own_code_objects() -> Iterator[types.CodeType]:
+    """The code of every function of amplint's runtime package: module functions, class
+    members (methods, static and class methods, properties) and what they define inside
+    (closures, lambdas, comprehensions)."""
+    package = __name__.rpartition(".")[0]
+    stack: list[types.CodeType] = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == package or name.startswith(package + ".")):
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == name:
+                members = [
+                    getattr(member, attribute, None)
+                    for member in vars(value).values()
+                    for attribute in ("__func__", "fget", "fset", "fdel")
+                ]
+                members += list(vars(value).values())
+                stack += [m.__code__ for m in members if isinstance(m, types.FunctionType)]
+            elif isinstance(value, types.FunctionType) and value.__module__ == name:
+                stack.append(value.__code__)
+    seen: set[types.CodeType] = set()
+    while stack:
+        code = stack.pop()
+        if code in seen:
+            continue
+        seen.add(code)
+        yield code
+        stack += [const for const in code.co_consts if isinstance(const, types.CodeType)]

@@ -37,12 +37,6 @@ def _show(verdicts: list[Verdict]) -> None:
         emit(verdict.code, verdict.message, verdict.site, step=verdict.step)
 
 
-def _roots(tensors: Any) -> tuple[Any, ...]:
-    if isinstance(tensors, torch.Tensor):
-        return (tensors,)
-    return tuple(tensors)
-
-
 def _outputs(outputs: Any) -> tuple[Any, ...]:
     if isinstance(outputs, torch.Tensor):
         return (outputs,)
@@ -59,8 +53,10 @@ def wrap_backward(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+        # No helper function here: Dynamo compiles the frames this one calls (as it does
+        # those torch's backward calls), and a frame of amplint's would be one more.
         try:
-            roots = _roots(tensors)
+            roots = (tensors,) if isinstance(tensors, torch.Tensor) else tuple(tensors)
         except TypeError:
             return original(tensors, *args, **kwargs)  # not tensors: torch's error, not ours
         # A one-shot iterable was consumed above; hand torch the tuple instead.

@@ -187,12 +187,22 @@ def _skip_like_torch(installation: _Installation) -> None:
         stand_ins.append(scheduler[2])
     # Bookkeeping: neither its frame nor any frame it calls is compiled.
     bookkeeping = (reporting.run_check, hooks.optimizer_step_pre_hook)
+    done: set[types.CodeType] = set()
     for function in (*stand_ins, *bookkeeping):
+        done.add(function.__code__)
         if getattr(function, "_torchdynamo_disable", False):
             continue  # done after an earlier torch.compile()
         nested = action.SKIP if function in bookkeeping else action.DEFAULT
         function._torchdynamo_disable = True  # not inlined: the graph breaks at the call
         set_strategy(function.__code__, strategy(action.SKIP, nested))
+    # Every other frame of amplint's that runs eagerly while a compiled function runs (the
+    # helpers the stand-ins call, outside `run_check`) is skipped as torch's own files are:
+    # plain torch has no such frames for Dynamo to look at. The frames they call (the
+    # user's `optimizer.step`) are compiled as they are without amplint. Inlining, where
+    # Dynamo traces a call of amplint's (the clip wrapper), is not affected.
+    for code in compiled.own_code_objects():
+        if code not in done:
+            set_strategy(code, strategy(action.SKIP, action.DEFAULT))
 
 
 def _extra_clip_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:

@@ -250,6 +250,54 @@ def test_checkpoint_helper_that_drops_the_scaler_amp013(
     assert alone(tmp_path / "train.py") == set()
 
 
+def test_checkpoint_helper_behind_a_saving_helper_amp013(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The helper hands its dict to a second helper that writes a temporary file first."""
+    utils = """\
+        import shutil
+        import torch
+
+        def write_atomically(state, path):
+            torch.save(state, path + ".tmp")
+            shutil.move(path + ".tmp", path)
+
+        def save_checkpoint(model, optimizer, step, path):
+            write_atomically(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step},
+                path,
+            )
+
+        def save_all(model, optimizer, scaler, path):
+            state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+            write_atomically(state, path)
+        """
+    train = """\
+        import torch
+        import utils
+
+        scaler = torch.amp.GradScaler()
+        for step, x in enumerate(loader):
+            scaler.scale(model(x)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            utils.save_checkpoint(model, optimizer, step, "last.pt")
+        """
+    write(tmp_path, {"utils.py": utils, "train.py": train})
+    findings = check(tmp_path, monkeypatch, ".")
+    assert found(findings) == {("AMP013", "train.py", 9)}
+    assert "`save_checkpoint` (utils.py:10)" in findings[0]["message"]
+    write(
+        tmp_path,
+        {
+            "train.py": train.replace(
+                "save_checkpoint(model, optimizer, step,", "save_all(model, optimizer, scaler,"
+            )
+        },
+    )
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_checkpoint_helper_that_saves_the_scaler_is_quiet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

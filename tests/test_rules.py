@@ -35,6 +35,8 @@ def test_invalid_example_is_reported_at_its_line(rule: type[Rule], example: Inva
     assert [f.code for f in findings] == [rule.code] * example.count
     assert findings[0].location.row == example.line
     assert (findings[0].fix is not None) == (example.fixed is not None)
+    # A message is one line of concise output, also where it quotes a call over several.
+    assert all("\n" not in finding.message for finding in findings)
 
 
 @pytest.mark.parametrize(("rule", "example"), INVALID)

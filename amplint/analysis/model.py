@@ -28,6 +28,11 @@ from amplint.analysis.values import (
 _NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
 _OPTIMIZER_NAME = re.compile(r"(^|_)(opt|optim|optimi[sz]er)s?\d*($|_)|optimi[sz]er", re.IGNORECASE)
 _SCHEDULER_NAME = re.compile(r"sched|lr_", re.IGNORECASE)
+# Line breaks in a snippet: after an opening bracket, before a closing one (with a magic
+# trailing comma), and elsewhere.
+_OPEN_BREAK = re.compile(r"([(\[{])[ \t]*\n\s*")
+_CLOSE_BREAK = re.compile(r",?[ \t]*\n\s*([)\]}])")
+_BREAK = re.compile(r"[ \t]*\n\s*")
 
 
 AutocastState = Literal["enabled", "disabled"]
@@ -116,6 +121,21 @@ class ModuleModel:
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}
         self._helpers: dict[cst.Call, cst.FunctionDef | None] = {}
         self._transitive: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}
+
+    def snippet(self, node: cst.CSTNode, limit: int | None = None) -> str:
+        """``node``'s source for a message: on one line (a message is one line of concise
+        output, and editors show it as one), cut to ``limit`` characters with "...".
+
+        A call laid out one argument a line reads as written on one line: no space after an
+        opening bracket or before a closing one, no trailing comma before it."""
+        text = self.module.code_for_node(node)
+        if "\n" in text:
+            text = _OPEN_BREAK.sub(r"\1", text.strip())
+            text = _CLOSE_BREAK.sub(r"\1", text)
+            text = _BREAK.sub(" ", text)
+        if limit is not None and len(text) > limit:
+            text = text[: limit - 3] + "..."
+        return text
 
     # -- autocast --------------------------------------------------------------------------
 

@@ -417,7 +417,7 @@ class _Walker:
                 stack.append(("node", node.test, conds, (*loops, node), frame))
                 continue
             if kind is cst.ExceptHandler:
-                label = model.module.code_for_node(node.type) if node.type is not None else ""
+                label = model.snippet(node.type) if node.type is not None else ""
                 handler = (*conds, Condition(f"except {label}", True))
                 stack.append(("node", node.body, handler, loops, frame))
                 continue

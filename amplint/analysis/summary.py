@@ -26,6 +26,7 @@ from typing import Any
 
 import libcst as cst
 
+from amplint.analysis.checkpoints import dict_handed_to_saving_helper, is_torch_save
 from amplint.analysis.model import (
     ModuleModel,
     calls_in,
@@ -51,8 +52,9 @@ Fact = tuple[Any, ...]
 Facts = tuple[Fact, ...]
 
 #: Words without which a module holds no fact a rule asks about (imports aside), in lower
-#: case: a substring test of the lowered bytes is many times faster than a regex.
-_AMP_WORDS = (b"scaler", b"autocast", b"float16", b".half", b"torch.save", b"load_state_dict")
+#: case: a substring test of the lowered bytes is many times faster than a regex. A
+#: checkpoint helper may only hand its ``optimizer.state_dict()`` to a saving helper.
+_AMP_WORDS = (b"scaler", b"autocast", b"float16", b".half", b"torch.save", b"state_dict(")
 
 
 def has_amp_words(data: bytes) -> bool:
@@ -387,16 +389,20 @@ def _mentions_scaler(node: cst.CSTNode) -> bool:
 
 def _saves_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int | None:
     """A ``torch.save`` of a dict literal holding an optimizer's state and, surely, no
-    scaler's: every key a plain string, no ``**``, no scaler anywhere in the function."""
-    saves = [
-        call
-        for call in calls_in(function.body)
-        if call.args and "torch.save" in model.evaluator.qualified_names(call.func)
-    ]
+    scaler's: every key a plain string, no ``**``, no scaler anywhere in the function. A
+    dict handed to a saving helper of the module (a save behind a temporary file) counts as
+    saved by the function."""
+    # (where it is said: the call, or the handed dict, whose first line names no helper's
+    # `def`; the dict saved)
+    saves: list[tuple[cst.CSTNode, cst.Dict | None]] = []
+    for call in calls_in(function.body):
+        if is_torch_save(model, call):
+            saves.append((call, _saved_dict(model, call)))
+        elif (handed := dict_handed_to_saving_helper(model, call)) is not None:
+            saves.append((handed, handed))
     if not saves or _mentions_scaler(function.body):
         return None
-    for call in saves:
-        mapping = _saved_dict(model, call)
+    for where, mapping in saves:
         if mapping is None:
             continue
         if any(
@@ -405,7 +411,7 @@ def _saves_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int 
         ):
             continue
         if _holds_optimizer_state(model, mapping):
-            return _line(model, call)
+            return _line(model, where)
     return None
 
 

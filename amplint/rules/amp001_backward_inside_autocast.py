@@ -125,6 +125,51 @@ with accelerator.autocast():
 """,
     )
     invalid = (
+        # A helper that runs backward in one branch, the forward in the other: moving the
+        # `if` out would take the usual path's forward out of autocast, so no fix.
+        Invalid(
+            """
+import torch
+
+def forward_backward_per_clip(model, clips, scaler):
+    for clip in clips:
+        scaler.scale(model(clip).mean()).backward()
+
+for clips, y in loader:
+    with torch.autocast("cuda"):
+        if per_clip:
+            forward_backward_per_clip(
+                model,
+                clips,
+                scaler,
+            )
+        else:
+            loss = model(clips).mean()
+    scaler.step(optimizer)
+""",
+            line=11,
+        ),
+        # A backward under a step-counter test only: the `if` leaves the block whole.
+        Invalid(
+            """
+import torch
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = model(x).mean()
+        if (i + 1) % accumulation == 0:
+            scaler.scale(loss).backward()
+""",
+            line=7,
+            unsafe=True,
+            fixed="""
+import torch
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = model(x).mean()
+    if (i + 1) % accumulation == 0:
+        scaler.scale(loss).backward()
+""",
+        ),
         Invalid(
             """
 import torch
@@ -465,8 +510,7 @@ def _message(model: ModuleModel, call: cst.Call) -> str:
 
 
 def _short(model: ModuleModel, node: cst.CSTNode) -> str:
-    text = model.module.code_for_node(node)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return model.snippet(node, 40)
 
 
 class _Split(NamedTuple):
@@ -488,6 +532,10 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
     position = next(i for i, s in enumerate(body.body) if s is statement)
     other_items = [item for item in region.items if not _is_autocast_item(model, item)]
     nested = statement is not model.statement_in_block(call)
+    if nested and not _moves_nothing_else(model, statement, call):
+        # `if contrastive: <helper that runs backward> else: preds = model(x); ...`: moving
+        # the whole statement would take the other branches' forward out of autocast.
+        return None
     computed = _computed_parts(model, call)
     # `loss_fn(out, y).backward()`: moving the line would compute the loss outside autocast
     # (another dtype policy), so the loss stays inside under a name of its own.
@@ -587,6 +635,27 @@ def _only_backward(model: ModuleModel, helper: cst.FunctionDef) -> bool:
     """Whether the helper computes nothing but its backward (and the scaler and optimizer
     bookkeeping that the fix moves out of autocast anyway after a backward)."""
     for node in walk_body(helper.body):
+        if isinstance(node, (cst.BinaryOperation, cst.AugAssign)):
+            return False
+        if isinstance(node, cst.Call) and not _bookkeeping(model, node):
+            return False
+    return True
+
+
+def _moves_nothing_else(
+    model: ModuleModel, statement: cst.BaseStatement, backward: cst.Call
+) -> bool:
+    """Whether the statement around a nested ``backward`` (an ``if``, a loop over losses)
+    runs nothing else but backward passes and bookkeeping. What ``backward`` itself
+    computes, the fix's message names; the tests of ``if``s and ``while``s are host values
+    (a step counter), not autocast's business."""
+    nodes = [statement, *walk_body(statement)]
+    tests = {id(node.test) for node in nodes if isinstance(node, (cst.If, cst.While))}
+    skipped: set[int] = {id(backward)}
+    for node in nodes:
+        if id(node) in skipped or id(node) in tests or id(model.index.parent(node)) in skipped:
+            skipped.add(id(node))
+            continue
         if isinstance(node, (cst.BinaryOperation, cst.AugAssign)):
             return False
         if isinstance(node, cst.Call) and not _bookkeeping(model, node):

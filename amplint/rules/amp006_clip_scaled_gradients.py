@@ -467,7 +467,7 @@ def step(model, optimizer, batch):
                 )
         # The frameworks' own scalers: Accelerate, Fabric, Lightning manual optimisation.
         for found in framework_scaled_clips(model):
-            name = model.module.code_for_node(found.call.func)
+            name = model.snippet(found.call.func)
             context.report(
                 found.call,
                 f"`{name}` runs on gradients still multiplied by the loss scale of "

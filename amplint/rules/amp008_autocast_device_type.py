@@ -368,7 +368,7 @@ def _bad_device(
             return None
         if isinstance(owner, (cst.Name, cst.Attribute, cst.Call, cst.Subscript)):
             return (
-                f"`{model.module.code_for_node(node)}` is a `torch.device`; autocast takes its "
+                f"`{model.snippet(node)}` is a `torch.device`; autocast takes its "
                 "type as a string (`.type`), otherwise it raises `ValueError`",
                 cst.Attribute(node, cst.Name("type")),
                 False,

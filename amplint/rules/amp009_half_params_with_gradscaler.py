@@ -397,8 +397,7 @@ for x in loader:
                 continue
             if not surely_scaled(model, cast):
                 continue  # another function's scaler, or one that is on under another flag
-            text = model.module.code_for_node(cast)
-            text = text if len(text) <= 40 else text[:37] + "..."
+            text = model.snippet(cast, 40)
             if _fused_optimizer(model, keys):
                 effect = (
                     "its fused optimizer skips the float16-gradient check, so it silently "

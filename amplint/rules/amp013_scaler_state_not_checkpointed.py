@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from amplint.analysis.checkpoints import dict_handed_to_saving_helper, is_torch_save
 from amplint.analysis.imported import checkpoint_helper_calls
 from amplint.analysis.lifecycle import (
     scaler_constructions,
@@ -142,6 +143,29 @@ class DistributedTest:
 """,
     )
     invalid = (
+        # The helper's dict goes through a second helper that writes a temporary file.
+        Invalid(
+            """
+import shutil
+import torch
+
+def write_atomically(state, path):
+    torch.save(state, path + ".tmp")
+    shutil.move(path + ".tmp", path)
+
+def save_checkpoint(model, optimizer, path):
+    write_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    save_checkpoint(model, optimizer, "last.pt")
+""",
+            line=18,
+        ),
         Invalid(
             """
 import torch
@@ -395,11 +419,11 @@ train(model, optimizer, scaler)
         for call in model.index.calls:
             if model.is_dead(call):
                 continue
-            if not saves_scaler and _is_torch_save(model, call):
+            if not saves_scaler and is_torch_save(model, call):
                 if _trains_with_a_scaler(model, call):
                     self._check_save(context, call, saved)
             elif not saves_scaler and _handed_dict_lacks_scaler(model, call):
-                mapping = _dict_handed_to_saving_helper(model, call)
+                mapping = dict_handed_to_saving_helper(model, call)
                 assert mapping is not None
                 if id(mapping) in saved:
                     continue
@@ -488,10 +512,6 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
     return any(named_like_scaler(param.name.value) for param in params)
 
 
-def _is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
-    return bool(call.args) and "torch.save" in model.evaluator.qualified_names(call.func)
-
-
 def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
     """``optimizer.load_state_dict(checkpoint["optimizer"])``, or of a field of a record
     class of the module rebuilt from a checkpoint (``snapshot.optimizer_state``)."""
@@ -553,34 +573,8 @@ def _saves_optimizer_without_scaler(model: ModuleModel, call: cst.Call) -> bool:
     return name is None or not _extended_later(model, call, name)
 
 
-def _dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict | None:
-    """``save_checkpoint({"optimizer": ...}, path)`` where ``save_checkpoint`` is a function
-    of this module that passes that parameter, unchanged, to ``torch.save``."""
-    helper = model.helper_of(call)
-    if helper is None or not any(isinstance(a.value, cst.Dict) for a in call.args):
-        return None
-    names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
-    if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
-        names = names[1:]
-    scope = model.index.functions[helper]
-    for save in calls_in(helper.body):
-        if not _is_torch_save(model, save) or model.is_dead(save):
-            continue
-        saved = save.args[0].value
-        if not isinstance(saved, cst.Name) or len(scope.bindings.get(saved.value, [])) != 1:
-            continue  # rebound (filtered, extended) inside the helper: not the caller's dict
-        for position, arg in enumerate(call.args):
-            if arg.star:
-                break
-            keyword = arg.keyword.value if arg.keyword is not None else None
-            name = keyword or (names[position] if position < len(names) else None)
-            if name == saved.value and isinstance(arg.value, cst.Dict):
-                return arg.value
-    return None
-
-
 def _handed_dict_lacks_scaler(model: ModuleModel, call: cst.Call) -> bool:
-    mapping = _dict_handed_to_saving_helper(model, call)
+    mapping = dict_handed_to_saving_helper(model, call)
     if mapping is None:
         return False
     entries = _dict_entries(mapping)
@@ -602,14 +596,39 @@ def _calls_saving_helper(model: ModuleModel, call: cst.Call) -> bool:
     params = [*helper.params.params, *helper.params.kwonly_params]
     if any(named_like_scaler(p.name.value) for p in params) or helper.params.star_kwarg:
         return False
-    saves = [c for c in calls_in(helper.body) if _is_torch_save(model, c) and not model.is_dead(c)]
-    if not saves or not all(_saves_optimizer_without_scaler(model, c) for c in saves):
+    points = _save_points(model, helper)
+    if not points or not all(lacks_scaler for _, lacks_scaler in points):
         return False
+    saves = [c for c, _ in points]
     if any(_trains_with_a_scaler(model, c) for c in saves):
         return False  # the helper trains with a scaler of its own: reported inside it
     if any(_mentions_scaler(model, arg.value) for arg in call.args):
         return False
     return _trains_with_a_scaler(model, call) and not _hands_scaler_to_checkpointing(model, call)
+
+
+def _save_points(model: ModuleModel, helper: cst.FunctionDef) -> list[tuple[cst.Call, bool]]:
+    """Where ``helper`` writes a checkpoint, and whether that one holds an optimizer's state
+    and surely nothing of a scaler: its ``torch.save`` calls, and the dicts it hands to a
+    saving helper of its own (``my_save({"optimizer": ...}, path)``, a save behind a
+    temporary file)."""
+    points: list[tuple[cst.Call, bool]] = []
+    for call in calls_in(helper.body):
+        if model.is_dead(call):
+            continue
+        if is_torch_save(model, call):
+            points.append((call, _saves_optimizer_without_scaler(model, call)))
+            continue
+        mapping = dict_handed_to_saving_helper(model, call)
+        if mapping is not None:
+            entries = _dict_entries(mapping)
+            lacks = (
+                entries is not None
+                and _holds_optimizer_state(model, entries)
+                and not _holds_scaler(model, entries)
+            )
+            points.append((call, lacks))
+    return points
 
 
 def _dict_entries(

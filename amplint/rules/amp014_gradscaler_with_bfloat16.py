@@ -16,11 +16,14 @@ from amplint.analysis.lifecycle import (
 )
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
+from amplint.analysis.steps import Condition
 from amplint.analysis.symbols import AUTOCAST_SYMBOLS, Symbol
 from amplint.analysis.values import AutocastRegion, SymbolValue
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
 _DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
+_BFLOAT16 = re.compile(r"bf16|bfloat16", re.IGNORECASE)
+_FLOAT16 = re.compile(r"(?<![bB])(fp16|float16)|half", re.IGNORECASE)
 
 
 class GradScalerWithBfloat16(Rule):
@@ -135,6 +138,18 @@ for x in loader:
         loss.backward()
         optimizer.step()
 """,
+        # Built unless bfloat16 is asked for: the scaler is meant for the other runs.
+        """
+import torch
+scaler = torch.amp.GradScaler() if args.precision != "bf16" else None
+for x in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         # A float16 region entered through an ExitStack.
         """
 import contextlib, torch
@@ -162,6 +177,33 @@ for x in loader:
 """,
     )
     invalid = (
+        # Built exactly when bfloat16 is on: the test picks bfloat16, not float16.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda") if use_bfloat16 else None
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bfloat16):
+        loss = model(x)
+    if use_bfloat16:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=3,
+            unsafe=True,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda", enabled=False) if use_bfloat16 else None
+for x, y in loader:
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bfloat16):
+        loss = model(x)
+    if use_bfloat16:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
         # The dtype is a named variable: safe fix.
         Invalid(
             """
@@ -343,8 +385,23 @@ for x in loader:
 
 def _chosen_by_dtype(model: ModuleModel, call: cst.Call) -> bool:
     """Built only under a precision test (``if args.precision == "fp16":``): whoever wrote
-    it meant the scaler for float16, whatever the autocast regions of this module say."""
-    return any(_DTYPE_TEST.search(condition.key) for condition in conditions_around(model, call))
+    it meant the scaler for float16, whatever the autocast regions of this module say.
+    Not so a test that picks bfloat16 (``GradScaler() if use_bfloat16 else None``): that
+    scaler is built exactly when the regions are bfloat16."""
+    return any(
+        _DTYPE_TEST.search(condition.key) and not _picks_bfloat16(condition)
+        for condition in conditions_around(model, call)
+    )
+
+
+def _picks_bfloat16(condition: Condition) -> bool:
+    """The branch taken is the bfloat16 one: the test names bfloat16 and no float16, and
+    holds (``use_bf16``, ``precision == "bf16"``) or, for ``!=`` / ``not in``, fails."""
+    key = condition.key
+    if not _BFLOAT16.search(key) or _FLOAT16.search(key):
+        return False
+    negated = "!=" in key or " not in " in key
+    return condition.branch != negated
 
 
 def _other_autocast(model: ModuleModel) -> bool:

@@ -170,8 +170,7 @@ trainer.fit(model, datamodule=dm)
                 if cast in reported:
                     continue
                 reported.add(cast)
-                text = model.module.code_for_node(cast)
-                text = text if len(text) <= 48 else text[:45] + "..."
+                text = model.snippet(cast, 48)
                 context.report(
                     cast,
                     f"`{text}` makes the parameters float16, and the model then trains under "

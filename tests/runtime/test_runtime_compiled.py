@@ -3,6 +3,7 @@ model gets the graphs plain torch gives it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -248,6 +249,34 @@ def test_a_compiled_training_step_compiles_what_plain_torch_compiles() -> None:
     assert counts["graph_breaks"] <= plain_counts["graph_breaks"]
     dynamo_warnings = [str(w.message) for w in caught if "Dynamo" in str(w.message)]
     assert dynamo_warnings == []
+
+
+def test_dynamo_looks_at_no_frame_of_amplint_while_a_compiled_step_runs() -> None:
+    """The stand-ins run eagerly, as torch's own classes do; the helpers they call are
+    skipped as torch's files are, never traced or weighed as frames of the user's."""
+    messages: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    torch._logging.set_logs(dynamo=logging.DEBUG)
+    logging.getLogger("torch._dynamo").addHandler(handler)
+    try:
+        with ar.checking(health=True):
+            _compiled_training_step()
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(handler)
+        torch._logging.set_logs()
+    package = os.path.dirname(ar.__file__)
+    assert any("start tracing" in message for message in messages)  # the log was read
+    looked_at = [
+        message
+        for message in messages
+        if package in message and ("start tracing" in message or "skipping" in message)
+    ]
+    assert looked_at == []
 
 
 def test_a_mistake_inside_a_compiled_training_step_is_still_reported(quiet: None) -> None:
