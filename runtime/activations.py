@@ -50,6 +50,7 @@ _FLOAT16 = torch.float16
 _aminmax = torch.aminmax
 _grad_enabled = torch.is_grad_enabled
 _any_autocast = torch._C._is_any_autocast_enabled
+_inference_mode = torch.is_inference_mode_enabled
 _set_grad_enabled = torch._C._set_grad_enabled
 _is_compiling = torch.compiler.is_compiling
 _thread_id = threading.get_ident
@@ -149,8 +150,8 @@ class Activations:
             # Forwards without grad count inside autocast, where a distillation teacher runs
             # in the student's step (DeiT); outside it they are evaluation, not training.
             grad = _grad_enabled()
-            if not grad and not _any_autocast():
-                return
+            if not grad and (not _any_autocast() or _inference_mode()):
+                return  # evaluation (inference mode's tensors have no version to compare)
             # Every module seen gets a slot, also those not measured: the outermost ones are
             # the roots that give the others their qualified names.
             entry = self.slot_of.get(id(module))

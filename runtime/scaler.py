@@ -116,6 +116,7 @@ class GradScaler(torch.amp.GradScaler):
         recreated = note_construction(site, steps().latest)
         self._amplint = ScalerUsage(site)
         if self._enabled:
+            steps().built(self._amplint)
             note_enabled_scaler()
         elif enabled and device == "cuda":
             # 'cuda' is GradScaler's default, and timm passes it explicitly: say neither.
@@ -253,7 +254,9 @@ class GradScaler(torch.amp.GradScaler):
             if tls is not None:
                 tls.in_scaler_step -= 1
         # A step torch refused (step() twice without update()) raised before any step ran.
-        run_check("the step counter", steps().count, optimizer)
+        # A disabled scaler is no half of a GAN's iteration to wait for.
+        scaler = self._usage() if self._enabled else None
+        run_check("the step counter", steps().count, optimizer, scaler)
         return result
 
     def update(self, new_scale: float | torch.Tensor | None = None) -> None:

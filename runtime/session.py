@@ -78,22 +78,78 @@ class StepCounter:
     iteration begins (its first ``scale()``, backward or autocast region): a finding at
     the step, the update or the zero_grad of iteration 0 belongs to iteration 0. Plain
     ints under the GIL; an off-by-one across threads only blurs a diagnostic number.
+
+    With several GradScalers (a GAN's discriminator and generator), one iteration holds a
+    step of each: after the discriminator's step, the generator's half still belongs to
+    the same iteration. So a forward or backward that no scaler is known for does not
+    begin the next iteration while a scaler has yet to step in this one: one that stepped
+    in the previous iteration (unless a scaler that did not has stepped in this one: a
+    scaler rebuilt every iteration), or, in the first iteration, an enabled one built
+    before the first step and not used before it (the generator's; until an optimizer
+    steps twice: a scaler built and never used). A ``scale()`` of a scaler that stepped in
+    this iteration begins the next one whatever the others do.
     """
 
     def __init__(self) -> None:
         self.current = 0
         self.latest = 0
         self._per_optimizer: dict[int, int] = {}
+        self._first_iteration = True  # no iteration has ended yet
+        # id(scaler's usage record) -> [weak reference, built at, first scaled at or None]
+        self._scalers: dict[int, list[Any]] = {}
+        self._stepped_now: set[int] = set()  # scalers that stepped in this iteration
+        self._stepped_before: set[int] = set()  # ... and in the previous one
 
-    def count(self, optimizer: object) -> None:
+    def built(self, scaler: object) -> None:
+        self._scalers[id(scaler)] = [weakref.ref(scaler), self.latest, None]
+
+    def scaled(self, scaler: object) -> None:
+        entry = self._scalers.get(id(scaler))
+        if entry is not None and entry[2] is None:
+            entry[2] = self.latest
+
+    def count(self, optimizer: object, scaler: object | None = None) -> None:
         key = id(optimizer)
         n = self._per_optimizer.get(key, 0) + 1
         self._per_optimizer[key] = n
         if n > self.latest:
             self.latest = n
+        if scaler is not None:
+            if id(scaler) not in self._scalers:  # built before amplint was installed
+                self._scalers[id(scaler)] = [weakref.ref(scaler), 0, 0]
+            self._stepped_now.add(id(scaler))
 
-    def commit(self) -> None:
+    def commit(self, scaler: object | None = None) -> None:
+        """The next iteration may have begun: a forward, a backward, or ``scaler``'s
+        ``scale()``."""
+        if self.latest == self.current:
+            return
+        if scaler is None or id(scaler) not in self._stepped_now:
+            if self._still_to_step():
+                return
         self.current = self.latest
+        self._first_iteration = False
+        self._stepped_before, self._stepped_now = self._stepped_now, set()
+
+    def _still_to_step(self) -> bool:
+        """Whether a scaler has yet to step in the current iteration."""
+        for key, (ref, _, _) in list(self._scalers.items()):
+            if ref() is None:  # its id may be reused by a new scaler
+                del self._scalers[key]
+                self._stepped_now.discard(key)
+                self._stepped_before.discard(key)
+        if self._first_iteration:
+            if self.latest > 1:
+                return False  # an optimizer stepped twice: the first iteration is over
+            return any(
+                key not in self._stepped_now
+                and built <= self.current
+                and (scaled is None or scaled > self.current)
+                for key, (_, built, scaled) in self._scalers.items()
+            )
+        if not self._stepped_now <= self._stepped_before:
+            return False  # a scaler that did not step before stepped now: it took over
+        return bool(self._stepped_before - self._stepped_now)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StepCounter):

@@ -208,7 +208,9 @@ def usage_of_tensors(tensors: tuple[Any, ...]) -> ScalerUsage | None:
 
 
 def on_scale(usage: ScalerUsage, tracked: bool) -> None:
-    steps().commit()
+    counter = steps()
+    counter.commit(usage)
+    counter.scaled(usage)
     if not tracked:
         usage.untracked_scale = True
 

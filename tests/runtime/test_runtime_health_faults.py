@@ -20,6 +20,7 @@ import amplint.runtime as ar
 import pytest
 import torch
 from amplint.runtime import health
+from amplint.runtime.reporting import internal_errors
 from amplint.runtime.summary_text import format_health_summary
 from torch import nn
 
@@ -283,9 +284,13 @@ def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
                     model(torch.full((2, 8), 1e6))
                 with torch.autocast("cpu", dtype=torch.float16), torch.no_grad():
                     model(torch.full((2, 8), 1e6))
+                # timm's validate(): inference mode, whose tensors have no version counter.
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.float16):
+                    model(torch.full((2, 8), 1e6))
                 model.train()
         assert found("AMP105") == []
         summary = ar.summary()
+        assert internal_errors() == []
     assert summary is not None and summary["first_overflow"] is None
 
 

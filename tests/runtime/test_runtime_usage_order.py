@@ -108,3 +108,90 @@ def test_missing_update_of_one_of_two_scalers_blames_the_step_that_lacked_it(
     (finding,) = seen.findings
     assert (finding.code, finding.line, finding.first_step) == ("AMP002", step_line, 0)
     assert "the next iteration's scaler.step() of the optimizer raises" in finding.message
+
+
+def _gan(iterations: int, mistake_at: int, extra_scaler: bool = False) -> list[ar.Finding]:
+    """A GAN: the discriminator's half (its scaler steps), then the generator's half, whose
+    backward runs inside autocast at iteration ``mistake_at`` only (AMP001)."""
+    torch.manual_seed(0)
+    generator, discriminator = tiny_model(), tiny_model()
+    opt_g = torch.optim.SGD(generator.parameters(), lr=0.01)
+    opt_d = torch.optim.SGD(discriminator.parameters(), lr=0.01)
+    with ar.checking() as seen:
+        scaler_g = torch.amp.GradScaler("cpu")
+        scaler_d = torch.amp.GradScaler("cpu")
+        unused = torch.amp.GradScaler("cpu") if extra_scaler else None
+        for i, (x, y) in enumerate(batches(iterations)):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss_d = loss_of(discriminator, x, y)
+            scaler_d.scale(loss_d).backward()
+            scaler_d.step(opt_d)
+            scaler_d.update()
+            opt_d.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss_g = loss_of(generator, x, y)
+                if i == mistake_at:
+                    scaler_g.scale(loss_g).backward()
+            if i != mistake_at:
+                scaler_g.scale(loss_g).backward()
+            scaler_g.step(opt_g)
+            scaler_g.update()
+            opt_g.zero_grad()
+        del unused
+    return seen.findings
+
+
+@pytest.mark.parametrize("mistake_at", [0, 2])
+def test_the_second_scalers_half_of_a_gan_iteration_has_the_iterations_number(
+    quiet: None, mistake_at: int
+) -> None:
+    """The generator's half follows the discriminator's step in the same iteration: a
+    mistake there is numbered by its iteration, in the first iteration too."""
+    findings = _gan(4, mistake_at)
+    assert [(f.code, f.first_step) for f in findings] == [("AMP001", mistake_at)]
+
+
+def test_a_scaler_that_never_steps_does_not_hold_the_count_back(quiet: None) -> None:
+    """A scaler built and never used: the generator's mistake at iteration 3 is still 3."""
+    findings = _gan(5, 3, extra_scaler=True)
+    assert [(f.code, f.first_step) for f in findings] == [("AMP001", 3)]
+
+
+def test_a_scaler_rebuilt_every_iteration_counts_every_iteration(quiet: None) -> None:
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    kept = []
+    with ar.checking() as seen:
+        for i, (x, y) in enumerate(batches(4)):
+            scaler = torch.amp.GradScaler("cpu")
+            kept.append(scaler)  # all alive: none is waited for after its step
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+                if i == 2:
+                    scaler.scale(loss).backward()
+            if i != 2:
+                scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+    assert [(f.code, f.first_step) for f in seen.findings if f.code == "AMP001"] == [("AMP001", 2)]
+
+
+def test_a_scaler_built_and_never_used_lets_a_plain_loop_count_its_iterations(
+    quiet: None,
+) -> None:
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as seen:
+        scaler = torch.amp.GradScaler("cpu")  # built, then the loop trains without it
+        for i, (x, y) in enumerate(batches(5)):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+                if i == 3:
+                    loss.backward()
+            if i != 3:
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        del scaler
+    assert [(f.code, f.first_step) for f in seen.findings if f.code == "AMP001"] == [("AMP001", 3)]
