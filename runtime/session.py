@@ -124,9 +124,9 @@ class StepCounter:
         ``scale()``."""
         if self.latest == self.current:
             return
-        if scaler is None or id(scaler) not in self._stepped_now:
-            if self._still_to_step():
-                return
+        begins_again = scaler is not None and id(scaler) in self._stepped_now
+        if not begins_again and self._still_to_step():
+            return
         self.current = self.latest
         self._first_iteration = False
         self._stepped_before, self._stepped_now = self._stepped_now, set()
