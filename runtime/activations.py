@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .frames import Site, user_frame, user_site
+from .frames import Site, forward_site, user_frame
 from .reductions import max_abs, max_abs_of_pairs
 from .reporting import internal_error
 from .state import uses_scalers
@@ -76,6 +76,9 @@ class Activations:
         self.slots: list[int] = []  # slot of each reduced maximum, in forward order
         self.last: torch.Tensor | None = None
         self.first_site: Site | None = None  # the user's line of the first output measured
+        # The user's line that ran the forward of this step (reset by take()): a finding of
+        # the step points at a line that ran in it, not at another branch's.
+        self.step_site: Site | None = None
         # Outputs measured without grad in the current outermost autocast region, held
         # until it ends: kept if the region also ran a forward with grad (a distillation
         # teacher in the student's step), dropped if not (an evaluation between steps).
@@ -188,8 +191,10 @@ class Activations:
                 return
             self.last = tensor
             self.last_version = tensor._version
-            if self.first_site is None:  # once: where AMP105 points before any scale()
-                self.first_site = user_site()
+            if self.step_site is None:  # once a step: where AMP105 points for this step
+                self.step_site = forward_site()
+                if self.first_site is None:
+                    self.first_site = self.step_site
             if not grad:
                 self._hold(tensor, slot)
                 return
@@ -288,11 +293,12 @@ class Activations:
                     self.slots.extend(self.pending_slots[i] for i in indices)
         self.pending_slots = []
 
-    def take(self) -> tuple[list[torch.Tensor], list[int]]:
+    def take(self) -> tuple[list[torch.Tensor], list[int], Site | None]:
+        """The step's reduced maxima, their slots, and the line that ran its forward."""
         self.reduce()
-        partials, slots = self.partials, self.slots
-        self.partials, self.slots = [], []
-        return partials, slots
+        partials, slots, site = self.partials, self.slots, self.step_site
+        self.partials, self.slots, self.step_site = [], [], None
+        return partials, slots, site
 
     def name(self, slot: int) -> str:
         """The module's qualified name in the outermost module seen that contains it."""

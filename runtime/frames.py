@@ -9,7 +9,7 @@ from types import FrameType
 
 import torch
 
-__all__ = ["Site", "user_frame", "user_site"]
+__all__ = ["Site", "forward_site", "user_frame", "user_site"]
 
 Site = tuple[str, int]
 
@@ -53,7 +53,41 @@ def user_frame(depth: int = 1) -> FrameType | None:
     """The innermost frame, starting ``depth`` frames up, that is neither amplint's nor
     torch's nor an installed library's; failing that (a package installed without ``-e``
     and run with ``-m``), the innermost library frame."""
-    frame: FrameType | None = sys._getframe(depth)
+    return _user_frame_from(sys._getframe(depth))
+
+
+def user_site(depth: int = 1) -> Site:
+    """``(filename, line)`` of the user's call; ``("<unknown>", 0)`` if there is none."""
+    frame = user_frame(depth + 1)
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+_MODULE_CALLS = frozenset(
+    {torch.nn.Module._call_impl.__code__, torch.nn.Module._wrapped_call_impl.__code__}
+)
+
+
+def forward_site() -> Site:
+    """The user's line that called the outermost module now running (``model(x)``, or
+    ``self.model(x)`` in a training step): where a finding about the forward points. The
+    innermost user line when no module call is on the stack."""
+    frame: FrameType | None = sys._getframe(1)
+    outermost: FrameType | None = None
+    while frame is not None:
+        if frame.f_code in _MODULE_CALLS:
+            outermost = frame
+        frame = frame.f_back
+    if outermost is None or outermost.f_back is None:
+        return user_site(2)
+    caller = _user_frame_from(outermost.f_back)
+    if caller is None:
+        return user_site(2)
+    return (caller.f_code.co_filename, caller.f_lineno)
+
+
+def _user_frame_from(frame: FrameType | None) -> FrameType | None:
     library: FrameType | None = None
     while frame is not None:
         filename = frame.f_code.co_filename
@@ -66,11 +100,3 @@ def user_frame(depth: int = 1) -> FrameType | None:
                 library = frame
         frame = frame.f_back
     return library
-
-
-def user_site(depth: int = 1) -> Site:
-    """``(filename, line)`` of the user's call; ``("<unknown>", 0)`` if there is none."""
-    frame = user_frame(depth + 1)
-    if frame is None:
-        return ("<unknown>", 0)
-    return (frame.f_code.co_filename, frame.f_lineno)

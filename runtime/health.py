@@ -121,7 +121,7 @@ class ScalerHealth:
         # per step: an optimizer.step() bypassed the scaler (AMP004), so found_inf did not
         # skip it: non-finite gradients were applied, not skipped.
         self.bypassed: list[bool] = []
-        self.spans: list[tuple[int, list[int]]] = []
+        self.spans: list[tuple[int, list[int], Site | None]] = []
         self.inflight: deque[Chunk] = deque()
         self.step = 0  # steps written so far
         # What the host has read, and the findings made (health_findings.py)
@@ -280,7 +280,7 @@ class ScalerHealth:
                 self.g106 if self.g106 is not None else nan,
             ]
             activations = self.monitor.activations
-            partials, slots = activations.take()
+            partials, slots, forward = activations.take()
             if activations.named != len(activations.modules):
                 activations.refresh_names()
             if slots and self.log_used + len(slots) > self.log.numel():
@@ -298,7 +298,7 @@ class ScalerHealth:
                     target.copy_(partials[0])
                 else:
                     torch.cat(partials, out=target)
-        self.spans.append((self.log_used, slots))
+        self.spans.append((self.log_used, slots, forward))
         self.log_used += len(slots)
         self.numels.append(self.numel)
         self.bypassed.append(usage.of(scaler).bypassed)
@@ -462,18 +462,18 @@ class Monitor:
         a script that stops on a non-finite loss before ``scale()`` (MAE, DeiT and DINO
         exit there) stopped in the very step whose overflow AMP105 is for. Report time
         only: the host reads them here."""
-        partials, slots = self.activations.take()
+        partials, slots, forward = self.activations.take()
         if not slots:
             return
         with torch.no_grad():
             log = torch.cat([partial.reshape(-1).to("cpu") for partial in partials])
         values = host_values(log.contiguous(), "e")
         main = self.main()
+        site = forward or self.activations.first_site or ("<unknown>", 0)
         if main is None:
             # It stopped in its first step, before any scale(): step 0, at the forward.
-            first = self.activations.first_site or ("<unknown>", 0)
             HostReading().read_outputs(
-                values, 0, slots, 0, self.config, self.activations, self, lambda _: first, out
+                values, 0, slots, 0, self.config, self.activations, self, lambda _: site, out
             )
             return
         # Of the scalers that stepped in the last iteration, the one behind: a GAN stopped in
@@ -481,7 +481,7 @@ class Monitor:
         latest = main.step
         step = min(health.step for health in self.scalers if health.step >= latest - 1)
         main.host.read_outputs(
-            values, 0, slots, step, self.config, self.activations, self, main._site_or, out
+            values, 0, slots, step, self.config, self.activations, self, lambda _: site, out
         )
 
     def note_step(

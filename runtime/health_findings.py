@@ -57,7 +57,8 @@ class Chunk:
     rows: torch.Tensor  # [n, COLUMNS] float32, host memory
     log: torch.Tensor  # [m] float16, host memory
     numels: list[int]
-    spans: list[tuple[int, list[int]]]  # per step: (offset in log, slots)
+    #: per step: (offset in log, slots, the user's line that ran the step's forward)
+    spans: list[tuple[int, list[int], Site | None]]
     bypassed: list[bool]  # per step: an optimizer.step() went around the scaler (AMP004)
     event: Any = None
 
@@ -177,8 +178,9 @@ class HostReading:
                     message += f" The loss checked is the sum of the losses scaled at {lines}."
                 out.append(("AMP101", message, site_or("scale"), step))
             # AMP105: the first float16 output over the limit, in forward order
-            offset, slots = chunk.spans[index]
-            self.read_outputs(log, offset, slots, step, config, acts, shared, site_or, out)
+            offset, slots, forward = chunk.spans[index]
+            outputs_site = site_or if forward is None else (lambda _, at=forward: at)
+            self.read_outputs(log, offset, slots, step, config, acts, shared, outputs_site, out)
             # AMP102: scale collapse
             self.consecutive = self.consecutive + 1 if backed_off else 0
             if "AMP102" not in self.reported:

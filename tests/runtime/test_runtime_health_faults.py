@@ -22,6 +22,7 @@ import torch
 from amplint.runtime import health
 from amplint.runtime.reporting import internal_errors
 from amplint.runtime.summary_text import format_health_summary
+from runtime_helpers import here
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("quiet")
@@ -265,6 +266,35 @@ def test_a_teacher_run_without_grad_inside_the_students_autocast_is_measured() -
         (finding,) = found("AMP105")
     assert finding.first_step == at
     assert "`teacher.encoder.layers.2.mlp.boost` (Amplify) was inf" in finding.message
+
+
+def test_an_overflow_points_at_the_line_that_ran_the_forward_of_its_step() -> None:
+    """Not at a scale() line of another branch: the forward's own line, where the outermost
+    module was called (the model's own forward lines are not where it was run from)."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            bump = 4e4 if step == 2 else 0.0
+            with torch.no_grad():
+                model.embed.bias.add_(bump)
+            with torch.autocast("cpu", dtype=torch.float16):
+                forward_line = here() + 1
+                loss = model(torch.randn(6, 8)).float().pow(2).mean()
+            with torch.no_grad():
+                model.embed.bias.sub_(bump)
+            opt.zero_grad()
+            if step == 2:
+                scaler.scale(loss).backward()
+            else:
+                scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        (finding,) = found("AMP105")
+    assert (finding.filename, finding.line, finding.first_step) == (__file__, forward_line, 2)
+    assert "`embed` (Linear) reached" in finding.message
 
 
 def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
