@@ -148,6 +148,10 @@ class ScalerUsage:
     def mid_iteration(self) -> bool:
         return any(stage is not Stage.READY for stage in self._stages.values())
 
+    def stepped(self) -> bool:
+        """An optimizer of this scaler stepped and no update() followed yet."""
+        return any(stage is Stage.STEPPED for stage in self._stages.values())
+
     def grads_still_scaled(self) -> bool:
         """A scaled backward ran and no optimizer of this scaler was unscaled since (AMP006)."""
         return self.scaled_backward_pending and not self.scale_read and not self.mid_iteration()
@@ -331,7 +335,10 @@ def on_get_scale(usage: ScalerUsage) -> None:
 
 
 def on_state_dict(usage: ScalerUsage) -> list[Verdict]:
-    if usage.mid_iteration():
+    # After unscale_ and before step() (a checkpoint taken around the clip), the model, the
+    # optimizer and the scale all predate this iteration's step: consistent. After step()
+    # and before update(), the scale saved misses the update of the step the model took.
+    if usage.stepped():
         return [Verdict("AMP013", message_for("AMP013"), user_site())]
     return []
 

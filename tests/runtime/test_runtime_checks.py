@@ -364,6 +364,26 @@ def test_amp013_state_dict_mid_iteration() -> None:
     assert assert_at(chk.findings, "AMP013", line).count == 1
 
 
+def test_amp013_silent_for_a_checkpoint_taken_after_unscale_before_step() -> None:
+    """Taken around the clip: the model, the optimizer and the scale all predate the step."""
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(2):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            checkpoint = {"model": model.state_dict(), "scaler": scaler.state_dict()}
+            scaler.step(opt)
+            scaler.update()
+            opt.zero_grad()
+    assert checkpoint["scaler"]["scale"] == 65536.0
+    assert chk.findings == []
+
+
 def test_amp014_scaler_with_only_bfloat16() -> None:
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
