@@ -20,7 +20,7 @@ import torch
 
 from .frames import Site, forward_site, user_frame
 from .reductions import max_abs, max_abs_of_pairs
-from .reporting import internal_error
+from .reporting import internal_error, steps
 from .state import uses_scalers
 
 __all__ = ["ACT_CAP", "Activations"]
@@ -74,6 +74,9 @@ class Activations:
         self.cpu_slots: list[int] = []
         self.partials: list[torch.Tensor] = []  # reduced maxima, float16, this step
         self.slots: list[int] = []  # slot of each reduced maximum, in forward order
+        # (index in slots, iteration) where each reduce() began: a run that never calls
+        # update() hands its steps over only at report time, all together.
+        self.marks: list[tuple[int, int]] = []
         self.last: torch.Tensor | None = None
         self.first_site: Site | None = None  # the user's line of the first output measured
         # The user's line that ran the forward of this step (reset by take()): a finding of
@@ -271,6 +274,8 @@ class Activations:
             self.grad_in_region = True
         pending, self.pending = self.pending, []
         self.last = None
+        if self.cpu_pairs or pending:
+            self.marks.append((len(self.slots), steps().current))
         if self.cpu_pairs:
             pairs, self.cpu_pairs = self.cpu_pairs, []
             with torch.no_grad():
@@ -297,7 +302,7 @@ class Activations:
         """The step's reduced maxima, their slots, and the line that ran its forward."""
         self.reduce()
         partials, slots, site = self.partials, self.slots, self.step_site
-        self.partials, self.slots, self.step_site = [], [], None
+        self.partials, self.slots, self.step_site, self.marks = [], [], None, []
         return partials, slots, site
 
     def name(self, slot: int) -> str:

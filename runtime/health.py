@@ -42,6 +42,7 @@ internal-error note (``reporting.internal_error``): the training goes on as torc
 
 from __future__ import annotations
 
+import itertools
 import threading
 import types
 import weakref
@@ -433,6 +434,11 @@ class Monitor:
         # summary of a run without any says so) and the autocast dtypes.
         self.history = SESSION.history
 
+    @property
+    def scaled_step_applied(self) -> int | None:
+        """The first iteration whose optimizer.step() applied still-scaled gradients."""
+        return SESSION.history.scaled_step_applied
+
     def for_scaler(self, scaler: GradScaler) -> ScalerHealth:
         health = scaler.__dict__.get("_amplint_health")
         if health is None or health.monitor is not self:
@@ -462,6 +468,7 @@ class Monitor:
         a script that stops on a non-finite loss before ``scale()`` (MAE, DeiT and DINO
         exit there) stopped in the very step whose overflow AMP105 is for. Report time
         only: the host reads them here."""
+        marks = self.activations.marks
         partials, slots, forward = self.activations.take()
         if not slots:
             return
@@ -472,17 +479,33 @@ class Monitor:
         site = forward or self.activations.first_site or ("<unknown>", 0)
         if main is None:
             # It stopped in its first step, before any scale(): step 0, at the forward.
-            HostReading().read_outputs(
-                values, 0, slots, 0, self.config, self.activations, self, lambda _: site, out
+            fallback = 0
+        else:
+            # Of the scalers that stepped in the last iteration, the one behind: a GAN
+            # stopped in its generator's half has updated the discriminator's scaler.
+            latest = main.step
+            fallback = min(health.step for health in self.scalers if health.step >= latest - 1)
+        # Each scale() since the last update() marked the iteration its outputs belong to
+        # (a loop that never calls update() hands them all over here); the outputs after
+        # the last scale() are the step in progress.
+        bounds = [*marks, (len(slots), fallback)]
+        if bounds[0][0] != 0:
+            bounds.insert(0, (0, fallback))
+        reading = HostReading() if main is None else main.host
+        for (begin, step), (end, _) in itertools.pairwise(bounds):
+            if begin == end:
+                continue
+            reading.read_outputs(
+                values,
+                begin,
+                slots[begin:end],
+                step,
+                self.config,
+                self.activations,
+                self,
+                lambda _: site,
+                out,
             )
-            return
-        # Of the scalers that stepped in the last iteration, the one behind: a GAN stopped in
-        # its generator's half has updated the discriminator's scaler already.
-        latest = main.step
-        step = min(health.step for health in self.scalers if health.step >= latest - 1)
-        main.host.read_outputs(
-            values, 0, slots, step, self.config, self.activations, self, lambda _: site, out
-        )
 
     def note_step(
         self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool

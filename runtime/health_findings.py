@@ -124,6 +124,11 @@ class HostReading:
                     overflow["after_nonfinite_step"] = shared.nonfinite_applied
                     overflow["after_nonfinite_code"] = shared.nonfinite_cause
                     continue
+                # So too after a step on gradients still multiplied by the loss scale.
+                scaled = shared.scaled_step_applied
+                if scaled is not None and step > scaled:
+                    overflow["after_scaled_step"] = scaled
+                    continue
                 if finite(value):
                     what = f"reached {value:g}, within {config.overflow_margin:.0%} of 65504"
                 else:

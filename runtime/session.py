@@ -264,6 +264,9 @@ class History:
     autocast_dtypes: set[torch.dtype] = field(default_factory=set)
     backward_note_said: bool = False  # compiled.py's note about torch's backward autocast
     threads: ThreadState = field(default_factory=ThreadState)
+    #: the first iteration whose optimizer.step() applied gradients still multiplied by
+    #: the loss scale (AMP004): the weights took a step thousands of times too large.
+    scaled_step_applied: int | None = None
 
 
 @dataclass

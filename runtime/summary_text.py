@@ -61,6 +61,13 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
     if overflow:
         value = overflow["value"]
         where = f"{overflow['module']} ({overflow['kind']}) at step {overflow['step']}"
+        scaled = overflow.get("after_scaled_step")
+        if scaled is not None:
+            return (
+                f"  first float16 output over the limit: {where}, |output| {value}, after "
+                f"optimizer.step() applied gradients still multiplied by the loss scale at "
+                f"step {scaled} (AMP004)"
+            )
         if isinstance(value, str):  # "inf" or "nan": a real overflow
             after = overflow.get("after_nonfinite_step")
             if after is not None:

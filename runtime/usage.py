@@ -33,7 +33,7 @@ from .compiled import note_backward_traced, tracing
 from .findings import message_for
 from .frames import Site, user_site
 from .reporting import steps
-from .session import UnscaledBackward
+from .session import SESSION, UnscaledBackward
 from .state import autocast_active, only_bfloat16_seen, thread_state, uses_scalers
 
 __all__ = [
@@ -484,6 +484,9 @@ def on_optimizer_step(optimizer: torch.optim.Optimizer) -> list[Verdict]:
                 )
             else:
                 why = "while its gradients are still scaled"
+                history = SESSION.history
+                if history.scaled_step_applied is None:
+                    history.scaled_step_applied = steps().current
             verdicts.append(Verdict("AMP004", message_for("AMP004", why=why), user_site()))
             break
     pending = tls.unscaled_backward

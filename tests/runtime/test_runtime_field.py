@@ -614,6 +614,32 @@ def test_a_direct_step_after_unscale_that_applies_an_overflow_is_the_cause_named
     assert summary["first_overflow"]["after_nonfinite_code"] == "AMP004"
 
 
+def test_a_direct_step_on_still_scaled_gradients_is_the_cause_of_the_overflow_after_it(
+    quiet: None,
+) -> None:
+    """``optimizer.step()`` on finite gradients still multiplied by 65536, and no update():
+    the weights take a step 65536 times too large and the next forward overflows. That is
+    AMP004's consequence, not a module to run in float32; and the outputs of each
+    iteration keep their own step number though no update() handed them over."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True) as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(3):
+            x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
+            optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            optimizer.step()
+        summary = ar.summary()
+    assert [(f.code, f.first_step) for f in seen.findings] == [("AMP004", 0)]
+    assert summary is not None
+    overflow = summary["first_overflow"]
+    assert (overflow["step"], overflow["after_scaled_step"]) == (1, 0)
+
+
 def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() -> None:
     torch.manual_seed(0)
     model = Net()
