@@ -56,7 +56,7 @@ from . import usage
 from .activations import ACT_CAP, Activations
 from .findings import message_for
 from .frames import Site, user_site
-from .health_config import HealthConfig, config_fields
+from .health_config import REBUILT_FROM, HealthConfig, config_fields
 from .health_findings import COLUMNS, Chunk, HostReading, finite, host_values
 from .reductions import gradient_stats, grads_by_device_dtype, nonfinite_probe
 from .reporting import (
@@ -573,6 +573,10 @@ class Monitor:
         if health is None:
             return result
         main = health.summary()
+        rebuilt = [s for s in self.scalers if s.site == health.site and (s.host.scales or s.step)]
+        if len(rebuilt) > REBUILT_FROM:
+            # A scaler rebuilt in the loop (AMP010) is one scaler to the user: its steps.
+            main = _combined([scaler.summary() for scaler in rebuilt])
         for key in ("steps", "skipped_steps", "scale", "nonfinite_loss_steps"):
             result[key] = main[key]
         for key in ("grad_underflow_share", "grad_zero_share", "grad_max"):
@@ -587,6 +591,25 @@ class Monitor:
             for slot, value in top
         ]
         return result
+
+
+def _combined(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summaries of scalers built one after another at one line, as one scaler's."""
+    scales = [entry["scale"] for entry in entries if entry["scale"] is not None]
+    combined = {
+        key: sum(entry[key] for entry in entries)
+        for key in ("steps", "skipped_steps", "nonfinite_loss_steps")
+    }
+    combined["scale"] = (
+        {
+            "min": min(scale["min"] for scale in scales),
+            "max": max(scale["max"] for scale in scales),
+            "final": scales[-1]["final"],
+        }
+        if scales
+        else None
+    )
+    return combined
 
 
 # The monitor while enabled is SESSION.live.monitor, with its forward hook; the latest one

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-__all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "HealthConfig", "config_fields"]
+__all__ = ["FP16_MAX", "FP16_MIN_NORMAL", "REBUILT_FROM", "HealthConfig", "config_fields"]
 
 FP16_MAX = 65504.0
 FP16_MIN_NORMAL = 2.0**-14
+#: More scalers than this from one line are a scaler rebuilt in the loop (AMP010): the
+#: summary counts them as one, and its text gives them one line, not a block each.
+REBUILT_FROM = 3
 
 
 @dataclass(frozen=True)

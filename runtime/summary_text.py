@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .health_config import FP16_MAX
+from .health_config import FP16_MAX, REBUILT_FROM
 
 __all__ = ["format_health_summary"]
 
@@ -95,11 +95,6 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
     )
 
 
-#: More scalers than this from one line are a scaler rebuilt in the loop (AMP010): one
-#: line for them all, not a block each.
-_REBUILT_FROM = 3
-
-
 def _rebuilt_per_site(
     scalers: list[dict[str, Any]],
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
@@ -107,7 +102,7 @@ def _rebuilt_per_site(
     by_site: dict[str, list[dict[str, Any]]] = {}
     for entry in scalers:
         by_site.setdefault(entry["site"], []).append(entry)
-    rebuilt = {site: group for site, group in by_site.items() if len(group) > _REBUILT_FROM}
+    rebuilt = {site: group for site, group in by_site.items() if len(group) > REBUILT_FROM}
     return [entry for entry in scalers if entry["site"] not in rebuilt], rebuilt
 
 

@@ -737,3 +737,6 @@ def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -
     # A fresh scaler starts at 65536 every step: here every step overflowed and was skipped.
     assert "(AMP010): 6 step(s) in all, 6 skipped (100.0%)" in lines[1]
     assert len(lines) == 3  # and the float16 outputs line
+    # The top-level fields count the rebuilt scaler's steps as one scaler's.
+    assert (summary["steps"], summary["skipped_steps"]) == (6, 6)
+    assert summary["scale"]["final"] == summary["scalers"][-1]["scale"]["final"]
