@@ -403,6 +403,9 @@ def _print_exception(exc: BaseException, script: str) -> None:
         start = start.tb_next
     if start is not None:
         start = _without_stand_ins(start)
+        # Hooks that print the exception's own traceback (torch.distributed's rank-prefixing
+        # one reads ``exc.__traceback__``) must see the trimmed one too.
+        exc.__traceback__ = start
     # The script's own sys.excepthook (torchrun's rank prefix, rich, wandb) reports it, as
     # under plain python; Python's default prints what it would.
     hook = sys.excepthook

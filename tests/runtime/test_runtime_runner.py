@@ -212,6 +212,27 @@ def test_an_uncaught_exception_goes_through_the_scripts_excepthook(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
+def test_a_hook_that_prints_the_exceptions_own_traceback_starts_at_the_script(
+    tmp_path: Path,
+) -> None:
+    # torch.distributed's rank-prefixing hook formats ``value.__traceback__``, not ``tb``.
+    (tmp_path / "own.py").write_text(
+        "import sys, traceback\n"
+        "def hook(kind, value, tb):\n"
+        "    sys.stderr.write('HOOKED\\n' + ''.join(traceback.format_exception(value)))\n"
+        "sys.excepthook = hook\n"
+        "def fail():\n"
+        "    raise RuntimeError('boom')\n"
+        "fail()\n",
+        encoding="utf-8",
+    )
+    result = run_amplint("own.py", "warn", "", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "HOOKED" in result.stderr
+    frames = [line for line in result.stderr.splitlines() if line.startswith("  File ")]
+    assert len(frames) == 2 and all("own.py" in line for line in frames), result.stderr
+
+
 def test_torchs_error_from_a_stand_in_shows_the_traceback_python_shows(tmp_path: Path) -> None:
     # scaler.step() twice without update(): torch raises inside amplint's stand-in; the
     # traceback goes from the user's line to torch's, as under plain python.
