@@ -338,6 +338,11 @@ class _AmplintGroup(click.Group):
         except click.exceptions.Abort:
             click.echo("amplint: aborted", err=True)
             sys.exit(130)
+        except click.NoSuchOption as error:
+            # The one wording for every command (``run`` parses its own options).
+            context = error.ctx or click.Context(self)
+            click.echo(f"amplint: error: {_unknown_option(error.option_name, context)}", err=True)
+            sys.exit(EXIT_ERROR)
         except click.ClickException as error:
             message = " ".join(error.format_message().split())
             click.echo(f"amplint: error: {message}", err=True)
@@ -473,10 +478,15 @@ def server() -> None:
     serve()
 
 
+_ALIASES = {"--json": ("--output-format json", "--report FILE")}
+
+
 def _unknown_option(given: str, context: click.Context) -> str:
     known = [name for param in context.command.params for name in param.opts + param.secondary_opts]
     name = given.split("=", 1)[0]
     close = difflib.get_close_matches(name, [k for k in known if k.startswith("--")], n=1)
+    # Names other tools give the same thing (`--json`: ruff's old flag, pytest's plugins).
+    close += [alias for alias in _ALIASES.get(name, ()) if alias.split()[0] in known]
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"no such option: {name}{hint}"
 

@@ -2,7 +2,8 @@
 
     amplint run examples/runtime_correct_train.py --steps 6
 
-amplint prints nothing of its own: the script's output is unchanged.
+amplint reports no finding: the script's own output is unchanged, followed by amplint's
+numerical-health summary.
 """
 
 import argparse

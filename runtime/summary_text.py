@@ -17,8 +17,9 @@ def _share(value: float | None, config: dict[str, Any]) -> str:
     if value is None:
         every = config.get("underflow_every", 16)
         return (
-            f"not measured (gradients are counted on steps 0, {every}, {2 * every}, ... "
-            "whose gradients were finite, as on every step not skipped; none was)"
+            f"not measured (the gradients are counted on steps 0, {every}, {2 * every}, ... "
+            "when they are finite; none of those steps ran, or each was skipped for inf/NaN "
+            "gradients)"
         )
     return f"{value:.2%}"
 

@@ -739,8 +739,10 @@ def test_ruff_habits_in_a_real_process(project: Path) -> None:
     excluded = amplint(["check", "--extend-exclude", "train.py"], project)
     assert (excluded.returncode, excluded.stdout) == (0, "All checks passed!\n")
     mistyped = amplint(["check", "--exlude", "x"], project)
-    assert mistyped.returncode == 2 and "'--exclude'" in mistyped.stderr
+    assert mistyped.returncode == 2 and "did you mean --exclude?" in mistyped.stderr
     assert len(mistyped.stderr.splitlines()) == 1 and "Traceback" not in mistyped.stderr
+    # Another tool's name for an option this command has under its own.
+    assert "(did you mean --output-format json?)" in amplint(["check", "--json"], project).stderr
     fixed = amplint(["check", "--fix", "train.py"], project)
     assert fixed.returncode == 0 and (project / "train.py").read_text() == FIXED
     assert fixed.stdout == "Found 2 errors (2 fixed, 0 remaining).\n"
@@ -759,7 +761,7 @@ def test_stdin_through_clicks_runner(project: Path, monkeypatch: pytest.MonkeyPa
     ("option", "message"),
     [
         ("--no-healt", "no such option: --no-healt (did you mean --no-health?)"),
-        ("--json", "no such option: --json"),
+        ("--json", "no such option: --json (did you mean --report FILE?)"),
     ],
 )
 def test_run_refuses_an_unknown_option_before_the_script(option: str, message: str) -> None:

@@ -694,7 +694,9 @@ def test_summary_explains_an_unmeasured_underflow_share_and_a_near_overflow() ->
     assert summary is not None and summary["skipped_steps"] >= 1
     text = format_health_summary(summary)
     assert "n/a" not in text
-    assert "gradient underflow share: not measured (gradients are counted on steps 0, 16" in text
+    assert (
+        "gradient underflow share: not measured (the gradients are counted on steps 0, 16" in text
+    )
     assert "float16 module outputs of training steps: none reached 32752, the AMP105" in text
 
 
