@@ -126,17 +126,17 @@ class Activations:
             module = ref()
             if module is None:
                 continue
-            name, root_id = best.get(id(module), ("", 0))
-            if not name:
-                self.names[slot] = f"<root {self.kinds[slot]}>"
-                continue
-            if len(owners[name]) > 1:
+            name, root_id = best.get(id(module), ("", id(module)))
+            # The root's name in the user's code goes first where the qualified name alone
+            # says little: the same in two roots, a position in a Sequential (`1`), or the
+            # root itself, called directly.
+            if not name or name[0].isdigit() or len(owners[name]) > 1:
                 if labels is None:
-                    labels = _root_labels(roots)
+                    labels = _root_labels({**roots, id(module): module} if not name else roots)
                 label = labels.get(root_id)
                 if label is not None:
-                    name = f"{label}.{name}"
-            self.names[slot] = name
+                    name = f"{label}.{name}" if name else label
+            self.names[slot] = name or f"<root {self.kinds[slot]}>"
 
     def hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         """The global forward hook: runs after every module's forward, in the user's step.

@@ -179,11 +179,12 @@ def test_run_script_prints_summary_and_writes_it(
     err = capsys.readouterr().err
     assert status == 0
     assert "amplint: numerical health over 12 step(s)" in err
-    assert "first float16 output near overflow: 2 (Linear) at step 6, |output| 61376" in err
+    # A position in a Sequential is named through the variable that holds it.
+    assert "first float16 output near overflow: model.2 (Linear) at step 6, |output| 61376" in err
     document = json.loads(report_path.read_text())
     found = [(f["code"], f["first_step"]) for f in document["findings"]]
     assert found[0] == ("AMP105", 6)
-    assert document["summary"]["first_overflow"]["module"] == "2"
+    assert document["summary"]["first_overflow"]["module"] == "model.2"
     assert document["summary"]["steps"] == 12
 
 

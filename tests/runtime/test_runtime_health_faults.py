@@ -387,6 +387,28 @@ def test_parts_of_a_model_never_called_whole_are_named_through_the_model() -> No
     assert "`model.head.1` (Amplify) was inf" in finding.message
 
 
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_position_in_a_sequential_and_a_module_called_alone_are_named_by_variable(
+    direct: bool,
+) -> None:
+    """``1`` and ``<root Amplify>`` say little: ``net.1``, ``booster``."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), Amplify(), nn.Linear(8, 4))
+    booster = Amplify()
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(4):
+            (booster if direct else net[1]).factor = 1e6 if step == 2 else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = net(booster(net[0](torch.randn(6, 8))) if direct else torch.randn(6, 8))
+                loss = loss.float().pow(2).mean()
+            _scaled_step(loss, opt, scaler)
+        (finding,) = found("AMP105")
+    name = "booster" if direct else "net.1"
+    assert f"`{name}` (Amplify) was inf" in finding.message
+
+
 def test_an_output_changed_in_place_after_it_was_measured_is_measured_again() -> None:
     torch.manual_seed(0)
     block, head = _Residual(), nn.Linear(8, 4)
