@@ -161,8 +161,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     ),
     "AMP102": (
         "the loss scale collapsed at step {step}: {why}",
-        "gradients are non-finite at every scale: look for a float16 overflow (AMP105) or a "
-        "non-finite loss (AMP101), or train in bfloat16",
+        "the gradients overflowed again and again, faster than growth_interval lets the "
+        "scale grow back: look for a float16 overflow (AMP105) or a non-finite loss "
+        "(AMP101), or train in bfloat16",
     ),
     "AMP103": (
         "{skipped} of the {window} optimizer steps up to step {step} were skipped for "
