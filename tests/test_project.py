@@ -419,6 +419,37 @@ def test_enabled_scaler_from_a_helper_with_bfloat16_here_amp014(
     assert findings[0]["fix"] is None  # the construction is in another file
 
 
+@pytest.mark.parametrize(("test", "reported"), [("use_bfloat16", True), ("use_fp16", False)])
+def test_a_helpers_scaler_built_only_for_bfloat16_amp014(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test: str, reported: bool
+) -> None:
+    """I-JEPA's helper: `GradScaler() if use_bfloat16 else None` is built exactly when the
+    regions are bfloat16; one built for float16 only is what its author meant."""
+    helper = f"""\
+        import torch
+
+        def init_opt(model, flag):
+            optimizer = torch.optim.AdamW(model.parameters())
+            scaler = torch.cuda.amp.GradScaler() if {test} else None
+            return optimizer, scaler
+        """
+    train = """\
+        import torch
+        from helper import init_opt
+
+        optimizer, scaler = init_opt(model, flag)
+        for x in loader:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(x)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        """
+    write(tmp_path, {"helper.py": helper, "train.py": train})
+    findings = [f for f in check(tmp_path, monkeypatch, ".") if f["code"] == "AMP014"]
+    assert found(findings) == ({("AMP014", "train.py", 4)} if reported else set())
+
+
 def test_backward_in_another_modules_helper_called_inside_autocast_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ weak cache, so several rules asking the same question cost one walk.
 
 from __future__ import annotations
 
+import re
 import weakref
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ from amplint.analysis.symbols import SCALER_SYMBOLS, Symbol
 from amplint.analysis.values import ScalerInstance, SymbolValue
 
 _NESTED_SCOPES = (cst.FunctionDef, cst.ClassDef, cst.Lambda)
+_DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
+_BFLOAT16 = re.compile(r"bf16|bfloat16", re.IGNORECASE)
+_FLOAT16 = re.compile(r"(?<![bB])(fp16|float16)|half", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -390,3 +394,24 @@ def surely_scaled(model: ModuleModel, node: cst.CSTNode) -> bool:
         if set(needs) <= where:
             return True
     return reach.opaque and not where and not reach.constructions
+
+
+def built_for_float16_only(model: ModuleModel, node: cst.CSTNode) -> bool:
+    """``node`` (a GradScaler's construction) runs only under a precision test (``if
+    args.precision == "fp16":``): whoever wrote it meant the scaler for float16, whatever
+    the autocast regions around say. Not so a test that picks bfloat16 (``GradScaler() if
+    use_bfloat16 else None``): that scaler is built exactly when the regions are bfloat16."""
+    return any(
+        _DTYPE_TEST.search(condition.key) and not _picks_bfloat16(condition)
+        for condition in conditions_around(model, node)
+    )
+
+
+def _picks_bfloat16(condition: Condition) -> bool:
+    """The branch taken is the bfloat16 one: the test names bfloat16 and no float16, and
+    holds (``use_bf16``, ``precision == "bf16"``) or, for ``!=`` / ``not in``, fails."""
+    key = condition.key
+    if not _BFLOAT16.search(key) or _FLOAT16.search(key):
+        return False
+    negated = "!=" in key or " not in " in key
+    return condition.branch != negated

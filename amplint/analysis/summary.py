@@ -63,7 +63,6 @@ def has_amp_words(data: bytes) -> bool:
 
 
 _SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
-_DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
 
 
 @dataclass
@@ -312,7 +311,7 @@ def _from_values(model: ModuleModel, values: frozenset[Value], *, shared: bool) 
             if value.origin is not None:
                 return None  # another module's: its own summary answers for it
             enabled = value.enabled
-            if enabled is True and _under_dtype_test(model, value.call):
+            if enabled is True and _built_for_float16_only(model, value.call):
                 enabled = None  # built for float16 only, whatever this module's regions say
             found.append(
                 (
@@ -351,13 +350,10 @@ def _from_values(model: ModuleModel, values: frozenset[Value], *, shared: bool) 
     return tuple(found) if found else None
 
 
-def _under_dtype_test(model: ModuleModel, node: cst.CSTNode) -> bool:
-    for ancestor in model.index.ancestors(node):
-        if isinstance(ancestor, (cst.If, cst.IfExp)) and _DTYPE_TEST.search(
-            model.module.code_for_node(ancestor.test)
-        ):
-            return True
-    return False
+def _built_for_float16_only(model: ModuleModel, node: cst.CSTNode) -> bool:
+    from amplint.analysis.lifecycle import built_for_float16_only  # imports this module
+
+    return built_for_float16_only(model, node)
 
 
 def _line(model: ModuleModel, node: cst.CSTNode) -> int:

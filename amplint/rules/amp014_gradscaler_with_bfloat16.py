@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import re
-
 import libcst as cst
 
 from amplint.analysis.imported import imported_scalers
 from amplint.analysis.lifecycle import (
     ScalerConstruction,
-    conditions_around,
+    built_for_float16_only,
     scaler_constructions,
     scales_losses,
     under_no_grad,
 )
 from amplint.analysis.model import ModuleModel
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
-from amplint.analysis.steps import Condition
 from amplint.analysis.symbols import AUTOCAST_SYMBOLS, Symbol
 from amplint.analysis.values import AutocastRegion, SymbolValue
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
-
-_DTYPE_TEST = re.compile(r"16|half|dtype|precision", re.IGNORECASE)
-_BFLOAT16 = re.compile(r"bf16|bfloat16", re.IGNORECASE)
-_FLOAT16 = re.compile(r"(?<![bB])(fp16|float16)|half", re.IGNORECASE)
 
 
 class GradScalerWithBfloat16(Rule):
@@ -341,14 +334,14 @@ for x in loader:
             for c in scaler_constructions(model)
             if c.instance.enabled is True
             and not model.is_dead(c.call)
-            and not _chosen_by_dtype(model, c.call)
+            and not built_for_float16_only(model, c.call)
         ]
         imported = [
             i
             for i in imported_scalers(model)
             if i.instance.enabled is True
             and not model.is_dead(i.site)
-            and not _chosen_by_dtype(model, i.site)
+            and not built_for_float16_only(model, i.site)
         ]
         if not (scalers or imported) or not scales_losses(model) or _other_autocast(model):
             return
@@ -381,27 +374,6 @@ for x in loader:
                 "scaling: the scaler only adds a host sync per step; enable it for float16 "
                 "only (`enabled=(amp_dtype == torch.float16)`)",
             )
-
-
-def _chosen_by_dtype(model: ModuleModel, call: cst.Call) -> bool:
-    """Built only under a precision test (``if args.precision == "fp16":``): whoever wrote
-    it meant the scaler for float16, whatever the autocast regions of this module say.
-    Not so a test that picks bfloat16 (``GradScaler() if use_bfloat16 else None``): that
-    scaler is built exactly when the regions are bfloat16."""
-    return any(
-        _DTYPE_TEST.search(condition.key) and not _picks_bfloat16(condition)
-        for condition in conditions_around(model, call)
-    )
-
-
-def _picks_bfloat16(condition: Condition) -> bool:
-    """The branch taken is the bfloat16 one: the test names bfloat16 and no float16, and
-    holds (``use_bf16``, ``precision == "bf16"``) or, for ``!=`` / ``not in``, fails."""
-    key = condition.key
-    if not _BFLOAT16.search(key) or _FLOAT16.search(key):
-        return False
-    negated = "!=" in key or " not in " in key
-    return condition.branch != negated
 
 
 def _other_autocast(model: ModuleModel) -> bool:
