@@ -25,6 +25,9 @@ _PARAMETER_LISTS = frozenset({"parameters", "named_parameters"})
 #: Scaler and optimizer calls that the fix already moves out of autocast when they follow
 #: a backward in the block: a helper doing them besides its backward may move too.
 _BOOKKEEPING = frozenset({"step", "update", "zero_grad", "unscale_"})
+#: Context managers around a nested backward that compute nothing autocast would change
+#: (DDP's gradient-sync switch): the statement around the backward may leave with them.
+_NEUTRAL_CONTEXTS = frozenset({"no_sync"})
 
 
 class BackwardInsideAutocast(Rule):
@@ -148,6 +151,39 @@ for clips, y in loader:
     scaler.step(optimizer)
 """,
             line=11,
+        ),
+        # DDP's accumulation: backward under `no_sync()` in one branch, the step in the
+        # other; both branches run only backward passes and bookkeeping, so the `if` leaves.
+        Invalid(
+            """
+import torch
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = model(x).mean()
+        if (i + 1) % accumulation:
+            with model.no_sync():
+                scaler.scale(loss).backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+""",
+            line=8,
+            count=2,
+            unsafe=True,
+            fixed="""
+import torch
+for i, (x, y) in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = model(x).mean()
+    if (i + 1) % accumulation:
+        with model.no_sync():
+            scaler.scale(loss).backward()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         ),
         # A backward under a step-counter test only: the `if` leaves the block whole.
         Invalid(
@@ -646,9 +682,9 @@ def _moves_nothing_else(
     model: ModuleModel, statement: cst.BaseStatement, backward: cst.Call
 ) -> bool:
     """Whether the statement around a nested ``backward`` (an ``if``, a loop over losses)
-    runs nothing else but backward passes and bookkeeping. What ``backward`` itself
-    computes, the fix's message names; the tests of ``if``s and ``while``s are host values
-    (a step counter), not autocast's business."""
+    runs nothing else but backward passes and bookkeeping. What the backward calls
+    themselves compute, the fix's message names; the tests of ``if``s and ``while``s are
+    host values (a step counter), not autocast's business."""
     nodes = [statement, *walk_body(statement)]
     tests = {id(node.test) for node in nodes if isinstance(node, (cst.If, cst.While))}
     skipped: set[int] = {id(backward)}
@@ -656,9 +692,16 @@ def _moves_nothing_else(
         if id(node) in skipped or id(node) in tests or id(model.index.parent(node)) in skipped:
             skipped.add(id(node))
             continue
+        if isinstance(node, cst.Call) and model.is_direct_backward(node):
+            skipped.add(id(node))  # another backward of the statement: as ``backward``
+            continue
         if isinstance(node, (cst.BinaryOperation, cst.AugAssign)):
             return False
-        if isinstance(node, cst.Call) and not _bookkeeping(model, node):
+        if (
+            isinstance(node, cst.Call)
+            and not _bookkeeping(model, node)
+            and not (method_name(node) in _NEUTRAL_CONTEXTS and not node.args)
+        ):
             return False
     return True
 
