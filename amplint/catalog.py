@@ -1492,9 +1492,11 @@ backoffs from torch's default scale (65536) lead: a larger `init_scale` backs of
 times while it settles, which is no collapse.
 """,
             why_bad="""
-The scale backs off when the scaled gradients overflow. Repeated backoffs mean gradients are
-non-finite at every scale: the cause is not the scaling but the model (a float16 overflow in
-the forward, a non-finite loss). Every one of those steps is skipped.
+The scale backs off when the scaled gradients overflow, and grows back only after
+`growth_interval` steps without one. A collapse means the gradients overflowed again and
+again, more often than that: at such small scales the cause is rarely the scaling but the
+model (a float16 overflow in the forward, a non-finite loss). Every one of those steps is
+skipped.
 """,
             example="""
 scaler = torch.amp.GradScaler("cuda")
