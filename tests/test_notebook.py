@@ -61,6 +61,11 @@ def _examples() -> list[tuple[str, int]]:
     return [(rule.code, index) for rule in all_rules() for index in range(len(rule.invalid))]
 
 
+#: Examples whose fix, with one cell per statement, moves a line out of its cell into
+#: another (`scaler.update()` after the loop, moved into it): not applied in a notebook.
+_MOVED_ACROSS_CELLS = {("AMP002", 2)}
+
+
 @pytest.mark.parametrize(("code", "index"), _examples())
 def test_every_invalid_example_is_found_in_its_cell_and_fixed_there(code: str, index: int) -> None:
     rule = next(rule for rule in all_rules() if rule.code == code)
@@ -85,8 +90,9 @@ def test_every_invalid_example_is_found_in_its_cell_and_fixed_there(code: str, i
     assert sum(f.code == code for f in found) == example.count
 
     fixed = fix_notebook(data, "example.ipynb", {code}, unsafe=True)
-    if example.fixed is None:
+    if example.fixed is None or (code, index) in _MOVED_ACROSS_CELLS:
         assert fixed.data is None
+        assert all(f.fix is None for f in found if f.code == code)
         return
     assert fixed.data is not None
     after = nbformat.reads(fixed.data.decode(), as_version=4)
@@ -389,8 +395,7 @@ def test_bad_notebooks_are_one_line_each_and_the_rest_is_checked(tmp_path: Path)
         errors = result.stderr.strip().splitlines()
         assert errors == [
             "amplint: error: broken.ipynb: not valid JSON: Expecting value (line 1, column 12)",
-            "amplint: error: list.ipynb: not valid JSON: Expecting a JSON object "
-            "(line 1, column 1)",
+            "amplint: error: list.ipynb: not a Jupyter notebook (valid JSON, but not an object)",
             "amplint: error: old.ipynb: nbformat 3 is not supported (amplint reads nbformat 4; "
             "convert it with `jupyter nbconvert --to notebook`)",
         ], result.stderr
@@ -411,6 +416,23 @@ def test_a_notebook_of_another_language_is_skipped_with_a_note(tmp_path: Path) -
     assert code == 0
     assert err.strip() == f"amplint: note: {path}: kernel language is r, not Python; skipped"
     assert "All checks passed!" in out
+
+
+def test_an_empty_language_name_is_no_language_the_kernel_spec_is_asked(
+    tmp_path: Path,
+) -> None:
+    """Some exporters write `"language_info": {"name": ""}` for a python3 kernel."""
+    path = write(
+        tmp_path / "exported.ipynb",
+        [SETUP, LOOP],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3"},
+            "language_info": {"name": "", "version": ""},
+        },
+    )
+    code, out, err = _run("check", "--no-cache", str(path), cwd=tmp_path)
+    assert (code, err) == (1, "")
+    assert "AMP002" in out
 
 
 def test_a_huge_output_is_not_analysed(tmp_path: Path) -> None:

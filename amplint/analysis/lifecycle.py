@@ -415,3 +415,30 @@ def _picks_bfloat16(condition: Condition) -> bool:
         return False
     negated = "!=" in key or " not in " in key
     return condition.branch != negated
+
+
+def autocast_off_at(model: ModuleModel, node: cst.CSTNode, with_node: cst.With) -> bool:
+    """Whether every autocast the ``with`` enters is off where ``node`` runs, by a branch
+    on its own ``enabled=`` flag: ``with autocast(enabled=use_amp):`` around ``if use_amp:
+    scaler.scale(loss).backward() else: loss.backward()`` (MONAI's tutorials)."""
+    regions = model.autocast_regions(with_node)
+    if not regions:
+        return False
+    branches = conditions_around(model, node, stop=with_node)
+    if not branches:
+        return False
+    for region in regions:
+        flag = next(
+            (
+                arg.value
+                for arg in region.call.args
+                if arg.keyword and arg.keyword.value == "enabled"
+            ),
+            None,
+        )
+        if flag is None or region.origin is not None:
+            return False
+        on = normalise(model, flag)
+        if not any(c.key == on.key and c.branch != on.branch for c in branches):
+            return False
+    return True

@@ -8,7 +8,7 @@ filtering and text-edit fixes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -451,12 +451,15 @@ def fix_bytes(
     unsafe: bool = False,
     linted: LintResult | None = None,
     project: FileView | None = None,
+    accept: Callable[[Fix, str], bool] | None = None,
 ) -> FixResult:
     """Apply every applicable fix, pass after pass, until the file stops changing.
 
     The result always parses: a pass whose output would not parse is dropped. ``linted``
     is ``lint_bytes`` of the same ``data`` and ``codes`` made before (possibly with
-    ``fixes=False``); it stands in for the first pass's parse and lint.
+    ``fixes=False``); it stands in for the first pass's parse and lint. ``accept``: which
+    fixes the caller can apply to the text as earlier passes left it (a notebook's: those
+    that stay in one cell).
     """
     result = linted if linted is not None else lint_bytes(data, filename, codes, project=project)
     if result.parsed is None:
@@ -476,7 +479,7 @@ def fix_bytes(
     applied = 0
     original_text = parsed.text
     for _ in range(MAX_FIX_PASSES):
-        chosen = _non_overlapping(findings, unsafe)
+        chosen = _non_overlapping(findings, unsafe, accept, parsed.text)
         if not chosen:
             break
         new_text = apply_edits(parsed.text, [e for f in chosen for e in f.fix.edits])  # type: ignore[union-attr]
@@ -500,13 +503,20 @@ def fix_bytes(
     return FixResult(parsed.encode(parsed.text), cleared or applied, findings)
 
 
-def _non_overlapping(findings: Sequence[Finding], unsafe: bool) -> list[Finding]:
+def _non_overlapping(
+    findings: Sequence[Finding],
+    unsafe: bool,
+    accept: Callable[[Fix, str], bool] | None = None,
+    text: str = "",
+) -> list[Finding]:
     from amplint.engine.fixes import overlaps
 
     chosen: list[Finding] = []
     for finding in findings:
         fix = finding.fix
         if fix is None or (fix.applicability == "unsafe" and not unsafe):
+            continue
+        if accept is not None and not accept(fix, text):
             continue
         if any(overlaps(fix.edits, other.fix.edits) for other in chosen):  # type: ignore[union-attr]
             continue

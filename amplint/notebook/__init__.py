@@ -221,6 +221,10 @@ def lint_module(
             summary = result.fix_summary(finding)
             if summary is not None:
                 fix = Fix(summary[1], summary[0], ())
+                # One that would move code between cells is not applied: not offered either.
+                made = None if lazy else result.fix_of(finding, local=False)
+                if not lazy and (made is None or _cell_fix(module, made) is None):
+                    fix = None
         mapped = to_cell_finding(module, finding, fix)
         lint.findings.append(mapped)
         if lazy:
@@ -250,6 +254,8 @@ def _cell_fix(module: NotebookModule, fix: Fix) -> Fix | None:
 
     if not fix.edits:
         return fix
+    if module.moves_between_cells(fix.edits):
+        return None
     changed = module.cell_texts(apply_edits(module.text, fix.edits))
     if changed is None:
         return None
@@ -273,7 +279,13 @@ def _fix_cells(
 
     if not module.cells:
         return {}, 0, []
-    fixed = fix_bytes(module.text.encode("utf-8", "surrogatepass"), filename, codes, unsafe=unsafe)
+    fixed = fix_bytes(
+        module.text.encode("utf-8", "surrogatepass"),
+        filename,
+        codes,
+        unsafe=unsafe,
+        accept=lambda fix, text: not module.moves_between_cells(fix.edits, text),
+    )
     if fixed.data is None:
         remaining = [
             to_cell_finding(module, f, None if f.fix is None else _cell_fix(module, f.fix))

@@ -128,6 +128,28 @@ class NotebookModule:
                 column += shift
         return cell, Position(row, column)
 
+    def moves_between_cells(self, edits: Sequence[Edit], text: str | None = None) -> bool:
+        """Whether the edits, made to ``text`` (the module's own, or as earlier fixes left
+        it), take lines out of one cell and put lines into another (``scaler.update()`` moved
+        into the loop's cell): that rewrites the notebook's layout, which is the user's, and
+        the cell left behind no longer does what it did when run alone. Edits in place in
+        several cells (an import and its uses) move nothing."""
+        from amplint.engine.fixes import apply_edits
+
+        text = self.text if text is None else text
+        before = self.cell_texts(text) if text != self.text else {}
+        after = self.cell_texts(apply_edits(text, list(edits)))
+        if before is None or after is None:
+            return True
+        original = {cell.number: cell.text for cell in self.cells}
+        grown = shrunk = False
+        for number in set(before) | set(after):
+            old = len(before.get(number, original[number]).splitlines())
+            new = len(after.get(number, original[number]).splitlines())
+            grown = grown or new > old
+            shrunk = shrunk or new < old
+        return grown and shrunk
+
     def cell_line(self, number: int, row: int) -> str:
         for cell in self.cells:
             if cell.number == number:

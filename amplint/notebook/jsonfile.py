@@ -95,12 +95,13 @@ class NotebookFile:
 
     @property
     def language(self) -> str | None:
-        """The kernel's language, lower case, where the notebook names one."""
+        """The kernel's language, lower case, where the notebook names one (an empty name,
+        as some exporters write, names none: the kernel spec's is asked next)."""
         info = self.metadata.get("language_info")
-        if isinstance(info, dict) and isinstance(info.get("name"), str):
+        if isinstance(info, dict) and isinstance(info.get("name"), str) and info["name"]:
             return info["name"].lower()
         spec = self.metadata.get("kernelspec")
-        if isinstance(spec, dict) and isinstance(spec.get("language"), str):
+        if isinstance(spec, dict) and isinstance(spec.get("language"), str) and spec["language"]:
             return spec["language"].lower()
         return None
 
@@ -122,6 +123,8 @@ def read_notebook(data: bytes) -> NotebookFile:
         ) from error
     except RecursionError as error:
         raise NotebookError("not valid JSON: nested too deeply") from error
+    except _NotAnObject as error:
+        raise NotebookError("not a Jupyter notebook (valid JSON, but not an object)") from error
     version = top.get("nbformat")
     if isinstance(version, bool) or not isinstance(version, int):
         raise NotebookError("not a Jupyter notebook (no integer 'nbformat' key)")
@@ -134,6 +137,10 @@ def read_notebook(data: bytes) -> NotebookFile:
         raise NotebookError("not an nbformat 4 notebook: 'cells' is missing or not a list")
     metadata = top.get("metadata", {})
     return NotebookFile(text, cells, metadata if isinstance(metadata, dict) else {}, bom)
+
+
+class _NotAnObject(Exception):
+    """Valid JSON whose top-level value is no object: a JSON file, not a notebook."""
 
 
 def _scan(text: str) -> tuple[dict[str, object], list[RawCell] | None]:
@@ -153,6 +160,7 @@ def _scan(text: str) -> tuple[dict[str, object], list[RawCell] | None]:
     if not text.startswith("{", pos):
         if pos < len(text):
             _DECODER.raw_decode(text, pos)  # a valid JSON value that is no object
+            raise _NotAnObject
         raise json.JSONDecodeError("Expecting a JSON object", text, pos)
     end = _skip(text, _object(text, pos, member))
     if end != len(text):

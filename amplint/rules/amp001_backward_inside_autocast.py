@@ -12,6 +12,7 @@ from amplint.analysis.frameworks import (
     is_framework_autocast,
     is_framework_backward,
 )
+from amplint.analysis.lifecycle import autocast_off_at
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import dotted_name, names_read
@@ -109,6 +110,17 @@ ctx = nullcontext() if device == "cpu" else torch.amp.autocast(device_type="cuda
 with ctx:
     loss = model(x)
 loss.backward()
+""",
+        # The branch that runs only with the region's own flag off: autocast is off there
+        # (its other branch, with the flag on, is a finding).
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda", enabled=use_amp):
+        loss = model(x)
+        if not use_amp:
+            loss.backward()
+            optimizer.step()
 """,
         # Accelerate's autocast around the forward pass only.
         """
@@ -516,7 +528,7 @@ loss_backward(out, y)
             region = model.enclosing_autocast(call)
             if region is None or model.autocast_state(region) != "enabled":
                 continue
-            if model.is_dead(call):
+            if model.is_dead(call) or autocast_off_at(model, call, region):
                 continue
             context.report(call, _message(model, call), _move_out_of_with(model, call, region))
         # `with accelerator.autocast():` / `fabric.autocast()`: the framework's autocast.

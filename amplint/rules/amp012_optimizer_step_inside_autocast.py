@@ -6,6 +6,7 @@ import re
 
 import libcst as cst
 
+from amplint.analysis.lifecycle import autocast_off_at
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
 from amplint.analysis.scalers import scaler_like
 from amplint.analysis.values import AutocastRegion, SchedulerInstance
@@ -21,6 +22,18 @@ class OptimizerStepInsideAutocast(Rule):
     tokens = (("!autocast",), ("step", "update", "zero_grad"))
 
     valid = (
+        # The step in the branch that runs only with the region's own flag off.
+        """
+import torch
+for x, y in loader:
+    with torch.autocast("cuda", enabled=args.amp):
+        loss = model(x)
+        if args.amp:
+            pass
+        else:
+            loss.backward()
+            optimizer.step()
+""",
         # The recipe.
         """
 import torch
@@ -217,6 +230,8 @@ for i, (x, y) in enumerate(loader):
                 continue
             if model.is_dead(call) or not isinstance(region.body, cst.IndentedBlock):
                 continue
+            if autocast_off_at(model, call, region):
+                continue  # the branch that runs with this autocast off
             position = _body_position(model, call, region)
             if position is None:
                 continue
