@@ -345,6 +345,12 @@ def _normalised(module: cst.Module, test: cst.BaseExpression) -> Condition:
     return Condition(key, branch, test)
 
 
+def _caught(model: ModuleModel, handler: cst.ExceptHandler) -> Condition:
+    """The branch an ``except`` clause runs on."""
+    label = model.snippet(handler.type) if handler.type is not None else ""
+    return Condition(f"except {label}", True)
+
+
 def _leaves(block: cst.BaseSuite) -> bool:
     """Whether a block always ends by leaving the statements after it: its last statement
     is a ``continue``, ``break``, ``return`` or ``raise``."""
@@ -417,9 +423,19 @@ class _Walker:
                 stack.append(("node", node.test, conds, (*loops, node), frame))
                 continue
             if kind is cst.ExceptHandler:
-                label = model.snippet(node.type) if node.type is not None else ""
-                handler = (*conds, Condition(f"except {label}", True))
+                handler = (*conds, _caught(model, node))
                 stack.append(("node", node.body, handler, loops, frame))
+                continue
+            if kind is cst.Try:
+                # `else:` runs when no handler did: the other branch of each.
+                if node.finalbody is not None:
+                    stack.append(("node", node.finalbody, conds, loops, frame))
+                if node.orelse is not None:
+                    uncaught = tuple(_caught(model, h).other_branch() for h in node.handlers)
+                    stack.append(("node", node.orelse, (*conds, *uncaught), loops, frame))
+                for handler_node in reversed(node.handlers):
+                    stack.append(("node", handler_node, conds, loops, frame))
+                stack.append(("node", node.body, conds, loops, frame))
                 continue
             if kind is cst.IndentedBlock:
                 # `if (i + 1) % accum: continue` guards what follows it: those statements

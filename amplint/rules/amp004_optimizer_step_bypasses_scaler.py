@@ -194,6 +194,39 @@ for batch in loader:
 """,
     )
     invalid = (
+        # The step in the `else:` of a try whose handler zeroes the gradients: it runs only
+        # when the scaled backward succeeded.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler()
+for x in loader:
+    try:
+        scaler.scale(model(x)).backward()
+    except RuntimeError:
+        optimizer.zero_grad()
+        continue
+    else:
+        optimizer.step()
+        scaler.update()
+    optimizer.zero_grad()
+""",
+            line=11,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler()
+for x in loader:
+    try:
+        scaler.scale(model(x)).backward()
+    except RuntimeError:
+        optimizer.zero_grad()
+        continue
+    else:
+        scaler.step(optimizer)
+        scaler.update()
+    optimizer.zero_grad()
+""",
+        ),
         # A helper that accumulates over micro-batches in a loop of its own: the caller's
         # direct step applies what it accumulated.
         Invalid(

@@ -30,6 +30,8 @@ from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 _SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
 #: Calls that may store or restore a scaler they are given.
 _CHECKPOINT_CALL = re.compile(r"save|checkpoint|ckpt|state|load|restore|resume|register", re.I)
+#: a helper that only writes a checkpoint: handing it the scaler restores nothing.
+_SAVE_ONLY = re.compile(r"^(?!.*(load|restore|resume)).*save", re.I)
 
 
 class ScalerStateNotCheckpointed(Rule):
@@ -143,6 +145,24 @@ class DistributedTest:
 """,
     )
     invalid = (
+        # The checkpoint holds the scaler's state, but the resume never restores it.
+        Invalid(
+            """
+import torch
+
+def train(model, optimizer, loader, resume=None):
+    scaler = torch.amp.GradScaler("cuda")
+    if resume:
+        ckpt = torch.load(resume)
+        optimizer.load_state_dict(ckpt["optimizer"])
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, "last.pt")
+""",
+            line=8,
+        ),
         # The helper's dict goes through a second helper that writes a temporary file.
         Invalid(
             """
@@ -444,9 +464,9 @@ train(model, optimizer, scaler)
                     "`scaler.state_dict()` too",
                 )
             elif not loads_scaler and _is_optimizer_load(model, call):
-                if _hands_scaler_to_checkpointing(model, call) or not _trains_with_a_scaler(
-                    model, call
-                ):
+                if _hands_scaler_to_checkpointing(
+                    model, call, restoring=True
+                ) or not _trains_with_a_scaler(model, call):
                     continue
                 # One restore missing from one load path is one finding, however many
                 # branches (plain / sharded optimizer) restore the optimizer.
@@ -777,8 +797,11 @@ def _walk(node: cst.CSTNode) -> list[cst.CSTNode]:
     return found
 
 
-def _hands_scaler_to_checkpointing(model: ModuleModel, call: cst.Call) -> bool:
-    """The function (or script) gives the scaler to a save/load/resume helper."""
+def _hands_scaler_to_checkpointing(
+    model: ModuleModel, call: cst.Call, restoring: bool = False
+) -> bool:
+    """The function (or script) gives the scaler to a save/load/resume helper; to one that
+    may restore it, when ``restoring`` (a save of ``scaler.state_dict()`` restores nothing)."""
     function = model.index.enclosing_function(call)
     unit = function.body if function is not None else model.module
     for other in calls_in(unit):
@@ -786,6 +809,8 @@ def _hands_scaler_to_checkpointing(model: ModuleModel, call: cst.Call) -> bool:
             continue
         name = method_name(other) or (other.func.value if isinstance(other.func, cst.Name) else "")
         if not name or not _CHECKPOINT_CALL.search(name):
+            continue
+        if restoring and (is_torch_save(model, other) or _SAVE_ONLY.search(name)):
             continue
         if any(_mentions_scaler(model, arg.value) for arg in other.args):
             return True
