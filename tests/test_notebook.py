@@ -162,6 +162,16 @@ def test_a_cell_that_is_not_python_even_after_masking_is_one_syntax_error(tmp_pa
     assert [(f.code, f.cell) for f in findings] == [("AMP999", 2)]
 
 
+def test_a_cell_that_does_not_parse_leaves_the_other_cells_checked(tmp_path: Path) -> None:
+    """Jupyter runs the cells one by one: the loop's missing update() in cell 3 is still
+    said, at its row, without a fix (the file as a whole does not parse)."""
+    path = write(tmp_path / "scratch.ipynb", [SETUP, "print(('unclosed'", LOOP])
+    findings = check_notebook(path.read_bytes(), "scratch.ipynb", ALL_CODES).findings
+    assert [(f.code, f.cell) for f in findings] == [("AMP999", 2), ("AMP002", 3)]
+    assert findings[1].fix is None
+    assert fix_notebook(path.read_bytes(), "scratch.ipynb", ALL_CODES).data is None
+
+
 def test_fix_keeps_magics_and_their_place(tmp_path: Path) -> None:
     cell = (
         "%%time\nfor x, y in loader:\n    with torch.autocast('cuda'):\n        loss = model(x)\n"

@@ -229,6 +229,17 @@ def lint_module(
         lint.findings.append(mapped)
         if lazy:
             lint.origin[mapped] = finding
+    broken = [f.cell for f in lint.findings if f.code == PARSE_ERROR_CODE]
+    if broken and not lazy and len(module.cells) > 1:
+        # Jupyter runs cells one by one: a scratch cell that does not parse leaves the
+        # others running. They are checked without it (its lines left blank, so every
+        # other cell keeps its rows); their findings are said, without fixes.
+        cells = [
+            CodeCell(cell.number, "\n" * cell.text.count("\n")) if cell.number in broken else cell
+            for cell in module.cells
+        ]
+        rest = lint_module(NotebookModule.build(cells), filename, codes, with_edits=False)
+        lint.findings += [replace(f, fix=None) for f in rest.findings if f.cell not in broken]
     lint.findings.sort(key=Finding.sort_key)
     return lint
 
