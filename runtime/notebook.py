@@ -28,6 +28,7 @@ from . import health as _health
 from .findings import AmpWarning, Finding
 from .install import install, installed, uninstall
 from .reporting import get_mode, report
+from .session import SESSION
 
 __all__ = ["AmplintMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -45,10 +46,14 @@ def cell_label(shell: Any, filename: str) -> str | None:
 
 
 def place(shell: Any, finding: Finding) -> str:
-    label = cell_label(shell, finding.filename)
+    return place_of(shell, finding.filename, finding.line)
+
+
+def place_of(shell: Any, filename: str, line: int) -> str:
+    label = cell_label(shell, filename)
     if label is None:
-        return f"{finding.filename}:{finding.line}"
-    return f"{label}, line {finding.line}"
+        return f"{filename}:{line}"
+    return f"{label}, line {line}"
 
 
 def _key(finding: Finding) -> tuple[str, str, int]:
@@ -65,6 +70,10 @@ class _Session:
 
     def start(self, mode: str = "warn", **options: Any) -> None:
         install(mode, **options)
+        # Raised and logged findings name the cell too.
+        SESSION.live.place = lambda filename, line: place_of(self.shell, filename, line)
+        # Findings of an earlier session (before %reload_ext) were shown then.
+        self.shown.update(_key(f) for f in report())
         # The extension shows warn-mode findings under the cell; Python's own warning
         # display would repeat each with the compiled file's name.
         warnings.filterwarnings("ignore", category=AmpWarning)
@@ -85,8 +94,8 @@ class _Session:
             return
         new = [f for f in report() if _key(f) not in self.shown]
         self.shown.update(_key(f) for f in new)
-        if get_mode() == "raise":
-            return  # the cell's traceback already names the finding
+        if get_mode() != "warn":
+            return  # the cell's traceback, or the log, already names the finding
         for finding in new:
             print(f"amplint: {place(self.shell, finding)}: {finding.message}", file=sys.stderr)
 

@@ -142,9 +142,10 @@ def emit(
             raise_now = False
             if mode == "raise":
                 mode = "warn"
+    where = f"{filename}:{line}" if live.place is None else live.place(filename, line)
     if mode == "raise":
         if raise_now:
-            raise AmpUsageError(f"{filename}:{line}: {message}", code)
+            raise AmpUsageError(f"{where}: {message}", code)
         return
     if not first:
         return
@@ -158,9 +159,9 @@ def emit(
         try:
             warnings.warn_explicit(AmpWarning(message, code), AmpWarning, filename, line)
         except Warning:
-            logger.warning("%s:%d: %s", filename, line, message)
+            logger.warning("%s: %s", where, message)
     else:
-        logger.warning("%s:%d: %s", filename, line, message)
+        logger.warning("%s: %s", where, message)
 
 
 @contextlib.contextmanager

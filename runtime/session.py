@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
@@ -243,6 +244,9 @@ class Live:
     late_patches: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
     # hook id -> (depth, hook): the health hook held out while compiled modules run
     suspended_hooks: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    # how a raised or logged finding names its place (IPython's `In [4], line 3` for a
+    # file a kernel compiled a cell under); None: `filename:line`
+    place: Callable[[str, int], str] | None = None
 
 
 @dataclass

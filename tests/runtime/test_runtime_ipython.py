@@ -89,9 +89,27 @@ def test_options_as_install_takes_them(
     result = shell.run_cell(BUGGY_LOOP, store_history=True)
     assert isinstance(result.error_in_exec, ar.AmpUsageError)
     assert result.error_in_exec.code == "AMP001"
+    # The error names the cell as IPython's tracebacks do, not the kernel's file.
+    assert str(result.error_in_exec).startswith("In [4], line 4: AMP001")
     capsys.readouterr()
     assert "invalid choice" in _run(shell, "%amplint on --mode loud", capsys)
     assert ar.reporting.get_mode() == "raise"  # a bad option changes nothing
+
+
+def test_log_mode_says_each_finding_once_and_a_reload_repeats_none(
+    shell: InteractiveShell, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    _run(shell, "%load_ext amplint.runtime", capsys)
+    _run(shell, "%amplint on --mode log", capsys)
+    _run(shell, SETUP, capsys)
+    with caplog.at_level("WARNING", logger="amplint.runtime"):
+        out = _run(shell, BUGGY_LOOP, capsys)
+    assert "AMP001" not in out  # the log says it, not a second line under the cell
+    (record,) = [r for r in caplog.records if "AMP001" in r.getMessage()]
+    assert record.getMessage().startswith("In [4], line 4: AMP001")
+    _run(shell, "%amplint on", capsys)
+    reloaded = _run(shell, "%reload_ext amplint.runtime", capsys)
+    assert "AMP001" not in reloaded
 
 
 def test_in_a_real_jupyter_kernel() -> None:
