@@ -466,6 +466,8 @@ class StdinResult:
     applied: int = 0
     #: the ``--stdin-filename`` is excluded (``force-exclude``): nothing was checked.
     excluded: bool = False
+    #: a notebook's diff, one hunk group per changed cell (a source's is made from output).
+    diff: str | None = None
 
 
 def lint_stdin(
@@ -489,6 +491,20 @@ def lint_stdin(
     enabled = codes_for_file(settings, path, codes) if path is not None else frozenset(codes)
     if not fix:
         return StdinResult(findings=check_source(data, name, enabled))
+    if is_notebook(name):
+        from amplint.notebook import fix_notebook_file
+
+        notebook = fix_notebook_file(data, name, enabled, unsafe=unsafe)
+        if notebook.error is not None:
+            return StdinResult(
+                findings=[error_finding(name, SourceError(notebook.error))], output=data
+            )
+        return StdinResult(
+            findings=sorted(notebook.remaining, key=Finding.sort_key),
+            output=data if notebook.data is None else notebook.data,
+            applied=notebook.applied if notebook.data is not None else 0,
+            diff=notebook.diff,
+        )
     from amplint.engine.run import fix_bytes
 
     fixed = fix_bytes(data, name, enabled, unsafe=unsafe)

@@ -261,7 +261,8 @@ def _lint_stdin(options: _Options) -> int:
         return EXIT_CLEAN
     if options.diff:
         if result.output is not None and result.output != data:
-            click.echo(api.unified_diff(name, data, result.output), nl=False)
+            diff = result.diff or api.unified_diff(name, data, result.output)
+            click.echo(diff, nl=False)
             return EXIT_CLEAN if options.exit_zero else EXIT_FINDINGS
         return EXIT_CLEAN
     sources = {name: _decoded(result.output if result.output is not None else data)}

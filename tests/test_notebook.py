@@ -172,6 +172,30 @@ def test_a_cell_that_does_not_parse_leaves_the_other_cells_checked(tmp_path: Pat
     assert fix_notebook(path.read_bytes(), "scratch.ipynb", ALL_CODES).data is None
 
 
+def test_a_notebook_on_standard_input_is_fixed_and_diffed_as_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "train.ipynb", [SETUP, LOOP])
+    data = path.read_bytes()
+
+    def stdin(*options: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*AMPLINT, "check", "--no-cache", "--stdin-filename", "train.ipynb", *options, "-"],
+            cwd=tmp_path,
+            input=data,
+            capture_output=True,
+            check=False,
+        )
+
+    diff = stdin("--diff")
+    assert diff.returncode == 1
+    assert diff.stdout.decode().startswith("--- a/train.ipynb:cell 2\n")
+    assert "+    scaler.update()" in diff.stdout.decode()
+    fixed = stdin("--fix")
+    assert fixed.returncode == 0, fixed.stderr
+    path.write_bytes(fixed.stdout)  # what a pipeline writes back: a notebook, fixed
+    assert "scaler.update()" in code_sources(path)[1]
+    assert check_notebook(fixed.stdout, "train.ipynb", ALL_CODES).findings == []
+
+
 def test_fix_keeps_magics_and_their_place(tmp_path: Path) -> None:
     cell = (
         "%%time\nfor x, y in loader:\n    with torch.autocast('cuda'):\n        loss = model(x)\n"
