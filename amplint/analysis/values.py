@@ -427,7 +427,17 @@ class Evaluator:
         return None
 
     def _call_local_function(self, call: cst.Call, scope: Scope) -> set[Value]:
-        """What a same-module function or method returns (or yields, as a context manager)."""
+        """What a same-module function or method returns (or yields, as a context manager),
+        or a lambda bound once to a name (``amp = lambda: torch.autocast("cuda")``)."""
+        if isinstance(call.func, cst.Name):
+            bindings = self.index.scope_of(call).lookup(call.func.value)
+            if (
+                len(bindings) == 1
+                and bindings[0].kind is BindingKind.ASSIGN
+                and isinstance(bindings[0].node, cst.Lambda)
+            ):
+                body = bindings[0].node.body
+                return set(self.evaluate(body, self.index.scope_of(body)))
         function = self.resolve_local_callable(call)
         if function is None:
             return {UNKNOWN}

@@ -109,6 +109,30 @@ for x, y in loader:
 """,
     )
     invalid = (
+        # The region made by a lambda bound to a name.
+        Invalid(
+            """
+import torch
+amp = lambda: torch.autocast("cuda", dtype=torch.float16)
+for x, y in loader:
+    with amp():
+        loss = model(x, y)
+    loss.backward()
+    optimizer.step()
+""",
+            line=5,
+            fixed="""
+import torch
+amp = lambda: torch.autocast("cuda", dtype=torch.float16)
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    with amp():
+        loss = model(x, y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
         Invalid(
             """
 import torch
