@@ -63,7 +63,9 @@ def wrap_backward(original: Callable[..., Any]) -> Callable[..., Any]:
         if not isinstance(tensors, (torch.Tensor, list, tuple)):
             tensors = roots
         run_check("the backward check", check, roots)
-        return original(tensors, *args, **kwargs)
+        result = original(tensors, *args, **kwargs)
+        run_check("the backward check", usage.after_backward)
+        return result
 
     return backward
 

@@ -215,6 +215,10 @@ class ThreadState(threading.local):
         # seen, and that count at each optimizer's last step (id(optimizer) -> count).
         self.plain_backwards = 0
         self.plain_at_step: dict[int, int] = {}
+        # For AMP016: what each scaler's last step of each optimizer left (usage.py's
+        # AfterStep), by (id(scaler's usage), id(optimizer)): backward passes check that
+        # nothing else wrote into those gradients since (an in-place zeroing loop).
+        self.after_steps: dict[tuple[int, int], Any] = {}
 
     def __eq__(self, other: object) -> bool:
         # The calling thread's view: what a check made now would consult.

@@ -92,6 +92,37 @@ _SAMPLED_GRADS = 4
 _NORMS_KEPT = 16
 
 
+class AfterStep:
+    """What a scaler's step of an optimizer left, for AMP016: the zero_grad() calls and
+    backward passes seen so far, and a few (parameter, its grad, the grad's version at the
+    step). ``seen``: those versions as the last backward since left them; ``cleared``:
+    something other than a backward wrote into the gradients between two backward passes
+    (a ``p.grad.zero_()`` loop, ``_foreach_zero_``): they no longer hold what the step
+    applied."""
+
+    __slots__ = ("cleared", "samples", "seen", "writes", "zero_grads")
+
+    def __init__(self, zero_grads: int, writes: int, samples: list[_GradSample]) -> None:
+        self.zero_grads = zero_grads
+        self.writes = writes
+        self.samples = samples
+        self.seen = [version for _, _, version in samples]
+        self.cleared = False
+
+    def before_backward(self) -> None:
+        for (_, grad_ref, _), seen in zip(self.samples, self.seen, strict=True):
+            grad = grad_ref()
+            if grad is not None and grad._version != seen:
+                self.cleared = True
+                return
+
+    def after_backward(self) -> None:
+        self.seen = [
+            grad._version if (grad := grad_ref()) is not None else seen
+            for (_, grad_ref, _), seen in zip(self.samples, self.seen, strict=True)
+        ]
+
+
 class ScalerUsage:
     """What one GradScaler has been asked to do in the current iteration."""
 
@@ -126,10 +157,8 @@ class ScalerUsage:
         # gradient-penalty recipe): a loss built from those scaled gradients may overflow,
         # which is the scaler's to skip, not a non-finite loss of the model's (AMP101).
         self.scaled_grad_taken = False
-        # optimizer id -> (zero_grad() calls and backward passes seen so far, a few
-        # (parameter, its grad, the grad's version)) right after this scaler's last step of
-        # it (AMP016).
-        self.after_step: dict[int, tuple[int, int, list[_GradSample]]] = {}
+        # optimizer id -> what this scaler's last step of it left (AMP016).
+        self.after_step: dict[int, AfterStep] = {}
 
     def note_scaled_norm(self, norm: torch.Tensor) -> None:
         if len(self.scaled_norms) >= _NORMS_KEPT:  # norms logged, never clipped with
@@ -300,7 +329,9 @@ def on_step(
 def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site) -> None:
     """After torch's ``scaler.step(optimizer)``; ``site`` is the user's call."""
     tls = thread_state()
-    usage.after_step[id(optimizer)] = (tls.zero_grads, tls.backwards_run, _sample_grads(optimizer))
+    record = AfterStep(tls.zero_grads, tls.backwards_run, _sample_grads(optimizer))
+    usage.after_step[id(optimizer)] = record
+    tls.after_steps[(id(usage), id(optimizer))] = record
     usage._stages[id(optimizer)] = Stage.STEPPED
     usage.managed.add(id(optimizer))
     usage.backward_after_step = False
@@ -380,6 +411,9 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
     steps().commit()
     verdicts = []
     tls = thread_state()
+    for record in tls.after_steps.values():
+        if not record.cleared:
+            record.before_backward()
     tls.backwards_run += 1
     if autocast_active():
         verdicts.append(Verdict("AMP001", message_for("AMP001"), user_site()))
@@ -410,6 +444,16 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
     if pending.leaves is not None:
         pending.leaves = None if leaves is None else pending.leaves | leaves
     return verdicts
+
+
+def after_backward() -> None:
+    """A backward pass (not one inside another's) finished: what it accumulated into the
+    gradients is the accumulation AMP016 looks for, not a write of someone else's."""
+    if _inside_backward():
+        return
+    for record in thread_state().after_steps.values():
+        if not record.cleared:
+            record.after_backward()
 
 
 def on_grad(outputs: tuple[Any, ...]) -> list[Verdict]:
@@ -586,13 +630,14 @@ def _accumulated_since_step(usage: ScalerUsage, optimizer: torch.optim.Optimizer
     ``p.grad = None``, give new tensors; a hand-written ``p.grad.zero_()`` loop is the one
     zeroing this cannot see."""
     record = usage.after_step.get(id(optimizer))
-    if record is None:
+    if record is None or record.cleared:
         return False
-    zero_grads, writes, samples = record
     tls = thread_state()
-    if tls.zero_grads != zero_grads or tls.backwards_run == writes or not samples:
+    if tls.zero_grads != record.zero_grads or tls.backwards_run == record.writes:
         return False
-    for param_ref, grad_ref, version in samples:
+    if not record.samples:
+        return False
+    for param_ref, grad_ref, version in record.samples:
         param, grad = param_ref(), grad_ref()
         if param is None or grad is None or param.grad is not grad or grad._version <= version:
             return False

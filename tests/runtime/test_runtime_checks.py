@@ -425,13 +425,21 @@ def _accumulate(
                     opt.zero_grad()
                 elif zero == "module":
                     model.zero_grad(set_to_none=False)
+                elif zero == "in-place":  # the same tensors, zeroed where they are
+                    for param in model.parameters():
+                        param.grad.zero_()
+                elif zero == "foreach":
+                    torch._foreach_zero_([param.grad for param in model.parameters()])
                 else:  # by hand, as fairseq and apex do
                     for param in model.parameters():
                         param.grad = None
     return chk.findings
 
 
-@pytest.mark.parametrize("zero", ["optimizer", "module", "none-by-hand"])
+ZEROING = ["optimizer", "module", "none-by-hand", "in-place", "foreach"]
+
+
+@pytest.mark.parametrize("zero", ZEROING)
 def test_amp016_scaler_calls_every_micro_batch_of_an_accumulation(zero: str) -> None:
     findings = _accumulate(zero)
     (finding,) = findings
@@ -440,7 +448,7 @@ def test_amp016_scaler_calls_every_micro_batch_of_an_accumulation(zero: str) -> 
     assert finding.count == 4
 
 
-@pytest.mark.parametrize("zero", ["optimizer", "module", "none-by-hand"])
+@pytest.mark.parametrize("zero", ZEROING)
 def test_amp016_silent_when_the_scaler_calls_sit_at_the_boundary(zero: str) -> None:
     assert _accumulate(zero, step_each=False) == []
 
