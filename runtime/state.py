@@ -61,7 +61,9 @@ def note_autocast_entered(device: str, dtype: torch.dtype) -> None:
     if device not in history.autocast_devices:
         history.autocast_devices = (*history.autocast_devices, device)
     history.autocast_dtypes.add(dtype)
-    if dtype is torch.float16:
+    # Only a forward that can be trained through: a float16 evaluation or a frozen
+    # feature extractor under no_grad (a linear probe) leaves no float16 graph to scale.
+    if dtype is torch.float16 and torch.is_grad_enabled():
         history.threads.fp16_forward = True
 
 

@@ -97,6 +97,22 @@ def test_amp003_float16_autocast_without_scaler() -> None:
     assert_at(chk.findings, "AMP003", line)
 
 
+def test_amp003_silent_when_the_float16_forward_runs_without_grad() -> None:
+    """A linear probe: a frozen backbone's features under float16 autocast and no_grad,
+    a float32 head trained on them; no float16 graph is back-propagated."""
+    backbone, head = tiny_model(), nn.Linear(4, 4)
+    opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        for x, y in batches(3):
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+                features = backbone(x).float()
+            loss = nn.functional.mse_loss(head(features), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert chk.findings == []
+
+
 def test_amp004_optimizer_step_on_scaled_gradients() -> None:
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
