@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from .health_config import FP16_MIN_NORMAL
+from .health_config import FP16_MAX, FP16_MIN_NORMAL
 
 __all__ = [
     "INF",
@@ -25,12 +25,15 @@ INF = float("inf")
 
 
 def max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Largest magnitude of each tensor (NaN if it holds a NaN), stacked: a multi-tensor
-    ``_foreach_norm`` on CUDA (one fused kernel per dtype); on the CPU, where that op is a
-    slow per-tensor loop, one ``aminmax`` pass per tensor, several times faster."""
+    """Largest magnitude of each tensor (NaN if it holds a NaN), stacked, but for a fill
+    value (see :func:`_unfilled`): multi-tensor ``_foreach_max`` and ``_foreach_norm`` on
+    CUDA (fused kernels); on the CPU, where those ops are slow per-tensor loops, one
+    ``aminmax`` pass per tensor, several times faster."""
     if tensors[0].device.type == "cpu":
         return max_abs_of_pairs([torch.aminmax(tensor) for tensor in tensors])
-    return torch.stack(torch._foreach_norm(tensors, INF))
+    highs = torch.stack(torch._foreach_max(tensors))
+    magnitudes = torch.stack(torch._foreach_norm(tensors, INF))
+    return _unfilled(highs, magnitudes)
 
 
 def max_abs_of_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -38,7 +41,18 @@ def max_abs_of_pairs(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Te
     was made)."""
     highs = torch.stack([pair[1] for pair in pairs])
     lows = torch.stack([pair[0] for pair in pairs])
-    return torch.maximum(highs, lows.neg())  # maximum propagates NaN
+    return _unfilled(highs, torch.maximum(highs, lows.neg()))  # maximum propagates NaN
+
+
+def _unfilled(highs: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+    """The largest magnitudes, but where only the negative side is extreme, at exactly
+    float16's lowest value or -inf, while the positive side is finite: that is a mask's
+    fill value (``masked_fill(mask, torch.finfo(dtype).min)``, a causal mask's -inf),
+    written on purpose, not an overflow; the positive side is the output's magnitude then.
+    A real overflow spills to both signs, or into the loss (AMP101, skipped steps)."""
+    filled = (magnitudes > highs) & torch.isfinite(highs)
+    filled &= (magnitudes == INF) | (magnitudes == FP16_MAX)
+    return torch.where(filled, highs, magnitudes)
 
 
 def nonfinite_probe(tensors: list[torch.Tensor]) -> torch.Tensor:

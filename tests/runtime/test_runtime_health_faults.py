@@ -297,6 +297,41 @@ def test_an_overflow_points_at_the_line_that_ran_the_forward_of_its_step() -> No
     assert "`embed` (Linear) reached" in finding.message
 
 
+class _MaskedHead(nn.Module):
+    """Logits of the classes not allowed filled with a mask value (HF's finfo.min)."""
+
+    def __init__(self, fill: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 6)
+        self.fill = fill
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.linear(x)
+        allowed = torch.tensor([True] * 4 + [False] * 2)
+        fill = torch.finfo(logits.dtype).min if self.fill == 0 else self.fill
+        return logits.masked_fill(~allowed, fill)
+
+
+@pytest.mark.parametrize("fill", [0.0, -math.inf])
+def test_a_mask_value_written_on_purpose_is_no_overflow(fill: float) -> None:
+    torch.manual_seed(0)
+    head = _MaskedHead(fill)
+    opt = torch.optim.SGD(head.parameters(), lr=0.05)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**9)
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.float16):
+                logits = head(torch.randn(16, 8))
+            loss = nn.functional.cross_entropy(logits.float(), torch.randint(0, 4, (16,)))
+            _scaled_step(loss, opt, scaler)
+        assert found("AMP105") == []
+        summary = ar.summary()
+    assert summary is not None and summary["first_overflow"] is None
+    # The positive side is what the output's magnitude is then.
+    (entry,) = summary["closest_to_overflow"][:1]
+    assert 0 < entry["max_abs"] < 100
+
+
 def test_an_evaluation_between_steps_is_not_a_training_step() -> None:
     # An evaluation under no_grad and autocast every few steps (YOLOX's EMA evaluation,
     # torchvision's): an overflow there is no overflow of the training step that follows.
