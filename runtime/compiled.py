@@ -126,7 +126,11 @@ def call_without_global_hook(
 
     @functools.wraps(original)
     def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not SESSION.history.backward_note_said and torch.is_grad_enabled():
+        if (
+            not SESSION.history.backward_note_said
+            and torch.is_grad_enabled()
+            and _backend_name(self) not in _NO_COMPILED_BACKWARD
+        ):
             # Said when the compiled region is called inside autocast, not only when its
             # backward is traced: with a warm compile cache nothing is traced, and the
             # cached backward runs under the forward's autocast all the same.
@@ -141,6 +145,23 @@ def call_without_global_hook(
             _put_back(key, hook_id() == key)
 
     return __call__
+
+
+#: Backends that run the captured graph as it is, with no AOTAutograd: no backward of
+#: theirs is compiled, under autocast or not.
+_NO_COMPILED_BACKWARD = frozenset({"eager", "eager_noexcept"})
+
+
+def _backend_name(optimized: Any) -> str | None:
+    """The name of the backend an OptimizedModule was compiled with (``torch.compile(m,
+    backend="eager")``), when torch's objects say it; None otherwise."""
+    try:
+        convert = optimized.dynamo_ctx.callback._torchdynamo_orig_backend
+        backend = getattr(convert, "_torchdynamo_orig_backend", convert)
+    except AttributeError:
+        return None
+    name = getattr(backend, "compiler_name", None) or getattr(backend, "__name__", None)
+    return name if isinstance(name, str) else None
 
 
 # amplint's own code, for Dynamo's frame skipping --------------------------------------------

@@ -102,6 +102,30 @@ def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph(
     assert err.count("amplint: note: torch compiled the backward") == expected, err
 
 
+def test_no_note_for_a_backend_that_compiles_no_backward(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """backend="eager" runs Dynamo's graph as it is: no backward is compiled, under autocast
+    or not, so the note about torch's backward autocast would be false."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    compiled = torch.compile(model, backend="eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    capsys.readouterr()
+    with ar.checking() as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(2):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = compiled(torch.randn(4, 8)).float().mean()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+    assert seen.findings == []
+    assert "amplint: note" not in capsys.readouterr().err
+
+
 def test_real_backward_inside_autocast_around_compiled_model_is_reported_once(
     quiet: None,
 ) -> None:
