@@ -111,6 +111,18 @@ with ctx:
     loss = model(x)
 loss.backward()
 """,
+        # `@torch.autocast` on the forward only: the backward runs after it returns.
+        """
+import torch
+
+class Net(torch.nn.Module):
+    @torch.autocast("cuda")
+    def forward(self, x):
+        return self.body(x)
+
+loss = Net()(x).float().mean()
+loss.backward()
+""",
         # The branch that runs only with the region's own flag off: autocast is off there
         # (its other branch, with the flag on, is a finding).
         """
@@ -140,6 +152,19 @@ with accelerator.autocast():
 """,
     )
     invalid = (
+        # `@torch.autocast` makes the whole function a region: its backward too.
+        Invalid(
+            """
+import torch
+
+@torch.autocast("cuda", dtype=torch.bfloat16)
+def forward_backward(model, x, y):
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    return loss.detach()
+""",
+            line=7,
+        ),
         # A helper that runs backward in one branch, the forward in the other: moving the
         # `if` out would take the usual path's forward out of autocast, so no fix.
         Invalid(
@@ -514,6 +539,7 @@ loss_backward(out, y)
 
     def check(self, context: RuleContext) -> None:
         model = context.model
+        _check_decorated(context)
         if not model.autocast_withs and not framework_autocast_withs(model):
             return
         candidates = {
@@ -531,6 +557,19 @@ loss_backward(out, y)
             if model.is_dead(call) or autocast_off_at(model, call, region):
                 continue
             context.report(call, _message(model, call), _move_out_of_with(model, call, region))
+        # `@torch.autocast(...)` on a function that runs backward: its whole body is the
+        # region (no fix: what to take out of the decorated function is the user's call).
+        for function in model.index.functions:
+            if not isinstance(function, cst.FunctionDef) or not _autocast_decorated(
+                model, function
+            ):
+                continue
+            for node in walk_body(function.body):
+                if not isinstance(node, cst.Call) or not _runs_backward(model, node):
+                    continue
+                if model.is_dead(node) or model.enclosing_autocast(node) is not None:
+                    continue  # a `with` inside decides, and is judged above
+                context.report(node, _message(model, node))
         # `with accelerator.autocast():` / `fabric.autocast()`: the framework's autocast.
         for region in framework_autocast_withs(model):
             for call in calls_in(region.body):
@@ -543,14 +582,43 @@ loss_backward(out, y)
                 context.report(call, _message(model, call), _move_out_of_with(model, call, region))
 
 
+def _check_decorated(context: RuleContext) -> None:
+    """``@torch.autocast(...)`` on a function that runs backward: its whole body is the
+    region (no fix: what to take out of the decorated function is the user's call)."""
+    model = context.model
+    for function in model.index.functions:
+        if not isinstance(function, cst.FunctionDef) or not _autocast_decorated(model, function):
+            continue
+        for node in walk_body(function.body):
+            if not isinstance(node, cst.Call) or not _runs_backward(model, node):
+                continue
+            if model.is_dead(node) or model.enclosing_autocast(node) is not None:
+                continue  # a `with` inside decides, and is judged there
+            context.report(node, _message(model, node, function.name.value))
+
+
+def _autocast_decorated(model: ModuleModel, function: cst.FunctionDef) -> bool:
+    return any(
+        isinstance(value, AutocastRegion) and value.may_be_enabled
+        for decorator in function.decorators
+        for value in model.evaluator.evaluate(decorator.decorator)
+    )
+
+
 def _runs_backward(model: ModuleModel, call: cst.Call) -> bool:
     return model.runs_backward(call) or is_framework_backward(model, call)
 
 
-def _message(model: ModuleModel, call: cst.Call) -> str:
+def _message(model: ModuleModel, call: cst.Call, decorated: str | None = None) -> str:
+    """``decorated``: the function ``@autocast`` makes the region of, if that is it."""
     action = "runs the backward pass"
     if not model.is_direct_backward(call) and not is_framework_backward(model, call):
         action = "calls a helper that runs the backward pass"
+    if decorated is not None:
+        return (
+            f"`{_short(model, call)}` {action} inside the autocast region that the "
+            f"decorator makes of `{decorated}`; call backward after `{decorated}` returns"
+        )
     return (
         f"`{_short(model, call)}` {action} inside an autocast region; "
         "leave the `with` block before calling backward"
