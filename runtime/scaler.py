@@ -18,6 +18,9 @@ from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import torch
+import torch.amp.grad_scaler
+import torch.cpu.amp.grad_scaler
+import torch.cuda.amp.grad_scaler
 
 from . import health, usage
 from .findings import AmpUsageError, message_for
@@ -82,8 +85,23 @@ def _enter_scaler_step() -> ThreadState:
     return tls
 
 
-class GradScaler(torch.amp.GradScaler):
+class _StandIn(type):
+    """``isinstance(x, torch.amp.GradScaler)`` holds under amplint where it holds without:
+    the public name is amplint's class then, and a scaler built from torch's own module
+    (``from torch.amp.grad_scaler import GradScaler``, FSDP's ShardedGradScaler) is an
+    instance of torch's class, which each stand-in names in ``_stands_in_for``."""
+
+    _stands_in_for: type
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return type.__instancecheck__(cls, instance) or isinstance(instance, cls._stands_in_for)
+
+
+class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
     """Drop-in for :class:`torch.amp.GradScaler` that reports AMP misuse while training."""
+
+    # torch's class in its own module, which install() leaves alone
+    _stands_in_for = torch.amp.grad_scaler.GradScaler
 
     def __init__(
         self,
@@ -315,6 +333,8 @@ def _deprecated(api: str, replacement: str) -> None:
 class CudaGradScaler(GradScaler):
     """Stands in for the deprecated ``torch.cuda.amp.GradScaler``; reports AMP007."""
 
+    _stands_in_for = torch.cuda.amp.grad_scaler.GradScaler
+
     def __init__(
         self,
         init_scale: float = 2.0**16,
@@ -332,6 +352,8 @@ class CudaGradScaler(GradScaler):
 
 class CpuGradScaler(GradScaler):
     """Stands in for the deprecated ``torch.cpu.amp.GradScaler``; reports AMP007."""
+
+    _stands_in_for = torch.cpu.amp.grad_scaler.GradScaler
 
     def __init__(
         self,

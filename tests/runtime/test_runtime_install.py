@@ -72,6 +72,21 @@ def test_install_patches_and_uninstall_restores_identically() -> None:
     assert all(a is b for a, b in zip(before, snapshot(), strict=True))
 
 
+def test_isinstance_against_the_public_names_holds_as_without_amplint() -> None:
+    """A scaler built from torch's own module (what FSDP's ShardedGradScaler subclasses)
+    is a torch.amp.GradScaler, as it is without amplint; a generic one is no CPU one."""
+    ar.install()
+    try:
+        torchs = torch.amp.grad_scaler.GradScaler("cpu")
+        ours = torch.amp.GradScaler("cpu")
+        assert isinstance(torchs, torch.amp.GradScaler) and isinstance(ours, torch.GradScaler)
+        assert not isinstance(torchs, torch.cpu.amp.GradScaler)
+        assert not isinstance(ours, torch.cpu.amp.GradScaler)
+        assert not isinstance(object(), torch.amp.GradScaler)
+    finally:
+        ar.uninstall()
+
+
 def test_install_twice_and_uninstall_without_install_are_safe() -> None:
     before = snapshot()
     ar.uninstall()
