@@ -78,6 +78,8 @@ def sharded_grad_scaler() -> type[GradScaler] | None:
             """Drop-in for ``torch.distributed.fsdp.sharded_grad_scaler.ShardedGradScaler``
             that reports AMP misuse while training (the checks of :class:`GradScaler`)."""
 
+            _stands_in_for = torch_class
+
             def __init__(
                 self,
                 device: str = "cuda",

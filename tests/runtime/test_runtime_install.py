@@ -83,6 +83,11 @@ def test_isinstance_against_the_public_names_holds_as_without_amplint() -> None:
         assert not isinstance(torchs, torch.cpu.amp.GradScaler)
         assert not isinstance(ours, torch.cpu.amp.GradScaler)
         assert not isinstance(object(), torch.amp.GradScaler)
+        if torch.distributed.is_available():  # FSDP's stand-in names its own torch class
+            from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+            assert not isinstance(ours, ShardedGradScaler)
+            assert isinstance(ShardedGradScaler("cpu"), torch.amp.GradScaler)
     finally:
         ar.uninstall()
 
