@@ -430,6 +430,8 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
         tls.pending.add(usage)
         return verdicts
     tls.plain_backwards += 1
+    if fp16 and not float16_graph(roots):
+        fp16 = False  # the float16 forward was another (an evaluation left with grad on)
     # Only when the answer can matter: a float16 forward (AMP003) or a process that uses
     # GradScalers (AMP005). Plain fp32/bf16 training, and every scaled backward, pay nothing.
     if not (fp16 or uses_scalers()):
@@ -474,6 +476,44 @@ def on_grad(outputs: tuple[Any, ...]) -> list[Verdict]:
 # Beyond this many graph nodes the walk is not worth its cost; the backward is then taken
 # to reach every optimizer.
 _MAX_NODES = 20_000
+
+
+#: autograd node class -> the names of the tensors it saves for backward
+_SAVED: dict[type, tuple[str, ...]] = {}
+
+
+def float16_graph(roots: tuple[Any, ...]) -> bool:
+    """Whether the graph a backward from ``roots`` runs saved a float16 tensor: an op that
+    autocast ran in float16 (its matmuls save their float16 inputs). Asked only after a
+    float16 autocast forward with grad, for a backward of a loss no scaler scaled (AMP003):
+    the walk stops at the first float16 tensor, near the loss; a graph too large to walk
+    counts as float16."""
+    stack = [getattr(root, "grad_fn", None) for root in roots]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if len(seen) > _MAX_NODES:
+            return True
+        kind = type(node)
+        names = _SAVED.get(kind)
+        if names is None:
+            names = _SAVED[kind] = tuple(
+                name
+                for name in dir(kind)
+                if name.startswith("_saved_") and not name.endswith("_raw")
+            )
+        for name in names:
+            try:
+                saved = getattr(node, name)
+            except RuntimeError:  # freed by an earlier backward
+                continue
+            if isinstance(saved, torch.Tensor) and saved.dtype is torch.float16:
+                return True
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return False
 
 
 def leaves_of(roots: tuple[Any, ...]) -> set[int] | None:

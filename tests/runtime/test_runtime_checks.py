@@ -113,6 +113,22 @@ def test_amp003_silent_when_the_float16_forward_runs_without_grad() -> None:
     assert chk.findings == []
 
 
+def test_amp003_silent_when_the_float16_forward_is_not_the_one_trained() -> None:
+    """An evaluation under float16 autocast left with grad on, between float32 steps: the
+    graph back-propagated holds no float16 op."""
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        for x, y in batches(3):
+            with torch.autocast("cpu", dtype=torch.float16):
+                model(x)  # a metric, grad left on
+            loss = loss_of(model, x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert chk.findings == []
+
+
 def test_amp004_optimizer_step_on_scaled_gradients() -> None:
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
