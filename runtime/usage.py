@@ -90,6 +90,8 @@ _GradSample = tuple["weakref.ref[torch.Tensor]", "weakref.ref[torch.Tensor]", in
 _SAMPLED_GRADS = 4
 #: scaled norms remembered per scaler and iteration, oldest forgotten first.
 _NORMS_KEPT = 16
+#: AfterStep records kept per thread before those of scalers no longer in use are dropped.
+_AFTER_STEPS_KEPT = 64
 
 
 class AfterStep:
@@ -331,7 +333,14 @@ def on_stepped(usage: ScalerUsage, optimizer: torch.optim.Optimizer, site: Site)
     tls = thread_state()
     record = AfterStep(tls.zero_grads, tls.backwards_run, _sample_grads(optimizer))
     usage.after_step[id(optimizer)] = record
-    tls.after_steps[(id(usage), id(optimizer))] = record
+    records = tls.after_steps
+    records[(id(usage), id(optimizer))] = record
+    if len(records) > _AFTER_STEPS_KEPT:
+        # A scaler rebuilt every step (AMP010) leaves one record per scaler: keep those
+        # whose scaler is still alive.
+        alive = {id(u) for u in tls.pending} | {id(usage)}
+        for key in [key for key in records if key[0] not in alive][: len(records) // 2]:
+            records.pop(key).cleared = True  # no longer watched: in doubt, silence
     usage._stages[id(optimizer)] = Stage.STEPPED
     usage.managed.add(id(optimizer))
     usage.backward_after_step = False

@@ -195,3 +195,23 @@ def test_a_scaler_built_and_never_used_lets_a_plain_loop_count_its_iterations(
             optimizer.zero_grad()
         del scaler
     assert [(f.code, f.first_step) for f in seen.findings if f.code == "AMP001"] == [("AMP001", 3)]
+
+
+def test_a_scaler_rebuilt_every_step_leaves_a_bounded_record(quiet: None) -> None:
+    """AMP016's per-step records: one per scaler and optimizer, those of scalers no longer
+    in use dropped, so a loop that rebuilds its scaler (AMP010) holds a bounded number."""
+    from amplint.runtime.state import thread_state
+
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batches(1)[0]
+    with ar.checking():
+        for _ in range(150):
+            scaler = torch.amp.GradScaler("cpu")
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        assert 0 < len(thread_state().after_steps) <= 65
