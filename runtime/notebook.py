@@ -17,6 +17,7 @@ In warn mode the extension shows findings itself, so Python's own display of the
 from __future__ import annotations
 
 import argparse
+import atexit
 import re
 import shlex
 import sys
@@ -67,6 +68,9 @@ class _Session:
         self.shell = shell
         self.shown: set[tuple[str, str, int]] = set()
         self.events = False
+        # `ipython script.ipy` runs its cells silently, with no post_run_cell event: what
+        # they found is shown when the shell exits.
+        atexit.register(self.after_cell)
 
     def start(self, mode: str = "warn", **options: Any) -> None:
         install(mode, **options)

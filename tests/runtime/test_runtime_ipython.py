@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import queue
+import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import amplint.runtime as ar
 import pytest
@@ -110,6 +112,23 @@ def test_log_mode_says_each_finding_once_and_a_reload_repeats_none(
     _run(shell, "%amplint on", capsys)
     reloaded = _run(shell, "%reload_ext amplint.runtime", capsys)
     assert "AMP001" not in reloaded
+
+
+def test_an_ipy_script_shows_its_findings_when_it_ends(tmp_path: Path) -> None:
+    """`ipython script.ipy` runs its cells silently (no post_run_cell): said at exit."""
+    script = tmp_path / "train.ipy"
+    script.write_text("%load_ext amplint.runtime\n" + SETUP + "\n" + BUGGY_LOOP + "\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "IPython", "--no-banner", str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "AMP001" in line]
+    assert len(lines) == 1 and lines[0].startswith("amplint: In [1], line "), done.stderr
 
 
 def test_in_a_real_jupyter_kernel() -> None:
