@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import sys
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -491,12 +492,13 @@ _MAX_NODES = 20_000
 _SAVED: dict[type, tuple[str, ...]] = {}
 
 
-def float16_graph(roots: tuple[Any, ...]) -> bool:
-    """Whether the graph a backward from ``roots`` runs saved a float16 tensor: an op that
-    autocast ran in float16 (its matmuls save their float16 inputs). Asked only after a
-    float16 autocast forward with grad, for a backward of a loss no scaler scaled (AMP003):
-    the walk stops at the first float16 tensor, near the loss; a graph too large to walk
-    counts as float16."""
+class _GraphTooLarge(Exception):
+    """More than ``_MAX_NODES`` nodes: too costly to walk in a training step."""
+
+
+def _graph_nodes(roots: tuple[Any, ...]) -> Iterator[Any]:
+    """The autograd nodes a backward from ``roots`` runs, each once; raises
+    :class:`_GraphTooLarge` past ``_MAX_NODES``."""
     stack = [getattr(root, "grad_fn", None) for root in roots]
     seen: set[int] = set()
     while stack:
@@ -505,23 +507,36 @@ def float16_graph(roots: tuple[Any, ...]) -> bool:
             continue
         seen.add(id(node))
         if len(seen) > _MAX_NODES:
-            return True
-        kind = type(node)
-        names = _SAVED.get(kind)
-        if names is None:
-            names = _SAVED[kind] = tuple(
-                name
-                for name in dir(kind)
-                if name.startswith("_saved_") and not name.endswith("_raw")
-            )
-        for name in names:
-            try:
-                saved = getattr(node, name)
-            except RuntimeError:  # freed by an earlier backward
-                continue
-            if isinstance(saved, torch.Tensor) and saved.dtype is torch.float16:
-                return True
+            raise _GraphTooLarge
+        yield node
         stack.extend(next_node for next_node, _ in node.next_functions)
+
+
+def float16_graph(roots: tuple[Any, ...]) -> bool:
+    """Whether the graph a backward from ``roots`` runs saved a float16 tensor: an op that
+    autocast ran in float16 (its matmuls save their float16 inputs). Asked only after a
+    float16 autocast forward with grad, for a backward of a loss no scaler scaled (AMP003):
+    the walk stops at the first float16 tensor, near the loss; a graph too large to walk
+    counts as float16."""
+    try:
+        for node in _graph_nodes(roots):
+            kind = type(node)
+            names = _SAVED.get(kind)
+            if names is None:
+                names = _SAVED[kind] = tuple(
+                    name
+                    for name in dir(kind)
+                    if name.startswith("_saved_") and not name.endswith("_raw")
+                )
+            for name in names:
+                try:
+                    saved = getattr(node, name)
+                except RuntimeError:  # freed by an earlier backward
+                    continue
+                if isinstance(saved, torch.Tensor) and saved.dtype is torch.float16:
+                    return True
+    except _GraphTooLarge:
+        return True
     return False
 
 
@@ -532,20 +547,14 @@ def leaves_of(roots: tuple[Any, ...]) -> set[int] | None:
     that AMP005 blames such a backward only when it reaches the stepped optimizer's
     parameters (a second model trained in fp32 next to the AMP one does not).
     """
-    stack = [getattr(root, "grad_fn", None) for root in roots]
-    seen: set[int] = set()
     leaves: set[int] = set()
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if len(seen) > _MAX_NODES:
-            return None
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            leaves.add(id(variable))
-        stack.extend(next_node for next_node, _ in node.next_functions)
+    try:
+        for node in _graph_nodes(roots):
+            variable = getattr(node, "variable", None)
+            if variable is not None:
+                leaves.add(id(variable))
+    except _GraphTooLarge:
+        return None
     for root in roots:
         if getattr(root, "grad_fn", None) is None:
             leaves.add(id(root))
