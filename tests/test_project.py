@@ -360,6 +360,74 @@ def test_bfloat16_dtype_from_a_config_module_amp014(
     assert check(tmp_path, monkeypatch, ".") == []
 
 
+def test_backward_inside_an_autocast_region_made_by_another_module_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop's file never says `autocast`: its region comes from a helper module. The
+    prefilter must still let it through (it once dropped such files before any analysis)."""
+    write(
+        tmp_path,
+        {
+            "amp_utils.py": """\
+                import torch
+
+                def mixed_precision():
+                    return torch.autocast("cuda", dtype=torch.float16)
+                """,
+            "train.py": """\
+                import torch
+                from amp_utils import mixed_precision
+
+                def train(model, optimizer, loader):
+                    for x, y in loader:
+                        with mixed_precision():
+                            loss = torch.nn.functional.mse_loss(model(x), y)
+                            loss.backward()
+                        optimizer.step()
+                """,
+        },
+    )
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
+    assert alone(tmp_path / "train.py") == set()
+
+
+def test_a_module_that_only_mentions_autocast_lends_no_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Imported modules that say `autocast` without handing one out (dynamo's trackers) do
+    not make the importer's backward passes worth analysing."""
+    from amplint.engine.prefilter import SourceWords
+    from amplint.engine.project import Project
+    from amplint.engine.registry import rules_for
+
+    files = {
+        "tracking.py": """\
+            import torch
+
+            def is_region(obj):
+                return isinstance(obj, torch.autocast)
+            """,
+        "grads.py": """\
+            from tracking import is_region
+
+            def run(loss):
+                loss.backward()
+            """,
+    }
+    write(tmp_path, files)
+    project = Project(str(tmp_path / name) for name in files)
+    data = (tmp_path / "grads.py").read_bytes()
+    view = project.view(str(tmp_path / "grads.py"))
+    assert view.readmit(data, rules_for(["AMP001"]), SourceWords(data)) == []
+    # The same importer, once the module hands out a region, is analysed.
+    (tmp_path / "tracking.py").write_text("import torch\n\nREGION = torch.autocast('cuda')\n")
+    project = Project(str(tmp_path / name) for name in files)
+    view = project.view(str(tmp_path / "grads.py"))
+    assert [r.code for r in view.readmit(data, rules_for(["AMP001"]), SourceWords(data))] == [
+        "AMP001"
+    ]
+
+
 def test_autocast_factories_of_another_module_amp014(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -97,6 +97,16 @@ class ModuleSummary:
     #: the module trains with a GradScaler itself (its own checks report its checkpoints).
     scales_losses: bool = False
 
+    def makes_autocast(self) -> bool:
+        """Whether a name or function of the module hands out an autocast region or an
+        autocast factory (what an importing module's ``with`` may enter)."""
+        facts = [*self.names.values()]
+        for function in self.functions.values():
+            facts.extend(function.items.values())
+            if function.returns is not None:
+                facts.append(function.returns)
+        return any(fact[0] in ("autocast", "factory") for group in facts for fact in group)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,

@@ -312,7 +312,7 @@ class FileView:
             missing: list[tuple[str, ...]] = []
             for group in _cheap_first(rule):
                 if not own.has_group(group):
-                    if not _IMPORTABLE & set(group):
+                    if not _importable(group):
                         break
                     missing.append(group)
             else:
@@ -323,14 +323,14 @@ class FileView:
         if not candidates:
             return []
         sources = [
-            blob
+            (path, blob)
             for path in self._imported_files(data, self.importer, follow_packages=True)
             if (blob := self._words(path)) is not None
         ]
         candidates = [
             (rule, missing)
             for rule, missing in candidates
-            if all(any(blob.has_group(group) for blob in sources) for group in missing)
+            if all(self._provides(group, sources) for group in missing)
         ]
         if not candidates:
             return []
@@ -346,6 +346,20 @@ class FileView:
                 names, [_Without(rule, missing)], literals_unknown=not exact, live=live
             )
         ]
+
+    def _provides(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
+        """Whether an imported module may hand this file what ``group`` names. For autocast,
+        the word is not enough (dynamo's modules say it everywhere): the module's summary
+        must hold an autocast region or factory, as the analysis will ask it."""
+        from amplint.engine.prefilter import bare
+
+        holding = [path for path, blob in sources if blob.has_group(group)]
+        if not any(bare(word) == "autocast" for word in group):
+            return bool(holding)
+        return any(
+            summary is not None and summary.makes_autocast()
+            for summary in map(self.summary, holding)
+        )
 
     def _words(self, path: str) -> SourceWords | None:
         """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
@@ -420,16 +434,35 @@ _ORDERED: dict[str, tuple[tuple[str, ...], ...]] = {}
 
 
 def _cheap_first(rule: type[Rule]) -> tuple[tuple[str, ...], ...]:
-    """The rule's token groups, whole words first: a missing group no import can stand in
-    for ends the look, and the lowered copy a name-part word needs is made only if it gets
-    that far."""
+    """The rule's token groups in the order that ends the look soonest: first the groups no
+    import can stand in for (a missing one ends it), then those matched by plain searches
+    before those needing a keyword-literal regex; otherwise rarest first, as the
+    prefilter's word table orders them (torch's files say `scale` everywhere, AMP006's
+    clipping words almost nowhere)."""
     ordered = _ORDERED.get(rule.code)
     if ordered is None:
-        key = [any(word.startswith("~") for word in group) for group in rule.tokens]
+        from amplint.engine.prefilter import KEYWORD, words_of
+
+        table = dict(words_of([rule.code])).get(rule.code, ())
+        groups = table if sorted(table) == sorted(rule.tokens) else rule.tokens
         ordered = _ORDERED[rule.code] = tuple(
-            group for _, group in sorted(zip(key, rule.tokens, strict=True), key=lambda p: p[0])
+            sorted(
+                groups,
+                key=lambda group: (
+                    _importable(group),
+                    any(word.startswith(KEYWORD) for word in group),
+                ),
+            )
         )
     return ordered
+
+
+def _importable(group: tuple[str, ...]) -> bool:
+    """Whether an imported module may stand in for the group (``!autocast`` is ``autocast``
+    counted only outside data: an imported autocast factory counts all the same)."""
+    from amplint.engine.prefilter import bare
+
+    return any(bare(word) in _IMPORTABLE for word in group)
 
 
 class _Without:
