@@ -200,3 +200,98 @@ def test_a_word_in_code_is_kept_whatever_comments_say(source: bytes) -> None:
 
     codes, facts = candidate_codes(source, ["AMP001"])
     assert codes == ["AMP001"] and facts is not None
+
+
+# ---------------------------------------------------------------------- the gate
+
+
+def _gate(rules: list) -> object:
+    from amplint.engine.prefilter import gate_for
+
+    return gate_for(tuple(rule.tokens for rule in rules))
+
+
+def test_the_gate_covers_a_group_of_every_rule() -> None:
+    from amplint.engine.registry import all_rules
+
+    gate = _gate(list(all_rules()))
+    for rule in all_rules():
+        assert any(
+            all(any(needle.covers(_needle(word)) for needle in gate.needles) for word in group)
+            for group in rule.tokens
+        ), rule.code
+
+
+def test_the_gate_opens_wherever_a_rule_may_fire() -> None:
+    """Soundness on real files: the gate never closes on bytes in which some rule's words
+    all occur (the search it replaces)."""
+    from amplint.engine.prefilter import SourceWords, may_fire
+    from amplint.engine.registry import all_rules
+
+    rules = list(all_rules())
+    gates = {rule.code: _gate([rule]) for rule in rules}
+    everything = _gate(rules)
+    examples = [example.source.encode() for rule in rules for example in rule.invalid]
+    files = [path.read_bytes() for path in sorted(CORPUS.rglob("*.py")) + _torch_files(400)]
+    opened = 0
+    for data in examples + files:
+        for rule in may_fire(data, rules):
+            assert gates[rule.code].open(SourceWords(data)), rule.code
+        if may_fire(data, rules):
+            assert everything.open(SourceWords(data))
+            opened += 1
+    assert opened > 50
+
+
+def _gate_of_the_catalog() -> object:
+    """The gate a run with every static code uses: the word table's groups, rarest first."""
+    from amplint.catalog import static_codes
+    from amplint.engine.prefilter import gate_for, words_of
+
+    return gate_for(tuple(groups for _, groups in words_of(static_codes())))
+
+
+def test_the_gate_closes_on_words_that_only_contain_its_needles() -> None:
+    from amplint.engine.prefilter import SourceWords
+
+    gate = _gate_of_the_catalog()
+    # `amp` inside other words, and no other AMP word at all.
+    assert not gate.open(SourceWords(b"def example(sample):\n    return clamp(sample)\n"))
+    assert gate.open(SourceWords(b"from torch.cuda import amp\n"))
+    assert gate.open(SourceWords(b"x = MY_SCALER\n"))  # a name part, of any case
+    # Words sharing a long prefix are found by one scan for it.
+    assert gate.open(SourceWords(b"torch.nn.utils.clip_grads_with_norm_(p, 1.0, n)\n"))
+    texts = {needle.text for needle in gate.needles}
+    assert b"clip_grad" in texts and b"clip_grad_value_" not in texts
+
+
+def test_what_the_closed_gate_saw_answers_later_searches() -> None:
+    from amplint.engine.prefilter import SourceWords
+
+    source = SourceWords(b"import os\nprint(os.sep)\n")
+    assert not _gate_of_the_catalog().open(source)
+    assert not source.has("get_autocast_gpu_dtype") and not source.has("~Scaler")
+    assert not source.has("clip_grad_norm_")
+
+
+def _needle(word: str) -> object:
+    from amplint.engine.prefilter import _needle
+
+    return _needle(word)
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        (b'x = f"{scaler}" + rf"{autocast}"\n', [b"scaler", b"autocast"]),
+        (b'x = F"{a}"\ny = Rb"b" + fR"{c}"\n', [b"a", b"c"]),
+    ],
+)
+def test_code_only_keeps_the_fields_of_f_strings(source: bytes, kept: list[bytes]) -> None:
+    code = code_only(source)
+    assert code is not None and all(word in code for word in kept)
+
+
+@pytest.mark.parametrize("source", [b'x = abf"{a}"\n', b'x = 1 if y else"z"\n'])
+def test_code_only_refuses_strings_glued_to_other_names(source: bytes) -> None:
+    assert code_only(source) is None
