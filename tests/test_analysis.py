@@ -62,6 +62,12 @@ def regions(source: str) -> list[tuple[str | None, str | None, bool | None]]:
             "import torch\nwith torch.autocast('cuda', enabled=False): pass",
             [("cuda", "float16", False)],
         ),
+        # Keywords forwarded from elsewhere may hold any dtype and `enabled=False`.
+        ("import torch\nwith torch.autocast('cuda', **amp_kwargs): pass", [("cuda", None, None)]),
+        (
+            "import torch\nwith torch.autocast('cuda', dtype=torch.float16, **kw): pass",
+            [("cuda", "float16", None)],
+        ),
     ],
 )
 def test_autocast_arguments(source: str, expected: list[tuple[object, ...]]) -> None:

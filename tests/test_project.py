@@ -391,6 +391,85 @@ def test_backward_inside_an_autocast_region_made_by_another_module_amp001(
     assert alone(tmp_path / "train.py") == set()
 
 
+HELPER_FORWARDING_KEYWORDS = """\
+    import contextlib
+    import torch
+
+    @contextlib.contextmanager
+    def amp_region(device_type="cuda", **kwargs):
+        with torch.amp.autocast(device_type=device_type, **kwargs):
+            yield
+    """
+
+
+def test_a_region_helper_given_enabled_false_is_off_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """icefall's shape: a helper forwards its keywords to autocast, and a custom backward
+    leaves mixed precision with `helper(enabled=False)` before its own backward pass."""
+    train = """\
+        import torch
+        from amp_utils import amp_region
+
+        def penalty(x):
+            with torch.enable_grad():
+                with amp_region(enabled=False):
+                    metric = (x.float() ** 2).sum()
+                    metric.backward()
+            return x.grad
+
+        def step(model, x):
+            with amp_region():
+                loss = model(x).sum()
+                loss.backward()
+        """
+    write(tmp_path, {"amp_utils.py": HELPER_FORWARDING_KEYWORDS, "train.py": train})
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 14)}
+
+
+def test_a_comment_saying_autocast_does_not_hide_an_imported_region_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train = """\
+        import torch
+        from amp_utils import amp_region
+
+        def step(model, x):
+            # mixed precision: autocast region from our helper
+            with amp_region():
+                loss = model(x).sum()
+                loss.backward()
+        """
+    write(tmp_path, {"amp_utils.py": HELPER_FORWARDING_KEYWORDS, "train.py": train})
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
+
+
+def test_words_only_in_comments_cost_no_syntax_tree_when_readmitting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The prefilter dropped the file for words only in comments: the look through its
+    imports decides from those bytes, without parsing the file."""
+    import amplint.engine.prefilter as prefilter
+    from amplint.engine.prefilter import SourceWords
+    from amplint.engine.project import Project
+    from amplint.engine.registry import rules_for
+
+    data = (
+        b"import torch\n\n"
+        b"# an autocast region used to wrap this\n"
+        b"def f(loss):\n    loss.backward()\n"
+    )
+    write(tmp_path, {"grads.py": data.decode()})
+    project = Project([str(tmp_path / "grads.py")])
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(prefilter, "inspect_code", no_parse)
+    view = project.view(str(tmp_path / "grads.py"))
+    assert view.readmit(data, rules_for(["AMP001", "AMP014"]), SourceWords(data)) == []
+
+
 def test_a_module_that_only_mentions_autocast_lends_no_region(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -203,6 +203,9 @@ def _values(facts: Facts | None, site: cst.CSTNode, path: str, via: str) -> froz
             )
         elif kind == "autocast":
             _, device, dtype, enabled, line = fact
+            if enabled is None and isinstance(site, cst.Call):
+                # A helper forwarding its keywords to autocast: `region(enabled=False)` here.
+                enabled = _keyword_bool(site, "enabled")
             values.add(
                 AutocastRegion(
                     call=cst.Call(func=cst.Name("autocast")),
@@ -302,3 +305,14 @@ def checkpoint_helper_calls(model: ModuleModel) -> list[CheckpointHelperCall]:
                     )
                 )
     return found
+
+
+def _keyword_bool(call: cst.Call, keyword: str) -> bool | None:
+    """The literal ``True``/``False`` the call gives ``keyword``; None when it gives none."""
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == keyword:
+            value = arg.value
+            if isinstance(value, cst.Name) and value.value in ("True", "False"):
+                return value.value == "True"
+            return None
+    return None

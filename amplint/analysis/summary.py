@@ -107,6 +107,10 @@ class ModuleSummary:
                 facts.append(function.returns)
         return any(fact[0] in ("autocast", "factory") for group in facts for fact in group)
 
+    def runs_backward(self) -> bool:
+        """Whether a function of the module runs a backward pass."""
+        return any(function.runs_backward for function in self.functions.values())
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,

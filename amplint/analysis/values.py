@@ -400,11 +400,17 @@ class Evaluator:
             device = "cuda" if symbol is Symbol.CUDA_AUTOCAST else "cpu"
             device_literal = None
             device_expr = None
+        # `autocast(device_type=device, **kwargs)` (a helper forwarding its own keywords) may
+        # be given any dtype and `enabled=False`: what is not written is unknown, not default.
+        forwarded = any(arg.star == "**" for arg in call.args)
         if dtype_expr is None:
-            dtype = {"cuda": "float16", "cpu": "bfloat16"}.get(device or "")
+            dtype = None if forwarded else {"cuda": "float16", "cpu": "bfloat16"}.get(device or "")
         else:
             dtype = self._dtype_of(dtype_expr, scope)
-        enabled = True if enabled_expr is None else _literal_bool(enabled_expr)
+        if enabled_expr is None:
+            enabled = None if forwarded else True
+        else:
+            enabled = _literal_bool(enabled_expr)
         return AutocastRegion(
             call=call,
             symbol=symbol,

@@ -25,7 +25,7 @@ import ast
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,11 @@ _IMPORTABLE = frozenset(
     }
 )
 _CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
+#: Importable words an imported module's summary must back, not its bytes alone.
+_SUMMARISED: dict[str, Callable[[ModuleSummary], bool]] = {
+    "autocast": lambda summary: summary.makes_autocast(),
+    "backward": lambda summary: summary.runs_backward(),
+}
 #: What a file must show itself for a rule to see through its imports: `step` is in every
 #: training file, so AMP002 looks further only where this file scales a loss.
 _OWN_HINTS = {"AMP002": (b".scale(", b".unscale_(")}
@@ -62,10 +67,10 @@ _OWN_HINTS = {"AMP002": (b".scale(", b".unscale_(")}
 #: helpers are small, and a large library module would cost a second to parse.
 MAX_SUMMARY_BYTES = 100_000
 
-_FROM_IMPORT = re.compile(
-    rb"^[ \t]*from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)", re.MULTILINE
-)
-_IMPORT = re.compile(rb"^[ \t]*import[ \t]+([^\n#;]+)", re.MULTILINE)
+# Import statements, found by their keyword (a pattern that starts with a literal skips
+# ahead in C; one anchored at line starts tries every byte): see _statements.
+_FROM_IMPORT = re.compile(rb"from[ \t]+(\.*)[ \t]*([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)")
+_IMPORT = re.compile(rb"import[ \t]+([^\n#;]+)")
 
 #: Reads a file's bytes (an open buffer first, for the language server); None if absent.
 Reader = Callable[[str], "bytes | None"]
@@ -97,6 +102,9 @@ class Project:
         self._words: dict[tuple[str, str], SourceWords | None] = {}
         self._digests: dict[str, str] = {}
         self._package_imports: dict[str, tuple[list[str], frozenset[str]]] = {}
+        self._located: dict[
+            tuple[str, int, tuple[str, ...]], tuple[tuple[str, int] | None, frozenset[str]]
+        ] = {}
         self._common: str | None = None
 
     def __getstate__(self) -> dict[str, object]:
@@ -110,6 +118,7 @@ class Project:
             _words={},
             _digests={},
             _package_imports={},
+            _located={},
         )
         return state
 
@@ -157,6 +166,23 @@ class Project:
         """The file of the longest prefix of ``parts`` that is a project module, and how
         many parts it took; None when there is none, or two different ones."""
         directory = os.path.dirname(importer)
+        if not self._stable:
+            return self._locate(directory, level, parts, missing)
+        # The modules of a folder import the same few names (`os`, `typing`, a sibling):
+        # each is looked for once per folder.
+        key = (directory, level, parts)
+        known = self._located.get(key)
+        if known is None:
+            looked: set[str] = set()
+            found = self._locate(directory, level, parts, looked)
+            known = self._located[key] = (found, frozenset(looked))
+        if missing is not None:
+            missing |= known[1]
+        return known[0]
+
+    def _locate(
+        self, directory: str, level: int, parts: tuple[str, ...], missing: set[str] | None
+    ) -> tuple[str, int] | None:
         if level > 0:
             for _ in range(level - 1):
                 directory = os.path.dirname(directory)
@@ -302,6 +328,18 @@ class FileView:
         from amplint.engine.prefilter import SourceWords, code_identifiers, may_fire_in_code
 
         own = own or SourceWords(data)
+
+        def in_code(group: tuple[str, ...]) -> bool:
+            """Whether the group's words may be this file's own, in its code: not only in
+            comments (which is why the prefilter's first stage drops a rule whose words the
+            bytes hold), nor, where ``ast`` has looked, only in strings or data. A group
+            the file holds only there may still come from an import."""
+            if not own.has_group(group) or not own.may_be_code(group):
+                return False
+            if facts is None or facts.names is None:
+                return True
+            return bool(may_fire_in_code(facts.names, [_Group(group)], live=facts.live))
+
         candidates = []
         for rule in dropped:
             if rule.code not in CROSS_MODULE_CODES:
@@ -311,7 +349,7 @@ class FileView:
                 continue
             missing: list[tuple[str, ...]] = []
             for group in _cheap_first(rule):
-                if not own.has_group(group):
+                if not in_code(group):
                     if not _importable(group):
                         break
                     missing.append(group)
@@ -348,18 +386,29 @@ class FileView:
         ]
 
     def _provides(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
-        """Whether an imported module may hand this file what ``group`` names. For autocast,
-        the word is not enough (dynamo's modules say it everywhere): the module's summary
-        must hold an autocast region or factory, as the analysis will ask it."""
-        from amplint.engine.prefilter import bare
+        """Whether an imported module may hand this file what ``group`` names. For an
+        autocast region and a helper that runs the backward pass the word is not enough
+        (dynamo's modules say both everywhere): the module's summary must hold one, as the
+        analysis will ask it."""
+        from amplint.engine.prefilter import SourceWords, bare
 
-        holding = [path for path, blob in sources if blob.has_group(group)]
-        if not any(bare(word) == "autocast" for word in group):
+        holding = [(path, blob) for path, blob in sources if blob.has_group(group)]
+        words = {bare(word) for word in group}
+        wanted = next((word for word in _SUMMARISED if word in words), None)
+        if wanted is None:
             return bool(holding)
-        return any(
-            summary is not None and summary.makes_autocast()
-            for summary in map(self.summary, holding)
-        )
+        for path, blob in holding:
+            if not _summarised_in_full(path, blob.data):
+                continue
+            # Most modules that say it do so in strings and comments (torch's error messages):
+            # those are not summarised.
+            code = blob.code_only()
+            if code is not None and not SourceWords(code).has(wanted):
+                continue
+            summary = self.summary(path)
+            if summary is not None and _SUMMARISED[wanted](summary):
+                return True
+        return False
 
     def _words(self, path: str) -> SourceWords | None:
         """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
@@ -403,11 +452,25 @@ class FileView:
         return list(found)
 
 
+def _statements(pattern: re.Pattern[bytes], data: bytes) -> Iterator[re.Match[bytes]]:
+    """The matches of ``pattern`` that start a line (after spaces and tabs), as the same
+    pattern anchored with ``^[ \t]*`` under ``re.MULTILINE`` would find them."""
+    match = pattern.search(data)
+    while match is not None:
+        start = match.start()
+        line = data.rfind(b"\n", 0, start) + 1
+        if data[line:start].strip(b" \t"):
+            match = pattern.search(data, start + 1)  # inside a line: look on
+        else:
+            yield match
+            match = pattern.search(data, match.end())
+
+
 def _scanned_imports(data: bytes) -> dict[str, tuple[int, str, str | None]]:
     """:func:`~amplint.analysis.summary.module_imports` by a text scan, for modules with no
     AMP word (most of a library): what each import statement binds, as written."""
     found: dict[str, tuple[int, str, str | None]] = {}
-    for match in _FROM_IMPORT.finditer(data):
+    for match in _statements(_FROM_IMPORT, data):
         level = len(match.group(1))
         module = match.group(2).decode("ascii", "replace")
         names = match.group(3).decode("ascii", "replace").strip("()\\ \t\r\n")
@@ -416,7 +479,7 @@ def _scanned_imports(data: bytes) -> dict[str, tuple[int, str, str | None]]:
             name, alias = name.strip(), alias.strip()
             if name.isidentifier():
                 found[alias if alias.isidentifier() else name] = (level, module, name)
-    for match in _IMPORT.finditer(data):
+    for match in _statements(_IMPORT, data):
         for item in match.group(1).decode("ascii", "replace").split(","):
             dotted, _, alias = item.strip().partition(" as ")
             dotted, alias = dotted.strip(), alias.strip()
@@ -465,6 +528,13 @@ def _importable(group: tuple[str, ...]) -> bool:
     return any(bare(word) in _IMPORTABLE for word in group)
 
 
+class _Group:
+    """One token group, as a rule of its own (for the prefilter's stage 2)."""
+
+    def __init__(self, group: tuple[str, ...]) -> None:
+        self.tokens = (group,)
+
+
 class _Without:
     """A rule's token groups less those an import provides (for the prefilter's stage 2)."""
 
@@ -475,7 +545,7 @@ class _Without:
 def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
     """``(level, dotted parts)`` of every name an import statement may bring in."""
     targets: list[tuple[int, tuple[str, ...]]] = []
-    for match in _FROM_IMPORT.finditer(data):
+    for match in _statements(_FROM_IMPORT, data):
         level = len(match.group(1))
         module = tuple(p for p in match.group(2).decode("ascii", "replace").split(".") if p)
         names = match.group(3).decode("ascii", "replace").strip("()\\ \t\r\n")
@@ -485,7 +555,7 @@ def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
                 targets.append((level, (*module, name)))
         if module:
             targets.append((level, module))
-    for match in _IMPORT.finditer(data):
+    for match in _statements(_IMPORT, data):
         for name in match.group(1).decode("ascii", "replace").split(","):
             dotted = name.strip().split(" as ")[0].strip()
             parts = tuple(p for p in dotted.split(".") if p.isidentifier())
@@ -494,15 +564,21 @@ def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
     return targets
 
 
+def _summarised_in_full(path: str, data: bytes) -> bool:
+    """Whether the module's summary reads more than its imports (a large library module's
+    does not: not worth reading)."""
+    return len(data) <= MAX_SUMMARY_BYTES
+
+
 def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
     """Parse and summarise one module; None when it cannot be parsed."""
     from amplint.analysis.summary import ModuleSummary, has_amp_words, module_imports
     from amplint.engine.prefilter import inspect_code
 
     display = _display(path)
-    if len(data) > MAX_SUMMARY_BYTES and os.path.basename(path) != "__init__.py":
+    if not _summarised_in_full(path, data) and os.path.basename(path) != "__init__.py":
         return ModuleSummary(path=display)  # a large library module: not worth reading
-    if len(data) > MAX_SUMMARY_BYTES or not has_amp_words(data):
+    if not _summarised_in_full(path, data) or not has_amp_words(data):
         # Nothing to summarise (or too much) but what it imports and may re-export: a text
         # scan will do.
         return ModuleSummary(path=display, imports=_scanned_imports(data))
