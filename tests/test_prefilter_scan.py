@@ -29,6 +29,8 @@ SNIPPETS = {
     "ok = ctx is torch.autocast or {torch.autocast: 1, k.v(): torch.autocast}\n"
     "with torch.autocast('cuda'), (a.b, c)[0]:\n    pass\n"
     "isinstance(m, torch.cuda.amp.GradScaler) and m in {amp.GradScaler}\n",
+    "type checks": "isinstance(s, (torch.cuda.amp.GradScaler, X)) or issubclass(c, (a.b,))\n"
+    "t = (cuda.amp.autocast, y); isinstance(z, [p.q])\n",
 }
 
 
@@ -45,6 +47,16 @@ def _in_data(node: ast.expr, parents: dict[ast.AST, ast.AST]) -> bool:
         top = parents[top]  # type: ignore[assignment]
     holder = parents.get(top)
     if isinstance(holder, (ast.Tuple, ast.List, ast.Set)):
+        checker = parents.get(holder)
+        if (
+            isinstance(holder, ast.Tuple)
+            and isinstance(checker, ast.Call)
+            and isinstance(checker.func, ast.Name)
+            and checker.func.id in ("isinstance", "issubclass")
+            and len(checker.args) > 1
+            and checker.args[1] is holder
+        ):
+            return False  # the classes of a type check: each one used
         return any(element is top for element in holder.elts)
     if isinstance(holder, ast.Compare):
         return holder.left is top or any(c is top for c in holder.comparators)
@@ -295,3 +307,19 @@ def test_code_only_keeps_the_fields_of_f_strings(source: bytes, kept: list[bytes
 @pytest.mark.parametrize("source", [b'x = abf"{a}"\n', b'x = 1 if y else"z"\n'])
 def test_code_only_refuses_strings_glued_to_other_names(source: bytes) -> None:
     assert code_only(source) is None
+
+
+def test_a_type_check_against_a_tuple_of_classes_is_a_use() -> None:
+    """`isinstance(s, (torch.cuda.amp.GradScaler, X))` uses the legacy class (AMP007 reports
+    it): the tuple is not a table the prefilter may skip."""
+    from amplint.engine.prefilter import candidate_codes
+
+    source = (
+        b"import torch\n\ndef step(scaler, loss):\n"
+        b"    if isinstance(scaler, (torch.cuda.amp.GradScaler, MyScaler)):\n"
+        b"        scaler.scale(loss).backward()\n"
+    )
+    assert candidate_codes(source, ["AMP007"])[0] == ["AMP007"]
+    # The same names in a table stay data.
+    table = b"import torch\n\nKNOWN = (torch.cuda.amp.GradScaler, MyScaler)\n"
+    assert candidate_codes(table, ["AMP007"])[0] == []

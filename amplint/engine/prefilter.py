@@ -48,8 +48,9 @@ KEYWORD = "="
 IMPORTED = "^"
 #: A token that starts with this names an identifier that counts only where it occurs in
 #: code outside *data*: a bare name or attribute chain (``autocast``, ``torch.amp.autocast``)
-#: that is an element of a tuple, list or set display, an operand of a comparison, or a key
-#: of a dict display. Such a chain is a table entry or a value compared, never called or
+#: that is an element of a tuple, list or set display (not the tuple of classes an
+#: ``isinstance`` checks against), an operand of a comparison, or a key of a dict display.
+#: Such a chain is a table entry or a value compared, never called or
 #: entered: a rule may mark a word so when it reports and resolves nothing through one
 #: (dynamo's modules list ``torch.amp.autocast`` in tables of thousand-line functions).
 #: The raw-bytes stage reads it as the plain word.
@@ -141,6 +142,10 @@ class SourceWords:
         encoded = word.encode()
         if any(missing in encoded for missing in self._missing):
             return False
+        if self._missing_lowered:  # `scaler` in no case: no `GradScaler` either
+            lowered = encoded.lower()
+            if any(missing in lowered for missing in self._missing_lowered):
+                return False
         if encoded not in self.data:
             self._missing.append(encoded)
             return False
@@ -368,6 +373,9 @@ def inspect_code(data: bytes) -> CodeFacts:
     return CodeFacts(names=found, live=live, tree=tree)
 
 
+_TYPE_CHECKS = frozenset({"isinstance", "issubclass"})
+
+
 def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
     """The identifiers of a tree's code (names, attributes, imported names and modules), how
     many nodes ``ast.walk`` would yield, and the identifiers that occur outside data (see
@@ -388,7 +396,7 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
         ast.Constant,
     )
     displays = (ast.Tuple, ast.List, ast.Set)
-    compare_type, dict_type = ast.Compare, ast.Dict
+    compare_type, dict_type, call_type, tuple_type = ast.Compare, ast.Dict, ast.Call, ast.Tuple
     node_type = ast.AST
     live: set[str] = set()
     inert: set[str] = set()  # identifiers seen in data
@@ -396,6 +404,9 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
     # The Name and Attribute nodes of the bare chains in data positions (by id: ast nodes
     # compare by identity, and the set is empty in most files).
     data_nodes: set[int] = set()
+    # The tuples of classes an `isinstance`/`issubclass` checks against: a type check is a
+    # use of each class (AMP007 reports `isinstance(s, (torch.cuda.amp.GradScaler, X))`).
+    checked_tuples: set[int] = set()
 
     def mark(slots: list[ast.expr | None]) -> None:
         for slot in slots:
@@ -431,7 +442,17 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
             else:
                 add(node.attr)  # type: ignore[attr-defined]
         elif kind in displays:
-            mark(node.elts)  # type: ignore[attr-defined]
+            if not (checked_tuples and id(node) in checked_tuples):
+                mark(node.elts)  # type: ignore[attr-defined]
+        elif kind is call_type:
+            func, args = node.func, node.args  # type: ignore[attr-defined]
+            if (
+                len(args) > 1
+                and type(args[1]) is tuple_type
+                and type(func) is name_type
+                and func.id in _TYPE_CHECKS
+            ):
+                checked_tuples.add(id(args[1]))
         elif kind is compare_type:
             mark([node.left, *node.comparators])  # type: ignore[attr-defined]
         elif kind is dict_type:
