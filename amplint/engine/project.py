@@ -398,7 +398,7 @@ class FileView:
         if wanted is None:
             return bool(holding)
         for path, blob in holding:
-            if not _summarised_in_full(path, blob.data):
+            if not _summarised_in_full(blob.data):
                 continue
             # Most modules that say it do so in strings and comments (torch's error messages):
             # those are not summarised.
@@ -564,7 +564,7 @@ def _import_targets(data: bytes) -> list[tuple[int, tuple[str, ...]]]:
     return targets
 
 
-def _summarised_in_full(path: str, data: bytes) -> bool:
+def _summarised_in_full(data: bytes) -> bool:
     """Whether the module's summary reads more than its imports (a large library module's
     does not: not worth reading)."""
     return len(data) <= MAX_SUMMARY_BYTES
@@ -576,9 +576,9 @@ def _summarise(data: bytes, path: str, view: FileView) -> ModuleSummary | None:
     from amplint.engine.prefilter import inspect_code
 
     display = _display(path)
-    if not _summarised_in_full(path, data) and os.path.basename(path) != "__init__.py":
+    if not _summarised_in_full(data) and os.path.basename(path) != "__init__.py":
         return ModuleSummary(path=display)  # a large library module: not worth reading
-    if not _summarised_in_full(path, data) or not has_amp_words(data):
+    if not _summarised_in_full(data) or not has_amp_words(data):
         # Nothing to summarise (or too much) but what it imports and may re-export: a text
         # scan will do.
         return ModuleSummary(path=display, imports=_scanned_imports(data))
