@@ -74,6 +74,45 @@ def test_autocast_arguments(source: str, expected: list[tuple[object, ...]]) -> 
     assert regions(source) == expected
 
 
+MAYBE_AMP = """\
+import contextlib
+import torch
+
+def maybe_amp(enabled=False, dtype=None):
+    return torch.autocast("cuda", enabled=enabled)
+
+@contextlib.contextmanager
+def forwarding(device_type="cuda", **kwargs):
+    with torch.autocast(device_type, **kwargs):
+        yield
+
+def own_decision(enabled=False):
+    enabled = enabled and torch.cuda.is_available()
+    return torch.autocast("cuda", enabled=enabled)
+"""
+
+
+@pytest.mark.parametrize(
+    ("call", "enabled"),
+    [
+        ("maybe_amp()", False),  # the parameter's default
+        ("maybe_amp(False)", False),
+        ("maybe_amp(True)", True),
+        ("maybe_amp(enabled=True)", True),
+        ("maybe_amp(args.amp)", None),
+        ("maybe_amp(*flags)", None),
+        ("forwarding()", True),  # autocast's own default
+        ("forwarding(enabled=False)", False),
+        ("forwarding('cpu', enabled=cfg.amp)", None),
+        ("forwarding(**cfg)", None),
+        ("own_decision(True)", None),  # reassigned in the body: the function decides
+    ],
+)
+def test_a_helper_leaves_enabled_to_its_caller(call: str, enabled: bool | None) -> None:
+    (region,) = regions(MAYBE_AMP + f"with {call}:\n    pass\n")
+    assert region[2] is enabled
+
+
 def test_variable_partial_and_nullcontext() -> None:
     source = """
 import torch

@@ -427,6 +427,36 @@ def test_a_region_helper_given_enabled_false_is_off_amp001(
     assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 14)}
 
 
+def test_an_imported_helper_off_by_its_parameter_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`def maybe_amp(enabled=False)` in a helper module: off when called without arguments
+    or with `False`, on with `True` (only that backward is reported)."""
+    write(
+        tmp_path,
+        {
+            "amp_utils.py": """\
+                import torch
+
+                def maybe_amp(enabled=False):
+                    return torch.autocast("cuda", enabled=enabled)
+                """,
+            "train.py": """\
+                from amp_utils import maybe_amp
+
+                def step(model, x):
+                    with maybe_amp():
+                        model(x).sum().backward()
+                    with maybe_amp(False):
+                        model(x).sum().backward()
+                    with maybe_amp(True):
+                        model(x).sum().backward()
+                """,
+        },
+    )
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 9)}
+
+
 def test_a_comment_saying_autocast_does_not_hide_an_imported_region_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

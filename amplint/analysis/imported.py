@@ -31,6 +31,7 @@ from amplint.analysis.values import (
     ScalerInstance,
     SymbolValue,
     Value,
+    enabled_at_call,
 )
 
 #: Re-exports followed before giving up (``pkg/__init__.py`` -> ``pkg/helper.py`` -> ...).
@@ -97,7 +98,7 @@ class ImportedFactory(ImportedValue):
     name: str
 
     def called(self, call: cst.Call) -> frozenset[Value]:
-        fact = ("autocast", self.device, self.dtype, self.enabled, 0)
+        fact = ("autocast", self.device, self.dtype, self.enabled, 0, None)
         return _values((fact,), call, self.path, self.name)
 
 
@@ -202,10 +203,9 @@ def _values(facts: Facts | None, site: cst.CSTNode, path: str, via: str) -> froz
                 )
             )
         elif kind == "autocast":
-            _, device, dtype, enabled, line = fact
-            if enabled is None and isinstance(site, cst.Call):
-                # A helper forwarding its keywords to autocast: `region(enabled=False)` here.
-                enabled = _keyword_bool(site, "enabled")
+            _, device, dtype, enabled, line, switch = fact
+            if enabled is None and switch is not None and isinstance(site, cst.Call):
+                enabled = enabled_at_call(site, switch)
             values.add(
                 AutocastRegion(
                     call=cst.Call(func=cst.Name("autocast")),
@@ -305,14 +305,3 @@ def checkpoint_helper_calls(model: ModuleModel) -> list[CheckpointHelperCall]:
                     )
                 )
     return found
-
-
-def _keyword_bool(call: cst.Call, keyword: str) -> bool | None:
-    """The literal ``True``/``False`` the call gives ``keyword``; None when it gives none."""
-    for arg in call.args:
-        if arg.keyword is not None and arg.keyword.value == keyword:
-            value = arg.value
-            if isinstance(value, cst.Name) and value.value in ("True", "False"):
-                return value.value == "True"
-            return None
-    return None

@@ -12,9 +12,11 @@ and nothing else, as plain JSON-able data, so it can be kept and compared cheapl
 
 A *fact* is a tuple: ``("scaler", symbol, enabled, device, line, shared)``, ``("none",)``,
 ``("null",)`` (a null context), ``("dtype", name)``, ``("autocast", device, dtype, enabled,
-line)``, ``("optimizer",)``, ``("object",)`` (an instance of a class of that module that is
-no GradScaler). A value with any possibility the analysis cannot name gets no facts at all:
-the importing module then knows nothing about it, as before.
+line, switch)`` (``switch``: where a caller decides ``enabled``, see
+:func:`~amplint.analysis.values.enabled_switch`), ``("optimizer",)``, ``("object",)`` (an
+instance of a class of that module that is no GradScaler). A value with any possibility the
+analysis cannot name gets no facts at all: the importing module then knows nothing about
+it, as before.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from amplint.analysis.values import (
     ScalerInstance,
     SymbolValue,
     Value,
+    enabled_switch,
     walk_function_body,
 )
 
@@ -340,8 +343,16 @@ def _from_values(model: ModuleModel, values: frozenset[Value], *, shared: bool) 
         elif isinstance(value, AutocastRegion):
             if value.origin is not None:
                 return None
+            switch = enabled_switch(model.index, value) if value.enabled is None else None
             found.append(
-                ("autocast", value.device, value.dtype, value.enabled, _line(model, value.call))
+                (
+                    "autocast",
+                    value.device,
+                    value.dtype,
+                    value.enabled,
+                    _line(model, value.call),
+                    switch,
+                )
             )
         elif isinstance(value, NoneValue):
             found.append(("none",))

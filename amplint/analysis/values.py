@@ -8,7 +8,7 @@ sure they need to be. Anything the analysis cannot see through is :data:`UNKNOWN
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import libcst as cst
 
@@ -449,14 +449,26 @@ class Evaluator:
             return {UNKNOWN}
         function_scope = self.index.functions[function]
         if any(self.is_symbol(d.decorator, Symbol.CONTEXTMANAGER) for d in function.decorators):
-            return self._context_manager_values(function)
+            regions = self._context_manager_values(function)
+            return {self._as_called(value, call, function) for value in regions}
         values: set[Value] = set()
         returns = _return_values(function)
         if not returns:
             return {UNKNOWN}
         for value in returns:
             values |= self.evaluate(value, function_scope)
-        return values
+        return {self._as_called(value, call, function) for value in values}
+
+    def _as_called(self, value: Value, call: cst.Call, function: cst.FunctionDef) -> Value:
+        """A region the function makes, with ``enabled`` as this call decides it where the
+        function leaves it to its caller (``maybe_amp(enabled=False)``)."""
+        if not isinstance(value, AutocastRegion) or value.enabled is not None:
+            return value
+        if self.index.parent(call) is None:
+            return value  # a stand-in call (a summary asking what the function makes)
+        switch = enabled_switch(self.index, value, function)
+        enabled = None if switch is None else enabled_at_call(call, switch)
+        return value if enabled is None else replace(value, enabled=enabled)
 
     def _context_manager_values(self, function: cst.FunctionDef) -> set[Value]:
         """A generator context manager is an autocast region when its ``yield`` is in one."""
@@ -565,3 +577,79 @@ def _return_values(function: cst.FunctionDef) -> list[cst.BaseExpression]:
 
 
 walk_function_body = _walk_function_body
+
+
+#: Where a caller decides whether a function's autocast region is enabled: the parameter it
+#: is read from, as ``(name, position or None, default or None)``; ``("**", None, True)``
+#: where the function forwards its keywords to autocast (on unless given ``enabled=False``).
+EnabledSwitch = tuple[str, int | None, bool | None]
+
+
+def enabled_switch(
+    index: ModuleIndex, region: AutocastRegion, function: cst.FunctionDef | None = None
+) -> EnabledSwitch | None:
+    """The switch of a region made in a function (``function``, when given, must be the
+    nearest one around it); None when the function decides ``enabled`` itself.
+
+    ``def maybe_amp(enabled=False): return torch.autocast("cuda", enabled=enabled)`` is off
+    in ``maybe_amp()`` and ``maybe_amp(False)``: without the switch, every call of it would
+    count as a region that may be on."""
+    call = region.call
+    around = next(
+        (node for node in index.ancestors(call) if isinstance(node, cst.FunctionDef)), None
+    )
+    if around is None or (function is not None and around is not function):
+        return None
+    if any(arg.star == "*" for arg in call.args):
+        return None
+    given = next(
+        (arg.value for arg in call.args if arg.keyword and arg.keyword.value == "enabled"), None
+    )
+    if given is None:
+        positional = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
+        position = 2 if region.symbol is Symbol.AUTOCAST else 0
+        given = positional[position] if position < len(positional) else None
+    params = around.params
+    if given is None:
+        forwarded = params.star_kwarg
+        if forwarded is not None and any(
+            arg.star == "**"
+            and isinstance(arg.value, cst.Name)
+            and arg.value.value == forwarded.name.value
+            for arg in call.args
+        ):
+            return ("**", None, True)
+        return None
+    if not isinstance(given, cst.Name):
+        return None
+    bindings = index.scope_of(call).lookup(given.value)
+    if len(bindings) != 1 or bindings[0].kind is not BindingKind.PARAM:
+        return None  # reassigned in the body, or no parameter at all
+    for position, param in enumerate([*params.posonly_params, *params.params]):
+        if param.name.value == given.value:
+            return (given.value, position, _default_bool(param.default))
+    for param in params.kwonly_params:
+        if param.name.value == given.value:
+            return (given.value, None, _default_bool(param.default))
+    return None
+
+
+def enabled_at_call(call: cst.Call, switch: EnabledSwitch) -> bool | None:
+    """Whether the region is enabled as ``call`` calls its function: the literal given for
+    the switch's parameter, its default when none is given; None when decided at run time."""
+    parameter, position, default = switch
+    if parameter == "**":
+        parameter = "enabled"  # the keywords go to autocast itself
+    for arg in call.args:
+        if arg.keyword is not None and arg.keyword.value == parameter:
+            return _literal_bool(arg.value)
+    if any(arg.star for arg in call.args):
+        return None  # `*args` / `**kwargs`: anything may be given
+    positional = [arg.value for arg in call.args if arg.keyword is None]
+    if position is not None and position < len(positional):
+        return _literal_bool(positional[position])
+    return default
+
+
+def _default_bool(node: cst.BaseExpression | None) -> bool | None:
+    return None if node is None else _literal_bool(node)
