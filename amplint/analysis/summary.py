@@ -57,7 +57,17 @@ Facts = tuple[Fact, ...]
 #: Words without which a module holds no fact a rule asks about (imports aside), in lower
 #: case: a substring test of the lowered bytes is many times faster than a regex. A
 #: checkpoint helper may only hand its ``optimizer.state_dict()`` to a saving helper.
-_AMP_WORDS = (b"scaler", b"autocast", b"float16", b".half", b"torch.save", b"state_dict(")
+_AMP_WORDS = (
+    b"scaler",
+    b"autocast",
+    b"float16",
+    b".half",
+    b"torch.save",
+    b"state_dict(",
+    # a helper that runs the backward pass (AMP001 through a call of it inside autocast)
+    b".backward(",
+    b"autograd.grad(",
+)
 
 
 def has_amp_words(data: bytes) -> bool:

@@ -81,6 +81,11 @@ class SourceWords:
     def has_group(self, group: tuple[str, ...]) -> bool:
         return any(self.has(word) for word in group)
 
+    def note_absent(self, text: bytes, *, lowered: bool) -> None:
+        """Record that ``text`` is not even a substring of the bytes (of the lowered bytes):
+        later searches of words containing it are answered without a scan."""
+        (self._missing_lowered if lowered else self._missing).append(text)
+
     def lowered(self) -> bytes:
         """The bytes in lower case, made once (name-part words search them)."""
         if self._lower is None:
@@ -216,9 +221,9 @@ class _Needle:
     text: bytes
     #: searched in the lowered bytes (it stands for a name-part word, of any case).
     lowered: bool = False
-    #: the one word it stands for is a plain word, searched as a whole word (``amp`` is in
+    #: it stands for one word alone, itself, searched as a whole word (``amp`` is in
     #: "example" and "sample": a substring would open the gate of most files).
-    word: str | None = None
+    whole_word: bool = False
 
     def covers(self, other: _Needle) -> bool:
         """Whether every file holding ``other`` holds this needle."""
@@ -227,12 +232,12 @@ class _Needle:
         return not other.lowered and self.text in other.text
 
     def found(self, source: SourceWords) -> bool:
-        if self.word is not None:
-            return source.has(self.word)
+        if self.whole_word:
+            return source.has(self.text.decode())
         if self.text in (source.lowered() if self.lowered else source.data):
             return True
         # Later searches (the project's look at dropped rules) skip the words containing it.
-        (source._missing_lowered if self.lowered else source._missing).append(self.text)
+        source.note_absent(self.text, lowered=self.lowered)
         return False
 
 
@@ -276,10 +281,10 @@ def gate_for(groups_of_rules: tuple[tuple[tuple[str, ...], ...], ...]) -> Gate:
     # needles of the other rules already cover switches to it and adds no needle (AMP015's
     # `autocast` rather than its `Function`). Sound whatever the choices: the needles are
     # made from the words of the chosen groups, so each chosen group is covered.
-    chosen = [groups[0] for groups in groups_of_rules if groups]
+    if any(not groups for groups in groups_of_rules):
+        return Gate((_Needle(b""),))  # a rule without words fires anywhere
+    chosen = [groups[0] for groups in groups_of_rules]
     for index, groups in enumerate(groups_of_rules):
-        if not groups:
-            return Gate((_Needle(b""),))  # a rule without words fires anywhere
         others = _needles(word for j, group in enumerate(chosen) if j != index for word in group)
         for group in groups:
             if all(any(n.covers(_needle(word)) for n in others) for word in group):
@@ -306,7 +311,7 @@ def _needles(words: Iterable[str]) -> tuple[_Needle, ...]:
         if not any(needle.covers(form) for needle in needles):
             needles.append(form)
     return tuple(
-        _Needle(needle.text, word=needle.text.decode())
+        _Needle(needle.text, whole_word=True)
         if not needle.lowered and [form for form in forms if needle.covers(form)] == [needle]
         else needle
         for needle in needles

@@ -54,10 +54,12 @@ _IMPORTABLE = frozenset(
     }
 )
 _CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
-#: Importable words an imported module's summary must back, not its bytes alone.
-_SUMMARISED: dict[str, Callable[[ModuleSummary], bool]] = {
-    "autocast": lambda summary: summary.makes_autocast(),
-    "backward": lambda summary: summary.runs_backward(),
+#: Importable words an imported module's summary must back, not its bytes alone: the words
+#: its code must hold to be worth summarising, and what the summary must say.
+_SUMMARISED: dict[str, tuple[tuple[str, ...], Callable[[ModuleSummary], bool]]] = {
+    "autocast": (("autocast",), lambda summary: summary.makes_autocast()),
+    # `torch.autograd.grad` runs a backward pass too.
+    "backward": (("backward", "grad"), lambda summary: summary.runs_backward()),
 }
 #: What a file must show itself for a rule to see through its imports: `step` is in every
 #: training file, so AMP002 looks further only where this file scales a loss.
@@ -331,9 +333,11 @@ class FileView:
 
         def in_code(group: tuple[str, ...]) -> bool:
             """Whether the group's words may be this file's own, in its code: not only in
-            comments (which is why the prefilter's first stage drops a rule whose words the
-            bytes hold), nor, where ``ast`` has looked, only in strings or data. A group
-            the file holds only there may still come from an import."""
+            comments (why the prefilter's first stage drops a rule whose words the bytes
+            hold), nor, where ``ast`` has looked, only in strings or data. A group the file
+            holds only there may still come from an import. Where ``ast`` has not looked
+            (every rule dropped on the bytes), a word in a string counts: the second stage
+            below then rules on it."""
             if not own.has_group(group) or not own.may_be_code(group):
                 return False
             if facts is None or facts.names is None:
@@ -354,9 +358,13 @@ class FileView:
                         break
                     missing.append(group)
             else:
-                # This file must hold more than a checkpoint's `state_dict` of its own.
+                # This file must hold more than a checkpoint's `state_dict` of its own, or
+                # take every group from imports whose summaries back them (a region and a
+                # helper that runs the backward pass, both imported).
                 present = [g for g in rule.tokens if g not in missing]
-                if any(set(g) - _CHECKPOINT_WORDS for g in present):
+                if any(set(g) - _CHECKPOINT_WORDS for g in present) or (
+                    not present and all(_backing(g) is not None for g in missing)
+                ):
                     candidates.append((rule, missing))
         if not candidates:
             return []
@@ -390,23 +398,23 @@ class FileView:
         autocast region and a helper that runs the backward pass the word is not enough
         (dynamo's modules say both everywhere): the module's summary must hold one, as the
         analysis will ask it."""
-        from amplint.engine.prefilter import SourceWords, bare
+        from amplint.engine.prefilter import SourceWords
 
         holding = [(path, blob) for path, blob in sources if blob.has_group(group)]
-        words = {bare(word) for word in group}
-        wanted = next((word for word in _SUMMARISED if word in words), None)
-        if wanted is None:
+        backing = _backing(group)
+        if backing is None:
             return bool(holding)
+        in_code, says_so = backing
         for path, blob in holding:
             if not _summarised_in_full(blob.data):
                 continue
             # Most modules that say it do so in strings and comments (torch's error messages):
             # those are not summarised.
             code = blob.code_only()
-            if code is not None and not SourceWords(code).has(wanted):
+            if code is not None and not SourceWords(code).has_group(in_code):
                 continue
             summary = self.summary(path)
-            if summary is not None and _SUMMARISED[wanted](summary):
+            if summary is not None and says_so(summary):
                 return True
         return False
 
@@ -506,18 +514,33 @@ def _cheap_first(rule: type[Rule]) -> tuple[tuple[str, ...], ...]:
     if ordered is None:
         from amplint.engine.prefilter import KEYWORD, words_of
 
-        table = dict(words_of([rule.code])).get(rule.code, ())
-        groups = table if sorted(table) == sorted(rule.tokens) else rule.tokens
+        # The table may order the words inside a group differently: groups are matched as
+        # sets, and the rule's own tuples are kept (readmission compares them).
+        rarity = {
+            frozenset(group): rank
+            for rank, group in enumerate(dict(words_of([rule.code])).get(rule.code, ()))
+        }
         ordered = _ORDERED[rule.code] = tuple(
             sorted(
-                groups,
+                rule.tokens,
                 key=lambda group: (
                     _importable(group),
                     any(word.startswith(KEYWORD) for word in group),
+                    rarity.get(frozenset(group), len(rarity)),
                 ),
             )
         )
     return ordered
+
+
+def _backing(
+    group: tuple[str, ...],
+) -> tuple[tuple[str, ...], Callable[[ModuleSummary], bool]] | None:
+    """What an imported module's summary must back for ``group`` (see ``_SUMMARISED``)."""
+    from amplint.engine.prefilter import bare
+
+    words = {bare(word) for word in group}
+    return next((backing for word, backing in _SUMMARISED.items() if word in words), None)
 
 
 def _importable(group: tuple[str, ...]) -> bool:
