@@ -457,32 +457,6 @@ def test_an_imported_helper_off_by_its_parameter_amp001(
     assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 9)}
 
 
-def test_region_and_backward_helper_both_imported_amp001(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The loop's file says neither `autocast` nor `backward`: a helper module makes the
-    region and another runs the backward pass (plainly, with no AMP word of its own)."""
-    write(
-        tmp_path,
-        {
-            "regions.py": "import torch\n\ndef amp_ctx():\n    return torch.autocast('cuda')\n",
-            "steps.py": "def do_backward(loss):\n    loss.backward()\n",
-            "train.py": """\
-                from regions import amp_ctx
-                from steps import do_backward
-
-                def run(model, loader, opt):
-                    for x, y in loader:
-                        with amp_ctx():
-                            loss = model(x, y)
-                            do_backward(loss)
-                        opt.step()
-                """,
-        },
-    )
-    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
-
-
 def test_a_helper_running_autograd_grad_runs_the_backward_pass_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

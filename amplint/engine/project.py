@@ -358,13 +358,12 @@ class FileView:
                         break
                     missing.append(group)
             else:
-                # This file must hold more than a checkpoint's `state_dict` of its own, or
-                # take every group from imports whose summaries back them (a region and a
-                # helper that runs the backward pass, both imported).
+                # This file must hold more than a checkpoint's `state_dict` of its own: a file
+                # that takes every group from imports (a region and a backward helper, both
+                # imported) is left out, or every file of a library would look through its
+                # imports.
                 present = [g for g in rule.tokens if g not in missing]
-                if any(set(g) - _CHECKPOINT_WORDS for g in present) or (
-                    not present and all(_backing(g) is not None for g in missing)
-                ):
+                if any(set(g) - _CHECKPOINT_WORDS for g in present):
                     candidates.append((rule, missing))
         if not candidates:
             return []
@@ -373,10 +372,13 @@ class FileView:
             for path in self._imported_files(data, self.importer, follow_packages=True)
             if (blob := self._words(path)) is not None
         ]
+        # Every missing group must have a module that may provide it before any module's
+        # summary is asked whether it really does.
         candidates = [
             (rule, missing)
             for rule, missing in candidates
-            if all(self._provides(group, sources) for group in missing)
+            if all(self._may_provide(group, sources) for group in missing)
+            and all(self._provides(group, sources) for group in missing)
         ]
         if not candidates:
             return []
@@ -393,30 +395,45 @@ class FileView:
             )
         ]
 
+    def _may_provide(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
+        """Whether an imported module holds the group's words, in its code where its summary
+        must back them (see :meth:`_provides`); no summary is made."""
+        return bool(self._holding(group, sources))
+
     def _provides(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
         """Whether an imported module may hand this file what ``group`` names. For an
         autocast region and a helper that runs the backward pass the word is not enough
         (dynamo's modules say both everywhere): the module's summary must hold one, as the
         analysis will ask it."""
+        holding = self._holding(group, sources)
+        backing = _backing(group)
+        if backing is None:
+            return bool(holding)
+        says_so = backing[1]
+        return any(
+            summary is not None and says_so(summary) for summary in map(self.summary, holding)
+        )
+
+    def _holding(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> list[str]:
+        """The imported modules that hold the group's words (in code, and not too large to
+        be summarised, where a summary must back them)."""
         from amplint.engine.prefilter import SourceWords
 
         holding = [(path, blob) for path, blob in sources if blob.has_group(group)]
         backing = _backing(group)
         if backing is None:
-            return bool(holding)
-        in_code, says_so = backing
+            return [path for path, _ in holding]
+        in_code = backing[0]
+        found = []
         for path, blob in holding:
             if not _summarised_in_full(blob.data):
                 continue
             # Most modules that say it do so in strings and comments (torch's error messages):
             # those are not summarised.
             code = blob.code_only()
-            if code is not None and not SourceWords(code).has_group(in_code):
-                continue
-            summary = self.summary(path)
-            if summary is not None and says_so(summary):
-                return True
-        return False
+            if code is None or SourceWords(code).has_group(in_code):
+                found.append(path)
+        return found
 
     def _words(self, path: str) -> SourceWords | None:
         """The module's bytes, searchable, when they hold any AMP word; recorded as read."""
