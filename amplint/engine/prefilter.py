@@ -277,20 +277,26 @@ class Gate:
 @cache
 def gate_for(groups_of_rules: tuple[tuple[tuple[str, ...], ...], ...]) -> Gate:
     """The gate of rules given by their token groups (each rule's groups rarest first)."""
-    # Each rule starts with its first group, the rarest; a rule whose other group the
-    # needles of the other rules already cover switches to it and adds no needle (AMP015's
-    # `autocast` rather than its `Function`). Sound whatever the choices: the needles are
-    # made from the words of the chosen groups, so each chosen group is covered.
+    # Each rule takes its first group, the rarest, unless the needles of all first groups
+    # cover another one, which then adds no needle (AMP015's `autocast` rather than its
+    # `Function`). Sound whatever the choices: the needles are made from the words of the
+    # chosen groups, so each chosen group is covered.
     if any(not groups for groups in groups_of_rules):
         return Gate((_Needle(b""),))  # a rule without words fires anywhere
-    chosen = [groups[0] for groups in groups_of_rules]
-    for index, groups in enumerate(groups_of_rules):
-        others = _needles(word for j, group in enumerate(chosen) if j != index for word in group)
-        for group in groups:
-            if all(any(n.covers(_needle(word)) for n in others) for word in group):
-                chosen[index] = group
-                break
+    first = _needles(word for groups in groups_of_rules for word in groups[0])
+    chosen = [
+        next(
+            (group for group in groups[1:] if all(_covered(word, first) for word in group)),
+            groups[0],
+        )
+        for groups in groups_of_rules
+    ]
     return Gate(_needles(word for group in chosen for word in group))
+
+
+def _covered(word: str, needles: Sequence[_Needle]) -> bool:
+    form = _needle(word)
+    return any(needle.covers(form) for needle in needles)
 
 
 def _needles(words: Iterable[str]) -> tuple[_Needle, ...]:
