@@ -557,8 +557,18 @@ def test_a_module_that_only_mentions_autocast_lends_no_region(
     data = (tmp_path / "grads.py").read_bytes()
     view = project.view(str(tmp_path / "grads.py"))
     assert view.readmit(data, rules_for(["AMP001"]), SourceWords(data)) == []
-    # The same importer, once the module hands out a region, is analysed.
-    (tmp_path / "tracking.py").write_text("import torch\n\nREGION = torch.autocast('cuda')\n")
+    # A region the module makes under another name than the one imported lends nothing...
+    (tmp_path / "tracking.py").write_text(
+        "import torch\n\nREGION = torch.autocast('cuda')\n\ndef is_region(obj):\n"
+        "    return isinstance(obj, torch.autocast)\n"
+    )
+    project = Project(str(tmp_path / name) for name in files)
+    view = project.view(str(tmp_path / "grads.py"))
+    assert view.readmit(data, rules_for(["AMP001"]), SourceWords(data)) == []
+    # ...the imported name itself making one does: the importer is analysed.
+    (tmp_path / "tracking.py").write_text(
+        "import torch\n\ndef is_region():\n    return torch.autocast('cuda')\n"
+    )
     project = Project(str(tmp_path / name) for name in files)
     view = project.view(str(tmp_path / "grads.py"))
     assert [r.code for r in view.readmit(data, rules_for(["AMP001"]), SourceWords(data))] == [

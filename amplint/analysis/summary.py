@@ -110,19 +110,26 @@ class ModuleSummary:
     #: the module trains with a GradScaler itself (its own checks report its checkpoints).
     scales_losses: bool = False
 
-    def makes_autocast(self) -> bool:
-        """Whether a name or function of the module hands out an autocast region or an
-        autocast factory (what an importing module's ``with`` may enter)."""
-        facts = [*self.names.values()]
-        for function in self.functions.values():
+    def makes_autocast(self, names: set[str] | None = None) -> bool:
+        """Whether a name or function of the module (of ``names``, when given) hands out an
+        autocast region or an autocast factory (what an importing module's ``with`` may
+        enter)."""
+        facts = [v for k, v in self.names.items() if names is None or k in names]
+        for name, function in self.functions.items():
+            if names is not None and name not in names:
+                continue
             facts.extend(function.items.values())
             if function.returns is not None:
                 facts.append(function.returns)
         return any(fact[0] in ("autocast", "factory") for group in facts for fact in group)
 
-    def runs_backward(self) -> bool:
-        """Whether a function of the module runs a backward pass."""
-        return any(function.runs_backward for function in self.functions.values())
+    def runs_backward(self, names: set[str] | None = None) -> bool:
+        """Whether a function of the module (of ``names``, when given) runs a backward pass."""
+        return any(
+            function.runs_backward
+            for name, function in self.functions.items()
+            if names is None or name in names
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -56,10 +56,13 @@ _IMPORTABLE = frozenset(
 _CHECKPOINT_WORDS = frozenset({"state_dict", "load_state_dict"})
 #: Importable words an imported module's summary must back, not its bytes alone: the words
 #: its code must hold to be worth summarising, and what the summary must say.
-_SUMMARISED: dict[str, tuple[tuple[str, ...], Callable[[ModuleSummary], bool]]] = {
-    "autocast": (("autocast",), lambda summary: summary.makes_autocast()),
+#: The summary is asked about the names the file imports from the module (None: the module
+#: itself is imported, and any of its names may be used).
+_Backer = Callable[["ModuleSummary", "set[str] | None"], bool]
+_SUMMARISED: dict[str, tuple[tuple[str, ...], _Backer]] = {
+    "autocast": (("autocast",), lambda summary, names: summary.makes_autocast(names)),
     # `torch.autograd.grad` runs a backward pass too.
-    "backward": (("backward", "grad"), lambda summary: summary.runs_backward()),
+    "backward": (("backward", "grad"), lambda summary, names: summary.runs_backward(names)),
 }
 #: What a file must show itself for a rule to see through its imports: `step` is in every
 #: training file, so AMP002 looks further only where this file scales a loss.
@@ -374,11 +377,12 @@ class FileView:
         ]
         # Every missing group must have a module that may provide it before any module's
         # summary is asked whether it really does.
+        names_from = self._imported_names(data)
         candidates = [
             (rule, missing)
             for rule, missing in candidates
             if all(self._may_provide(group, sources) for group in missing)
-            and all(self._provides(group, sources) for group in missing)
+            and all(self._provides(group, sources, names_from) for group in missing)
         ]
         if not candidates:
             return []
@@ -395,24 +399,56 @@ class FileView:
             )
         ]
 
+    def _imported_names(self, data: bytes) -> dict[str, set[str] | None]:
+        """Project module -> the names this file imports from it; None where it imports the
+        module itself (``import utils``, ``from pkg import utils``), whose every name it
+        may then use."""
+        found: dict[str, set[str] | None] = {}
+        for level, module, name in _scanned_imports(data).values():
+            parts = tuple(part for part in module.split(".") if part)
+            if level == 0 and parts[:1] == ("torch",):
+                continue
+            if name is not None:
+                whole = self.locate(self.importer, level, (*parts, name))
+                if whole is not None and whole[1] == len(parts) + 1:
+                    found[whole[0]] = None  # a module of the package
+                    continue
+            located = self.locate(self.importer, level, parts) if parts else None
+            if located is None or located[1] != len(parts):
+                continue
+            if name is None:
+                found[located[0]] = None
+            elif (names := found.setdefault(located[0], set())) is not None:
+                names.add(name)
+        return found
+
     def _may_provide(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
         """Whether an imported module holds the group's words, in its code where its summary
         must back them (see :meth:`_provides`); no summary is made."""
         return bool(self._holding(group, sources))
 
-    def _provides(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
+    def _provides(
+        self,
+        group: tuple[str, ...],
+        sources: list[tuple[str, SourceWords]],
+        names_from: dict[str, set[str] | None],
+    ) -> bool:
         """Whether an imported module may hand this file what ``group`` names. For an
         autocast region and a helper that runs the backward pass the word is not enough
-        (dynamo's modules say both everywhere): the module's summary must hold one, as the
-        analysis will ask it."""
+        (dynamo's modules say both everywhere, a project's `utils` lends other names): the
+        module's summary must hold one among the names imported from it, as the analysis
+        will ask it (see :meth:`_imported_names`)."""
         holding = self._holding(group, sources)
         backing = _backing(group)
         if backing is None:
             return bool(holding)
         says_so = backing[1]
-        return any(
-            summary is not None and says_so(summary) for summary in map(self.summary, holding)
-        )
+        for path in holding:
+            summary = self.summary(path)
+            # A module reached through a package's `__init__` may lend any of its names.
+            if summary is not None and says_so(summary, names_from.get(path)):
+                return True
+        return False
 
     def _holding(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> list[str]:
         """The imported modules that hold the group's words (in code, and not too large to
