@@ -486,6 +486,58 @@ def test_a_helper_running_autograd_grad_runs_the_backward_pass_amp001(
     assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 7)}
 
 
+HELPER_TURNING_AUTOCAST_OFF = """\
+    import torch
+
+    def backward_in_float32(loss, scaler):
+        with torch.autocast("cuda", enabled=False):
+            scaler.scale(loss.float()).backward()
+    """
+
+
+def test_a_helper_that_turns_autocast_off_for_its_backward_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Called inside autocast, the helper's backward runs with autocast off: no finding,
+    whether the helper is in the same module or another one. A helper whose backward is
+    outside its own region is still reported."""
+    loop = """\
+        import torch
+        {helper}
+
+        def train(model, optimizer, loader, scaler):
+            for x, y in loader:
+                with torch.autocast("cuda"):
+                    loss = torch.nn.functional.mse_loss(model(x), y)
+                    backward_in_float32(loss, scaler)
+                scaler.step(optimizer)
+                scaler.update()
+        """
+    helper = textwrap.dedent(HELPER_TURNING_AUTOCAST_OFF)
+    write(
+        tmp_path,
+        {
+            "steps.py": helper,
+            "train.py": loop.format(helper="from steps import backward_in_float32"),
+        },
+    )
+    assert check(tmp_path, monkeypatch, ".") == []
+    inline = helper.replace("import torch\n", "")
+    (tmp_path / "alone.py").write_text(
+        textwrap.dedent(loop)
+        .replace("{helper}", "")
+        .replace("import torch\n", "import torch\n" + inline, 1)
+    )
+    assert alone(tmp_path / "alone.py") == set()
+    # A helper whose backward is after its own region: reported at the call.
+    (tmp_path / "steps.py").write_text(
+        "import torch\n\ndef backward_in_float32(loss, scaler):\n"
+        "    with torch.autocast('cuda', enabled=False):\n        loss = loss.float()\n"
+        "    scaler.scale(loss).backward()\n"
+    )
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
+
+
 def test_a_comment_saying_autocast_does_not_hide_an_imported_region_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -69,7 +69,9 @@ class ImportedFunction(ImportedValue):
     def unpacked(self, call: cst.Call, position: int) -> frozenset[Value]:
         return _values(self.facts.items.get(position), call, self.path, self.name)
 
-    def runs_backward(self) -> bool:
+    def runs_backward(self, under_autocast: bool = False) -> bool:
+        if under_autocast:
+            return self.facts.runs_backward_under_autocast
         return self.facts.runs_backward
 
 

@@ -118,6 +118,7 @@ class ModuleModel:
         self.imports = imports
         self.evaluator = Evaluator(self.index, imports)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
+        self._under_autocast_memo: dict[cst.FunctionDef, bool] = {}
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}
         self._helpers: dict[cst.Call, cst.FunctionDef | None] = {}
         self._transitive: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}
@@ -202,7 +203,39 @@ class ModuleModel:
             return self.function_runs_backward(helper)
         return self.imported_runs_backward(call)
 
-    def imported_runs_backward(self, call: cst.Call) -> bool:
+    def runs_backward_under_autocast(self, call: cst.Call) -> bool:
+        """Whether ``call`` runs a backward pass that an autocast region around the call
+        covers: a direct one, or one in a helper outside any region the helper itself
+        turns off (``with torch.autocast("cuda", enabled=False): loss.backward()``)."""
+        if self.is_direct_backward(call):
+            return True
+        helper = self.helper_of(call)
+        if helper is not None:
+            return self.function_runs_backward_under_autocast(helper)
+        return self.imported_runs_backward(call, under_autocast=True)
+
+    def function_runs_backward_under_autocast(self, function: cst.FunctionDef) -> bool:
+        memo = self._under_autocast_memo
+        if function in memo:
+            return memo[function]
+        memo[function] = False  # recursion guard
+        result = any(
+            self.runs_backward_under_autocast(call) and not self._turned_off_in(call, function)
+            for call in calls_in(function.body)
+        )
+        memo[function] = result
+        return result
+
+    def _turned_off_in(self, node: cst.CSTNode, function: cst.FunctionDef) -> bool:
+        """Whether a ``with`` of ``function`` that surely turns autocast off holds ``node``."""
+        for ancestor in self.index.ancestors(node):
+            if ancestor is function:
+                return False
+            if isinstance(ancestor, cst.With) and self.autocast_state(ancestor) == "disabled":
+                return True
+        return False
+
+    def imported_runs_backward(self, call: cst.Call, *, under_autocast: bool = False) -> bool:
         """Whether ``call`` runs a function of another project module whose summary says it
         runs a backward pass (checked with its project only)."""
         if self.imports is None or not isinstance(call.func, (cst.Name, cst.Attribute)):
@@ -211,7 +244,7 @@ class ModuleModel:
         if len(callees) != 1:
             return False
         (callee,) = callees
-        return isinstance(callee, ImportedValue) and callee.runs_backward()
+        return isinstance(callee, ImportedValue) and callee.runs_backward(under_autocast)
 
     def function_runs_backward(self, function: cst.FunctionDef) -> bool:
         memo = self._runs_backward_memo

@@ -94,6 +94,9 @@ class FunctionSummary:
     restores_without_scaler: int | None = None
     #: a call runs a backward pass (its own, or a helper's of its module).
     runs_backward: bool = False
+    #: ... one that an autocast region around the call covers (not inside a region the
+    #: function turns off itself).
+    runs_backward_under_autocast: bool = False
 
 
 @dataclass
@@ -143,6 +146,7 @@ class ModuleSummary:
                     "saves_without_scaler": f.saves_without_scaler,
                     "restores_without_scaler": f.restores_without_scaler,
                     "runs_backward": f.runs_backward,
+                    "runs_backward_under_autocast": f.runs_backward_under_autocast,
                 }
                 for name, f in self.functions.items()
             },
@@ -167,6 +171,7 @@ class ModuleSummary:
                     f["saves_without_scaler"],
                     f["restores_without_scaler"],
                     f.get("runs_backward", False),
+                    f.get("runs_backward_under_autocast", False),
                 )
                 for name, f in data["functions"].items()
             },
@@ -263,6 +268,7 @@ def _function_summary(model: ModuleModel, function: cst.FunctionDef) -> Function
     result.saves_without_scaler = _saves_without_scaler(model, function)
     result.restores_without_scaler = _restores_without_scaler(model, function)
     result.runs_backward = model.function_runs_backward(function)
+    result.runs_backward_under_autocast = model.function_runs_backward_under_autocast(function)
     return result
 
 

@@ -125,8 +125,9 @@ class ImportedValue:
     def unpacked(self, call: cst.Call, position: int) -> frozenset[Value]:
         return frozenset({UNKNOWN})
 
-    def runs_backward(self) -> bool:
-        """Whether calling it runs a backward pass."""
+    def runs_backward(self, under_autocast: bool = False) -> bool:
+        """Whether calling it runs a backward pass (``under_autocast``: one that an autocast
+        region around the call covers, not one the function turns autocast off for)."""
         return False
 
 

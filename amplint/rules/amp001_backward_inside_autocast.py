@@ -557,19 +557,6 @@ loss_backward(out, y)
             if model.is_dead(call) or autocast_off_at(model, call, region):
                 continue
             context.report(call, _message(model, call), _move_out_of_with(model, call, region))
-        # `@torch.autocast(...)` on a function that runs backward: its whole body is the
-        # region (no fix: what to take out of the decorated function is the user's call).
-        for function in model.index.functions:
-            if not isinstance(function, cst.FunctionDef) or not _autocast_decorated(
-                model, function
-            ):
-                continue
-            for node in walk_body(function.body):
-                if not isinstance(node, cst.Call) or not _runs_backward(model, node):
-                    continue
-                if model.is_dead(node) or model.enclosing_autocast(node) is not None:
-                    continue  # a `with` inside decides, and is judged above
-                context.report(node, _message(model, node))
         # `with accelerator.autocast():` / `fabric.autocast()`: the framework's autocast.
         for region in framework_autocast_withs(model):
             for call in calls_in(region.body):
@@ -606,7 +593,9 @@ def _autocast_decorated(model: ModuleModel, function: cst.FunctionDef) -> bool:
 
 
 def _runs_backward(model: ModuleModel, call: cst.Call) -> bool:
-    return model.runs_backward(call) or is_framework_backward(model, call)
+    """Whether the call runs a backward pass the autocast region around it would cover (a
+    helper's backward inside its own `enabled=False` region is not)."""
+    return model.runs_backward_under_autocast(call) or is_framework_backward(model, call)
 
 
 def _message(model: ModuleModel, call: cst.Call, decorated: str | None = None) -> str:
