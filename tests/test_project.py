@@ -538,6 +538,47 @@ def test_a_helper_that_turns_autocast_off_for_its_backward_amp001(
     assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
 
 
+def test_a_helper_returning_an_autocast_factory_or_suppress_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open_clip's shape: `get_autocast(precision)` returns `partial(torch.amp.autocast, ...)`
+    or `contextlib.suppress`, and the loop enters what it returns."""
+    write(
+        tmp_path,
+        {
+            "precision.py": """\
+                import torch
+                from contextlib import suppress
+                from functools import partial
+
+                def get_autocast(precision, device_type="cuda"):
+                    if precision == "amp":
+                        return partial(torch.amp.autocast, device_type=device_type)
+                    return suppress
+                """,
+            "train.py": """\
+                from precision import get_autocast
+
+                def train_one_epoch(model, loader, optimizer, scaler, args):
+                    autocast = get_autocast(args.precision)
+                    for images, texts in loader:
+                        with autocast():
+                            loss = model(images, texts)
+                            scaler.scale(loss).backward()
+                        scaler.step(optimizer)
+                        scaler.update()
+                """,
+        },
+    )
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 8)}
+    # The backward after the block: quiet.
+    train = (tmp_path / "train.py").read_text()
+    (tmp_path / "train.py").write_text(
+        train.replace("            scaler.scale(loss)", "        scaler.scale(loss)")
+    )
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_a_comment_saying_autocast_does_not_hide_an_imported_region_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

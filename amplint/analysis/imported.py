@@ -168,11 +168,6 @@ class ProjectImports(ImportLookup):
             return frozenset({ImportedClass(name, summary.classes[name], summary.path)})
         facts = summary.names.get(name)
         if facts is not None:
-            if any(f[0] == "factory" for f in facts):
-                if len(facts) != 1:
-                    return None
-                _, device, dtype, enabled = facts[0]
-                return frozenset({ImportedFactory(device, dtype, enabled, summary.path, name)})
             return _values(facts, site, summary.path, name)
         spec = summary.imports.get(name)
         if spec is None or hops >= _MAX_HOPS:
@@ -219,6 +214,13 @@ def _values(facts: Facts | None, site: cst.CSTNode, path: str, via: str) -> froz
                     origin=Origin(site, _where(path, line), via),
                 )
             )
+        elif kind == "factory":
+            # A function returning `partial(torch.autocast, ...)`: calling what it returns
+            # enters autocast.
+            _, device, dtype, enabled = fact
+            values.add(ImportedFactory(device, dtype, enabled, path, via))
+        elif kind == "null-factory":
+            values.add(SymbolValue(Symbol.NULL_CONTEXT))
         elif kind == "none":
             values.add(NoneValue())
         elif kind == "null":

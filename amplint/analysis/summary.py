@@ -11,8 +11,9 @@ and nothing else, as plain JSON-able data, so it can be kept and compared cheapl
 - the module's imports, so that re-exports (``__init__.py``) can be followed.
 
 A *fact* is a tuple: ``("scaler", symbol, enabled, device, line, shared)``, ``("none",)``,
-``("null",)`` (a null context), ``("dtype", name)``, ``("autocast", device, dtype, enabled,
-line, switch)`` (``switch``: where a caller decides ``enabled``, see
+``("null",)`` (a null context), ``("null-factory",)`` (a class making them), ``("factory",
+device, dtype, enabled)`` (an autocast factory), ``("dtype", name)``, ``("autocast", device,
+dtype, enabled, line, switch)`` (``switch``: where a caller decides ``enabled``, see
 :func:`~amplint.analysis.values.enabled_switch`), ``("optimizer",)``, ``("object",)`` (an
 instance of a class of that module that is no GradScaler). A value with any possibility the
 analysis cannot name gets no facts at all: the importing module then knows nothing about
@@ -393,6 +394,10 @@ def _from_values(model: ModuleModel, values: frozenset[Value], *, shared: bool) 
             if not isinstance(region, AutocastRegion):
                 return None
             found.append(("factory", region.device, region.dtype, region.enabled))
+        elif isinstance(value, SymbolValue) and value.symbol is Symbol.NULL_CONTEXT:
+            # `return contextlib.suppress` (or `nullcontext`) beside an autocast factory: a
+            # factory of contexts that do nothing (open_clip's `get_autocast`).
+            found.append(("null-factory",))
         else:
             return None
     return tuple(found) if found else None
