@@ -579,6 +579,43 @@ def test_a_helper_returning_an_autocast_factory_or_suppress_amp001(
     assert check(tmp_path, monkeypatch, ".") == []
 
 
+def test_a_callable_scaler_wrapper_from_another_module_amp001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """timm's `NativeScaler`: its `__call__` runs the scaled backward pass, so calling an
+    instance inside autocast is a backward inside autocast."""
+    wrapper = """\
+        import torch
+
+        class NativeScaler:
+            def __init__(self):
+                self._scaler = torch.amp.GradScaler("cuda")
+
+            def __call__(self, loss, optimizer):
+                self._scaler.scale(loss).backward()
+                self._scaler.step(optimizer)
+                self._scaler.update()
+        """
+    train = """\
+        import torch
+        from misc import NativeScaler
+
+        def train(model, loader, optimizer):
+            loss_scaler = NativeScaler()
+            for x, y in loader:
+                optimizer.zero_grad()
+                with torch.autocast("cuda"):
+                    loss = model(x, y)
+                    loss_scaler(loss, optimizer)
+        """
+    write(tmp_path, {"misc.py": wrapper, "train.py": train})
+    assert found(check(tmp_path, monkeypatch, ".")) == {("AMP001", "train.py", 10)}
+    # Called after the block, as timm does: quiet.
+    fixed = textwrap.dedent(train).replace("            loss_scaler(", "        loss_scaler(")
+    (tmp_path / "train.py").write_text(fixed)
+    assert check(tmp_path, monkeypatch, ".") == []
+
+
 def test_a_comment_saying_autocast_does_not_hide_an_imported_region_amp001(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

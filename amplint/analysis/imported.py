@@ -54,6 +54,9 @@ class ProjectObject:
     """An object another module of the project makes that is no GradScaler, autocast or
     optimizer (an instance of its own class: timm's ``NativeScaler`` wrapper and kin)."""
 
+    #: calling it runs a backward pass (its class's ``__call__`` does).
+    backward_on_call: bool = False
+
 
 @dataclass(frozen=True, eq=False)
 class ImportedFunction(ImportedValue):
@@ -80,10 +83,12 @@ class ImportedClass(ImportedValue):
     name: str
     is_scaler: bool
     path: str
+    #: its instances, called, run a backward pass.
+    backward_on_call: bool = False
 
     def called(self, call: cst.Call) -> frozenset[Value]:
         if not self.is_scaler:
-            return frozenset({ProjectObject()})
+            return frozenset({ProjectObject(self.backward_on_call)})
         # A GradScaler subclass: a scaler, with what it is given unknown.
         fact = ("scaler", Symbol.GRAD_SCALER.value, None, None, 0, False)
         return _values((fact,), call, self.path, self.name)
@@ -165,7 +170,16 @@ class ProjectImports(ImportLookup):
                 {ImportedFunction(name, function, summary.path, summary.scales_losses)}
             )
         if name in summary.classes:
-            return frozenset({ImportedClass(name, summary.classes[name], summary.path)})
+            return frozenset(
+                {
+                    ImportedClass(
+                        name,
+                        summary.classes[name],
+                        summary.path,
+                        name in summary.backward_on_call,
+                    )
+                }
+            )
         facts = summary.names.get(name)
         if facts is not None:
             return _values(facts, site, summary.path, name)

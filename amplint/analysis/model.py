@@ -244,6 +244,10 @@ class ModuleModel:
         if len(callees) != 1:
             return False
         (callee,) = callees
+        from amplint.analysis.imported import ProjectObject  # imports this module
+
+        if isinstance(callee, ProjectObject):
+            return callee.backward_on_call  # `loss_scaler(loss, optimizer)`
         return isinstance(callee, ImportedValue) and callee.runs_backward(under_autocast)
 
     def function_runs_backward(self, function: cst.FunctionDef) -> bool:

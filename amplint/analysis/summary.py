@@ -113,6 +113,9 @@ class ModuleSummary:
     imports: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
     #: the module trains with a GradScaler itself (its own checks report its checkpoints).
     scales_losses: bool = False
+    #: classes whose instances, called, run a backward pass that an autocast region around
+    #: the call covers (timm's and MAE's ``NativeScaler``: ``loss_scaler(loss, optimizer)``).
+    backward_on_call: list[str] = field(default_factory=list)
 
     def makes_autocast(self, names: set[str] | None = None) -> bool:
         """Whether a name or function of the module (of ``names``, when given) hands out an
@@ -128,12 +131,13 @@ class ModuleSummary:
         return any(fact[0] in ("autocast", "factory") for group in facts for fact in group)
 
     def runs_backward(self, names: set[str] | None = None) -> bool:
-        """Whether a function of the module (of ``names``, when given) runs a backward pass."""
+        """Whether a function of the module (of ``names``, when given), or an instance of
+        one of its classes when called, runs a backward pass."""
         return any(
             function.runs_backward
             for name, function in self.functions.items()
             if names is None or name in names
-        )
+        ) or any(names is None or name in names for name in self.backward_on_call)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -154,6 +158,7 @@ class ModuleSummary:
             "classes": dict(self.classes),
             "imports": {k: list(v) for k, v in self.imports.items()},
             "scales_losses": self.scales_losses,
+            "backward_on_call": list(self.backward_on_call),
         }
 
     @classmethod
@@ -179,6 +184,7 @@ class ModuleSummary:
             classes=dict(data["classes"]),
             imports={k: (v[0], v[1], v[2]) for k, v in data["imports"].items()},
             scales_losses=data["scales_losses"],
+            backward_on_call=list(data.get("backward_on_call", [])),
         )
 
 
@@ -230,6 +236,9 @@ def summarise(
             summary.classes[name] = any(
                 model.evaluator.symbols(base.value) & SCALER_SYMBOLS for base in info.node.bases
             )
+            call = info.methods.get("__call__")
+            if call is not None and model.function_runs_backward_under_autocast(call):
+                summary.backward_on_call.append(name)
     for name, bindings in index.module_scope.bindings.items():
         if bindings and all(b.kind is BindingKind.ASSIGN and b.node is not None for b in bindings):
             found: list[Fact] = []
