@@ -391,16 +391,15 @@ class Evaluator:
         if symbol is Symbol.AUTOCAST:
             device_expr = _argument(call, callee, "device_type", position=0)
             dtype_expr = _argument(call, callee, "dtype", position=1)
-            enabled_expr = _argument(call, callee, "enabled", position=2)
             device_literal = _literal_string(device_expr) if device_expr is not None else None
             device = device_literal.split(":")[0] if device_literal is not None else None
         else:
             # Legacy constructors take (enabled, dtype, cache_enabled) and fix the device.
-            enabled_expr = _argument(call, callee, "enabled", position=0)
             dtype_expr = _argument(call, callee, "dtype", position=1)
             device = "cuda" if symbol is Symbol.CUDA_AUTOCAST else "cpu"
             device_literal = None
             device_expr = None
+        enabled_expr = _enabled_argument(call, callee)
         # `autocast(device_type=device, **kwargs)` (a helper forwarding its own keywords) may
         # be given any dtype and `enabled=False`: what is not written is unknown, not default.
         forwarded = any(arg.star == "**" for arg in call.args)
@@ -551,6 +550,13 @@ def _argument(
     return None
 
 
+def _enabled_argument(call: cst.Call, callee: SymbolValue) -> cst.BaseExpression | None:
+    """The expression given for an autocast constructor's ``enabled``: the third argument of
+    ``torch.autocast(device_type, dtype, enabled)``, the first of the legacy classes'."""
+    position = 2 if callee.symbol is Symbol.AUTOCAST else 0
+    return _argument(call, callee, "enabled", position=position)
+
+
 def _is_property(function: cst.FunctionDef) -> bool:
     return any(
         isinstance(d.decorator, cst.Name) and d.decorator.value in ("property", "cached_property")
@@ -603,13 +609,7 @@ def enabled_switch(
         return None
     if any(arg.star == "*" for arg in call.args):
         return None
-    given = next(
-        (arg.value for arg in call.args if arg.keyword and arg.keyword.value == "enabled"), None
-    )
-    if given is None:
-        positional = [arg.value for arg in call.args if arg.keyword is None and not arg.star]
-        position = 2 if region.symbol is Symbol.AUTOCAST else 0
-        given = positional[position] if position < len(positional) else None
+    given = _enabled_argument(call, SymbolValue(region.symbol))
     params = around.params
     if given is None:
         forwarded = params.star_kwarg

@@ -377,12 +377,15 @@ class FileView:
         ]
         # Every missing group must have a module that may provide it before any module's
         # summary is asked whether it really does.
+        holding = {
+            group: self._holding(group, sources) for _, missing in candidates for group in missing
+        }
         names_from = self._imported_names(data)
         candidates = [
             (rule, missing)
             for rule, missing in candidates
-            if all(self._may_provide(group, sources) for group in missing)
-            and all(self._provides(group, sources, names_from) for group in missing)
+            if all(holding[group] for group in missing)
+            and all(self._provides(group, holding[group], names_from) for group in missing)
         ]
         if not candidates:
             return []
@@ -422,23 +425,18 @@ class FileView:
                 names.add(name)
         return found
 
-    def _may_provide(self, group: tuple[str, ...], sources: list[tuple[str, SourceWords]]) -> bool:
-        """Whether an imported module holds the group's words, in its code where its summary
-        must back them (see :meth:`_provides`); no summary is made."""
-        return bool(self._holding(group, sources))
-
     def _provides(
         self,
         group: tuple[str, ...],
-        sources: list[tuple[str, SourceWords]],
+        holding: list[str],
         names_from: dict[str, set[str] | None],
     ) -> bool:
-        """Whether an imported module may hand this file what ``group`` names. For an
-        autocast region and a helper that runs the backward pass the word is not enough
-        (dynamo's modules say both everywhere, a project's `utils` lends other names): the
-        module's summary must hold one among the names imported from it, as the analysis
-        will ask it (see :meth:`_imported_names`)."""
-        holding = self._holding(group, sources)
+        """Whether one of the imported modules ``holding`` the group's words (see
+        :meth:`_holding`) may hand this file what the group names. For an autocast region
+        and a helper that runs the backward pass the word is not enough (dynamo's modules say
+        both everywhere, a project's `utils` lends other names): the module's summary must
+        hold one among the names imported from it, as the analysis will ask it (see
+        :meth:`_imported_names`)."""
         backing = _backing(group)
         if backing is None:
             return bool(holding)
