@@ -1621,7 +1621,11 @@ Runtime only: there is no automatic fix. Raise the loss scale (`init_scale`, a s
         docs=Docs(
             what_it_does="""
 Watches the float16 outputs of every module under autocast and names the first module whose
-output is non-finite, or at or above `65504 * (1 - overflow_margin)`, with the step.
+output is non-finite, or at or above `65504 * (1 - overflow_margin)`, with the step. Every
+iteration of the first `activations_first` is measured; after them, one in
+`activations_every`, and every iteration that follows a skipped step (an overflow in the
+forward makes the gradients non-finite and the step is skipped: measured again, the overflow
+is named where it recurs). `activations_every=1` measures every iteration.
 """,
             why_bad="""
 float16's largest value is 65504. An activation that reaches it becomes inf, and every
@@ -1651,6 +1655,14 @@ bfloat16.
             ),
             Threshold(
                 "activations", True, "forward hooks on every module (False turns AMP105 off)"
+            ),
+            Threshold(
+                "activations_first", 100, "every iteration of the first this many is measured"
+            ),
+            Threshold(
+                "activations_every",
+                16,
+                "then one iteration in this many, and every one after a skipped step",
             ),
             _EVERY,
         ),

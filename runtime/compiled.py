@@ -26,7 +26,14 @@ import torch
 from .session import SESSION
 from .state import autocast_active
 
-__all__ = ["call_without_global_hook", "note_backward_traced", "own_code_objects", "tracing"]
+__all__ = [
+    "call_without_global_hook",
+    "hook_may_step_aside",
+    "note_backward_traced",
+    "own_code_objects",
+    "set_hook_present",
+    "tracing",
+]
 
 
 def _tracing_context() -> Any:
@@ -116,6 +123,31 @@ def _put_back(hook_id: int, still_wanted: bool) -> None:
         # Health checks turned off meanwhile (the handle was removed while out): stay out.
         if still_wanted:
             table[hook_id] = hook
+
+
+def hook_may_step_aside() -> bool:
+    """Whether amplint's global hook may leave torch's table between iterations (AMP105's
+    sampling): not once anything was compiled or ``torch.compile`` called, since Dynamo
+    guards on the table, and a hook that comes and goes would recompile graphs that call
+    modules. Then it stays in, and returns at once on iterations not measured."""
+    if SESSION.live.compile_called:
+        return False
+    utils = sys.modules.get("torch._dynamo.utils")
+    counters = getattr(utils, "counters", None)
+    return counters is None or not counters["frames"]["total"]
+
+
+def set_hook_present(hook_id: int, hook: Callable[..., Any], present: bool) -> None:
+    """Put amplint's global hook in torch's table or take it out; while a compiled module
+    runs (the hook is suspended), leave it to :func:`call_without_global_hook`."""
+    table = torch.nn.modules.module._global_forward_hooks
+    with _lock:
+        if hook_id in SESSION.live.suspended_hooks:
+            return
+        if present:
+            table.setdefault(hook_id, hook)
+        else:
+            table.pop(hook_id, None)
 
 
 def call_without_global_hook(

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import usage
+from . import compiled, usage
 from .activations import ACT_CAP, Activations
 from .findings import message_for
 from .frames import Site, user_site
@@ -415,8 +415,8 @@ class ScalerHealth:
 
 class Monitor:
     def __init__(self, config: HealthConfig) -> None:
-        self.config = config
         self.activations = Activations()
+        self.configure(config)
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None
         self.nonfinite_applied: int | None = None  # first step with AMP106 (or AMP004's)
@@ -433,6 +433,11 @@ class Monitor:
         # What the session saw while this monitor measured: the GradScalers built (the
         # summary of a run without any says so) and the autocast dtypes.
         self.history = SESSION.history
+
+    def configure(self, config: HealthConfig) -> None:
+        self.config = config
+        self.activations.first = config.activations_first
+        self.activations.every = config.activations_every
 
     @property
     def scaled_step_applied(self) -> int | None:
@@ -511,6 +516,8 @@ class Monitor:
         self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool
     ) -> None:
         self.last_step[id(optimizer)] = (skipped, health.step)
+        if skipped:
+            self.activations.step_skipped()
 
     def scheduler_stepped(self, scheduler: Any) -> None:
         optimizer = getattr(scheduler, "optimizer", None)
@@ -556,6 +563,10 @@ class Monitor:
                 record.constructions for record in list(self.history.scaler_sites.values())
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
+            # AMP105's sampling: iterations whose float16 outputs were measured, of those
+            # that ran an autocast region
+            "activation_iterations_measured": self.activations.iterations_measured,
+            "activation_iterations": self.activations.iterations_decided,
             "autocast_dtypes": sorted(
                 str(dtype).removeprefix("torch.") for dtype in self.history.autocast_dtypes
             ),
@@ -631,7 +642,7 @@ def enable(config: HealthConfig | None = None) -> Monitor:
     live, results = SESSION.live, SESSION.results
     config = config or HealthConfig()
     if live.monitor is not None:
-        live.monitor.config = config
+        live.monitor.configure(config)
         return live.monitor
     # Re-enabling with the same settings in the same session (no uninstall() or reset()
     # since) continues the same run's record.
@@ -643,6 +654,7 @@ def enable(config: HealthConfig | None = None) -> Monitor:
         live.hook_handle = torch.nn.modules.module.register_module_forward_hook(
             monitor.activations.hook
         )
+        monitor.activations.switch = _switch_hook
     _patch_scheduler()
     add_flusher(flush)
     return monitor
@@ -685,7 +697,25 @@ def restart() -> None:
         live.hook_handle = torch.nn.modules.module.register_module_forward_hook(
             fresh.activations.hook
         )
+        fresh.activations.switch = _switch_hook
     live.monitor = SESSION.results.monitor = fresh
+
+
+def _switch_hook(present: bool) -> None:
+    """The forward hook in torch's table on the iterations AMP105 measures, out of it on
+    the others (where it may step aside: see ``compiled.hook_may_step_aside``)."""
+    live = SESSION.live
+    handle, monitor = live.hook_handle, live.monitor
+    if handle is None or monitor is None:
+        return
+    if not present and not compiled.hook_may_step_aside():
+        return
+    compiled.set_hook_present(handle.id, monitor.activations.hook, present)
+
+
+def keep_hook_in() -> None:
+    """``torch.compile`` was called: the hook goes back into torch's table for good."""
+    _switch_hook(True)
 
 
 def summary() -> dict[str, Any] | None:

@@ -43,13 +43,24 @@ class HealthConfig:
     schedule_drift: float = 0.02
     #: forward hooks on every module for AMP105
     activations: bool = True
+    #: AMP105 measures the float16 outputs of every iteration until this many ...
+    activations_first: int = 100
+    #: ... then of one iteration in this many, and of every iteration after a skipped step
+    activations_every: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("every", "max_backoffs", "skip_window", "underflow_every"):
+        for name in (
+            "every",
+            "max_backoffs",
+            "skip_window",
+            "underflow_every",
+            "activations_every",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)!r}")
-        if self.startup_steps < 0:
-            raise ValueError(f"startup_steps must be >= 0, got {self.startup_steps!r}")
+        for name in ("startup_steps", "activations_first"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         for name in ("overflow_margin", "skip_rate", "underflow_share", "schedule_drift"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -117,10 +117,17 @@ def _wrap_compile(original: Any) -> Any:
     @functools.wraps(original)
     def compile(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        reporting.run_check("the torch.compile() patch", _after_compile)
+        reporting.run_check("the torch.compile() patch", _compile_called)
         return result
 
     return compile
+
+
+def _compile_called() -> None:
+    # Dynamo guards on the global hook table: from now on the hook stays in it.
+    SESSION.live.compile_called = True
+    _health.keep_hook_in()
+    _after_compile()
 
 
 def _after_compile() -> None:

@@ -248,6 +248,7 @@ class Live:
     late_patches: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
     # hook id -> (depth, hook): the health hook held out while compiled modules run
     suspended_hooks: dict[int, tuple[int, Any]] = field(default_factory=dict)
+    compile_called: bool = False  # torch.compile() ran while installed (compiled.py)
     # how a raised or logged finding names its place (IPython's `In [4], line 3` for a
     # file a kernel compiled a cell under); None: `filename:line`
     place: Callable[[str, int], str] | None = None

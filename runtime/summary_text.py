@@ -92,7 +92,20 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
     return (
         f"  float16 module outputs of training steps: none reached {limit:g}, the AMP105 "
         f"threshold (overflow_margin {margin:.0%} below float16's largest value, 65504; "
-        "evaluation forwards are not measured)"
+        f"evaluation forwards are not measured){_sampling(summary, config)}"
+    )
+
+
+def _sampling(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """Which iterations AMP105 measured, where it skipped some (see activations.py)."""
+    measured = summary.get("activation_iterations_measured")
+    seen = summary.get("activation_iterations")
+    if measured is None or seen is None or measured >= seen:
+        return ""
+    return (
+        f"; measured on {measured} of {seen} iterations: every one of the first "
+        f"{config.get('activations_first', 100)}, then one in "
+        f"{config.get('activations_every', 16)} and every one after a skipped step"
     )
 
 

@@ -3,6 +3,7 @@ model gets the graphs plain torch gives it."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+from typing import Any
 
 import amplint.runtime as ar
 import pytest
@@ -307,3 +309,46 @@ def test_a_mistake_inside_a_compiled_training_step_is_still_reported(quiet: None
     with ar.checking() as seen:
         _compiled_training_step(mistake="bypass")
     assert codes(seen.findings) == ["AMP004"]
+
+
+def _train_with_compiled_function(amplint: str, steps: int = 6) -> tuple[list[float], dict]:
+    """A compiled *function* that calls the model inside the user's autocast region: Dynamo
+    traces the module calls themselves and guards on torch's global hook table. ``amplint``:
+    "off", "compile_after" (``torch.compile`` called once installed, as under ``amplint
+    run``) or "compile_before" (called before ``install()``; compiled at its first call).
+    AMP105 measures one iteration in two here, so its hook would come and go."""
+    model, optimizer, scaler = _fresh_setup(torch.optim.SGD)
+
+    def compiled_loss() -> Any:
+        return torch.compile(lambda x: model(x).float().pow(2).mean(), backend="eager")
+
+    forward = compiled_loss() if amplint == "compile_before" else None
+    checking = (
+        ar.checking(health=True, activations_first=1, activations_every=2)
+        if amplint != "off"
+        else contextlib.nullcontext()
+    )
+    generator = torch.Generator().manual_seed(2)
+    losses = []
+    with checking:
+        if forward is None:
+            forward = compiled_loss()
+        for _ in range(steps):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = forward(torch.randn(4, 8, generator=generator))
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+    return losses, _dynamo_counts()
+
+
+@pytest.mark.parametrize("amplint", ["compile_after", "compile_before"])
+def test_a_compiled_function_gets_no_graph_from_amplint_measuring_some_iterations(
+    amplint: str,
+) -> None:
+    plain_losses, plain_counts = _train_with_compiled_function("off")
+    losses, counts = _train_with_compiled_function(amplint)
+    assert losses == plain_losses
+    assert counts == plain_counts

@@ -559,6 +559,94 @@ def test_output_within_the_margin_of_65504_is_reported_before_it_overflows() -> 
         assert found("AMP105") == []
 
 
+# AMP105's sampling: which iterations are measured ------------------------------------
+
+
+def _near_overflow_from(at: int, until: int | None = None) -> Fault:
+    """Layer 1's output at 40000 (finite, within the margin), taken back by layer 2: the
+    loss and the gradients stay finite, and no step is skipped."""
+
+    def fault(step: int, model: Net) -> None:
+        hit = step >= at and (until is None or step <= until)
+        model.encoder.layers[1].shift.offset = 40000.0 if hit else 0.0
+        model.encoder.layers[2].shift.offset = -40000.0 if hit else 0.0
+
+    return fault
+
+
+def test_after_the_first_iterations_one_in_every_is_measured() -> None:
+    # Measured: 0 and 1 (activations_first=2), then 4 and 8 (one in 4).
+    with ar.checking("warn", health=True, activations_first=2, activations_every=4):
+        train(11, fault=_near_overflow_from(5), growth_interval=1000, init_scale=16.0)
+        (finding,) = found("AMP105")
+        summary = ar.summary()
+    assert finding.first_step == 8
+    assert "`encoder.layers.1.shift` (Shift) reached 40000" in finding.message
+    assert summary is not None
+    assert summary["activation_iterations_measured"] == 4
+    assert summary["activation_iterations"] == 11
+    # The same near-overflow on iterations 5-7 only falls between measured iterations.
+    ar.reset()
+    with ar.checking("warn", health=True, activations_first=2, activations_every=4):
+        train(11, fault=_near_overflow_from(5, until=7), growth_interval=1000, init_scale=16.0)
+        assert found("AMP105") == []
+        text = format_health_summary(ar.summary())
+    assert "measured on 4 of 11 iterations: every one of the first 2, then one in 4" in text
+    # activations_every=1 measures every iteration: the first one over the limit is named.
+    ar.reset()
+    with ar.checking("warn", health=True, activations_first=2, activations_every=1):
+        train(11, fault=_near_overflow_from(5), growth_interval=1000, init_scale=16.0)
+        (finding,) = found("AMP105")
+        summary = ar.summary()
+    assert finding.first_step == 5
+    assert summary is not None
+    assert summary["activation_iterations_measured"] == summary["activation_iterations"] == 11
+    assert "measured on" not in format_health_summary(summary)
+
+
+def test_an_overflow_that_skips_its_step_is_named_at_the_next_iteration() -> None:
+    def fault(step: int, model: Net) -> None:
+        model.encoder.layers[2].mlp.boost.factor = 1e6 if step >= 5 else 1.0
+
+    with ar.checking("warn", health=True, activations_first=2, activations_every=16):
+        train(9, fault=fault)
+        (finding,) = found("AMP105")
+        (loss,) = found("AMP101")
+        summary = ar.summary()
+    # Step 5 is not measured; its overflow makes the gradients non-finite, the scaler skips
+    # it, and every iteration after a skipped step is measured.
+    assert finding.first_step == 6
+    assert "`encoder.layers.2.mlp.boost` (Amplify)" in finding.message
+    assert loss.first_step == 5  # the loss is checked on every step
+    assert summary is not None
+    assert summary["activation_iterations_measured"] == 5  # 0, 1, 6, 7, 8
+
+
+def test_the_hook_is_out_of_torchs_table_on_iterations_not_measured() -> None:
+    """Where nothing is measured, module calls take torch's path without global hooks."""
+    table = torch.nn.modules.module._global_forward_hooks
+    before = len(table)
+    hooks_seen: list[int] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            hooks_seen.append(len(table) - before)
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), Probe(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with ar.checking("warn", health=True, activations_first=1, activations_every=2) as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for _ in range(6):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = model(torch.randn(4, 8)).float().pow(2).mean()
+            _scaled_step(loss, optimizer, scaler)
+    assert seen.findings == []
+    assert hooks_seen == [1, 0, 1, 0, 1, 0]
+    assert len(table) == before  # uninstalled while out of the table: nothing left behind
+
+
 # Gradients, the scale, the loss --------------------------------------------------------
 
 
