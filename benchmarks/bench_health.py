@@ -20,6 +20,12 @@ plus torch.cuda / Event / Stream synchronize calls), counted during the timed st
 Targets: health / torch <= 1.03, no readback added, and health adding at least 10x less
 time than the NanDetector-style detector.
 
+AMP105 measures the float16 outputs of every iteration of the first ``activations_first``
+(100) and of one in ``activations_every`` (16) after them, plus every iteration after a
+skipped step. The rounds are short, so they run with ``--activations-first`` (default 0):
+what a long run pays after its first iterations. The paired measurement runs with the
+defaults and reports the first iterations (every one measured) and those after them apart.
+
 On CUDA (when available) the same runs use a fused AdamW, whose GradScaler path has no
 host sync of its own, and the torch / usage / health steps run under
 ``torch.cuda.set_sync_debug_mode("error")``: any synchronisation added there raises.
@@ -41,6 +47,7 @@ from typing import Any
 
 import amplint.runtime as ar
 import torch
+from amplint.runtime.health_config import HealthConfig
 from torch import nn
 
 READBACKS = ("item", "__bool__", "__float__", "__int__", "tolist")
@@ -349,13 +356,14 @@ def paired(device: str, args: argparse.Namespace) -> None:
     plain = Setup(device, args.model)
     plain_scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
     ar.install(mode="raise", health=True, every=args.every)
+    dense = HealthConfig().activations_first  # iterations with every one measured
     try:
         checked = Setup(device, args.model)
         checked_scaler = torch.amp.GradScaler(device, init_scale=2.0**12)
         times: dict[str, list[float]] = {"torch": [], "health": []}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            for index in range(args.warmup + args.paired):
+            for index in range(dense + args.paired):
                 x, y = plain.data[index % len(plain.data)]
                 order = ("torch", "health") if index % 2 == 0 else ("health", "torch")
                 for variant in order:
@@ -380,20 +388,29 @@ def paired(device: str, args: argparse.Namespace) -> None:
         torch.equal(a, b)
         for a, b in zip(plain.model.parameters(), checked.model.parameters(), strict=True)
     )
-    base, health = times["torch"], times["health"]
-    added = [h - t for t, h in zip(base, health, strict=True)]
-    ratio = statistics.mean(health) / statistics.mean(base)
-    halves = [
-        statistics.median(added[: len(added) // 2]),
-        statistics.median(added[len(added) // 2 :]),
-    ]
     print(
-        f"  paired, {args.paired} steps each, alternating in one process: torch "
-        f"{statistics.median(base) * 1e3:.2f} ms, health {statistics.median(health) * 1e3:.2f} ms; "
-        f"added {statistics.median(added) * 1e3:+.2f} ms (halves {halves[0] * 1e3:+.2f}, "
-        f"{halves[1] * 1e3:+.2f}); ratio of means {ratio:.3f} "
-        f"(target <= 1.03); findings {findings}, parameters bit-identical: {identical}"
+        f"  paired (torch and health alternating step by step in one process), findings "
+        f"{findings}, parameters bit-identical: {identical}:"
     )
+    first = dense - args.warmup  # timed steps among the iterations all measured
+    for label, begin, end in (
+        (f"iterations {args.warmup}-{dense - 1}, every one measured by AMP105", 0, first),
+        (f"the {args.paired} iterations after them, steady state", first, len(times["torch"])),
+    ):
+        base, health = times["torch"][begin:end], times["health"][begin:end]
+        if not base:
+            continue
+        added = [h - t for t, h in zip(base, health, strict=True)]
+        ratio = statistics.mean(health) / statistics.mean(base)
+        middle = len(added) // 2
+        halves = [statistics.median(added[:middle]), statistics.median(added[middle:])]
+        typical = statistics.median(added)
+        print(
+            f"    {label}: torch {statistics.median(base) * 1e3:.2f} ms, health "
+            f"{statistics.median(health) * 1e3:.2f} ms; added {typical * 1e3:+.2f} "
+            f"ms (halves {halves[0] * 1e3:+.2f}, {halves[1] * 1e3:+.2f}); ratio of means "
+            f"{ratio:.3f} (target <= 1.03)"
+        )
 
 
 def attributed(device: str, args: argparse.Namespace) -> dict[str, float]:
@@ -402,7 +419,12 @@ def attributed(device: str, args: argparse.Namespace) -> dict[str, float]:
     for variant in ("health", "nandetector"):
         ar.reset()
         if variant == "health":
-            ar.install(mode="raise", health=True, every=args.every)
+            ar.install(
+                mode="raise",
+                health=True,
+                every=args.every,
+                activations_first=args.activations_first,
+            )
         try:
             with attributed_time(variant) as total, warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
@@ -430,6 +452,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--every", type=int, default=16, help="health: steps between hand-overs to the host"
+    )
+    parser.add_argument(
+        "--activations-first",
+        type=int,
+        default=0,
+        help="health in the rounds: AMP105 measures every iteration until this one (the "
+        "default of amplint is 100; 0: one in 16 from the start, what a long run pays)",
     )
     parser.add_argument(
         "--paired",
@@ -474,7 +503,12 @@ def run_device(device: str, args: argparse.Namespace) -> None:
             if variant == "usage":
                 ar.install(mode="raise")  # a finding would abort the benchmark
             elif variant == "health":
-                ar.install(mode="raise", health=True, every=args.every)
+                ar.install(
+                    mode="raise",
+                    health=True,
+                    every=args.every,
+                    activations_first=args.activations_first,
+                )
             context = nullcontext()
             try:
                 with context, warnings.catch_warnings():

@@ -69,7 +69,7 @@ class Activations:
     """Float16 outputs of every module, reduced to their largest magnitudes: on the CPU in
     the hook, on CUDA per ``scale()`` with one multi-tensor op."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: int, every: int) -> None:
         self.modules: list[weakref.ref[torch.nn.Module]] = []
         self.kinds: list[str] = []
         # id(module) -> (slot, weak reference): a plain dict is several times faster than a
@@ -107,8 +107,8 @@ class Activations:
         # Which iterations are measured (see the module's docstring), decided when the first
         # outermost autocast region of an iteration begins. ``switch`` puts the hook in or
         # out of torch's table; None: it stays in, and returns at once when not measuring.
-        self.first = 100
-        self.every = 16
+        self.first = first
+        self.every = every
         self.measuring = True
         self.decided_for: int | None = None
         self.after_skip = False

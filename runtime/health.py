@@ -11,7 +11,7 @@ What is measured, and where (all on the device, with no host read in the trainin
 * ``scale(loss)``: the loss before scaling is kept as a 0-d tensor (summed over
   micro-batches). The float16 outputs recorded by the forward hooks since the last
   ``scale()`` are reduced to their largest magnitudes (NaN/inf included) and the
-  references dropped.
+  references dropped (on the iterations AMP105 measures: see ``activations.py``).
 * ``unscale_(optimizer)`` (also the one ``step()`` makes): before torch unscales, the
   gradients, grouped by (device, dtype), go through multi-tensor reductions: largest
   magnitude, non-zero count, and the count at or above float16's smallest normal number
@@ -415,7 +415,7 @@ class ScalerHealth:
 
 class Monitor:
     def __init__(self, config: HealthConfig) -> None:
-        self.activations = Activations()
+        self.activations = Activations(config.activations_first, config.activations_every)
         self.configure(config)
         self.scalers: list[ScalerHealth] = []
         self.first_overflow: dict[str, Any] | None = None

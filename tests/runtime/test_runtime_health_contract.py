@@ -246,6 +246,32 @@ def test_cli_run_passes_thresholds(tmp_path: Path) -> None:
     assert json.loads(report_path.read_text())["summary"] is None
 
 
+def test_cli_run_samples_the_iterations_amp105_measures(tmp_path: Path) -> None:
+    """The weights blow up at step 6 (AMP105 at step 6 when every iteration is measured,
+    see above), which is not measured here (0, 1, then one in 4): its gradients overflow,
+    the step is skipped, the next iteration is measured, and AMP105 names it."""
+    from click.testing import CliRunner
+
+    from amplint.cli import cli
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    report_path = tmp_path / "r.json"
+    sampled = ["--activations-first", "2", "--activations-every", "4"]
+    result = CliRunner().invoke(
+        cli, ["run", "--mode", "log", "--report", str(report_path), *sampled, str(script)]
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(report_path.read_text())
+    found = [(f["code"], f["first_step"]) for f in document["findings"]]
+    assert ("AMP105", 7) in found and ("AMP105", 6) not in found
+    summary = document["summary"]
+    assert summary["config"]["activations_every"] == 4
+    assert summary["activation_iterations"] == 12
+    # 0, 1, 4, 7 (after the skipped step 6), 8, and the steps after each later skip
+    assert 5 <= summary["activation_iterations_measured"] < 12
+
+
 def test_cli_run_switches_and_bad_thresholds(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -260,7 +286,12 @@ def test_cli_run_switches_and_bad_thresholds(tmp_path: Path) -> None:
     assert json.loads(report_path.read_text())["summary"]["config"]["activations"] is False
     marker = tmp_path / "ran"
     script.write_text(f"open({str(marker)!r}, 'w').close()\n")
-    for bad in (["--skip-rate", "2"], ["--every", "0"]):
+    for bad in (
+        ["--skip-rate", "2"],
+        ["--every", "0"],
+        ["--activations-every", "0"],
+        ["--activations-first", "-1"],
+    ):
         result = CliRunner().invoke(cli, ["run", *bad, str(script)])
         assert result.exit_code == 2, result.output
         assert "invalid threshold" in result.output and "Traceback" not in result.output
