@@ -624,6 +624,11 @@ def test_an_overflow_that_skips_its_step_is_named_at_the_next_iteration() -> Non
 
 def test_the_hook_is_out_of_torchs_table_on_iterations_not_measured() -> None:
     """Where nothing is measured, module calls take torch's path without global hooks."""
+    # Once Dynamo compiled anything in the process the hook stays in (its guards read the
+    # table): forget what earlier tests compiled.
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")
+    if dynamo_utils is not None:
+        dynamo_utils.counters.clear()
     table = torch.nn.modules.module._global_forward_hooks
     before = len(table)
     hooks_seen: list[int] = []
