@@ -363,7 +363,7 @@ def paired(device: str, args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"torch": [], "health": []}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            for index in range(dense + args.paired):
+            for index in range(max(dense, args.warmup) + args.paired):
                 x, y = plain.data[index % len(plain.data)]
                 order = ("torch", "health") if index % 2 == 0 else ("health", "torch")
                 for variant in order:
@@ -392,13 +392,13 @@ def paired(device: str, args: argparse.Namespace) -> None:
         f"  paired (torch and health alternating step by step in one process), findings "
         f"{findings}, parameters bit-identical: {identical}:"
     )
-    first = dense - args.warmup  # timed steps among the iterations all measured
+    first = max(dense - args.warmup, 0)  # timed steps among the iterations all measured
     for label, begin, end in (
         (f"iterations {args.warmup}-{dense - 1}, every one measured by AMP105", 0, first),
         (f"the {args.paired} iterations after them, steady state", first, len(times["torch"])),
     ):
         base, health = times["torch"][begin:end], times["health"][begin:end]
-        if not base:
+        if len(base) < 2:
             continue
         added = [h - t for t, h in zip(base, health, strict=True)]
         ratio = statistics.mean(health) / statistics.mean(base)

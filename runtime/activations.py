@@ -111,9 +111,10 @@ class Activations:
         self.every = every
         self.measuring = True
         self.decided_for: int | None = None
+        self.ended_for: int | None = None
         self.after_skip = False
-        self.iterations_measured = 0
-        self.iterations_decided = 0
+        self.iterations_measured = 0  # of the iterations that ended (every scaler stepped)
+        self.iterations_seen = 0
         self.switch: Callable[[bool], None] | None = None
 
     def refresh_names(self) -> None:
@@ -252,26 +253,38 @@ class Activations:
     def region_started(self) -> None:
         """The outermost autocast region of a thread began: it owns the held outputs,
         unless another thread's region is running (a prefetching thread's)."""
+        # Whichever thread's region comes first: the decision is the iteration's.
+        self._decide(steps().current)
         thread = _thread_id()
         if self.region_thread is not None and self.region_thread != thread:
             return
         self.region_thread = thread
         self._settle(keep=False)
-        self._decide(steps().current)
 
     def step_skipped(self) -> None:
         """A scaler skipped its step: the next iteration is measured."""
         self.after_skip = True
 
+    def iteration_ended(self, upcoming: int) -> None:
+        """Every scaler of an iteration stepped: count it, and decide for ``upcoming``
+        now, before its forward begins (a model that enters autocast inside its own forward
+        is called before its region starts, and torch looks at the hooks at the call; a
+        loop that runs many iterations in one region starts none)."""
+        if upcoming == self.ended_for:
+            return  # a second optimizer stepped by the same scaler in this iteration
+        self.ended_for = upcoming
+        self.iterations_seen += 1
+        self.iterations_measured += self.measuring
+        self._decide(upcoming)
+
     def _decide(self, iteration: int) -> None:
-        """Whether ``iteration`` is measured; once per iteration, at its first region."""
+        """Whether ``iteration`` is measured; once per iteration, at the end of the one
+        before it, or else at its first region."""
         if iteration == self.decided_for:
             return
         self.decided_for = iteration
         measure = iteration < self.first or not iteration % self.every or self.after_skip
         self.after_skip = False
-        self.iterations_decided += 1
-        self.iterations_measured += measure
         if measure != self.measuring:
             self.measuring = measure
             if self.switch is not None:

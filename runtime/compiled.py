@@ -144,10 +144,14 @@ def set_hook_present(hook_id: int, hook: Callable[..., Any], present: bool) -> N
     with _lock:
         if hook_id in SESSION.live.suspended_hooks:
             return
-        if present:
-            table.setdefault(hook_id, hook)
-        else:
+        if not present:
             table.pop(hook_id, None)
+        elif hook_id not in table:
+            # Back where it was: ahead of the hooks registered after it (ids grow), which
+            # may replace the outputs it measures.
+            table[hook_id] = hook
+            for later in [key for key in table if key > hook_id]:
+                table.move_to_end(later)
 
 
 def call_without_global_hook(

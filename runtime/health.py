@@ -355,6 +355,7 @@ class ScalerHealth:
                 elif not chunk.event.query():
                     break
             self.inflight.popleft()
+            read_before = len(self.host.skipped)
             self.host.read(
                 chunk,
                 self.monitor.config,
@@ -363,6 +364,10 @@ class ScalerHealth:
                 self._site_or,
                 pending,
             )
+            if any(self.host.skipped[read_before:]):
+                # Late, but without a read of its own: a fused optimizer's skipped steps
+                # are known only here.
+                self.monitor.activations.step_skipped()
         if defer:
             self.monitor.deferred.extend(pending)
             return
@@ -565,8 +570,12 @@ class Monitor:
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             # AMP105's sampling: iterations whose float16 outputs were measured, of those
             # that ran an autocast region
-            "activation_iterations_measured": self.activations.iterations_measured,
-            "activation_iterations": self.activations.iterations_decided,
+            "activation_iterations_measured": (
+                self.activations.iterations_measured if self.config.activations else None
+            ),
+            "activation_iterations": (
+                self.activations.iterations_seen if self.config.activations else None
+            ),
             "autocast_dtypes": sorted(
                 str(dtype).removeprefix("torch.") for dtype in self.history.autocast_dtypes
             ),
@@ -846,8 +855,13 @@ def scaler_step_begin(scaler: GradScaler, optimizer: torch.optim.Optimizer, unsc
 
 def scaler_step_end(scaler: GradScaler, optimizer: torch.optim.Optimizer) -> None:
     monitor: Monitor | None = SESSION.live.monitor
-    if monitor is None or getattr(optimizer, "_step_supports_amp_scaling", False):
+    if monitor is None:
         return
-    # Not fused: torch called optimizer.step() only if found_inf was zero (it read it).
-    skipped = not thread_state().inner_step_ran
-    monitor.note_step(optimizer, monitor.for_scaler(scaler), skipped)
+    if not getattr(optimizer, "_step_supports_amp_scaling", False):
+        # Not fused: torch called optimizer.step() only if found_inf was zero (it read it).
+        # A fused optimizer's skips are seen when the host reads the statistics.
+        skipped = not thread_state().inner_step_ran
+        monitor.note_step(optimizer, monitor.for_scaler(scaler), skipped)
+    upcoming = steps().next_iteration()
+    if upcoming is not None:
+        monitor.activations.iteration_ended(upcoming)

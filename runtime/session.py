@@ -132,6 +132,13 @@ class StepCounter:
         self._first_iteration = False
         self._stepped_before, self._stepped_now = self._stepped_now, set()
 
+    def next_iteration(self) -> int | None:
+        """The iteration a forward would begin now; None while none was stepped since the
+        current one began, or a scaler has yet to step in it."""
+        if self.latest == self.current or self._still_to_step():
+            return None
+        return self.latest
+
     def _still_to_step(self) -> bool:
         """Whether a scaler has yet to step in the current iteration."""
         for key, (ref, _, _) in list(self._scalers.items()):

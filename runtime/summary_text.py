@@ -56,6 +56,10 @@ def _underflow(entry: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    return _first_overflow(summary, config) + _sampling(summary, config)
+
+
+def _first_overflow(summary: dict[str, Any], config: dict[str, Any]) -> str:
     margin = float(config.get("overflow_margin", 0.5))
     limit = FP16_MAX * (1.0 - margin)
     overflow = summary.get("first_overflow")
@@ -92,7 +96,7 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
     return (
         f"  float16 module outputs of training steps: none reached {limit:g}, the AMP105 "
         f"threshold (overflow_margin {margin:.0%} below float16's largest value, 65504; "
-        f"evaluation forwards are not measured){_sampling(summary, config)}"
+        "evaluation forwards are not measured)"
     )
 
 

@@ -652,6 +652,149 @@ def test_the_hook_is_out_of_torchs_table_on_iterations_not_measured() -> None:
     assert len(table) == before  # uninstalled while out of the table: nothing left behind
 
 
+class _Scale(nn.Module):
+    """Multiplies by ``factor``: the fault switch of the sampling tests below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.factor = 1.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+
+def _sampled_run(
+    steps: int,
+    blow_up_from: int,
+    factor: float,
+    *,
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer] = lambda m: torch.optim.SGD(
+        m.parameters(), lr=0.0
+    ),
+    region_per: int = 1,
+    **thresholds: Any,
+) -> tuple[list[tuple[str, int | None]], dict[str, Any]]:
+    """A small loop whose middle module multiplies by ``factor`` from ``blow_up_from`` on;
+    ``region_per`` iterations share one autocast region (a backward inside it: AMP001)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), _Scale(), nn.Linear(8, 1))
+    opt = optimizer(model)
+    with ar.checking("log", health=True, **thresholds):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1000)
+        step = 0
+        while step < steps:
+            with torch.autocast("cpu", dtype=torch.float16):
+                for _ in range(region_per):
+                    model[1].factor = factor if step >= blow_up_from else 1.0
+                    loss = model(torch.randn(4, 8)).float().pow(2).mean()
+                    opt.zero_grad()
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                    step += 1
+        summary = ar.summary()
+    assert summary is not None
+    return [(f.code, f.first_step) for f in ar.report() if f.code.startswith("AMP10")], summary
+
+
+def test_iterations_sharing_one_autocast_region_are_decided_one_by_one() -> None:
+    # Five iterations per region; measured: 0, then 4 and 8, and after a skipped step.
+    # The overflow from step 6 skips it, so step 7 is measured, inside the region begun at 5.
+    found, summary = _sampled_run(
+        15, 6, 1e6, region_per=5, activations_first=1, activations_every=4
+    )
+    assert ("AMP105", 7) in found and ("AMP101", 6) in found
+    assert summary["activation_iterations"] == 15
+
+
+def test_a_fused_optimizers_skipped_steps_are_seen_when_the_statistics_are_read() -> None:
+    # A fused optimizer takes found_inf on the device: torch reads nothing, and neither
+    # does amplint; its skipped steps reach the host with the statistics (every 2 steps here).
+    def fused(model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+
+    found, _ = _sampled_run(
+        12, 5, 1e6, optimizer=fused, every=2, activations_first=2, activations_every=16
+    )
+    amp105 = [step for code, step in found if code == "AMP105"]
+    assert len(amp105) == 1 and amp105[0] is not None and 6 <= amp105[0] <= 9
+
+
+def test_activation_counts_are_none_with_the_activation_check_off() -> None:
+    _, summary = _sampled_run(4, 10, 1.0, activations=False)
+    assert summary["activation_iterations"] is None
+    assert summary["activation_iterations_measured"] is None
+
+
+def test_a_model_entering_autocast_in_its_own_forward_has_its_output_measured() -> None:
+    """The root module's call begins before its region: the hook must be in place by then
+    (decided when the iteration before ended)."""
+
+    class Root(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+            self.factor = 1.0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast("cpu", dtype=torch.float16):
+                return self.lin(x) * self.factor  # the root's own float16 output
+
+    torch.manual_seed(0)
+    model = Root()
+    with torch.no_grad():
+        model.lin.weight.zero_()
+        model.lin.bias.fill_(1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with ar.checking("log", health=True, activations_first=1, activations_every=2):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+        for step in range(8):
+            model.factor = 40000.0 if step >= 3 else 1.0
+            loss = model(torch.randn(4, 8)).float().mean()
+            _scaled_step(loss, opt, scaler)
+        (finding,) = found("AMP105")
+    assert finding.first_step == 4 and "`model` (Root)" in finding.message
+
+
+def test_another_threads_open_region_does_not_stop_the_decisions() -> None:
+    """A frozen model run under autocast in a loader thread holds a region open across
+    iterations: the training thread's iterations are still decided one by one."""
+    import threading
+    import time
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), _Scale(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    helper = nn.Linear(8, 8)
+    opened, stop = threading.Event(), threading.Event()
+
+    def loader() -> None:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.float16):
+            opened.set()
+            while not stop.is_set():
+                helper(torch.randn(2, 8))
+                time.sleep(0.001)
+
+    with ar.checking("log", health=True, activations_first=1, activations_every=2):
+        scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+        thread = threading.Thread(target=loader)
+        try:
+            for step in range(8):
+                model[1].factor = 40000.0 if step >= 3 else 1.0
+                if step == 1:
+                    thread.start()
+                    opened.wait(5)
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = model(torch.randn(4, 8)).float().mean()
+                _scaled_step(loss, opt, scaler)
+        finally:
+            stop.set()
+            if thread.is_alive():
+                thread.join()
+        (finding,) = found("AMP105")
+    assert finding.first_step == 4
+
+
 # Gradients, the scale, the loss --------------------------------------------------------
 
 
