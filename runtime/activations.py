@@ -14,7 +14,7 @@ Not every iteration is measured: every one of the first ``activations_first``, t
 makes the step's gradients non-finite, and the scaler skips it; measured again, the
 overflow is found where it recurs). On the iterations not measured the hook is out of
 torch's table, and module calls take torch's fast path: measured in a training step, the
-hook and its reductions cost 3-4% of a small model's CPU step, more than every other check
+hook and its reductions cost 2-4% of a small model's CPU step, more than every other check
 together.
 """
 
