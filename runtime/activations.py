@@ -112,7 +112,7 @@ class Activations:
         self.measuring = True
         self.decided_for: int | None = None
         self.ended_for: int | None = None
-        self.after_skip = False
+        self.measure_until = -1  # measured up to this iteration after skipped steps
         self.iterations_measured = 0  # of the iterations that ended (every scaler stepped)
         self.iterations_seen = 0
         self.switch: Callable[[bool], None] | None = None
@@ -261,9 +261,16 @@ class Activations:
         self.region_thread = thread
         self._settle(keep=False)
 
-    def step_skipped(self) -> None:
-        """A scaler skipped its step: the next iteration is measured."""
-        self.after_skip = True
+    def step_skipped(self, iterations: int = 1) -> None:
+        """A scaler skipped a step: the next ``iterations`` iterations are measured (also the
+        one already decided, if its forward has not begun: a skip seen at ``update()``)."""
+        upcoming = steps().latest  # the iteration after the skipped step
+        self.measure_until = max(self.measure_until, upcoming + iterations - 1)
+        decided = self.decided_for
+        if decided is not None and upcoming <= decided <= self.measure_until and not self.measuring:
+            self.measuring = True
+            if self.switch is not None:
+                self.switch(True)
 
     def iteration_ended(self, upcoming: int) -> None:
         """Every scaler of an iteration stepped: count it, and decide for ``upcoming``
@@ -283,12 +290,12 @@ class Activations:
         if iteration == self.decided_for:
             return
         self.decided_for = iteration
-        measure = iteration < self.first or not iteration % self.every or self.after_skip
-        self.after_skip = False
-        if measure != self.measuring:
-            self.measuring = measure
-            if self.switch is not None:
-                self.switch(measure)
+        measure = (
+            iteration < self.first or not iteration % self.every or iteration <= self.measure_until
+        )
+        self.measuring = measure
+        if self.switch is not None:
+            self.switch(measure)  # at every decision: it also notes what Dynamo compiled
 
     def region_ended(self) -> None:
         """The outermost autocast region ended: its outputs without grad count if it also

@@ -122,7 +122,15 @@ def _put_back(hook_id: int, still_wanted: bool) -> None:
         del suspended[hook_id]
         # Health checks turned off meanwhile (the handle was removed while out): stay out.
         if still_wanted:
-            table[hook_id] = hook
+            _reinsert(table, hook_id, hook)
+
+
+def _reinsert(table: Any, hook_id: int, hook: Callable[..., Any]) -> None:
+    """The hook back where it was: ahead of the hooks registered after it (ids grow), which
+    may replace the outputs it measures."""
+    table[hook_id] = hook
+    for later in [key for key in table if key > hook_id]:
+        table.move_to_end(later)
 
 
 def hook_may_step_aside() -> bool:
@@ -130,11 +138,25 @@ def hook_may_step_aside() -> bool:
     sampling): not once anything was compiled or ``torch.compile`` called, since Dynamo
     guards on the table, and a hook that comes and goes would recompile graphs that call
     modules. Then it stays in, and returns at once on iterations not measured."""
-    if SESSION.live.compile_called:
+    live = SESSION.live
+    if live.compile_called:
         return False
+    if _dynamo_compiled():
+        live.compile_called = True  # for good
+        return False
+    return True
+
+
+def _dynamo_compiled() -> bool:
+    """Whether Dynamo compiled any frame in this process: its frame ids (never reset, not
+    even by ``torch._dynamo.reset()``), or else its counters (code that counts graphs may
+    clear them after a warm-up)."""
+    convert_frame = sys.modules.get("torch._dynamo.convert_frame")
+    if getattr(convert_frame, "FRAME_COUNTER", 0):
+        return True
     utils = sys.modules.get("torch._dynamo.utils")
     counters = getattr(utils, "counters", None)
-    return counters is None or not counters["frames"]["total"]
+    return counters is not None and bool(counters["frames"]["total"])
 
 
 def set_hook_present(hook_id: int, hook: Callable[..., Any], present: bool) -> None:
@@ -147,11 +169,7 @@ def set_hook_present(hook_id: int, hook: Callable[..., Any], present: bool) -> N
         if not present:
             table.pop(hook_id, None)
         elif hook_id not in table:
-            # Back where it was: ahead of the hooks registered after it (ids grow), which
-            # may replace the outputs it measures.
-            table[hook_id] = hook
-            for later in [key for key in table if key > hook_id]:
-                table.move_to_end(later)
+            _reinsert(table, hook_id, hook)
 
 
 def call_without_global_hook(

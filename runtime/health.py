@@ -365,9 +365,9 @@ class ScalerHealth:
                 pending,
             )
             if any(self.host.skipped[read_before:]):
-                # Late, but without a read of its own: a fused optimizer's skipped steps
-                # are known only here.
-                self.monitor.activations.step_skipped()
+                # A fused optimizer's skipped steps are known only here, up to `every`
+                # steps late: the iterations until the next reading are measured.
+                self.monitor.activations.step_skipped(self.monitor.config.every)
         if defer:
             self.monitor.deferred.extend(pending)
             return
@@ -717,7 +717,8 @@ def _switch_hook(present: bool) -> None:
     handle, monitor = live.hook_handle, live.monitor
     if handle is None or monitor is None:
         return
-    if not present and not compiled.hook_may_step_aside():
+    # Asked at every switch, also on the way in: what Dynamo compiled is remembered then.
+    if not compiled.hook_may_step_aside() and not present:
         return
     compiled.set_hook_present(handle.id, monitor.activations.hook, present)
 
@@ -859,7 +860,8 @@ def scaler_step_end(scaler: GradScaler, optimizer: torch.optim.Optimizer) -> Non
         return
     if not getattr(optimizer, "_step_supports_amp_scaling", False):
         # Not fused: torch called optimizer.step() only if found_inf was zero (it read it).
-        # A fused optimizer's skips are seen when the host reads the statistics.
+        # A fused optimizer takes found_inf on the device, and torch reads nothing; nor does
+        # amplint: its skipped steps are seen when the host reads the statistics.
         skipped = not thread_state().inner_step_ran
         monitor.note_step(optimizer, monitor.for_scaler(scaler), skipped)
     upcoming = steps().next_iteration()

@@ -255,7 +255,8 @@ class Live:
     late_patches: list[tuple[Any, str, Any, Any]] = field(default_factory=list)
     # hook id -> (depth, hook): the health hook held out while compiled modules run
     suspended_hooks: dict[int, tuple[int, Any]] = field(default_factory=dict)
-    compile_called: bool = False  # torch.compile() ran while installed (compiled.py)
+    # torch.compile() ran while installed, or Dynamo was seen to have compiled (compiled.py)
+    compile_called: bool = False
     # how a raised or logged finding names its place (IPython's `In [4], line 3` for a
     # file a kernel compiled a cell under); None: `filename:line`
     place: Callable[[str, int], str] | None = None

@@ -106,10 +106,12 @@ def _sampling(summary: dict[str, Any], config: dict[str, Any]) -> str:
     seen = summary.get("activation_iterations")
     if measured is None or seen is None or measured >= seen:
         return ""
+    first = config.get("activations_first", 100)
+    every = config.get("activations_every", 16)
+    start = f"every one of the first {first}, then " if first else ""
     return (
-        f"; measured on {measured} of {seen} iterations: every one of the first "
-        f"{config.get('activations_first', 100)}, then one in "
-        f"{config.get('activations_every', 16)} and every one after a skipped step"
+        f"; measured on {measured} of {seen} iterations: {start}one in {every} and every one "
+        "after a skipped step"
     )
 
 

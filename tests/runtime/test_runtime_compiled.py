@@ -352,3 +352,69 @@ def test_a_compiled_function_gets_no_graph_from_amplint_measuring_some_iteration
     losses, counts = _train_with_compiled_function(amplint)
     assert losses == plain_losses
     assert counts == plain_counts
+
+
+def test_dynamo_having_compiled_is_remembered_when_its_counters_are_cleared() -> None:
+    """Code that clears Dynamo's counters after a warm-up (to count steady-state graphs)
+    keeps the graphs compiled with amplint's hook in the table: none is added."""
+
+    def run(with_amplint: bool) -> dict[str, int]:
+        model, optimizer, scaler = _fresh_setup(torch.optim.SGD)
+        forward = torch.compile(lambda x: model(x).float().pow(2).mean(), backend="eager")
+        checking = (
+            ar.checking(health=True, activations_first=2, activations_every=4)
+            if with_amplint
+            else contextlib.nullcontext()
+        )
+        with checking:
+            for step in range(10):
+                if step == 1:
+                    torch._dynamo.utils.counters.clear()
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = forward(torch.randn(4, 8))
+                optimizer.zero_grad()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        return _dynamo_counts()
+
+    assert run(with_amplint=True) == run(with_amplint=False)
+
+
+def test_the_hook_keeps_its_place_ahead_of_a_users_later_hook_around_compiled_modules() -> None:
+    """A global hook the user registered after amplint's clamps float16 outputs: amplint's
+    measures them first, also after a compiled module took it out of the table and back."""
+
+    def clamp(module: nn.Module, args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor) and output.dtype == torch.float16:
+            return output.clamp(-30000, 30000)
+        return None
+
+    class Offset(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 40000.0
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    with ar.checking("log", health=True) as seen:
+        handle = torch.nn.modules.module.register_module_forward_hook(clamp)
+        try:
+            backbone = torch.compile(nn.Linear(16, 32), backend="eager")
+            head = nn.Sequential(nn.Linear(32, 4), Offset())
+            params = [*backbone.parameters(), *head.parameters()]
+            optimizer = torch.optim.SGD(params, lr=0.0)
+            scaler = torch.amp.GradScaler("cpu")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch's note on global hooks
+                for _ in range(3):
+                    with torch.autocast("cpu", dtype=torch.float16):
+                        out = head(backbone(torch.randn(8, 16)))
+                    loss = out.float().sub(30000).square().mean()
+                    optimizer.zero_grad()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+        finally:
+            handle.remove()
+        overflows = [f for f in seen.findings if f.code == "AMP105"]
+    assert [f.first_step for f in overflows] == [0]
