@@ -1625,7 +1625,9 @@ output is non-finite, or at or above `65504 * (1 - overflow_margin)`, with the s
 iteration of the first `activations_first` is measured; after them, one in
 `activations_every`, and every iteration that follows a skipped step (an overflow in the
 forward makes the gradients non-finite and the step is skipped: measured again, the overflow
-is named where it recurs). `activations_every=1` measures every iteration.
+is named where it recurs; a fused optimizer's skipped steps are seen when the statistics are
+read, every `every` steps, and the iterations until the next reading are measured).
+`activations_every=1` measures every iteration.
 """,
             why_bad="""
 float16's largest value is 65504. An activation that reaches it becomes inf, and every
