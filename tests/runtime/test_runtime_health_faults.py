@@ -658,17 +658,6 @@ def test_the_hook_is_out_of_torchs_table_on_iterations_not_measured(
     assert len(table) == before  # uninstalled while out of the table: nothing left behind
 
 
-class _Scale(nn.Module):
-    """Multiplies by ``factor``: the fault switch of the sampling tests below."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.factor = 1.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
-
-
 def _sampled_run(
     steps: int,
     blow_up_from: int,
@@ -683,7 +672,7 @@ def _sampled_run(
     """A small loop whose middle module multiplies by ``factor`` from ``blow_up_from`` on;
     ``region_per`` iterations share one autocast region (a backward inside it: AMP001)."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), _Scale(), nn.Linear(8, 1))
+    model = nn.Sequential(nn.Linear(8, 8), Amplify(), nn.Linear(8, 1))
     opt = optimizer(model)
     with ar.checking("log", health=True, **thresholds):
         scaler = torch.amp.GradScaler("cpu", init_scale=1.0, growth_interval=1000)
@@ -770,7 +759,7 @@ def test_another_threads_open_region_does_not_stop_the_decisions() -> None:
     import time
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), _Scale(), nn.Linear(8, 1))
+    model = nn.Sequential(nn.Linear(8, 8), Amplify(), nn.Linear(8, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     helper = nn.Linear(8, 8)
     opened, stop = threading.Event(), threading.Event()
