@@ -353,14 +353,26 @@ class Checking:
 
     def __init__(self) -> None:
         self._before = {(f.code, f.filename, f.line): f.count for f in report()}
+        # The first occurrence of each finding in the block: one made at a line that had
+        # one before the block (the same training helper run twice) has its own step.
+        self._first: dict[tuple[str, str, int], tuple[int, str]] = {}
+        SESSION.results.watchers.append(self._first)
+
+    def close(self) -> None:
+        watchers = SESSION.results.watchers
+        if any(watcher is self._first for watcher in watchers):
+            watchers[:] = [watcher for watcher in watchers if watcher is not self._first]
 
     @property
     def findings(self) -> list[Finding]:
         new = []
         for finding in report():
-            seen = self._before.get((finding.code, finding.filename, finding.line), 0)
+            key = (finding.code, finding.filename, finding.line)
+            seen = self._before.get(key, 0)
             if finding.count > seen:
                 finding.count -= seen
+                if seen and key in self._first:
+                    finding.first_step, finding.message = self._first[key]
                 new.append(finding)
         return new
 
@@ -383,12 +395,17 @@ def checking(
     was_health = _health.active() is not None
     previous_mode, previous_ignored = get_mode(), get_ignored()
     install(mode, ignore=ignore, health=health, **thresholds)
+    block = Checking()
     try:
-        yield Checking()
+        yield block
     finally:
-        if not was_installed:
-            uninstall()
-        elif not was_health:
-            _health.disable()
-        set_mode(previous_mode)
-        set_ignored(previous_ignored)
+        try:
+            # Findings read at uninstall (the health statistics) are still the block's.
+            if not was_installed:
+                uninstall()
+            elif not was_health:
+                _health.disable()
+        finally:
+            block.close()
+            set_mode(previous_mode)
+            set_ignored(previous_ignored)

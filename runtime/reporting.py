@@ -130,11 +130,13 @@ def emit(
         results = SESSION.results
         finding = results.findings.get(key)
         first = finding is None
+        first_step = SESSION.history.steps.current if step is None else step
         if finding is None:
-            first_step = SESSION.history.steps.current if step is None else step
             results.findings[key] = Finding(code, message, filename, line, 1, first_step)
         else:
             finding.count += 1
+        for watcher in results.watchers:
+            watcher.setdefault(key, (first_step, message))
         mode = live.mode
         if results.internal:
             # amplint failed before: this finding may come from its broken bookkeeping,

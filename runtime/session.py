@@ -269,6 +269,9 @@ class Results:
     findings: dict[tuple[str, str, int], Finding] = field(default_factory=dict)
     internal: dict[str, str] = field(default_factory=dict)  # where -> "Type: message"
     monitor: Monitor | None = None  # the latest, kept for summary()/history()
+    # One per open ``checking()`` block: key -> (first_step, message) of the first finding
+    # at that key while the block ran (a key seen before the block has its old ones).
+    watchers: list[dict[tuple[str, str, int], tuple[int, str]]] = field(default_factory=list)
 
 
 @dataclass

@@ -1183,3 +1183,27 @@ def test_a_large_init_scale_settling_is_not_a_collapse() -> None:
         summary = ar.summary()
         assert found("AMP102") == []
     assert summary is not None and summary["skipped_steps"] > 12
+
+
+def test_a_second_checking_block_reports_its_own_step_at_a_line_seen_before() -> None:
+    """The same training helper run in two ``checking()`` blocks (two experiments in one
+    process, no reset between): the second block's finding has its own step and message,
+    not the first block's, though both come from the same lines."""
+
+    def fault_from(at: int, factor: float) -> Fault:
+        def fault(step: int, model: Net) -> None:
+            model.encoder.layers[2].mlp.boost.factor = factor if step >= at else 1.0
+
+        return fault
+
+    with ar.checking("log", health=True) as first:
+        train(6, fault=fault_from(3, 1e6))
+    with ar.checking("log", health=True) as second:
+        train(8, fault=fault_from(6, 1e6))
+    (earlier,) = [f for f in first.findings if f.code == "AMP105"]
+    (later,) = [f for f in second.findings if f.code == "AMP105"]
+    assert (earlier.first_step, later.first_step) == (3, 6)
+    assert "at step 6" in later.message and later.count >= 1
+    # Over the whole process the finding is one, first seen in the first block.
+    (overall,) = found("AMP105")
+    assert overall.first_step == 3
