@@ -116,6 +116,10 @@ class Activations:
         self.iterations_measured = 0  # of the iterations that ended (every scaler stepped)
         self.iterations_seen = 0
         self.switch: Callable[[bool], None] | None = None
+        # Two threads training at once (each its own model and scaler) share this object:
+        # their outputs and slots are appended and taken under one lock, so that a step's
+        # maxima and their slots stay paired.
+        self.lock = threading.RLock()
 
     def refresh_names(self) -> None:
         """Name every slot while its model is alive (findings are read later, lazily).
@@ -183,14 +187,8 @@ class Activations:
             # Every module seen gets a slot, also those not measured: the outermost ones are
             # the roots that give the others their qualified names.
             entry = self.slot_of.get(id(module))
-            if entry is None or entry[1]() is not module:
-                slot = len(self.modules)
-                ref = weakref.ref(module)
-                self.slot_of[id(module)] = (slot, ref)
-                self.modules.append(ref)
-                self.kinds.append(type(module).__name__)
-            else:
-                slot = entry[0]
+            known = entry is not None and entry[1]() is module
+            slot = entry[0] if known else self._new_slot(module)  # type: ignore[index]
             if isinstance(output, _Tensor):
                 tensor = output
             elif isinstance(output, (tuple, list)) and output and isinstance(output[0], _Tensor):
@@ -229,26 +227,43 @@ class Activations:
                 # graph node holds the output; cheaper than detach().
                 _set_grad_enabled(False)
                 try:
-                    self.cpu_pairs.append(_aminmax(tensor))
+                    pair = _aminmax(tensor)
                 finally:
                     _set_grad_enabled(True)
-                self.cpu_slots.append(slot)
-                if len(self.cpu_pairs) >= ACT_CAP:
-                    self.reduce()
+                with self.lock:
+                    self.cpu_pairs.append(pair)
+                    self.cpu_slots.append(slot)
+                    if len(self.cpu_pairs) >= ACT_CAP:
+                        self.reduce()
                 return
-            self.pending.append(tensor)
-            self.pending_slots.append(slot)
-            if len(self.pending) >= ACT_CAP:
-                self.reduce()
+            with self.lock:
+                self.pending.append(tensor)
+                self.pending_slots.append(slot)
+                if len(self.pending) >= ACT_CAP:
+                    self.reduce()
         except Exception as error:  # amplint's bug: the forward's output stays torch's
             internal_error("the activation check (forward hook)", error)
+
+    def _new_slot(self, module: torch.nn.Module) -> int:
+        with self.lock:
+            entry = self.slot_of.get(id(module))
+            if entry is not None and entry[1]() is module:
+                return entry[0]  # another thread gave it one meanwhile
+            slot = len(self.modules)
+            ref = weakref.ref(module)
+            self.slot_of[id(module)] = (slot, ref)
+            self.modules.append(ref)
+            self.kinds.append(type(module).__name__)
+            return slot
 
     def _hold(self, tensor: torch.Tensor, slot: int) -> None:
         """A float16 output measured without grad, inside autocast: held for the region."""
         if _thread_id() != self.region_thread or len(self.held_slots) >= ACT_CAP:
             return  # another thread's, or a long evaluation no training step holds
-        self.held_pairs.append(_aminmax(tensor))
-        self.held_slots.append(slot)
+        pair = _aminmax(tensor)
+        with self.lock:
+            self.held_pairs.append(pair)
+            self.held_slots.append(slot)
 
     def region_started(self) -> None:
         """The outermost autocast region of a thread began: it owns the held outputs,
@@ -306,6 +321,10 @@ class Activations:
         self.region_thread = None
 
     def _settle(self, keep: bool) -> None:
+        with self.lock:
+            self._settle_held(keep)
+
+    def _settle_held(self, keep: bool) -> None:
         pairs, slots = self.held_pairs, self.held_slots
         self.held_pairs, self.held_slots = [], []
         self.grad_in_region = False
@@ -328,6 +347,10 @@ class Activations:
     def reduce(self) -> None:
         """Reduce the held outputs to their maxima (one multi-tensor op per device) and let
         the outputs go."""
+        with self.lock:
+            self._reduce()
+
+    def _reduce(self) -> None:
         if self.grad_in_region and self.held_slots:
             # scale() inside the region that ran the student: its teacher's outputs count.
             self._settle(keep=True)
@@ -360,9 +383,10 @@ class Activations:
 
     def take(self) -> tuple[list[torch.Tensor], list[int], Site | None]:
         """The step's reduced maxima, their slots, and the line that ran its forward."""
-        self.reduce()
-        partials, slots, site = self.partials, self.slots, self.step_site
-        self.partials, self.slots, self.step_site, self.marks = [], [], None, []
+        with self.lock:
+            self._reduce()
+            partials, slots, site = self.partials, self.slots, self.step_site
+            self.partials, self.slots, self.step_site, self.marks = [], [], None, []
         return partials, slots, site
 
     def name(self, slot: int) -> str:

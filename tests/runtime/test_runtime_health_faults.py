@@ -12,6 +12,7 @@ import math
 import os
 import random
 import sys
+import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -1207,3 +1208,38 @@ def test_a_second_checking_block_reports_its_own_step_at_a_line_seen_before() ->
     # Over the whole process the finding is one, first seen in the first block.
     (overall,) = found("AMP105")
     assert overall.first_step == 3
+
+
+def test_two_threads_training_at_once_keep_each_steps_outputs_paired_with_their_slots() -> None:
+    """Two models trained concurrently in two threads, each with its own scaler: the
+    float16 outputs both hooks record, and their module slots, are taken together."""
+    import threading
+
+    def train_one(seed: int, out: list[float]) -> None:
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu")
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(150):
+            x = torch.randn(8, 16, generator=generator)
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = model(x).float().pow(2).mean()
+            _scaled_step(loss, opt, scaler)
+            out.append(loss.item())
+
+    losses: list[list[float]] = [[], []]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # torch's warnings about a resized out=
+        with ar.checking("log", health=True, activations_every=1):
+            threads = [
+                threading.Thread(target=train_one, args=(seed, losses[seed])) for seed in (0, 1)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            summary = ar.summary()
+    assert internal_errors() == []
+    assert [len(run) for run in losses] == [150, 150]
+    assert summary is not None and summary["first_overflow"] is None
