@@ -86,6 +86,8 @@ def _first_overflow(summary: dict[str, Any], config: dict[str, Any]) -> str:
             f"  first float16 output near overflow: {where}, |output| {value:g} "
             f"(>= {limit:g}, within {margin:.0%} of 65504)"
         )
+    if config.get("activations") is False:
+        return "  float16 module outputs: not measured (activations=False: AMP105 is off)"
     if not summary.get("activations_measured", True):
         return (
             "  float16 module outputs of training steps: none seen (no float16 forward ran "

@@ -721,6 +721,9 @@ def test_activation_counts_are_none_with_the_activation_check_off() -> None:
     _, summary = _sampled_run(4, 10, 1.0, activations=False)
     assert summary["activation_iterations"] is None
     assert summary["activation_iterations_measured"] is None
+    text = format_health_summary(summary)
+    assert "not measured (activations=False: AMP105 is off)" in text
+    assert "compiled" not in text
 
 
 def test_a_model_entering_autocast_in_its_own_forward_has_its_output_measured() -> None:
