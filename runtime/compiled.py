@@ -31,6 +31,7 @@ __all__ = [
     "hook_may_step_aside",
     "note_backward_traced",
     "own_code_objects",
+    "replace_hook",
     "set_hook_present",
     "tracing",
 ]
@@ -148,9 +149,10 @@ def hook_may_step_aside() -> bool:
 
 
 def _dynamo_compiled() -> bool:
-    """Whether Dynamo compiled any frame in this process: its frame ids (never reset, not
-    even by ``torch._dynamo.reset()``), or else its counters (code that counts graphs may
-    clear them after a warm-up)."""
+    """Whether Dynamo compiled (or looked at) any frame in this process: its frame ids
+    (reset only by ``torch._dynamo.reset()``, which drops the compiled graphs too), or else
+    its counters (code that counts graphs may clear them after a warm-up). A frame Dynamo
+    looked at and left, or ``torch.export``, counts as well: the hook then only stays in."""
     convert_frame = sys.modules.get("torch._dynamo.convert_frame")
     if getattr(convert_frame, "FRAME_COUNTER", 0):
         return True
@@ -170,6 +172,18 @@ def set_hook_present(hook_id: int, hook: Callable[..., Any], present: bool) -> N
             table.pop(hook_id, None)
         elif hook_id not in table:
             _reinsert(table, hook_id, hook)
+
+
+def replace_hook(hook_id: int, hook: Callable[..., Any]) -> None:
+    """Put ``hook`` where amplint's hook ``hook_id`` is: in torch's table, or held out by a
+    compiled module that runs (then it goes back in when that module returns)."""
+    table = torch.nn.modules.module._global_forward_hooks
+    with _lock:
+        suspended = SESSION.live.suspended_hooks
+        if hook_id in suspended:
+            suspended[hook_id] = (suspended[hook_id][0], hook)
+        elif hook_id in table:
+            table[hook_id] = hook
 
 
 def call_without_global_hook(

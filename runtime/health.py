@@ -702,12 +702,13 @@ def restart() -> None:
         return
     fresh = Monitor(live.monitor.config)
     if live.hook_handle is not None:
-        live.hook_handle.remove()
-        live.hook_handle = torch.nn.modules.module.register_module_forward_hook(
-            fresh.activations.hook
-        )
+        # The fresh hook takes the old one's place (and id): ahead of the global hooks the
+        # user registered since, which may replace the outputs it measures.
+        compiled.replace_hook(live.hook_handle.id, fresh.activations.hook)
         fresh.activations.switch = _switch_hook
     live.monitor = SESSION.results.monitor = fresh
+    if live.hook_handle is not None:
+        _switch_hook(True)  # a fresh monitor measures from its first iteration
 
 
 def _switch_hook(present: bool) -> None:

@@ -355,7 +355,10 @@ class Checking:
         self._before = {(f.code, f.filename, f.line): f.count for f in report()}
         # The first occurrence of each finding in the block: one made at a line that had
         # one before the block (the same training helper run twice) has its own step.
+        # Filled while checking() holds the block open (see open() and close()).
         self._first: dict[tuple[str, str, int], tuple[int, str]] = {}
+
+    def open(self) -> None:
         SESSION.results.watchers.append(self._first)
 
     def close(self) -> None:
@@ -396,15 +399,20 @@ def checking(
     previous_mode, previous_ignored = get_mode(), get_ignored()
     install(mode, ignore=ignore, health=health, **thresholds)
     block = Checking()
+    block.open()
     try:
         yield block
     finally:
         try:
-            # Findings read at uninstall (the health statistics) are still the block's.
+            # The health statistics still unread are the block's: read them while it is
+            # open (uninstall() and disable() do; health left on by an outer install()
+            # would report them later, outside the block).
             if not was_installed:
                 uninstall()
             elif not was_health:
                 _health.disable()
+            else:
+                _health.flush()
         finally:
             block.close()
             set_mode(previous_mode)

@@ -1246,3 +1246,53 @@ def test_two_threads_training_at_once_keep_each_steps_outputs_paired_with_their_
     assert internal_errors() == []
     assert [len(run) for run in losses] == [150, 150]
     assert summary is not None and summary["first_overflow"] is None
+
+
+def _clamp_float16(module: nn.Module, args: Any, output: Any) -> Any:
+    """A user's global hook that replaces float16 outputs (registered after amplint's)."""
+    if isinstance(output, torch.Tensor) and output.dtype == torch.float16:
+        return output.clamp(-30000, 30000)
+    return None
+
+
+class _Offset(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 40000.0
+
+
+def test_after_reset_the_hook_still_measures_ahead_of_a_users_later_hook() -> None:
+    torch.manual_seed(0)
+    with ar.checking("log", health=True):
+        handle = torch.nn.modules.module.register_module_forward_hook(_clamp_float16)
+        try:
+            ar.reset()  # a fresh monitor: its hook takes the old one's place in the table
+            model = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 4), _Offset())
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+            scaler = torch.amp.GradScaler("cpu")
+            for _ in range(2):
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = model(torch.randn(8, 16)).float().sub(30000).square().mean()
+                _scaled_step(loss, optimizer, scaler)
+        finally:
+            handle.remove()
+        (finding,) = found("AMP105")
+    assert finding.first_step == 0 and "`model.2` (_Offset)" in finding.message
+
+
+def test_a_checking_block_inside_an_install_reads_its_own_statistics() -> None:
+    """Health left on by an outer install(): the block's statistics still unread when it
+    ends are read then, as the block's."""
+
+    def nan_loss_from(at: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        return lambda step, loss: loss * float("nan") if step >= at else loss
+
+    ar.install("log", health=True)
+    try:
+        with ar.checking("log", health=True) as first:
+            train(5, loss_fault=nan_loss_from(3))
+        with ar.checking("log", health=True) as second:
+            train(7, loss_fault=nan_loss_from(5))
+    finally:
+        ar.uninstall()
+    assert [f.first_step for f in first.findings if f.code == "AMP101"] == [3]
+    assert [f.first_step for f in second.findings if f.code == "AMP101"] == [5]
