@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch._dynamo.utils
-from runtime_helpers import codes, here
+from runtime_helpers import Offset, clamp_float16, codes, here
 from torch import nn
 
 
@@ -385,19 +385,10 @@ def test_the_hook_keeps_its_place_ahead_of_a_users_later_hook_around_compiled_mo
     """A global hook the user registered after amplint's clamps float16 outputs: amplint's
     measures them first, also after a compiled module took it out of the table and back."""
 
-    def clamp(module: nn.Module, args: Any, output: Any) -> Any:
-        if isinstance(output, torch.Tensor) and output.dtype == torch.float16:
-            return output.clamp(-30000, 30000)
-        return None
-
-    class Offset(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x + 40000.0
-
     torch._dynamo.reset()
     torch.manual_seed(0)
     with ar.checking("log", health=True) as seen:
-        handle = torch.nn.modules.module.register_module_forward_hook(clamp)
+        handle = torch.nn.modules.module.register_module_forward_hook(clamp_float16)
         try:
             backbone = torch.compile(nn.Linear(16, 32), backend="eager")
             head = nn.Sequential(nn.Linear(32, 4), Offset())

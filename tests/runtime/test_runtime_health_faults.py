@@ -24,7 +24,7 @@ import torch
 from amplint.runtime import health
 from amplint.runtime.reporting import internal_errors
 from amplint.runtime.summary_text import format_health_summary
-from runtime_helpers import here
+from runtime_helpers import Offset, clamp_float16, here
 from torch import nn
 
 pytestmark = pytest.mark.usefixtures("quiet")
@@ -1248,25 +1248,13 @@ def test_two_threads_training_at_once_keep_each_steps_outputs_paired_with_their_
     assert summary is not None and summary["first_overflow"] is None
 
 
-def _clamp_float16(module: nn.Module, args: Any, output: Any) -> Any:
-    """A user's global hook that replaces float16 outputs (registered after amplint's)."""
-    if isinstance(output, torch.Tensor) and output.dtype == torch.float16:
-        return output.clamp(-30000, 30000)
-    return None
-
-
-class _Offset(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + 40000.0
-
-
 def test_after_reset_the_hook_still_measures_ahead_of_a_users_later_hook() -> None:
     torch.manual_seed(0)
     with ar.checking("log", health=True):
-        handle = torch.nn.modules.module.register_module_forward_hook(_clamp_float16)
+        handle = torch.nn.modules.module.register_module_forward_hook(clamp_float16)
         try:
             ar.reset()  # a fresh monitor: its hook takes the old one's place in the table
-            model = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 4), _Offset())
+            model = nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 4), Offset())
             optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
             scaler = torch.amp.GradScaler("cpu")
             for _ in range(2):
@@ -1276,7 +1264,7 @@ def test_after_reset_the_hook_still_measures_ahead_of_a_users_later_hook() -> No
         finally:
             handle.remove()
         (finding,) = found("AMP105")
-    assert finding.first_step == 0 and "`model.2` (_Offset)" in finding.message
+    assert finding.first_step == 0 and "`model.2` (Offset)" in finding.message
 
 
 def test_a_checking_block_inside_an_install_reads_its_own_statistics() -> None:
