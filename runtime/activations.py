@@ -104,9 +104,10 @@ class Activations:
         self.last_version = 0
         self.names: dict[int, str] = {}  # slot -> qualified name, refreshed as slots appear
         self.named = 0
-        # Which iterations are measured (see the module's docstring), decided when the first
-        # outermost autocast region of an iteration begins. ``switch`` puts the hook in or
-        # out of torch's table; None: it stays in, and returns at once when not measuring.
+        # Which iterations are measured (see the module's docstring), decided when the
+        # iteration before ended, or else when its first outermost autocast region begins.
+        # ``switch`` puts the hook in or out of torch's table; None: it stays in, and
+        # returns at once when not measuring.
         self.first = first
         self.every = every
         self.measuring = True
@@ -187,8 +188,9 @@ class Activations:
             # Every module seen gets a slot, also those not measured: the outermost ones are
             # the roots that give the others their qualified names.
             entry = self.slot_of.get(id(module))
-            known = entry is not None and entry[1]() is module
-            slot = entry[0] if known else self._new_slot(module)  # type: ignore[index]
+            slot = (
+                entry[0] if entry is not None and entry[1]() is module else self._new_slot(module)
+            )
             if isinstance(output, _Tensor):
                 tensor = output
             elif isinstance(output, (tuple, list)) and output and isinstance(output[0], _Tensor):

@@ -569,7 +569,7 @@ class Monitor:
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             # AMP105's sampling: iterations whose float16 outputs were measured, of those
-            # that ran an autocast region
+            # that ended (every scaler stepped); None with the activation check off
             "activation_iterations_measured": (
                 self.activations.iterations_measured if self.config.activations else None
             ),
