@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .health_config import FP16_MAX, REBUILT_FROM
+from .health_config import FP16_MAX, REBUILT_FROM, HealthConfig
 
 __all__ = ["format_health_summary"]
 
 
 def _share(value: float | None, config: dict[str, Any]) -> str:
     if value is None:
-        every = config.get("underflow_every", 16)
+        every = config.get("underflow_every", HealthConfig.underflow_every)
         return (
             f"not measured (the gradients are counted on steps 0, {every}, {2 * every}, ... "
             "when they are finite; none of those steps ran, or each was skipped for inf/NaN "
@@ -60,7 +60,7 @@ def _overflow_line(summary: dict[str, Any], config: dict[str, Any]) -> str:
 
 
 def _first_overflow(summary: dict[str, Any], config: dict[str, Any]) -> str:
-    margin = float(config.get("overflow_margin", 0.5))
+    margin = float(config.get("overflow_margin", HealthConfig.overflow_margin))
     limit = FP16_MAX * (1.0 - margin)
     overflow = summary.get("first_overflow")
     if overflow:
@@ -108,8 +108,8 @@ def _sampling(summary: dict[str, Any], config: dict[str, Any]) -> str:
     seen = summary.get("activation_iterations")
     if measured is None or seen is None or measured >= seen:
         return ""
-    first = config.get("activations_first", 100)
-    every = config.get("activations_every", 16)
+    first = config.get("activations_first", HealthConfig.activations_first)
+    every = config.get("activations_every", HealthConfig.activations_every)
     start = f"every one of the first {first}, then " if first else ""
     return (
         f"; measured on {measured} of {seen} iterations: {start}one in {every} and every one "

@@ -584,9 +584,7 @@ def _cheap_first(rule: type[Rule]) -> tuple[tuple[str, ...], ...]:
     return ordered
 
 
-def _backing(
-    group: tuple[str, ...],
-) -> tuple[tuple[str, ...], Callable[[ModuleSummary], bool]] | None:
+def _backing(group: tuple[str, ...]) -> tuple[tuple[str, ...], _Backer] | None:
     """What an imported module's summary must back for ``group`` (see ``_SUMMARISED``)."""
     from amplint.engine.prefilter import bare
 
