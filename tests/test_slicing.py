@@ -234,22 +234,83 @@ def test_self_attributes_of_an_unrelated_class_do_not_join_the_slice(
 ) -> None:
     # dynamo's builder.py: every tracker class has its own `self.value` and `call_function`.
     # The trainer reads `self.optimizer` and calls `self.finish()`; another class's members
-    # of those names are not its business, a subclass's are.
+    # of those names are not its business. A subclass's method that reads the scaler is; one
+    # that only rebinds a plain attribute is not (the analysis looks for what `self.x` is in
+    # the reader's class and its bases).
     unrelated = (
         "\n\nclass Cache:\n    def __init__(self):\n        self.optimizer = None\n"
         "\n    def finish(self):\n        return self.optimizer\n"
     )
     derived = (
         "\n\nclass FastTrainer(Trainer):\n    def reset(self):\n        self.optimizer = None\n"
+        "\n    def flush(self):\n        self.gs.update()\n"
     )
     source = TRAINER + _library(60) + unrelated + derived
     part = _slice(source, ["AMP002"])
     assert part is not None
     assert "class Cache" not in part and "return self.optimizer" not in part
-    assert "class FastTrainer(Trainer):" in part and "def reset(self):" in part
+    assert "class FastTrainer(Trainer):" in part and "def flush(self):" in part
+    assert "def reset(self):" not in part
     _, whole = _keys(source.encode(), sliced=False)
     sliced, found = _keys(source.encode(), sliced=True)
     assert sliced and found == whole
+
+
+#: Operators that register themselves and share a dispatching base, as dynamo's
+#: higher_order_ops.py: one of them enters autocast and steps an optimizer inside it.
+OPERATORS = """\
+import torch
+
+REGISTRY = {}
+
+
+def register(cls):
+    REGISTRY[cls.__name__] = cls.call_function
+
+
+class Operator:
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register(cls)
+
+    def call_function(self, args):
+        return self._call_function(args)
+
+
+class Autocasting(Operator):
+    def _call_function(self, args):
+        with torch.autocast("cuda"):
+            loss = args.model(args.batch).sum()
+            args.optimizer.step()
+        return loss
+
+
+class Scanning(Operator):
+    def _call_function(self, args):
+        return self.scan(args)
+
+    def scan(self, args):
+        return [x * 2 for x in args.xs]
+"""
+
+
+def test_a_base_class_keeps_neither_its_registration_hook_nor_its_other_subclasses(
+    slice_everything: None,
+) -> None:
+    # Kept, the base's `__init_subclass__` would keep `register`, which reads
+    # `cls.call_function`, and the base's `call_function` reads `self._call_function`:
+    # every operator of the module would join. Python calls the hook when a class is made,
+    # never on the way into a step, and a sibling's `_call_function` is not the base's.
+    source = OPERATORS + _library(60)
+    part = _slice(source, ["AMP012"])
+    assert part is not None
+    assert "args.optimizer.step()" in part
+    assert "def __init_subclass__" not in part and "def register" not in part
+    assert "class Scanning" not in part and "def scan" not in part
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced and found == whole
+    assert [key[0] for key in found] == ["AMP012"]
 
 
 def test_a_word_that_only_a_project_module_supplies_means_no_slice() -> None:
@@ -307,3 +368,68 @@ def test_pieces_checked_only_where_they_have_findings_and_redone_when_wrong(
 
     assert not parse(data, verify=False).verified
     assert parse(data).verified
+
+
+#: A CUDA GradScaler beside autocast on the CPU: AMP017 unless the file uses CUDA elsewhere.
+CPU_AUTOCAST_CUDA_SCALER = (
+    "import torch\n\n\n"
+    "def train(model, optimizer, batches):\n"
+    "    scaler = torch.amp.GradScaler('cuda')\n"
+    "    for batch in batches:\n"
+    "        with torch.autocast('cpu', dtype=torch.float16):\n"
+    "            loss = model(batch).sum()\n"
+    "        scaler.scale(loss).backward()\n"
+    "        scaler.step(optimizer)\n"
+    "        scaler.update()\n"
+)
+
+
+def _device_helpers(units: int, every: int) -> str:
+    """Library code of which every ``every``-th function moves its tensor to CUDA."""
+    return "".join(
+        f"\n\ndef helper_{n}(x, rank=0):\n    y = x{'.cuda()' if n % every == 0 else ''} * {n}\n"
+        "    return y + rank\n"
+        for n in range(units)
+    )
+
+
+def test_a_finding_that_rests_on_what_the_module_never_says_is_decided_on_the_whole(
+    slice_everything: None,
+) -> None:
+    # AMP017's CUDA GradScaler finding holds only if nothing in the file uses CUDA. The
+    # helpers that do are too many to be seeds and unrelated to the loop: the slice leaves
+    # them out, and on the slice alone the finding would be a false alarm.
+    source = CPU_AUTOCAST_CUDA_SCALER + _device_helpers(200, every=20)
+    part = _slice(source, ["AMP017"])
+    assert part is not None and "def train" in part and ".cuda()" not in part
+    _, whole = _keys(source.encode(), sliced=False)
+    assert whole == []
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert found == [] and not sliced  # decided on the whole module, so it may make edits
+    # Without any sign of CUDA the finding stands, made on the slice.
+    source = CPU_AUTOCAST_CUDA_SCALER + _library(200)
+    _, whole = _keys(source.encode(), sliced=False)
+    assert [key[0] for key in whole] == ["AMP017"]
+    assert _keys(source.encode(), sliced=True)[1] == whole
+
+
+def test_readers_of_what_a_seed_assigns_join_only_for_amp_values(slice_everything: None) -> None:
+    # `__init__` says GradScaler, so it is a seed; the methods that read `self.gs` join it,
+    # the sixty that read only its `self.name` do not.
+    methods = "".join(
+        f"\n    def describe_{n}(self):\n        return self.name + '{n}'\n" for n in range(60)
+    )
+    source = (
+        TRAINER.replace(
+            '        self.gs = GradScaler("cuda")\n',
+            "        self.gs = GradScaler(\"cuda\")\n        self.name = 'trainer'\n",
+        )
+        + methods
+    )
+    assert "self.name = 'trainer'" in source
+    part = _slice(source, ["AMP002"])
+    assert part is not None
+    assert "self.gs.update()" in part and "def describe_" not in part
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, found = _keys(source.encode(), sliced=True)
+    assert sliced and found == whole

@@ -38,6 +38,8 @@ class Report:
     node: cst.CSTNode
     message: str
     fix: FixPlan | None = None
+    #: The finding rests on something the module says nowhere (see :meth:`RuleContext.report`).
+    whole_module: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,20 @@ class RuleContext:
         self._code = code
         self.reports: list[Report] = []
 
-    def report(self, node: cst.CSTNode, message: str, fix: FixPlan | None = None) -> None:
-        self.reports.append(Report(self._code, node, message, fix))
+    def report(
+        self,
+        node: cst.CSTNode,
+        message: str,
+        fix: FixPlan | None = None,
+        *,
+        whole_module: bool = False,
+    ) -> None:
+        """``whole_module``: the finding rests on the absence of something anywhere in the
+        module (AMP017: no sign of CUDA in the file), not only on the code around ``node``.
+        A large module may be analysed on the part its rules' words point to (see
+        :mod:`amplint.engine.slicing`), where such an absence proves nothing: the engine
+        then analyses the whole module before it reports."""
+        self.reports.append(Report(self._code, node, message, fix, whole_module))
 
 
 class RuleDefinitionError(Exception):

@@ -55,6 +55,9 @@ class LintResult:
     #: Analysed on the part of the module the rules can see (``lint_bytes(..., sliced=True)``):
     #: findings are the whole file's, fixes have titles but no edits.
     sliced: bool = False
+    #: Some finding rests on what the analysed text says nowhere (``Report.whole_module``):
+    #: made on a part of the module, it needs the whole.
+    needs_whole_module: bool = False
     _resolved: dict[tuple[str, Position, bool], Fix | None] = field(
         default_factory=dict, repr=False
     )
@@ -200,6 +203,10 @@ def lint_bytes(
         # The pieces did not add up to the text: their findings cannot be trusted.
         whole = parse(part if part is not None else data)
         result = _lint_result(whole, filename, rules, fixes, None, None, imports, part is not None)
+    if part is not None and result.needs_whole_module:
+        # What the part does not say, the units left out may: the whole module decides.
+        whole = parse(data)
+        result = _lint_result(whole, filename, rules, fixes, None, None, imports, False)
     return result
 
 
@@ -362,6 +369,7 @@ def _lint_parsed(
             layout.parents = model.index.parents
         if lazy is not None:
             lazy.layout = layout
+            lazy.needs_whole_module = any(report.whole_module for report in reports)
         findings = _to_findings(parsed, filename, reports, layout, lazy) if reports else []
         return failures + findings
     except RecursionError:

@@ -10,16 +10,18 @@ of the members of its classes (at any depth), the *units*:
    every other method steps something), and for each candidate rule those that mention
    its rarest word group (a rule fires only where all its groups meet, so its rarest group
    marks every place it can);
-2. the units that read a value a seed assigns outside a function or to ``self`` (the
-   ``self.gs.update()`` of a method without any AMP word, when ``__init__`` made
-   ``self.gs = GradScaler()``), or a name a seed imports (``with ac():`` after
+2. the units that read a value a seed assigns from an AMP word, outside a function or to
+   ``self`` (the ``self.gs.update()`` of a method without any AMP word, when ``__init__``
+   made ``self.gs = GradScaler()``), or a name a seed imports (``with ac():`` after
    ``from torch.cuda.amp import autocast as ac``);
 3. then, until nothing changes, the units that define what a kept unit reads: the helper a
    training loop calls, the import it resolves through, the module constant, the method or
-   ``self`` attribute (a function's own parameters and locals are not reads: every test
-   method has its ``rank`` and ``model``);
+   ``self`` attribute of the reader's class or its bases, as the analysis resolves it (a
+   function's own parameters and locals are not reads: every test method has its ``rank``
+   and ``model``);
 4. and of a kept class, its header and the members Python calls without naming them
-   (dunders, ``forward``); a class whose members all went keeps its first, for a body.
+   (``__init__``, ``__call__``, ``forward``, not bookkeeping like ``__repr__``); a class
+   whose members all went keeps the one that reads least, for a body.
 
 Dropped units become blank lines, so every kept line keeps its number and columns, and
 comments stay where they were (``noqa`` included). The result is only for reporting: a
@@ -63,6 +65,8 @@ class _Unit:
     #: of those, the ones bound to a value (not a ``def``, ``class`` or method name).
     assigns: set[str] = field(default_factory=set)
     implicit: bool = False  # a member Python calls by itself (dunders, forward)
+    #: its statements (a class split into members: none, its header binds nothing).
+    statements: list[ast.stmt] = field(default_factory=list)
     star: bool = False  # holds ``from ... import *``: it may define any name, so it stays
     members: list[_Unit] = field(default_factory=list)
 
@@ -84,7 +88,7 @@ def relevant_slice(
     seeds = _seeds(flat, vocabulary, groups_by_rule)
     if seeds is None:
         return None
-    kept = _closure(flat, seeds)
+    kept = _closure(flat, seeds, _Vocabulary(vocabulary, groups_by_rule))
     keep = [True] * len(lines)
     for unit in flat:
         if unit not in kept:
@@ -121,6 +125,7 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
         if units and units[-1].last >= first and not units[-1].members:
             joined = units[-1]
             joined.last = max(joined.last, last)
+            joined.statements.append(statement)
             _read(statement, joined)
             continue
         if isinstance(statement, ast.ClassDef) and _splittable(statement, lines):
@@ -135,10 +140,13 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
             unit.members = _units(statement.body, unit, lines)
         else:
             unit = _Unit(first, last, set(), set(), set(), set(), set(), owner)
+            unit.statements.append(statement)
             _read(statement, unit)
         if owner is not None and isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             name = statement.name
-            unit.implicit = name == "forward" or (name.startswith("__") and name.endswith("__"))
+            unit.implicit = name == "forward" or (
+                name.startswith("__") and name.endswith("__") and name not in _BOOKKEEPING
+            )
             unit.binds_attributes.add(name)
         if owner is not None and not isinstance(statement, ast.ClassDef):
             unit.binds_attributes |= unit.binds  # class-level names are attributes too
@@ -166,6 +174,38 @@ def _all(units: list[_Unit]) -> Iterator[_Unit]:
         yield unit
         yield from _all(unit.members)
 
+
+#: Dunders Python calls for bookkeeping (printing, hashing, pickling, class creation), never
+#: on the way into a training step: a kept class does not keep them by itself. (A kept base
+#: class's ``__init_subclass__`` in dynamo's ``higher_order_ops.py`` registers every
+#: subclass, and through it every subclass's ``call_function`` joined the slice.)
+_BOOKKEEPING = frozenset(
+    {
+        "__init_subclass__",
+        "__class_getitem__",
+        "__set_name__",
+        "__repr__",
+        "__str__",
+        "__format__",
+        "__hash__",
+        "__eq__",
+        "__ne__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__reduce__",
+        "__reduce_ex__",
+        "__getstate__",
+        "__setstate__",
+        "__copy__",
+        "__deepcopy__",
+        "__sizeof__",
+        "__dir__",
+        "__instancecheck__",
+        "__subclasscheck__",
+    }
+)
 
 #: The receivers through which the analysis follows attributes (``self.scaler``).
 _SELF = frozenset({"self", "cls"})
@@ -311,8 +351,9 @@ def _seeds(
     return seeds
 
 
-def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
-    """The seeds, what they read through names (transitively), and what reads their names."""
+def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> set[_Unit]:
+    """The seeds, what they read through names (transitively), and what reads the values
+    they assign from AMP words."""
     name_binders: dict[str, list[_Unit]] = {}
     attribute_binders: dict[str, list[_Unit]] = {}
     name_readers: dict[str, list[_Unit]] = {}
@@ -326,23 +367,22 @@ def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
             name_readers.setdefault(name, []).append(unit)
         for name in unit.self_attributes:
             attribute_readers.setdefault(name, []).append(unit)
-    family = _families(units)
+    bases = _bases(units)
 
-    def related(unit: _Unit, others: Iterable[_Unit]) -> Iterator[_Unit]:
-        """Of the units that bind or read a ``self`` attribute, those whose ``self`` may be
-        ``unit``'s: the methods of its class's family, and module-level functions."""
-        mine = family.get(unit.owner) if unit.owner is not None else None
-        for other in others:
-            theirs = family.get(other.owner) if other.owner is not None else None
-            if mine is None or theirs is None or mine is theirs:
-                yield other
+    def resolves(binder: _Unit, reader: _Unit) -> bool:
+        """Whether ``self.<name>`` read in ``reader`` may be what ``binder`` binds: as the
+        analysis resolves it, through the reader's class and its bases. A function outside
+        a class may take any instance."""
+        if binder.owner is None or reader.owner is None:
+            return True
+        return binder.owner in bases.get(reader.owner, (reader.owner,))
 
     pending: list[_Unit] = []
-    for seed in seeds:  # what reads the values a seed assigns (its AMP objects, perhaps)
+    for seed in seeds:  # what reads the AMP objects a seed makes
         pending.append(seed)
-        for name in seed.assigns:
+        for name in _valued_assigns(seed, vocabulary):
             pending.extend(name_readers.get(name, ()))
-            pending.extend(related(seed, attribute_readers.get(name, ())))
+            pending.extend(r for r in attribute_readers.get(name, ()) if resolves(seed, r))
     kept: set[_Unit] = set()
     while pending:
         while pending:
@@ -353,43 +393,145 @@ def _closure(units: list[_Unit], seeds: set[_Unit]) -> set[_Unit]:
             for name in unit.names:
                 pending.extend(name_binders.get(name, ()))
             for name in unit.self_attributes:
-                pending.extend(related(unit, attribute_binders.get(name, ())))
+                binders = attribute_binders.get(name, ())
+                pending.extend(binder for binder in binders if resolves(binder, unit))
             if unit.owner is not None:
                 pending.append(unit.owner)
             pending.extend(member for member in unit.members if member.implicit)
-        # A class needs a body: one whose members all went keeps its first (and what that
-        # one reaches, like any other kept unit).
+        # A class needs a body: one whose members all went keeps the member that reads
+        # least (and what that one reaches, like any other kept unit).
         pending = [
-            unit.members[0]
+            min(unit.members, key=_reach_of)
             for unit in kept
             if unit.members and not any(member in kept for member in unit.members)
         ]
     return kept
 
 
-def _families(units: list[_Unit]) -> dict[_Unit, _Unit]:
-    """Each split class -> a representative of its family: the classes of this module it
-    derives from or that derive from it (a base named in a class's header), transitively.
-    ``self.value`` in one class says nothing about another family's ``self.value``: in
-    dynamo's ``builder.py`` every tracker class has its own, and its own ``call_function``."""
+def _reach_of(unit: _Unit) -> tuple[int, int, int]:
+    """How much keeping ``unit`` may pull in after it: what it reads, then its length."""
+    return (len(unit.names) + len(unit.self_attributes), unit.last - unit.first, unit.first)
+
+
+class _Vocabulary:
+    """Every rule's words, to tell the statements that say one."""
+
+    def __init__(
+        self, vocabulary: Iterable[str], groups_by_rule: Iterable[Sequence[Sequence[str]]]
+    ) -> None:
+        words = {*vocabulary, *(w for groups in groups_by_rule for g in groups for w in g)}
+        self.plain = frozenset(bare(word) for word in words if not word.startswith(PART))
+        self.parts = tuple(word[1:].lower() for word in words if word.startswith(PART))
+
+    def said_in(self, node: ast.AST) -> bool:
+        found = _identifiers(node)
+        if not found.isdisjoint(self.plain):
+            return True
+        lowered = "\0".join(found).lower()
+        return any(part in lowered for part in self.parts)
+
+
+#: Statements that bind names to values, and where their targets are.
+_BINDINGS: dict[type[ast.AST], tuple[str, ...]] = {
+    ast.Assign: ("targets",),
+    ast.AnnAssign: ("target",),
+    ast.AugAssign: ("target",),
+    ast.NamedExpr: ("target",),
+    ast.For: ("target",),
+    ast.AsyncFor: ("target",),
+    ast.withitem: ("optional_vars",),
+}
+
+
+def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary) -> set[str]:
+    """Of the names and ``self`` attributes ``unit`` assigns, those a statement that says an
+    AMP word binds (``self.gs = GradScaler("cuda")``, ``from torch.amp import autocast as
+    ac``): what other units may read an AMP object through. A seed of a thousand lines
+    assigns much else (dynamo's ``self.source = AttrSource(...)``), and every method that
+    reads that would join the slice for nothing."""
+    found: set[str] = set()
+    for statement in unit.statements:
+        for node in ast.walk(statement):
+            fields = _BINDINGS.get(type(node))
+            if fields is None:
+                if isinstance(node, (ast.Import, ast.ImportFrom, ast.Global)):
+                    found |= _identifiers(node) & unit.assigns  # imports only name things
+                continue
+            # A loop's body is not what its target is bound to.
+            said = node.iter if isinstance(node, (ast.For, ast.AsyncFor)) else node
+            if not vocabulary.said_in(said):
+                continue
+            for name in fields:
+                value = getattr(node, name)
+                for target in value if isinstance(value, list) else [value]:
+                    if target is not None:
+                        found |= _bound_by(target, unit)
+    return found & unit.assigns
+
+
+def _bound_by(target: ast.AST, unit: _Unit) -> set[str]:
+    """What an assignment to ``target`` binds that other units can read: a name bound
+    outside functions (not a function's local of the same name), a ``self`` attribute."""
+    kind = type(target)
+    if kind is ast.Name:
+        return {target.id} & unit.binds  # type: ignore[attr-defined]
+    if kind is ast.Attribute:
+        receiver = target.value  # type: ignore[attr-defined]
+        if type(receiver) is ast.Name and receiver.id in _SELF:
+            return {target.attr} & unit.binds_attributes  # type: ignore[attr-defined]
+        return set()
+    if kind is ast.Starred:
+        return _bound_by(target.value, unit)  # type: ignore[attr-defined]
+    if kind is ast.Tuple or kind is ast.List:
+        return {name for item in target.elts for name in _bound_by(item, unit)}  # type: ignore[attr-defined]
+    return set()
+
+
+def _identifiers(node: ast.AST) -> set[str]:
+    """The names, attributes and imported names of ``node``'s code."""
+    found: set[str] = set()
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name):
+            found.add(inner.id)
+        elif isinstance(inner, ast.Attribute):
+            found.add(inner.attr)
+        elif isinstance(inner, ast.alias):
+            found.update(inner.name.split("."))
+            if inner.asname:
+                found.add(inner.asname)
+        elif isinstance(inner, ast.Global):
+            found.update(inner.names)
+    return found
+
+
+def _bases(units: list[_Unit]) -> dict[_Unit, frozenset[_Unit]]:
+    """Each split class -> itself and the classes of this module it derives from (a base
+    named in a class's header, transitively): where the analysis looks for what ``self.x``
+    is. ``self.value`` in one class says nothing about a sibling's, a subclass's or an
+    unrelated class's ``self.value``: in dynamo's ``builder.py`` every tracker class has its
+    own, and its own ``call_function``, though they all derive from one base."""
     classes = [unit for unit in units if unit.members]
     by_name: dict[str, list[_Unit]] = {}
     for cls in classes:
         for name in cls.binds:
             by_name.setdefault(name, []).append(cls)
-    parent = {cls: cls for cls in classes}
-
-    def root(cls: _Unit) -> _Unit:
-        while parent[cls] is not cls:
-            parent[cls] = parent[parent[cls]]
-            cls = parent[cls]
-        return cls
-
+    edges: dict[_Unit, set[_Unit]] = {cls: set() for cls in classes}
     for cls in classes:
         for name in cls.names:  # a split class's own names are its header's
-            for base in by_name.get(name, ()):
-                parent[root(cls)] = root(base)
-    return {cls: root(cls) for cls in classes}
+            edges[cls].update(base for base in by_name.get(name, ()) if base is not cls)
+    return {cls: _reach(cls, edges) for cls in classes}
+
+
+def _reach(start: _Unit, edges: dict[_Unit, set[_Unit]]) -> frozenset[_Unit]:
+    """``start`` and every class reached from it through ``edges``."""
+    seen = {start}
+    pending = [start]
+    while pending:
+        for other in edges[pending.pop()]:
+            if other not in seen:
+                seen.add(other)
+                pending.append(other)
+    return frozenset(seen)
 
 
 def _mark(keep: list[bool], first: int, last: int, value: bool) -> None:

@@ -218,6 +218,7 @@ with torch.autocast("cpu", dtype=torch.float16):
             'this GradScaler is for "cuda" but the file\'s autocast runs on the CPU: without '
             'CUDA it disables itself and float16 gradients go unscaled; pass `"cpu"`',
             _name_cpu(model, scaler),
+            whole_module=True,
         )
 
 
