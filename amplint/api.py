@@ -99,6 +99,8 @@ def selected_codes(
 
 def display_name(path: Path) -> str:
     """The path as ruff shows it: relative to the working directory when below it."""
+    if not path.is_absolute() and ".." not in path.parts:
+        return path.as_posix()  # what a walk from a relative argument yields: shown as is
     absolute = os.path.abspath(path)
     relative = os.path.relpath(absolute)
     return path.as_posix() if relative.startswith("..") else Path(relative).as_posix()

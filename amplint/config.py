@@ -417,6 +417,8 @@ def codes_ignored_for(
     with it they are expanded to the codes they name, which is what membership tests need.
     A glob starting with ``!`` applies to the files it does *not* match, as in ruff.
     """
+    if not settings.per_file_ignores:
+        return frozenset()
     relative = relative_to_root(path, settings.project_root)
     basename = Path(path).name
     selectors = _matching_selectors(settings.per_file_ignores, relative, basename)

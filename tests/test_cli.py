@@ -64,6 +64,19 @@ def test_check_reports_editor_style_lines_and_exits_1(
     assert "Found 2 errors." in out
 
 
+def test_paths_are_shown_as_ruff_shows_them(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Below the working directory: relative, however the argument was spelled; above it:
+    # as given.
+    sub = project / "sub"
+    sub.mkdir()
+    (sub / "loop.py").write_text(BUGGY)
+    for argument in ("sub", "./sub", "sub/../sub", str(sub)):
+        _, out, _ = run(["check", "--no-cache", argument], project, monkeypatch)
+        assert out.splitlines()[0].startswith("sub/loop.py:4:10: AMP003"), argument
+    _, out, _ = run(["check", "--no-cache", "../train.py"], sub, monkeypatch)
+    assert out.splitlines()[0].startswith("../train.py:4:10: AMP003")
+
+
 def test_clean_file_exits_0(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code, out, _ = run(["check", "clean.py"], project, monkeypatch)
     assert (code, out.strip()) == (0, "All checks passed!")

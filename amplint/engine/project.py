@@ -27,6 +27,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING
 
 from amplint.cache import content_hash
@@ -380,12 +381,18 @@ class FileView:
         holding = {
             group: self._holding(group, sources) for _, missing in candidates for group in missing
         }
-        names_from = self._imported_names(data)
         candidates = [
             (rule, missing)
             for rule, missing in candidates
             if all(holding[group] for group in missing)
-            and all(self._provides(group, holding[group], names_from) for group in missing)
+        ]
+        if not candidates:  # most files: no imported module holds the words at all
+            return []
+        names_from = self._imported_names(data)
+        candidates = [
+            (rule, missing)
+            for rule, missing in candidates
+            if all(self._provides(group, holding[group], names_from) for group in missing)
         ]
         if not candidates:
             return []
@@ -592,6 +599,7 @@ def _backing(group: tuple[str, ...]) -> tuple[tuple[str, ...], _Backer] | None:
     return next((backing for word, backing in _SUMMARISED.items() if word in words), None)
 
 
+@cache
 def _importable(group: tuple[str, ...]) -> bool:
     """Whether an imported module may stand in for the group (``!autocast`` is ``autocast``
     counted only outside data: an imported autocast factory counts all the same)."""
