@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from amplint.engine.prefilter import KEYWORD, code_only, scan
+from amplint.engine.prefilter import KEYWORD, RECEIVER, _watched_receivers, code_only, scan
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 
@@ -34,9 +34,20 @@ SNIPPETS = {
 }
 
 
+def _is_type_check(call: ast.AST | None, classes: ast.AST) -> bool:
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id in ("isinstance", "issubclass")
+        and len(call.args) > 1
+        and call.args[1] is classes
+    )
+
+
 def _in_data(node: ast.expr, parents: dict[ast.AST, ast.AST]) -> bool:
     """Whether ``node`` belongs to a bare name/attribute chain that is a table element, a
-    compared operand or a dict key (the prefilter's "data"), found through parent links."""
+    compared operand or a dict key, or is the class a type check names (the prefilter's
+    "data"), found through parent links."""
     below = node
     while isinstance(below, ast.Attribute):
         below = below.value
@@ -46,23 +57,24 @@ def _in_data(node: ast.expr, parents: dict[ast.AST, ast.AST]) -> bool:
     while isinstance(parents.get(top), ast.Attribute):
         top = parents[top]  # type: ignore[assignment]
     holder = parents.get(top)
+    if _is_type_check(holder, top):
+        return node is top  # the class tested is data, the modules it is reached through not
     if isinstance(holder, (ast.Tuple, ast.List, ast.Set)):
-        checker = parents.get(holder)
-        if (
-            isinstance(holder, ast.Tuple)
-            and isinstance(checker, ast.Call)
-            and isinstance(checker.func, ast.Name)
-            and checker.func.id in ("isinstance", "issubclass")
-            and len(checker.args) > 1
-            and checker.args[1] is holder
-        ):
-            return False  # the classes of a type check: each one used
+        if isinstance(holder, ast.Tuple) and _is_type_check(parents.get(holder), holder):
+            return node is top  # each class of a type check likewise
         return any(element is top for element in holder.elts)
     if isinstance(holder, ast.Compare):
         return holder.left is top or any(c is top for c in holder.comparators)
     if isinstance(holder, ast.Dict):
         return any(key is top for key in holder.keys)
     return False
+
+
+def _restricted(word: str, receiver: ast.AST | None = None) -> set[str]:
+    """The ``word/name`` entries of a live ``word`` (see ``prefilter.LIVE``): one per name a
+    token says it does not count on, but the receiver it is on."""
+    on = receiver.id if isinstance(receiver, ast.Name) else None
+    return {f"{word}{RECEIVER}{name}" for name in _watched_receivers().get(word, ()) if name != on}
 
 
 def _reference(tree: ast.AST) -> tuple[set[str], int, set[str]]:
@@ -76,10 +88,12 @@ def _reference(tree: ast.AST) -> tuple[set[str], int, set[str]]:
             found.add(node.id)
             if not _in_data(node, parents):
                 live.add(node.id)
+                live |= _restricted(node.id)
         elif isinstance(node, ast.Attribute):
             found.add(node.attr)
             if not _in_data(node, parents):
                 live.add(node.attr)
+                live |= _restricted(node.attr, node.value)
         elif isinstance(node, ast.alias):
             found.update(node.name.split("."))
             if node.asname:
@@ -101,7 +115,9 @@ def _reference(tree: ast.AST) -> tuple[set[str], int, set[str]]:
             else []
         )
     } | {word for word in found if word.startswith(KEYWORD)}
-    return found, count, live | imported_or_literal
+    restricted = {entry for word in imported_or_literal for entry in _restricted(word)}
+    live |= imported_or_literal | restricted
+    return found | {entry for entry in live if RECEIVER in entry}, count, live
 
 
 def _torch_files(limit: int) -> list[Path]:
@@ -133,9 +149,12 @@ def _identifiers_kept(data: bytes) -> list[str]:
     code = code_only(data)
     assert code is not None
     names, _, _ = scan(ast.parse(data))
-    # Keyword literals (``=precision:16-mixed``) are not identifiers: their values are strings.
+    # Keyword literals (``=precision:16-mixed``) and a word's entry for a live token that
+    # excludes a receiver (``amp/torch``) are not identifiers.
     return sorted(
-        name for name in names if not name.startswith(KEYWORD) and name.encode() not in code
+        name
+        for name in names
+        if not name.startswith(KEYWORD) and RECEIVER not in name and name.encode() not in code
     )
 
 
@@ -323,3 +342,57 @@ def test_a_type_check_against_a_tuple_of_classes_is_a_use() -> None:
     # The same names in a table stay data.
     table = b"import torch\n\nKNOWN = (torch.cuda.amp.GradScaler, MyScaler)\n"
     assert candidate_codes(table, ["AMP007"])[0] == []
+
+
+def test_a_type_check_against_autocast_makes_no_region() -> None:
+    """The class a type check names is data to live words: ``isinstance(m, autocast)``
+    enters no region (dynamo's builder.py tests values so), the modules it is reached
+    through still count."""
+    from amplint.engine.prefilter import candidate_codes
+
+    region_rules = ["AMP001", "AMP008", "AMP012", "AMP017"]
+    tested = (
+        b"import torch\n\ndef wrap(value, loss, optimizer):\n"
+        b"    if isinstance(value, torch.amp.autocast_mode.autocast):\n"
+        b"        loss.backward()\n        optimizer.step()\n"
+    )
+    assert candidate_codes(tested, region_rules)[0] == []
+    for single in (b"autocast", b"(autocast, nullcontext)"):
+        source = tested.replace(b"torch.amp.autocast_mode.autocast", single)
+        assert candidate_codes(source, ["AMP017"])[0] == []
+    entered = tested.replace(
+        b"    if isinstance(value, torch.amp.autocast_mode.autocast):\n",
+        b"    with torch.autocast('cuda'):\n",
+    )
+    assert candidate_codes(entered, region_rules)[0] == region_rules
+
+
+@pytest.mark.parametrize(
+    ("source", "legacy"),
+    [
+        (b"scaler = torch.amp.GradScaler('cuda')\nx = torch.cuda.device_count()\n", False),
+        (b"with torch.amp.autocast('cuda'):\n    y = torch.cuda.current_device()\n", False),
+        (b"scaler = torch.cuda.amp.GradScaler()\n", True),
+        (b"import torch.cuda as tc\nscaler = tc.amp.GradScaler()\n", True),
+        (b"from torch import cuda as cu\nwith cu.amp.autocast():\n    pass\n", True),
+        (b"c = torch.cuda\nscaler = c.amp.GradScaler()\n", True),
+        (b"from torch.cuda import amp\nscaler = amp.GradScaler()\n", True),
+        (b"from torch.cpu.amp import autocast\nwith autocast():\n    pass\n", True),
+    ],
+)
+def test_amp_counts_for_the_deprecated_api_except_as_torch_amp(source: bytes, legacy: bool) -> None:
+    """``torch.amp`` is the current module: a file that writes ``amp`` only so, beside
+    other uses of ``torch.cuda``, is no AMP007 candidate; the legacy modules reached through
+    ``cuda`` or ``cpu``, or an alias of one, are."""
+    from amplint.engine.prefilter import candidate_codes, may_fire_in_code, words_of
+
+    data = b"import torch\n" + source
+    assert candidate_codes(data, ["AMP007"])[0] == (["AMP007"] if legacy else [])
+    # Where the identifiers come from the text, not ``ast`` (the project's look at a large
+    # file), nothing says where a word was written: it counts.
+    groups = dict(words_of(["AMP007"]))["AMP007"]
+
+    class Rule:
+        tokens = groups
+
+    assert may_fire_in_code({"torch", "amp", "cuda"}, [Rule], literals_unknown=True)

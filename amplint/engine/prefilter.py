@@ -49,17 +49,26 @@ IMPORTED = "^"
 #: A token that starts with this names an identifier that counts only where it occurs in
 #: code outside *data*: a bare name or attribute chain (``autocast``, ``torch.amp.autocast``)
 #: that is an element of a tuple, list or set display (not the tuple of classes an
-#: ``isinstance`` checks against), an operand of a comparison, or a key of a dict display.
-#: Such a chain is a table entry or a value compared, never called or
-#: entered: a rule may mark a word so when it reports and resolves nothing through one
-#: (dynamo's modules list ``torch.amp.autocast`` in tables of thousand-line functions).
-#: The raw-bytes stage reads it as the plain word.
+#: ``isinstance`` checks against), an operand of a comparison, or a key of a dict display;
+#: and the class itself that an ``isinstance`` or ``issubclass`` checks against (the last
+#: name of its chain: ``autocast`` in ``isinstance(m, torch.amp.autocast)``, whose
+#: ``torch`` and ``amp`` count). Such a chain is a table entry, a value compared or a type
+#: tested, never called or entered: a rule may mark a word so when it reports and resolves
+#: nothing through one (dynamo's modules list ``torch.amp.autocast`` in tables of
+#: thousand-line functions). Written ``"!word/name"``, the word does not count either where
+#: it is an attribute of the bare name ``name`` (``"!amp/torch"``: ``torch.amp`` is the
+#: current module, the deprecated ones are reached through ``cuda`` or ``cpu``). The
+#: raw-bytes stage reads it as the plain word.
 LIVE = "!"
+#: In a live token, what follows this names the receiver it does not count on.
+RECEIVER = "/"
 
 
 def bare(word: str) -> str:
     """The identifier a plain, imported (``^``) or live (``!``) word searches for."""
-    return word[1:] if word.startswith((IMPORTED, LIVE)) else word
+    if word.startswith(LIVE):
+        return word[1:].partition(RECEIVER)[0]
+    return word[1:] if word.startswith(IMPORTED) else word
 
 
 _IDENTIFIER_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -113,7 +122,7 @@ class SourceWords:
 
     def _may_be_code(self, word: str) -> bool:
         if word.startswith(LIVE):
-            word = word[1:]
+            word = bare(word)
         if word.startswith((IMPORTED, KEYWORD, PART)):
             return True  # not a plain word: ``ast`` decides
         data = self.data
@@ -132,7 +141,7 @@ class SourceWords:
 
     def _search(self, word: str) -> bool:
         if word.startswith(LIVE):
-            return self.has(word[1:])
+            return self.has(bare(word))
         if word.startswith(IMPORTED):
             name = word[1:]
             return self.has(name) and _imports(self.data, name.encode())
@@ -390,7 +399,8 @@ _TYPE_CHECKS = frozenset({"isinstance", "issubclass"})
 def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
     """The identifiers of a tree's code (names, attributes, imported names and modules), how
     many nodes ``ast.walk`` would yield, and the identifiers that occur outside data (see
-    :data:`LIVE`).
+    :data:`LIVE`); for a word a live token restricts by receiver (``"!amp/torch"``), the
+    live set holds that token's ``word/name`` where the word occurs live on another one.
 
     A stack walk that reads the fields itself and does not descend into names: 3x faster
     than ``ast.walk`` over ``iter_child_nodes`` generators (30 ms against 95 ms on torch's
@@ -412,12 +422,15 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
     live: set[str] = set()
     inert: set[str] = set()  # identifiers seen in data
     add = live.add
+    watched = _watched_receivers()
     # The Name and Attribute nodes of the bare chains in data positions (by id: ast nodes
     # compare by identity, and the set is empty in most files).
     data_nodes: set[int] = set()
     # The tuples of classes an `isinstance`/`issubclass` checks against: a type check is a
-    # use of each class (AMP007 reports `isinstance(s, (torch.cuda.amp.GradScaler, X))`).
+    # use of each class's module (AMP007 reports `isinstance(s, (torch.cuda.amp.GradScaler,
+    # X))`), not of the class itself: the Attribute nodes whose own name is data.
     checked_tuples: set[int] = set()
+    checked_classes: set[int] = set()
 
     def mark(slots: list[ast.expr | None]) -> None:
         for slot in slots:
@@ -426,6 +439,13 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
                 chain = chain.value  # type: ignore[attr-defined]
             if type(chain) is name_type:
                 data_nodes.add(id(slot))
+
+    def watch(word: str, receiver: ast.AST | None = None) -> None:
+        """``word`` is live: its restricted tokens count unless on their own receiver."""
+        on = receiver.id if type(receiver) is name_type else None  # type: ignore[attr-defined]
+        for name in watched[word]:
+            if name != on:
+                add(f"{word}{RECEIVER}{name}")
 
     count = 0
     stack: list[ast.AST] = [tree]
@@ -439,37 +459,56 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
                 inert.add(node.id)  # type: ignore[attr-defined]
             else:
                 add(node.id)  # type: ignore[attr-defined]
+                if node.id in watched:  # type: ignore[attr-defined]
+                    watch(node.id)  # type: ignore[attr-defined]
             count += 1  # its context (Load, Store, Del), a node of its own for ast.walk
             continue
         if kind is alias_type:  # two strings, no nodes below
-            live.update(node.name.split("."))  # type: ignore[attr-defined]
+            for part in node.name.split("."):  # type: ignore[attr-defined]
+                add(part)
+                if part in watched:
+                    watch(part)
             if node.asname:  # type: ignore[attr-defined]
                 add(node.asname)  # type: ignore[attr-defined]
+                if node.asname in watched:  # type: ignore[attr-defined]
+                    watch(node.asname)  # type: ignore[attr-defined]
             continue
         if kind is attribute_type:
             if data_nodes and id(node) in data_nodes:
                 inert.add(node.attr)  # type: ignore[attr-defined]
                 data_nodes.add(id(node.value))  # type: ignore[attr-defined]
+            elif checked_classes and id(node) in checked_classes:
+                inert.add(node.attr)  # type: ignore[attr-defined]
             else:
                 add(node.attr)  # type: ignore[attr-defined]
+                if node.attr in watched:  # type: ignore[attr-defined]
+                    watch(node.attr, node.value)  # type: ignore[attr-defined]
         elif kind in displays:
             if not (checked_tuples and id(node) in checked_tuples):
                 mark(node.elts)  # type: ignore[attr-defined]
         elif kind is call_type:
             func, args = node.func, node.args  # type: ignore[attr-defined]
-            if (
-                len(args) > 1
-                and type(args[1]) is tuple_type
-                and type(func) is name_type
-                and func.id in _TYPE_CHECKS
-            ):
-                checked_tuples.add(id(args[1]))
+            if len(args) > 1 and type(func) is name_type and func.id in _TYPE_CHECKS:
+                classes = args[1]
+                if type(classes) is tuple_type:
+                    checked_tuples.add(id(classes))
+                    classes = classes.elts  # type: ignore[attr-defined]
+                else:
+                    classes = [classes]
+                for checked in classes:  # type: ignore[attr-defined]
+                    if type(checked) is name_type:
+                        data_nodes.add(id(checked))
+                    elif type(checked) is attribute_type:
+                        checked_classes.add(id(checked))
         elif kind is compare_type:
             mark([node.left, *node.comparators])  # type: ignore[attr-defined]
         elif kind is dict_type:
             mark(node.keys)  # type: ignore[attr-defined]
         elif kind is import_from_type and node.module:  # type: ignore[attr-defined]
-            live.update(node.module.split("."))  # type: ignore[attr-defined]
+            for part in node.module.split("."):  # type: ignore[attr-defined]
+                add(part)
+                if part in watched:
+                    watch(part)
         elif kind is keyword_type and node.arg:  # type: ignore[attr-defined]
             value = node.value  # type: ignore[attr-defined]
             if type(value) is constant_type and isinstance(value.value, (str, int)):
@@ -483,6 +522,17 @@ def scan(tree: ast.AST) -> tuple[set[str], int, set[str]]:
             elif isinstance(value, node_type):
                 push(value)
     return live | inert, count, live
+
+
+@cache
+def _watched_receivers() -> dict[str, frozenset[str]]:
+    """Word -> the receivers some live token says it does not count on (see :data:`LIVE`)."""
+    found: dict[str, set[str]] = {}
+    for word in all_words():
+        if word.startswith(LIVE) and RECEIVER in word:
+            name, _, receiver = word[1:].partition(RECEIVER)
+            found.setdefault(name, set()).add(receiver)
+    return {name: frozenset(receivers) for name, receivers in found.items()}
 
 
 def _bracket_depth(data: bytes) -> int:
@@ -519,7 +569,8 @@ def may_fire_in_code(
     def has(word: str) -> bool:
         nonlocal lowered
         if word.startswith(LIVE):
-            return word[1:] in (names if live is None else live)
+            # Without ``ast``'s reading, every identifier of the code may be live.
+            return bare(word) in names if live is None else word[1:] in live
         if word.startswith(KEYWORD) and literals_unknown:
             return True
         if word.startswith(IMPORTED):

@@ -63,7 +63,7 @@ WORDS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "AMP007": (
         (
-            "!amp",
+            "!amp/torch",
             "!get_autocast_cpu_dtype",
             "!get_autocast_gpu_dtype",
             "!get_autocast_ipu_dtype",
