@@ -14,10 +14,9 @@ from typing import TYPE_CHECKING
 from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, content_hash
 from amplint.catalog import INTERNAL_ERROR_CODE
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
-from amplint.discovery import discover, is_excluded
+from amplint.discovery import discover, is_excluded, is_notebook
 from amplint.engine.source import SourceError, error_finding, read_bytes, write_atomic
 from amplint.findings import Finding, Fix
-from amplint.notebook import is_notebook
 
 if TYPE_CHECKING:
     from amplint.engine.project import FileView, Project

@@ -33,8 +33,16 @@ __all__ = [
 ]
 
 PYTHON_SUFFIXES = frozenset({".py", ".pyi"})
+NOTEBOOK_SUFFIX = ".ipynb"
 #: What a directory walk and an explicit path accept: Python files and Jupyter notebooks.
-LINTED_SUFFIXES = PYTHON_SUFFIXES | {".ipynb"}
+LINTED_SUFFIXES = PYTHON_SUFFIXES | {NOTEBOOK_SUFFIX}
+
+
+def is_notebook(filename: str) -> bool:
+    # Here, not in amplint.notebook: asking must not import the notebook machinery (a
+    # one-file run of a plain module never needs it).
+    return filename.endswith(NOTEBOOK_SUFFIX)
+
 
 #: Skipped while walking unless ``exclude`` replaces them; ruff's list plus amplint's cache.
 DEFAULT_EXCLUDES = (

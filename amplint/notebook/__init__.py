@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from amplint.catalog import PARSE_ERROR_CODE
+from amplint.discovery import NOTEBOOK_SUFFIX, is_notebook
 from amplint.findings import Finding, Fix, Position
 from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
 from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
@@ -39,12 +40,6 @@ __all__ = [
     "lint_notebook",
     "read_notebook",
 ]
-
-NOTEBOOK_SUFFIX = ".ipynb"
-
-
-def is_notebook(filename: str) -> bool:
-    return filename.endswith(NOTEBOOK_SUFFIX)
 
 
 @dataclass
