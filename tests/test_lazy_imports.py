@@ -1,4 +1,5 @@
-"""A file no rule can matter to is checked without importing a rule module or libcst."""
+"""A file no rule can matter to is checked without importing a rule module, libcst or the
+notebook machinery."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ except SystemExit as exit:
     status = exit.code
 heavy = sorted(
     name for name in sys.modules
-    if name == "libcst" or name.startswith(("amplint.rules.", "amplint.analysis"))
+    if name in ("libcst", "amplint.notebook")
+    or name.startswith(("amplint.rules.", "amplint.analysis"))
 )
 print(json.dumps({"status": status, "heavy": heavy}))
 """
