@@ -258,13 +258,14 @@ def _lint_all(
         ) as pool:
             # Workers read the files themselves and send back only small findings: no large
             # bytes or syntax trees cross the process boundary.
-            # Largest files first, in small chunks: one huge file must not end up last.
-            items = sorted(items, key=_size, reverse=True)
-            outcomes = pool.map(_lint_one, items, chunksize=4)
-            for done, (item, outcome) in enumerate(zip(items, outcomes, strict=True), 1):
-                if progress:
-                    progress(done, total)
-                yield item[0], outcome
+            batches = _batches(items, jobs)
+            done = 0
+            for batch, outcomes in zip(batches, pool.map(_lint_batch, batches), strict=True):
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    done += 1
+                    if progress:
+                        progress(done, total)
+                    yield item[0], outcome
         return
     _start_worker(settings, codes, with_edits, project)
     for done, item in enumerate(items, 1):
@@ -272,6 +273,42 @@ def _lint_all(
         if progress:
             progress(done, total)
         yield item[0], outcome
+
+
+def _lint_batch(batch: list[tuple[Path, str | None]]) -> list[_Outcome]:
+    return [_lint_one(item) for item in batch]
+
+
+#: Batches per worker, at least: enough that the last ones to finish are small.
+_BATCHES_PER_JOB = 16
+
+
+def _batches(
+    items: list[tuple[Path, str | None]], jobs: int
+) -> list[list[tuple[Path, str | None]]]:
+    """The files in batches for the pool: the files of one folder together, as they import
+    the same modules (each worker summarises a module it is asked about once: a folder
+    split between workers is summarised by each), a large folder in pieces, largest
+    batches first (one huge file must not end up last, with the other workers idle)."""
+    sizes = {item[0]: _size(item) for item in items}
+    cap = max(sum(sizes.values()) // (jobs * _BATCHES_PER_JOB), 1)
+    folders: dict[str, list[tuple[Path, str | None]]] = {}
+    for item in items:
+        folders.setdefault(os.path.dirname(item[0]), []).append(item)
+    batches: list[list[tuple[Path, str | None]]] = []
+    for members in folders.values():
+        members.sort(key=lambda item: sizes[item[0]], reverse=True)
+        batch: list[tuple[Path, str | None]] = []
+        weight = 0
+        for item in members:
+            if batch and weight + sizes[item[0]] > cap:
+                batches.append(batch)
+                batch, weight = [], 0
+            batch.append(item)
+            weight += sizes[item[0]]
+        batches.append(batch)
+    batches.sort(key=lambda batch: sum(sizes[item[0]] for item in batch), reverse=True)
+    return batches
 
 
 def _size(item: tuple[Path, str | None]) -> int:

@@ -212,3 +212,25 @@ def test_amp007_words_admit_every_spelling_of_a_deprecated_api(legacy: str) -> N
         without = lint_bytes(data, "m.py", ["AMP007"], prefilter=False).findings
         assert with_prefilter == without, program
         assert [f.code for f in with_prefilter] == ["AMP007"], program
+
+
+def test_pool_batches_keep_a_folder_together_and_start_with_the_largest(tmp_path: Path) -> None:
+    # Files of one folder import the same modules: one worker summarises them once. A folder
+    # larger than a batch's share is split, and the heaviest batches go first.
+    items = []
+    for folder, count, size in (("small", 6, 100), ("large", 4, 20_000), ("single", 1, 50_000)):
+        (tmp_path / folder).mkdir()
+        for n in range(count):
+            path = tmp_path / folder / f"m{n}.py"
+            path.write_bytes(b"#" * size)
+            items.append((path, None))
+    batches = api._batches(items, jobs=2)
+    assert sorted(str(item[0]) for batch in batches for item in batch) == sorted(
+        str(item[0]) for item in items
+    )
+    assert all(len({item[0].parent for item in batch}) == 1 for batch in batches)
+    small = [batch for batch in batches if batch[0][0].parent.name == "small"]
+    assert len(small) == 1 and len(small[0]) == 6
+    assert len([b for b in batches if b[0][0].parent.name == "large"]) > 1  # split by weight
+    weights = [sum(item[0].stat().st_size for item in batch) for batch in batches]
+    assert weights == sorted(weights, reverse=True) and weights[0] == 50_000
