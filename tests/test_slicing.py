@@ -433,3 +433,99 @@ def test_readers_of_what_a_seed_assigns_join_only_for_amp_values(slice_everythin
     _, whole = _keys(source.encode(), sliced=False)
     sliced, found = _keys(source.encode(), sliced=True)
     assert sliced and found == whole
+
+
+def _common_training_words(units: int) -> str:
+    """Helpers that step, update and run backward passes: in such a module those words are
+    common, so the units saying them are no seeds."""
+    return "".join(
+        f"\n\ndef tick_{n}(sched, stats, t):\n    sched.step()\n    stats.update(t)\n"
+        "    t.backward()\n"
+        for n in range(units)
+    )
+
+
+#: AMP objects made in one statement and handed on by another that names no AMP word.
+HANDED_ON = {
+    "an autocast region kept on self": (
+        "import torch\n\n\nclass Runner:\n"
+        "    def __init__(self, model, optimizer):\n"
+        "        self.model = model\n        self.optimizer = optimizer\n"
+        "        ctx = torch.autocast('cuda', dtype=torch.float16)\n"
+        "        self.ctx = ctx\n\n"
+        "    def run(self, batch):\n        with self.ctx:\n"
+        "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        "            self.optimizer.step()\n",
+        ["AMP001", "AMP003"],
+    ),
+    "a scaler kept on self, updated in another method": (
+        "import torch\n\n\nclass Trainer:\n"
+        "    def __init__(self, model, optimizer):\n"
+        "        self.model = model\n        self.optimizer = optimizer\n"
+        "        gs = torch.amp.GradScaler('cuda')\n        self.gs = gs\n\n"
+        "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+        "            loss = self.model(batch).sum()\n"
+        "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+        "    def on_step_end(self):\n        self.gs.update()\n",
+        [],
+    ),
+    "a module alias of a scaler": (
+        "import torch\n\nif torch.cuda.is_available():\n"
+        "    _gs = torch.amp.GradScaler('cuda')\n    GS = _gs\n\n\n"
+        "def finish():\n    GS.update()\n\n\n"
+        "def train(model, optimizer, batches):\n    for b in batches:\n"
+        "        with torch.autocast('cuda'):\n            loss = model(b).sum()\n"
+        "        GS.scale(loss).backward()\n        GS.step(optimizer)\n",
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HANDED_ON))
+def test_an_amp_object_handed_on_keeps_its_readers(name: str) -> None:
+    # The statement that makes the object is the seed's AMP word; the one that stores it
+    # (`self.gs = gs`) says none, and the units that read it must still join the slice.
+    core, codes = HANDED_ON[name]
+    source = core + _common_training_words(100) + _library(400)
+    data = source.encode()
+    assert len(data) > slicing.SLICE_ABOVE
+    _, whole = _keys(data, sliced=False)
+    sliced, part = _keys(data, sliced=True)
+    assert sliced and part == whole
+    assert [key[0] for key in whole] == codes
+
+
+def test_a_seed_whose_amp_word_is_a_keyword_literal_keeps_its_readers() -> None:
+    # `Accelerator(mixed_precision="fp16")` says its AMP word as a keyword literal; the
+    # `prepare` that hands it the half-precision model must stay (AMP022).
+    halves = "".join(f"\n\ndef to_half_{n}(t):\n    return t.half()\n" for n in range(30))
+    source = (
+        "import torch\nfrom accelerate import Accelerator\nmodel = Net().half()\n"
+        "acc = Accelerator(mixed_precision='fp16')\n"
+        "model, optimizer = acc.prepare(model, optimizer)\n" + halves + _library(500)
+    )
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole
+    assert [key[0] for key in whole] == ["AMP022"]
+
+
+def test_the_loop_that_calls_a_seed_function_joins_it() -> None:
+    # AMP010: the helper makes a GradScaler each time it runs; the finding is that a loop
+    # calls it once per batch. Where `step` is a common word the loop is no seed, and it
+    # reads nothing the helper assigns: it joins as the helper's caller.
+    source = (
+        (
+            "from torch.amp import GradScaler\n\n\n"
+            "def run_batch(model, optimizer, batch):\n    scaler = GradScaler('cuda')\n"
+            "    loss = model(batch)\n    scaler.scale(loss).backward()\n"
+            "    scaler.step(optimizer)\n    scaler.update()\n\n\n"
+            "for batch in loader:\n    run_batch(model, optimizer, batch)\n"
+        )
+        + _common_training_words(100)
+        + _library(400)
+    )
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole
+    assert [key[0] for key in whole] == ["AMP010"]

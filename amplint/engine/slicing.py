@@ -10,10 +10,12 @@ of the members of its classes (at any depth), the *units*:
    every other method steps something), and for each candidate rule those that mention
    its rarest word group (a rule fires only where all its groups meet, so its rarest group
    marks every place it can);
-2. the units that read a value a seed assigns from an AMP word, outside a function or to
-   ``self`` (the ``self.gs.update()`` of a method without any AMP word, when ``__init__``
-   made ``self.gs = GradScaler()``), or a name a seed imports (``with ac():`` after
-   ``from torch.cuda.amp import autocast as ac``);
+2. the units that read a value a seed assigns from an AMP word (or from a name so bound
+   before it), outside a function or to ``self`` (the ``self.gs.update()`` of a method
+   without any AMP word, when ``__init__`` made ``self.gs = GradScaler()``), or a name a
+   seed imports (``with ac():`` after ``from torch.cuda.amp import autocast as ac``), and
+   the units that call a seed function of the module (the loop that runs a helper making
+   a GradScaler each time);
 3. then, until nothing changes, the units that define what a kept unit reads: the helper a
    training loop calls, the import it resolves through, the module constant, the method or
    ``self`` attribute of the reader's class or its bases, as the analysis resolves it (a
@@ -383,6 +385,11 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
         for name in _valued_assigns(seed, vocabulary):
             pending.extend(name_readers.get(name, ()))
             pending.extend(r for r in attribute_readers.get(name, ()) if resolves(seed, r))
+        # What calls a seed that is a function of the module: how often it runs can be the
+        # finding (a GradScaler made in a helper that a training loop calls each step).
+        if seed.owner is None:
+            for name in seed.binds - seed.assigns:
+                pending.extend(name_readers.get(name, ()))
     kept: set[_Unit] = set()
     while pending:
         while pending:
@@ -423,11 +430,10 @@ class _Vocabulary:
         self.plain = frozenset(bare(word) for word in words if not word.startswith(PART))
         self.parts = tuple(word[1:].lower() for word in words if word.startswith(PART))
 
-    def said_in(self, node: ast.AST) -> bool:
-        found = _identifiers(node)
-        if not found.isdisjoint(self.plain):
+    def says(self, identifiers: set[str]) -> bool:
+        if not identifiers.isdisjoint(self.plain):
             return True
-        lowered = "\0".join(found).lower()
+        lowered = "\0".join(identifiers).lower()
         return any(part in lowered for part in self.parts)
 
 
@@ -444,12 +450,15 @@ _BINDINGS: dict[type[ast.AST], tuple[str, ...]] = {
 
 
 def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary) -> set[str]:
-    """Of the names and ``self`` attributes ``unit`` assigns, those a statement that says an
-    AMP word binds (``self.gs = GradScaler("cuda")``, ``from torch.amp import autocast as
-    ac``): what other units may read an AMP object through. A seed of a thousand lines
-    assigns much else (dynamo's ``self.source = AttrSource(...)``), and every method that
-    reads that would join the slice for nothing."""
+    """Of the names and ``self`` attributes ``unit`` assigns, those that may hold an AMP
+    object: bound by a statement that says an AMP word (``self.gs = GradScaler("cuda")``,
+    ``acc = Accelerator(mixed_precision="fp16")``, an import), or from a name such a
+    statement bound before (``gs = GradScaler("cuda"); self.gs = gs``), transitively. What
+    other units may read an AMP object through. A seed of a thousand lines assigns much
+    else (dynamo's ``self.source = AttrSource(...)``), and every method that reads that
+    would join the slice for nothing."""
     found: set[str] = set()
+    bindings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what it reads, binds
     for statement in unit.statements:
         for node in ast.walk(statement):
             fields = _BINDINGS.get(type(node))
@@ -459,36 +468,56 @@ def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary) -> set[str]:
                 continue
             # A loop's body is not what its target is bound to.
             said = node.iter if isinstance(node, (ast.For, ast.AsyncFor)) else node
-            if not vocabulary.said_in(said):
-                continue
+            targets: set[tuple[bool, str]] = set()
             for name in fields:
                 value = getattr(node, name)
                 for target in value if isinstance(value, list) else [value]:
                     if target is not None:
-                        found |= _bound_by(target, unit)
+                        targets |= _targets(target)
+            if targets:
+                bindings.append((_identifiers(said), targets))
+    # The names bound to AMP values so far, locals included (``gs`` above); a binding that
+    # reads one of them binds AMP values in turn.
+    valued: set[str] = set()
+    valued_targets: set[tuple[bool, str]] = set()
+    pending = bindings
+    while pending:
+        left = []
+        for reads, targets in pending:
+            if vocabulary.says(reads) or not reads.isdisjoint(valued):
+                valued_targets |= targets
+                valued.update(name for _, name in targets)
+            else:
+                left.append((reads, targets))
+        if len(left) == len(pending):
+            break
+        pending = left
+    for attribute, name in valued_targets:
+        if name in (unit.binds_attributes if attribute else unit.binds):
+            found.add(name)  # a function's local of the same name as a module name is not
     return found & unit.assigns
 
 
-def _bound_by(target: ast.AST, unit: _Unit) -> set[str]:
-    """What an assignment to ``target`` binds that other units can read: a name bound
-    outside functions (not a function's local of the same name), a ``self`` attribute."""
+def _targets(target: ast.AST) -> set[tuple[bool, str]]:
+    """What an assignment to ``target`` binds, as (is a ``self`` attribute, name)."""
     kind = type(target)
     if kind is ast.Name:
-        return {target.id} & unit.binds  # type: ignore[attr-defined]
+        return {(False, target.id)}  # type: ignore[attr-defined]
     if kind is ast.Attribute:
         receiver = target.value  # type: ignore[attr-defined]
         if type(receiver) is ast.Name and receiver.id in _SELF:
-            return {target.attr} & unit.binds_attributes  # type: ignore[attr-defined]
+            return {(True, target.attr)}  # type: ignore[attr-defined]
         return set()
     if kind is ast.Starred:
-        return _bound_by(target.value, unit)  # type: ignore[attr-defined]
+        return _targets(target.value)  # type: ignore[attr-defined]
     if kind is ast.Tuple or kind is ast.List:
-        return {name for item in target.elts for name in _bound_by(item, unit)}  # type: ignore[attr-defined]
+        return {found for item in target.elts for found in _targets(item)}  # type: ignore[attr-defined]
     return set()
 
 
 def _identifiers(node: ast.AST) -> set[str]:
-    """The names, attributes and imported names of ``node``'s code."""
+    """The names, attributes, imported names and modules and keyword literals
+    (``=precision:16-mixed``, as the prefilter writes them) of ``node``'s code."""
     found: set[str] = set()
     for inner in ast.walk(node):
         if isinstance(inner, ast.Name):
@@ -499,8 +528,14 @@ def _identifiers(node: ast.AST) -> set[str]:
             found.update(inner.name.split("."))
             if inner.asname:
                 found.add(inner.asname)
+        elif isinstance(inner, ast.ImportFrom) and inner.module:
+            found.update(inner.module.split("."))
         elif isinstance(inner, ast.Global):
             found.update(inner.names)
+        elif isinstance(inner, ast.keyword) and inner.arg:
+            value = inner.value
+            if type(value) is ast.Constant and isinstance(value.value, (str, int)):
+                found.add(f"{KEYWORD}{inner.arg}:{value.value}")
     return found
 
 
