@@ -529,3 +529,50 @@ def test_the_loop_that_calls_a_seed_function_joins_it() -> None:
     sliced, part = _keys(source.encode(), sliced=True)
     assert sliced and part == whole
     assert [key[0] for key in whole] == ["AMP010"]
+
+
+def test_an_autocast_alias_of_an_alias_keeps_the_region_that_enters_it() -> None:
+    source = (
+        (
+            "import torch\n\n_AC = torch.autocast\nctx_cls = _AC\n\n\n"
+            "class Runner:\n    def run(self, model, batch, optimizer):\n"
+            "        with ctx_cls('cuda'):\n            loss = model(batch).sum()\n"
+            "            loss.backward()\n            optimizer.step()\n"
+        )
+        + _common_training_words(100)
+        + _library(400)
+    )
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole
+    assert sorted(key[0] for key in whole) == ["AMP001", "AMP003"]
+
+
+@pytest.mark.parametrize(
+    ("script", "codes"),
+    [
+        # The `.half()` of the model is a statement of its own; it binds nothing.
+        (
+            "import torch\nfrom accelerate import Accelerator as Acc\nmodel = Net()\n"
+            "model.half()\nacc = Acc(mixed_precision='fp16')\n"
+            "model, optimizer, loader = acc.prepare(model, optimizer, loader)\n",
+            ["AMP022"],
+        ),
+        # The loop freezing part of the model decides that the float16 model is fine.
+        (
+            "import torch\nimport lightning as L\nmodel = Net().half()\n"
+            "for p in model.encoder.parameters():\n    p.requires_grad = False\n"
+            "L.Trainer(precision='16-mixed').fit(model)\n",
+            [],
+        ),
+    ],
+)
+def test_the_statements_of_a_script_that_work_on_its_model_stay(
+    script: str, codes: list[str]
+) -> None:
+    halves = "".join(f"\n\ndef to_half_{n}(t):\n    return t.half()\n" for n in range(30))
+    source = script + halves + _library(500)
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole
+    assert [key[0] for key in whole] == codes

@@ -69,6 +69,8 @@ class _Unit:
     implicit: bool = False  # a member Python calls by itself (dunders, forward)
     #: its statements (a class split into members: none, its header binds nothing).
     statements: list[ast.stmt] = field(default_factory=list)
+    #: it is a ``def`` or ``class`` (not a statement that runs when the module loads).
+    defines: bool = False
     star: bool = False  # holds ``from ... import *``: it may define any name, so it stays
     members: list[_Unit] = field(default_factory=list)
 
@@ -143,6 +145,7 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
         else:
             unit = _Unit(first, last, set(), set(), set(), set(), set(), owner)
             unit.statements.append(statement)
+            unit.defines = isinstance(statement, _DEFINITIONS)
             _read(statement, unit)
         if owner is not None and isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
             name = statement.name
@@ -379,12 +382,38 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
             return True
         return binder.owner in bases.get(reader.owner, (reader.owner,))
 
-    pending: list[_Unit] = []
-    for seed in seeds:  # what reads the AMP objects a seed makes
-        pending.append(seed)
-        for name in _valued_assigns(seed, vocabulary):
-            pending.extend(name_readers.get(name, ()))
-            pending.extend(r for r in attribute_readers.get(name, ()) if resolves(seed, r))
+    pending: list[_Unit] = list(seeds)
+    # What reads the AMP objects a seed makes, and what reads them from those readers in
+    # turn (``ctx_cls = _AC`` after ``_AC = torch.autocast``): a reader passes on only what
+    # it binds from such a value, never values of its own (library code says ``torch``
+    # everywhere).
+    carriers: set[str] = set()
+    # Level by level from the seeds, each level with the names the ones before it found:
+    # the same slice whatever order the units come in.
+    level = sorted(seeds, key=lambda unit: unit.first)
+    passed = set(level)
+    for hops in range(_PASSED_ON + 1):
+        found = [
+            (unit, _valued_assigns(unit, vocabulary if unit in seeds else None, carriers))
+            for unit in level
+        ]
+        level = []
+        for unit, names in found:
+            if names:
+                pending.append(unit)
+            carriers |= names
+            for name in names:
+                readers = [
+                    *name_readers.get(name, ()),
+                    *(r for r in attribute_readers.get(name, ()) if resolves(unit, r)),
+                ]
+                pending.extend(readers)
+                if hops < _PASSED_ON:
+                    for reader in readers:
+                        if reader not in passed:
+                            passed.add(reader)
+                            level.append(reader)
+    for seed in seeds:
         # What calls a seed that is a function of the module: how often it runs can be the
         # finding (a GradScaler made in a helper that a training loop calls each step).
         if seed.owner is None:
@@ -398,7 +427,17 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
                 continue
             kept.add(unit)
             for name in unit.names:
-                pending.extend(name_binders.get(name, ()))
+                binders = name_binders.get(name, ())
+                pending.extend(binders)
+                if any(binder.owner is None and name in binder.assigns for binder in binders):
+                    # A module-level object (a script's `model`): the statements of the
+                    # script that work on it too (`model.half()`, a loop freezing some of
+                    # its parameters), though they bind nothing.
+                    pending.extend(
+                        reader
+                        for reader in name_readers.get(name, ())
+                        if reader.owner is None and not reader.members and not reader.defines
+                    )
             for name in unit.self_attributes:
                 binders = attribute_binders.get(name, ())
                 pending.extend(binder for binder in binders if resolves(binder, unit))
@@ -413,6 +452,12 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
             if unit.members and not any(member in kept for member in unit.members)
         ]
     return kept
+
+
+#: How many units past a seed an AMP value is followed as it is handed on: one (``ctx_cls =
+#: _AC`` after ``_AC = torch.autocast``). Further, the names that carry it (module names,
+#: ``self`` attributes, unscoped) would reach much of a library for nothing.
+_PASSED_ON = 1
 
 
 def _reach_of(unit: _Unit) -> tuple[int, int, int]:
@@ -449,21 +494,24 @@ _BINDINGS: dict[type[ast.AST], tuple[str, ...]] = {
 }
 
 
-def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary) -> set[str]:
+def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary | None, carriers: set[str]) -> set[str]:
     """Of the names and ``self`` attributes ``unit`` assigns, those that may hold an AMP
     object: bound by a statement that says an AMP word (``self.gs = GradScaler("cuda")``,
     ``acc = Accelerator(mixed_precision="fp16")``, an import), or from a name such a
     statement bound before (``gs = GradScaler("cuda"); self.gs = gs``), transitively. What
     other units may read an AMP object through. A seed of a thousand lines assigns much
     else (dynamo's ``self.source = AttrSource(...)``), and every method that reads that
-    would join the slice for nothing."""
+    would join the slice for nothing. Without ``vocabulary`` (a unit that only reads an AMP
+    object), only what is bound from ``carriers``, names known to hold AMP values."""
     found: set[str] = set()
     bindings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what it reads, binds
     for statement in unit.statements:
         for node in ast.walk(statement):
             fields = _BINDINGS.get(type(node))
             if fields is None:
-                if isinstance(node, (ast.Import, ast.ImportFrom, ast.Global)):
+                if vocabulary is not None and isinstance(
+                    node, (ast.Import, ast.ImportFrom, ast.Global)
+                ):
                     found |= _identifiers(node) & unit.assigns  # imports only name things
                 continue
             # A loop's body is not what its target is bound to.
@@ -484,7 +532,11 @@ def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary) -> set[str]:
     while pending:
         left = []
         for reads, targets in pending:
-            if vocabulary.says(reads) or not reads.isdisjoint(valued):
+            if (
+                (vocabulary is not None and vocabulary.says(reads))
+                or not reads.isdisjoint(valued)
+                or not reads.isdisjoint(carriers)
+            ):
                 valued_targets |= targets
                 valued.update(name for _, name in targets)
             else:
