@@ -576,3 +576,27 @@ def test_the_statements_of_a_script_that_work_on_its_model_stay(
     sliced, part = _keys(source.encode(), sliced=True)
     assert sliced and part == whole
     assert [key[0] for key in whole] == codes
+
+
+def test_a_scaler_made_by_a_factory_method_keeps_its_update() -> None:
+    # `self.gs = self._build()` names no AMP word; the factory does. The method that
+    # binds its result is looked at with the seeds, and `self.gs`'s readers join: without
+    # them AMP002 would see a step never followed by an update.
+    source = (
+        (
+            "import torch\n\n\nclass Trainer:\n"
+            "    def __init__(self, model, optimizer):\n"
+            "        self.model = model\n        self.optimizer = optimizer\n"
+            "        self.gs = self._build()\n\n"
+            "    def _build(self):\n        return torch.amp.GradScaler('cuda')\n\n"
+            "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+            "            loss = self.model(batch).sum()\n"
+            "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+            "    def on_step_end(self):\n        self.gs.update()\n"
+        )
+        + _common_training_words(100)
+        + _library(400)
+    )
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole == []

@@ -392,11 +392,31 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
     # the same slice whatever order the units come in.
     level = sorted(seeds, key=lambda unit: unit.first)
     passed = set(level)
+    # A seed method's result, bound on `self` by a method of its class (`self.gs =
+    # self._make_scaler()`), is an AMP value too: those methods are looked at with the
+    # seeds' readers (not every caller of a seed function: a library calls its helpers
+    # everywhere).
+    callers = []
+    methods: set[str] = set()
+    for seed in level:
+        if seed.owner is not None and seed.defines:
+            for name in seed.binds - seed.assigns:
+                methods.add(name)
+                callers.extend(
+                    reader
+                    for reader in attribute_readers.get(name, ())
+                    if reader.owner is not None and resolves(seed, reader)
+                )
     for hops in range(_PASSED_ON + 1):
         found = [
             (unit, _valued_assigns(unit, vocabulary if unit in seeds else None, carriers))
             for unit in level
         ]
+        if hops == 0:  # the seed methods' callers, as readers of the seeds
+            for caller in callers:
+                if caller not in passed:
+                    passed.add(caller)
+                    found.append((caller, _valued_assigns(caller, None, carriers | methods)))
         level = []
         for unit, names in found:
             if names:
