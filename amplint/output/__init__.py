@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from importlib import import_module
 from typing import TextIO
 
 from amplint.findings import Finding
-from amplint.output import concise, full, github, json, sarif
 from amplint.output._common import EmitOptions, Emitter
-from amplint.output.statistics import write_statistics
 
 __all__ = ["FORMATS", "EmitOptions", "emit", "emit_statistics"]
 
-_EMITTERS: dict[str, Emitter] = {
-    "concise": concise.write,
-    "full": full.write,
-    "json": json.write,
-    "sarif": sarif.write,
-    "github": github.write,
+#: ``--output-format`` -> the module whose ``write`` emits it, imported when chosen: a run
+#: prints one format (a one-file run in an editor or pre-commit loads no other).
+_EMITTERS: dict[str, str] = {
+    "concise": "concise",
+    "full": "full",
+    "json": "json",
+    "sarif": "sarif",
+    "github": "github",
 }
 
 #: The ``--output-format`` choices, the default first.
 FORMATS: tuple[str, ...] = tuple(_EMITTERS)
+
+
+def _emitter(fmt: str) -> Emitter | None:
+    module = _EMITTERS.get(fmt)
+    if module is None:
+        return None
+    write: Emitter = import_module(f"amplint.output.{module}").write
+    return write
 
 
 def emit(
@@ -45,7 +54,7 @@ def emit(
     summary from saying that all checks passed; ``sources`` holds the text of findings'
     files that are not on disk (standard input).
     """
-    emitter = _EMITTERS.get(fmt)
+    emitter = _emitter(fmt)
     if emitter is None:
         raise ValueError(f"unknown output format {fmt!r}; expected one of {', '.join(FORMATS)}")
     options = EmitOptions(
@@ -65,4 +74,6 @@ def emit_statistics(
 ) -> None:
     """ruff-style ``--statistics``: count, code, ``[*]`` when fixable, rule name; with
     ``fmt="json"`` (``--output-format json``) a JSON list of the same facts."""
+    from amplint.output.statistics import write_statistics
+
     write_statistics(findings, stream, unsafe_fixes=unsafe_fixes, fmt=fmt)
