@@ -600,3 +600,45 @@ def test_a_scaler_made_by_a_factory_method_keeps_its_update() -> None:
     _, whole = _keys(source.encode(), sliced=False)
     sliced, part = _keys(source.encode(), sliced=True)
     assert sliced and part == whole == []
+
+
+HANDED_ON_FURTHER = {
+    # One seed hands its scaler to another (both say an AMP word).
+    "a scaler one seed hands to another": (
+        "import torch\n\n_GX = torch.amp.GradScaler('cuda')\n\n\nclass Trainer:\n"
+        "    def __init__(self, model, optimizer):\n"
+        "        self.model = model\n        self.optimizer = optimizer\n"
+        "        self.ctx = torch.autocast('cuda')\n        self.gs = _GX\n\n"
+        "    def train_step(self, batch):\n        with self.ctx:\n"
+        "            loss = self.model(batch).sum()\n"
+        "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+        "    def on_step_end(self):\n        self.gs.update()\n"
+    ),
+    # A module function makes the scaler; a method binds its result.
+    "a scaler from a module factory": (
+        "import torch\n\n\ndef make_gx():\n    return torch.amp.GradScaler('cuda')\n\n\n"
+        "class Trainer:\n    def __init__(self, model, optimizer):\n"
+        "        self.model = model\n        self.optimizer = optimizer\n"
+        "        self.gs = make_gx()\n\n"
+        "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+        "            loss = self.model(batch).sum()\n"
+        "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+        "    def on_step_end(self):\n        self.gs.update()\n"
+    ),
+    # Handed on twice at module level.
+    "a scaler aliased twice": (
+        "import torch\n\n_gs = torch.amp.GradScaler('cuda')\nGS = _gs\nGX = GS\n\n\n"
+        "def finish():\n    GX.update()\n\n\n"
+        "def train(model, optimizer, batches):\n    for b in batches:\n"
+        "        with torch.autocast('cuda'):\n            loss = model(b).sum()\n"
+        "        GX.scale(loss).backward()\n        GX.step(optimizer)\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HANDED_ON_FURTHER))
+def test_a_scaler_handed_on_further_keeps_its_update(name: str) -> None:
+    source = HANDED_ON_FURTHER[name] + _common_training_words(160) + _library(400)
+    _, whole = _keys(source.encode(), sliced=False)
+    sliced, part = _keys(source.encode(), sliced=True)
+    assert sliced and part == whole == []

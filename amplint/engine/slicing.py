@@ -386,42 +386,48 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
     # What reads the AMP objects a seed makes, and what reads them from those readers in
     # turn (``ctx_cls = _AC`` after ``_AC = torch.autocast``): a reader passes on only what
     # it binds from such a value, never values of its own (library code says ``torch``
-    # everywhere).
+    # everywhere). The seeds, and the callers of a seed function or method (which may bind
+    # its result: ``self.gs = self._build()``), first, together, until they find no more
+    # (``self.gs = _GX`` after ``_GX = GradScaler()``); then one level of readers.
     carriers: set[str] = set()
-    # Level by level from the seeds, each level with the names the ones before it found:
-    # the same slice whatever order the units come in.
-    level = sorted(seeds, key=lambda unit: unit.first)
+    made = {name for seed in seeds if seed.defines for name in seed.binds - seed.assigns}
+    callers: list[_Unit] = []
+    for seed in seeds:
+        if not seed.defines:
+            continue
+        for name in seed.binds - seed.assigns:
+            if seed.owner is None:
+                # How often a seed function runs can be the finding (a GradScaler made in
+                # a helper that a training loop calls each step): its callers join.
+                callers.extend(name_readers.get(name, ()))
+                pending.extend(name_readers.get(name, ()))
+            # A method's callers join only if they bind its result (a test suite's helper
+            # methods are called by hundreds of tests).
+            callers.extend(
+                reader
+                for reader in attribute_readers.get(name, ())
+                if reader.owner is not None and resolves(seed, reader)
+            )
+    level = sorted({*seeds, *callers}, key=lambda unit: unit.first)
     passed = set(level)
-    # A seed method's result, bound on `self` by a method of its class (`self.gs =
-    # self._make_scaler()`), is an AMP value too: those methods are looked at with the
-    # seeds' readers (not every caller of a seed function: a library calls its helpers
-    # everywhere).
-    callers = []
-    methods: set[str] = set()
-    for seed in level:
-        if seed.owner is not None and seed.defines:
-            for name in seed.binds - seed.assigns:
-                methods.add(name)
-                callers.extend(
-                    reader
-                    for reader in attribute_readers.get(name, ())
-                    if reader.owner is not None and resolves(seed, reader)
-                )
     for hops in range(_PASSED_ON + 1):
-        found = [
-            (unit, _valued_assigns(unit, vocabulary if unit in seeds else None, carriers))
-            for unit in level
-        ]
-        if hops == 0:  # the seed methods' callers, as readers of the seeds
-            for caller in callers:
-                if caller not in passed:
-                    passed.add(caller)
-                    found.append((caller, _valued_assigns(caller, None, carriers | methods)))
+        found: dict[_Unit, set[str]] = {}
+        while True:  # the first level, to a fixpoint: seeds may hand values to each other
+            grown = False
+            for unit in level:
+                names = _valued_assigns(
+                    unit, vocabulary if unit in seeds else None, carriers | made
+                )
+                if names - found.get(unit, set()):
+                    found[unit] = names
+                    carriers |= names
+                    grown = True
+            if hops > 0 or not grown:
+                break
         level = []
-        for unit, names in found:
-            if names:
+        for unit, names in found.items():
+            if names or unit in seeds:
                 pending.append(unit)
-            carriers |= names
             for name in names:
                 readers = [
                     *name_readers.get(name, ()),
@@ -433,12 +439,7 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
                         if reader not in passed:
                             passed.add(reader)
                             level.append(reader)
-    for seed in seeds:
-        # What calls a seed that is a function of the module: how often it runs can be the
-        # finding (a GradScaler made in a helper that a training loop calls each step).
-        if seed.owner is None:
-            for name in seed.binds - seed.assigns:
-                pending.extend(name_readers.get(name, ()))
+        level.sort(key=lambda unit: unit.first)
     kept: set[_Unit] = set()
     while pending:
         while pending:
@@ -474,10 +475,11 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
     return kept
 
 
-#: How many units past a seed an AMP value is followed as it is handed on: one (``ctx_cls =
-#: _AC`` after ``_AC = torch.autocast``). Further, the names that carry it (module names,
-#: ``self`` attributes, unscoped) would reach much of a library for nothing.
-_PASSED_ON = 1
+#: How many units past the seeds an AMP value is followed as it is handed on: two
+#: (``ctx_cls = _AC`` after ``_AC = torch.autocast``, then ``self.ctx = ctx_cls``). Further,
+#: the names that carry it (module names, ``self`` attributes, unscoped) would reach much of
+#: a library for nothing.
+_PASSED_ON = 2
 
 
 def _reach_of(unit: _Unit) -> tuple[int, int, int]:
