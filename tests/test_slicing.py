@@ -506,6 +506,27 @@ HANDED_ON = {
         ),
         [],
     ),
+    # AMP010: the helper makes a GradScaler each time it runs, and a loop calls it once per
+    # batch; the loop reads nothing the helper assigns: it joins as the helper's caller.
+    "a helper making a scaler, called by a loop": (
+        (
+            "from torch.amp import GradScaler\n\n\n"
+            "def run_batch(model, optimizer, batch):\n    scaler = GradScaler('cuda')\n"
+            "    loss = model(batch)\n    scaler.scale(loss).backward()\n"
+            "    scaler.step(optimizer)\n    scaler.update()\n\n\n"
+            "for batch in loader:\n    run_batch(model, optimizer, batch)\n"
+        ),
+        ["AMP010"],
+    ),
+    "an alias of an alias of autocast": (
+        (
+            "import torch\n\n_AC = torch.autocast\nctx_cls = _AC\n\n\n"
+            "class Runner:\n    def run(self, model, batch, optimizer):\n"
+            "        with ctx_cls('cuda'):\n            loss = model(batch).sum()\n"
+            "            loss.backward()\n            optimizer.step()\n"
+        ),
+        ["AMP001", "AMP003"],
+    ),
     # Handed on twice at module level.
     "a scaler aliased twice": (
         (
@@ -531,7 +552,7 @@ def test_an_amp_object_handed_on_keeps_its_readers(name: str) -> None:
     _, whole = _keys(data, sliced=False)
     sliced, part = _keys(data, sliced=True)
     assert sliced and part == whole
-    assert [key[0] for key in whole] == codes
+    assert sorted(key[0] for key in whole) == codes
 
 
 def test_a_seed_whose_amp_word_is_a_keyword_literal_keeps_its_readers() -> None:
@@ -547,44 +568,6 @@ def test_a_seed_whose_amp_word_is_a_keyword_literal_keeps_its_readers() -> None:
     sliced, part = _keys(source.encode(), sliced=True)
     assert sliced and part == whole
     assert [key[0] for key in whole] == ["AMP022"]
-
-
-def test_the_loop_that_calls_a_seed_function_joins_it() -> None:
-    # AMP010: the helper makes a GradScaler each time it runs; the finding is that a loop
-    # calls it once per batch. Where `step` is a common word the loop is no seed, and it
-    # reads nothing the helper assigns: it joins as the helper's caller.
-    source = (
-        (
-            "from torch.amp import GradScaler\n\n\n"
-            "def run_batch(model, optimizer, batch):\n    scaler = GradScaler('cuda')\n"
-            "    loss = model(batch)\n    scaler.scale(loss).backward()\n"
-            "    scaler.step(optimizer)\n    scaler.update()\n\n\n"
-            "for batch in loader:\n    run_batch(model, optimizer, batch)\n"
-        )
-        + _common_training_words(100)
-        + _library(400)
-    )
-    _, whole = _keys(source.encode(), sliced=False)
-    sliced, part = _keys(source.encode(), sliced=True)
-    assert sliced and part == whole
-    assert [key[0] for key in whole] == ["AMP010"]
-
-
-def test_an_autocast_alias_of_an_alias_keeps_the_region_that_enters_it() -> None:
-    source = (
-        (
-            "import torch\n\n_AC = torch.autocast\nctx_cls = _AC\n\n\n"
-            "class Runner:\n    def run(self, model, batch, optimizer):\n"
-            "        with ctx_cls('cuda'):\n            loss = model(batch).sum()\n"
-            "            loss.backward()\n            optimizer.step()\n"
-        )
-        + _common_training_words(100)
-        + _library(400)
-    )
-    _, whole = _keys(source.encode(), sliced=False)
-    sliced, part = _keys(source.encode(), sliced=True)
-    assert sliced and part == whole
-    assert sorted(key[0] for key in whole) == ["AMP001", "AMP003"]
 
 
 @pytest.mark.parametrize(
