@@ -33,7 +33,7 @@ fix's edits are always computed on the whole file.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from amplint.engine.prefilter import KEYWORD, PART, bare
@@ -382,64 +382,10 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
             return True
         return binder.owner in bases.get(reader.owner, (reader.owner,))
 
-    pending: list[_Unit] = list(seeds)
-    # What reads the AMP objects a seed makes, and what reads them from those readers in
-    # turn (``ctx_cls = _AC`` after ``_AC = torch.autocast``): a reader passes on only what
-    # it binds from such a value, never values of its own (library code says ``torch``
-    # everywhere). The seeds, and the callers of a seed function or method (which may bind
-    # its result: ``self.gs = self._build()``), first, together, until they find no more
-    # (``self.gs = _GX`` after ``_GX = GradScaler()``); then one level of readers.
-    carriers: set[str] = set()
-    made = {name for seed in seeds if seed.defines for name in seed.binds - seed.assigns}
-    callers: list[_Unit] = []
-    for seed in seeds:
-        if not seed.defines:
-            continue
-        for name in seed.binds - seed.assigns:
-            if seed.owner is None:
-                # How often a seed function runs can be the finding (a GradScaler made in
-                # a helper that a training loop calls each step): its callers join.
-                callers.extend(name_readers.get(name, ()))
-                pending.extend(name_readers.get(name, ()))
-            # A method's callers join only if they bind its result (a test suite's helper
-            # methods are called by hundreds of tests).
-            callers.extend(
-                reader
-                for reader in attribute_readers.get(name, ())
-                if reader.owner is not None and resolves(seed, reader)
-            )
-    level = sorted({*seeds, *callers}, key=lambda unit: unit.first)
-    passed = set(level)
-    for hops in range(_PASSED_ON + 1):
-        found: dict[_Unit, set[str]] = {}
-        while True:  # the first level, to a fixpoint: seeds may hand values to each other
-            grown = False
-            for unit in level:
-                names = _valued_assigns(
-                    unit, vocabulary if unit in seeds else None, carriers | made
-                )
-                if names - found.get(unit, set()):
-                    found[unit] = names
-                    carriers |= names
-                    grown = True
-            if hops > 0 or not grown:
-                break
-        level = []
-        for unit, names in found.items():
-            if names or unit in seeds:
-                pending.append(unit)
-            for name in names:
-                readers = [
-                    *name_readers.get(name, ()),
-                    *(r for r in attribute_readers.get(name, ()) if resolves(unit, r)),
-                ]
-                pending.extend(readers)
-                if hops < _PASSED_ON:
-                    for reader in readers:
-                        if reader not in passed:
-                            passed.add(reader)
-                            level.append(reader)
-        level.sort(key=lambda unit: unit.first)
+    pending = _handed_on(seeds, vocabulary, name_readers, attribute_readers, resolves)
+    # The names module-level assignments bind (a script's `model`), and the module-level
+    # statements that read each: they work on the object, though they bind nothing.
+    module_values = {name for unit in units if unit.owner is None for name in unit.assigns}
     kept: set[_Unit] = set()
     while pending:
         while pending:
@@ -448,12 +394,8 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
                 continue
             kept.add(unit)
             for name in unit.names:
-                binders = name_binders.get(name, ())
-                pending.extend(binders)
-                if any(binder.owner is None and name in binder.assigns for binder in binders):
-                    # A module-level object (a script's `model`): the statements of the
-                    # script that work on it too (`model.half()`, a loop freezing some of
-                    # its parameters), though they bind nothing.
+                pending.extend(name_binders.get(name, ()))
+                if name in module_values:  # `model.half()`, a loop freezing its parameters
                     pending.extend(
                         reader
                         for reader in name_readers.get(name, ())
@@ -473,6 +415,70 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
             if unit.members and not any(member in kept for member in unit.members)
         ]
     return kept
+
+
+def _handed_on(
+    seeds: set[_Unit],
+    vocabulary: _Vocabulary,
+    name_readers: dict[str, list[_Unit]],
+    attribute_readers: dict[str, list[_Unit]],
+    resolves: Callable[[_Unit, _Unit], bool],
+) -> list[_Unit]:
+    """The seeds and the units through which their AMP objects are handed on: what reads a
+    value a seed makes, and what reads it from those readers in turn (``ctx_cls = _AC``
+    after ``_AC = torch.autocast``), up to :data:`_PASSED_ON` units on. A reader passes on
+    only what it binds from such a value, never values of its own (library code says
+    ``torch`` everywhere). The callers of a seed function or method are looked at with the
+    seeds (they may bind its result: ``self.gs = self._build()``); a seed function's
+    callers join in any case (how often it runs can be the finding: a GradScaler made in a
+    helper that a training loop calls each step), a method's only if they bind its result
+    (a test suite's helper methods are called by hundreds of tests). Each level is taken
+    to a fixpoint (``self.gs = _GX`` after ``_GX = GradScaler()``: seeds hand values to each
+    other), so the result does not depend on the order of the units."""
+    found_units: list[_Unit] = list(seeds)
+    made = {name for seed in seeds if seed.defines for name in seed.binds - seed.assigns}
+    callers: list[_Unit] = []
+    for seed in seeds:
+        if not seed.defines:
+            continue
+        for name in seed.binds - seed.assigns:
+            if seed.owner is None:
+                callers.extend(name_readers.get(name, ()))
+                found_units.extend(name_readers.get(name, ()))
+            callers.extend(
+                reader
+                for reader in attribute_readers.get(name, ())
+                if reader.owner is not None and resolves(seed, reader)
+            )
+    carriers: set[str] = set()
+    level = {*seeds, *callers}
+    passed = set(level)
+    for hops in range(_PASSED_ON + 1):
+        found: dict[_Unit, set[str]] = {}
+        grown = True
+        while grown:
+            grown = False
+            for unit in level:
+                names = _valued_assigns(
+                    unit, vocabulary if unit in seeds else None, carriers | made
+                )
+                if names - found.get(unit, set()):
+                    found[unit] = names
+                    carriers |= names
+                    grown = True
+        level = set()
+        for unit, names in found.items():
+            found_units.append(unit)
+            for name in names:
+                readers = [
+                    *name_readers.get(name, ()),
+                    *(r for r in attribute_readers.get(name, ()) if resolves(unit, r)),
+                ]
+                found_units.extend(readers)
+                if hops < _PASSED_ON:
+                    level.update(reader for reader in readers if reader not in passed)
+        passed |= level
+    return found_units
 
 
 #: How many units past the seeds an AMP value is followed as it is handed on: two

@@ -11,25 +11,16 @@ from amplint.output._common import EmitOptions, Emitter
 
 __all__ = ["FORMATS", "EmitOptions", "emit", "emit_statistics"]
 
-#: ``--output-format`` -> the module whose ``write`` emits it, imported when chosen: a run
-#: prints one format (a one-file run in an editor or pre-commit loads no other).
-_EMITTERS: dict[str, str] = {
-    "concise": "concise",
-    "full": "full",
-    "json": "json",
-    "sarif": "sarif",
-    "github": "github",
-}
-
-#: The ``--output-format`` choices, the default first.
-FORMATS: tuple[str, ...] = tuple(_EMITTERS)
+#: The ``--output-format`` choices, the default first: each is the module of this package
+#: whose ``write`` emits it, imported when chosen (a run prints one format: a one-file run
+#: in an editor or pre-commit loads no other).
+FORMATS: tuple[str, ...] = ("concise", "full", "json", "sarif", "github")
 
 
 def _emitter(fmt: str) -> Emitter | None:
-    module = _EMITTERS.get(fmt)
-    if module is None:
+    if fmt not in FORMATS:
         return None
-    write: Emitter = import_module(f"amplint.output.{module}").write
+    write: Emitter = import_module(f"amplint.output.{fmt}").write
     return write
 
 
