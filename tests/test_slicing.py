@@ -527,6 +527,56 @@ HANDED_ON = {
         ),
         ["AMP001", "AMP003"],
     ),
+    # The factory is two calls deep: `_make` returns what `_build` makes.
+    "a scaler from a factory two calls deep": (
+        (
+            "import torch\n\n\nclass Trainer:\n"
+            "    def __init__(self, model, optimizer):\n"
+            "        self.model = model\n        self.optimizer = optimizer\n"
+            "        self.gs = self._make()\n\n"
+            "    def _make(self):\n        return self._build()\n\n"
+            "    def _build(self):\n        return torch.amp.GradScaler('cuda')\n\n"
+            "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+            "            loss = self.model(batch).sum()\n"
+            "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+            "    def on_step_end(self):\n        self.gs.update()\n"
+        ),
+        [],
+    ),
+    # AMP010 with a method: the loop that calls it once per batch joins; callers that
+    # call it once do not need to.
+    "a method making a scaler, called by a loop": (
+        (
+            "from torch.amp import GradScaler\n\n\nclass Trainer:\n"
+            "    def _one_batch(self, batch):\n        scaler = GradScaler('cuda')\n"
+            "        loss = self.model(batch)\n        scaler.scale(loss).backward()\n"
+            "        scaler.step(self.optimizer)\n        scaler.update()\n\n"
+            "    def fit(self, loader):\n        for batch in loader:\n"
+            "            self._one_batch(batch)\n"
+        ),
+        ["AMP010"],
+    ),
+    # The region comes from a method: a context manager that yields inside autocast, or a
+    # method that returns one. `with self.mixed():` says no AMP word.
+    "a region from a context-manager method": (
+        (
+            "import contextlib\nimport torch\n\n\nclass Trainer:\n"
+            "    @contextlib.contextmanager\n    def mixed(self):\n"
+            "        with torch.autocast('cuda'):\n            yield\n\n"
+            "    def train_step(self, batch):\n        with self.mixed():\n"
+            "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        ),
+        ["AMP001"],
+    ),
+    "a region returned by a method": (
+        (
+            "import torch\n\n\nclass Trainer:\n"
+            "    def mixed(self):\n        return torch.autocast('cuda')\n\n"
+            "    def train_step(self, batch):\n        with self.mixed():\n"
+            "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        ),
+        ["AMP001"],
+    ),
     # Handed on twice at module level.
     "a scaler aliased twice": (
         (

@@ -89,10 +89,13 @@ def relevant_slice(
     lines = data.splitlines(keepends=True)
     units = _units(tree.body, None, lines)
     flat = list(_all(units))
-    seeds = _seeds(flat, vocabulary, groups_by_rule)
-    if seeds is None:
+    vocabulary, groups_by_rule = set(vocabulary), [list(groups) for groups in groups_by_rule]
+    found = _seeds(flat, vocabulary, groups_by_rule)
+    if found is None:
         return None
-    kept = _closure(flat, seeds, _Vocabulary(vocabulary, groups_by_rule))
+    seeds, seeding = found
+    every = {*vocabulary, *(w for groups in groups_by_rule for g in groups for w in g)}
+    kept = _closure(flat, seeds, _Vocabulary(every), _Vocabulary(seeding))
     keep = [True] * len(lines)
     for unit in flat:
         if unit not in kept:
@@ -332,33 +335,41 @@ def _seeds(
     units: list[_Unit],
     vocabulary: Iterable[str],
     groups_by_rule: Iterable[Sequence[Sequence[str]]],
-) -> set[_Unit] | None:
+) -> tuple[set[_Unit], set[str]] | None:
     """The units that mention an AMP word that is rare in this module, and for each
-    candidate rule those that mention its rarest group; None when a group is mentioned by
-    no unit (its words came from elsewhere, a project module: slicing could not place it)."""
+    candidate rule those that mention its rarest group; and those words. None when a group
+    is mentioned by no unit (its words came from elsewhere, a project module: slicing could
+    not place it)."""
     groups_by_rule = [list(groups) for groups in groups_by_rule]
     words = set(vocabulary) | {w for groups in groups_by_rule for g in groups for w in g}
     holders = _holders(units, words)
     rare = max(MIN_RARE, RARE_SHARE * len(units))
     seeds: set[_Unit] = {unit for unit in units if unit.star}
+    seeding: set[str] = set()
     for word in vocabulary:
-        if len(holders[word]) <= rare:
+        if holders[word] and len(holders[word]) <= rare:
             seeds.update(holders[word])
+            seeding.add(word)
     for groups in groups_by_rule:
-        best: set[_Unit] | None = None
+        best: tuple[set[_Unit], Sequence[str]] | None = None
         for group in groups:
             found = {unit for word in group for unit in holders[word]}
             if not found:
                 return None
-            if best is None or len(found) < len(best):
-                best = found
-        seeds |= best or set()
-    return seeds
+            if best is None or len(found) < len(best[0]):
+                best = (found, group)
+        if best is not None:
+            seeds |= best[0]
+            seeding.update(best[1])
+    return seeds, seeding
 
 
-def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> set[_Unit]:
+def _closure(
+    units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary, seeding: _Vocabulary
+) -> set[_Unit]:
     """The seeds, what they read through names (transitively), and what reads the values
-    they assign from AMP words."""
+    they assign from AMP words (``vocabulary``) or hand out from the words that made them
+    seeds (``seeding``)."""
     name_binders: dict[str, list[_Unit]] = {}
     attribute_binders: dict[str, list[_Unit]] = {}
     name_readers: dict[str, list[_Unit]] = {}
@@ -382,7 +393,7 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
             return True
         return binder.owner in bases.get(reader.owner, (reader.owner,))
 
-    pending = _handed_on(seeds, vocabulary, name_readers, attribute_readers, resolves)
+    pending = _handed_on(seeds, vocabulary, seeding, name_readers, attribute_readers, resolves)
     # The names module-level assignments bind (a script's `model`), and the module-level
     # statements that read each: they work on the object, though they bind nothing.
     module_values = {name for unit in units if unit.owner is None for name in unit.assigns}
@@ -420,6 +431,7 @@ def _closure(units: list[_Unit], seeds: set[_Unit], vocabulary: _Vocabulary) -> 
 def _handed_on(
     seeds: set[_Unit],
     vocabulary: _Vocabulary,
+    seeding: _Vocabulary,
     name_readers: dict[str, list[_Unit]],
     attribute_readers: dict[str, list[_Unit]],
     resolves: Callable[[_Unit, _Unit], bool],
@@ -429,10 +441,11 @@ def _handed_on(
     after ``_AC = torch.autocast``), up to :data:`_PASSED_ON` units on. A reader passes on
     only what it binds from such a value, never values of its own (library code says
     ``torch`` everywhere). The callers of a seed function or method are looked at with the
-    seeds (they may bind its result: ``self.gs = self._build()``); a seed function's
-    callers join in any case (how often it runs can be the finding: a GradScaler made in a
-    helper that a training loop calls each step), a method's only if they bind its result
-    (a test suite's helper methods are called by hundreds of tests). Each level is taken
+    seeds (they may bind its result: ``self.gs = self._build()``, or hand it on: ``return
+    self._build()``); a seed function's callers join in any case (how often it runs can be
+    the finding: a GradScaler made in a helper that a training loop calls each step), a
+    method's only if they bind what it hands out or call it in a loop (a test suite's
+    helper methods are called by hundreds of tests). Each level is taken
     to a fixpoint (``self.gs = _GX`` after ``_GX = GradScaler()``: seeds hand values to each
     other), so the result does not depend on the order of the units."""
     found_units: list[_Unit] = list(seeds)
@@ -445,11 +458,14 @@ def _handed_on(
             if seed.owner is None:
                 callers.extend(name_readers.get(name, ()))
                 found_units.extend(name_readers.get(name, ()))
-            callers.extend(
+            readers = [
                 reader
                 for reader in attribute_readers.get(name, ())
                 if reader.owner is not None and resolves(seed, reader)
-            )
+            ]
+            callers.extend(readers)
+            if readers and _makes_anew(seed, seeding):
+                found_units.extend(r for r in readers if _calls_in_loop(r, name))
     carriers: set[str] = set()
     level = {*seeds, *callers}
     passed = set(level)
@@ -459,8 +475,13 @@ def _handed_on(
         while grown:
             grown = False
             for unit in level:
+                is_seed = unit in seeds
                 names = _valued_assigns(
-                    unit, vocabulary if unit in seeds else None, carriers | made
+                    unit,
+                    vocabulary if is_seed else None,
+                    carriers | made,
+                    hands_out=seeding if is_seed else None,
+                    factories=made,
                 )
                 if names - found.get(unit, set()):
                     found[unit] = names
@@ -494,12 +515,10 @@ def _reach_of(unit: _Unit) -> tuple[int, int, int]:
 
 
 class _Vocabulary:
-    """Every rule's words, to tell the statements that say one."""
+    """Words of the rules, to tell the statements that say one."""
 
-    def __init__(
-        self, vocabulary: Iterable[str], groups_by_rule: Iterable[Sequence[Sequence[str]]]
-    ) -> None:
-        words = {*vocabulary, *(w for groups in groups_by_rule for g in groups for w in g)}
+    def __init__(self, words: Iterable[str]) -> None:
+        words = set(words)
         self.plain = frozenset(bare(word) for word in words if not word.startswith(PART))
         self.parts = tuple(word[1:].lower() for word in words if word.startswith(PART))
 
@@ -522,7 +541,14 @@ _BINDINGS: dict[type[ast.AST], tuple[str, ...]] = {
 }
 
 
-def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary | None, carriers: set[str]) -> set[str]:
+def _valued_assigns(
+    unit: _Unit,
+    vocabulary: _Vocabulary | None,
+    carriers: set[str],
+    *,
+    hands_out: _Vocabulary | None = None,
+    factories: set[str] | frozenset[str] = frozenset(),
+) -> set[str]:
     """Of the names and ``self`` attributes ``unit`` assigns, those that may hold an AMP
     object: bound by a statement that says an AMP word (``self.gs = GradScaler("cuda")``,
     ``acc = Accelerator(mixed_precision="fp16")``, an import), or from a name such a
@@ -530,12 +556,24 @@ def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary | None, carriers: set[s
     other units may read an AMP object through. A seed of a thousand lines assigns much
     else (dynamo's ``self.source = AttrSource(...)``), and every method that reads that
     would join the slice for nothing. Without ``vocabulary`` (a unit that only reads an AMP
-    object), only what is bound from ``carriers``, names known to hold AMP values."""
+    object), only what is bound from ``carriers``, names known to hold AMP values.
+
+    A function's own name joins when it hands an AMP object to its callers: it returns or
+    yields what says a word of ``hands_out`` (the words that made it a seed; ``torch`` in
+    a return says nothing) or calls one of ``factories`` (``return self._build()``), or,
+    as such a seed, yields bare (a context manager's ``yield`` inside ``autocast``)."""
     found: set[str] = set()
     bindings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what it reads, binds
+    handed: list[set[str]] = []  # what its returns and yields read
+    own = _own_target(unit)
     for statement in unit.statements:
         for node in ast.walk(statement):
-            fields = _BINDINGS.get(type(node))
+            kind = type(node)
+            if kind in _HANDING_OUT:
+                given = node.value  # type: ignore[attr-defined]
+                handed.append(_identifiers(given) if given is not None else unit.words)
+                continue
+            fields = _BINDINGS.get(kind)
             if fields is None:
                 if vocabulary is not None and isinstance(
                     node, (ast.Import, ast.ImportFrom, ast.Global)
@@ -575,7 +613,76 @@ def _valued_assigns(unit: _Unit, vocabulary: _Vocabulary | None, carriers: set[s
     for attribute, name in valued_targets:
         if name in (unit.binds_attributes if attribute else unit.binds):
             found.add(name)  # a function's local of the same name as a module name is not
-    return found & unit.assigns
+    found &= unit.assigns
+    if own is not None and any(
+        (hands_out is not None and hands_out.says(reads)) or not reads.isdisjoint(factories)
+        for reads in handed
+    ):
+        found.add(own)
+    return found
+
+
+#: What hands a value to a function's caller.
+_HANDING_OUT = (ast.Return, ast.Yield, ast.YieldFrom)
+
+
+def _own_target(unit: _Unit) -> str | None:
+    """The name a function unit binds itself to (a ``self`` attribute for a method)."""
+    if not unit.defines or len(unit.statements) != 1:
+        return None
+    statement = unit.statements[0]
+    return statement.name if isinstance(statement, _FUNCTIONS) else None
+
+
+def _makes_anew(unit: _Unit, seeding: _Vocabulary) -> bool:
+    """Whether each call of the function makes an object named by a word that made it a
+    seed (``scaler = GradScaler()``, ``with autocast():``): then how often it runs counts."""
+    for statement in unit.statements:
+        for node in ast.walk(statement):
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+                made = node.value
+            elif isinstance(node, ast.withitem):
+                made = node.context_expr
+            else:
+                continue
+            if type(made) is ast.Call:
+                callee = made.func
+                name = (
+                    callee.id
+                    if type(callee) is ast.Name
+                    else callee.attr
+                    if type(callee) is ast.Attribute
+                    else None
+                )
+                if name is not None and seeding.says({name}):
+                    return True
+    return False
+
+
+def _calls_in_loop(unit: _Unit, method: str) -> bool:
+    """Whether ``unit`` calls ``self.<method>`` in the body of a loop or a comprehension:
+    how often a method runs can be the finding (a GradScaler made anew for each batch)."""
+    for statement in unit.statements:
+        for node in ast.walk(statement):
+            if isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
+                repeated: list[ast.AST] = [*node.body]
+            elif isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp)):
+                repeated = [node.elt]
+            elif isinstance(node, ast.DictComp):
+                repeated = [node.key, node.value]
+            else:
+                continue
+            for part in repeated:
+                for inner in ast.walk(part):
+                    if (
+                        type(inner) is ast.Call
+                        and type(inner.func) is ast.Attribute
+                        and inner.func.attr == method
+                        and type(inner.func.value) is ast.Name
+                        and inner.func.value.id in _SELF
+                    ):
+                        return True
+    return False
 
 
 def _targets(target: ast.AST) -> set[tuple[bool, str]]:
