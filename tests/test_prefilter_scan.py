@@ -214,6 +214,35 @@ def test_words_only_in_comments_never_reach_ast() -> None:
     assert candidate_codes(commented, ["AMP001"]) == ([], None)
 
 
+def test_a_name_part_only_in_comments_never_reaches_ast() -> None:
+    # AMP009 knows a scaler by a part of its name, in any case: here only a comment says it.
+    from amplint.engine.prefilter import candidate_codes
+
+    commented = (
+        b"import torch\n"
+        b"# the AMP / GradScaler ops are lowered elsewhere\n"
+        b"def lower(x):\n"
+        b"    return x.half()  # MyScaler handles float16\n"
+    )
+    assert candidate_codes(commented, ["AMP009"]) == ([], None)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        b"import torch\n# GradScaler\nmy_scaler = make()\nmodel.half()\n",
+        # a quote before the '#': a string may end between them
+        b"import torch\nx = 'a'  # b'; grad_scaler = make()\nmodel.half()\n",
+        b'import torch\ns = """a\n# """; my_scaler = make()\nmodel.half()\n',
+    ],
+)
+def test_a_name_part_in_code_is_kept_whatever_comments_say(source: bytes) -> None:
+    from amplint.engine.prefilter import candidate_codes
+
+    codes, facts = candidate_codes(source, ["AMP009"])
+    assert facts is not None and facts.names is not None
+
+
 @pytest.mark.parametrize(
     "source",
     [

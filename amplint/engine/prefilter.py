@@ -123,10 +123,17 @@ class SourceWords:
     def _may_be_code(self, word: str) -> bool:
         if word.startswith(LIVE):
             word = bare(word)
-        if word.startswith((IMPORTED, KEYWORD, PART)):
+        if word.startswith((IMPORTED, KEYWORD)):
             return True  # not a plain word: ``ast`` decides
-        data = self.data
-        for start in _whole_words(data, word.encode()):
+        if word.startswith(PART):
+            # A name part, in any case, inside any identifier (torch's ``lowering.py`` says
+            # "GradScaler" once, in a comment).
+            data = self.lowered()
+            found: Iterable[int] = _occurrences(data, word[1:].lower().encode())
+        else:
+            data = self.data
+            found = _whole_words(data, word.encode())
+        for start in found:
             before = data[data.rfind(b"\n", 0, start) + 1 : start]
             # Any quote before the word: a string may end between the '#' and it.
             if b"#" not in before or b'"' in before or b"'" in before:
@@ -179,6 +186,14 @@ def _whole_words(data: bytes, word: bytes) -> Iterator[int]:
         ):
             yield start
         start = data.find(word, start + 1)
+
+
+def _occurrences(data: bytes, text: bytes) -> Iterator[int]:
+    """Where ``text`` occurs in ``data``, as part of a word or not."""
+    start = data.find(text)
+    while start >= 0:
+        yield start
+        start = data.find(text, start + 1)
 
 
 @cache
