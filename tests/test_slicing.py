@@ -577,6 +577,31 @@ HANDED_ON = {
         ),
         ["AMP001"],
     ),
+    # A property hands out what `__init__` stored; the readers of the property join.
+    "a scaler behind a property": (
+        (
+            "import torch\n\n\nclass Trainer:\n"
+            "    def __init__(self, model, optimizer):\n"
+            "        self.model = model\n        self.optimizer = optimizer\n"
+            "        self._gs = torch.amp.GradScaler('cuda')\n\n"
+            "    @property\n    def gs(self):\n        return self._gs\n\n"
+            "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+            "            loss = self.model(batch).sum()\n"
+            "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n"
+            "    def on_step_end(self):\n        self.gs.update()\n"
+        ),
+        [],
+    ),
+    # The region a method returns is first bound to a local.
+    "a region a method binds, then returns": (
+        (
+            "import torch\n\n\nclass Trainer:\n"
+            "    def mixed(self):\n        ctx = torch.autocast('cuda')\n        return ctx\n\n"
+            "    def train_step(self, batch):\n        with self.mixed():\n"
+            "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        ),
+        ["AMP001"],
+    ),
     # Handed on twice at module level.
     "a scaler aliased twice": (
         (

@@ -481,7 +481,7 @@ def _handed_on(
                     vocabulary if is_seed else None,
                     carriers | made,
                     hands_out=seeding if is_seed else None,
-                    factories=made,
+                    handed_on=carriers,
                 )
                 if names - found.get(unit, set()):
                     found[unit] = names
@@ -547,7 +547,7 @@ def _valued_assigns(
     carriers: set[str],
     *,
     hands_out: _Vocabulary | None = None,
-    factories: set[str] | frozenset[str] = frozenset(),
+    handed_on: set[str] | frozenset[str] = frozenset(),
 ) -> set[str]:
     """Of the names and ``self`` attributes ``unit`` assigns, those that may hold an AMP
     object: bound by a statement that says an AMP word (``self.gs = GradScaler("cuda")``,
@@ -559,20 +559,29 @@ def _valued_assigns(
     object), only what is bound from ``carriers``, names known to hold AMP values.
 
     A function's own name joins when it hands an AMP object to its callers: it returns or
-    yields what says a word of ``hands_out`` (the words that made it a seed; ``torch`` in
-    a return says nothing) or calls one of ``factories`` (``return self._build()``), or,
-    as such a seed, yields bare (a context manager's ``yield`` inside ``autocast``)."""
+    yields what a call of a ``hands_out`` word makes (the words that made it a seed:
+    ``return torch.autocast("cuda")``; ``torch`` in a return says nothing), what a name of
+    ``handed_on`` holds (``return self._build()``, ``return self._gs``), or a local bound so
+    (``ctx = torch.autocast("cuda"); return ctx``); or it yields bare inside such a
+    region (a context manager)."""
     found: set[str] = set()
     bindings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what it reads, binds
-    handed: list[set[str]] = []  # what its returns and yields read
+    makings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what makes it, what it binds
+    handed: list[set[str]] = []  # what makes what its returns and yields hand out
+    regions: list[set[str]] = []  # what makes the contexts its ``with`` statements enter
+    yields_bare = False
     own = _own_target(unit)
     for statement in unit.statements:
         for node in ast.walk(statement):
             kind = type(node)
             if kind in _HANDING_OUT:
                 given = node.value  # type: ignore[attr-defined]
-                handed.append(_identifiers(given) if given is not None else unit.words)
+                if given is not None:
+                    handed.append(_makers(given))
+                yields_bare = yields_bare or (given is None and kind is ast.Yield)
                 continue
+            if kind is ast.withitem:
+                regions.append(_makers(node.context_expr))  # type: ignore[attr-defined]
             fields = _BINDINGS.get(kind)
             if fields is None:
                 if vocabulary is not None and isinstance(
@@ -590,19 +599,67 @@ def _valued_assigns(
                         targets |= _targets(target)
             if targets:
                 bindings.append((_identifiers(said), targets))
+                value = getattr(node, "value", None) or getattr(node, "context_expr", None)
+                if value is not None and kind is not ast.AugAssign:
+                    makings.append((_makers(value), targets))
     # The names bound to AMP values so far, locals included (``gs`` above); a binding that
     # reads one of them binds AMP values in turn.
+    valued_targets = _valued(
+        bindings,
+        lambda reads: (
+            (vocabulary is not None and vocabulary.says(reads)) or not reads.isdisjoint(carriers)
+        ),
+    )
+    for attribute, name in valued_targets:
+        if name in (unit.binds_attributes if attribute else unit.binds):
+            found.add(name)  # a function's local of the same name as a module name is not
+    found &= unit.assigns
+    if yields_bare:  # a context manager: it hands out the regions it enters
+        handed += regions
+    if own is not None and handed:
+
+        def hands(makers: set[str]) -> bool:
+            return (hands_out is not None and hands_out.says(makers)) or not makers.isdisjoint(
+                handed_on
+            )
+
+        holding = {name for _, name in _valued(makings, hands)}
+        if any(hands(makers) or not makers.isdisjoint(holding) for makers in handed):
+            found.add(own)
+    return found
+
+
+def _makers(value: ast.AST) -> set[str]:
+    """What makes the object an expression gives: the function it calls (its last name),
+    the name or attribute it reads, either branch of a conditional or a boolean operator."""
+    kind = type(value)
+    if kind is ast.Call:
+        return _makers(value.func)  # type: ignore[attr-defined]
+    if kind is ast.Name:
+        return {value.id}  # type: ignore[attr-defined]
+    if kind is ast.Attribute:
+        return {value.attr}  # type: ignore[attr-defined]
+    if kind is ast.IfExp:
+        return _makers(value.body) | _makers(value.orelse)  # type: ignore[attr-defined]
+    if kind is ast.BoolOp:
+        return {name for item in value.values for name in _makers(item)}  # type: ignore[attr-defined]
+    if kind is ast.Await:
+        return _makers(value.value)  # type: ignore[attr-defined]
+    return set()
+
+
+def _valued(
+    bindings: list[tuple[set[str], set[tuple[bool, str]]]], says: Callable[[set[str]], bool]
+) -> set[tuple[bool, str]]:
+    """The targets of the bindings that read what ``says`` accepts, or a name such a
+    binding bound (transitively, in any order)."""
     valued: set[str] = set()
     valued_targets: set[tuple[bool, str]] = set()
     pending = bindings
     while pending:
         left = []
         for reads, targets in pending:
-            if (
-                (vocabulary is not None and vocabulary.says(reads))
-                or not reads.isdisjoint(valued)
-                or not reads.isdisjoint(carriers)
-            ):
+            if says(reads) or not reads.isdisjoint(valued):
                 valued_targets |= targets
                 valued.update(name for _, name in targets)
             else:
@@ -610,16 +667,7 @@ def _valued_assigns(
         if len(left) == len(pending):
             break
         pending = left
-    for attribute, name in valued_targets:
-        if name in (unit.binds_attributes if attribute else unit.binds):
-            found.add(name)  # a function's local of the same name as a module name is not
-    found &= unit.assigns
-    if own is not None and any(
-        (hands_out is not None and hands_out.says(reads)) or not reads.isdisjoint(factories)
-        for reads in handed
-    ):
-        found.add(own)
-    return found
+    return valued_targets
 
 
 #: What hands a value to a function's caller.
