@@ -7,6 +7,7 @@
   same module (timm's ``NativeScaler``) are not loss scalers.
 - :func:`scaler_like`: either of the two.
 - :func:`named_like_scaler`: the naming convention alone, for parameters.
+- :func:`updated_somewhere`: whether some ``update()`` of the module may be a scaler's.
 """
 
 from __future__ import annotations
@@ -80,4 +81,23 @@ def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) ->
             callee = model.module.code_for_node(func)
             if "scaler" not in callee.lower() or FEATURE_SCALER.search(callee):
                 return True  # `scaler = build_something()`: not evidently a GradScaler
+    return False
+
+
+def updated_somewhere(model: ModuleModel, key: str) -> bool:
+    """Whether some ``update()`` call of the module may update the scaler written ``key``
+    (``self.scaler``, ``scaler``): one on a name that ends the same way, or one on a scaler
+    reached through a call (``self.get_scaler().update()``), which may be this one."""
+    from amplint.analysis.model import method_name, receiver, receiver_key
+
+    attribute = key.rsplit(".", 1)[-1]
+    for call in model.index.calls:
+        if method_name(call) != "update":
+            continue
+        updated = receiver_key(call)
+        if updated is not None:
+            if updated.rsplit(".", 1)[-1] == attribute:
+                return True
+        elif (target := receiver(call)) is not None and model.is_scaler(target):
+            return True
     return False

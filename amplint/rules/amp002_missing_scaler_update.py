@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
+from amplint.analysis.scalers import updated_somewhere
 from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
@@ -97,6 +98,23 @@ def finish(s):
 for batch in loader:
     scaler.step(optimizer)
     finish(scaler)
+""",
+        # The scaler kept on the trainer is updated through a getter.
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def get_scaler(self):
+        return self._scaler
+
+    def train_step(self, loss):
+        self._scaler.scale(loss).backward()
+        self._scaler.step(self.optimizer)
+
+    def on_step_end(self):
+        self.get_scaler().update()
 """,
     )
     invalid = (
@@ -193,7 +211,7 @@ for batch in loader:
         for (iteration, key), steps in by_iteration.items():
             if _updated(model, iteration, key):
                 continue
-            if _shared(model, steps[0], key) and _updated_anywhere(model, key):
+            if _shared(model, steps[0], key) and updated_somewhere(model, key):
                 continue
             last = steps[-1]
             context.report(
@@ -225,14 +243,6 @@ def _shared(model: ModuleModel, step: cst.Call, key: str) -> bool:
     if function is None:
         return False
     return key not in model.index.functions[function].bindings
-
-
-def _updated_anywhere(model: ModuleModel, key: str) -> bool:
-    attribute = key.rsplit(".", 1)[-1]
-    return any(
-        method_name(call) == "update" and (receiver_key(call) or "").rsplit(".", 1)[-1] == attribute
-        for call in model.index.calls
-    )
 
 
 def _insert_update(

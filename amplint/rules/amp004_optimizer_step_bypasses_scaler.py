@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, method_name, receiver_key
+from amplint.analysis.model import ModuleModel
+from amplint.analysis.scalers import updated_somewhere
 from amplint.analysis.steps import (
     Event,
     Iteration,
@@ -539,7 +540,7 @@ def _through_scaler(
     if any(e.order < step.order for e in updates):
         return None
     if not updates:
-        if _updated_anywhere(model, scaler) or _is_parameter(model, step.call, scaler):
+        if updated_somewhere(model, scaler) or _is_parameter(model, step.call, scaler):
             return None
         anchor = model.update_anchor(step.call, iteration.root)
         if anchor is None:
@@ -547,14 +548,6 @@ def _through_scaler(
         update = cst.parse_statement(f"{scaler}.update()\n")
         replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
     return FixPlan(f"Step through `{scaler}.step(...)`", replacements)
-
-
-def _updated_anywhere(model: ModuleModel, scaler: str) -> bool:
-    attribute = scaler.rsplit(".", 1)[-1]
-    return any(
-        method_name(call) == "update" and (receiver_key(call) or "").rsplit(".", 1)[-1] == attribute
-        for call in model.index.calls
-    )
 
 
 def _is_parameter(model: ModuleModel, call: cst.Call, scaler: str) -> bool:
