@@ -202,29 +202,30 @@ def test_code_only_refuses_what_it_might_misread(source: bytes) -> None:
     assert code_only(source) is None
 
 
-def test_words_only_in_comments_never_reach_ast() -> None:
+@pytest.mark.parametrize(
+    ("commented", "code"),
+    [
+        (
+            b"import torch\n"
+            b"# we used to wrap this in torch.autocast and call loss.backward() here\n"
+            b"def f(x):\n"
+            b"    return x  # autocast: no longer\n",
+            "AMP001",
+        ),
+        # AMP009 knows a scaler by a part of its name, in any case: only comments say it.
+        (
+            b"import torch\n"
+            b"# the AMP / GradScaler ops are lowered elsewhere\n"
+            b"def lower(x):\n"
+            b"    return x.half()  # MyScaler handles float16\n",
+            "AMP009",
+        ),
+    ],
+)
+def test_words_only_in_comments_never_reach_ast(commented: bytes, code: str) -> None:
     from amplint.engine.prefilter import candidate_codes
 
-    commented = (
-        b"import torch\n"
-        b"# we used to wrap this in torch.autocast and call loss.backward() here\n"
-        b"def f(x):\n"
-        b"    return x  # autocast: no longer\n"
-    )
-    assert candidate_codes(commented, ["AMP001"]) == ([], None)
-
-
-def test_a_name_part_only_in_comments_never_reaches_ast() -> None:
-    # AMP009 knows a scaler by a part of its name, in any case: here only a comment says it.
-    from amplint.engine.prefilter import candidate_codes
-
-    commented = (
-        b"import torch\n"
-        b"# the AMP / GradScaler ops are lowered elsewhere\n"
-        b"def lower(x):\n"
-        b"    return x.half()  # MyScaler handles float16\n"
-    )
-    assert candidate_codes(commented, ["AMP009"]) == ([], None)
+    assert candidate_codes(commented, [code]) == ([], None)
 
 
 @pytest.mark.parametrize(
