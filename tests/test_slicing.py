@@ -592,6 +592,30 @@ HANDED_ON = {
         ),
         [],
     ),
+    # A context manager that yields a value inside its region.
+    "a region a context manager yields in": (
+        (
+            "import contextlib\nimport torch\n\n\nclass Trainer:\n"
+            "    @contextlib.contextmanager\n    def mixed(self):\n"
+            "        with torch.autocast('cuda'):\n            yield self\n\n"
+            "    def train_step(self, batch):\n        with self.mixed():\n"
+            "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        ),
+        ["AMP001"],
+    ),
+    # The method makes its scaler under a condition, anew for each batch.
+    "a method making a scaler under a condition, called by a loop": (
+        (
+            "from torch.amp import GradScaler\n\n\nclass Trainer:\n"
+            "    def _one_batch(self, batch):\n"
+            "        scaler = GradScaler('cuda') if self.amp else None\n"
+            "        loss = self.model(batch)\n        scaler.scale(loss).backward()\n"
+            "        scaler.step(self.optimizer)\n        scaler.update()\n\n"
+            "    def fit(self, loader):\n        for batch in loader:\n"
+            "            self._one_batch(batch)\n"
+        ),
+        ["AMP010"],
+    ),
     # The region a method returns is first bound to a local.
     "a region a method binds, then returns": (
         (
@@ -601,6 +625,36 @@ HANDED_ON = {
             "            loss = self.model(batch).sum()\n            loss.backward()\n"
         ),
         ["AMP001"],
+    ),
+    # A base class's method updates the scaler a subclass makes; a driver outside calls it.
+    "a scaler updated by a base-class method": (
+        (
+            "import torch\n\n\nclass Base:\n    def describe(self):\n        return 1\n\n"
+            "    def finish(self):\n        self.gs.update()\n\n\n"
+            "class Trainer(Base):\n    def __init__(self, model, optimizer):\n"
+            "        self.model = model\n        self.optimizer = optimizer\n"
+            "        self.gs = torch.amp.GradScaler('cuda')\n\n"
+            "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+            "            loss = self.model(batch).sum()\n"
+            "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n\n"
+            "def fit(trainer, data):\n    for b in data:\n        trainer.train_step(b)\n"
+            "        trainer.finish()\n"
+        ),
+        [],
+    ),
+    # Another class reaches the trainer's scaler through the trainer.
+    "a scaler updated through another object": (
+        (
+            "import torch\n\n\nclass Trainer:\n    def __init__(self, model, optimizer):\n"
+            "        self.model = model\n        self.optimizer = optimizer\n"
+            "        self.gs = torch.amp.GradScaler('cuda')\n\n"
+            "    def train_step(self, batch):\n        with torch.autocast('cuda'):\n"
+            "            loss = self.model(batch).sum()\n"
+            "        self.gs.scale(loss).backward()\n        self.gs.step(self.optimizer)\n\n\n"
+            "class Callback:\n    def describe(self):\n        return 1\n\n"
+            "    def on_step_end(self, trainer):\n        trainer.gs.update()\n"
+        ),
+        [],
     ),
     # Handed on twice at module level.
     "a scaler aliased twice": (

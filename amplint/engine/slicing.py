@@ -73,6 +73,8 @@ class _Unit:
     defines: bool = False
     star: bool = False  # holds ``from ... import *``: it may define any name, so it stays
     members: list[_Unit] = field(default_factory=list)
+    #: attributes it reads on other receivers than ``self`` (``trainer.gs``).
+    other_attributes: set[str] = field(default_factory=set)
 
 
 def relevant_slice(
@@ -229,7 +231,12 @@ def _read(node: ast.AST, unit: _Unit, *, header: bool = False) -> None:
     other units can reach (names bound outside functions, its own name included, ``self``
     attributes assigned anywhere, ``global`` names). ``header``: a class's bases and
     decorators, which bind nothing."""
-    words, names, attributes = unit.words, unit.names, unit.self_attributes
+    words, names, attributes, others = (
+        unit.words,
+        unit.names,
+        unit.self_attributes,
+        unit.other_attributes,
+    )
     bound, bound_attributes, assigns = unit.binds, unit.binds_attributes, unit.assigns
     local: set[str] = set()
     declared: set[str] = set()
@@ -264,6 +271,8 @@ def _read(node: ast.AST, unit: _Unit, *, header: bool = False) -> None:
                 if type(current.ctx) is not load:  # type: ignore[attr-defined]
                     bound_attributes.add(attribute)
                     assigns.add(attribute)
+            else:
+                others.add(attribute)
         elif kind is alias_type:
             words.update(current.name.split("."))  # type: ignore[attr-defined]
             if current.asname:  # type: ignore[attr-defined]
@@ -374,7 +383,11 @@ def _closure(
     attribute_binders: dict[str, list[_Unit]] = {}
     name_readers: dict[str, list[_Unit]] = {}
     attribute_readers: dict[str, list[_Unit]] = {}
+    #: readers of an attribute on another receiver than ``self``.
+    other_readers: dict[str, list[_Unit]] = {}
     for unit in units:
+        for name in unit.other_attributes:
+            other_readers.setdefault(name, []).append(unit)
         for name in unit.binds:
             name_binders.setdefault(name, []).append(unit)
         for name in unit.binds_attributes:
@@ -393,7 +406,24 @@ def _closure(
             return True
         return binder.owner in bases.get(reader.owner, (reader.owner,))
 
-    pending = _handed_on(seeds, vocabulary, seeding, name_readers, attribute_readers, resolves)
+    def reaches(binder: _Unit, reader: _Unit) -> bool:
+        """Whether an AMP object ``binder`` puts on ``self`` may be what ``reader`` reads:
+        through the reader's class and its bases, or a base class's method reading what a
+        subclass binds (a base ``finish()`` updating the scaler the subclass made)."""
+        return resolves(binder, reader) or (
+            reader.owner in bases.get(binder.owner, ())  # type: ignore[arg-type]
+        )
+
+    pending = _handed_on(
+        seeds,
+        vocabulary,
+        seeding,
+        name_readers,
+        attribute_readers,
+        resolves,
+        reaches=reaches,
+        other_readers=other_readers,
+    )
     # The names module-level assignments bind (a script's `model`), and the module-level
     # statements that read each: they work on the object, though they bind nothing.
     module_values = {name for unit in units if unit.owner is None for name in unit.assigns}
@@ -435,6 +465,9 @@ def _handed_on(
     name_readers: dict[str, list[_Unit]],
     attribute_readers: dict[str, list[_Unit]],
     resolves: Callable[[_Unit, _Unit], bool],
+    *,
+    reaches: Callable[[_Unit, _Unit], bool],
+    other_readers: dict[str, list[_Unit]],
 ) -> list[_Unit]:
     """The seeds and the units through which their AMP objects are handed on: what reads a
     value a seed makes, and what reads it from those readers in turn (``ctx_cls = _AC``
@@ -467,25 +500,28 @@ def _handed_on(
             if readers and _makes_anew(seed, seeding):
                 found_units.extend(r for r in readers if _calls_in_loop(r, name))
     carriers: set[str] = set()
+    holders: set[str] = set()  # the names that hold an AMP object itself (see below)
     level = {*seeds, *callers}
     passed = set(level)
     for hops in range(_PASSED_ON + 1):
         found: dict[_Unit, set[str]] = {}
+        objects: dict[_Unit, set[str]] = {}
         grown = True
         while grown:
             grown = False
             for unit in level:
                 is_seed = unit in seeds
-                names = _valued_assigns(
+                names, objects[unit] = _valued_assigns(
                     unit,
                     vocabulary if is_seed else None,
                     carriers | made,
                     hands_out=seeding if is_seed else None,
-                    handed_on=carriers,
+                    handed_on=holders,
                 )
-                if names - found.get(unit, set()):
+                if names - found.get(unit, set()) or objects[unit] - holders:
                     found[unit] = names
                     carriers |= names
+                    holders |= objects[unit]
                     grown = True
         level = set()
         for unit, names in found.items():
@@ -493,8 +529,10 @@ def _handed_on(
             for name in names:
                 readers = [
                     *name_readers.get(name, ()),
-                    *(r for r in attribute_readers.get(name, ()) if resolves(unit, r)),
+                    *(r for r in attribute_readers.get(name, ()) if reaches(unit, r)),
                 ]
+                if name in objects[unit]:  # an AMP object kept on an instance: `trainer.gs`
+                    readers += other_readers.get(name, ())
                 found_units.extend(readers)
                 if hops < _PASSED_ON:
                     level.update(reader for reader in readers if reader not in passed)
@@ -548,7 +586,7 @@ def _valued_assigns(
     *,
     hands_out: _Vocabulary | None = None,
     handed_on: set[str] | frozenset[str] = frozenset(),
-) -> set[str]:
+) -> tuple[set[str], set[str]]:
     """Of the names and ``self`` attributes ``unit`` assigns, those that may hold an AMP
     object: bound by a statement that says an AMP word (``self.gs = GradScaler("cuda")``,
     ``acc = Accelerator(mixed_precision="fp16")``, an import), or from a name such a
@@ -562,14 +600,17 @@ def _valued_assigns(
     yields what a call of a ``hands_out`` word makes (the words that made it a seed:
     ``return torch.autocast("cuda")``; ``torch`` in a return says nothing), what a name of
     ``handed_on`` holds (``return self._build()``, ``return self._gs``), or a local bound so
-    (``ctx = torch.autocast("cuda"); return ctx``); or it yields bare inside such a
-    region (a context manager)."""
+    (``ctx = torch.autocast("cuda"); return ctx``); or it yields inside such a region (a
+    context manager); ``handed_on`` holds the names known to hold such objects.
+
+    Also returned: of the names, those that hold an AMP object itself, made so (the
+    function's own, the ``self`` attributes bound to one): other objects may reach them."""
     found: set[str] = set()
     bindings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what it reads, binds
     makings: list[tuple[set[str], set[tuple[bool, str]]]] = []  # what makes it, what it binds
     handed: list[set[str]] = []  # what makes what its returns and yields hand out
     regions: list[set[str]] = []  # what makes the contexts its ``with`` statements enter
-    yields_bare = False
+    yields = False
     own = _own_target(unit)
     for statement in unit.statements:
         for node in ast.walk(statement):
@@ -578,7 +619,7 @@ def _valued_assigns(
                 given = node.value  # type: ignore[attr-defined]
                 if given is not None:
                     handed.append(_makers(given))
-                yields_bare = yields_bare or (given is None and kind is ast.Yield)
+                yields = yields or kind is not ast.Return
                 continue
             if kind is ast.withitem:
                 regions.append(_makers(node.context_expr))  # type: ignore[attr-defined]
@@ -614,38 +655,48 @@ def _valued_assigns(
         if name in (unit.binds_attributes if attribute else unit.binds):
             found.add(name)  # a function's local of the same name as a module name is not
     found &= unit.assigns
-    if yields_bare:  # a context manager: it hands out the regions it enters
+    if yields:  # a generator, a context manager: it hands out the regions it yields in
         handed += regions
-    if own is not None and handed:
 
-        def hands(makers: set[str]) -> bool:
-            return (hands_out is not None and hands_out.says(makers)) or not makers.isdisjoint(
-                handed_on
-            )
+    def hands(makers: set[str]) -> bool:
+        return (hands_out is not None and hands_out.says(makers)) or not makers.isdisjoint(
+            handed_on
+        )
 
-        holding = {name for _, name in _valued(makings, hands)}
-        if any(hands(makers) or not makers.isdisjoint(holding) for makers in handed):
-            found.add(own)
-    return found
+    holding = _valued(makings, hands)
+    held = {name for _, name in holding}
+    # The ``self`` attributes bound to an AMP object itself (not all a seed assigns from a
+    # statement saying ``torch``), and the function if it hands one out.
+    objects = {name for attribute, name in holding if attribute} & unit.binds_attributes
+    objects &= unit.assigns
+    if own is not None and any(hands(makers) or not makers.isdisjoint(held) for makers in handed):
+        found.add(own)
+        objects.add(own)
+    return found, objects
 
 
-def _makers(value: ast.AST) -> set[str]:
+def _makers(value: ast.AST, *, calls_only: bool = False) -> set[str]:
     """What makes the object an expression gives: the function it calls (its last name),
-    the name or attribute it reads, either branch of a conditional or a boolean operator."""
+    the name or attribute it reads (unless ``calls_only``), either branch of a conditional
+    or a boolean operator, the items of a tuple or list."""
     kind = type(value)
     if kind is ast.Call:
         return _makers(value.func)  # type: ignore[attr-defined]
     if kind is ast.Name:
-        return {value.id}  # type: ignore[attr-defined]
+        return set() if calls_only else {value.id}  # type: ignore[attr-defined]
     if kind is ast.Attribute:
-        return {value.attr}  # type: ignore[attr-defined]
+        return set() if calls_only else {value.attr}  # type: ignore[attr-defined]
     if kind is ast.IfExp:
-        return _makers(value.body) | _makers(value.orelse)  # type: ignore[attr-defined]
-    if kind is ast.BoolOp:
-        return {name for item in value.values for name in _makers(item)}  # type: ignore[attr-defined]
-    if kind is ast.Await:
-        return _makers(value.value)  # type: ignore[attr-defined]
-    return set()
+        parts = [value.body, value.orelse]  # type: ignore[attr-defined]
+    elif kind is ast.BoolOp:
+        parts = value.values  # type: ignore[attr-defined]
+    elif kind is ast.Tuple or kind is ast.List:
+        parts = value.elts  # type: ignore[attr-defined]
+    elif kind is ast.Await:
+        parts = [value.value]  # type: ignore[attr-defined]
+    else:
+        return set()
+    return {name for part in parts for name in _makers(part, calls_only=calls_only)}
 
 
 def _valued(
@@ -693,17 +744,8 @@ def _makes_anew(unit: _Unit, seeding: _Vocabulary) -> bool:
                 made = node.context_expr
             else:
                 continue
-            if type(made) is ast.Call:
-                callee = made.func
-                name = (
-                    callee.id
-                    if type(callee) is ast.Name
-                    else callee.attr
-                    if type(callee) is ast.Attribute
-                    else None
-                )
-                if name is not None and seeding.says({name}):
-                    return True
+            if made is not None and seeding.says(_makers(made, calls_only=True)):
+                return True
     return False
 
 
