@@ -235,6 +235,10 @@ def test_words_only_in_comments_never_reach_ast(commented: bytes, code: str) -> 
         # a quote before the '#': a string may end between them
         b"import torch\nx = 'a'  # b'; grad_scaler = make()\nmodel.half()\n",
         b'import torch\ns = """a\n# """; my_scaler = make()\nmodel.half()\n',
+        # lines ended by a lone carriage return: the comment ends with its line
+        b"# Copyright\rimport torch\rmy_scaler = make()\rmodel.half()\r",
+        # the '#' is text of a multi-line f-string; its field is code
+        b'import torch\nmodel.half()\nmsg = f"""\n# scale {my_scaler.get_scale()}\n"""\n',
     ],
 )
 def test_a_name_part_in_code_is_kept_whatever_comments_say(source: bytes) -> None:
@@ -255,6 +259,8 @@ def test_a_name_part_in_code_is_kept_whatever_comments_say(source: bytes) -> Non
         b'import torch\ntag = "#"; ctx = torch.autocast("cuda")\nloss.backward()\n',
         # a multi-line string that ends after a '#' on the word's line
         b'import torch\ns = """a\n# """; ctx = torch.autocast("cuda")\nloss.backward()\n',
+        # lines ended by a lone carriage return
+        b"# Copyright\rimport torch\rwith torch.autocast('cuda'):\r    loss.backward()\r",
     ],
 )
 def test_a_word_in_code_is_kept_whatever_comments_say(source: bytes) -> None:

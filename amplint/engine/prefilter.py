@@ -115,8 +115,8 @@ class SourceWords:
 
     def may_be_code(self, group: tuple[str, ...]) -> bool:
         """Whether a word of the group may occur in code: False only when every occurrence
-        of each of its (plain) words sits after a ``#`` with no quote at all before it on
-        its line, in a comment or inside a multi-line string, never code. A cheap look
+        of each of its words sits after a ``#`` with no quote or brace before it on its
+        line, in a comment or inside a multi-line string, never code. A cheap look
         before ``ast``: torch's comments name ``amp`` and ``autocast`` in a dozen modules."""
         return any(self._may_be_code(word) for word in group)
 
@@ -134,9 +134,12 @@ class SourceWords:
             data = self.data
             found = _whole_words(data, word.encode())
         for start in found:
-            before = data[data.rfind(b"\n", 0, start) + 1 : start]
-            # Any quote before the word: a string may end between the '#' and it.
-            if b"#" not in before or b'"' in before or b"'" in before:
+            # The line as CPython counts them (a lone carriage return ends one too).
+            line = max(data.rfind(b"\n", 0, start), data.rfind(b"\r", 0, start)) + 1
+            before = data[line:start]
+            # Any quote before the word: a string may end between the '#' and it; a brace:
+            # the '#' may be text of a multi-line f-string, whose field holds code.
+            if b"#" not in before or any(mark in before for mark in _OPENERS):
                 return True
         return False
 
@@ -186,6 +189,10 @@ def _whole_words(data: bytes, word: bytes) -> Iterator[int]:
         ):
             yield start
         start = data.find(word, start + 1)
+
+
+#: What, before a '#' on a word's line, leaves it possibly code (see ``may_be_code``).
+_OPENERS = (b'"', b"'", b"{")
 
 
 def _occurrences(data: bytes, text: bytes) -> Iterator[int]:
