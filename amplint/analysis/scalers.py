@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import libcst as cst
@@ -84,10 +85,11 @@ def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) ->
     return False
 
 
-def updated_somewhere(model: ModuleModel, key: str) -> bool:
+def updated_somewhere(model: ModuleModel, key: str, stepped: Sequence[ScalerInstance] = ()) -> bool:
     """Whether some ``update()`` call of the module may update the scaler written ``key``
     (``self.scaler``, ``scaler``): one on a name that ends the same way, or one on a scaler
-    reached through a call (``self.get_scaler().update()``), which may be this one."""
+    reached through a call (``self.get_scaler().update()``) that may be this one: built
+    where one of ``stepped`` (the stepped scaler's instances, where known) was built."""
     from amplint.analysis.model import method_name, receiver, receiver_key
 
     attribute = key.rsplit(".", 1)[-1]
@@ -99,5 +101,7 @@ def updated_somewhere(model: ModuleModel, key: str) -> bool:
             if updated.rsplit(".", 1)[-1] == attribute:
                 return True
         elif (target := receiver(call)) is not None and model.is_scaler(target):
-            return True
+            reached = model.scaler_instances(target)
+            if not stepped or any(instance in stepped for instance in reached):
+                return True
     return False
