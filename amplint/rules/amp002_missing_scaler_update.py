@@ -118,46 +118,6 @@ class Trainer:
 """,
     )
     invalid = (
-        # A GAN: the discriminator's scaler, reached through a getter, is updated; the
-        # generator's is not.
-        Invalid(
-            """
-import torch
-class GAN:
-    def __init__(self):
-        self.scaler_g = torch.amp.GradScaler("cuda")
-        self._scaler_d = torch.amp.GradScaler("cuda")
-
-    def disc_scaler(self):
-        return self._scaler_d
-
-    def train_step(self, loss_d, loss_g):
-        self.disc_scaler().scale(loss_d).backward()
-        self.disc_scaler().step(self.opt_d)
-        self.disc_scaler().update()
-        self.scaler_g.scale(loss_g).backward()
-        self.scaler_g.step(self.opt_g)
-""",
-            line=16,
-            fixed="""
-import torch
-class GAN:
-    def __init__(self):
-        self.scaler_g = torch.amp.GradScaler("cuda")
-        self._scaler_d = torch.amp.GradScaler("cuda")
-
-    def disc_scaler(self):
-        return self._scaler_d
-
-    def train_step(self, loss_d, loss_g):
-        self.disc_scaler().scale(loss_d).backward()
-        self.disc_scaler().step(self.opt_d)
-        self.disc_scaler().update()
-        self.scaler_g.scale(loss_g).backward()
-        self.scaler_g.step(self.opt_g)
-        self.scaler_g.update()
-""",
-        ),
         Invalid(
             """
 import torch
@@ -227,6 +187,46 @@ for batch in loader:
     for opt in (opt_g, opt_d):
         scaler.step(opt)
     scaler.update()
+""",
+        ),
+        # A GAN: the discriminator's scaler, reached through a getter, is updated; the
+        # generator's is not.
+        Invalid(
+            """
+import torch
+class GAN:
+    def __init__(self):
+        self.scaler_g = torch.amp.GradScaler("cuda")
+        self._scaler_d = torch.amp.GradScaler("cuda")
+
+    def disc_scaler(self):
+        return self._scaler_d
+
+    def train_step(self, loss_d, loss_g):
+        self.disc_scaler().scale(loss_d).backward()
+        self.disc_scaler().step(self.opt_d)
+        self.disc_scaler().update()
+        self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.step(self.opt_g)
+""",
+            line=16,
+            fixed="""
+import torch
+class GAN:
+    def __init__(self):
+        self.scaler_g = torch.amp.GradScaler("cuda")
+        self._scaler_d = torch.amp.GradScaler("cuda")
+
+    def disc_scaler(self):
+        return self._scaler_d
+
+    def train_step(self, loss_d, loss_g):
+        self.disc_scaler().scale(loss_d).backward()
+        self.disc_scaler().step(self.opt_d)
+        self.disc_scaler().update()
+        self.scaler_g.scale(loss_g).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
 """,
         ),
     )
