@@ -219,9 +219,13 @@ def main() -> None:
     if args.findings:
         args.findings.write_text(json.dumps(findings, indent=1))
 
-    sources = sorted(p.name for p in (corpus / "lib").iterdir()) + sorted(
-        p.name for p in (corpus / "repo").iterdir()
-    )
+    # Either part may be missing: no library fetched, no repository mirrored here.
+    sources = [
+        p.name
+        for part in ("lib", "repo")
+        if (corpus / part).is_dir()
+        for p in sorted((corpus / part).iterdir())
+    ]
     print(f"corpus   {cache}")
     print(f"sources  {len(sources)}: {', '.join(sources)}")
     print(f"files    {files:,}")
