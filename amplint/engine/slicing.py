@@ -13,9 +13,12 @@ of the members of its classes (at any depth), the *units*:
 2. the units that read a value a seed assigns from an AMP word (or from a name so bound
    before it), outside a function or to ``self`` (the ``self.gs.update()`` of a method
    without any AMP word, when ``__init__`` made ``self.gs = GradScaler()``), or a name a
-   seed imports (``with ac():`` after ``from torch.cuda.amp import autocast as ac``), and
-   the units that call a seed function of the module (the loop that runs a helper making
-   a GradScaler each time);
+   seed imports (``with ac():`` after ``from torch.cuda.amp import autocast as ac``); the
+   units that call a function handing out an AMP object (a factory, a property, a
+   context manager yielding inside ``autocast``); an AMP object kept on ``self`` is read
+   also from base-class methods and through other receivers (``trainer.gs.update()``);
+   and the units that call a seed function of the module, or call in a loop a seed
+   method making an AMP object each time (a GradScaler made for each batch);
 3. then, until nothing changes, the units that define what a kept unit reads: the helper a
    training loop calls, the import it resolves through, the module constant, the method or
    ``self`` attribute of the reader's class or its bases, as the analysis resolves it (a
