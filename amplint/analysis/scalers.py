@@ -85,11 +85,14 @@ def _holds_local_instance(model: ModuleModel, expr: cst.Name | cst.Attribute) ->
     return False
 
 
-def updated_somewhere(model: ModuleModel, key: str, stepped: Sequence[ScalerInstance] = ()) -> bool:
+def updated_somewhere(
+    model: ModuleModel, key: str, stepped: Sequence[ScalerInstance] = (), *, by_name: bool = True
+) -> bool:
     """Whether some ``update()`` call of the module may update the scaler written ``key``
-    (``self.scaler``, ``scaler``): one on a name that ends the same way, or one on a scaler
-    reached through a call (``self.get_scaler().update()``) that may be this one: built
-    where one of ``stepped`` (the stepped scaler's instances, where known) was built."""
+    (``self.scaler``, ``scaler``): one on a name that ends the same way (unless not
+    ``by_name``: a function's local is no other function's), or one on a scaler reached
+    through a call (``self.get_scaler().update()``) that may be this one: built where one
+    of ``stepped`` (the stepped scaler's instances, where known) was built."""
     from amplint.analysis.model import method_name, receiver, receiver_key
 
     attribute = key.rsplit(".", 1)[-1]
@@ -98,7 +101,7 @@ def updated_somewhere(model: ModuleModel, key: str, stepped: Sequence[ScalerInst
             continue
         updated = receiver_key(call)
         if updated is not None:
-            if updated.rsplit(".", 1)[-1] == attribute:
+            if by_name and updated.rsplit(".", 1)[-1] == attribute:
                 return True
         elif (target := receiver(call)) is not None and model.is_scaler(target):
             reached = model.scaler_instances(target)

@@ -116,6 +116,22 @@ class Trainer:
     def on_step_end(self):
         self.get_scaler().update()
 """,
+        # The step goes through a local the getter filled; the update through the getter.
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def get_scaler(self):
+        return self._scaler
+
+    def train_step(self, loss):
+        scaler = self.get_scaler()
+        scaler.scale(loss).backward()
+        scaler.step(self.optimizer)
+        self.get_scaler().update()
+""",
     )
     invalid = (
         Invalid(
@@ -254,6 +270,8 @@ class GAN:
             stepped = model.scaler_instances(receiver(steps[0]))  # type: ignore[arg-type]
             if _shared(model, steps[0], key) and updated_somewhere(model, key, stepped):
                 continue
+            if stepped and updated_somewhere(model, key, stepped, by_name=False):
+                continue  # `gs = self.grad_scaler(); ...; self.grad_scaler().update()`
             last = steps[-1]
             context.report(
                 last,
