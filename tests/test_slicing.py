@@ -656,6 +656,19 @@ HANDED_ON = {
         ),
         [],
     ),
+    # Getters returning getters: the object is followed further than other values.
+    "a region behind a chain of getters": (
+        (
+            "import torch\n\n\nclass Trainer:\n    def __init__(self, model):\n"
+            "        self.model = model\n        self._ctx = torch.autocast('cuda')\n\n"
+            "    def a(self):\n        return self._ctx\n\n"
+            "    def b(self):\n        return self.a()\n\n"
+            "    def c(self):\n        return self.b()\n\n"
+            "    def train_step(self, batch):\n        with self.c():\n"
+            "            loss = self.model(batch).sum()\n            loss.backward()\n"
+        ),
+        ["AMP001"],
+    ),
     # Handed on twice at module level.
     "a scaler aliased twice": (
         (

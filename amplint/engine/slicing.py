@@ -506,7 +506,7 @@ def _handed_on(
     holders: set[str] = set()  # the names that hold an AMP object itself (see below)
     level = {*seeds, *callers}
     passed = set(level)
-    for hops in range(_PASSED_ON + 1):
+    for hops in range(_OBJECTS_PASSED_ON + 1):
         found: dict[_Unit, set[str]] = {}
         objects: dict[_Unit, set[str]] = {}
         grown = True
@@ -530,14 +530,17 @@ def _handed_on(
         for unit, names in found.items():
             found_units.append(unit)
             for name in names:
+                held = name in objects[unit]
+                if hops > _PASSED_ON and not held:
+                    continue  # this far, only the objects themselves are followed
                 readers = [
                     *name_readers.get(name, ()),
                     *(r for r in attribute_readers.get(name, ()) if reaches(unit, r)),
                 ]
-                if name in objects[unit]:  # an AMP object kept on an instance: `trainer.gs`
+                if held:  # an AMP object kept on an instance: `trainer.gs`
                     readers += other_readers.get(name, ())
                 found_units.extend(readers)
-                if hops < _PASSED_ON:
+                if hops < (_OBJECTS_PASSED_ON if held else _PASSED_ON):
                     level.update(reader for reader in readers if reader not in passed)
         passed |= level
     return found_units
@@ -548,6 +551,9 @@ def _handed_on(
 #: the names that carry it (module names, ``self`` attributes, unscoped) would reach much of
 #: a library for nothing.
 _PASSED_ON = 2
+#: How many units past the seeds an AMP object itself is followed (a getter returning what
+#: another getter returns, ``self._ctx`` at the end): objects are few where values are many.
+_OBJECTS_PASSED_ON = 4
 
 
 def _reach_of(unit: _Unit) -> tuple[int, int, int]:
