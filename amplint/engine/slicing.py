@@ -95,11 +95,11 @@ def relevant_slice(
     units = _units(tree.body, None, lines)
     flat = list(_all(units))
     vocabulary, groups_by_rule = set(vocabulary), [list(groups) for groups in groups_by_rule]
-    found = _seeds(flat, vocabulary, groups_by_rule)
+    every = {*vocabulary, *(w for groups in groups_by_rule for g in groups for w in g)}
+    found = _seeds(flat, vocabulary, groups_by_rule, every)
     if found is None:
         return None
     seeds, seeding = found
-    every = {*vocabulary, *(w for groups in groups_by_rule for g in groups for w in g)}
     kept = _closure(flat, seeds, _Vocabulary(every), _Vocabulary(seeding))
     keep = [True] * len(lines)
     for unit in flat:
@@ -347,13 +347,12 @@ def _seeds(
     units: list[_Unit],
     vocabulary: Iterable[str],
     groups_by_rule: Iterable[Sequence[Sequence[str]]],
+    words: set[str],
 ) -> tuple[set[_Unit], set[str]] | None:
     """The units that mention an AMP word that is rare in this module, and for each
     candidate rule those that mention its rarest group; and those words. None when a group
     is mentioned by no unit (its words came from elsewhere, a project module: slicing could
-    not place it)."""
-    groups_by_rule = [list(groups) for groups in groups_by_rule]
-    words = set(vocabulary) | {w for groups in groups_by_rule for g in groups for w in g}
+    not place it). ``words``: the vocabulary's and the groups' together."""
     holders = _holders(units, words)
     rare = max(MIN_RARE, RARE_SHARE * len(units))
     seeds: set[_Unit] = {unit for unit in units if unit.star}
@@ -474,7 +473,8 @@ def _handed_on(
 ) -> list[_Unit]:
     """The seeds and the units through which their AMP objects are handed on: what reads a
     value a seed makes, and what reads it from those readers in turn (``ctx_cls = _AC``
-    after ``_AC = torch.autocast``), up to :data:`_PASSED_ON` units on. A reader passes on
+    after ``_AC = torch.autocast``), up to :data:`_PASSED_ON` units on (an AMP object
+    itself up to :data:`_OBJECTS_PASSED_ON`: a chain of getters). A reader passes on
     only what it binds from such a value, never values of its own (library code says
     ``torch`` everywhere). The callers of a seed function or method are looked at with the
     seeds (they may bind its result: ``self.gs = self._build()``, or hand it on: ``return
