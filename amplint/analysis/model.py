@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cached_property
 from typing import Literal
 
@@ -54,9 +54,17 @@ def walk_body(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(list(iter_children(current))))
 
 
-def mapping_extended(nodes: Iterable[cst.CSTNode], name: str) -> bool:
+#: Whether ``name[key] = value`` may put what the caller looks for into the dict.
+EntryTest = Callable[[cst.BaseExpression, cst.BaseExpression], bool]
+
+
+def mapping_extended(
+    nodes: Iterable[cst.CSTNode], name: str, adds: EntryTest | None = None
+) -> bool:
     """Whether ``nodes`` grow the dict called ``name`` after it was built:
-    ``name["x"] = ...``, ``name.update(...)`` or ``name.setdefault(...)``."""
+    ``name["x"] = ...``, ``name.update(...)`` or ``name.setdefault(...)``. With ``adds``,
+    an item assigned under one key counts only where ``adds(key, value)`` says it may
+    matter (``ckpt["model"] = model.state_dict()`` adds no scaler)."""
     for node in nodes:
         if (
             isinstance(node, cst.Call)
@@ -64,13 +72,24 @@ def mapping_extended(nodes: Iterable[cst.CSTNode], name: str) -> bool:
             and dotted_name(receiver(node) or cst.Name("_")) == name
         ):
             return True
-        if (
-            isinstance(node, cst.AssignTarget)
-            and isinstance(node.target, cst.Subscript)
-            and dotted_name(node.target.value) == name
-        ):
+        if isinstance(node, cst.AnnAssign) and _item_of(node.target, name) is not None:
             return True
+        if isinstance(node, cst.Assign):
+            for target in node.targets:
+                key = _item_of(target.target, name)
+                if key is not None and (adds is None or key is True or adds(key, node.value)):
+                    return True
     return False
+
+
+def _item_of(target: cst.BaseExpression, name: str) -> cst.BaseExpression | bool | None:
+    """The key of ``name[key]`` as an assignment target; True for a slice or several
+    keys, None when ``target`` is not an item of ``name``."""
+    if not isinstance(target, cst.Subscript) or dotted_name(target.value) != name:
+        return None
+    if len(target.slice) == 1 and isinstance(target.slice[0].slice, cst.Index):
+        return target.slice[0].slice.value
+    return True
 
 
 #: Memo of :func:`calls_in` for the file being analysed: a new :class:`ModuleModel` empties

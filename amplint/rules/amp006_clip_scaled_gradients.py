@@ -444,27 +444,66 @@ def step(model, optimizer, batch):
             line=7,
             count=2,
         ),
+        # A clipping helper shared with a caller that unscales first: the caller that does not
+        # is reported, not the helper (an `unscale_` there would repeat the other's).
+        Invalid(
+            """
+import torch
+def clip(model):
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+
+def fine_step(model, optimizer, scaler, loss):
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    clip(model)
+    scaler.step(optimizer)
+    scaler.update()
+
+def wrong_step(model, optimizer, scaler, loss):
+    scaler.scale(loss).backward()
+    clip(model)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=15,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
         model = context.model
+        scaled: list[tuple[Iteration, Event, Event, str]] = []
+        # Clips a helper runs for a caller that unscaled first: the helper is right there.
+        unscaled_through_helpers: set[cst.Call] = set()
         for iteration in iterations(model):
             for clip in iteration.of(Kind.CLIP):
                 kind = clip_kind(model, clip.call)
                 if kind is None or kind == "framework" or measures_only(model, clip.call, kind):
                     continue
                 window = _scaled_window(iteration, clip)
-                if window is None:
-                    continue
-                step, key = window
-                name = _clip_name(model, clip.call)
-                optimizer = usable_at(model, step, "optimizer", clip) or "optimizer"
+                if window is not None:
+                    scaled.append((iteration, clip, *window))
+                elif clip.frame.via:
+                    unscaled_through_helpers.add(clip.call)
+        for iteration, clip, step, key in scaled:
+            name = _clip_name(model, clip.call)
+            optimizer = usable_at(model, step, "optimizer", clip) or "optimizer"
+            unscale = f"`{step.scaler_local}.unscale_({optimizer})`"
+            if clip.frame.via and clip.call in unscaled_through_helpers:
+                # A helper shared with callers that unscale first: the caller that does not
+                # is where the mistake is (an `unscale_` in the helper would repeat theirs).
+                helper = model.snippet(clip.frame.via[0].func)
                 context.report(
-                    clip.call,
-                    f"`{name}` runs on gradients still multiplied by the loss scale; call "
-                    f"`{step.scaler_local}.unscale_({optimizer})` before clipping",
-                    _unscale_before(model, iteration, clip, step, key),
+                    clip.frame.via[0],
+                    f"`{helper}` runs `{name}` on gradients still multiplied by the loss "
+                    f"scale here (other callers unscale first); call {unscale} before it",
                 )
+                continue
+            context.report(
+                clip.call,
+                f"`{name}` runs on gradients still multiplied by the loss scale; call "
+                f"{unscale} before clipping",
+                _unscale_before(model, iteration, clip, step, key),
+            )
         # The frameworks' own scalers: Accelerate, Fabric, Lightning manual optimisation.
         for found in framework_scaled_clips(model):
             name = model.snippet(found.call.func)

@@ -26,6 +26,10 @@ from amplint.analysis.scopes import BindingKind, dotted_name
 from amplint.analysis.values import ScalerInstance
 from amplint.engine.contract import FixPlan, Invalid, Rule, RuleContext
 
+_Entries = list[tuple[cst.BaseExpression | None, cst.BaseExpression]]
+#: A checkpoint dict: a display, or a call of the builtin ``dict`` with keywords.
+_Mapping = cst.Dict | cst.Call
+
 #: Checkpoint keys that hold AMP state under another name.
 _SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
 #: Calls that may store or restore a scaler they are given.
@@ -118,6 +122,31 @@ import torch
 scaler = torch.amp.GradScaler()
 train(model, optimizer, scaler)
 torch.save({"optimizer": optimizer.state_dict(), "grad": scaler}, "ckpt.pt")
+""",
+        # Entries added under computed keys may hold it.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+ckpt = {"optimizer": optimizer.state_dict()}
+for key, part in parts.items():
+    ckpt[key] = part.state_dict()
+torch.save(ckpt, "ckpt.pt")
+""",
+        # `dict(...)` with the scaler's state under a keyword.
+        """
+import torch
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save(dict(optimizer=optimizer.state_dict(), scaler=scaler.state_dict()), "ckpt.pt")
+""",
+        # A `dict` of the module's own (not the builtin) may add anything.
+        """
+import torch
+from utils import make_checkpoint as dict
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+torch.save(dict(optimizer=optimizer.state_dict()), "ckpt.pt")
 """,
         # The load side restores the scaler through a resume helper.
         """
@@ -426,6 +455,58 @@ train(model, optimizer, scaler)
 """,
             line=7,
         ),
+        # Grown after it was built, but only with the weights (NVIDIA's SSD): reported, and
+        # fixed in the display.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, epochs):
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(epochs):
+        for x in loader:
+            with torch.autocast("cuda"):
+                loss = model(x)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        state = {"epoch": epoch, "optimizer": optimizer.state_dict()}
+        state["model"] = model.state_dict()
+        torch.save(state, "last.pt")
+""",
+            line=14,
+            fixed="""
+import torch
+def train(model, optimizer, loader, epochs):
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(epochs):
+        for x in loader:
+            with torch.autocast("cuda"):
+                loss = model(x)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        state = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+        state["model"] = model.state_dict()
+        torch.save(state, "last.pt")
+""",
+        ),
+        # The checkpoint built with `dict(...)` keywords (vicreg): reported, no fix.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    state = dict(model=model.state_dict(), optimizer=optimizer.state_dict())
+    torch.save(state, "last.pt")
+""",
+            line=12,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -514,7 +595,7 @@ train(model, optimizer, scaler)
             "checkpoint saves the optimizer's state but not the GradScaler's: a resumed run "
             "restarts the loss scale at 65536 and skips steps until it adapts again; add "
             "`scaler.state_dict()` to it",
-            _add_scaler(model, call, mapping) if mapping is not None else None,
+            _add_scaler(model, call, mapping) if isinstance(mapping, cst.Dict) else None,
         )
 
 
@@ -651,11 +732,16 @@ def _save_points(model: ModuleModel, helper: cst.FunctionDef) -> list[tuple[cst.
     return points
 
 
-def _dict_entries(
-    mapping: cst.Dict,
-) -> list[tuple[cst.BaseExpression | None, cst.BaseExpression]] | None:
-    """(key, value) of each element; None when a ``**spread`` may hold anything."""
-    entries: list[tuple[cst.BaseExpression | None, cst.BaseExpression]] = []
+def _dict_entries(mapping: _Mapping) -> _Entries | None:
+    """(key, value) of each element; None when a ``**spread`` (or, for ``dict(...)``, a
+    positional argument) may hold anything."""
+    entries: _Entries = []
+    if isinstance(mapping, cst.Call):
+        for arg in mapping.args:
+            if arg.keyword is None:  # `dict(other)`, `dict(**other)`
+                return None
+            entries.append((cst.SimpleString(repr(arg.keyword.value)), arg.value))
+        return entries
     for element in mapping.elements:
         if isinstance(element, cst.StarredDictElement):
             return None
@@ -663,16 +749,29 @@ def _dict_entries(
     return entries
 
 
-def _checkpoint_dict(model: ModuleModel, call: cst.Call) -> tuple[cst.Dict, str | None] | None:
-    """The dict literal ``torch.save`` writes, and the name it goes by, if any."""
+def _checkpoint_dict(model: ModuleModel, call: cst.Call) -> tuple[_Mapping, str | None] | None:
+    """The dict ``torch.save`` writes, written as a display or as ``dict(key=...)``, and
+    the name it goes by, if any."""
     value = call.args[0].value
-    if isinstance(value, cst.Dict):
-        return value, None
+    if _is_mapping(model, value):
+        return value, None  # type: ignore[return-value]
     if isinstance(value, cst.Name):
         node = _reaching_value(model, value, call)
-        if isinstance(node, cst.Dict):
-            return node, value.value
+        if node is not None and _is_mapping(model, node):
+            return node, value.value  # type: ignore[return-value]
     return None
+
+
+def _is_mapping(model: ModuleModel, node: cst.BaseExpression) -> bool:
+    """A dict display, or a call of the builtin ``dict`` (no binding of the name shadows it)."""
+    if isinstance(node, cst.Dict):
+        return True
+    return (
+        isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Name)
+        and node.func.value == "dict"
+        and not model.index.scope_of(node.func).lookup("dict")
+    )
 
 
 def _reaching_value(
@@ -747,9 +846,6 @@ def _checkpoint_record(
     return entries, None
 
 
-_Entries = list[tuple[cst.BaseExpression | None, cst.BaseExpression]]
-
-
 def _holds_optimizer_state(model: ModuleModel, entries: _Entries) -> bool:
     for _, value in entries:
         if isinstance(value, cst.Call) and method_name(value) == "state_dict":
@@ -781,10 +877,13 @@ def _mentions_scaler(model: ModuleModel, node: cst.CSTNode) -> bool:
 
 
 def _extended_later(model: ModuleModel, save: cst.Call, name: str) -> bool:
-    """``checkpoint["scaler"] = ...`` / ``checkpoint.update(...)`` in the same function."""
+    """``checkpoint["scaler"] = ...`` / ``checkpoint.update(...)`` in the same function
+    (``checkpoint["model"] = model.state_dict()`` adds no scaler)."""
     function = model.index.enclosing_function(save)
     unit = function.body if function is not None else model.module
-    return mapping_extended(_walk(unit), name)
+    return mapping_extended(
+        _walk(unit), name, lambda key, value: _holds_scaler(model, [(key, value)])
+    )
 
 
 def _walk(node: cst.CSTNode) -> list[cst.CSTNode]:
