@@ -203,6 +203,75 @@ for x, y in loader:
 """,
             line=5,
         ),
+        # float16 or bfloat16 by a flag: the scaler is enabled by the same flag, since the
+        # bfloat16 branch needs no scaling.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, use_fp16):
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if use_fp16
+           else torch.autocast("cuda", dtype=torch.bfloat16))
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        loss.backward()
+        optimizer.step()
+""",
+            line=8,
+            fixed="""
+import torch
+def train(model, optimizer, loader, use_fp16):
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if use_fp16
+           else torch.autocast("cuda", dtype=torch.bfloat16))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_fp16)
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+        # float16 in the other branch: enabled by the test's negation.
+        Invalid(
+            """
+import torch
+for x in loader:
+    with (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 or cfg.tpu
+          else torch.autocast("cuda", dtype=torch.float16)):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+            line=4,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda", enabled=not (cfg.bf16 or cfg.tpu))
+for x in loader:
+    with (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 or cfg.tpu
+          else torch.autocast("cuda", dtype=torch.float16)):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # Chosen by something each iteration changes: reported, no fix (the scaler is built
+        # before the loop).
+        Invalid(
+            """
+import torch
+for step, x in enumerate(loader):
+    fp16 = torch.autocast("cuda", dtype=torch.float16)
+    with fp16 if step % 2 else torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    loss.backward()
+    optimizer.step()
+""",
+            line=5,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -313,7 +382,10 @@ def _add_scaler(
         return None
     update = cst.parse_statement(f"{_SCALER}.update()\n")
     replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
-    creation = cst.parse_statement(f"{_SCALER} = {_constructor(model, region)}\n")
+    constructor = _constructor(model, with_node, region, outer_loop)
+    if constructor is None:
+        return None
+    creation = cst.parse_statement(f"{_SCALER} = {constructor}\n")
     replacements[loop_statement] = lambda updated: cst.FlattenSentinel([creation, updated])
     return FixPlan(
         "Create a `torch.amp.GradScaler` and route backward, step and update through it",
@@ -327,14 +399,80 @@ def _is_torch_module(bindings: list[Binding]) -> bool:
     )
 
 
-def _constructor(model: ModuleModel, region: AutocastRegion) -> str:
+def _constructor(
+    model: ModuleModel, with_node: cst.With, region: AutocastRegion, loop: cst.CSTNode
+) -> str | None:
+    """``torch.amp.GradScaler(...)`` enabled where the region is: by its own ``enabled=``,
+    or, for a region chosen between float16 and another dtype, by that choice's test (a
+    bfloat16 branch needs no scaling). The scaler is built before ``loop``: None when both
+    decide, or the test reads a name the loop rebinds."""
     arguments = [f'"{region.device}"']
     enabled = next(
         (a.value for a in region.call.args if a.keyword and a.keyword.value == "enabled"), None
     )
-    if enabled is not None and dotted_name(enabled) is not None:
+    choice = _float16_choice(model, with_node)
+    if choice is not None:
+        test, float16_when_true = choice
+        if enabled is not None or _rebinds_any(loop, _names_in(test)):
+            return None
+        code = model.module.code_for_node(test)
+        if "\n" in code:
+            return None
+        if not float16_when_true:
+            atomic = isinstance(test, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
+            code = f"not {code}" if atomic and not test.lpar else f"not ({code})"
+        arguments.append(f"enabled={code}")
+    elif enabled is not None and dotted_name(enabled) is not None:
         arguments.append(f"enabled={model.module.code_for_node(enabled)}")
     return f"torch.amp.GradScaler({', '.join(arguments)})"
+
+
+def _float16_choice(
+    model: ModuleModel, with_node: cst.With
+) -> tuple[cst.BaseExpression, bool] | None:
+    """The test that chooses float16 autocast, and whether float16 is its true branch, where
+    the ``with`` item is ``a if test else b`` (directly or through a name bound once) and
+    only one of ``a``, ``b`` is a float16 region:
+    ``ctx = autocast(float16) if fp16 else autocast(bfloat16)``."""
+    item = next(i for i in with_node.items if _float16_item(model, i))
+    choice: cst.CSTNode | None = item.item
+    if isinstance(choice, cst.Name):
+        bindings = model.index.scope_of(choice).lookup(choice.value)
+        single = len(bindings) == 1 and bindings[0].kind is BindingKind.ASSIGN
+        choice = bindings[0].node if single else None
+    if not isinstance(choice, cst.IfExp):
+        return None
+    body, orelse = (_float16_value(model, branch) for branch in (choice.body, choice.orelse))
+    return None if body == orelse else (choice.test, body)
+
+
+def _names_in(node: cst.CSTNode) -> set[str]:
+    return {n.value for n in walk_body(node) if isinstance(n, cst.Name)} | (
+        {node.value} if isinstance(node, cst.Name) else set()
+    )
+
+
+def _rebinds_any(loop: cst.CSTNode, names: set[str]) -> bool:
+    """Whether ``loop`` assigns one of ``names`` (its target, an assignment, a ``with ...
+    as``, a walrus): a test that reads it may change from one iteration to the next."""
+    targets: list[cst.CSTNode] = []
+    for node in walk_body(loop):
+        if isinstance(
+            node, (cst.For, cst.AugAssign, cst.AnnAssign, cst.NamedExpr, cst.AssignTarget)
+        ):
+            targets.append(node.target)
+        elif isinstance(node, cst.AsName):
+            targets.append(node.name)
+    if isinstance(loop, cst.For):
+        targets.append(loop.target)
+    return any(_names_in(target) & names for target in targets)
+
+
+def _float16_value(model: ModuleModel, node: cst.BaseExpression) -> bool:
+    return any(
+        isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16"
+        for value in model.evaluator.evaluate(node)
+    )
 
 
 def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
