@@ -546,7 +546,7 @@ def _threshold_options(command: Callable[..., Any]) -> Callable[..., Any]:
     is_flag=True,
     help="SCRIPT is a module name, run as `python -m SCRIPT ARGS` runs it.",
 )
-@click.argument("script", type=click.Path(dir_okay=False))
+@click.argument("script")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def run(
     mode: str,

@@ -87,6 +87,15 @@ def run_script(
         if report_path is not None:
             _write_report(report_path, [], mode, path, status, None)
         return status
+    if os.path.isdir(path) and not any(
+        os.path.isfile(os.path.join(path, name)) for name in ("__main__.py", "__main__.pyc")
+    ):
+        # Python's own words and status for a folder with nothing to run.
+        print(f"{sys.executable}: can't find '__main__' module in {path!r}", file=sys.stderr)
+        status = 1
+        if report_path is not None:
+            _write_report(report_path, [], mode, path, status, None)
+        return status
     # `python SCRIPT` puts the script's folder first on sys.path, in place of the
     # interpreter's own choice.
     return _run_checked(

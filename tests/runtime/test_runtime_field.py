@@ -515,6 +515,35 @@ def test_run_module_as_python_dash_m(tmp_path: Path) -> None:
     assert missing.stderr.strip().endswith("No module named no_such_module")
 
 
+def test_run_a_package_in_the_working_folder_as_python_does(tmp_path: Path) -> None:
+    """`python -m pkg` and `python pkg` run ``pkg/__main__.py``; a folder named on the
+    command line is not a file name mistake."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("", encoding="utf-8")
+    (package / "__main__.py").write_text(
+        "import sys\nprint('ran', sys.argv[1:])\n", encoding="utf-8"
+    )
+    (tmp_path / "empty").mkdir()
+    for target in (["-m", "pkg"], ["pkg"], ["empty"]):
+        command = [*target, "x"]
+        plain = subprocess.run(
+            [sys.executable, *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        checked = subprocess.run(
+            [AMPLINT, "run", *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert checked.returncode == plain.returncode, (target, checked.stderr)
+        assert checked.stdout == plain.stdout
+        own = [line for line in checked.stderr.splitlines() if not line.startswith("amplint:")]
+        # Python names itself first (`.../python3: can't find ...`): the words after it.
+        assert [line.split(": ", 1)[-1] for line in own] == [
+            line.split(": ", 1)[-1] for line in plain.stderr.splitlines()
+        ]
+        if target != ["empty"]:
+            assert plain.stdout == "ran ['x']\n"
+
+
 FINALISING_SCRIPT = textwrap.dedent(
     """
     import atexit
