@@ -139,6 +139,39 @@ def test_noqa_silences_a_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "AMP001" in run(["check"], tmp_path, monkeypatch)[1]
 
 
+SILENCED_AND_NOT = """\
+import torch
+
+
+def evaluate(model, x):
+    with torch.cuda.amp.autocast():  # noqa: AMP007 the old cluster's torch
+        return model(x)
+
+
+def train(model, x):
+    with torch.cuda.amp.autocast():
+        return model(x)
+"""
+
+
+def test_a_fix_never_rewrites_a_silenced_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AMP007's fix rewrites every deprecated use of the module at once; the line a
+    `# noqa` keeps is one of them, so the other finding is reported without a fix."""
+    path = tmp_path / "train.py"
+    path.write_text(SILENCED_AND_NOT)
+    code, out, _ = run(["check", "--no-cache"], tmp_path, monkeypatch)
+    assert code == 1 and out.startswith("train.py:10:10: AMP007 `torch.cuda")  # no [*]
+    assert "fixable" not in out
+    assert run(["fix", "--no-cache", "--unsafe-fixes"], tmp_path, monkeypatch)[0] == 1
+    assert path.read_text() == SILENCED_AND_NOT
+    # Without the noqa both uses are rewritten by the same fix.
+    path.write_text(SILENCED_AND_NOT.replace("  # noqa: AMP007 the old cluster's torch", ""))
+    assert run(["fix", "--no-cache"], tmp_path, monkeypatch)[0] == 0
+    assert path.read_text().count('torch.amp.autocast("cuda", dtype=torch.float16)') == 2
+
+
 def test_pyproject_configuration(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "pyproject.toml").write_text('[tool.amplint]\nignore = ["AMP003"]\n')
     code, out, _ = run(["check"], project, monkeypatch)

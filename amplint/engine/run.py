@@ -425,7 +425,7 @@ def _to_findings(
         if key in findings:
             continue
         fix = None
-        if report.fix is not None:
+        if report.fix is not None and not _rewrites_silenced(report, silenced, layout):
             if lazy is not None:
                 lazy.pending[key] = report.fix
             else:
@@ -449,6 +449,28 @@ def _to_findings(
             ),
         )
     return failures + sorted(findings.values(), key=Finding.sort_key)
+
+
+def _rewrites_silenced(
+    report: Report, silenced: dict[int, frozenset[str]], layout: ModuleLayout
+) -> bool:
+    """Whether the report's fix would rewrite a line whose ``# noqa`` silences its code: a
+    fix that spans several findings (AMP007 rewrites an import with all its uses) must not
+    rewrite the one the user asked to leave alone."""
+    from amplint.engine.noqa import is_silenced
+
+    assert report.fix is not None
+    if not any(is_silenced(silenced, row, report.code) for row in silenced):
+        return False
+    ranges = layout.positions(report.fix.replacements)
+    for node in report.fix.replacements:
+        span = ranges.get(node)
+        if span is None:
+            return True  # not placed: in doubt, the user's line wins
+        rows = range(span.start.line, span.end.line + 1)
+        if any(is_silenced(silenced, row, report.code) for row in rows):
+            return True
+    return False
 
 
 def fix_bytes(
