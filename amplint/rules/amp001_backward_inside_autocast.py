@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import libcst as cst
@@ -535,6 +536,44 @@ with torch.autocast("cuda"):
 loss_backward(out, y)
 """,
         ),
+        # A GAN's discriminator forward after the generator's step: the fix would take it
+        # out of autocast too, so it is unsafe.
+        Invalid(
+            """
+import torch
+gs_g = torch.amp.GradScaler("cuda")
+gs_d = torch.amp.GradScaler("cuda")
+for a, b in batches:
+    with torch.autocast("cuda"):
+        fake = gen(a)
+        loss_g = -disc(fake).mean()
+        gs_g.scale(loss_g).backward()
+        gs_g.step(opt_g)
+        gs_g.update()
+        loss_d = disc(fake.detach()).mean() - disc(b).mean()
+    gs_d.scale(loss_d).backward()
+    gs_d.step(opt_d)
+    gs_d.update()
+""",
+            line=9,
+            fixed="""
+import torch
+gs_g = torch.amp.GradScaler("cuda")
+gs_d = torch.amp.GradScaler("cuda")
+for a, b in batches:
+    with torch.autocast("cuda"):
+        fake = gen(a)
+        loss_g = -disc(fake).mean()
+    gs_g.scale(loss_g).backward()
+    gs_g.step(opt_g)
+    gs_g.update()
+    loss_d = disc(fake.detach()).mean() - disc(b).mean()
+    gs_d.scale(loss_d).backward()
+    gs_d.step(opt_d)
+    gs_d.update()
+""",
+            unsafe=True,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -648,6 +687,12 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
     if position == 0 and split is None:
         return None  # nothing before it would stay under autocast: leave it to the user
     message, changes_numerics = _fix_message(model, call, computed, split)
+    forward = _computation_in(model, body.body[position + 1 :])
+    if forward is not None:
+        # `gs_g.step(opt_g); loss_d = disc(fake)...`: a GAN's second forward would leave
+        # autocast with the backward before it.
+        message += f"; `{_short(model, forward)}` then runs outside autocast, in another dtype"
+        changes_numerics = True
     applicability = "unsafe" if nested or other_items or changes_numerics else "safe"
 
     def replace(updated: cst.CSTNode) -> cst.FlattenSentinel:
@@ -698,6 +743,36 @@ def _fix_message(
         callee = _short(model, call.func)
         return moving + f"; the rest of what `{callee}` runs then leaves autocast too", True
     return moving, False
+
+
+#: Calls after a backward that autocast leaves alone: host reads and logging.
+_HOST_METHODS = frozenset(
+    {"item", "tolist", "detach", "cpu", "numpy", "append", "extend", "add_scalar", "log"}
+    | {"info", "debug", "warning", "write", "flush", "set_postfix", "set_description"}
+)
+_HOST_FUNCTIONS = frozenset({"print", "len", "float", "int", "str", "round", "isinstance"})
+
+
+def _computation_in(
+    model: ModuleModel, statements: Sequence[cst.BaseStatement]
+) -> cst.CSTNode | None:
+    """The first thing ``statements`` run that autocast may change (a forward pass, a
+    matmul, any call not known to be a backward pass, scaler or optimizer bookkeeping, a
+    host read or logging); None when there is none."""
+    for statement in statements:
+        for node in (statement, *walk_body(statement)):
+            if isinstance(node, cst.BinaryOperation) and isinstance(
+                node.operator, cst.MatrixMultiply
+            ):
+                return node
+            if not isinstance(node, cst.Call) or _bookkeeping(model, node):
+                continue
+            if method_name(node) in _HOST_METHODS or method_name(node) in _BOOKKEEPING:
+                continue
+            if isinstance(node.func, cst.Name) and node.func.value in _HOST_FUNCTIONS:
+                continue
+            return node
+    return None
 
 
 def _computed_parts(model: ModuleModel, call: cst.Call) -> list[cst.BaseExpression]:
