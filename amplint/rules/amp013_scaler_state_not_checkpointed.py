@@ -123,6 +123,23 @@ scaler = torch.amp.GradScaler()
 train(model, optimizer, scaler)
 torch.save({"optimizer": optimizer.state_dict(), "grad": scaler}, "ckpt.pt")
 """,
+        # A script's float32 warm-up checkpoint, saved before the GradScaler exists.
+        """
+import torch
+for x in loader:
+    optimizer.zero_grad()
+    model(x).mean().backward()
+    optimizer.step()
+torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "warmup.pt")
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        loss = model(x).mean()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
         # Entries added under computed keys may hold it.
         """
 import torch
@@ -521,7 +538,7 @@ def train(model, optimizer, loader):
             if model.is_dead(call):
                 continue
             if not saves_scaler and is_torch_save(model, call):
-                if _trains_with_a_scaler(model, call):
+                if _trains_with_a_scaler(model, call) and not _before_the_scalers(model, call):
                     self._check_save(context, call, saved)
             elif not saves_scaler and _handed_dict_lacks_scaler(model, call):
                 mapping = dict_handed_to_saving_helper(model, call)
@@ -611,6 +628,32 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
         return False
     params = [*function.params.params, *function.params.kwonly_params]
     return any(named_like_scaler(param.name.value) for param in params)
+
+
+def _before_the_scalers(model: ModuleModel, save: cst.Call) -> bool:
+    """A script's save that runs before every GradScaler it could hold is built (a float32
+    warm-up's checkpoint, a notebook's earlier cell): there is no scaler state to save yet,
+    nor a name to save it by. A load there still should restore it, once it is built."""
+    if model.index.enclosing_function(save) is not None:
+        return False
+    reach = scalers_reaching(model, save)
+    if reach.opaque or not reach.constructions:
+        return False
+    saved_at = _top_level_index(model, save)
+    return all(
+        model.index.enclosing_function(c.call) is None
+        and _top_level_index(model, c.call) > saved_at
+        for c in reach.constructions
+    )
+
+
+def _top_level_index(model: ModuleModel, node: cst.CSTNode) -> int:
+    """Where the module's statement holding ``node`` stands among the module's statements."""
+    body = list(model.module.body)
+    for ancestor in (node, *model.index.ancestors(node)):
+        if model.index.parent(ancestor) is model.module:
+            return body.index(ancestor)  # type: ignore[arg-type]
+    return -1
 
 
 def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
