@@ -429,8 +429,10 @@ class Monitor:
         self.deferred: list[tuple[str, str, Site, int]] = []
         self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
         self.scheduler_after_skip = 0
-        # Scheduler steps after skipped optimizer steps since startup_steps (AMP107).
-        self.drift = 0
+        # Per optimizer (by id): its schedulers' steps after its skipped steps since
+        # startup_steps (AMP107). Two optimizers skip together on one scaler: each schedule
+        # is one step ahead, not two.
+        self.drift: dict[int, int] = {}
         self.lock = threading.RLock()
         # The session's optimizer step count while this monitor measured: its summary
         # still reads it after uninstall() gave the session a fresh one.
@@ -536,12 +538,12 @@ class Monitor:
         config = self.config
         if step < config.startup_steps:
             return
-        self.drift += 1
+        drift = self.drift[id(optimizer)] = self.drift.get(id(optimizer), 0) + 1
         steps = step - config.startup_steps + 1
         # Judged over a window at least: two skips in the first three steps are no drift.
-        if self.drift >= config.schedule_drift * max(steps, config.skip_window):
+        if drift >= config.schedule_drift * max(steps, config.skip_window):
             message = message_for(
-                "AMP107", ahead=self.drift, since=config.startup_steps, share=self.drift / steps
+                "AMP107", ahead=drift, since=config.startup_steps, share=drift / steps
             )
             emit("AMP107", message, user_site(), step=step)
 

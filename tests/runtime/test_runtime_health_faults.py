@@ -1041,6 +1041,41 @@ def test_scheduler_stepped_after_skipped_steps_that_move_the_schedule() -> None:
         assert ar.report() == []
 
 
+def _two_optimizers_run(skipped: tuple[int, ...]) -> list[ar.Finding]:
+    torch.manual_seed(0)
+    body, head = Net(), nn.Linear(4, 1)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-2) for m in (body, head)]
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, 3) for o in optimizers]
+    with ar.checking("warn", health=True, startup_steps=0):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(9):
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = head(body(torch.randn(6, 8))).float().pow(2).mean()
+            if step in skipped:
+                loss = loss * math.inf
+            scaler.scale(loss).backward()
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+            scaler.update()
+            for scheduler in schedulers:
+                scheduler.step()
+        return found("AMP107")
+
+
+def test_two_optimizers_skipping_together_put_each_schedule_one_step_ahead() -> None:
+    """A generator and a discriminator on one scaler, each with its scheduler: one
+    overflow skips both steps, and each schedule is one step ahead, not two (2% of a
+    window of 100 steps is two)."""
+    assert _two_optimizers_run(skipped=(5,)) == []
+    ar.reset()
+    (finding,) = _two_optimizers_run(skipped=(5, 6))
+    assert finding.first_step == 6
+    assert "after 2 optimizer steps that scaler.step() skipped" in finding.message
+    assert "the learning-rate schedule is 2 steps ahead" in finding.message
+
+
 def test_a_scale_that_starts_at_one_and_backs_off_once_has_not_collapsed() -> None:
     # icefall's recipes start at init_scale=1.0: one skipped step halves it to 0.5, below
     # min_scale, and the run goes on. Two halvings below the start do count.
