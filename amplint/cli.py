@@ -504,6 +504,9 @@ def _threshold_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for name, (threshold, codes) in reversed(found.items()):
         text = f"{'/'.join(codes)}: {threshold.meaning} [{threshold.default}]."
         if isinstance(threshold.default, bool):
+            # A flag that flips the default: say what it does, not the setting's value.
+            state = "on" if threshold.default else "off"
+            text = f"{'/'.join(codes)}: {threshold.meaning}; {state} unless this flag is given."
             option = click.option(
                 threshold.run_option,
                 name,

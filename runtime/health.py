@@ -383,12 +383,19 @@ class ScalerHealth:
     def _site_or(self, key: str) -> Site:
         return self.sites.get(key) or self.sites.get("scale") or ("<unknown>", 0)
 
+    @property
+    def rebuilt_every_step(self) -> bool:
+        """Its line builds a new scaler every step (AMP010): one scaler to the user."""
+        record = self.monitor.history.scaler_sites.get(self.construction)
+        return record is not None and record.recreated
+
     def summary(self) -> dict[str, Any]:
         """This scaler's part of the summary (``summary["scalers"]``)."""
         final = self.final_scale()
         scales = [*self.host.scales, *([final] if final is not None else [])]
         entry: dict[str, Any] = {
             "site": self.site,
+            "rebuilt_every_step": self.rebuilt_every_step,
             "steps": len(self.host.scales),
             "skipped_steps": sum(self.host.skipped),
             "scale": None,
@@ -596,7 +603,7 @@ class Monitor:
             return result
         main = health.summary()
         rebuilt = [s for s in self.scalers if s.site == health.site and (s.host.scales or s.step)]
-        if len(rebuilt) > REBUILT_FROM:
+        if len(rebuilt) > REBUILT_FROM and health.rebuilt_every_step:
             # A scaler rebuilt in the loop (AMP010) is one scaler to the user: its steps.
             main = _combined([scaler.summary() for scaler in rebuilt])
         for key in ("steps", "skipped_steps", "scale", "nonfinite_loss_steps"):

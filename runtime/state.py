@@ -50,6 +50,8 @@ def note_construction(site: Site, step: int) -> bool:
             record.short_lived = 0
         record.constructions += 1
         record.step_at_last = step
+        if record.short_lived >= _RECREATED_AFTER:
+            record.recreated = True
         return record.short_lived >= _RECREATED_AFTER
 
 

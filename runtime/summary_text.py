@@ -124,7 +124,11 @@ def _rebuilt_per_site(
     by_site: dict[str, list[dict[str, Any]]] = {}
     for entry in scalers:
         by_site.setdefault(entry["site"], []).append(entry)
-    rebuilt = {site: group for site, group in by_site.items() if len(group) > REBUILT_FROM}
+    rebuilt = {
+        site: group
+        for site, group in by_site.items()
+        if len(group) > REBUILT_FROM and all(entry.get("rebuilt_every_step") for entry in group)
+    }
     return [entry for entry in scalers if entry["site"] not in rebuilt], rebuilt
 
 

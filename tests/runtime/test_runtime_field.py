@@ -744,6 +744,32 @@ def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share(
     assert "below float16's smallest normal" not in text
 
 
+def test_summary_shows_a_scaler_per_fold_one_by_one(quiet: None) -> None:
+    """Cross-validation builds a scaler per fold at one line, each for many steps: no
+    AMP010, and the summary gives each its own block, not the rebuilt-scaler line."""
+    torch.manual_seed(0)
+    with ar.checking(health=True) as seen:
+        for _fold in range(4):
+            model = Net()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+            scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+            for x, y in data(3):
+                with torch.autocast("cpu", dtype=FP16):
+                    loss = nn.functional.mse_loss(model(x).float(), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+        summary = ar.summary()
+    assert "AMP010" not in {f.code for f in seen.findings}
+    assert summary is not None and len(summary["scalers"]) == 4
+    assert not any(entry["rebuilt_every_step"] for entry in summary["scalers"])
+    text = format_health_summary(summary)
+    assert "AMP010" not in text and "one after another" not in text
+    assert text.count("loss scale: min") == 4
+    assert summary["steps"] == 3  # the top-level fields are the main scaler's, as with two
+
+
 def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -> None:
     """AMP010's loop builds a scaler per step: one summary line for them, not a block each
     (the JSON report keeps one entry per scaler)."""
