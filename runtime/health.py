@@ -368,6 +368,7 @@ class ScalerHealth:
                 # A fused optimizer's skipped steps are known only here, up to `every`
                 # steps late: the iterations until the next reading are measured.
                 self.monitor.activations.step_skipped(self.monitor.config.every)
+            pending.extend(self.monitor.schedules_read(self))
         if defer:
             self.monitor.deferred.extend(pending)
             return
@@ -434,7 +435,12 @@ class Monitor:
         self.nonfinite_applied: int | None = None  # first step with AMP106 (or AMP004's)
         self.nonfinite_cause = "AMP106"  # the code that reported it
         self.deferred: list[tuple[str, str, Site, int]] = []
-        self.last_step: dict[int, tuple[bool, int]] = {}  # optimizer id -> (skipped, step)
+        # optimizer id -> (skipped, step, its scaler): skipped is None for a fused
+        # optimizer, whose skip is known only when the statistics are read.
+        self.last_step: dict[int, tuple[bool | None, int, ScalerHealth]] = {}
+        # Scheduler steps after a fused optimizer's step, until its statistics are read:
+        # (its scaler, the step, the optimizer's id, the scheduler's line).
+        self.schedules_unread: list[tuple[ScalerHealth, int, int, Site]] = []
         self.scheduler_after_skip = 0
         # Per optimizer (by id): its schedulers' steps after its skipped steps since
         # startup_steps (AMP107). Two optimizers skip together on one scaler: each schedule
@@ -527,9 +533,10 @@ class Monitor:
             )
 
     def note_step(
-        self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool
+        self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool | None
     ) -> None:
-        self.last_step[id(optimizer)] = (skipped, health.step)
+        """``skipped`` None: a fused optimizer's step, skipped or not on the device."""
+        self.last_step[id(optimizer)] = (skipped, health.step, health)
         if skipped:
             self.activations.step_skipped()
 
@@ -538,21 +545,49 @@ class Monitor:
         entry = self.last_step.pop(id(optimizer), None)
         if entry is None:
             return
-        skipped, step = entry
-        if not skipped:
-            return
+        skipped, step, health = entry
+        if skipped is None:
+            self.schedules_unread.append((health, step, id(optimizer), user_site()))
+        elif skipped:
+            found = self._after_skipped_step(id(optimizer), step, user_site())
+            if found is not None:
+                emit(*found[:3], step=found[3])
+
+    def schedules_read(self, health: ScalerHealth) -> list[tuple[str, str, Site, int]]:
+        """The scheduler steps after fused steps of ``health`` that its statistics now say
+        were skipped: AMP107's findings among them."""
+        known = len(health.host.skipped)
+        found = []
+        waiting = []
+        for entry in self.schedules_unread:
+            owner, step, optimizer, site = entry
+            if owner is not health or step >= known:
+                waiting.append(entry)
+            elif health.host.skipped[step]:
+                finding = self._after_skipped_step(optimizer, step, site)
+                if finding is not None:
+                    found.append(finding)
+        self.schedules_unread = waiting
+        return found
+
+    def _after_skipped_step(
+        self, optimizer: int, step: int, site: Site
+    ) -> tuple[str, str, Site, int] | None:
+        """A scheduler stepped at ``site`` after the optimizer's step ``step`` was skipped:
+        the AMP107 finding when its schedule has drifted too far."""
         self.scheduler_after_skip += 1
         config = self.config
         if step < config.startup_steps:
-            return
-        drift = self.drift[id(optimizer)] = self.drift.get(id(optimizer), 0) + 1
+            return None
+        drift = self.drift[optimizer] = self.drift.get(optimizer, 0) + 1
         steps = step - config.startup_steps + 1
         # Judged over a window at least: two skips in the first three steps are no drift.
-        if drift >= config.schedule_drift * max(steps, config.skip_window):
-            message = message_for(
-                "AMP107", ahead=drift, since=config.startup_steps, share=drift / steps
-            )
-            emit("AMP107", message, user_site(), step=step)
+        if drift < config.schedule_drift * max(steps, config.skip_window):
+            return None
+        message = message_for(
+            "AMP107", ahead=drift, since=config.startup_steps, share=drift / steps
+        )
+        return ("AMP107", message, site, step)
 
     def main(self) -> ScalerHealth | None:
         if not self.scalers:
@@ -874,6 +909,8 @@ def scaler_step_end(scaler: GradScaler, optimizer: torch.optim.Optimizer) -> Non
         # amplint: its skipped steps are seen when the host reads the statistics.
         skipped = not thread_state().inner_step_ran
         monitor.note_step(optimizer, monitor.for_scaler(scaler), skipped)
+    else:
+        monitor.note_step(optimizer, monitor.for_scaler(scaler), None)
     upcoming = steps().next_iteration()
     if upcoming is not None:
         monitor.activations.iteration_ended(upcoming)

@@ -122,10 +122,11 @@ def train(
     unscale: bool = False,
     scheduler: bool = False,
     growth_interval: int = 4,
+    fused: bool = False,
 ) -> tuple[Net, list[torch.Tensor]]:
     torch.manual_seed(seed)
     model = Net()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
     sched = torch.optim.lr_scheduler.StepLR(opt, 10) if scheduler else None
     scaler = torch.amp.GradScaler(
         "cpu",
@@ -1039,6 +1040,26 @@ def test_scheduler_stepped_after_skipped_steps_that_move_the_schedule() -> None:
     with ar.checking("warn", health=True):
         train(9, grad_fault=_nan_gradients_at(5, 6), scheduler=True)
         assert ar.report() == []
+
+
+def test_a_fused_optimizers_skipped_steps_move_its_schedule_too() -> None:
+    """A fused AdamW takes found_inf on the device: its skips are known when the statistics
+    are read (every 16 steps, or at the end), and the scheduler steps after them with them."""
+    with ar.checking("warn", health=True, startup_steps=0):
+        _, fused = train(9, grad_fault=_nan_gradients_at(5, 6), scheduler=True, fused=True)
+        summary = ar.summary()  # reads the statistics
+        (finding,) = found("AMP107")
+    assert finding.first_step == 6
+    assert "after 2 optimizer steps that scaler.step() skipped since step 0" in finding.message
+    assert summary is not None and summary["scheduler_steps_after_skip"] == 2
+    ar.reset()
+    with ar.checking("warn", health=True):  # the default startup grace: silent
+        train(9, grad_fault=_nan_gradients_at(5, 6), scheduler=True, fused=True)
+        ar.summary()
+        assert ar.report() == []
+    _, plain = train(9, grad_fault=_nan_gradients_at(5, 6), scheduler=True, fused=True)
+    for have, want in zip(fused, plain, strict=True):
+        torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
 def _two_optimizers_run(skipped: tuple[int, ...]) -> list[ar.Finding]:
