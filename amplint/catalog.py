@@ -1228,6 +1228,10 @@ bar) on every training iteration, not under a logging interval such as
 Not reported where the iteration already waits for the device before the read (an
 unconditional `loss.item()` or `torch.cuda.synchronize()` on every step), nor for a scaler
 made for the `"cpu"` device, whose scale lives on the host.
+
+At runtime: `scaler.state_dict()` of a scaler whose scale lives on a device, taken from one
+line on ten iterations in a row. `get_scale()` is left to the linter, which sees whether
+the value decides something; a run cannot tell that from display.
 """,
             why_bad="""
 The loss scale lives on the GPU: reading it copies it to the host and makes the CPU wait

@@ -121,6 +121,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "call scaler.unscale_(optimizer) once per iteration, after the backward passes and "
         "before clipping and scaler.step(optimizer)",
     ),
+    "AMP021": (
+        "scaler.state_dict() read the loss scale from the device on {runs} iterations in a "
+        "row: each read makes the host wait for every queued kernel",
+        "take the scaler's state when you save a checkpoint, or log the scale every N steps",
+    ),
     "AMP012": (
         "{call} ran inside an enabled autocast region",
         "move optimizer and scaler calls out of the `with autocast(...)` block",

@@ -323,7 +323,9 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
         return super().state_dict()
 
     def _check_state_dict(self) -> None:
-        _show(usage.on_state_dict(self._usage()))
+        scale = self._scale
+        syncs = scale is not None and scale.device.type != "cpu"
+        _show(usage.on_state_dict(self._usage(), syncs=syncs))
 
 
 def _deprecated(api: str, replacement: str) -> None:

@@ -150,6 +150,8 @@ class ScalerUsage:
         # get_scale() was read since the last scaled backward: a clip that follows may be
         # scaling its max_norm by hand (torch's own tests do), so AMP006 stays quiet.
         self.scale_read = False
+        # state_dict() reads of a scale on a device, per line: (iteration, reads in a row).
+        self.state_reads: dict[Site, tuple[int, int]] = {}
         # Norms that get_total_norm() took of still-scaled gradients (id -> weak reference):
         # clip_grads_with_norm_ given one after unscale_ clips by a scaled norm (AMP006).
         self.scaled_norms: dict[int, weakref.ref[torch.Tensor]] = {}
@@ -375,13 +377,30 @@ def on_get_scale(usage: ScalerUsage) -> None:
         usage.scale_read = True
 
 
-def on_state_dict(usage: ScalerUsage) -> list[Verdict]:
+#: ``state_dict()`` of a scaler whose scale is on a device, from one line, on this many
+#: iterations in a row, is AMP021. ``get_scale()`` is left to the linter: its value may
+#: decide something (whether the step was skipped), which a run cannot tell from display.
+STATE_READS_IN_A_ROW = 10
+
+
+def on_state_dict(usage: ScalerUsage, *, syncs: bool) -> list[Verdict]:
+    """``syncs``: the scale lives on a device, so reading it waits for the device."""
+    verdicts = []
     # After unscale_ and before step() (a checkpoint taken around the clip), the model, the
     # optimizer and the scale all predate this iteration's step: consistent. After step()
     # and before update(), the scale saved misses the update of the step the model took.
     if usage.stepped():
-        return [Verdict("AMP013", message_for("AMP013"), user_site())]
-    return []
+        verdicts.append(Verdict("AMP013", message_for("AMP013"), user_site()))
+    if syncs:
+        site, iteration = user_site(), steps().latest
+        last, runs = usage.state_reads.get(site, (-1, 0))
+        if iteration != last:
+            runs = runs + 1 if iteration == last + 1 else 1
+            usage.state_reads[site] = (iteration, runs)
+            if runs == STATE_READS_IN_A_ROW:
+                message = message_for("AMP021", runs=runs)
+                verdicts.append(Verdict("AMP021", message, site))
+    return verdicts
 
 
 def _half_params(usage: ScalerUsage, optimizer: torch.optim.Optimizer) -> list[Verdict]:

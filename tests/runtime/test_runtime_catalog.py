@@ -41,6 +41,13 @@ def test_every_code_the_runtime_mentions_is_in_the_catalog_and_caught_at_runtime
         assert item.caught != "static", f"the runtime reports {code}, caught 'static'"
 
 
+def test_every_code_the_catalog_says_the_runtime_catches_is_reported_by_it() -> None:
+    used = _codes_used_in_runtime_sources()
+    for item in catalog.CATALOG:
+        if item.runtime:
+            assert item.code in used, f"{item.code} is caught {item.caught!r}, never at runtime"
+
+
 def test_messages_carry_the_catalog_name() -> None:
     text = findings.message_for("AMP018", call="clip_grad_norm_")
     assert text.startswith("AMP018 clip-error-if-nonfinite: ")

@@ -797,3 +797,66 @@ def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -
     # The top-level fields count the rebuilt scaler's steps as one scaler's.
     assert (summary["steps"], summary["skipped_steps"]) == (6, 6)
     assert summary["scale"]["final"] == summary["scalers"][-1]["scale"]["final"]
+
+
+# AMP021: the scaler's state read on every iteration -------------------------------------
+
+
+def _logging_state_every(
+    every: int, steps: int, *, as_if_on_a_device: bool
+) -> tuple[list[str], list[int]]:
+    """The recipe, reading the scaler's state every ``every`` iterations. The scale of a CPU
+    scaler lives on the host (reading it costs nothing); ``as_if_on_a_device`` hands the
+    reads to the usage check as a CUDA scaler's would be, to follow its counting on CPU."""
+    from amplint.runtime import usage
+
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    codes, at = [], []
+    with ar.checking(health=False) as seen:
+        scaler = torch.amp.GradScaler("cpu")
+        for step, (x, y) in enumerate(data(steps)):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+            if step % every == 0:
+                if as_if_on_a_device:
+                    verdicts = usage.on_state_dict(scaler._usage(), syncs=True)  # type: ignore[attr-defined]
+                    codes += [v.code for v in verdicts]
+                    at += [step] * len(verdicts)
+                else:
+                    scaler.state_dict()
+        codes += [f.code for f in seen.findings]
+    return codes, at
+
+
+def test_state_dict_on_every_iteration_of_a_cpu_scaler_is_no_sync() -> None:
+    assert _logging_state_every(1, 14, as_if_on_a_device=False)[0] == []
+
+
+def test_state_dict_of_a_device_scale_on_ten_iterations_in_a_row_is_amp021() -> None:
+    codes, at = _logging_state_every(1, 14, as_if_on_a_device=True)
+    assert (codes, at) == (["AMP021"], [9])  # once, on the tenth
+    # Every other iteration is a logging interval: no finding.
+    assert _logging_state_every(2, 30, as_if_on_a_device=True)[0] == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_state_dict_of_a_cuda_scaler_on_every_iteration_is_reported() -> None:
+    model = nn.Linear(16, 1).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=False) as seen:
+        scaler = torch.amp.GradScaler("cuda")
+        for x, y in data(12):
+            with torch.autocast("cuda", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x.cuda()).float(), y.cuda())
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+            print(scaler.state_dict()["scale"])
+    assert [f.code for f in seen.findings] == ["AMP021"]
