@@ -293,6 +293,9 @@ def _fix_cells(
         accept=lambda fix, text: not module.moves_between_cells(fix.edits, text),
     )
     if fixed.data is None:
+        if any(f.code == PARSE_ERROR_CODE for f in fixed.remaining):
+            # A cell that does not parse: the others are still checked, as `check` does.
+            return {}, 0, None
         remaining = [
             to_cell_finding(module, f, None if f.fix is None else _cell_fix(module, f.fix))
             for f in fixed.remaining
