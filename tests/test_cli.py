@@ -172,6 +172,30 @@ def test_a_fix_never_rewrites_a_silenced_line(
     assert path.read_text().count('torch.amp.autocast("cuda", dtype=torch.float16)') == 2
 
 
+def test_a_noqa_line_a_fix_only_encloses_keeps_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AMP003's fix rewrites the loop around a line silenced for every code (flake8's long
+    line) and leaves that line as it was: the fix stands."""
+    path = tmp_path / "train.py"
+    path.write_text(
+        "import torch\n"
+        "for x in loader:\n"
+        "    optimizer.zero_grad()\n"
+        '    with torch.autocast("cuda", dtype=torch.float16):\n'
+        "        loss = model(x)\n"
+        "    loss.backward()\n"
+        '    print(f"a long line about {loss.item()}")  # noqa\n'
+        "    optimizer.step()\n"
+    )
+    code, out, _ = run(["check", "--no-cache"], tmp_path, monkeypatch)
+    assert code == 1 and "AMP003 [*]" in out
+    assert run(["fix", "--no-cache"], tmp_path, monkeypatch)[0] == 0
+    fixed = path.read_text()
+    assert "scaler.scale(loss).backward()" in fixed
+    assert '    print(f"a long line about {loss.item()}")  # noqa\n' in fixed
+
+
 def test_pyproject_configuration(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (project / "pyproject.toml").write_text('[tool.amplint]\nignore = ["AMP003"]\n')
     code, out, _ = run(["check"], project, monkeypatch)

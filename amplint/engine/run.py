@@ -454,21 +454,28 @@ def _to_findings(
 def _rewrites_silenced(
     report: Report, silenced: dict[int, frozenset[str]], layout: ModuleLayout
 ) -> bool:
-    """Whether the report's fix would rewrite a line whose ``# noqa`` silences its code: a
-    fix that spans several findings (AMP007 rewrites an import with all its uses) must not
-    rewrite the one the user asked to leave alone."""
+    """Whether the report's fix would change the text of a line whose ``# noqa`` silences
+    its code: a fix that spans several findings (AMP007 rewrites an import with all its
+    uses) must not rewrite the one the user asked to leave alone. A line the fix only
+    encloses (a `with` block it splits, a loop it puts a scaler before) is left as it was
+    and does not count. The edits are made only in a file that silences the code."""
     from amplint.engine.noqa import is_silenced
 
     assert report.fix is not None
-    if not any(is_silenced(silenced, row, report.code) for row in silenced):
+    rows = {row for row in silenced if is_silenced(silenced, row, report.code)}
+    if not rows:
         return False
-    ranges = layout.positions(report.fix.replacements)
-    for node in report.fix.replacements:
-        span = ranges.get(node)
-        if span is None:
-            return True  # not placed: in doubt, the user's line wins
-        rows = range(span.start.line, span.end.line + 1)
-        if any(is_silenced(silenced, row, report.code) for row in rows):
+    fix = _fix(report.fix, layout, local=False)
+    if fix is None:
+        return False
+    for edit in fix.edits:
+        start, end = edit.location, edit.end_location
+        if start == end:  # an insertion: inside a line it changes that line
+            touched = range(start.row, start.row + 1) if start.column > 1 else range(0)
+        else:  # a replacement ending at a line's start leaves that line alone
+            last = end.row - 1 if end.column == 1 else end.row
+            touched = range(start.row, last + 1)
+        if rows.intersection(touched):
             return True
     return False
 

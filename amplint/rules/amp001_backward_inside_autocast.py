@@ -574,6 +574,79 @@ for a, b in batches:
 """,
             unsafe=True,
         ),
+        # What follows the backward only reads, logs and times: the fix stays safe.
+        Invalid(
+            """
+import torch, time
+scaler = torch.amp.GradScaler("cuda")
+for images, target in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        output = model(images)
+        loss = criterion(output, target)
+        scaler.scale(loss).backward()
+        losses.update(loss.item(), images.size(0))
+        t1 = time.time()
+        lr = scheduler.get_last_lr()[0]
+        torch.cuda.synchronize()
+        with torch.no_grad():
+            ema.update(model)
+        wandb.log({"lr": lr})
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch, time
+scaler = torch.amp.GradScaler("cuda")
+for images, target in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        output = model(images)
+        loss = criterion(output, target)
+    scaler.scale(loss).backward()
+    losses.update(loss.item(), images.size(0))
+    t1 = time.time()
+    lr = scheduler.get_last_lr()[0]
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        ema.update(model)
+    wandb.log({"lr": lr})
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # `out.log()` runs in float32 under autocast: moved out, it would not.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        out = model(x)
+        loss = criterion(out, y)
+        scaler.scale(loss).backward()
+        entropy = out.log()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=9,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x, y in loader:
+    optimizer.zero_grad()
+    with torch.autocast("cuda"):
+        out = model(x)
+        loss = criterion(out, y)
+    scaler.scale(loss).backward()
+    entropy = out.log()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            unsafe=True,
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -687,7 +760,9 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
     if position == 0 and split is None:
         return None  # nothing before it would stay under autocast: leave it to the user
     message, changes_numerics = _fix_message(model, call, computed, split)
-    forward = _computation_in(model, body.body[position + 1 :])
+    forward = _computation_in(
+        model, [*_after_on_its_line(call, statement), *body.body[position + 1 :]]
+    )
     if forward is not None:
         # `gs_g.step(opt_g); loss_d = disc(fake)...`: a GAN's second forward would leave
         # autocast with the backward before it.
@@ -745,21 +820,28 @@ def _fix_message(
     return moving, False
 
 
-#: Calls after a backward that autocast leaves alone: host reads and logging.
+#: Calls after a backward that autocast leaves alone: host reads, logging, and the tensor
+#: methods of a metric (`(out.argmax(1) == y).float().mean()`), none on autocast's op lists.
 _HOST_METHODS = frozenset(
-    {"item", "tolist", "detach", "cpu", "numpy", "append", "extend", "add_scalar", "log"}
+    {"item", "tolist", "detach", "cpu", "numpy", "append", "extend", "add_scalar"}
     | {"info", "debug", "warning", "write", "flush", "set_postfix", "set_description"}
+    | {"time", "perf_counter", "monotonic", "get_last_lr", "get_lr", "synchronize"}
+    | {"no_grad", "inference_mode", "barrier", "all_reduce", "zero_", "fill_", "copy_"}
+    | {"argmax", "argmin", "max", "min", "eq", "ne", "lt", "le", "gt", "ge", "float"}
+    | {"double", "long", "int", "bool", "mean", "size", "numel", "view", "reshape"}
+    | {"squeeze", "unsqueeze", "clone", "topk", "abs", "to"}
 )
-_HOST_FUNCTIONS = frozenset({"print", "len", "float", "int", "str", "round", "isinstance"})
+_HOST_FUNCTIONS = frozenset(
+    {"print", "len", "float", "int", "str", "round", "isinstance", "hasattr", "getattr"}
+    | {"range", "enumerate", "zip", "list", "tuple", "dict", "min", "max", "any", "all"}
+)
 
 
-def _computation_in(
-    model: ModuleModel, statements: Sequence[cst.BaseStatement]
-) -> cst.CSTNode | None:
-    """The first thing ``statements`` run that autocast may change (a forward pass, a
-    matmul, any call not known to be a backward pass, scaler or optimizer bookkeeping, a
-    host read or logging); None when there is none."""
-    for statement in statements:
+def _computation_in(model: ModuleModel, nodes: Sequence[cst.CSTNode]) -> cst.CSTNode | None:
+    """The first thing ``nodes`` (statements) run that autocast may change (a forward pass,
+    a matmul, any call not known to be a backward pass, scaler or optimizer bookkeeping, a
+    host read, a metric or logging); None when there is none."""
+    for statement in nodes:
         for node in (statement, *walk_body(statement)):
             if isinstance(node, cst.BinaryOperation) and isinstance(
                 node.operator, cst.MatrixMultiply
@@ -767,12 +849,34 @@ def _computation_in(
                 return node
             if not isinstance(node, cst.Call) or _bookkeeping(model, node):
                 continue
-            if method_name(node) in _HOST_METHODS or method_name(node) in _BOOKKEEPING:
+            name = method_name(node)
+            if name in _HOST_METHODS or name in _BOOKKEEPING or _logs(model, node):
                 continue
             if isinstance(node.func, cst.Name) and node.func.value in _HOST_FUNCTIONS:
                 continue
             return node
     return None
+
+
+def _logs(model: ModuleModel, call: cst.Call) -> bool:
+    """``wandb.log({...})``, ``logger.log(level, msg)``: not ``x.log()`` or ``torch.log(x)``,
+    which autocast runs in float32."""
+    if method_name(call) != "log" or not call.args:
+        return False
+    names = model.evaluator.qualified_names(call.func)
+    receiver_name = dotted_name(receiver(call) or cst.Name("_")) or ""
+    return not any(n.startswith("torch.") for n in names) and receiver_name != "torch"
+
+
+def _after_on_its_line(call: cst.Call, statement: cst.BaseStatement) -> list[cst.CSTNode]:
+    """The small statements after the backward's on its own line (``a.backward(); b()``)."""
+    if not isinstance(statement, cst.SimpleStatementLine):
+        return []
+    items = list(statement.body)
+    for index, item in enumerate(items):
+        if item is call or any(node is call for node in walk_body(item)):
+            return list(items[index + 1 :])
+    return []
 
 
 def _computed_parts(model: ModuleModel, call: cst.Call) -> list[cst.BaseExpression]:
