@@ -10,7 +10,7 @@ from amplint.analysis.clipping import clip_kind
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
 from amplint.analysis.scopes import Binding, BindingKind, dotted_name
 from amplint.analysis.symbols import Symbol
-from amplint.analysis.values import AutocastRegion
+from amplint.analysis.values import AutocastRegion, NullContext
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
 _SCALER = "scaler"
@@ -258,8 +258,8 @@ for x in loader:
     scaler.update()
 """,
         ),
-        # Chosen by something each iteration changes: reported, no fix (the scaler is built
-        # before the loop).
+        # Chosen by something each iteration changes: the scaler, built before the loop, is
+        # enabled throughout (scaling a bfloat16 step is harmless).
         Invalid(
             """
 import torch
@@ -271,6 +271,77 @@ for step, x in enumerate(loader):
     optimizer.step()
 """,
             line=5,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for step, x in enumerate(loader):
+    fp16 = torch.autocast("cuda", dtype=torch.float16)
+    with fp16 if step % 2 else torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(x)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
+        ),
+        # The other branch's dtype is unknown (it may be float16 too): enabled throughout.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, cfg, use_fp16):
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if use_fp16
+           else torch.autocast("cuda", dtype=cfg.dtype))
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        loss.backward()
+        optimizer.step()
+""",
+            line=8,
+            fixed="""
+import torch
+def train(model, optimizer, loader, cfg, use_fp16):
+    ctx = (torch.autocast("cuda", dtype=torch.float16) if use_fp16
+           else torch.autocast("cuda", dtype=cfg.dtype))
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        ),
+        # AMP or nothing: the scaler follows the same flag.
+        Invalid(
+            """
+import torch
+from contextlib import nullcontext
+def train(model, optimizer, loader, use_amp):
+    ctx = torch.autocast("cuda") if use_amp else nullcontext()
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        loss.backward()
+        optimizer.step()
+""",
+            line=8,
+            fixed="""
+import torch
+from contextlib import nullcontext
+def train(model, optimizer, loader, use_amp):
+    ctx = torch.autocast("cuda") if use_amp else nullcontext()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    for x in loader:
+        optimizer.zero_grad()
+        with ctx:
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         ),
     )
 
@@ -382,10 +453,9 @@ def _add_scaler(
         return None
     update = cst.parse_statement(f"{_SCALER}.update()\n")
     replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
-    constructor = _constructor(model, with_node, region, outer_loop)
-    if constructor is None:
-        return None
-    creation = cst.parse_statement(f"{_SCALER} = {constructor}\n")
+    creation = cst.parse_statement(
+        f"{_SCALER} = {_constructor(model, with_node, region, outer_loop)}\n"
+    )
     replacements[loop_statement] = lambda updated: cst.FlattenSentinel([creation, updated])
     return FixPlan(
         "Create a `torch.amp.GradScaler` and route backward, step and update through it",
@@ -401,39 +471,28 @@ def _is_torch_module(bindings: list[Binding]) -> bool:
 
 def _constructor(
     model: ModuleModel, with_node: cst.With, region: AutocastRegion, loop: cst.CSTNode
-) -> str | None:
+) -> str:
     """``torch.amp.GradScaler(...)`` enabled where the region is: by its own ``enabled=``,
-    or, for a region chosen between float16 and another dtype, by that choice's test (a
-    bfloat16 branch needs no scaling). The scaler is built before ``loop``: None when both
-    decide, or the test reads a name the loop rebinds."""
+    or, for a region chosen between float16 and what is surely not float16, by that
+    choice's test (a bfloat16 branch needs no scaling). The scaler is built before ``loop``."""
     arguments = [f'"{region.device}"']
     enabled = next(
         (a.value for a in region.call.args if a.keyword and a.keyword.value == "enabled"), None
     )
-    choice = _float16_choice(model, with_node)
-    if choice is not None:
-        test, float16_when_true = choice
-        if enabled is not None or _rebinds_any(loop, _names_in(test)):
-            return None
-        code = model.module.code_for_node(test)
-        if "\n" in code:
-            return None
-        if not float16_when_true:
-            atomic = isinstance(test, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
-            code = f"not {code}" if atomic and not test.lpar else f"not ({code})"
-        arguments.append(f"enabled={code}")
+    float16_when = _float16_when(model, with_node, loop) if enabled is None else None
+    if float16_when is not None:
+        arguments.append(f"enabled={float16_when}")
     elif enabled is not None and dotted_name(enabled) is not None:
         arguments.append(f"enabled={model.module.code_for_node(enabled)}")
     return f"torch.amp.GradScaler({', '.join(arguments)})"
 
 
-def _float16_choice(
-    model: ModuleModel, with_node: cst.With
-) -> tuple[cst.BaseExpression, bool] | None:
-    """The test that chooses float16 autocast, and whether float16 is its true branch, where
-    the ``with`` item is ``a if test else b`` (directly or through a name bound once) and
-    only one of ``a``, ``b`` is a float16 region:
-    ``ctx = autocast(float16) if fp16 else autocast(bfloat16)``."""
+def _float16_when(model: ModuleModel, with_node: cst.With, loop: cst.CSTNode) -> str | None:
+    """The condition, as code, under which the ``with`` enters float16 autocast, where its
+    item is ``a if test else b`` (directly or through a name bound once), one branch a
+    float16 region and the other surely not one (bfloat16, disabled, ``nullcontext()``):
+    ``ctx = autocast(float16) if fp16 else autocast(bfloat16)``. None when that is not
+    certain, or the test may change before the loop or inside it."""
     item = next(i for i in with_node.items if _float16_item(model, i))
     choice: cst.CSTNode | None = item.item
     if isinstance(choice, cst.Name):
@@ -442,8 +501,46 @@ def _float16_choice(
         choice = bindings[0].node if single else None
     if not isinstance(choice, cst.IfExp):
         return None
-    body, orelse = (_float16_value(model, branch) for branch in (choice.body, choice.orelse))
-    return None if body == orelse else (choice.test, body)
+    kinds = [_dtype_kind(model, branch) for branch in (choice.body, choice.orelse)]
+    if set(kinds) != {"float16", "other"}:
+        return None
+    test = choice.test
+    names = _names_in(test)
+    scope = model.index.scope_of(test)
+    if _rebinds_any(loop, names) or any(len(scope.lookup(name)) > 1 for name in names):
+        return None
+    if any(isinstance(node, cst.NamedExpr) for node in (test, *walk_body(test))):
+        return None
+    code = model.module.code_for_node(test)
+    if "\n" in code:
+        return None
+    if kinds[0] == "float16":
+        return code
+    atomic = isinstance(test, (cst.Name, cst.Attribute, cst.Call, cst.Subscript))
+    return f"not {code}" if atomic and not test.lpar else f"not ({code})"
+
+
+def _dtype_kind(model: ModuleModel, node: cst.BaseExpression) -> str | None:
+    """ "float16" for a float16 region, "other" for what surely is none (a region of another
+    known dtype or disabled, ``nullcontext()``), None when unknown."""
+    values = model.evaluator.evaluate(node)
+    if not values:
+        return None
+    if all(
+        isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16"
+        for value in values
+    ):
+        return "float16"
+    if all(
+        isinstance(value, NullContext)
+        or (
+            isinstance(value, AutocastRegion)
+            and (not value.may_be_enabled or value.dtype not in (None, "float16"))
+        )
+        for value in values
+    ):
+        return "other"
+    return None
 
 
 def _names_in(node: cst.CSTNode) -> set[str]:
@@ -466,13 +563,6 @@ def _rebinds_any(loop: cst.CSTNode, names: set[str]) -> bool:
     if isinstance(loop, cst.For):
         targets.append(loop.target)
     return any(_names_in(target) & names for target in targets)
-
-
-def _float16_value(model: ModuleModel, node: cst.BaseExpression) -> bool:
-    return any(
-        isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16"
-        for value in model.evaluator.evaluate(node)
-    )
 
 
 def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
