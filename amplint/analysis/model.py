@@ -70,6 +70,7 @@ def mapping_extended(
             isinstance(node, cst.Call)
             and method_name(node) in ("update", "setdefault")
             and dotted_name(receiver(node) or cst.Name("_")) == name
+            and (adds is None or any(adds(key, value) for key, value in _added_items(node)))
         ):
             return True
         if isinstance(node, cst.AnnAssign) and _item_of(node.target, name) is not None:
@@ -80,6 +81,30 @@ def mapping_extended(
                 if key is not None and (adds is None or key is True or adds(key, node.value)):
                     return True
     return False
+
+
+def _added_items(call: cst.Call) -> Iterator[tuple[cst.BaseExpression, cst.BaseExpression]]:
+    """(key, value) of what ``d.update(...)`` / ``d.setdefault(...)`` puts in the dict; a
+    computed key (an ``Ellipsis``) where it cannot be read: another dict, ``**spread``."""
+    unknown = cst.Ellipsis()
+    if method_name(call) == "setdefault":
+        if call.args and call.args[0].keyword is None and not call.args[0].star:
+            value = call.args[1].value if len(call.args) > 1 else cst.Name("None")
+            yield call.args[0].value, value
+        else:
+            yield unknown, unknown
+        return
+    for arg in call.args:
+        if arg.keyword is not None:
+            yield cst.SimpleString(repr(arg.keyword.value)), arg.value
+        elif not arg.star and isinstance(arg.value, cst.Dict):
+            for element in arg.value.elements:
+                if isinstance(element, cst.DictElement):
+                    yield element.key, element.value
+                else:
+                    yield unknown, unknown
+        else:
+            yield unknown, unknown
 
 
 def _item_of(target: cst.BaseExpression, name: str) -> cst.BaseExpression | bool | None:

@@ -140,6 +140,24 @@ for x in loader:
     scaler.step(optimizer)
     scaler.update()
 """,
+        # The same in a script's `main()`.
+        """
+import torch
+def main(model, optimizer, loader):
+    for x in loader:
+        optimizer.zero_grad()
+        model(x).mean().backward()
+        optimizer.step()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, "warm.pt")
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        optimizer.zero_grad()
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         # Entries added under computed keys may hold it.
         """
 import torch
@@ -524,6 +542,38 @@ def train(model, optimizer, loader):
 """,
             line=12,
         ),
+        # Grown with `update(...)` by other keys only.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    state = {"optimizer": optimizer.state_dict()}
+    state.update(model=model.state_dict(), epoch=1)
+    torch.save(state, "last.pt")
+""",
+            line=13,
+            fixed="""
+import torch
+def train(model, optimizer, loader):
+    scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        with torch.autocast("cuda"):
+            loss = model(x)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
+    state.update(model=model.state_dict(), epoch=1)
+    torch.save(state, "last.pt")
+""",
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -631,29 +681,42 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
 
 
 def _before_the_scalers(model: ModuleModel, save: cst.Call) -> bool:
-    """A script's save that runs before every GradScaler it could hold is built (a float32
-    warm-up's checkpoint, a notebook's earlier cell): there is no scaler state to save yet,
-    nor a name to save it by. A load there still should restore it, once it is built."""
-    if model.index.enclosing_function(save) is not None:
-        return False
+    """A save that runs before every GradScaler it could hold is built (a float32 warm-up's
+    checkpoint, a notebook's earlier cell, the same under `if __name__ == "__main__":` or in
+    `main()`): there is no scaler state to save yet, nor a name to save it by. A load there
+    still should restore it, once it is built."""
     reach = scalers_reaching(model, save)
     if reach.opaque or not reach.constructions:
         return False
-    saved_at = _top_level_index(model, save)
-    return all(
-        model.index.enclosing_function(c.call) is None
-        and _top_level_index(model, c.call) > saved_at
-        for c in reach.constructions
-    )
+    return all(_runs_before(model, save, c.call) for c in reach.constructions)
 
 
-def _top_level_index(model: ModuleModel, node: cst.CSTNode) -> int:
-    """Where the module's statement holding ``node`` stands among the module's statements."""
-    body = list(model.module.body)
-    for ancestor in (node, *model.index.ancestors(node)):
-        if model.index.parent(ancestor) is model.module:
-            return body.index(ancestor)  # type: ignore[arg-type]
-    return -1
+def _runs_before(model: ModuleModel, first: cst.CSTNode, second: cst.CSTNode) -> bool:
+    """Whether ``first`` surely runs before ``second`` is reached, and never after it: both
+    in one function's (or the module's) block, ``first`` in an earlier statement of it, with
+    no loop around that block within the function."""
+    function = model.index.enclosing_function(first)
+    if model.index.enclosing_function(second) is not function:
+        return False
+    chain = [second, *model.index.ancestors(second)]
+    on_chain = {id(node) for node in chain}
+    for node in (first, *model.index.ancestors(first)):
+        block = model.index.parent(node)
+        if block is None or id(block) not in on_chain:
+            continue
+        if not isinstance(block, (cst.IndentedBlock, cst.Module)):
+            return False  # `if ...: save` / `else: build`: not one after the other
+        later = next(n for n in chain if model.index.parent(n) is block)
+        statements = list(block.body)
+        if statements.index(node) >= statements.index(later):  # type: ignore[arg-type]
+            return False
+        for around in model.index.ancestors(block):
+            if around is function:
+                break
+            if isinstance(around, (cst.For, cst.While)):
+                return False  # the next pass saves after this one built it
+        return True
+    return False
 
 
 def _is_optimizer_load(model: ModuleModel, call: cst.Call) -> bool:
