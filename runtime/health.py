@@ -101,6 +101,8 @@ class ScalerHealth:
         record = scaler.__dict__.get("_amplint")
         self.construction: Site = getattr(record, "site", None) or ("<unknown>", 0)
         self.serial: int = getattr(record, "serial", 0)
+        # ids of the optimizers it stepped (AMP107 of fused ones)
+        self.optimizers: set[int] = set()
         self.device: torch.device | None = None
         self.cuda = False
         self.sites: dict[str, Site] = {}
@@ -386,9 +388,10 @@ class ScalerHealth:
 
     @property
     def rebuilt_every_step(self) -> bool:
-        """Its line builds a new scaler every step (AMP010): one scaler to the user."""
+        """One of the scalers its line builds anew every step (AMP010), which the user sees
+        as one: it ran one step at most (the same line may also build long-lived ones)."""
         record = self.monitor.history.scaler_sites.get(self.construction)
-        return record is not None and record.recreated
+        return record is not None and record.recreated and len(self.host.scales) <= 1
 
     def summary(self) -> dict[str, Any]:
         """This scaler's part of the summary (``summary["scalers"]``)."""
@@ -537,6 +540,7 @@ class Monitor:
     ) -> None:
         """``skipped`` None: a fused optimizer's step, skipped or not on the device."""
         self.last_step[id(optimizer)] = (skipped, health.step, health)
+        health.optimizers.add(id(optimizer))
         if skipped:
             self.activations.step_skipped()
 
@@ -557,13 +561,16 @@ class Monitor:
         """The scheduler steps after fused steps of ``health`` that its statistics now say
         were skipped: AMP107's findings among them."""
         known = len(health.host.skipped)
+        # The statistics say whether the scaler skipped, not which optimizer: with several
+        # optimizers on one scaler (torch skips each by its own gradients), no verdict.
+        shared = len(health.optimizers) > 1
         found = []
         waiting = []
         for entry in self.schedules_unread:
             owner, step, optimizer, site = entry
             if owner is not health or step >= known:
                 waiting.append(entry)
-            elif health.host.skipped[step]:
+            elif health.host.skipped[step] and not shared:
                 finding = self._after_skipped_step(optimizer, step, site)
                 if finding is not None:
                     found.append(finding)
@@ -637,8 +644,12 @@ class Monitor:
         if health is None:
             return result
         main = health.summary()
-        rebuilt = [s for s in self.scalers if s.site == health.site and (s.host.scales or s.step)]
-        if len(rebuilt) > REBUILT_FROM and health.rebuilt_every_step:
+        rebuilt = [
+            s
+            for s in self.scalers
+            if s.site == health.site and (s.host.scales or s.step) and s.rebuilt_every_step
+        ]
+        if health.rebuilt_every_step and len(rebuilt) > REBUILT_FROM:
             # A scaler rebuilt in the loop (AMP010) is one scaler to the user: its steps.
             main = _combined([scaler.summary() for scaler in rebuilt])
         for key in ("steps", "skipped_steps", "scale", "nonfinite_loss_steps"):

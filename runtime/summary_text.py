@@ -123,13 +123,11 @@ def _rebuilt_per_site(
     """The scalers shown one by one, and those of each line that built many, grouped."""
     by_site: dict[str, list[dict[str, Any]]] = {}
     for entry in scalers:
-        by_site.setdefault(entry["site"], []).append(entry)
-    rebuilt = {
-        site: group
-        for site, group in by_site.items()
-        if len(group) > REBUILT_FROM and all(entry.get("rebuilt_every_step") for entry in group)
-    }
-    return [entry for entry in scalers if entry["site"] not in rebuilt], rebuilt
+        if entry.get("rebuilt_every_step"):
+            by_site.setdefault(entry["site"], []).append(entry)
+    rebuilt = {site: group for site, group in by_site.items() if len(group) > REBUILT_FROM}
+    grouped = {id(entry) for group in rebuilt.values() for entry in group}
+    return [entry for entry in scalers if id(entry) not in grouped], rebuilt
 
 
 def format_health_summary(summary: dict[str, Any]) -> str:

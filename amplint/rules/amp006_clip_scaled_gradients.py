@@ -482,7 +482,7 @@ def wrong_step(model, optimizer, scaler, loss):
                 window = _scaled_window(iteration, clip)
                 if window is not None:
                     scaled.append((iteration, clip, *window))
-                elif clip.frame.via:
+                elif clip.frame.via and _unscaled_before(iteration, clip):
                     unscaled_through_helpers.add(clip.call)
         for iteration, clip, step, key in scaled:
             name = _clip_name(model, clip.call)
@@ -513,6 +513,14 @@ def wrong_step(model, optimizer, scaler, loss):
                 f"{found.config.label}'s float16 mixed precision; {found.remedy}",
                 _framework_clip(model, found),
             )
+
+
+def _unscaled_before(iteration: Iteration, clip: Event) -> bool:
+    """Whether the iteration unscales gradients before the clip (a caller doing it right)."""
+    return any(
+        e.kind is Kind.UNSCALE and e.order < clip.order and together(e, clip)
+        for e in iteration.events
+    )
 
 
 def _clip_name(model: ModuleModel, call: cst.Call) -> str:

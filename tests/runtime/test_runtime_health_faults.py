@@ -1062,6 +1062,35 @@ def test_a_fused_optimizers_skipped_steps_move_its_schedule_too() -> None:
         torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
+def test_two_fused_optimizers_on_one_scaler_leave_their_schedules_unjudged() -> None:
+    """torch skips each optimizer by its own gradients; the statistics say only that the
+    scaler saw an overflow. Here only the first model overflows: its scheduler's drift
+    cannot be told from the second's, so neither is reported."""
+    torch.manual_seed(0)
+    first, second = nn.Linear(8, 1), nn.Linear(8, 1)
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True) for m in (first, second)]
+    schedulers = [torch.optim.lr_scheduler.StepLR(o, 3) for o in optimizers]
+    with ar.checking("warn", health=True, startup_steps=0):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(9):
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            x = torch.randn(4, 8)
+            with torch.autocast("cpu", dtype=torch.float16):
+                overflowing = first(x).float().pow(2).mean()
+                fine = second(x).float().pow(2).mean()
+            if step in (5, 6):
+                overflowing = overflowing * math.inf
+            scaler.scale(overflowing + fine).backward()
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+            scaler.update()
+            for scheduler in schedulers:
+                scheduler.step()
+        ar.summary()
+        assert found("AMP107") == []
+
+
 def _two_optimizers_run(skipped: tuple[int, ...]) -> list[ar.Finding]:
     torch.manual_seed(0)
     body, head = Net(), nn.Linear(4, 1)
