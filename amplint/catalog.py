@@ -1659,9 +1659,7 @@ bfloat16.
             Threshold(
                 "overflow_margin", 0.5, "an output at or above 65504 * (1 - margin) is reported"
             ),
-            Threshold(
-                "activations", True, "forward hooks on every module (False turns AMP105 off)"
-            ),
+            Threshold("activations", True, "forward hooks on every module, which AMP105 needs"),
             Threshold(
                 "activations_first", 100, "every iteration of the first this many is measured"
             ),

@@ -90,16 +90,20 @@ def run_script(
     if os.path.isdir(path) and not any(
         os.path.isfile(os.path.join(path, name)) for name in ("__main__.py", "__main__.pyc")
     ):
-        # Python's own words and status for a folder with nothing to run.
-        print(f"{sys.executable}: can't find '__main__' module in {path!r}", file=sys.stderr)
+        # Python's own words and status for a folder with nothing to run (the path as
+        # typed, made absolute: a trailing slash stays).
+        shown = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
+        print(f"{sys.executable}: can't find '__main__' module in {shown!r}", file=sys.stderr)
         status = 1
         if report_path is not None:
             _write_report(report_path, [], mode, path, status, None)
         return status
     # `python SCRIPT` puts the script's folder first on sys.path, in place of the
     # interpreter's own choice.
+    # A folder or zip file runs its `__main__.py` with `sys.argv[0]` as typed, as python's.
+    runs = path if os.path.isfile(path) and not zipfile.is_zipfile(path) else script
     return _run_checked(
-        lambda: _run_main(path),
+        lambda: _run_main(runs),
         path,
         [script, *args],
         os.path.dirname(path),

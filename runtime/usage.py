@@ -150,8 +150,11 @@ class ScalerUsage:
         # get_scale() was read since the last scaled backward: a clip that follows may be
         # scaling its max_norm by hand (torch's own tests do), so AMP006 stays quiet.
         self.scale_read = False
-        # state_dict() reads of a scale on a device, per line: (iteration, reads in a row).
+        # state_dict() reads of a scale on a device, per line: (iteration, reads in a row),
+        # the iteration counted by this scaler's updates (a WGAN's generator scaler updates
+        # once while its critic's steps the optimizers five times).
         self.state_reads: dict[Site, tuple[int, int]] = {}
+        self.updates = 0
         # Norms that get_total_norm() took of still-scaled gradients (id -> weak reference):
         # clip_grads_with_norm_ given one after unscale_ clips by a scaled norm (AMP006).
         self.scaled_norms: dict[int, weakref.ref[torch.Tensor]] = {}
@@ -361,6 +364,7 @@ def on_update(usage: ScalerUsage) -> list[Verdict]:
 
 
 def on_updated(usage: ScalerUsage) -> None:
+    usage.updates += 1
     usage._stages.clear()
     usage.scaled_backward_pending = False
     usage.backward_after_step = False
@@ -392,7 +396,7 @@ def on_state_dict(usage: ScalerUsage, *, syncs: bool) -> list[Verdict]:
     if usage.stepped():
         verdicts.append(Verdict("AMP013", message_for("AMP013"), user_site()))
     if syncs:
-        site, iteration = user_site(), steps().latest
+        site, iteration = user_site(), usage.updates
         last, runs = usage.state_reads.get(site, (-1, 0))
         if iteration != last:
             runs = runs + 1 if iteration == last + 1 else 1
