@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, receiver_key
+from amplint.analysis.model import (
+    ModuleModel,
+    calls_in,
+    method_name,
+    receiver,
+    receiver_key,
+    walk_body,
+)
 from amplint.analysis.scalers import updated_somewhere
 from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
@@ -131,6 +138,20 @@ class Trainer:
         scaler.scale(loss).backward()
         scaler.step(self.optimizer)
         self.get_scaler().update()
+""",
+        # One backward and step per optimizer in a loop over them, one update() per
+        # iteration after it (PyTorch's several-optimizers recipe, a GAN's G then D).
+        """
+import torch
+def train(model, loader, optimizers, loss_fn):
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        for index, optimizer in enumerate(optimizers):
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = loss_fn(model(x, index), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+        scaler.update()
 """,
     )
     invalid = (
@@ -265,7 +286,9 @@ class GAN:
             iteration = model.training_iteration(call)
             by_iteration.setdefault((iteration, key), []).append(call)
         for (iteration, key), steps in by_iteration.items():
-            if _updated(model, iteration, key):
+            if _updated(model, iteration, key) or _updated_after_optimizers(
+                model, iteration, key, steps
+            ):
                 continue
             stepped = model.scaler_instances(receiver(steps[0]))  # type: ignore[arg-type]
             if _shared(model, steps[0], key) and updated_somewhere(model, key, stepped):
@@ -291,6 +314,31 @@ def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
                 event.scaler == key for event in candidate.of(Kind.UPDATE)
             )
     return True  # not an iteration the analysis walked: assume the best
+
+
+def _updated_after_optimizers(
+    model: ModuleModel, iteration: cst.CSTNode, key: str, steps: list[cst.Call]
+) -> bool:
+    """A loop over the optimizers (``for opt in optimizers:`` ... ``scaler.step(opt)``, a
+    backward per model) inside the training loop, whose pass updates the scaler once after
+    it: PyTorch's several-optimizers recipe, each optimizer stepped once before update()."""
+    if not isinstance(iteration, cst.For):
+        return False
+    targets = {
+        n.value for n in (iteration.target, *walk_body(iteration.target)) if isinstance(n, cst.Name)
+    }
+    for step in steps:
+        argument = step.args[0].value if step.args else None
+        if not isinstance(argument, cst.Name) or argument.value not in targets:
+            return False
+    outer = model.enclosing_loops(iteration)
+    if not outer:
+        return False
+    inside = set(map(id, calls_in(iteration)))
+    return any(
+        method_name(call) == "update" and receiver_key(call) == key and id(call) not in inside
+        for call in calls_in(outer[0].body)
+    )
 
 
 def _shared(model: ModuleModel, step: cst.Call, key: str) -> bool:
