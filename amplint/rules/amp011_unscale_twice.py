@@ -125,6 +125,21 @@ class Trainer:
                 self.scaler.step(optimizer)
             self.scaler.update()
 """,
+        # A float32 loop hands `None` to a clipping helper that unscales only a scaler.
+        """
+import torch
+def clip(optimizer, scaler, params):
+    if scaler:
+        scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+
+def train_epoch(model, loader, optimizer, stats):
+    for x, y in loader:
+        model(x, y).backward()
+        clip(optimizer, None, model.parameters())
+        optimizer.step()
+    stats.update(done=True)
+""",
     )
     invalid = (
         Invalid(
@@ -299,6 +314,13 @@ def _problem(iteration: Iteration, event: Event) -> tuple[str, Event | None] | N
                 f"`{scaler}.update()` and raises; keep one call, right before the clip",
                 earlier,
             )
+    # A loop that never scales a loss nor steps through this scaler (a float32 loop handing
+    # `None` to a helper that unscales `if scaler:`) has nothing of it to unscale twice.
+    if event.scaler is None or not any(
+        e.scaler == event.scaler and e.kind in (Kind.SCALED_BACKWARD, Kind.SCALER_STEP)
+        for e in iteration.events
+    ):
+        return None
     for loop in event.loops:
         if _bound_by(loop, event.optimizer_local or "") or _is_retry_loop(loop):
             continue
