@@ -259,7 +259,7 @@ for x in loader:
 """,
         ),
         # Chosen by something each iteration changes: the scaler, built before the loop, is
-        # enabled throughout (scaling a bfloat16 step is harmless).
+        # enabled throughout, and scales the bfloat16 steps too: unsafe.
         Invalid(
             """
 import torch
@@ -282,8 +282,10 @@ for step, x in enumerate(loader):
     scaler.step(optimizer)
     scaler.update()
 """,
+            unsafe=True,
         ),
-        # The other branch's dtype is unknown (it may be float16 too): enabled throughout.
+        # The other branch's dtype is unknown (it may be float16 too): enabled throughout,
+        # which scales that branch's steps whatever they are: unsafe.
         Invalid(
             """
 import torch
@@ -312,6 +314,7 @@ def train(model, optimizer, loader, cfg, use_fp16):
         scaler.step(optimizer)
         scaler.update()
 """,
+            unsafe=True,
         ),
         # AMP or nothing: the scaler follows the same flag.
         Invalid(
@@ -342,6 +345,38 @@ def train(model, optimizer, loader, use_amp):
         scaler.step(optimizer)
         scaler.update()
 """,
+        ),
+        # AMP or nothing through a name for the callable: the scaler would scale the float32
+        # steps too: unsafe.
+        Invalid(
+            """
+import torch
+from contextlib import suppress
+def train(probe, loader, optimizer, criterion, amp=True):
+    autocast = torch.amp.autocast if amp else suppress
+    for x, y in loader:
+        optimizer.zero_grad()
+        with autocast("cuda"):
+            loss = criterion(probe(x), y)
+        loss.backward()
+        optimizer.step()
+""",
+            line=8,
+            fixed="""
+import torch
+from contextlib import suppress
+def train(probe, loader, optimizer, criterion, amp=True):
+    autocast = torch.amp.autocast if amp else suppress
+    scaler = torch.amp.GradScaler("cuda")
+    for x, y in loader:
+        optimizer.zero_grad()
+        with autocast("cuda"):
+            loss = criterion(probe(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            unsafe=True,
         ),
     )
 
@@ -453,13 +488,28 @@ def _add_scaler(
         return None
     update = cst.parse_statement(f"{_SCALER}.update()\n")
     replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
-    creation = cst.parse_statement(
-        f"{_SCALER} = {_constructor(model, with_node, region, outer_loop)}\n"
-    )
+    constructor = _constructor(model, with_node, region, outer_loop)
+    creation = cst.parse_statement(f"{_SCALER} = {constructor}\n")
     replacements[loop_statement] = lambda updated: cst.FlattenSentinel([creation, updated])
-    return FixPlan(
-        "Create a `torch.amp.GradScaler` and route backward, step and update through it",
-        replacements,
+    message = "Create a `torch.amp.GradScaler` and route backward, step and update through it"
+    if "enabled=" not in constructor and _may_run_without_float16(model, with_node):
+        # `autocast = torch.cuda.amp.autocast if amp else suppress`: when the other branch
+        # runs, the float32 steps would be scaled (and skipped on overflow) too.
+        return FixPlan(
+            message + "; it scales every step, also where the block runs without float16",
+            replacements,
+            "unsafe",
+        )
+    return FixPlan(message, replacements)
+
+
+def _may_run_without_float16(model: ModuleModel, with_node: cst.With) -> bool:
+    """Whether the ``with`` item may be something else than a float16 region."""
+    item = next(i for i in with_node.items if _float16_item(model, i))
+    values = model.evaluator.evaluate(item.item)
+    return not values or not all(
+        isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16"
+        for value in values
     )
 
 
