@@ -647,6 +647,38 @@ for x, y in loader:
 """,
             unsafe=True,
         ),
+        # A tracker object built and filled from the losses after the step: still safe.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for batch in loader:
+    with torch.autocast("cuda"):
+        losses = compute_losses(model, batch)
+        loss = sum(losses.values())
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        info = MetricsTracker()
+        for key, value in losses.items():
+            info[key] = value.detach().item()
+""",
+            line=8,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for batch in loader:
+    with torch.autocast("cuda"):
+        losses = compute_losses(model, batch)
+        loss = sum(losses.values())
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    info = MetricsTracker()
+    for key, value in losses.items():
+        info[key] = value.detach().item()
+""",
+        ),
     )
 
     def check(self, context: RuleContext) -> None:
@@ -830,6 +862,7 @@ _HOST_METHODS = frozenset(
     | {"argmax", "argmin", "max", "min", "eq", "ne", "lt", "le", "gt", "ge", "float"}
     | {"double", "long", "int", "bool", "mean", "size", "numel", "view", "reshape"}
     | {"squeeze", "unsqueeze", "clone", "topk", "abs", "to"}
+    | {"items", "keys", "values", "get", "pop", "copy", "format", "join", "split", "strip"}
 )
 _HOST_FUNCTIONS = frozenset(
     {"print", "len", "float", "int", "str", "round", "isinstance", "hasattr", "getattr"}
@@ -854,8 +887,17 @@ def _computation_in(model: ModuleModel, nodes: Sequence[cst.CSTNode]) -> cst.CST
                 continue
             if isinstance(node.func, cst.Name) and node.func.value in _HOST_FUNCTIONS:
                 continue
+            if _constructs(node):
+                continue  # `MetricsTracker()`: a class builds an object, it runs no forward
             return node
     return None
+
+
+def _constructs(call: cst.Call) -> bool:
+    """A call of a CapWords name (``Tracker()``, ``meters.AverageMeter()``): a class."""
+    name = dotted_name(call.func)
+    last = name.rsplit(".", 1)[-1] if name else ""
+    return last[:1].isupper() and not last.isupper()
 
 
 def _logs(model: ModuleModel, call: cst.Call) -> bool:
