@@ -753,13 +753,7 @@ def test_summary_shows_a_scaler_per_fold_one_by_one(quiet: None) -> None:
             model = Net()
             optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
             scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
-            for x, y in data(3):
-                with torch.autocast("cpu", dtype=FP16):
-                    loss = nn.functional.mse_loss(model(x).float(), y)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad()
+            scaled_steps(model, optimizer, scaler, 3)
         summary = ar.summary()
     assert "AMP010" not in {f.code for f in seen.findings}
     assert summary is not None and len(summary["scalers"]) == 4
@@ -816,13 +810,8 @@ def _logging_state_every(
     codes, at = [], []
     with ar.checking(health=False) as seen:
         scaler = torch.amp.GradScaler("cpu")
-        for step, (x, y) in enumerate(data(steps)):
-            with torch.autocast("cpu", dtype=FP16):
-                loss = nn.functional.mse_loss(model(x).float(), y)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad()
+        for step in range(steps):
+            scaled_steps(model, optimizer, scaler, 1)
             if step % every == 0:
                 if as_if_on_a_device:
                     verdicts = usage.on_state_dict(scaler._usage(), syncs=True)  # type: ignore[attr-defined]
