@@ -555,7 +555,8 @@ class Monitor:
         elif skipped:
             found = self._after_skipped_step(id(optimizer), step, user_site())
             if found is not None:
-                emit(*found[:3], step=found[3])
+                code, message, site, at = found
+                emit(code, message, site, step=at)
 
     def schedules_read(self, health: ScalerHealth) -> list[tuple[str, str, Site, int]]:
         """The scheduler steps after fused steps of ``health`` that its statistics now say

@@ -77,33 +77,17 @@ def run_script(
     if module:
         return _run_module(script, args, mode, report_path, health, thresholds, plot_path)
     path = os.path.abspath(script)
-    if not os.path.exists(path):
-        # Python's own words and status for a missing script.
-        print(
-            f"{sys.executable}: can't open file {path!r}: [Errno 2] No such file or directory",
-            file=sys.stderr,
-        )
-        status = 2
-        if report_path is not None:
-            _write_report(report_path, [], mode, path, status, None)
-        return status
-    if os.path.isdir(path) and not any(
-        os.path.isfile(os.path.join(path, name)) for name in ("__main__.py", "__main__.pyc")
-    ):
-        # Python's own words and status for a folder with nothing to run (the path as
-        # typed, made absolute: a trailing slash stays).
-        shown = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
-        print(f"{sys.executable}: can't find '__main__' module in {shown!r}", file=sys.stderr)
-        status = 1
+    refusal = _nothing_to_run(script, path)
+    if refusal is not None:
+        message, status = refusal
+        print(f"{sys.executable}: {message}", file=sys.stderr)
         if report_path is not None:
             _write_report(report_path, [], mode, path, status, None)
         return status
     # `python SCRIPT` puts the script's folder first on sys.path, in place of the
     # interpreter's own choice.
-    # A folder or zip file runs its `__main__.py` with `sys.argv[0]` as typed, as python's.
-    runs = path if os.path.isfile(path) and not zipfile.is_zipfile(path) else script
     return _run_checked(
-        lambda: _run_main(runs),
+        lambda: _run_main(path, script),
         path,
         [script, *args],
         os.path.dirname(path),
@@ -355,15 +339,30 @@ def _print_summaries(findings: list[Finding], summary: dict[str, Any] | None) ->
             print(format_health_summary(summary), file=sys.stderr)
 
 
-def _run_main(path: str) -> None:
-    """Execute the file at ``path`` as the ``__main__`` module, as ``python SCRIPT`` does.
+def _nothing_to_run(script: str, path: str) -> tuple[str, int] | None:
+    """Python's own words and exit status where ``python SCRIPT`` finds nothing to run."""
+    if not os.path.exists(path):
+        return f"can't open file {path!r}: [Errno 2] No such file or directory", 2
+    if os.path.isdir(path) and not any(
+        os.path.isfile(os.path.join(path, name)) for name in ("__main__.py", "__main__.pyc")
+    ):
+        # The folder as typed, made absolute: a trailing slash stays.
+        shown = script if os.path.isabs(script) else os.path.join(os.getcwd(), script)
+        return f"can't find '__main__' module in {shown!r}", 1
+    return None
+
+
+def _run_main(path: str, typed: str) -> None:
+    """Execute the file at ``path`` (``typed`` on the command line) as the ``__main__``
+    module, as ``python SCRIPT`` does.
 
     ``runpy.run_path`` would set ``sys.argv[0]`` to the absolute path; Python keeps the
     path as typed there and makes only ``__file__`` absolute, so a plain source file is
-    run here directly. Folders and zip files (``__main__.py`` inside) go to runpy.
+    run here directly. Folders and zip files (``__main__.py`` inside) go to runpy, as
+    typed, which is what python shows of them.
     """
     if not os.path.isfile(path) or zipfile.is_zipfile(path):
-        runpy.run_path(path, run_name="__main__")
+        runpy.run_path(typed, run_name="__main__")
         return
     with io.open_code(path) as handle:
         source = handle.read()

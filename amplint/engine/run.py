@@ -425,16 +425,24 @@ def _to_findings(
         if key in findings:
             continue
         fix = None
-        if report.fix is not None and not _rewrites_silenced(report, silenced, layout):
-            if lazy is not None:
-                lazy.pending[key] = report.fix
-            else:
+        if report.fix is not None:
+            # A lazy result keeps the plan; its edits are made here only where noqa comments
+            # keep lines of this code, to be checked against them.
+            kept = {row for row in silenced if is_silenced(silenced, row, report.code)}
+            made = None
+            if lazy is None or kept:
                 try:
-                    fix = _fix(report.fix, layout, local=False)
+                    made = _fix(report.fix, layout, local=False)
                 except RecursionError:
                     raise
                 except Exception as error:
                     failures.append(internal_error(filename, f"the fix of {report.code}", error))
+            if made is not None and _rewrites_lines(made, kept):
+                pass  # the fix would rewrite a line the user keeps: none is offered
+            elif lazy is not None:
+                lazy.pending[key] = report.fix
+            else:
+                fix = made
         findings.setdefault(
             key,
             Finding(
@@ -451,23 +459,12 @@ def _to_findings(
     return failures + sorted(findings.values(), key=Finding.sort_key)
 
 
-def _rewrites_silenced(
-    report: Report, silenced: dict[int, frozenset[str]], layout: ModuleLayout
-) -> bool:
-    """Whether the report's fix would change the text of a line whose ``# noqa`` silences
-    its code: a fix that spans several findings (AMP007 rewrites an import with all its
-    uses) must not rewrite the one the user asked to leave alone. A line the fix only
-    encloses (a `with` block it splits, a loop it puts a scaler before) is left as it was
-    and does not count. The edits are made only in a file that silences the code."""
-    from amplint.engine.noqa import is_silenced
-
-    assert report.fix is not None
-    rows = {row for row in silenced if is_silenced(silenced, row, report.code)}
-    if not rows:
-        return False
-    fix = _fix(report.fix, layout, local=False)
-    if fix is None:
-        return False
+def _rewrites_lines(fix: Fix, rows: set[int]) -> bool:
+    """Whether the fix changes the text of one of ``rows``: the lines whose ``# noqa``
+    silences its code. A fix that spans several findings (AMP007 rewrites an import with
+    all its uses) must not rewrite the one the user asked to leave alone; a line the fix
+    only encloses (a `with` block it splits, a loop it puts a scaler before) is left as it
+    was and does not count."""
     for edit in fix.edits:
         start, end = edit.location, edit.end_location
         if start == end:  # an insertion: inside a line it changes that line

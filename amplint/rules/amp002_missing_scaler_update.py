@@ -10,9 +10,9 @@ from amplint.analysis.model import (
     method_name,
     receiver,
     receiver_key,
-    walk_body,
 )
 from amplint.analysis.scalers import updated_somewhere
+from amplint.analysis.scopes import names_read
 from amplint.analysis.steps import Kind, iterations
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
@@ -324,9 +324,7 @@ def _updated_after_optimizers(
     it: PyTorch's several-optimizers recipe, each optimizer stepped once before update()."""
     if not isinstance(iteration, cst.For):
         return False
-    targets = {
-        n.value for n in (iteration.target, *walk_body(iteration.target)) if isinstance(n, cst.Name)
-    }
+    targets = set(names_read(iteration.target))
     for step in steps:
         argument = step.args[0].value if step.args else None
         if not isinstance(argument, cst.Name) or argument.value not in targets:

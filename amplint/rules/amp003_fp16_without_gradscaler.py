@@ -8,7 +8,7 @@ import libcst as cst
 
 from amplint.analysis.clipping import clip_kind
 from amplint.analysis.model import ModuleModel, calls_in, method_name, receiver, walk_body
-from amplint.analysis.scopes import Binding, BindingKind, dotted_name
+from amplint.analysis.scopes import Binding, BindingKind, dotted_name, names_read
 from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, NullContext
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
@@ -506,11 +506,7 @@ def _add_scaler(
 def _may_run_without_float16(model: ModuleModel, with_node: cst.With) -> bool:
     """Whether the ``with`` item may be something else than a float16 region."""
     item = next(i for i in with_node.items if _float16_item(model, i))
-    values = model.evaluator.evaluate(item.item)
-    return not values or not all(
-        isinstance(value, AutocastRegion) and value.may_be_enabled and value.dtype == "float16"
-        for value in values
-    )
+    return _dtype_kind(model, item.item) != "float16"
 
 
 def _is_torch_module(bindings: list[Binding]) -> bool:
@@ -555,7 +551,7 @@ def _float16_when(model: ModuleModel, with_node: cst.With, loop: cst.CSTNode) ->
     if set(kinds) != {"float16", "other"}:
         return None
     test = choice.test
-    names = _names_in(test)
+    names = set(names_read(test))
     scope = model.index.scope_of(test)
     if _rebinds_any(loop, names) or any(len(scope.lookup(name)) > 1 for name in names):
         return None
@@ -593,12 +589,6 @@ def _dtype_kind(model: ModuleModel, node: cst.BaseExpression) -> str | None:
     return None
 
 
-def _names_in(node: cst.CSTNode) -> set[str]:
-    return {n.value for n in walk_body(node) if isinstance(n, cst.Name)} | (
-        {node.value} if isinstance(node, cst.Name) else set()
-    )
-
-
 def _rebinds_any(loop: cst.CSTNode, names: set[str]) -> bool:
     """Whether ``loop`` assigns one of ``names`` (its target, an assignment, a ``with ...
     as``, a walrus): a test that reads it may change from one iteration to the next."""
@@ -612,7 +602,7 @@ def _rebinds_any(loop: cst.CSTNode, names: set[str]) -> bool:
             targets.append(node.name)
     if isinstance(loop, cst.For):
         targets.append(loop.target)
-    return any(_names_in(target) & names for target in targets)
+    return any(names.intersection(names_read(target)) for target in targets)
 
 
 def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
