@@ -286,7 +286,7 @@ def test_checkpoint_helper_behind_a_saving_helper_amp013(
     write(tmp_path, {"utils.py": utils, "train.py": train})
     findings = check(tmp_path, monkeypatch, ".")
     assert found(findings) == {("AMP013", "train.py", 9)}
-    assert "`save_checkpoint` (utils.py:10)" in findings[0]["message"]
+    assert "`save_checkpoint` (utils.py:9)" in findings[0]["message"]
     write(
         tmp_path,
         {
@@ -869,6 +869,118 @@ def test_a_script_in_a_plain_folder_imports_the_projects_top_level_packages(
         ("AMP013", "train.py", 6),
         ("AMP013", "segment/train.py", 6),
     }
+
+
+def test_a_folder_without_init_is_a_namespace_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train/train.py`` runs as ``python -m train.train`` and imports ``from train import
+    utils``: ``train/`` has no ``__init__.py``, so Python makes it a namespace package and
+    the import names ``train/utils.py``, not an attribute of the script itself. The files
+    checked may all sit inside that folder."""
+    utils = """\
+        import torch
+
+        def save_checkpoint(model, optimizer, path):
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, path)
+        """
+    script = """\
+        import torch
+        from train import utils
+
+        def main(model, opt, batches):
+            scaler = torch.amp.GradScaler("cuda")
+            for x in batches:
+                with torch.autocast("cuda"):
+                    loss = model(x).sum()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            utils.save_checkpoint(model, opt, "last.pt")
+        """
+    write(tmp_path, {"train/utils.py": utils, "train/train.py": script})
+    expected = {("AMP013", "train/train.py", 12)}
+    assert found(check(tmp_path, monkeypatch, ".")) == expected
+    assert found(check(tmp_path, monkeypatch, "train")) == expected
+
+
+def test_a_checkpoint_handed_to_another_modules_save_wrapper_amp013(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``utils.save_on_master(checkpoint, path)``: the wrapper hands what it is given to
+    ``torch.save`` on the main process, so the dict is the checkpoint; a weights-only save
+    through the same wrapper stays quiet."""
+    utils = """\
+        import torch
+
+        def is_main_process():
+            return True
+
+        def save_on_master(*args, **kwargs):
+            if is_main_process():
+                torch.save(*args, **kwargs)
+        """
+    script = """\
+        import torch
+        import utils
+
+        def main(model, opt, batches, epochs):
+            scaler = torch.amp.GradScaler("cuda")
+            for epoch in range(epochs):
+                for x in batches:
+                    with torch.autocast("cuda"):
+                        loss = model(x).sum()
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
+                utils.save_on_master({"model": model.state_dict()}, "weights.pth")
+                state = {"model": model.state_dict(), "opt": opt.state_dict()}
+                utils.save_on_master(state, "c.pth")
+        """
+    write(tmp_path, {"utils.py": utils, "train.py": script})
+    (finding,) = check(tmp_path, monkeypatch, ".")
+    assert (finding["code"], finding["location"]["row"]) == ("AMP013", 15)
+    assert finding["fix"]["applicability"] == "safe"
+    # Checked alone, train.py cannot know what the wrapper does: quiet.
+    assert alone(tmp_path / "train.py") == set()
+
+
+def test_a_helper_is_cited_at_its_own_line_when_another_repeats_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two loaders restore the optimizer with the very same line; the message names the
+    line of the one called, not the first occurrence of that text in the module."""
+    helpers = """\
+        import torch
+
+        def load_discriminator(path, disc, optimizer):
+            state = torch.load(path)
+            disc.load_state_dict(state["disc"])
+            optimizer.load_state_dict(state["optimizer"])
+
+        def load_generator(path, gen, optimizer):
+            state = torch.load(path)
+            gen.load_state_dict(state["gen"])
+            optimizer.load_state_dict(state["optimizer"])
+        """
+    script = """\
+        import torch
+        from ckutils import load_generator
+
+        def main(gen, opt, batches, path):
+            load_generator(path, gen, opt)
+            scaler = torch.amp.GradScaler("cuda")
+            for x in batches:
+                with torch.autocast("cuda"):
+                    loss = gen(x).sum()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+        """
+    write(tmp_path, {"ckutils.py": helpers, "train.py": script})
+    (finding,) = check(tmp_path, monkeypatch, ".")
+    assert finding["code"] == "AMP013"
+    assert "`load_generator` (ckutils.py:11) restores" in finding["message"]
 
 
 def test_relative_imports_and_package_reexports(

@@ -7,12 +7,83 @@ from __future__ import annotations
 import libcst as cst
 
 from amplint.analysis.model import ModuleModel, calls_in
+from amplint.analysis.values import ImportedValue
 
-__all__ = ["dict_handed_to_saving_helper", "is_torch_save"]
+__all__ = ["dict_handed_to_saving_helper", "forwards_first_argument_to_save", "is_torch_save"]
 
 
 def is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
-    return bool(call.args) and "torch.save" in model.evaluator.qualified_names(call.func)
+    """``torch.save(obj, path)``, or a call of a function that hands its first argument on
+    to ``torch.save`` unchanged: ``save_on_master(checkpoint, path)`` (torchvision's
+    references, DETR, DeiT), defined in this module or, through its summary, in another
+    module of the project. Either way the call's first argument is what lands on disk."""
+    if not call.args:
+        return False
+    if "torch.save" in model.evaluator.qualified_names(call.func):
+        return True
+    first = call.args[0]
+    if first.keyword is not None or first.star:
+        return False
+    helper = model.helper_of(call)
+    if helper is not None:
+        called_on_instance = isinstance(call.func, cst.Attribute) or helper.name.value == "__call__"
+        bound = called_on_instance and _takes_self(helper)
+        return forwards_first_argument_to_save(model, helper, skip=1 if bound else 0)
+    if model.imports is None or not isinstance(call.func, (cst.Name, cst.Attribute)):
+        return False
+    callees = model.evaluator.evaluate(call.func)
+    return len(callees) == 1 and any(
+        isinstance(callee, ImportedValue) and callee.saves_first_argument() for callee in callees
+    )
+
+
+def forwards_first_argument_to_save(
+    model: ModuleModel, function: cst.FunctionDef, skip: int = 0
+) -> bool:
+    """Whether ``function`` hands the first argument its callers pass (after ``skip`` bound
+    ones, ``self``) to a save, unchanged: as its first positional parameter, never rebound,
+    or as the first of ``*args`` where ``*args`` comes first (``torch.save(*args,
+    **kwargs)``)."""
+    params = [*function.params.posonly_params, *function.params.params][skip:]
+    star = function.params.star_arg
+    if params:
+        name, starred = params[0].name.value, False
+    elif isinstance(star, cst.Param):
+        name, starred = star.name.value, True
+    else:
+        return False
+    scope = model.index.functions.get(function)
+    if scope is None or len(scope.bindings.get(name, [])) != 1:
+        return False  # rebound (filtered, extended) inside: not the caller's object
+    memo = model.forwards_to_save_memo
+    key = (function, skip)
+    if key in memo:
+        return memo[key]
+    memo[key] = False  # recursion guard
+    found = False
+    for save in calls_in(function.body):
+        if not save.args or model.is_dead(save):
+            continue
+        first = save.args[0]
+        handed = (
+            isinstance(first.value, cst.Name)
+            and first.value.value == name
+            and first.keyword is None
+            and (first.star == "*") == starred
+        )
+        if handed and (
+            "torch.save" in model.evaluator.qualified_names(save.func)
+            or (not starred and is_torch_save(model, save))
+        ):
+            found = True
+            break
+    memo[key] = found
+    return found
+
+
+def _takes_self(function: cst.FunctionDef) -> bool:
+    params = [*function.params.posonly_params, *function.params.params]
+    return bool(params) and params[0].name.value in ("self", "cls")
 
 
 def dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict | None:

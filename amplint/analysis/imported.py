@@ -77,6 +77,9 @@ class ImportedFunction(ImportedValue):
             return self.facts.runs_backward_under_autocast
         return self.facts.runs_backward
 
+    def saves_first_argument(self) -> bool:
+        return self.facts.saves_first_argument
+
 
 @dataclass(frozen=True, eq=False)
 class ImportedClass(ImportedValue):

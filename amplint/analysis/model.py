@@ -163,6 +163,9 @@ class ModuleModel:
         self.evaluator = Evaluator(self.index, imports)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
         self._under_autocast_memo: dict[cst.FunctionDef, bool] = {}
+        #: (function, parameters bound before the caller's) -> it hands the caller's first
+        #: argument to ``torch.save`` (see :mod:`amplint.analysis.checkpoints`).
+        self.forwards_to_save_memo: dict[tuple[cst.FunctionDef, int], bool] = {}
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}
         self._helpers: dict[cst.Call, cst.FunctionDef | None] = {}
         self._transitive: dict[cst.CSTNode, tuple[cst.Call, ...]] = {}

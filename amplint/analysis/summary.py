@@ -29,7 +29,11 @@ from typing import Any
 
 import libcst as cst
 
-from amplint.analysis.checkpoints import dict_handed_to_saving_helper, is_torch_save
+from amplint.analysis.checkpoints import (
+    dict_handed_to_saving_helper,
+    forwards_first_argument_to_save,
+    is_torch_save,
+)
 from amplint.analysis.model import (
     ModuleModel,
     calls_in,
@@ -93,6 +97,8 @@ class FunctionSummary:
     saves_without_scaler: int | None = None
     #: likewise for ``optimizer.load_state_dict(...)`` with no scaler restored.
     restores_without_scaler: int | None = None
+    #: it hands its first argument to ``torch.save`` unchanged (``save_on_master``).
+    saves_first_argument: bool = False
     #: a call runs a backward pass (its own, or a helper's of its module).
     runs_backward: bool = False
     #: ... one that an autocast region around the call covers (not inside a region the
@@ -152,6 +158,7 @@ class ModuleSummary:
                     "restores_without_scaler": f.restores_without_scaler,
                     "runs_backward": f.runs_backward,
                     "runs_backward_under_autocast": f.runs_backward_under_autocast,
+                    "saves_first_argument": f.saves_first_argument,
                 }
                 for name, f in self.functions.items()
             },
@@ -176,6 +183,7 @@ class ModuleSummary:
                     {int(k): facts(v) for k, v in f["items"].items()},
                     f["saves_without_scaler"],
                     f["restores_without_scaler"],
+                    f.get("saves_first_argument", False),
                     f.get("runs_backward", False),
                     f.get("runs_backward_under_autocast", False),
                 )
@@ -277,6 +285,7 @@ def _function_summary(model: ModuleModel, function: cst.FunctionDef) -> Function
             _returns(model, returns, scope, result)
     result.saves_without_scaler = _saves_without_scaler(model, function)
     result.restores_without_scaler = _restores_without_scaler(model, function)
+    result.saves_first_argument = forwards_first_argument_to_save(model, function)
     result.runs_backward = model.function_runs_backward(function)
     result.runs_backward_under_autocast = model.function_runs_backward_under_autocast(function)
     return result
@@ -418,16 +427,23 @@ def _built_for_float16_only(model: ModuleModel, node: cst.CSTNode) -> bool:
     return built_for_float16_only(model, node)
 
 
-def _line(model: ModuleModel, node: cst.CSTNode) -> int:
-    """The 1-based line of ``node`` (for messages): where its text first occurs, as no
-    position metadata is computed (that would copy the whole tree)."""
+def _line(model: ModuleModel, node: cst.CSTNode, within: cst.FunctionDef | None = None) -> int:
+    """The 1-based line of ``node`` (for messages): where its text first occurs (after the
+    header of the module function ``within``, when given: two helpers may restore the
+    optimizer with the same line), as no position metadata is computed (that would copy
+    the whole tree)."""
     try:
         # Its first line only: continuation lines inside brackets are printed without the
         # block's indentation.
         code = model.module.code_for_node(node).split("\n", 1)[0]
     except Exception:  # a stand-in node outside the tree
         return 0
-    start = model.text.find(code) if code.strip() else -1
+    origin = 0
+    if within is not None:
+        header = re.compile(rf"^(?:async[ \t]+)?def[ \t]+{re.escape(within.name.value)}\b", re.M)
+        match = header.search(model.text)
+        origin = match.start() if match is not None else 0
+    start = model.text.find(code, origin) if code.strip() else -1
     return model.text.count("\n", 0, start) + 1 if start >= 0 else 0
 
 
@@ -469,7 +485,7 @@ def _saves_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int 
         ):
             continue
         if _holds_optimizer_state(model, mapping):
-            return _line(model, where)
+            return _line(model, where, function)
     return None
 
 
@@ -509,5 +525,5 @@ def _restores_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> i
             and isinstance(call.args[0].value, cst.Subscript)
             and model.is_optimizer(target)
         ):
-            return _line(model, call)
+            return _line(model, call, function)
     return None

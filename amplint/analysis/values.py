@@ -130,6 +130,10 @@ class ImportedValue:
         region around the call covers, not one the function turns autocast off for)."""
         return False
 
+    def saves_first_argument(self) -> bool:
+        """Whether calling it hands its first argument to ``torch.save`` unchanged."""
+        return False
+
 
 class ImportLookup:
     """The project's modules as an evaluator sees them (None: a file checked on its own)."""

@@ -72,6 +72,8 @@ _OWN_HINTS = {"AMP002": (b".scale(", b".unscale_(")}
 #: module above this many bytes it gives up (imports are still followed): a project's
 #: helpers are small, and a large library module would cost a second to parse.
 MAX_SUMMARY_BYTES = 100_000
+#: Folders above an importer looked at for the namespace package an import names.
+_NAMESPACE_DEPTH = 8
 
 # Import statements, found by their keyword (a pattern that starts with a literal skips
 # ahead in C; one anchored at line starts tries every byte): see _statements.
@@ -198,7 +200,12 @@ class Project:
             bases = list(dict.fromkeys((self.package_root(directory), directory)))
             shortest = 1
         located = self._locate_in(bases, parts, shortest, missing)
-        if located is not None or level > 0:
+        if level > 0:
+            return located
+        inside = self._in_namespace_package(directory, parts, missing)
+        if inside is not None and (located is None or inside[1] > located[1]):
+            return inside
+        if located is not None:
             return located
         # A script in a folder that is no package (yolov5's `segment/train.py`) importing the
         # project's top-level packages (`from utils.general import ...`) puts the project's
@@ -213,6 +220,27 @@ class Project:
             if above == top:
                 break
             above = os.path.dirname(above)
+        return None
+
+    def _in_namespace_package(
+        self, directory: str, parts: tuple[str, ...], missing: set[str] | None
+    ) -> tuple[str, int] | None:
+        """``from train import utils`` in ``train/train.py`` where ``train/`` has no
+        ``__init__.py``: Python 3 makes the folder a namespace package when the folder above
+        it is on sys.path (``python -m train.train``), so the import names a sibling module,
+        not an attribute of the script that happens to share the folder's name."""
+        if len(parts) < 2:
+            return None
+        current = directory
+        for _ in range(_NAMESPACE_DEPTH):
+            parent = os.path.dirname(current)
+            if parent == current:
+                return None
+            if os.path.basename(current) == parts[0]:
+                located = self._locate_in([parent], parts, 2, missing)
+                if located is not None:
+                    return located
+            current = parent
         return None
 
     def _top(self) -> str | None:

@@ -85,6 +85,18 @@ scaler = torch.amp.GradScaler()
 train(model, optimizer, scaler)
 torch.save({"optimizer": optimizer.state_dict(), "amp": loss_scaler.state_dict()}, "ckpt.pt")
 """,
+        # Weights only, through a wrapper that hands its arguments on to `torch.save`.
+        """
+import torch
+
+def save_on_master(*args, **kwargs):
+    if is_main_process():
+        torch.save(*args, **kwargs)
+
+scaler = torch.amp.GradScaler()
+train(model, optimizer, scaler)
+save_on_master({"model": model.state_dict(), "epoch": epoch}, "weights.pt")
+""",
         # A disabled scaler holds no state.
         """
 import torch
@@ -226,6 +238,45 @@ def train(model, optimizer, loader, resume=None):
     torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}, "last.pt")
 """,
             line=8,
+        ),
+        # A wrapper that saves on the main process only hands its arguments on to
+        # `torch.save` (torchvision's references, DETR, DeiT).
+        Invalid(
+            """
+import torch
+
+def save_on_master(*args, **kwargs):
+    if is_main_process():
+        torch.save(*args, **kwargs)
+
+def train(net, opt, loader, epochs):
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(epochs):
+        for x in loader:
+            scaler.scale(net(x)).backward()
+            scaler.step(opt)
+            scaler.update()
+        state = {"net": net.state_dict(), "opt": opt.state_dict()}
+        save_on_master(state, f"checkpoint_{epoch}.pth")
+""",
+            line=16,
+            fixed="""
+import torch
+
+def save_on_master(*args, **kwargs):
+    if is_main_process():
+        torch.save(*args, **kwargs)
+
+def train(net, opt, loader, epochs):
+    scaler = torch.amp.GradScaler("cuda")
+    for epoch in range(epochs):
+        for x in loader:
+            scaler.scale(net(x)).backward()
+            scaler.step(opt)
+            scaler.update()
+        state = {"net": net.state_dict(), "opt": opt.state_dict(), "scaler": scaler.state_dict()}
+        save_on_master(state, f"checkpoint_{epoch}.pth")
+""",
         ),
         # The helper's dict goes through a second helper that writes a temporary file.
         Invalid(
