@@ -118,12 +118,15 @@ def check_source(
     *,
     with_edits: bool = True,
     project: FileView | None = None,
+    any_syntax_error: bool = False,
 ) -> list[Finding]:
     """Findings for one file's bytes.
 
     Without ``with_edits`` a fixable finding's fix carries its title and applicability but
     no edits: what `[*]` and the summary need, at a fraction of the cost on large files.
     ``project`` is the file's view of the project it belongs to (see :func:`project_for`).
+    ``any_syntax_error``: report a syntax error also in a file that says nothing of AMP
+    (the files named on the command line; see :func:`check_paths`).
     """
     from amplint.engine.run import lint_bytes
 
@@ -135,8 +138,18 @@ def check_source(
             return [error_finding(filename, SourceError(checked.error))]
         return checked.findings
     if with_edits:
-        return lint_bytes(data, filename, codes, project=project).findings
-    result = lint_bytes(data, filename, codes, fixes=False, project=project, sliced=True)
+        return lint_bytes(
+            data, filename, codes, project=project, any_syntax_error=any_syntax_error
+        ).findings
+    result = lint_bytes(
+        data,
+        filename,
+        codes,
+        fixes=False,
+        project=project,
+        sliced=True,
+        any_syntax_error=any_syntax_error,
+    )
     findings = []
     for finding in result.findings:
         summary = result.fix_summary(finding) if finding.fix is None else None
@@ -163,7 +176,7 @@ class _Outcome:
     missing: set[str] = field(default_factory=set)
 
 
-_worker_job: tuple[Settings, frozenset[str], bool, Project | None] | None = None
+_worker_job: tuple[Settings, frozenset[str], bool, Project | None, bool] | None = None
 
 
 def _start_worker(
@@ -171,9 +184,10 @@ def _start_worker(
     codes: frozenset[str],
     with_edits: bool = True,
     project: Project | None = None,
+    any_syntax_error: bool = False,
 ) -> None:
     global _worker_job
-    _worker_job = (settings, codes, with_edits, project)
+    _worker_job = (settings, codes, with_edits, project, any_syntax_error)
 
 
 def project_for(paths: Sequence[Path], files: Sequence[Path]) -> Project | None:
@@ -189,7 +203,7 @@ def project_for(paths: Sequence[Path], files: Sequence[Path]) -> Project | None:
 def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     """Read, hash and lint one file (runs in a pool worker or in the main process)."""
     assert _worker_job is not None
-    settings, codes, with_edits, project = _worker_job
+    settings, codes, with_edits, project, any_syntax_error = _worker_job
     path, cached_digest = item
     name = display_name(path)
     try:
@@ -206,7 +220,12 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
         return _Outcome([], digest, stat, unchanged=True)
     view = project.view(str(path)) if project is not None else None
     findings = check_source(
-        data, name, codes_for_file(settings, path, codes), with_edits=with_edits, project=view
+        data,
+        name,
+        codes_for_file(settings, path, codes),
+        with_edits=with_edits,
+        project=view,
+        any_syntax_error=any_syntax_error,
     )
     if view is None:
         return _Outcome(findings, digest, stat)
@@ -242,6 +261,7 @@ def _lint_all(
     progress: Callable[[int, int], None] | None,
     with_edits: bool = True,
     project: Project | None = None,
+    any_syntax_error: bool = False,
 ) -> Iterator[tuple[Path, _Outcome]]:
     total = len(items)
     if jobs > 1 and total >= _MIN_FILES_PER_POOL:
@@ -254,7 +274,7 @@ def _lint_all(
             max_workers=jobs,
             mp_context=multiprocessing.get_context(method),
             initializer=_start_worker,
-            initargs=(settings, codes, with_edits, project),
+            initargs=(settings, codes, with_edits, project, any_syntax_error),
         ) as pool:
             # Workers read the files themselves and send back only small findings: no large
             # bytes or syntax trees cross the process boundary.
@@ -267,7 +287,7 @@ def _lint_all(
                         progress(done, total)
                     yield item[0], outcome
         return
-    _start_worker(settings, codes, with_edits, project)
+    _start_worker(settings, codes, with_edits, project, any_syntax_error)
     for done, item in enumerate(items, 1):
         outcome = _lint_one(item)
         if progress:
@@ -335,8 +355,14 @@ def check_paths(
     Without ``with_edits`` fixes are described but their edits are not computed (see
     :func:`check_source`); such results are cached apart from complete ones. The cache
     lives in ``cache_dir``, by default :func:`cache_directory`'s.
+
+    Files named one by one (an editor's file, pre-commit's list) are checked for syntax
+    errors whatever they say, as ruff does. In a folder's walk only the files that say
+    something of AMP are: parsing every module of a large tree would cost more than the
+    whole analysis, and a module that never mentions AMP is not amplint's to judge.
     """
     found = discover(paths, settings)
+    any_syntax_error = bool(paths) and not any(path.is_dir() for path in paths)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
     if isinstance(codes, Selection):
         selection_key = codes.key()
@@ -349,6 +375,8 @@ def check_paths(
     if project is not None:
         # Findings made with the project's modules in view differ from a file's own.
         selection_key += "|project"
+    if any_syntax_error:
+        selection_key += "|any-syntax-error"
     cache = (
         FindingsCache(
             cache_dir or cache_directory(settings),
@@ -380,7 +408,14 @@ def check_paths(
         codes = codes.codes(settings)
     enabled = frozenset(codes) if not isinstance(codes, Selection) else frozenset()
     for path, outcome in _lint_all(
-        pending, settings, enabled, jobs or default_jobs(), progress, with_edits, project
+        pending,
+        settings,
+        enabled,
+        jobs or default_jobs(),
+        progress,
+        with_edits,
+        project,
+        any_syntax_error,
     ):
         absolute = os.path.abspath(path)
         if cache is not None and outcome.unchanged and outcome.stat is not None:
@@ -460,6 +495,7 @@ def fix_paths(
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
     project = project_for(paths, found.files)
+    any_syntax_error = bool(paths) and not any(path.is_dir() for path in paths)
     for path in found.files:
         name = display_name(path)
         try:
@@ -477,7 +513,14 @@ def fix_paths(
         else:
             # A file fixed on its own is fixed exactly as before (no project argument).
             extra = {"project": project.view(str(path))} if project is not None else {}
-            fixed = fix_bytes(data, name, file_codes, unsafe=unsafe, **extra)
+            fixed = fix_bytes(
+                data,
+                name,
+                file_codes,
+                unsafe=unsafe,
+                any_syntax_error=any_syntax_error,
+                **extra,
+            )
         result.findings.extend(fixed.remaining)
         if fixed.data is None:
             continue

@@ -343,9 +343,9 @@ def test_file_changed_while_fixing_is_not_overwritten(
 
     real_fix = amplint.engine.run.fix_bytes
 
-    def edit_meanwhile(data, filename, codes, *, unsafe=False):  # type: ignore[no-untyped-def]
+    def edit_meanwhile(data, filename, codes, **options):  # type: ignore[no-untyped-def]
         (project / "train.py").write_text(BUGGY + "# edited in the editor\n")
-        return real_fix(data, filename, codes, unsafe=unsafe)
+        return real_fix(data, filename, codes, **options)
 
     monkeypatch.setattr(amplint.engine.run, "fix_bytes", edit_meanwhile)
     code, out, _ = run(["fix", "train.py"], project, monkeypatch)
@@ -754,6 +754,27 @@ def test_syntax_error_is_reported_whatever_the_selection(
     (project / "broken.py").write_text(BROKEN.replace("'cuda')", "'cuda')  # noqa"))
     result = amplint(["check", "broken.py"], project)
     assert result.returncode == 1 and ": AMP999 " in result.stdout
+
+
+def test_a_named_file_reports_its_syntax_error_even_without_amp(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file named on the command line (pre-commit's list, an editor's file) is checked
+    for syntax as ruff would, whatever it says; a folder's walk judges only the modules
+    that say something of AMP (parsing all of a large tree costs more than the analysis)."""
+    (project / "plain").mkdir()
+    (project / "plain" / "broken.py").write_text("import os\n\ndef f(:\n    pass\n")
+    for command in ("check", "fix"):
+        for cached in (["--no-cache"], []):
+            code, out, _ = run([command, *cached, "plain/broken.py"], project, monkeypatch)
+            assert code == 1, (command, cached, out)
+            assert out.startswith("plain/broken.py:3:7: AMP999 SyntaxError"), (command, out)
+    code, out, _ = run(["check", "plain"], project, monkeypatch)
+    assert code == 0 and "AMP999" not in out
+    # The folder's cached verdict does not answer for the named file, nor the reverse.
+    code, out, _ = run(["check", "plain/broken.py"], project, monkeypatch)
+    assert code == 1 and ": AMP999 " in out
+    assert (project / "plain" / "broken.py").read_text().startswith("import os\n")
 
 
 def test_rules_lists_every_catalog_code_with_where_it_is_caught(

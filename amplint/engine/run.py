@@ -124,6 +124,7 @@ def lint_bytes(
     previous: LintResult | None = None,
     project: FileView | None = None,
     sliced: bool = False,
+    any_syntax_error: bool = False,
 ) -> LintResult:
     """Findings for one file's bytes.
 
@@ -140,6 +141,9 @@ def lint_bytes(
     ``sliced`` (with ``fixes=False``) lets a large file be analysed on the part of it the
     candidate rules can see (see :mod:`amplint.engine.slicing`): same findings, a fraction
     of the parse; the result then has fix titles but no edits.
+
+    ``any_syntax_error``: a file no rule needs is checked for syntax even when it says
+    nothing of AMP (see :func:`_syntax_only`).
     """
     facts = None
     readmitted: set[str] = set()
@@ -159,7 +163,9 @@ def lint_bytes(
                 readmitted = {rule.code for rule in back}
                 codes = [code for code in selected if code in kept or code in readmitted]
         if not codes:
-            return LintResult(_syntax_only(data, filename, facts, words, selected))
+            return LintResult(
+                _syntax_only(data, filename, facts, words, selected, any_syntax_error)
+            )
     rules = select_rules(codes)
     if not rules:
         return LintResult([])
@@ -257,15 +263,18 @@ def _syntax_only(
     facts: CodeFacts | None,
     words: SourceWords | None = None,
     searched: Collection[str] = (),
+    any_syntax_error: bool = False,
 ) -> list[Finding]:
     """The syntax-error finding of a file no selected rule needs: a file that mentions AMP
-    at all is checked for syntax whatever the selection, as ruff reports syntax errors.
-    ``searched``: the codes whose words the prefilter looked for already (and found none
-    of, in code, as ``facts`` is None)."""
+    at all (any file, with ``any_syntax_error``) is checked for syntax whatever the
+    selection, as ruff reports syntax errors. ``searched``: the codes whose words the
+    prefilter looked for already (and found none of, in code, as ``facts`` is None)."""
     if facts is None:
         from amplint.catalog import static_codes
 
-        if set(static_codes()) <= set(searched) or not mentions_amp(data, words):
+        if not any_syntax_error and (
+            set(static_codes()) <= set(searched) or not mentions_amp(data, words)
+        ):
             return []
         facts = inspect_code(data)
     if facts.refusal is not None:
@@ -486,6 +495,7 @@ def fix_bytes(
     linted: LintResult | None = None,
     project: FileView | None = None,
     accept: Callable[[Fix, str], bool] | None = None,
+    any_syntax_error: bool = False,
 ) -> FixResult:
     """Apply every applicable fix, pass after pass, until the file stops changing.
 
@@ -493,9 +503,13 @@ def fix_bytes(
     is ``lint_bytes`` of the same ``data`` and ``codes`` made before (possibly with
     ``fixes=False``); it stands in for the first pass's parse and lint. ``accept``: which
     fixes the caller can apply to the text as earlier passes left it (a notebook's: those
-    that stay in one cell).
+    that stay in one cell). ``any_syntax_error`` as for :func:`lint_bytes`.
     """
-    result = linted if linted is not None else lint_bytes(data, filename, codes, project=project)
+    result = (
+        linted
+        if linted is not None
+        else lint_bytes(data, filename, codes, project=project, any_syntax_error=any_syntax_error)
+    )
     if result.parsed is None:
         return FixResult(None, 0, result.findings)
     parsed = result.parsed
