@@ -7,6 +7,7 @@ import ast
 import pytest
 
 from amplint.engine.contract import Invalid, Rule
+from amplint.engine.fixes import apply_edits
 from amplint.engine.prefilter import candidate_rules, identifiers, may_fire, may_fire_in_code
 from amplint.engine.registry import all_rules
 from amplint.engine.run import fix_bytes, lint_bytes
@@ -89,3 +90,17 @@ def test_rule_is_documented_and_exemplified(rule: type[Rule]) -> None:
 def test_codes_are_unique() -> None:
     codes = [rule.code for rule in all_rules()]
     assert len(codes) == len(set(codes))
+
+
+@pytest.mark.parametrize(("rule", "example"), INVALID)
+def test_a_single_findings_fix_alone_gives_the_expected_file(
+    rule: type[Rule], example: Invalid
+) -> None:
+    """What an editor's quick fix applies: the one finding's edits, once. No second pass
+    may repair what the first broke (a fix that moved another loop's update)."""
+    if example.fixed is None or example.count != 1:
+        return
+    data = example.source.encode()
+    (finding,) = lint_bytes(data, "example.py", {rule.code}).findings
+    assert finding.fix is not None
+    assert apply_edits(example.source, list(finding.fix.edits)) == example.fixed

@@ -155,6 +155,38 @@ def train(model, loader, optimizers, loss_fn):
 """,
     )
     invalid = (
+        # A warm-up loop forgets the update a second loop on the same scaler has: the fix
+        # adds one to the warm-up loop and leaves the second loop's where it is.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in warmup_batches:
+    scaler.scale(model(x).sum()).backward()
+    scaler.step(optimizer)
+    optimizer.zero_grad()
+for x in batches:
+    scaler.scale(model(x).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""",
+            line=6,
+            fixed="""
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in warmup_batches:
+    scaler.scale(model(x).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+for x in batches:
+    scaler.scale(model(x).sum()).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad()
+""",
+        ),
         Invalid(
             """
 import torch
@@ -373,13 +405,21 @@ def _insert_update(
 def _updates_outside(
     model: ModuleModel, iteration: cst.CSTNode, step: cst.Call, key: str
 ) -> list[cst.BaseStatement]:
-    """``key.update()`` statements of the step's function that lie after the iteration."""
+    """``key.update()`` statements of the step's function that lie after the iteration,
+    outside any other loop that steps through ``key`` (a second training loop's own update
+    stays where it is: it follows that loop's step)."""
     function = model.index.enclosing_function(step)
     body = function.body if function is not None else model.module
     inside = set(calls_in(iteration))
     found = []
+    after = False
     for call in calls_in(body):
-        if call in inside or method_name(call) != "update" or receiver_key(call) != key:
+        if call in inside:
+            after = True
+            continue
+        if not after or method_name(call) != "update" or receiver_key(call) != key:
+            continue
+        if _in_a_stepping_loop(model, call, iteration, key, function or model.module):
             continue
         statement = model.statement_in_block(call)
         if (
@@ -390,3 +430,20 @@ def _updates_outside(
         ):
             found.append(statement)
     return found
+
+
+def _in_a_stepping_loop(
+    model: ModuleModel, call: cst.Call, iteration: cst.CSTNode, key: str, top: cst.CSTNode
+) -> bool:
+    """Whether a loop around ``call`` that is not around ``iteration`` steps through ``key``."""
+    around_iteration = {iteration, *model.index.ancestors(iteration)}
+    for ancestor in model.index.ancestors(call):
+        if ancestor is top:
+            return False
+        if (
+            isinstance(ancestor, (cst.For, cst.While))
+            and ancestor not in around_iteration
+            and any(method_name(c) == "step" and receiver_key(c) == key for c in calls_in(ancestor))
+        ):
+            return True
+    return False
