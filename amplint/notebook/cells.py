@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import io
 import itertools
 import re
+import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +47,8 @@ _CELL_MAGIC = re.compile(r"^%%(\w+)")
 _MAGIC_ASSIGNMENT = re.compile(r"^[\w.\[\], ()*]+=\s*[%!]")
 _LINE_MAGIC = re.compile(r"^%(\w+)\s+(\S.*)$")
 _AUTOMAGIC = re.compile(r"^(\w+)\s")
+_MAGIC_NAME = re.compile(r"^%%?[A-Za-z_]")
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ class _Mask:
     indent: str
     #: for a ``%time STMT`` line: the text before STMT (``%time ``); else None.
     prefix: str | None
+    #: for such a line: what follows STMT (``  # is it slow?``), put back after it.
+    suffix: str = ""
 
 
 @dataclass
@@ -78,8 +84,9 @@ class NotebookModule:
     #: module row (0-based) -> columns a kept ``%time`` prefix shifts the line by.
     shifts: dict[int, int] = field(default_factory=dict)
     masks: list[_Mask] = field(default_factory=list)
-    #: numbers of the cells whose text got a line end added to join the next one.
-    terminated: set[int] = field(default_factory=set)
+    #: cell number -> the line end added to a cell's text to join the next one (the cell's
+    #: own style: a CRLF cell gets ``\r\n``).
+    terminated: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, cells: Iterable[CodeCell]) -> NotebookModule:
@@ -89,7 +96,7 @@ class NotebookModule:
         rows: list[tuple[int, int]] = []
         shifts: dict[int, int] = {}
         masks: list[_Mask] = []
-        terminated: set[int] = set()
+        terminated: dict[int, str] = {}
         for cell in cells:
             lines = _cell_lines(cell.text)
             if lines is None:
@@ -97,8 +104,8 @@ class NotebookModule:
             kept.append(cell)
             text = cell.text
             if text and not text.endswith(("\n", "\r")):
-                text += "\n"
-                terminated.add(cell.number)
+                terminated[cell.number] = _line_end(text)
+                text += terminated[cell.number]
             plain = text.splitlines(keepends=True)
             masked = _mask(plain, lines, masks, shifts, len(rows))
             masked_parts.extend(masked)
@@ -177,7 +184,7 @@ class NotebookModule:
             mask = self.masks[number]
             indent, statement = match.group(1), match.group(2)
             if mask.prefix is not None:
-                restored = indent + mask.prefix + statement
+                restored = indent + mask.prefix + statement + mask.suffix
             else:
                 original = mask.original
                 rest = (
@@ -203,6 +210,8 @@ class NotebookModule:
         if len(owners) != len(old_lines):
             return None
         by_cell: dict[int, list[str]] = {cell.number: [] for cell in self.cells}
+        # Lines a fix writes take the line end of the cell they land in.
+        endings = {cell.number: _line_end(cell.text) for cell in self.cells}
         matcher = difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False)
         for tag, i1, i2, j1, j2 in matcher.get_opcodes():
             if tag == "equal":
@@ -223,18 +232,31 @@ class NotebookModule:
                 return None
             else:
                 owner = _insertion_owner(owners, i1, new_lines[j1:j2])
-            by_cell[owner].extend(new_lines[j1:j2])
+            ending = endings[owner]
+            by_cell[owner].extend(_ending_with(line, ending) for line in new_lines[j1:j2])
         _continue_blocks(self.cells, by_cell)
         changed: dict[int, str] = {}
         for cell in self.cells:
             text = "".join(by_cell[cell.number])
-            if cell.number in self.terminated and text.endswith("\n"):
-                text = text[:-1]
+            added = self.terminated.get(cell.number)
+            if added is not None and text.endswith(added):
+                text = text[: -len(added)]
             if text != cell.text:
                 if _runs_alone(cell.text) and not _runs_alone(text):
                     return None  # Jupyter runs cells one by one: each must stay whole
                 changed[cell.number] = text
         return changed
+
+
+def _line_end(text: str) -> str:
+    """The line end a cell's lines use (its first one's); ``\n`` for a one-line cell."""
+    match = _LINE_END.search(text)
+    return match.group() if match is not None else "\n"
+
+
+def _ending_with(line: str, ending: str) -> str:
+    body = line.rstrip("\r\n")
+    return body + ending if len(body) < len(line) else line
 
 
 def _continue_blocks(cells: Sequence[CodeCell], by_cell: dict[int, list[str]]) -> None:
@@ -326,8 +348,8 @@ def _mask(
             continue
         kept = _kept_statement(stripped)
         if kept is not None:
-            prefix, statement = kept
-            masks.append(_Mask(body, indent, prefix))
+            prefix, statement, suffix = kept
+            masks.append(_Mask(body, indent, prefix, suffix))
             masked[index] = f"{indent}{statement}{_MARKER}{len(masks) - 1}{ending}"
             shifts[first_row + index] = len(prefix)
             continue
@@ -355,7 +377,12 @@ def _parses(text: str) -> bool:
 
 
 def _is_ipython_line(stripped: str) -> bool:
-    if stripped[0] in "%!?":
+    if stripped[0] == "%":
+        # `% (a, b)` continuing a bracketed expression is Python's modulo, not a magic.
+        return _MAGIC_NAME.match(stripped) is not None
+    if stripped[0] == "!":
+        return not stripped.startswith("!=")  # `!= -1` continues a comparison
+    if stripped[0] == "?":
         return True
     if stripped.endswith("?") and "#" not in stripped:
         return True  # `model?`, `torch.amp.GradScaler??`
@@ -365,8 +392,9 @@ def _is_ipython_line(stripped: str) -> bool:
     return match is not None and match.group(1) in _AUTOMAGICS and not _parses(stripped)
 
 
-def _kept_statement(stripped: str) -> tuple[str, str] | None:
-    """(prefix, statement) of ``%time STMT`` and kin, where STMT is one simple statement."""
+def _kept_statement(stripped: str) -> tuple[str, str, str] | None:
+    """(prefix, statement, suffix) of ``%time STMT  # note`` and kin, where STMT is one
+    simple statement; the suffix is a trailing comment (which would swallow the marker)."""
     match = _LINE_MAGIC.match(stripped)
     if match is None or match.group(1) not in _PYTHON_LINE_MAGICS:
         return None
@@ -381,9 +409,23 @@ def _kept_statement(stripped: str) -> tuple[str, str] | None:
         tree.body[0], ast.If | ast.For | ast.While | ast.With | ast.Try | ast.FunctionDef
     ):
         return None
-    if "#" in statement:
-        return None  # a trailing comment would swallow the marker
-    return stripped[: len(stripped) - len(statement)], statement
+    prefix = stripped[: len(stripped) - len(statement)]
+    comment = _comment_start(statement)
+    if comment is None:
+        return prefix, statement, ""
+    code = statement[:comment].rstrip()
+    return prefix, code, statement[len(code) :]
+
+
+def _comment_start(statement: str) -> int | None:
+    """The column of the comment ending a one-line statement, if it has one."""
+    if "#" not in statement:
+        return None
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(statement).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    return next((t.start[1] for t in tokens if t.type == tokenize.COMMENT), None)
 
 
 def cell_edits(before: Mapping[int, str], after: Mapping[int, str]) -> tuple[Edit, ...]:
