@@ -445,6 +445,23 @@ def test_cached_findings_keep_their_cells(tmp_path: Path, monkeypatch: pytest.Mo
     assert "t.ipynb:cell 2:5:5: AMP002" in second[1]
 
 
+def test_cached_notebook_findings_point_where_the_code_lies_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A longer markdown cell moves the code down the file without changing it: the
+    cached finding's file position (SARIF, GitHub) moves with it."""
+    monkeypatch.chdir(tmp_path)
+
+    def github_line() -> int:
+        _, out, _ = _run("check", "--output-format", "github", "t.ipynb", cwd=tmp_path)
+        return int(out.split(",line=", 1)[1].split(",", 1)[0])
+
+    write(tmp_path / "t.ipynb", [SETUP, ("md", "# Notes"), LOOP])
+    before = github_line()
+    write(tmp_path / "t.ipynb", [SETUP, ("md", "# Notes\n" + "more\n" * 20), LOOP])
+    assert github_line() == before + 20
+
+
 # ------------------------------------------------------------------ discovery and bad input
 
 
@@ -467,6 +484,7 @@ def test_bad_notebooks_are_one_line_each_and_the_rest_is_checked(tmp_path: Path)
     (tmp_path / "broken.ipynb").write_text('{"cells": [}')
     (tmp_path / "old.ipynb").write_text(json.dumps({"nbformat": 3, "worksheets": []}))
     (tmp_path / "list.ipynb").write_text("[1, 2]")
+    (tmp_path / "new.ipynb").write_bytes(b"")  # an editor's new notebook, not yet saved
     write(tmp_path / "good.ipynb", [SETUP, LOOP])
     for command in ("check", "fix"):
         result = subprocess.run(
@@ -482,10 +500,11 @@ def test_bad_notebooks_are_one_line_each_and_the_rest_is_checked(tmp_path: Path)
             "amplint: error: broken.ipynb: not valid JSON: Expecting value (line 1, column 12)",
             "amplint: error: list.ipynb: not a Jupyter notebook (valid JSON, but not an object)",
             "amplint: error: old.ipynb: nbformat 3 is not supported (amplint reads nbformat 4; "
-            "convert it with `jupyter nbconvert --to notebook`)",
+            "convert it with `jupyter nbconvert --to notebook --inplace`)",
         ], result.stderr
         assert "Traceback" not in result.stderr
     assert "scaler.update()" in code_sources(tmp_path / "good.ipynb")[1]
+    assert (tmp_path / "new.ipynb").read_bytes() == b""
 
 
 def test_a_notebook_of_another_language_is_skipped_with_a_note(tmp_path: Path) -> None:
@@ -574,7 +593,9 @@ def test_a_fixed_module_goes_back_into_its_cells_or_not_at_all() -> None:
     assert plain.cell_texts("a = 2\nb = 3\n") == {1: "a = 2", 2: "b = 3"}
 
 
-@pytest.mark.parametrize("layout", ["lists", "string-sources", "ascii-escaped"])
+@pytest.mark.parametrize(
+    "layout", ["lists", "string-sources", "ascii-escaped", "several-lines-an-element"]
+)
 def test_sarif_regions_are_where_the_code_is_stored_whatever_the_layout(
     tmp_path: Path, layout: str
 ) -> None:
@@ -583,6 +604,9 @@ def test_sarif_regions_are_where_the_code_is_stored_whatever_the_layout(
     for cell in document["cells"]:
         source = "".join(cell["source"])
         cell["source"] = source if layout == "string-sources" else source.splitlines(True)
+        if layout == "several-lines-an-element":  # as sphinx-gallery writes them
+            lines = cell["source"]
+            cell["source"] = ["".join(lines[:2]), "".join(lines[2:])] if len(lines) > 2 else lines
     text = json.dumps(document, indent=1, ensure_ascii=layout == "ascii-escaped")
     path = tmp_path / "t.ipynb"
     path.write_text(text)
@@ -591,6 +615,8 @@ def test_sarif_regions_are_where_the_code_is_stored_whatever_the_layout(
     region = result["locations"][0]["physicalLocation"]["region"]
     [(row, line)] = [(n, x) for n, x in enumerate(text.splitlines(), 1) if "scaler.step(" in x]
     column = line.index("scaler.step(optimizer)") + 1
+    if layout == "several-lines-an-element":  # `\n` is two characters in the file
+        assert line.index("scaler.step(") > line.index("\\n")
     assert (region["startLine"], region["startColumn"]) == (row, column)
     assert (region["endLine"], region["endColumn"]) == (row, column + 22)
 

@@ -118,7 +118,10 @@ def check_notebook_file(
     text = analysed_text(notebook)
     if text is None:
         return NotebookCheck([], skip_reason(notebook))  # not cached: the note repeats
-    digest = content_hash(text.encode("utf-8", errors="surrogatepass"))
+    # A longer markdown cell moves the code on disk without changing it: the positions
+    # SARIF and GitHub output point at are part of the key.
+    keyed = text + "\0" + notebook.code_layout()
+    digest = content_hash(keyed.encode("utf-8", errors="surrogatepass"))
     if digest == cached_digest:
         return NotebookCheck([], digest=digest, unchanged=True)
     findings = lint_notebook(notebook, filename, codes, with_edits=with_edits)

@@ -56,15 +56,22 @@ class NotebookFile:
     bom: bool = False
     #: (line start offset, 1-based row) pairs counted so far, sorted.
     _rows_at: list[tuple[int, int]] = field(default_factory=lambda: [(0, 1)], repr=False)
+    #: cell index -> the cell's row each element of its source list starts on.
+    _first_rows: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
     def file_position(self, number: int, row: int, column: int) -> tuple[int, int]:
         """Where (1-based row, column of the file's text) character ``column`` of line
         ``row`` of cell ``number`` is stored: inside its JSON string, escapes counted."""
         cell = self.cells[number - 1]
         lines = split_source(cell.source)
-        if cell.is_list and 0 < row <= len(cell.elements):
-            start, line = cell.elements[row - 1][0], lines[row - 1]
-            prefix = line[: max(column - 1, 0)]
+        stored = self._element_of_row(cell, row) if cell.is_list else None
+        if stored is not None:
+            # Usually one element a line; sphinx-gallery's notebooks hold several lines in
+            # one element, so the element is found by counting the lines of those before.
+            start, before = stored
+            prefix = (
+                "".join(lines[row - 1 - before : row - 1]) + lines[row - 1][: max(column - 1, 0)]
+            )
         else:
             start = cell.span[0]
             if cell.is_list:  # past the last line: the list's closing bracket
@@ -77,6 +84,33 @@ class NotebookFile:
         ascii_only = not prefix.isascii() and self._ascii_only
         escaped = len(json.dumps(prefix, ensure_ascii=ascii_only)) - 2
         return self._row_column(start + 1 + escaped)
+
+    def code_layout(self) -> str:
+        """Where the code cells' sources lie in the file (row and column of each stored
+        string): what, beside the code itself, decides the file positions of findings."""
+        places = []
+        for cell in self.cells:
+            if cell.cell_type == "code":
+                starts = [start for start, _ in cell.elements] or [cell.span[0]]
+                places.extend("%d:%d" % self._row_column(start) for start in starts)
+        return " ".join(places)
+
+    def _element_of_row(self, cell: RawCell, row: int) -> tuple[int, int] | None:
+        """(where the list element holding line ``row`` starts, how many of the cell's
+        lines that element holds before it); None past the last line."""
+        if not 0 < row <= len(split_source(cell.source)):
+            return None
+        first_rows = self._first_rows.get(cell.index)
+        if first_rows is None:
+            first_rows, counted = [], 1
+            for start, end in cell.elements:
+                first_rows.append(counted)
+                counted += len(split_source(json.loads(self.text[start:end])))
+            self._first_rows[cell.index] = first_rows
+        index = bisect.bisect_right(first_rows, row) - 1
+        if index < 0:
+            return None
+        return cell.elements[index][0], row - first_rows[index]
 
     @cached_property
     def _ascii_only(self) -> bool:
@@ -115,6 +149,9 @@ def read_notebook(data: bytes) -> NotebookFile:
     bom = text.startswith(_BOM)
     if bom:
         text = text[1:]
+    if not text.strip():
+        # What an editor's "new notebook" leaves on disk until the first save: no cells.
+        return NotebookFile(text, [], {}, bom)
     try:
         top, cells = _scan(text)
     except json.JSONDecodeError as error:
@@ -131,7 +168,7 @@ def read_notebook(data: bytes) -> NotebookFile:
     if version != 4:
         raise NotebookError(
             f"nbformat {version} is not supported (amplint reads nbformat 4; convert it with "
-            "`jupyter nbconvert --to notebook`)"
+            "`jupyter nbconvert --to notebook --inplace`)"
         )
     if cells is None:
         raise NotebookError("not an nbformat 4 notebook: 'cells' is missing or not a list")
