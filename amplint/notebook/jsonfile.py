@@ -92,7 +92,9 @@ class NotebookFile:
         for cell in self.cells:
             if cell.cell_type == "code":
                 starts = [start for start, _ in cell.elements] or [cell.span[0]]
-                places.extend("%d:%d" % self._row_column(start) for start in starts)
+                for start in starts:
+                    row, column = self._row_column(start)
+                    places.append(f"{row}:{column}")
         return " ".join(places)
 
     def _element_of_row(self, cell: RawCell, row: int) -> tuple[int, int] | None:
