@@ -195,6 +195,27 @@ for batch in loader:
 """,
     )
     invalid = (
+        # The scaler steps the optimizer when AMP is on, then the optimizer steps again on
+        # every path: a double step, not scaled gradients (no fix: which one to keep is
+        # the author's choice).
+        Invalid(
+            """
+import torch
+def train_one_epoch(model, optimizer, loader, use_amp, scaler=None):
+    for x in loader:
+        optimizer.zero_grad()
+        if use_amp:
+            with torch.autocast("cuda"):
+                loss = model(x).sum()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            model(x).sum().backward()
+        optimizer.step()
+""",
+            line=14,
+        ),
         # The step in the `else:` of a try whose handler zeroes the gradients: it runs only
         # when the scaled backward succeeded.
         Invalid(
@@ -425,6 +446,18 @@ def train(model, loader, optimizer, scaler):
                 if backward is None:
                     continue
                 scaler = backward.scaler_local or "scaler"
+                if _stepped_by_scaler_before(iteration, step, backward):
+                    # torchvision's old references: `scaler.step(opt)` under `if amp:`, then
+                    # `opt.step()` for every path. The gradients are unscaled by then; the
+                    # mistake is the second step, which `scaler.step` would only repeat.
+                    context.report(
+                        step.call,
+                        f"`{step.optimizer_local}.step()` runs after "
+                        f"`{scaler}.step({step.optimizer_local})` in the same iteration: the "
+                        "optimizer steps twice on the same gradients, and also after the steps "
+                        "the scaler skipped for inf/NaN; step once, through the scaler",
+                    )
+                    continue
                 context.report(
                     step.call,
                     f"`{step.optimizer_local}.step()` applies gradients that "
@@ -477,6 +510,18 @@ def _scaled_gradients(model: ModuleModel, iteration: Iteration, step: Event) -> 
     if not stepped_here or reset is not None:
         return scaled[-1]
     return None
+
+
+def _stepped_by_scaler_before(iteration: Iteration, step: Event, backward: Event) -> bool:
+    """Whether a ``scaler.step`` of the same optimizer runs after the scaled backward and
+    before ``step``, on the same path."""
+    return any(
+        e.kind is Kind.SCALER_STEP
+        and e.optimizer == step.optimizer
+        and backward.order < e.order < step.order
+        and not exclusive(e, step)
+        for e in iteration.events
+    )
 
 
 def _stepped_in_its_own_loop(
