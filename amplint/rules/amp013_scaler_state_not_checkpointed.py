@@ -239,6 +239,26 @@ def train(model, optimizer, loader, resume=None):
 """,
             line=8,
         ),
+        # The restore lives in a function nested in the one that trains (apex's examples).
+        Invalid(
+            """
+import torch
+
+def main(model, optimizer, loader, path, resume_from=None):
+    scaler = torch.amp.GradScaler("cuda")
+    if resume_from:
+        def resume():
+            checkpoint = torch.load(resume_from)
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+        resume()
+    for x in loader:
+        scaler.scale(model(x)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=10,
+        ),
         # A wrapper that saves on the main process only hands its arguments on to
         # `torch.save` (torchvision's references, DETR, DeiT).
         Invalid(
@@ -719,8 +739,10 @@ def train(model, optimizer, loader):
 
 def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
     """A GradScaler is at hand where ``call`` runs: built or used by its function (its class,
-    for one kept on ``self``), or handed to it as a parameter. A scaler elsewhere in the
-    module (another test of a large test class) says nothing about this checkpoint."""
+    for one kept on ``self``), or handed to it as a parameter; for a function nested in
+    another (apex's ``def resume():`` inside ``main``), by the function around it. A scaler
+    elsewhere in the module (another test of a large test class) says nothing about this
+    checkpoint."""
     reach = scalers_reaching(model, call)
     if reach.constructions or reach.opaque:
         return True
@@ -728,7 +750,10 @@ def _trains_with_a_scaler(model: ModuleModel, call: cst.Call) -> bool:
     if function is None:
         return False
     params = [*function.params.params, *function.params.kwonly_params]
-    return any(named_like_scaler(param.name.value) for param in params)
+    if any(named_like_scaler(param.name.value) for param in params):
+        return True
+    outer = model.index.enclosing_function(function)
+    return outer is not None and _trains_with_a_scaler(model, function)
 
 
 def _before_the_scalers(model: ModuleModel, save: cst.Call) -> bool:
