@@ -133,7 +133,7 @@ def check_source(
     if is_notebook(filename):
         from amplint.notebook import check_notebook_file
 
-        checked = check_notebook_file(data, filename, codes, with_edits)
+        checked = check_notebook_file(data, filename, codes, with_edits, project=project)
         if checked.error is not None:
             return [error_finding(filename, SourceError(checked.error))]
         return checked.findings
@@ -212,13 +212,13 @@ def _lint_one(item: tuple[Path, str | None]) -> _Outcome:
     except (OSError, SourceError) as error:
         source_error = error if isinstance(error, SourceError) else SourceError(str(error))
         return _Outcome([error_finding(name, source_error)], None, None)
+    view = project.view(str(path)) if project is not None else None
     if is_notebook(name):
         file_codes = codes_for_file(settings, path, codes)
-        return _lint_notebook(data, name, file_codes, with_edits, stat, cached_digest)
+        return _lint_notebook(data, name, file_codes, with_edits, stat, cached_digest, view)
     digest = content_hash(data)
     if digest == cached_digest:
         return _Outcome([], digest, stat, unchanged=True)
-    view = project.view(str(path)) if project is not None else None
     findings = check_source(
         data,
         name,
@@ -239,10 +239,11 @@ def _lint_notebook(
     with_edits: bool,
     stat: os.stat_result,
     cached_digest: str | None,
+    view: FileView | None = None,
 ) -> _Outcome:
     from amplint.notebook import check_notebook_file
 
-    checked = check_notebook_file(data, name, codes, with_edits, cached_digest)
+    checked = check_notebook_file(data, name, codes, with_edits, cached_digest, view)
     return _Outcome(
         checked.findings,
         checked.digest,
@@ -250,6 +251,8 @@ def _lint_notebook(
         unchanged=checked.unchanged,
         error=checked.error,
         note=checked.skipped,
+        deps=view.deps if view is not None else {},
+        missing=view.missing if view is not None else set(),
     )
 
 
@@ -507,7 +510,8 @@ def fix_paths(
         if is_notebook(name):
             from amplint.notebook import fix_notebook_file
 
-            fixed = fix_notebook_file(data, name, file_codes, unsafe=unsafe)
+            view = project.view(str(path)) if project is not None else None
+            fixed = fix_notebook_file(data, name, file_codes, unsafe=unsafe, project=view)
             result.errors.extend((path, error) for error in fixed.errors)
             result.notes.extend((path, note) for note in fixed.notes)
         else:

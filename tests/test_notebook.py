@@ -658,3 +658,32 @@ def test_masking_round_trips_any_cells(texts: list[str]) -> None:
     assert len(module.text.splitlines()) == len(module.rows)
     for cell, row in module.rows:
         assert 1 <= row <= len(texts[cell - 1].splitlines())
+
+
+# ------------------------------------------------------------------ projects
+
+
+def test_a_notebook_sees_into_the_modules_of_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebook imports its scaler from a helper module beside it: checked with its
+    folder it is one module of the project, as a script would be, and fixed as such. A
+    change of the helper reaches the cached verdict."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "amp_utils.py").write_text(
+        "import torch\n\ndef new_scaler():\n    return torch.amp.GradScaler('cuda')\n"
+    )
+    setup = "import torch\nfrom amp_utils import new_scaler\nscaler = new_scaler()"
+    write(tmp_path / "train.ipynb", [setup, LOOP])
+    code, out, _ = _run("check", ".", cwd=tmp_path)
+    assert code == 1 and "train.ipynb:cell 2:5:5: AMP002 [*]" in out
+    # The helper stops making a GradScaler: the cached finding goes.
+    (tmp_path / "amp_utils.py").write_text("def new_scaler():\n    return None\n")
+    code, out, _ = _run("check", ".", cwd=tmp_path)
+    assert (code, out.strip()) == (0, "All checks passed!")
+    (tmp_path / "amp_utils.py").write_text(
+        "import torch\n\ndef new_scaler():\n    return torch.amp.GradScaler('cuda')\n"
+    )
+    code, _, _ = _run("fix", ".", cwd=tmp_path)
+    assert code == 0
+    assert code_sources(tmp_path / "train.ipynb")[1] == LOOP + "\n    scaler.update()"

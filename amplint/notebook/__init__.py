@@ -19,6 +19,7 @@ from amplint.notebook.cells import CodeCell, NotebookModule, cell_edits
 from amplint.notebook.jsonfile import NotebookError, NotebookFile, read_notebook, write_sources
 
 if TYPE_CHECKING:
+    from amplint.engine.project import FileView
     from amplint.engine.run import LintResult
 
 __all__ = [
@@ -105,6 +106,7 @@ def check_notebook_file(
     codes: Collection[str],
     with_edits: bool = True,
     cached_digest: str | None = None,
+    project: FileView | None = None,
 ) -> NotebookCheck:
     """``check_notebook`` for a file of a run: errors as values, and a cache key made of
     the code cells alone (hashing megabytes of outputs would cost more than the analysis,
@@ -124,24 +126,36 @@ def check_notebook_file(
     digest = content_hash(keyed.encode("utf-8", errors="surrogatepass"))
     if digest == cached_digest:
         return NotebookCheck([], digest=digest, unchanged=True)
-    findings = lint_notebook(notebook, filename, codes, with_edits=with_edits)
+    findings = lint_notebook(notebook, filename, codes, with_edits=with_edits, project=project)
     return NotebookCheck(findings, digest=digest)
 
 
 def fix_notebook_file(
-    data: bytes, filename: str, codes: Collection[str], *, unsafe: bool = False
+    data: bytes,
+    filename: str,
+    codes: Collection[str],
+    *,
+    unsafe: bool = False,
+    project: FileView | None = None,
 ) -> NotebookFix:
     """``fix_notebook`` for a file of a run: a file that is no notebook is an error value."""
     try:
-        return fix_notebook(data, filename, codes, unsafe=unsafe)
+        return fix_notebook(data, filename, codes, unsafe=unsafe, project=project)
     except NotebookError as error:
         return NotebookFix(None, 0, error=str(error))
 
 
 def lint_notebook(
-    notebook: NotebookFile, filename: str, codes: Collection[str], *, with_edits: bool = True
+    notebook: NotebookFile,
+    filename: str,
+    codes: Collection[str],
+    *,
+    with_edits: bool = True,
+    project: FileView | None = None,
 ) -> list[Finding]:
-    findings = lint_cells(code_cells(notebook), filename, codes, with_edits=with_edits)
+    findings = lint_cells(
+        code_cells(notebook), filename, codes, with_edits=with_edits, project=project
+    )
     return [with_file_span(notebook, finding) for finding in findings]
 
 
@@ -189,9 +203,12 @@ def lint_cells(
     codes: Collection[str],
     *,
     with_edits: bool = True,
+    project: FileView | None = None,
 ) -> list[Finding]:
-    """Findings of code cells taken as one module, with positions in their cells."""
-    return lint_module(NotebookModule.build(cells), filename, codes, with_edits=with_edits).findings
+    """Findings of code cells taken as one module, with positions in their cells;
+    ``project``: the notebook's view of the project it sits in (the modules it imports)."""
+    module = NotebookModule.build(cells)
+    return lint_module(module, filename, codes, with_edits=with_edits, project=project).findings
 
 
 def lint_module(
@@ -201,6 +218,7 @@ def lint_module(
     *,
     with_edits: bool = True,
     lazy: bool = False,
+    project: FileView | None = None,
 ) -> NotebookLint:
     """Lint the module; ``lazy`` keeps fixes as plans, made by ``fix_of`` on request (what
     an editor wants: a check computes no edits, a quick fix only its own)."""
@@ -209,7 +227,8 @@ def lint_module(
     if not module.cells:
         return NotebookLint(module, [])
     fixes = with_edits and not lazy
-    result = lint_bytes(module.text.encode("utf-8", "surrogatepass"), filename, codes, fixes=fixes)
+    text = module.text.encode("utf-8", "surrogatepass")
+    result = lint_bytes(text, filename, codes, fixes=fixes, project=project)
     lint = NotebookLint(module, [], result if lazy else None)
     for finding in result.findings:
         fix = finding.fix
@@ -236,7 +255,9 @@ def lint_module(
             CodeCell(cell.number, "\n" * cell.text.count("\n")) if cell.number in broken else cell
             for cell in module.cells
         ]
-        rest = lint_module(NotebookModule.build(cells), filename, codes, with_edits=False)
+        rest = lint_module(
+            NotebookModule.build(cells), filename, codes, with_edits=False, project=project
+        )
         lint.findings += [replace(f, fix=None) for f in rest.findings if f.cell not in broken]
     lint.findings.sort(key=Finding.sort_key)
     return lint
@@ -281,7 +302,11 @@ def fixed_cells(
 
 
 def _fix_cells(
-    module: NotebookModule, filename: str, codes: Collection[str], unsafe: bool
+    module: NotebookModule,
+    filename: str,
+    codes: Collection[str],
+    unsafe: bool,
+    project: FileView | None = None,
 ) -> tuple[dict[int, str], int, list[Finding] | None]:
     """Changed cells, fixes applied, and (when nothing changed) the findings in cells."""
     from amplint.engine.run import fix_bytes
@@ -294,6 +319,7 @@ def _fix_cells(
         codes,
         unsafe=unsafe,
         accept=lambda fix, text: not module.moves_between_cells(fix.edits, text),
+        project=project,
     )
     if fixed.data is None:
         if any(f.code == PARSE_ERROR_CODE for f in fixed.remaining):
@@ -317,6 +343,7 @@ def fix_notebook(
     *,
     unsafe: bool = False,
     with_edits: bool = True,
+    project: FileView | None = None,
 ) -> NotebookFix:
     """Fix a notebook's code cells; every byte outside the edited sources is kept."""
     notebook = read_notebook(data)
@@ -324,14 +351,15 @@ def fix_notebook(
     if reason is not None:
         return NotebookFix(None, 0, skipped=reason)
     cells = code_cells(notebook)
-    changed, applied, remaining = _fix_cells(NotebookModule.build(cells), filename, codes, unsafe)
+    module = NotebookModule.build(cells)
+    changed, applied, remaining = _fix_cells(module, filename, codes, unsafe, project)
     if not changed:
         if remaining is None:
-            remaining = lint_cells(cells, filename, codes, with_edits=with_edits)
+            remaining = lint_cells(cells, filename, codes, with_edits=with_edits, project=project)
         return NotebookFix(None, 0, [with_file_span(notebook, f) for f in remaining])
     new_data = write_sources(notebook, {number - 1: text for number, text in changed.items()})
     after = read_notebook(new_data)
-    remaining = lint_notebook(after, filename, codes, with_edits=with_edits)
+    remaining = lint_notebook(after, filename, codes, with_edits=with_edits, project=project)
     before = {cell.number: cell.text for cell in cells}
     return NotebookFix(new_data, applied, remaining, cell_diff(filename, before, changed))
 
