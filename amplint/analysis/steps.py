@@ -26,7 +26,13 @@ from weakref import WeakKeyDictionary
 import libcst as cst
 
 from amplint.analysis.clipping import is_torch_clip
-from amplint.analysis.model import MAX_HELPER_DEPTH, ModuleModel, method_name, receiver
+from amplint.analysis.model import (
+    MAX_HELPER_DEPTH,
+    ModuleModel,
+    method_name,
+    receiver,
+    walk_body,
+)
 from amplint.analysis.scalers import scaler_state
 from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
 from amplint.analysis.symbols import Symbol
@@ -254,19 +260,32 @@ def scaler_of_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> cst.Ba
     return receiver(call) if call is not None else None
 
 
-def _wraps_scale_call(model: ModuleModel, expr: cst.BaseExpression) -> bool:
-    """A ``scaler.scale(...)`` call nested inside ``expr`` (call arguments, arithmetic)."""
-    pending: list[cst.BaseExpression] = [expr]
+def _wraps_scale_call(model: ModuleModel, expr: cst.CSTNode) -> bool:
+    """A ``scaler.scale(...)`` call anywhere inside ``expr``: a call's arguments or its
+    receiver (``scaler.scale(loss).mean()``), arithmetic, a list of losses, a generator
+    (``sum(scaler.scale(l) for l in losses)``), a walrus. What then reaches the backward
+    may well be scaled: it is never taken for an unscaled loss."""
+    pending: list[cst.CSTNode] = [expr]
     while pending:
         node = pending.pop()
-        if is_scale_call(model, node) == "enabled":
+        if isinstance(node, cst.Call) and is_scale_call(model, node) == "enabled":
             return True
-        if isinstance(node, cst.Call):
-            pending.extend(arg.value for arg in node.args)
-        elif isinstance(node, cst.BinaryOperation):
-            pending.extend((node.left, node.right))
-        elif isinstance(node, cst.IfExp):
-            pending.extend((node.body, node.orelse))
+        if not isinstance(node, cst.Lambda):
+            pending.extend(node.children)
+    return False
+
+
+def _assigned_a_scaled_value(model: ModuleModel, target: cst.BaseExpression) -> bool:
+    """``out["loss"] = scaler.scale(out["loss"])`` somewhere in the function of ``target``
+    (``out["loss"].backward()``): an element or attribute that may hold a scaled loss."""
+    function = model.index.enclosing_function(target)
+    for node in walk_body(function.body if function is not None else model.module):
+        if (
+            isinstance(node, cst.Assign)
+            and any(t.target.deep_equals(target) for t in node.targets)
+            and _wraps_scale_call(model, node.value)
+        ):
+            return True
     return False
 
 
@@ -533,6 +552,8 @@ class _Walker:
         if name == "backward":
             if model.helper_of(call) is not None:
                 return None
+            if isinstance(target, cst.NamedExpr):  # `(scaled := scaler.scale(loss)).backward()`
+                target = target.value
             state = is_scale_call(model, target)
             if state == "enabled":
                 return Kind.SCALED_BACKWARD, scaler_of_scale_call(model, target), None
@@ -547,6 +568,10 @@ class _Walker:
             scaled = self._scaled_name(target)
             if scaled is not None:
                 return scaled
+            if isinstance(target, (cst.Subscript, cst.Attribute)) and _assigned_a_scaled_value(
+                model, target
+            ):
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
             return self._backward_of(target, frame)
         if is_torch_clip(model, call):
             return Kind.CLIP, None, None

@@ -153,6 +153,30 @@ with accelerator.autocast():
 """,
     )
     invalid = (
+        # The loss is computed on the backward's line: moving the line takes it out of
+        # autocast too (cross_entropy runs in float32 under autocast), so the fix is unsafe.
+        Invalid(
+            """
+import torch
+import torch.nn.functional as F
+for x, y in loader:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        loss = F.cross_entropy(out, y); loss.backward()
+    optimizer.step()
+""",
+            line=7,
+            fixed="""
+import torch
+import torch.nn.functional as F
+for x, y in loader:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    loss = F.cross_entropy(out, y); loss.backward()
+    optimizer.step()
+""",
+            unsafe=True,
+        ),
         # `@torch.autocast` makes the whole function a region: its backward too.
         Invalid(
             """
@@ -800,6 +824,13 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
         # autocast with the backward before it.
         message += f"; `{_short(model, forward)}` then runs outside autocast, in another dtype"
         changes_numerics = True
+    before = _before_on_its_line(call, statement) if split is None else []
+    if before:
+        # `loss = F.cross_entropy(out, y); loss.backward()`: the whole line moves, and the
+        # loss computed on it leaves autocast too.
+        shown = _short(model, before[0]).rstrip("; ")
+        message += f"; `{shown}` on its line then runs outside autocast"
+        changes_numerics = True
     applicability = "unsafe" if nested or other_items or changes_numerics else "safe"
 
     def replace(updated: cst.CSTNode) -> cst.FlattenSentinel:
@@ -908,6 +939,17 @@ def _logs(model: ModuleModel, call: cst.Call) -> bool:
     names = model.evaluator.qualified_names(call.func)
     receiver_name = dotted_name(receiver(call) or cst.Name("_")) or ""
     return not any(n.startswith("torch.") for n in names) and receiver_name != "torch"
+
+
+def _before_on_its_line(call: cst.Call, statement: cst.BaseStatement) -> list[cst.CSTNode]:
+    """The small statements before the backward's on its own line (``b(); a.backward()``)."""
+    if not isinstance(statement, cst.SimpleStatementLine):
+        return []
+    items = list(statement.body)
+    for index, item in enumerate(items):
+        if item is call or any(node is call for node in walk_body(item)):
+            return list(items[:index])
+    return []
 
 
 def _after_on_its_line(call: cst.Call, statement: cst.BaseStatement) -> list[cst.CSTNode]:

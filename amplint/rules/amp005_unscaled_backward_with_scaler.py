@@ -26,6 +26,32 @@ class UnscaledBackwardWithScaler(Rule):
     tokens = (("~scaler",), ("backward",), ("step",))
 
     valid = (
+        # Scaled losses written in other ways: a list of them, a sum over a generator, a
+        # walrus, a scaled value reduced further, an element that holds the scaled loss.
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    with torch.autocast("cuda"):
+        first, second = model(x)
+    torch.autograd.backward([scaler.scale(first), scaler.scale(second)])
+    scaler.step(optimizer)
+    scaler.update()
+    sum(scaler.scale(part) for part in model(x)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    (scaled := scaler.scale(first)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scaler.scale(model(x)).mean().backward()
+    scaler.step(optimizer)
+    scaler.update()
+    out = {"loss": model(x).mean()}
+    out["loss"] = scaler.scale(out["loss"])
+    out["loss"].backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
         """
 import torch
 scaler = torch.amp.GradScaler()

@@ -195,6 +195,19 @@ trainer = L.Trainer(precision="16-mixed")
 """,
     )
     invalid = (
+        # The backward and the clip on one line: an `unscale_` on the line above would run
+        # before the backward, so no fix.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    scaler.scale(model(x)).backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+""",
+            line=5,
+        ),
         Invalid(
             """
 import torch
@@ -583,6 +596,14 @@ def _unscale_before(
     optimizer = usable_at(model, step, "optimizer", clip)
     statement = _first_statement_of_clip(model, clip.call)
     if scaler is None or optimizer is None or statement is None:
+        return None
+    if (
+        isinstance(statement, cst.SimpleStatementLine)
+        and statement.body[0] not in model.index.ancestors(clip.call)
+        and clip_function(model, clip.call) != "clip_grads_with_norm_"
+    ):
+        # `scaler.scale(loss).backward(); clip_grad_norm_(...)`: a line above would unscale
+        # before the backward.
         return None
     unscale = cst.parse_statement(f"{scaler}.unscale_({optimizer})\n")
 
