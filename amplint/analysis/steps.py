@@ -783,4 +783,31 @@ def accumulation_like(model: ModuleModel, condition: Condition) -> bool:
                 and "%" in _code(model, value)
             ):
                 return True
+            if binding.kind is BindingKind.PARAM and _handed_an_accumulation_test(
+                model, test, test.value
+            ):
+                return True
+    return False
+
+
+def _handed_an_accumulation_test(model: ModuleModel, use: cst.Name, name: str) -> bool:
+    """``if update_grad:`` in a wrapper that a caller of the module hands
+    ``update_grad=(i + 1) % accum == 0`` (timm's and MAE's loss scaler)."""
+    function = model.index.enclosing_function(use)
+    if function is None:
+        return False
+    names = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    for call in model.index.calls:
+        if model.helper_of(call) is not function:
+            continue
+        bound = names[1:] if names[:1] in (["self"], ["cls"]) else names
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                break
+            keyword = arg.keyword.value if arg.keyword is not None else None
+            if (keyword or (bound[position] if position < len(bound) else None)) != name:
+                continue
+            code = _code(model, arg.value)
+            if "%" in code or _ACCUMULATION.search(code):
+                return True
     return False

@@ -33,6 +33,18 @@ class GradScalerRecreatedPerStep(Rule):
     tokens = (("GradScaler", "ShardedGradScaler"),)
 
     valid = (
+        # Built on first use, written as a conditional expression (both ways round).
+        """
+import torch
+scaler = None
+other = None
+for x in loader:
+    scaler = scaler if scaler is not None else torch.amp.GradScaler("cuda")
+    other = torch.amp.GradScaler("cuda") if other is None else other
+    scaler.scale(model(x)).backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
         # The recipe: created once, before the loop.
         """
 import torch
@@ -360,7 +372,10 @@ def _lazy_in_loop(
 ) -> bool:
     """Built once however many times the loop runs: under a lazy-initialisation test
     (``if scaler is None:``, a first-iteration flag, ``if step == 0:``), or in an
-    ``except`` handler (rebuilt after a failure). Any other ``if`` may hold every pass."""
+    ``except`` handler (rebuilt after a failure). Any other ``if`` may hold every pass.
+    The test may be a conditional expression's (``scaler if scaler is not None else
+    GradScaler()``)."""
+    child: cst.CSTNode = call
     for ancestor in model.index.ancestors(call):
         if ancestor is loop:
             return False
@@ -368,6 +383,13 @@ def _lazy_in_loop(
             return True
         if isinstance(ancestor, cst.If) and _first_time_test(model, ancestor.test, loop, target):
             return True
+        if isinstance(ancestor, cst.IfExp) and child is not ancestor.test:
+            test = ancestor.test
+            if child is ancestor.orelse:
+                test = cst.UnaryOperation(operator=cst.Not(), expression=test)
+            if _first_time_test(model, test, loop, target):
+                return True
+        child = ancestor
     return False
 
 

@@ -88,6 +88,30 @@ for i, batch in enumerate(loader):
         scaler.step(optimizer)
         scaler.update()
 """,
+        # timm's and MAE's loss scaler: the wrapper steps under `if update_grad:`, which the
+        # loop hands the accumulation test.
+        """
+import torch
+class NativeScaler:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    def __call__(self, loss, optimizer, parameters=None, update_grad=True):
+        self._scaler.scale(loss).backward()
+        if update_grad:
+            self._scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            self._scaler.step(optimizer)
+            self._scaler.update()
+
+loss_scaler = NativeScaler()
+for step, x in enumerate(loader):
+    with torch.autocast("cuda"):
+        loss = model(x).mean() / accum_iter
+    loss_scaler(loss, optimizer, model.parameters(), update_grad=(step + 1) % accum_iter == 0)
+    if (step + 1) % accum_iter == 0:
+        optimizer.zero_grad()
+""",
         # mmengine: boundary through a method.
         """
 import torch
