@@ -37,10 +37,10 @@ class GradScalerRecreatedPerStep(Rule):
         """
 import torch
 scaler = None
-other = None
+disc_scaler = None
 for x in loader:
     scaler = scaler if scaler is not None else torch.amp.GradScaler("cuda")
-    other = torch.amp.GradScaler("cuda") if other is None else other
+    disc_scaler = torch.amp.GradScaler("cuda") if disc_scaler is None else disc_scaler
     scaler.scale(model(x)).backward()
     scaler.step(optimizer)
     scaler.update()
