@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import libcst as cst
 
 from amplint.analysis.model import (
@@ -11,6 +13,7 @@ from amplint.analysis.model import (
     receiver,
     receiver_key,
 )
+from amplint.analysis.lifecycle import scaler_constructions
 from amplint.analysis.scalers import updated_somewhere
 from amplint.analysis.scopes import names_read
 from amplint.analysis.steps import Kind, iterations
@@ -138,6 +141,23 @@ class Trainer:
         scaler.scale(loss).backward()
         scaler.step(self.optimizer)
         self.get_scaler().update()
+""",
+        # A property over the private attribute: stepped through one, updated through the
+        # other (the same scaler).
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self._scaler = torch.amp.GradScaler("cuda")
+
+    @property
+    def scaler(self):
+        return self._scaler
+
+    def train_step(self, x):
+        self.scaler.scale(self.model(x).mean()).backward()
+        self.scaler.step(self.optimizer)
+        self._scaler.update()
 """,
         # One backward and step per optimizer in a loop over them, one update() per
         # iteration after it (PyTorch's several-optimizers recipe, a GAN's G then D).
@@ -318,11 +338,11 @@ class GAN:
             iteration = model.training_iteration(call)
             by_iteration.setdefault((iteration, key), []).append(call)
         for (iteration, key), steps in by_iteration.items():
-            if _updated(model, iteration, key) or _updated_after_optimizers(
+            stepped = model.scaler_instances(receiver(steps[0]))  # type: ignore[arg-type]
+            if _updated(model, iteration, key, stepped) or _updated_after_optimizers(
                 model, iteration, key, steps
             ):
                 continue
-            stepped = model.scaler_instances(receiver(steps[0]))  # type: ignore[arg-type]
             if _shared(model, steps[0], key) and updated_somewhere(model, key, stepped):
                 continue
             if stepped and updated_somewhere(model, key, stepped, by_name=False):
@@ -336,16 +356,34 @@ class GAN:
             )
 
 
-def _updated(model: ModuleModel, iteration: cst.CSTNode, key: str) -> bool:
+def _updated(
+    model: ModuleModel, iteration: cst.CSTNode, key: str, stepped: Collection[object] = ()
+) -> bool:
     """Whether the iteration updates this scaler, itself or through the helpers it hands
     it to (the iteration's events, helpers followed), or hands it to code this module does
-    not show, which may update it."""
+    not show, which may update it. An update written another way counts when it reaches a
+    scaler of ``stepped`` (the stepped one's instances): ``self.scaler`` a property over
+    ``self._scaler``, stepped through one and updated through the other."""
     for candidate in iterations(model):
         if candidate.root is iteration:
             return key in candidate.escaped or any(
-                event.scaler == key for event in candidate.of(Kind.UPDATE)
+                event.scaler == key or _reaches(model, event.call, stepped)
+                for event in candidate.of(Kind.UPDATE)
             )
     return True  # not an iteration the analysis walked: assume the best
+
+
+def _reaches(model: ModuleModel, update: cst.Call, stepped: Collection[object]) -> bool:
+    """Whether ``update`` is called on the very name a stepped scaler was built into (not
+    merely on another scaler from the same factory: a GAN's two)."""
+    target, key = receiver(update), receiver_key(update)
+    if not stepped or target is None or key is None:
+        return False
+    built_into = {c.call: c.target for c in scaler_constructions(model)}
+    return any(
+        instance in stepped and built_into.get(instance.call) == key
+        for instance in model.scaler_instances(target)
+    )
 
 
 def _updated_after_optimizers(
