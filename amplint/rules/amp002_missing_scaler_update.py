@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 import libcst as cst
 
+from amplint.analysis.lifecycle import scaler_constructions
 from amplint.analysis.model import (
     ModuleModel,
     calls_in,
@@ -13,7 +14,6 @@ from amplint.analysis.model import (
     receiver,
     receiver_key,
 )
-from amplint.analysis.lifecycle import scaler_constructions
 from amplint.analysis.scalers import updated_somewhere
 from amplint.analysis.scopes import names_read
 from amplint.analysis.steps import Kind, iterations
