@@ -119,3 +119,32 @@ def test_any_valid_python_is_checked_without_crashing(code: str) -> None:
     result = fix_bytes(data, "any.py", CODES, unsafe=True)
     if result.data is not None:
         compile(result.data, "any.py", "exec")
+
+
+def test_fixes_that_do_not_combine_are_applied_one_after_the_other() -> None:
+    """AMP001 dedents the backward and the step out of autocast while AMP002 inserts an
+    update at the old indentation: together they do not parse. Each alone does, and the
+    file ends with both applied, not with neither (and "2 fixable" forever)."""
+    source = (
+        "import torch\n"
+        'scaler = torch.amp.GradScaler("cuda")\n'
+        "for x in loader:\n"
+        '    with torch.autocast("cuda"):\n'
+        "        loss = model(x).mean()\n"
+        "        scaler.scale(loss).backward()\n"
+        "        scaler.step(opt)\n"
+        "    opt.zero_grad()\n"
+    )
+    fixed = fix_bytes(source.encode(), "train.py", {"AMP001", "AMP002"})
+    assert fixed.data is not None and fixed.remaining == []
+    assert fixed.data.decode() == (
+        "import torch\n"
+        'scaler = torch.amp.GradScaler("cuda")\n'
+        "for x in loader:\n"
+        '    with torch.autocast("cuda"):\n'
+        "        loss = model(x).mean()\n"
+        "    scaler.scale(loss).backward()\n"
+        "    scaler.step(opt)\n"
+        "    scaler.update()\n"
+        "    opt.zero_grad()\n"
+    )

@@ -522,7 +522,6 @@ def fix_bytes(
         else replace(finding, fix=result.fix_of(finding, local=False))
         for finding in result.findings
     ]
-    from amplint.engine.fixes import apply_edits
 
     applied = 0
     original_text = parsed.text
@@ -530,13 +529,15 @@ def fix_bytes(
         chosen = _non_overlapping(findings, unsafe, accept, parsed.text)
         if not chosen:
             break
-        new_text = apply_edits(parsed.text, [e for f in chosen for e in f.fix.edits])  # type: ignore[union-attr]
-        if new_text == parsed.text:
+        attempt = _apply_parsing(parsed, chosen)
+        if attempt is None and len(chosen) > 1:
+            # Two fixes that do not overlap may still not combine (one dedents a block the
+            # other inserts into at the old indentation): the first alone, then look again.
+            chosen = chosen[:1]
+            attempt = _apply_parsing(parsed, chosen)
+        if attempt is None:
             break
-        try:
-            reparsed = parse_text(new_text, parsed)
-        except SourceError:
-            break
+        reparsed = attempt
         applied += len(chosen)
         parsed = reparsed
         imports = project.imports() if project is not None else None
@@ -549,6 +550,20 @@ def fix_bytes(
     gone.subtract((f.code, f.message) for f in findings)
     cleared = sum(count for count in gone.values() if count > 0)
     return FixResult(parsed.encode(parsed.text), cleared or applied, findings)
+
+
+def _apply_parsing(parsed: ParsedSource, chosen: Sequence[Finding]) -> ParsedSource | None:
+    """The source with the chosen fixes applied, parsed; None when it is unchanged or does
+    not parse."""
+    from amplint.engine.fixes import apply_edits
+
+    new_text = apply_edits(parsed.text, [e for f in chosen for e in f.fix.edits])  # type: ignore[union-attr]
+    if new_text == parsed.text:
+        return None
+    try:
+        return parse_text(new_text, parsed)
+    except SourceError:
+        return None
 
 
 def _non_overlapping(
