@@ -336,6 +336,20 @@ def test_failed_write_leaves_the_original_intact(
     assert sorted(p.name for p in project.iterdir()) == ["clean.py", "train.py"]
 
 
+def test_fix_writes_through_a_symbolic_link(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link stays a link and the file it points at gets the fix, as ruff does."""
+    (project / "shared").mkdir()
+    target = project / "shared" / "loop.py"
+    target.write_text(BUGGY)
+    link = project / "linked.py"
+    link.symlink_to(target)
+    code, _, _ = run(["fix", "--unsafe-fixes", "linked.py"], project, monkeypatch)
+    assert code == 0
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert "scaler.update()" in target.read_text()
+    assert [p.name for p in (project / "shared").iterdir()] == ["loop.py"]  # no temporary
+
+
 def test_file_changed_while_fixing_is_not_overwritten(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -139,9 +139,11 @@ def parse_text(text: str, like: ParsedSource) -> ParsedSource:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically, keeping its permission bits."""
+    """Replace ``path`` with ``data`` atomically, keeping its permission bits. A symbolic
+    link is written through: the file it points at is replaced, the link stays a link."""
     import tempfile  # only fixes write: checking never needs it
 
+    path = Path(os.path.realpath(path))
     mode = stat.S_IMODE(path.stat().st_mode)
     directory = path.parent
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".amplint", dir=directory)
