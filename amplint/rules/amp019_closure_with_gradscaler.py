@@ -82,6 +82,18 @@ lr_scheduler.step(epoch)
 """,
     )
     invalid = (
+        # `closure=None` raises too: torch checks for the keyword.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    scaler.scale(model(x).mean()).backward()
+    scaler.step(optimizer, closure=None)
+    scaler.update()
+""",
+            line=6,
+        ),
         Invalid(
             """
 import torch
@@ -138,18 +150,16 @@ class Fitter:
                 # ClosureGradScaler): only a scaler built here from torch's class is known.
                 continue
             positional = [a for a in call.args if a.keyword is None and not a.star]
-            closure = any(
-                a.keyword is not None
-                and a.keyword.value == "closure"
-                and _is_callable(model, a.value)
-                for a in call.args
-            )
+            # An enabled GradScaler raises on a `closure=` keyword whatever its value, None
+            # included: torch tests for the key, not for a callable.
+            closure = any(a.keyword is not None and a.keyword.value == "closure" for a in call.args)
             key = dotted_name(target)
             if closure:
                 context.report(
                     call,
-                    f"`{key}.step(..., closure=...)` raises: GradScaler does not support "
-                    "closures; run the closure's forward and backward before the step",
+                    f"`{key}.step(..., closure=...)` raises whatever the closure is: an "
+                    "enabled GradScaler does not support closures; run the closure's forward "
+                    "and backward before the step",
                 )
             elif len(positional) > 1 and _is_callable(model, positional[1].value):
                 context.report(
