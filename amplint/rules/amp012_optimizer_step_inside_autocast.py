@@ -131,6 +131,18 @@ with torch.autocast("cuda"):
 """,
     )
     invalid = (
+        # The whole region on one line: said, not fixed.
+        Invalid(
+            """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+for x in loader:
+    scaler.scale(model(x).mean()).backward()
+    with torch.autocast("cuda"): scaler.step(optimizer); scaler.update()
+""",
+            line=6,
+            count=2,
+        ),
         # A framework backward this module cannot see; step and zero_grad follow it.
         Invalid(
             """
@@ -228,7 +240,15 @@ for i, (x, y) in enumerate(loader):
             region = model.enclosing_autocast(call)
             if region is None or model.autocast_state(region) != "enabled":
                 continue
-            if model.is_dead(call) or not isinstance(region.body, cst.IndentedBlock):
+            if model.is_dead(call):
+                continue
+            if isinstance(region.body, cst.SimpleStatementSuite):
+                # `with autocast(): scaler.step(opt); scaler.update()` on one line: said, not
+                # fixed (unless a backward there makes it AMP001's).
+                if not any(model.runs_backward(c) for c in calls_in(region.body)):
+                    context.report(call, _message(what))
+                continue
+            if not isinstance(region.body, cst.IndentedBlock):
                 continue
             if autocast_off_at(model, call, region):
                 continue  # the branch that runs with this autocast off
@@ -244,12 +264,14 @@ for i, (x, y) in enumerate(loader):
                 continue
             plan = _move_out(model, region, {c[1] for c in ours}, backward)
             for call, _, what in ours:
-                context.report(
-                    call,
-                    f"`{what}` runs inside an autocast region; autocast should cover only the "
-                    "forward pass and the loss: leave the `with` block first",
-                    plan,
-                )
+                context.report(call, _message(what), plan)
+
+
+def _message(what: str) -> str:
+    return (
+        f"`{what}` runs inside an autocast region; autocast should cover only the forward "
+        "pass and the loss: leave the `with` block first"
+    )
 
 
 def _target(model: ModuleModel, call: cst.Call) -> str | None:
