@@ -104,6 +104,19 @@ with torch.autocast(cfg.device, dtype=torch.bfloat16):
         Invalid(
             """
 import torch
+with torch.autocast("cuda:{}".format(rank), dtype=torch.bfloat16):
+    out = model(x)
+""",
+            line=3,
+            fixed="""
+import torch
+with torch.autocast("cuda", dtype=torch.bfloat16):
+    out = model(x)
+""",
+        ),
+        Invalid(
+            """
+import torch
 with torch.autocast(device_type="cuda:0", dtype=torch.float16):
     loss = model(x)
 """,
@@ -308,8 +321,15 @@ with amp_autocast():
 
 def _device_type_prefix(node: cst.BaseExpression) -> str | None:
     """``"cuda"`` for ``"cuda:0"``, ``f"cuda:{rank}"``, ``"cuda:" + str(rank)``,
-    ``"cuda:%d" % rank``."""
+    ``"cuda:%d" % rank``, ``"cuda:{}".format(rank)``."""
     text = literal_string(node)
+    if (
+        text is None
+        and isinstance(node, cst.Call)
+        and isinstance(node.func, cst.Attribute)
+        and node.func.attr.value == "format"
+    ):
+        text = literal_string(node.func.value)
     if text is None and isinstance(node, cst.FormattedString) and node.parts:
         first = node.parts[0]
         text = first.value if isinstance(first, cst.FormattedStringText) else None
