@@ -825,10 +825,11 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
         message += f"; `{_short(model, forward)}` then runs outside autocast, in another dtype"
         changes_numerics = True
     before = _before_on_its_line(call, statement) if split is None else []
-    if before:
+    computed_before = _computation_in(model, before)
+    if computed_before is not None:
         # `loss = F.cross_entropy(out, y); loss.backward()`: the whole line moves, and the
         # loss computed on it leaves autocast too.
-        shown = _short(model, before[0]).rstrip("; ")
+        shown = _short(model, computed_before).rstrip("; ")
         message += f"; `{shown}` on its line then runs outside autocast"
         changes_numerics = True
     applicability = "unsafe" if nested or other_items or changes_numerics else "safe"
