@@ -11,6 +11,7 @@ becomes an internal-error note (``reporting.run_check``): torch's call still run
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -122,7 +123,9 @@ def wrap_clip(
         norm = None
         if total_norm_at is not None:
             norm = _argument(args, kwargs, total_norm_at, "total_norm")
-        _show(usage.on_clip(strict, norm))
+        # max_norm (clip_value) comes first after the parameters in all three.
+        limit = args[0] if args else kwargs.get("max_norm", kwargs.get("clip_value"))
+        _show(usage.on_clip(strict, norm, measures_only=_infinite(limit)))
 
     @functools.wraps(original)
     def clip(parameters: Any, *args: Any, **kwargs: Any) -> Any:
@@ -139,6 +142,11 @@ def wrap_clip(
         return original(parameters, *args, **kwargs)
 
     return clip
+
+
+def _infinite(limit: object) -> bool:
+    """``max_norm=float("inf")``: a clip that only measures the norm and changes nothing."""
+    return isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit == math.inf
 
 
 def wrap_total_norm(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -644,13 +644,14 @@ def _inside_torch_scaler_step(limit: int = 32) -> bool:
     return False
 
 
-def on_clip(strict: bool | None, norm: object = None) -> list[Verdict]:
+def on_clip(strict: bool | None, norm: object = None, measures_only: bool = False) -> list[Verdict]:
     """``clip_grad_norm_`` / ``clip_grad_value_`` / ``clip_grads_with_norm_``; ``strict``:
     ``error_if_nonfinite`` of ``clip_grad_norm_`` (None for the others); ``norm``: the
-    total norm ``clip_grads_with_norm_`` was given."""
+    total norm ``clip_grads_with_norm_`` was given; ``measures_only``: an infinite limit,
+    which leaves the gradients as they are (a norm taken for logging is no AMP006)."""
     verdicts = []
     tls = thread_state()
-    pending = list(tls.pending)
+    pending = [] if measures_only else list(tls.pending)
     if any(usage.grads_still_scaled() for usage in pending):
         how = "while they are still multiplied by the loss scale"
         message = message_for("AMP006", how=how, before="clipping")

@@ -233,6 +233,30 @@ def test_amp006_clip_before_unscale(clip: str) -> None:
     assert_at(chk.findings, "AMP006", line)
 
 
+@pytest.mark.parametrize("spelled", ["positional", "keyword", "value"])
+def test_amp006_not_reported_for_a_clip_that_only_measures(spelled: str) -> None:
+    """``clip_grad_norm_(params, float("inf"))`` returns the norm and changes nothing: a
+    loop that logs the scaled norm before stepping clips nothing (IDIOMS: not AMP006)."""
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with ar.checking() as chk:
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in batches(3):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = loss_of(model, x, y)
+            scaler.scale(loss).backward()
+            if spelled == "positional":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            elif spelled == "keyword":
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=float("inf"))
+            else:
+                torch.nn.utils.clip_grad_value_(model.parameters(), clip_value=float("inf"))
+            scaler.step(opt)
+            scaler.update()
+    assert codes(chk.findings) == []
+
+
 def test_amp007_deprecated_constructors() -> None:
     with ar.checking() as chk:
         with pytest.warns(FutureWarning, match=r"torch.amp.GradScaler\('cpu'"):
