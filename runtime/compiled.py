@@ -24,12 +24,13 @@ from typing import Any
 import torch
 
 from .session import SESSION
-from .state import autocast_active
+from .state import autocast_active, note_autocast_seen
 
 __all__ = [
     "call_without_global_hook",
     "hook_may_step_aside",
     "note_backward_traced",
+    "note_traced",
     "own_code_objects",
     "replace_hook",
     "set_hook_present",
@@ -94,6 +95,21 @@ def note_backward_traced(autocast_on: bool) -> None:
 
 # Guards SESSION.live.suspended_hooks: hook id -> (depth, hook)
 _lock = threading.Lock()
+
+
+def note_traced(values: object) -> None:
+    """A region Dynamo traced, ``(device_type, dtype, enabled, cache_enabled)``: its device
+    and dtype join those the run has seen (not the iteration's own state: the region runs
+    in every call of the compiled code, traced once)."""
+    if not isinstance(values, (list, tuple)) or len(values) < 3:
+        return
+    device, dtype, enabled = values[0], values[1], values[2]
+    if enabled is False or not isinstance(device, str):
+        return
+    if dtype is None:
+        dtype = torch.get_autocast_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        note_autocast_seen(device, dtype)
 
 
 def _take_out(hook_id: int) -> None:

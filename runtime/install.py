@@ -138,6 +138,7 @@ def _after_compile() -> None:
         if installation is None:
             return
         _teach_dynamo(installation)
+        reporting.run_check("the torch.compile() patch", _watch_traced_autocast, installation)
         reporting.run_check("the torch.compile() patch", _skip_like_torch, installation)
         eval_frame = sys.modules.get("torch._dynamo.eval_frame")
         owner = getattr(eval_frame, "OptimizedModule", None)
@@ -162,6 +163,30 @@ def _teach_dynamo(installation: _Installation) -> None:
         if cls not in table:
             table[cls] = None
             installation.dynamo_added.append(cls)
+
+
+def _watch_traced_autocast(installation: _Installation) -> None:
+    """An autocast region inside compiled code never enters amplint's class: Dynamo builds
+    its own variable for it, once, while tracing. That is where its dtype is learnt (a
+    float16 region in a compiled forward makes a GradScaler right, not AMP014)."""
+    module = sys.modules.get("torch._dynamo.variables.ctx_manager")
+    owner = getattr(module, "AutocastModeVariable", None)
+    previous = owner.__dict__.get("create") if owner is not None else None
+    if not isinstance(previous, staticmethod) or any(
+        patch[0] is owner for patch in installation.patches
+    ):
+        return
+    create = previous.__func__
+
+    @functools.wraps(create)
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        variable = create(*args, **kwargs)
+        values = getattr(variable, "target_values", None)
+        reporting.run_check("the compiled autocast region check", compiled.note_traced, values)
+        return variable
+
+    installation.patches.append((owner, "create", previous, staticmethod(traced)))
+    owner.create = staticmethod(traced)
 
 
 def _skip_like_torch(installation: _Installation) -> None:

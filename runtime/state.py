@@ -19,6 +19,7 @@ from .session import SESSION, SiteRecord, ThreadState
 __all__ = [
     "autocast_active",
     "note_autocast_entered",
+    "note_autocast_seen",
     "note_construction",
     "note_enabled_scaler",
     "only_bfloat16_seen",
@@ -58,11 +59,16 @@ def note_construction(site: Site, step: int) -> bool:
 # Autocast regions seen --------------------------------------------------------------
 
 
-def note_autocast_entered(device: str, dtype: torch.dtype) -> None:
+def note_autocast_seen(device: str, dtype: torch.dtype) -> None:
     history = SESSION.history
     if device not in history.autocast_devices:
         history.autocast_devices = (*history.autocast_devices, device)
     history.autocast_dtypes.add(dtype)
+
+
+def note_autocast_entered(device: str, dtype: torch.dtype) -> None:
+    note_autocast_seen(device, dtype)
+    history = SESSION.history
     # Only a forward that can be trained through: a float16 evaluation or a frozen
     # feature extractor under no_grad (a linear probe) leaves no float16 graph to scale.
     if dtype is torch.float16 and torch.is_grad_enabled():

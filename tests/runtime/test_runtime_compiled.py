@@ -104,6 +104,40 @@ def test_compiled_model_trains_as_plain_with_no_finding_and_no_extra_graph(
     assert err.count("amplint: note: torch compiled the backward") == expected, err
 
 
+def test_a_float16_region_inside_compiled_code_makes_the_scaler_right() -> None:
+    """The compiled model enters float16 autocast in its own forward; a small eager head
+    runs under bfloat16. The enabled GradScaler serves the float16 part: no AMP014, and
+    the counts of graphs are plain torch's."""
+
+    def train() -> tuple[list[float], dict[str, int]]:
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        torch.manual_seed(0)
+        body, head = AutocastInside(), nn.Linear(4, 1)
+        compiled = torch.compile(body, backend="aot_eager")
+        params = [*body.parameters(), *head.parameters()]
+        optimizer = torch.optim.SGD(params, lr=0.05)
+        scaler = torch.amp.GradScaler("cpu")
+        losses = []
+        for _ in range(3):
+            features = compiled(torch.randn(8, 16)).float()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = head(features)
+            loss = out.float().pow(2).mean()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+        return losses, _dynamo_counts()
+
+    plain_losses, plain_counts = train()
+    with ar.checking(health=True) as seen:
+        losses, counts = train()
+    assert codes(seen.findings) == []
+    assert (losses, counts) == (plain_losses, plain_counts)
+
+
 def test_no_note_for_a_backend_that_compiles_no_backward(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
