@@ -32,7 +32,12 @@ from .reductions import max_abs, max_abs_of_pairs
 from .reporting import internal_error, steps
 from .state import uses_scalers
 
-__all__ = ["ACT_CAP", "Activations"]
+__all__ = ["ACT_CAP", "INPUT_SLOT", "Activations"]
+
+#: The slot of what the step's first float16-producing module was given: where that is
+#: already non-finite (NaN in the data), no float16 module overflowed, and AMP105 would
+#: blame the first module for its input.
+INPUT_SLOT = -1
 
 ACT_CAP = 4096  # float16 outputs held between scale() calls before they are reduced early
 
@@ -216,7 +221,8 @@ class Activations:
                 return
             self.last = tensor
             self.last_version = tensor._version
-            if self.step_site is None:  # once a step: where AMP105 points for this step
+            first_of_step = self.step_site is None
+            if first_of_step:  # once a step: where AMP105 points for this step
                 self.step_site = forward_site()
                 if self.first_site is None:
                     self.first_site = self.step_site
@@ -224,6 +230,8 @@ class Activations:
                 self._hold(tensor, slot)
                 return
             self.grad_in_region = True
+            if first_of_step:
+                self._note_input(args)
             if tensor.is_cpu:
                 # aminmax is differentiable: grad mode off for the reduction, so that no
                 # graph node holds the output; cheaper than detach().
@@ -245,6 +253,28 @@ class Activations:
                     self.reduce()
         except Exception as error:  # amplint's bug: the forward's output stays torch's
             internal_error("the activation check (forward hook)", error)
+
+    def _note_input(self, args: Any) -> None:
+        """Whether the step's first float16-producing module was given finite values: a
+        0-d float16 value, 0 if so, NaN if not (measured with the outputs, read with them)."""
+        data = args[0] if isinstance(args, tuple) and args else None
+        if not isinstance(data, _Tensor) or not data.is_floating_point():
+            return
+        if data.is_sparse or data.numel() == 0:
+            return
+        _set_grad_enabled(False)
+        try:
+            # A sum keeps NaN and inf; times zero, a finite sum (however large) is 0.
+            flag = (data.sum(dtype=torch.float32) * 0).to(_FLOAT16)
+        finally:
+            _set_grad_enabled(True)
+        with self.lock:
+            if flag.is_cpu:
+                self.cpu_pairs.append((flag, flag))
+                self.cpu_slots.append(INPUT_SLOT)
+            else:
+                self.pending.append(flag)
+                self.pending_slots.append(INPUT_SLOT)
 
     def _new_slot(self, module: torch.nn.Module) -> int:
         with self.lock:

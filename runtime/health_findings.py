@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .activations import Activations
+from .activations import INPUT_SLOT, Activations
 from .findings import message_after_applied_nonfinite, message_for
 from .frames import Site
 from .health_config import HealthConfig
@@ -102,8 +102,14 @@ class HostReading:
         """One step's float16 output maxima (``log[offset:]``, one per slot, in forward
         order): the largest per module, and AMP105 for the first over the limit of the run."""
         limit = config.activation_limit
+        data_nonfinite = False
         for position, slot in enumerate(slots):
             value = log[offset + position]
+            if slot == INPUT_SLOT:
+                data_nonfinite = data_nonfinite or not finite(value)
+                continue
+            if data_nonfinite:
+                continue  # NaN in the data: no module's range is measured (AMP101 says it)
             if not finite(value):
                 self.act_max[slot] = INF
             elif value > self.act_max.get(slot, -1.0):

@@ -226,6 +226,31 @@ def test_overflow_in_the_step_a_script_stops_on_its_nonfinite_loss_is_reported(a
     assert finding.filename == __file__
 
 
+def test_nan_in_the_data_is_no_overflow_of_the_first_module() -> None:
+    """A batch with a NaN feature makes the loss NaN (AMP101), but no float16 module
+    overflowed: the first one was given the NaN. Not AMP105, whose advice (run that module
+    in float32) would be wrong; an overflow in a later step is still named."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with ar.checking("warn", health=True):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(12):
+            x = torch.randn(6, 8)
+            if step in (2, 5):
+                x[1, 3] = float("nan")
+            model.encoder.layers[1].mlp.boost.factor = 1e6 if step == 9 else 1.0
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = nn.functional.mse_loss(model(x).float(), torch.zeros(6, 4))
+            _scaled_step(loss, opt, scaler)
+        (nonfinite,) = found("AMP101")
+        overflows = found("AMP105")
+    assert nonfinite.first_step == 2
+    assert [(f.first_step, "`encoder.layers.1.mlp.boost`" in f.message) for f in overflows] == [
+        (9, True)
+    ]
+
+
 def test_a_gan_stopped_in_its_generators_half_is_numbered_by_its_iteration() -> None:
     # Two scalers: the discriminator's updated in this iteration before the generator's
     # forward overflowed and the script stopped.
