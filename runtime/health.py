@@ -620,6 +620,8 @@ class Monitor:
                 record.constructions for record in list(self.history.scaler_sites.values())
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
+            # Compiled code runs without the forward hook: its outputs are never measured.
+            "compiled": SESSION.live.compile_called,
             # AMP105's sampling: iterations whose float16 outputs were measured, of those
             # that ended (every scaler stepped); None with the activation check off
             "activation_iterations_measured": (

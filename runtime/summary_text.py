@@ -89,10 +89,18 @@ def _first_overflow(summary: dict[str, Any], config: dict[str, Any]) -> str:
     if config.get("activations") is False:
         return "  float16 module outputs: not measured (activations=False: AMP105 is off)"
     if not summary.get("activations_measured", True):
-        return (
-            "  float16 module outputs of training steps: none seen (no float16 forward ran "
-            "outside compiled code)"
-        )
+        if "float16" not in summary.get("autocast_dtypes", ["float16"]):
+            dtypes = ", ".join(summary.get("autocast_dtypes") or []) or "no autocast"
+            return (
+                "  float16 module outputs of training steps: not applicable (autocast ran in "
+                f"{dtypes} only)"
+            )
+        if summary.get("compiled"):
+            return (
+                "  float16 module outputs of training steps: none seen (float16 ran only "
+                "inside compiled code, where outputs are not measured)"
+            )
+        return "  float16 module outputs of training steps: none seen"
     # Of training steps: an evaluation (no grad, no training forward in its autocast
     # region) is not measured, and may overflow where training does not.
     return (

@@ -742,6 +742,12 @@ def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share(
     text = format_health_summary(summary)
     assert "gradient underflow share: not applicable (only bfloat16 autocast)" in text
     assert "below float16's smallest normal" not in text
+    # Nothing was compiled, and no float16 output could be measured: said as such.
+    assert (
+        "float16 module outputs of training steps: not applicable (autocast ran in bfloat16 "
+        "only)" in text
+    )
+    assert "compiled" not in text
 
 
 def test_summary_shows_a_scaler_per_fold_one_by_one(quiet: None) -> None:
