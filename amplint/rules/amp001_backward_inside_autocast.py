@@ -817,14 +817,14 @@ def _move_out_of_with(model: ModuleModel, call: cst.Call, region: cst.With) -> F
         return None  # nothing before it would stay under autocast: leave it to the user
     message, changes_numerics = _fix_message(model, call, computed, split)
     forward = _computation_in(
-        model, [*_after_on_its_line(call, statement), *body.body[position + 1 :]]
+        model, [*_beside_on_its_line(call, statement)[1], *body.body[position + 1 :]]
     )
     if forward is not None:
         # `gs_g.step(opt_g); loss_d = disc(fake)...`: a GAN's second forward would leave
         # autocast with the backward before it.
         message += f"; `{_short(model, forward)}` then runs outside autocast, in another dtype"
         changes_numerics = True
-    before = _before_on_its_line(call, statement) if split is None else []
+    before = _beside_on_its_line(call, statement)[0] if split is None else []
     computed_before = _computation_in(model, before)
     if computed_before is not None:
         # `loss = F.cross_entropy(out, y); loss.backward()`: the whole line moves, and the
@@ -942,26 +942,18 @@ def _logs(model: ModuleModel, call: cst.Call) -> bool:
     return not any(n.startswith("torch.") for n in names) and receiver_name != "torch"
 
 
-def _before_on_its_line(call: cst.Call, statement: cst.BaseStatement) -> list[cst.CSTNode]:
-    """The small statements before the backward's on its own line (``b(); a.backward()``)."""
+def _beside_on_its_line(
+    call: cst.Call, statement: cst.BaseStatement
+) -> tuple[list[cst.CSTNode], list[cst.CSTNode]]:
+    """The small statements before and after the backward's on its own line
+    (``b(); a.backward(); c()``)."""
     if not isinstance(statement, cst.SimpleStatementLine):
-        return []
+        return [], []
     items = list(statement.body)
     for index, item in enumerate(items):
         if item is call or any(node is call for node in walk_body(item)):
-            return list(items[:index])
-    return []
-
-
-def _after_on_its_line(call: cst.Call, statement: cst.BaseStatement) -> list[cst.CSTNode]:
-    """The small statements after the backward's on its own line (``a.backward(); b()``)."""
-    if not isinstance(statement, cst.SimpleStatementLine):
-        return []
-    items = list(statement.body)
-    for index, item in enumerate(items):
-        if item is call or any(node is call for node in walk_body(item)):
-            return list(items[index + 1 :])
-    return []
+            return items[:index], items[index + 1 :]
+    return [], []
 
 
 def _computed_parts(model: ModuleModel, call: cst.Call) -> list[cst.BaseExpression]:
