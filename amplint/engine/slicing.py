@@ -169,7 +169,11 @@ def _units(body: list[ast.stmt], owner: _Unit | None, lines: list[bytes]) -> lis
 
 def _splittable(statement: ast.ClassDef, lines: list[bytes]) -> bool:
     """Whether the class's body starts on a line of its own (members that share a line
-    with each other are joined into one unit)."""
+    with each other are joined into one unit). A class with no function or class in its
+    body is a record (a dataclass's fields, a NamedTuple's): kept or dropped whole, as the
+    analysis reads its fields in order (``asdict(Snapshot(model_sd, optimizer_sd))``)."""
+    if not any(isinstance(member, _DEFINITIONS) for member in statement.body):
+        return False
     first: ast.AST = statement.body[0]
     for decorator in getattr(first, "decorator_list", ()):
         if decorator.lineno < first.lineno:  # type: ignore[attr-defined]
