@@ -456,6 +456,8 @@ class Monitor:
         # What the session saw while this monitor measured: the GradScalers built (the
         # summary of a run without any says so) and the autocast dtypes.
         self.history = SESSION.history
+        #: something was compiled while this monitor ran (its summary outlives the session).
+        self.compiled = False
 
     def configure(self, config: HealthConfig) -> None:
         self.config = config
@@ -539,6 +541,7 @@ class Monitor:
         self, optimizer: torch.optim.Optimizer, health: ScalerHealth, skipped: bool | None
     ) -> None:
         """``skipped`` None: a fused optimizer's step, skipped or not on the device."""
+        self.compiled = self.compiled or SESSION.live.compile_called
         self.last_step[id(optimizer)] = (skipped, health.step, health)
         health.optimizers.add(id(optimizer))
         if skipped:
@@ -621,7 +624,7 @@ class Monitor:
             ),
             "activations_measured": any(scaler.host.act_max for scaler in self.scalers),
             # Compiled code runs without the forward hook: its outputs are never measured.
-            "compiled": SESSION.live.compile_called,
+            "compiled": self.compiled,
             # AMP105's sampling: iterations whose float16 outputs were measured, of those
             # that ended (every scaler stepped); None with the activation check off
             "activation_iterations_measured": (
