@@ -943,6 +943,15 @@ def test_a_checkpoint_handed_to_another_modules_save_wrapper_amp013(
     assert finding["fix"]["applicability"] == "safe"
     # Checked alone, train.py cannot know what the wrapper does: quiet.
     assert alone(tmp_path / "train.py") == set()
+    # A wrapper that adds a scaler's state to what it is given before saving it: quiet.
+    adding = textwrap.dedent(utils).replace(
+        "        torch.save(*args, **kwargs)",
+        "        if context.scaler is not None:\n"
+        '            args[0]["scaler"] = context.scaler.state_dict()\n'
+        "        torch.save(*args, **kwargs)",
+    )
+    write(tmp_path, {"utils.py": "import context\n" + adding, "context.py": "scaler = None\n"})
+    assert check(tmp_path, monkeypatch, ".") == []
 
 
 def test_a_helper_is_cited_at_its_own_line_when_another_repeats_it(

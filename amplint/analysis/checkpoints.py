@@ -4,12 +4,22 @@ project summary of what a function saves."""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, calls_in
+from amplint.analysis.model import ModuleModel, calls_in, walk_body
 from amplint.analysis.values import ImportedValue
 
-__all__ = ["dict_handed_to_saving_helper", "forwards_first_argument_to_save", "is_torch_save"]
+__all__ = [
+    "dict_handed_to_saving_helper",
+    "forwards_first_argument_to_save",
+    "is_torch_save",
+    "mentions_scaler",
+]
+
+#: Checkpoint keys that hold AMP state under another name (timm: "amp_scaler"; apex: "amp").
+_SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
 
 
 def is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
@@ -55,6 +65,8 @@ def forwards_first_argument_to_save(
     scope = model.index.functions.get(function)
     if scope is None or len(scope.bindings.get(name, [])) != 1:
         return False  # rebound (filtered, extended) inside: not the caller's object
+    if mentions_scaler(function.body):
+        return False  # it may add a scaler's state to what it is given before saving
     memo = model.forwards_to_save_memo
     key = (function, skip)
     if key in memo:
@@ -110,3 +122,16 @@ def dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict
             if name == saved.value and isinstance(arg.value, cst.Dict):
                 return arg.value
     return None
+
+
+def mentions_scaler(node: cst.CSTNode) -> bool:
+    """Whether a name, attribute or string key under ``node`` speaks of a scaler (a helper
+    that does may save or restore one's state)."""
+    for current in walk_body(node):
+        if isinstance(current, cst.Name) and "scaler" in current.value.lower():
+            return True
+        if isinstance(current, cst.SimpleString) and _SCALER_KEY.search(
+            str(current.evaluated_value)
+        ):
+            return True
+    return False

@@ -279,14 +279,28 @@ def _assigned_a_scaled_value(model: ModuleModel, target: cst.BaseExpression) -> 
     """``out["loss"] = scaler.scale(out["loss"])`` somewhere in the function of ``target``
     (``out["loss"].backward()``): an element or attribute that may hold a scaled loss."""
     function = model.index.enclosing_function(target)
-    for node in walk_body(function.body if function is not None else model.module):
-        if (
-            isinstance(node, cst.Assign)
-            and any(t.target.deep_equals(target) for t in node.targets)
-            and _wraps_scale_call(model, node.value)
-        ):
-            return True
-    return False
+    return any(t.deep_equals(target) for t in _scaled_targets(model, function or model.module))
+
+
+_SCALED_TARGETS: WeakKeyDictionary[ModuleModel, dict[cst.CSTNode, list[cst.BaseExpression]]] = (
+    WeakKeyDictionary()
+)
+
+
+def _scaled_targets(model: ModuleModel, scope: cst.CSTNode) -> list[cst.BaseExpression]:
+    """The elements and attributes the function (or module) ``scope`` assigns a value
+    holding a scale call to; found once per scope (a script's every backward asks)."""
+    known = _SCALED_TARGETS.setdefault(model, {})
+    if scope not in known:
+        body = scope.body if isinstance(scope, cst.FunctionDef) else scope
+        known[scope] = [
+            t.target
+            for node in walk_body(body)
+            if isinstance(node, cst.Assign) and _wraps_scale_call(model, node.value)
+            for t in node.targets
+            if isinstance(t.target, (cst.Subscript, cst.Attribute))
+        ]
+    return known[scope]
 
 
 # -- building iterations ----------------------------------------------------------------------
@@ -794,20 +808,35 @@ def _handed_an_accumulation_test(model: ModuleModel, use: cst.Name, name: str) -
     """``if update_grad:`` in a wrapper that a caller of the module hands
     ``update_grad=(i + 1) % accum == 0`` (timm's and MAE's loss scaler)."""
     function = model.index.enclosing_function(use)
-    if function is None:
-        return False
-    names = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    return function is not None and name in _accumulation_parameters(model).get(function, ())
+
+
+_HANDED: WeakKeyDictionary[ModuleModel, dict[cst.FunctionDef, set[str]]] = WeakKeyDictionary()
+
+
+def _accumulation_parameters(model: ModuleModel) -> dict[cst.FunctionDef, set[str]]:
+    """For each function of the module, the parameters some call of it hands a test that
+    looks like an accumulation boundary; found in one pass over the module's calls."""
+    known = _HANDED.get(model)
+    if known is not None:
+        return known
+    known = _HANDED[model] = {}
     for call in model.index.calls:
-        if model.helper_of(call) is not function:
+        if not call.args:
             continue
+        function = model.helper_of(call)
+        if function is None:
+            continue
+        names = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
         bound = names[1:] if names[:1] in (["self"], ["cls"]) else names
         for position, arg in enumerate(call.args):
             if arg.star:
                 break
             keyword = arg.keyword.value if arg.keyword is not None else None
-            if (keyword or (bound[position] if position < len(bound) else None)) != name:
+            name = keyword or (bound[position] if position < len(bound) else None)
+            if name is None:
                 continue
             code = _code(model, arg.value)
             if "%" in code or _ACCUMULATION.search(code):
-                return True
-    return False
+                known.setdefault(function, set()).add(name)
+    return known

@@ -33,6 +33,7 @@ from amplint.analysis.checkpoints import (
     dict_handed_to_saving_helper,
     forwards_first_argument_to_save,
     is_torch_save,
+    mentions_scaler,
 )
 from amplint.analysis.model import (
     ModuleModel,
@@ -78,9 +79,6 @@ _AMP_WORDS = (
 def has_amp_words(data: bytes) -> bool:
     lowered = data.lower()
     return any(word in lowered for word in _AMP_WORDS)
-
-
-_SCALER_KEY = re.compile(r"scaler|(^|_)amp($|_)", re.IGNORECASE)
 
 
 @dataclass
@@ -450,17 +448,6 @@ def _line(model: ModuleModel, node: cst.CSTNode, within: cst.FunctionDef | None 
 # -- checkpoint helpers ------------------------------------------------------------------------
 
 
-def _mentions_scaler(node: cst.CSTNode) -> bool:
-    for current in walk_body(node):
-        if isinstance(current, cst.Name) and "scaler" in current.value.lower():
-            return True
-        if isinstance(current, cst.SimpleString) and _SCALER_KEY.search(
-            str(current.evaluated_value)
-        ):
-            return True
-    return False
-
-
 def _saves_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int | None:
     """A ``torch.save`` of a dict literal holding an optimizer's state and, surely, no
     scaler's: every key a plain string, no ``**``, no scaler anywhere in the function. A
@@ -474,7 +461,7 @@ def _saves_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int 
             saves.append((call, _saved_dict(model, call)))
         elif (handed := dict_handed_to_saving_helper(model, call)) is not None:
             saves.append((handed, handed))
-    if not saves or _mentions_scaler(function.body):
+    if not saves or mentions_scaler(function.body):
         return None
     for where, mapping in saves:
         if mapping is None:
@@ -514,7 +501,7 @@ def _holds_optimizer_state(model: ModuleModel, mapping: cst.Dict) -> bool:
 
 
 def _restores_without_scaler(model: ModuleModel, function: cst.FunctionDef) -> int | None:
-    if _mentions_scaler(function.body):
+    if mentions_scaler(function.body):
         return None
     for call in calls_in(function.body):
         target = receiver(call)
