@@ -89,11 +89,13 @@ def _first_overflow(summary: dict[str, Any], config: dict[str, Any]) -> str:
     if config.get("activations") is False:
         return "  float16 module outputs: not measured (activations=False: AMP105 is off)"
     if not summary.get("activations_measured", True):
-        if "float16" not in summary.get("autocast_dtypes", ["float16"]):
-            dtypes = ", ".join(summary.get("autocast_dtypes") or []) or "no autocast"
+        dtypes = summary.get("autocast_dtypes", ["float16"])
+        if not dtypes:
+            return "  float16 module outputs of training steps: none seen (no autocast region ran)"
+        if "float16" not in dtypes:
             return (
                 "  float16 module outputs of training steps: not applicable (autocast ran in "
-                f"{dtypes} only)"
+                f"{', '.join(dtypes)} only)"
             )
         if summary.get("compiled"):
             return (

@@ -187,6 +187,15 @@ def test_a_timed_statement_with_a_comment_is_still_seen_and_kept(tmp_path: Path)
     source = code_sources(path)[1]
     assert "torch.amp.autocast(" in source
     assert "    %time scaler.update()  # is it slow?" in source.splitlines()
+    # A noqa comment after the timed statement silences it, as on any line.
+    silenced = (
+        "with torch.autocast('cuda'):\n"
+        "    loss = model(x)\n"
+        "    %time loss.backward()  # noqa: AMP001"
+    )
+    path = write(tmp_path / "silenced.ipynb", [SETUP, silenced])
+    assert check_notebook(path.read_bytes(), "silenced.ipynb", ALL_CODES).findings == []
+    assert fix_notebook(path.read_bytes(), "silenced.ipynb", ALL_CODES).data is None
 
 
 def test_a_fix_in_a_crlf_cell_keeps_its_line_ends(tmp_path: Path) -> None:

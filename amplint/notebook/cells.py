@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import ast
 import difflib
-import io
 import itertools
 import re
-import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -394,7 +392,7 @@ def _is_ipython_line(stripped: str) -> bool:
 
 def _kept_statement(stripped: str) -> tuple[str, str, str] | None:
     """(prefix, statement, suffix) of ``%time STMT  # note`` and kin, where STMT is one
-    simple statement; the suffix is a trailing comment (which would swallow the marker)."""
+    simple statement (its comment included; the suffix is empty)."""
     match = _LINE_MAGIC.match(stripped)
     if match is None or match.group(1) not in _PYTHON_LINE_MAGICS:
         return None
@@ -409,23 +407,9 @@ def _kept_statement(stripped: str) -> tuple[str, str, str] | None:
         tree.body[0], ast.If | ast.For | ast.While | ast.With | ast.Try | ast.FunctionDef
     ):
         return None
-    prefix = stripped[: len(stripped) - len(statement)]
-    comment = _comment_start(statement)
-    if comment is None:
-        return prefix, statement, ""
-    code = statement[:comment].rstrip()
-    return prefix, code, statement[len(code) :]
-
-
-def _comment_start(statement: str) -> int | None:
-    """The column of the comment ending a one-line statement, if it has one."""
-    if "#" not in statement:
-        return None
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(statement).readline))
-    except (tokenize.TokenError, SyntaxError):
-        return None
-    return next((t.start[1] for t in tokens if t.type == tokenize.COMMENT), None)
+    # A trailing comment stays with the statement: the marker follows it in the same
+    # comment, and a noqa comment there is read as on any line.
+    return stripped[: len(stripped) - len(statement)], statement, ""
 
 
 def cell_edits(before: Mapping[int, str], after: Mapping[int, str]) -> tuple[Edit, ...]:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from amplint.analysis.clipping import clip_function, clip_kind, measures_only, norm_source
 from amplint.analysis.frameworks import FP16_TOKENS, ScaledClip, framework_scaled_clips
-from amplint.analysis.model import ModuleModel
+from amplint.analysis.model import ModuleModel, calls_in
 from amplint.analysis.scopes import dotted_name
 from amplint.analysis.steps import (
     Event,
@@ -597,10 +597,8 @@ def _unscale_before(
     statement = _first_statement_of_clip(model, clip.call)
     if scaler is None or optimizer is None or statement is None:
         return None
-    if (
-        isinstance(statement, cst.SimpleStatementLine)
-        and statement.body[0] not in model.index.ancestors(clip.call)
-        and clip_function(model, clip.call) != "clip_grads_with_norm_"
+    if isinstance(statement, cst.SimpleStatementLine) and _backward_before_on_its_line(
+        model, statement, clip.call
     ):
         # `scaler.scale(loss).backward(); clip_grad_norm_(...)`: a line above would unscale
         # before the backward.
@@ -613,6 +611,19 @@ def _unscale_before(
         return cst.FlattenSentinel([first, updated.with_changes(leading_lines=())])
 
     return FixPlan(f"Insert `{scaler}.unscale_({optimizer})` before the clip", {statement: insert})
+
+
+def _backward_before_on_its_line(
+    model: ModuleModel, statement: cst.SimpleStatementLine, clip: cst.Call
+) -> bool:
+    """Whether a backward pass runs on the clip's line before it."""
+    around = set(model.index.ancestors(clip))
+    for small in statement.body:
+        if small in around:
+            return False
+        if any(model.runs_backward(call) for call in calls_in(small)):
+            return True
+    return False
 
 
 def _first_statement_of_clip(model: ModuleModel, call: cst.Call) -> cst.BaseStatement | None:

@@ -750,6 +750,26 @@ def test_summary_of_a_bfloat16_run_with_a_scaler_has_no_float16_underflow_share(
     assert "compiled" not in text
 
 
+def test_summary_of_a_scaler_loop_without_autocast_says_no_region_ran() -> None:
+    """A GradScaler around a float32 loop (no autocast at all): no float16 output to
+    measure, said plainly."""
+    torch.manual_seed(0)
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking(health=True):
+        scaler = torch.amp.GradScaler("cpu")
+        for x, y in data(3):
+            loss = nn.functional.mse_loss(model(x), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        summary = ar.summary()
+    assert summary is not None and summary["autocast_dtypes"] == []
+    text = format_health_summary(summary)
+    assert "float16 module outputs of training steps: none seen (no autocast region ran)" in text
+
+
 def test_summary_shows_a_scaler_per_fold_one_by_one(quiet: None) -> None:
     """Cross-validation builds a scaler per fold at one line, each for many steps: no
     AMP010, and the summary gives each its own block, not the rebuilt-scaler line."""
