@@ -376,8 +376,10 @@ class ModuleModel:
         )
 
     def _holds_feature_scaler(self, name: str) -> bool:
-        bindings = self.index.module_scope.bindings.get(name, [])
-        values = [b.node for b in bindings]
+        """Every binding of ``name``, at the top level or in any function, is a feature
+        scaler (``scaler = StandardScaler()`` inside a training function too)."""
+        scopes = [self.index.module_scope, *self.index.functions.values()]
+        values = [b.node for scope in scopes for b in scope.bindings.get(name, [])]
         return bool(values) and all(
             isinstance(v, cst.Call)
             and isinstance(v.func, (cst.Name, cst.Attribute))

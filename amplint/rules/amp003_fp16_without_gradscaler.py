@@ -13,7 +13,9 @@ from amplint.analysis.symbols import Symbol
 from amplint.analysis.values import AutocastRegion, NullContext
 from amplint.engine.contract import FixPlan, Invalid, Replacement, Rule, RuleContext
 
-_SCALER = "scaler"
+#: Names the added GradScaler may take, the first the module does not use already (a
+#: tabular script's `scaler = StandardScaler()` keeps its own).
+_SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 
 
 class Fp16WithoutGradScaler(Rule):
@@ -109,6 +111,39 @@ for x, y in loader:
 """,
     )
     invalid = (
+        # A tabular script's feature scaler is no loss scaling, and keeps its name: the
+        # GradScaler the fix adds takes another.
+        Invalid(
+            """
+import torch
+from sklearn.preprocessing import StandardScaler
+def train(model, optimizer, loader):
+    scaler = StandardScaler()
+    for x in loader:
+        x = torch.as_tensor(scaler.fit_transform(x)).cuda()
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+""",
+            line=8,
+            fixed="""
+import torch
+from sklearn.preprocessing import StandardScaler
+def train(model, optimizer, loader):
+    scaler = StandardScaler()
+    grad_scaler = torch.amp.GradScaler("cuda")
+    for x in loader:
+        x = torch.as_tensor(scaler.fit_transform(x)).cuda()
+        with torch.autocast("cuda"):
+            loss = model(x).mean()
+        grad_scaler.scale(loss).backward()
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+        optimizer.zero_grad()
+""",
+        ),
         # The region made by a lambda bound to a name.
         Invalid(
             """
@@ -464,6 +499,9 @@ def _add_scaler(
     steps = [c for c in calls if model.is_optimizer_step(c)]
     if not backwards or not steps:
         return None
+    name = next((n for n in _SCALER_NAMES if n not in model.index.scaler_identifiers), None)
+    if name is None:
+        return None
     replacements: dict[cst.CSTNode, Replacement] = {}
     for call in backwards:
         loss = receiver(call)
@@ -474,22 +512,22 @@ def _add_scaler(
             or not _inside(model, call, outer_loop)
         ):
             return None
-        replacements[call] = _scaled_backward(loss)
+        replacements[call] = _scaled_backward(loss, name)
     iteration = model.training_iteration(steps[-1])
     for call in steps:
         if not _inside(model, call, outer_loop):
             return None
         optimizer = receiver(call)
         assert optimizer is not None
-        replacements[call] = _scaler_call("step", optimizer)
+        replacements[call] = _scaler_call("step", optimizer, name)
     anchor = model.update_anchor(steps[-1], iteration)
     loop_statement = model.statement_in_block(outer_loop)
     if anchor is None or loop_statement is None or anchor in replacements:
         return None
-    update = cst.parse_statement(f"{_SCALER}.update()\n")
+    update = cst.parse_statement(f"{name}.update()\n")
     replacements[anchor] = lambda updated: cst.FlattenSentinel([updated, update])
     constructor = _constructor(model, with_node, region, outer_loop)
-    creation = cst.parse_statement(f"{_SCALER} = {constructor}\n")
+    creation = cst.parse_statement(f"{name} = {constructor}\n")
     replacements[loop_statement] = lambda updated: cst.FlattenSentinel([creation, updated])
     message = "Create a `torch.amp.GradScaler` and route backward, step and update through it"
     if "enabled=" not in constructor and _may_run_without_float16(model, with_node):
@@ -605,22 +643,22 @@ def _rebinds_any(loop: cst.CSTNode, names: set[str]) -> bool:
     return any(names.intersection(names_read(target)) for target in targets)
 
 
-def _scaled_backward(loss: cst.BaseExpression) -> Callable[[cst.CSTNode], cst.CSTNode]:
+def _scaled_backward(loss: cst.BaseExpression, name: str) -> Callable[[cst.CSTNode], cst.CSTNode]:
     """``loss.backward(...)`` becomes ``scaler.scale(loss).backward(...)``."""
 
     def replace(updated: cst.CSTNode) -> cst.CSTNode:
         assert isinstance(updated, cst.Call) and isinstance(updated.func, cst.Attribute)
-        scaled = _scaler_call("scale", updated.func.value)
+        scaled = _scaler_call("scale", updated.func.value, name)
         return updated.with_changes(func=updated.func.with_changes(value=scaled))
 
     return replace
 
 
-def _scaler_call(method: str, argument: cst.BaseExpression) -> cst.Call:
+def _scaler_call(method: str, argument: cst.BaseExpression, name: str) -> cst.Call:
     if argument.lpar:  # `(loss / 2).backward()`: the call's parentheses are enough
         argument = argument.with_changes(lpar=(), rpar=())
     return cst.Call(
-        func=cst.Attribute(cst.Name(_SCALER), cst.Name(method)),
+        func=cst.Attribute(cst.Name(name), cst.Name(method)),
         args=[cst.Arg(argument)],
     )
 
