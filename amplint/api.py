@@ -365,7 +365,7 @@ def check_paths(
     whole analysis, and a module that never mentions AMP is not amplint's to judge.
     """
     found = discover(paths, settings)
-    any_syntax_error = bool(paths) and not any(path.is_dir() for path in paths)
+    any_syntax_error = _files_named_one_by_one(paths)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
     if isinstance(codes, Selection):
         selection_key = codes.key()
@@ -441,6 +441,12 @@ def check_paths(
     return result
 
 
+def _files_named_one_by_one(paths: Sequence[Path]) -> bool:
+    """Whether the run was given files only (no folder): each then gets its syntax checked
+    whatever it says (see :func:`check_paths`)."""
+    return bool(paths) and not any(path.is_dir() for path in paths)
+
+
 def _cached_digest(cache: FindingsCache | None, path: str, project: Project | None) -> str | None:
     """The content hash the cache holds for ``path``, unless its entry no longer applies
     because a project module it was made from changed."""
@@ -498,7 +504,7 @@ def fix_paths(
     found = discover(paths, settings)
     result = RunResult(errors=list(found.errors), files_checked=len(found.files))
     project = project_for(paths, found.files)
-    any_syntax_error = bool(paths) and not any(path.is_dir() for path in paths)
+    any_syntax_error = _files_named_one_by_one(paths)
     for path in found.files:
         name = display_name(path)
         try:
