@@ -5,10 +5,11 @@ project summary of what a function saves."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import libcst as cst
 
-from amplint.analysis.model import ModuleModel, calls_in, walk_body
+from amplint.analysis.model import ModuleModel, calls_in, parameters_as_called, walk_body
 from amplint.analysis.values import ImportedValue
 
 __all__ = [
@@ -36,9 +37,7 @@ def is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
         return False
     helper = model.helper_of(call)
     if helper is not None:
-        called_on_instance = isinstance(call.func, cst.Attribute) or helper.name.value == "__call__"
-        bound = called_on_instance and _takes_self(helper)
-        return forwards_first_argument_to_save(model, helper, skip=1 if bound else 0)
+        return forwards_first_argument_to_save(model, helper, parameters_as_called(call, helper))
     if model.imports is None or not isinstance(call.func, (cst.Name, cst.Attribute)):
         return False
     callees = model.evaluator.evaluate(call.func)
@@ -48,16 +47,22 @@ def is_torch_save(model: ModuleModel, call: cst.Call) -> bool:
 
 
 def forwards_first_argument_to_save(
-    model: ModuleModel, function: cst.FunctionDef, skip: int = 0
+    model: ModuleModel, function: cst.FunctionDef, params: Sequence[str] | None = None
 ) -> bool:
-    """Whether ``function`` hands the first argument its callers pass (after ``skip`` bound
-    ones, ``self``) to a save, unchanged: as its first positional parameter, never rebound,
-    or as the first of ``*args`` where ``*args`` comes first (``torch.save(*args,
-    **kwargs)``)."""
-    params = [*function.params.posonly_params, *function.params.params][skip:]
+    """Whether ``function`` hands the first argument its callers pass to a save, unchanged:
+    as the first of ``params`` (its positional parameters as called, ``self`` left out
+    where bound; all of them by default), never rebound, or as the first of ``*args``
+    where ``*args`` comes first (``torch.save(*args, **kwargs)``)."""
+    if params is None:
+        params = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    memo = model.forwards_to_save_memo
+    key = (function, len(params))
+    if key in memo:
+        return memo[key]
+    memo[key] = False  # recursion guard, and the answer for every early return below
     star = function.params.star_arg
     if params:
-        name, starred = params[0].name.value, False
+        name, starred = params[0], False
     elif isinstance(star, cst.Param):
         name, starred = star.name.value, True
     else:
@@ -67,11 +72,6 @@ def forwards_first_argument_to_save(
         return False  # rebound (filtered, extended) inside: not the caller's object
     if mentions_scaler(function.body):
         return False  # it may add a scaler's state to what it is given before saving
-    memo = model.forwards_to_save_memo
-    key = (function, skip)
-    if key in memo:
-        return memo[key]
-    memo[key] = False  # recursion guard
     found = False
     for save in calls_in(function.body):
         if not save.args or model.is_dead(save):
@@ -93,20 +93,13 @@ def forwards_first_argument_to_save(
     return found
 
 
-def _takes_self(function: cst.FunctionDef) -> bool:
-    params = [*function.params.posonly_params, *function.params.params]
-    return bool(params) and params[0].name.value in ("self", "cls")
-
-
 def dict_handed_to_saving_helper(model: ModuleModel, call: cst.Call) -> cst.Dict | None:
     """``save_checkpoint({"optimizer": ...}, path)`` where ``save_checkpoint`` is a function
     of this module that passes that parameter, unchanged, to ``torch.save``."""
     helper = model.helper_of(call)
     if helper is None or not any(isinstance(a.value, cst.Dict) for a in call.args):
         return None
-    names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
-    if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
-        names = names[1:]
+    names = parameters_as_called(call, helper)
     scope = model.index.functions[helper]
     for save in calls_in(helper.body):
         if not is_torch_save(model, save) or model.is_dead(save):

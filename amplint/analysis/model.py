@@ -138,6 +138,17 @@ def calls_in(node: cst.CSTNode) -> tuple[cst.Call, ...]:
     return calls
 
 
+def parameters_as_called(call: cst.Call, function: cst.FunctionDef) -> list[str]:
+    """The names of ``function``'s positional parameters that ``call``'s positional
+    arguments fill, in order: ``self``/``cls`` left out where the call is on an instance
+    (``obj.method(...)``, or ``obj(...)`` running ``__call__``)."""
+    names = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+    on_instance = isinstance(call.func, cst.Attribute) or function.name.value == "__call__"
+    if names and names[0] in ("self", "cls") and on_instance:
+        return names[1:]
+    return names
+
+
 def method_name(call: cst.Call) -> str | None:
     return call.func.attr.value if isinstance(call.func, cst.Attribute) else None
 
@@ -163,7 +174,7 @@ class ModuleModel:
         self.evaluator = Evaluator(self.index, imports)
         self._runs_backward_memo: dict[cst.FunctionDef, bool] = {}
         self._under_autocast_memo: dict[cst.FunctionDef, bool] = {}
-        #: (function, parameters bound before the caller's) -> it hands the caller's first
+        #: (function, positional parameters as called) -> it hands the caller's first
         #: argument to ``torch.save`` (see :mod:`amplint.analysis.checkpoints`).
         self.forwards_to_save_memo: dict[tuple[cst.FunctionDef, int], bool] = {}
         self._backward_or_scale: dict[cst.CSTNode, bool] = {}

@@ -30,6 +30,7 @@ from amplint.analysis.model import (
     MAX_HELPER_DEPTH,
     ModuleModel,
     method_name,
+    parameters_as_called,
     receiver,
     walk_body,
 )
@@ -692,9 +693,7 @@ class _Walker:
         self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
     ) -> tuple[dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]]:
         """The helper's parameters as the caller's keys, and those handed a scaled loss."""
-        names = [p.name.value for p in (*helper.params.posonly_params, *helper.params.params)]
-        if names and names[0] in ("self", "cls") and isinstance(call.func, cst.Attribute):
-            names = names[1:]
+        names = parameters_as_called(call, helper)
         mapping: dict[str, tuple[str | None, bool]] = {}
         scaled: dict[str, tuple[str | None, str | None] | None] = {}
         position = 0
@@ -827,8 +826,7 @@ def _accumulation_parameters(model: ModuleModel) -> dict[cst.FunctionDef, set[st
         function = model.helper_of(call)
         if function is None:
             continue
-        names = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
-        bound = names[1:] if names[:1] in (["self"], ["cls"]) else names
+        bound = parameters_as_called(call, function)
         for position, arg in enumerate(call.args):
             if arg.star:
                 break
