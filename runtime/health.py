@@ -12,7 +12,8 @@ What is measured, and where (all on the device, with no host read in the trainin
   micro-batches). The float16 outputs recorded by the forward hooks since the last
   ``scale()`` are reduced to their largest magnitudes (NaN/inf included) and the
   references dropped (on the iterations AMP105 measures: see ``activations.py``).
-* ``unscale_(optimizer)`` (also the one ``step()`` makes): before torch unscales, the
+* ``unscale_(optimizer)`` (also the one ``step()`` makes, and ``step()`` of a fused
+  optimizer, which unscales in its own kernel): before torch unscales, the
   gradients, grouped by (device, dtype), go through multi-tensor reductions: largest
   magnitude, non-zero count, and the count at or above float16's smallest normal number
   (the rest are underflowing at the current scale), one step in ``underflow_every``, in
@@ -913,6 +914,10 @@ def scaler_step_begin(scaler: GradScaler, optimizer: torch.optim.Optimizer, unsc
     health = monitor.for_scaler(scaler)
     if unscaled:
         health.on_step_after_unscale(optimizer)
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        # A fused optimizer unscales inside its own kernel: no unscale_() runs, so its
+        # gradients are measured here, still scaled, as unscale_() would measure them.
+        health.on_unscale(optimizer, scaler)
     thread_state().inner_step_ran = False
 
 

@@ -891,16 +891,30 @@ def test_loss_that_goes_nan() -> None:
     assert "the loss was nan before scaling at step 9" in report[0].message
 
 
-def test_gradient_underflow_at_a_tiny_scale() -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_gradient_underflow_at_a_tiny_scale(fused: bool) -> None:
+    """A fused optimizer unscales inside its own step, where no unscale_() runs: its
+    gradients are measured as the step is called, still scaled, as unscale_() would."""
+
     def loss_fault(step: int, loss: torch.Tensor) -> torch.Tensor:
         return loss * 1e-6
 
     with ar.checking("warn", health=True):
-        train(3, loss_fault=loss_fault, init_scale=1.0)
+        train(3, loss_fault=loss_fault, init_scale=1.0, fused=fused)
         (finding,) = found("AMP104")
         summary = ar.summary()
     assert finding.first_step == 0
     assert summary is not None and summary["grad_underflow_share"] > 0.1
+
+
+def test_a_fused_optimizers_healthy_gradients_are_measured_too() -> None:
+    with ar.checking("warn", health=True):
+        train(3, fused=True)
+        summary = ar.summary()
+        text = format_health_summary(summary)
+    assert not found("AMP104")
+    assert summary is not None and summary["grad_underflow_share"] is not None
+    assert "gradient underflow share: 0.00% below float16's smallest normal" in text
 
 
 def test_gradients_made_nonfinite_after_unscale_are_reported_not_changed() -> None:
