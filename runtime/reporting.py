@@ -112,14 +112,22 @@ def is_ignored(code: str) -> bool:
 
 
 def emit(
-    code: str, message: str, site: Site, *, raise_now: bool = True, step: int | None = None
+    code: str,
+    message: str,
+    site: Site,
+    *,
+    raise_now: bool = True,
+    step: int | None = None,
+    occurrences: int = 1,
 ) -> None:
     """Record a finding at ``site`` and show it according to the mode.
 
     ``raise_now=False`` lets a caller that is about to see torch raise for the same misuse
     raise one combined error itself (see ``scaler.py``), and lets findings read lazily at
     report time be recorded without raising there. ``step`` is the training step the
-    finding belongs to when it is reported later than it happened (numerical health).
+    finding belongs to when it is reported later than it happened (numerical health);
+    ``occurrences``, how many times it happened, where it is known only after some
+    (AMP010: a scaler rebuilt every step is a pattern of several constructions).
     """
     live = SESSION.live
     if code in live.ignored or _forked:
@@ -132,9 +140,9 @@ def emit(
         first = finding is None
         first_step = SESSION.history.steps.current if step is None else step
         if finding is None:
-            results.findings[key] = Finding(code, message, filename, line, 1, first_step)
+            results.findings[key] = Finding(code, message, filename, line, occurrences, first_step)
         else:
-            finding.count += 1
+            finding.count += occurrences
         for watcher in results.watchers:
             watcher.setdefault(key, (first_step, message))
         mode = live.mode

@@ -131,7 +131,7 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
 
     def _after_init(self, device: str, enabled: bool) -> None:
         site = user_site()
-        recreated = note_construction(site, steps().latest)
+        recreated, since = note_construction(site, steps().latest)
         self._amplint = ScalerUsage(site)
         if self._enabled:
             steps().built(self._amplint)
@@ -142,7 +142,7 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
             fix = 'pass the device that trains, e.g. GradScaler("cpu"), or enabled=False'
             emit("AMP017", message_for("AMP017", what="GradScaler", why=why, fix=fix), site)
         if recreated:
-            emit("AMP010", message_for("AMP010"), site)
+            emit("AMP010", message_for("AMP010"), site, step=since, occurrences=recreated)
 
     # Pickling: torch copies __dict__; our bookkeeping is per-process and not picklable.
 

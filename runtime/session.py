@@ -174,6 +174,7 @@ class SiteRecord:
     constructions: int = 0
     step_at_last: int = 0  # training step count when this site last built a scaler
     short_lived: int = 0  # consecutive scalers from this site that lived for one step
+    short_lived_since: int = 0  # training step at which the first of those was built
     #: the line was found to rebuild its scaler every step (AMP010 was reported there).
     recreated: bool = False
 

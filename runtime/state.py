@@ -37,9 +37,14 @@ _sites_lock = threading.Lock()
 _RECREATED_AFTER = 2
 
 
-def note_construction(site: Site, step: int) -> bool:
-    """Record a GradScaler built at ``site`` at training step ``step``; True if that line
-    re-creates its scaler every step."""
+def note_construction(site: Site, step: int) -> tuple[int, int]:
+    """Record a GradScaler built at ``site`` at training step ``step``.
+
+    Returns how many re-creations this construction makes known, and the step of the
+    first of them: ``(0, 0)`` while the line is not known to re-create its scaler every
+    step; when it becomes known, every re-creation since the run of short-lived scalers
+    began (the user counts those, not the constructions after the pattern was seen);
+    then one each."""
     with _sites_lock:
         sites = SESSION.history.scaler_sites
         record = sites.get(site)
@@ -47,13 +52,18 @@ def note_construction(site: Site, step: int) -> bool:
             record = sites[site] = SiteRecord()
         if record.constructions and step - record.step_at_last == 1:
             record.short_lived += 1
+            if record.short_lived == 1:
+                record.short_lived_since = step
         else:
             record.short_lived = 0
         record.constructions += 1
         record.step_at_last = step
-        if record.short_lived >= _RECREATED_AFTER:
-            record.recreated = True
-        return record.short_lived >= _RECREATED_AFTER
+        if record.short_lived < _RECREATED_AFTER:
+            return 0, 0
+        record.recreated = True
+        if record.short_lived == _RECREATED_AFTER:
+            return record.short_lived, record.short_lived_since
+        return 1, step
 
 
 # Autocast regions seen --------------------------------------------------------------
