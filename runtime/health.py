@@ -102,6 +102,8 @@ class ScalerHealth:
         record = scaler.__dict__.get("_amplint")
         self.construction: Site = getattr(record, "site", None) or ("<unknown>", 0)
         self.serial: int = getattr(record, "serial", 0)
+        # It loaded a state dict: it continues a scaler saved in a checkpoint.
+        self.resumed: bool = getattr(record, "resumed", False)
         # ids of the optimizers it stepped (AMP107 of fused ones)
         self.optimizers: set[int] = set()
         self.device: torch.device | None = None
@@ -128,6 +130,10 @@ class ScalerHealth:
         self.spans: list[tuple[int, list[int], Site | None]] = []
         self.inflight: deque[Chunk] = deque()
         self.step = 0  # steps written so far
+        # The run's iteration of this scaler's step 0: findings and histories count the
+        # run's iterations, as the usage checks do, so a scaler built to resume from a
+        # checkpoint, or rebuilt every step, reports the iteration the user sees.
+        self.first_iteration = steps().current
         # What the host has read, and the findings made (health_findings.py)
         self.host = HostReading()
         self.scale_tensor: torch.Tensor | None = None
@@ -330,7 +336,7 @@ class ScalerHealth:
             event = torch.cuda.Event()
             event.record()
             chunk = Chunk(
-                self.step - self.row,
+                self.first_iteration + self.step - self.row,
                 host_rows,
                 host_log,
                 self.numels,
@@ -340,7 +346,14 @@ class ScalerHealth:
             )
         else:
             # CPU: the ring is host memory; read it now, before it is written again.
-            chunk = Chunk(self.step - self.row, rows, log, self.numels, self.spans, self.bypassed)
+            chunk = Chunk(
+                self.first_iteration + self.step - self.row,
+                rows,
+                log,
+                self.numels,
+                self.spans,
+                self.bypassed,
+            )
         self.inflight.append(chunk)
         self.row = self.log_used = 0
         self.numels, self.spans, self.bypassed = [], [], []
@@ -401,6 +414,7 @@ class ScalerHealth:
         entry: dict[str, Any] = {
             "site": self.site,
             "rebuilt_every_step": self.rebuilt_every_step,
+            "first_step": self.first_iteration,
             "steps": len(self.host.scales),
             "skipped_steps": sum(self.host.skipped),
             "scale": None,
@@ -515,7 +529,11 @@ class Monitor:
             # Of the scalers that stepped in the last iteration, the one behind: a GAN
             # stopped in its generator's half has updated the discriminator's scaler.
             latest = main.step
-            fallback = min(health.step for health in self.scalers if health.step >= latest - 1)
+            fallback = min(
+                health.first_iteration + health.step
+                for health in self.scalers
+                if health.step >= latest - 1
+            )
         # Each scale() since the last update() marked the iteration its outputs belong to
         # (a loop that never calls update() hands them all over here); the outputs after
         # the last scale() are the step in progress.
@@ -557,7 +575,7 @@ class Monitor:
         if skipped is None:
             self.schedules_unread.append((health, step, id(optimizer), user_site()))
         elif skipped:
-            found = self._after_skipped_step(id(optimizer), step, user_site())
+            found = self._after_skipped_step(id(optimizer), step, user_site(), health)
             if found is not None:
                 code, message, site, at = found
                 emit(code, message, site, step=at)
@@ -576,17 +594,17 @@ class Monitor:
             if owner is not health or step >= known:
                 waiting.append(entry)
             elif health.host.skipped[step] and not shared:
-                finding = self._after_skipped_step(optimizer, step, site)
+                finding = self._after_skipped_step(optimizer, step, site, health)
                 if finding is not None:
                     found.append(finding)
         self.schedules_unread = waiting
         return found
 
     def _after_skipped_step(
-        self, optimizer: int, step: int, site: Site
+        self, optimizer: int, step: int, site: Site, health: ScalerHealth
     ) -> tuple[str, str, Site, int] | None:
-        """A scheduler stepped at ``site`` after the optimizer's step ``step`` was skipped:
-        the AMP107 finding when its schedule has drifted too far."""
+        """A scheduler stepped at ``site`` after the optimizer's step ``step`` of ``health``
+        was skipped: the AMP107 finding when its schedule has drifted too far."""
         self.scheduler_after_skip += 1
         config = self.config
         if step < config.startup_steps:
@@ -599,7 +617,31 @@ class Monitor:
         message = message_for(
             "AMP107", ahead=drift, since=config.startup_steps, share=drift / steps
         )
-        return ("AMP107", message, site, step)
+        return ("AMP107", message, site, health.first_iteration + step)
+
+    def _seen_as_one(self, health: ScalerHealth) -> list[ScalerHealth]:
+        """The scalers the user sees as the main one, ``health``: those its line built anew
+        in the loop (AMP010), or scalers built at its line one after another, each loaded
+        from the one before (``load_state_dict``: a run resumed from a checkpoint on a new
+        scaler). Folds of a cross-validation, built at one line without loading, are
+        separate runs: the main one is then one of them."""
+        stepped = [
+            scaler
+            for scaler in self.scalers
+            if scaler.construction == health.construction and (scaler.host.scales or scaler.step)
+        ]
+        rebuilt = [scaler for scaler in stepped if scaler.rebuilt_every_step]
+        if health.rebuilt_every_step and len(rebuilt) > REBUILT_FROM:
+            return rebuilt
+        if health not in stepped:
+            return [health]
+        stepped.sort(key=lambda scaler: scaler.first_iteration)
+        first = last = stepped.index(health)
+        while first > 0 and _resumes(stepped[first - 1], stepped[first]):
+            first -= 1
+        while last + 1 < len(stepped) and _resumes(stepped[last], stepped[last + 1]):
+            last += 1
+        return stepped[first : last + 1]
 
     def main(self) -> ScalerHealth | None:
         if not self.scalers:
@@ -650,33 +692,39 @@ class Monitor:
         ]
         if health is None:
             return result
-        main = health.summary()
-        rebuilt = [
-            s
-            for s in self.scalers
-            if s.site == health.site and (s.host.scales or s.step) and s.rebuilt_every_step
-        ]
-        if health.rebuilt_every_step and len(rebuilt) > REBUILT_FROM:
-            # A scaler rebuilt in the loop (AMP010) is one scaler to the user: its steps.
-            main = _combined([scaler.summary() for scaler in rebuilt])
+        # The top level gives the whole of what the user sees as one scaler, not a part.
+        chain = self._seen_as_one(health)
+        main = _combined(chain) if len(chain) > 1 else health.summary()
         for key in ("steps", "skipped_steps", "scale", "nonfinite_loss_steps"):
             result[key] = main[key]
         for key in ("grad_underflow_share", "grad_zero_share", "grad_max"):
             if main.get(key) is not None:
                 result[key] = main[key]
-        top = sorted(health.host.act_max.items(), key=lambda item: -item[1])[:3]
+        # By module name: a model rebuilt with its resumed scaler has new modules.
+        act_max: dict[str, float] = {}
+        for scaler in chain:
+            for slot, value in scaler.host.act_max.items():
+                name = self.activations.name(slot)
+                # NaN compares false: a non-finite maximum is kept over any number.
+                if name not in act_max or not value <= act_max[name]:
+                    act_max[name] = value
+        top = sorted(act_max.items(), key=lambda item: -item[1])[:3]
         result["closest_to_overflow"] = [
-            {
-                "module": self.activations.name(slot),
-                "max_abs": value if finite(value) else str(value),
-            }
-            for slot, value in top
+            {"module": name, "max_abs": value if finite(value) else str(value)}
+            for name, value in top
         ]
         return result
 
 
-def _combined(entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _resumes(before: ScalerHealth, after: ScalerHealth) -> bool:
+    """Whether ``after`` took over from ``before``: loaded from a state dict, and first
+    stepped when ``before`` had stopped."""
+    return after.resumed and before.first_iteration + before.step <= after.first_iteration
+
+
+def _combined(scalers: list[ScalerHealth]) -> dict[str, Any]:
     """The summaries of scalers built one after another at one line, as one scaler's."""
+    entries = [scaler.summary() for scaler in scalers]
     scales = [entry["scale"] for entry in entries if entry["scale"] is not None]
     combined = {
         key: sum(entry[key] for entry in entries)
@@ -691,6 +739,14 @@ def _combined(entries: list[dict[str, Any]]) -> dict[str, Any]:
         if scales
         else None
     )
+    underflow = [share for scaler in scalers for share in scaler.host.underflow]
+    if underflow:
+        zeros = [share for scaler in scalers for share in scaler.host.zeros]
+        combined["grad_underflow_share"] = sum(underflow) / len(underflow)
+        combined["grad_zero_share"] = sum(zeros) / len(zeros)
+        combined["grad_max"] = max(
+            scaler.host.grad_max for scaler in scalers if scaler.host.underflow
+        )
     return combined
 
 
@@ -817,7 +873,7 @@ def histories() -> list[dict[str, Any]]:
             "site": health.site,
             "label": label,
             "main": health is main,
-            "step": list(range(len(health.host.scales))),
+            "step": [health.first_iteration + step for step in range(len(health.host.scales))],
             "scale": list(health.host.scales),
             "skipped": list(health.host.skipped),
         }

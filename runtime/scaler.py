@@ -322,6 +322,16 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
             run_check("the GradScaler.state_dict() check", self._check_state_dict)
         return super().state_dict()
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        run_check("the GradScaler.load_state_dict() bookkeeping", self._after_load)
+
+    def _after_load(self) -> None:
+        self._usage().resumed = True
+        health_record = self.__dict__.get("_amplint_health")
+        if health_record is not None:
+            health_record.resumed = True
+
     def _check_state_dict(self) -> None:
         scale = self._scale
         syncs = scale is not None and scale.device.type != "cpu"

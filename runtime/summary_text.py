@@ -13,11 +13,12 @@ from .health_config import FP16_MAX, REBUILT_FROM, HealthConfig
 __all__ = ["format_health_summary"]
 
 
-def _share(value: float | None, config: dict[str, Any]) -> str:
+def _share(value: float | None, config: dict[str, Any], first: int = 0) -> str:
     if value is None:
         every = config.get("underflow_every", HealthConfig.underflow_every)
+        steps = f"{first}, {first + every}, {first + 2 * every}"
         return (
-            f"not measured (the gradients are counted on steps 0, {every}, {2 * every}, ... "
+            f"not measured (the gradients are counted on steps {steps}, ... "
             "when they are finite; none of those steps ran, or each was skipped for inf/NaN "
             "gradients)"
         )
@@ -46,7 +47,7 @@ def _scaler_lines(
 
 def _underflow(entry: dict[str, Any], config: dict[str, Any]) -> str:
     share = entry.get("grad_underflow_share")
-    text = _share(share, config)
+    text = _share(share, config, entry.get("first_step") or 0)
     if share is not None:
         zeros = entry.get("grad_zero_share")
         text += (
@@ -147,12 +148,12 @@ def format_health_summary(summary: dict[str, Any]) -> str:
         optimizer_steps = summary.get("optimizer_steps") or 0
         if optimizer_steps and summary.get("gradscalers_built") == 0:
             return (
-                f"amplint: numerical health: {optimizer_steps} optimizer step(s) ran and no "
+                f"amplint: numerical health: {optimizer_steps} training step(s) ran and no "
                 "GradScaler was built: no loss-scale statistics (only float16 autocast needs one)"
             )
         if optimizer_steps:
             return (
-                f"amplint: numerical health: {optimizer_steps} optimizer step(s) ran, none "
+                f"amplint: numerical health: {optimizer_steps} training step(s) ran, none "
                 "followed by update() of an enabled GradScaler: no loss-scale statistics"
             )
         return "amplint: numerical health: no optimizer step ran, nothing measured"

@@ -134,6 +134,8 @@ class ScalerUsage:
         # Construction order: tells apart scalers built on one line (``a, b = GradScaler(),
         # GradScaler()``) in the summary.
         self.serial = next(_SERIALS)
+        # load_state_dict() ran: this scaler continues one saved in a checkpoint.
+        self.resumed = False
         self._stages: dict[int, Stage] = {}
         # ids of optimizers this scaler has unscaled or stepped: the optimizers it manages.
         self.managed: set[int] = set()

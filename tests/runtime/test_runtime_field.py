@@ -682,7 +682,7 @@ def test_summary_with_a_disabled_scaler_says_steps_ran_but_nothing_was_scaled() 
     text = format_health_summary(summary)
     assert "no GradScaler step seen" not in text
     assert text == (
-        "amplint: numerical health: 3 optimizer step(s) ran, none followed by update() of "
+        "amplint: numerical health: 3 training step(s) ran, none followed by update() of "
         "an enabled GradScaler: no loss-scale statistics"
     )
 
@@ -704,7 +704,7 @@ def test_summary_of_a_run_without_any_gradscaler_says_none_was_built() -> None:
     assert seen.findings == []
     assert summary is not None and summary["gradscalers_built"] == 0
     assert format_health_summary(summary) == (
-        "amplint: numerical health: 3 optimizer step(s) ran and no GradScaler was built: no "
+        "amplint: numerical health: 3 training step(s) ran and no GradScaler was built: no "
         "loss-scale statistics (only float16 autocast needs one)"
     )
 
@@ -788,6 +788,49 @@ def test_summary_shows_a_scaler_per_fold_one_by_one(quiet: None) -> None:
     assert "AMP010" not in text and "one after another" not in text
     assert text.count("loss scale: min") == 4
     assert summary["steps"] == 3  # the top-level fields are the main scaler's, as with two
+
+
+def _build(init_scale: float) -> tuple[Net, torch.optim.Optimizer, torch.amp.GradScaler]:
+    model = Net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    return model, optimizer, torch.amp.GradScaler("cpu", init_scale=init_scale)
+
+
+def test_a_run_resumed_on_new_objects_is_one_run_to_the_summary(quiet: None) -> None:
+    """PyTorch's checkpoint recipe mid-run: save, build model, optimizer and scaler anew
+    at the same line, load the three states, go on. The summary's top level is the whole
+    run, and a finding after the resume names the run's iteration, as the user counts."""
+    torch.manual_seed(0)
+    resume_at, steps = 4, 8
+    with ar.checking(health=True) as seen:
+        model, optimizer, scaler = _build(1.0)
+        for step, (x, y) in enumerate(data(steps)):
+            with torch.autocast("cpu", dtype=FP16):
+                loss = nn.functional.mse_loss(model(x).float(), y)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+            if step == resume_at - 1:
+                saved = (model.state_dict(), optimizer.state_dict(), scaler.state_dict())
+                model, optimizer, scaler = _build(2.0**16)
+                model.load_state_dict(saved[0])
+                optimizer.load_state_dict(saved[1])
+                scaler.load_state_dict(saved[2])
+                with torch.no_grad():  # the outputs overflow float16 from now on
+                    model.blocks[0].fc1.weight.mul_(1e5)
+        summary = ar.summary()
+    assert summary is not None
+    assert [(entry["first_step"], entry["steps"]) for entry in summary["scalers"]] == [
+        (0, resume_at),
+        (resume_at, steps - resume_at),
+    ]
+    assert (summary["steps"], summary["optimizer_steps"]) == (steps, steps)
+    assert summary["skipped_steps"] == steps - resume_at
+    assert summary["scale"]["max"] == 1.0 and summary["scale"]["final"] < 1.0
+    assert summary["first_overflow"]["step"] == resume_at
+    (overflow,) = [finding for finding in seen.findings if finding.code == "AMP105"]
+    assert overflow.first_step == resume_at and f"at step {resume_at}" in overflow.message
 
 
 def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -> None:
