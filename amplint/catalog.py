@@ -309,7 +309,11 @@ are then stepped with `scaler.step(optimizer)` in the same training iteration. T
 loss is followed through identity wrappers (`typing.cast(torch.Tensor, scaler.scale(loss))`)
 and into helpers of the module it is handed to (`self.run_backward(scaler.scale(loss))`);
 a backward of something another call made from a scaled loss (`wrap(scaler.scale(loss))`)
-may be scaled or not, and is not reported.
+may be scaled or not, and is not reported. A loss the function is handed as a parameter
+(`def _backward(self, loss)`) is what its callers make it: reported only where a call in
+the module hands it an unscaled loss, never where one hands it a scaled one
+(`loss = self.scaler.scale(loss) if self.scaler else loss; self._backward(loss)`) or no
+call in the module hands it anything.
 """,
             why_bad="""
 `scaler.step()` unscales: it divides every gradient by the current loss scale (65536 at
@@ -337,7 +341,7 @@ scaler.update()
 The fix wraps the loss: `loss.backward(...)` becomes `scaler.scale(loss).backward(...)`,
 keeping the backward's arguments. It is safe: it is offered only where the loss is surely
 unscaled, so it never scales twice. No fix is offered when the backward sits in
-a helper other code may call, when gradients are clipped before the step without
+a helper other code may call or backs up a loss handed in as a parameter, when gradients are clipped before the step without
 `scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients), or
 when the scaler is not surely bound at the backward (assigned only after it). A one-off
 backward before the training loop (a smoke test whose step is the loop's, after the loop's
@@ -844,7 +848,8 @@ points at; it has no automatic fix, since old checkpoints lack the key.
         caught="both",
         docs=Docs(
             what_it_does="""
-Checks for a GradScaler that is enabled (literally, or by default) in a module where every
+Checks for a GradScaler that is enabled (literally, or by default, or by the very switch
+written as every region's `enabled=`) in a module where every
 enabled autocast region that trains runs in bfloat16 (explicitly, through a variable or a
 `functools.partial`, or as CPU autocast's default). A scaler disabled by the dtype
 (`enabled=(dtype == torch.float16)`, `enabled=args.fp16`) or built only under a precision

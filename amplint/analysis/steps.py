@@ -35,7 +35,12 @@ from amplint.analysis.model import (
     walk_body,
 )
 from amplint.analysis.scalers import scaler_state
-from amplint.analysis.scopes import NESTED_SCOPE_TYPES, BindingKind, dotted_name, iter_children
+from amplint.analysis.scopes import (
+    NESTED_SCOPE_TYPES,
+    BindingKind,
+    dotted_name,
+    iter_children,
+)
 from amplint.analysis.symbols import Symbol
 
 _ANCHOR_METHODS = frozenset({"backward", "unscale_", "step", "update", "zero_grad"})
@@ -680,6 +685,14 @@ class _Walker:
                 self._carried = state
                 return Kind.SCALED_BACKWARD, None, None
             return Kind.MAYBE_SCALED_BACKWARD, None, None
+        if not frame.via and frame.function is not None:
+            # The iteration is the function itself: what its parameters hold is what its
+            # callers hand it, and a caller of the module that hands a scaled loss
+            # (Open Catalyst's trainers: `loss = self.scaler.scale(loss)`, then
+            # `self._backward(loss)`) makes this backward maybe scaled.
+            handed = _handed_parameters(self.model).get(frame.function, {})
+            if any(handed.get(name) for name in _parameters_in(self.model, loss)):
+                return Kind.MAYBE_SCALED_BACKWARD, None, None
         return Kind.BACKWARD, None, None
 
     def _scaler_state(self, target: cst.BaseExpression, frame: Frame) -> str | None:
@@ -716,7 +729,8 @@ class _Walker:
                 scaled[name] = (self._key(owner, frame), _text(self.model, owner))
             elif isinstance(arg.value, cst.Name) and arg.value.value in frame.scaled:
                 scaled[name] = frame.scaled[arg.value.value]
-            elif _wraps_scale_call(self.model, arg.value):
+            elif _may_hold_a_scaled_loss(self.model, arg.value):
+                # `loss = self.scaler.scale(loss) if self.scaler else loss`, then handed on
                 scaled[name] = None
         for param in (
             *helper.params.posonly_params,
@@ -811,6 +825,93 @@ def _handed_an_accumulation_test(model: ModuleModel, use: cst.Name, name: str) -
 
 
 _HANDED: WeakKeyDictionary[ModuleModel, dict[cst.FunctionDef, set[str]]] = WeakKeyDictionary()
+_HANDED_VALUES: WeakKeyDictionary[ModuleModel, dict[cst.FunctionDef, dict[str, bool]]] = (
+    WeakKeyDictionary()
+)
+
+
+def handed_loss(model: ModuleModel, backward: Event) -> str | None:
+    """Where the loss of a backward in a function that is itself the iteration comes from,
+    when it is one of the function's parameters: "unseen" (no call of the module hands
+    that parameter anything: the callers are elsewhere), "unscaled" (calls of the module
+    hand it, none of them something that may be scaled); None when the loss is no
+    parameter's (or a caller may hand a scaled one: the backward is not a plain one)."""
+    frame = backward.frame
+    if frame.via or frame.function is None:
+        return None
+    call = backward.call
+    loss = call.func.value if method_name(call) == "backward" else None  # type: ignore[union-attr]
+    if loss is None:
+        loss = next((a.value for a in call.args if a.keyword is None and not a.star), None)
+    names = _parameters_in(model, loss) if loss is not None else set()
+    if not names:
+        return None
+    handed = _handed_parameters(model).get(frame.function, {})
+    return "unscaled" if names.intersection(handed) else "unseen"
+
+
+def _parameters_in(model: ModuleModel, loss: cst.BaseExpression) -> set[str]:
+    """The parameters of its function that ``loss`` is made of: itself, in arithmetic, or
+    as the receiver of a method (``(loss / accum).mean()``), not what a call computes."""
+    found: set[str] = set()
+    pending: list[cst.BaseExpression] = [loss]
+    while pending:
+        expr = pending.pop()
+        if isinstance(expr, cst.Name):
+            # `self.model(x)` is a call on the instance, not a loss handed in.
+            if expr.value not in ("self", "cls") and any(
+                binding.kind is BindingKind.PARAM
+                for binding in model.index.scope_of(expr).lookup(expr.value)
+            ):
+                found.add(expr.value)
+        elif isinstance(expr, cst.BinaryOperation):
+            pending += (expr.left, expr.right)
+        elif isinstance(expr, cst.UnaryOperation):
+            pending.append(expr.expression)
+        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+            pending.append(expr.func.value)
+        elif isinstance(expr, cst.Subscript):
+            pending.append(expr.value)
+    return found
+
+
+def _handed_parameters(model: ModuleModel) -> dict[cst.FunctionDef, dict[str, bool]]:
+    """For each function of the module, the parameters some call of it hands a value, each
+    with whether one such value may hold a scaled loss (a scale call in it, or a name
+    assigned one); found in one pass over the module's calls."""
+    known = _HANDED_VALUES.get(model)
+    if known is not None:
+        return known
+    known = _HANDED_VALUES[model] = {}
+    for call in model.index.calls:
+        if not call.args:
+            continue
+        function = model.helper_of(call)
+        if function is None:
+            continue
+        bound = parameters_as_called(call, function)
+        for position, arg in enumerate(call.args):
+            if arg.star:
+                break
+            keyword = arg.keyword.value if arg.keyword is not None else None
+            name = keyword or (bound[position] if position < len(bound) else None)
+            if name is not None:
+                handed = known.setdefault(function, {})
+                handed[name] = handed.get(name, False) or _may_hold_a_scaled_loss(model, arg.value)
+    return known
+
+
+def _may_hold_a_scaled_loss(model: ModuleModel, value: cst.BaseExpression) -> bool:
+    if _wraps_scale_call(model, value):
+        return True
+    if not isinstance(value, cst.Name):
+        return False
+    return any(
+        binding.kind is BindingKind.ASSIGN
+        and isinstance(binding.node, cst.BaseExpression)
+        and _wraps_scale_call(model, binding.node)
+        for binding in model.index.scope_of(value).lookup(value.value)
+    )
 
 
 def _accumulation_parameters(model: ModuleModel) -> dict[cst.FunctionDef, set[str]]:

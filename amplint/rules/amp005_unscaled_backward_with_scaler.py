@@ -11,6 +11,7 @@ from amplint.analysis.steps import (
     Iteration,
     Kind,
     exclusive,
+    handed_loss,
     iterations,
     together,
     usable_at,
@@ -26,6 +27,57 @@ class UnscaledBackwardWithScaler(Rule):
     tokens = (("~scaler",), ("backward",), ("step",))
 
     valid = (
+        # The loss is a parameter: callers hand it scaled (Open Catalyst's trainers), or
+        # no caller is in sight (they are in other modules, and may scale it).
+        """
+import torch
+class BaseTrainer:
+    def __init__(self, amp):
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+
+    def _backward(self, loss):
+        self.optimizer.zero_grad()
+        loss.backward()
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+
+class ForcesTrainer(BaseTrainer):
+    def train(self, loader):
+        for x, y in loader:
+            with torch.autocast("cuda", enabled=self.scaler is not None):
+                loss = self.model(x, y)
+            loss = self.scaler.scale(loss) if self.scaler else loss
+            self._backward(loss)
+""",
+        """
+import torch
+class Trainer:
+    def __init__(self):
+        self.scaler = torch.amp.GradScaler("cuda")
+
+    def backward_and_step(self, scaled_loss):
+        scaled_loss.backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def train(self, loader):
+        for x, y in loader:
+            with torch.autocast("cuda"):
+                loss = self.model(x, y)
+            self.backward_and_step(self.scaler.scale(loss))
+""",
+        """
+import torch
+scaler = torch.amp.GradScaler("cuda")
+
+def optimize(loss, optimizer):
+    loss.backward()
+    scaler.step(optimizer)
+    scaler.update()
+""",
         # Scaled losses written in other ways: a list of them, a sum over a generator, a
         # walrus, a scaled value reduced further, an element that holds the scaled loss.
         """
@@ -225,7 +277,9 @@ for x, y in loader:
     scaler.update()
 """,
         ),
-        # Gradient accumulation, parenthesised loss, attribute scaler.
+        # Gradient accumulation, parenthesised loss, attribute scaler; the loss is a
+        # parameter the module's caller hands unscaled. No fix: code of other modules may
+        # call the method with a loss it scaled.
         Invalid(
             """
 import torch
@@ -239,21 +293,14 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad()
+
+    def fit(self, loader):
+        for i, (x, y) in enumerate(loader):
+            with torch.autocast("cuda"):
+                loss = self.criterion(self.model(x), y)
+            self.train_step(i, loss)
 """,
             line=8,
-            fixed="""
-import torch
-class Trainer:
-    def __init__(self):
-        self.scaler = torch.amp.GradScaler(enabled=self.use_amp)
-
-    def train_step(self, i, loss):
-        self.scaler.scale(loss / self.accum).backward(retain_graph=False)
-        if (i + 1) % self.accum == 0:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad()
-""",
         ),
         # An auxiliary loss left unscaled next to a scaled one.
         Invalid(
@@ -356,12 +403,16 @@ class Trainer:
                 step = _stepped_through_scaler(iteration, backward)
                 if step is None or _before_training_loop(iteration, backward, step):
                     continue
+                handed = handed_loss(model, backward)
+                if handed == "unseen":
+                    continue  # a loss its callers, elsewhere, may well have scaled
                 scaler = step.scaler_local or "scaler"
                 context.report(
                     backward.call,
                     f"this backward is not scaled, but `{scaler}.step(...)` divides the "
                     f"gradients by the loss scale; use `{scaler}.scale(loss).backward()`",
-                    _scale_loss(model, iteration, backward, step),
+                    # Code of other modules may call it too, with a loss already scaled.
+                    None if handed else _scale_loss(model, iteration, backward, step),
                 )
 
 

@@ -24,6 +24,31 @@ class GradScalerWithBfloat16(Rule):
     tokens = (("GradScaler", "ShardedGradScaler"), ("autocast",))
 
     valid = (
+        # The scaler's switch is not the regions' own: with `fp16` on and `bf16` off the
+        # scaler may serve a float16 run elsewhere; and a region whose dtype follows a flag.
+        """
+import torch
+def train(model, optimizer, loader, fp16, bf16):
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    for x, y in loader:
+        with torch.autocast("cuda", enabled=bf16, dtype=torch.bfloat16):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+        """
+import torch
+def train(model, optimizer, loader, amp, bf16):
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    for x, y in loader:
+        dtype = torch.bfloat16 if bf16 else torch.float16
+        with torch.autocast("cuda", enabled=amp, dtype=dtype):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
         # float16: the scaler is needed.
         """
 import torch
@@ -170,6 +195,22 @@ for x in loader:
 """,
     )
     invalid = (
+        # One switch turns on the scaler and the bfloat16 regions together: no fix, the
+        # switch may mean more than AMP to the script.
+        Invalid(
+            """
+import torch
+def train(model, optimizer, loader, bf16_run):
+    scaler = torch.amp.GradScaler("cuda", enabled=bf16_run)
+    for x, y in loader:
+        with torch.autocast("cuda", enabled=bf16_run, dtype=torch.bfloat16):
+            loss = model(x, y)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+""",
+            line=4,
+        ),
         # Built exactly when bfloat16 is on: the test picks bfloat16, not float16.
         Invalid(
             """
@@ -336,6 +377,17 @@ for x in loader:
             and not model.is_dead(c.call)
             and not built_for_float16_only(model, c.call)
         ]
+        # `GradScaler(enabled=bf16_run)` with every region `autocast(enabled=bf16_run,
+        # dtype=torch.bfloat16)`: the scaler is on exactly when bfloat16 is (Bert-VITS2).
+        switched = [
+            c
+            for c in scaler_constructions(model)
+            if c.instance.enabled is not True
+            and c.instance.enabled is not False
+            and _enabled_expression(c.call) is not None
+            and not model.is_dead(c.call)
+            and not built_for_float16_only(model, c.call)
+        ]
         imported = [
             i
             for i in imported_scalers(model)
@@ -343,9 +395,12 @@ for x in loader:
             and not model.is_dead(i.site)
             and not built_for_float16_only(model, i.site)
         ]
-        if not (scalers or imported) or not scales_losses(model) or _other_autocast(model):
+        if not (scalers or imported or switched) or not scales_losses(model):
+            return
+        if _other_autocast(model):
             return
         training: list[cst.Call] = []
+        regions: list[cst.Call] = []
         for with_node in model.autocast_withs:
             if model.is_dead(with_node) or under_no_grad(model, with_node):
                 continue
@@ -354,6 +409,7 @@ for x in loader:
                     continue
                 if region.dtype != "bfloat16":
                     return  # float16, or not known: the scaler may be needed
+                regions.append(region.call)
                 if _trains(model, with_node):
                     training.append(region.call)
         if not training:
@@ -366,6 +422,22 @@ for x in loader:
                 "step; enable it for float16 only (`enabled=(amp_dtype == torch.float16)`)",
                 _disable(model, construction, training),
             )
+        for construction in switched:
+            switch = _enabled_expression(construction.call)
+            if not all(
+                (enabled := _enabled_expression(region)) is not None
+                and switch is not None
+                and enabled.deep_equals(switch)
+                for region in regions
+            ):
+                continue
+            context.report(
+                construction.call,
+                "GradScaler is enabled by the same switch as the autocast regions, which all "
+                "run in bfloat16: it is on only when bfloat16 is, which needs no loss "
+                "scaling, so the scaler only adds a host sync per step; enable it for "
+                "float16 only (`enabled=(amp_dtype == torch.float16)`)",
+            )
         for source in imported:
             context.report(
                 source.site,
@@ -374,6 +446,14 @@ for x in loader:
                 "scaling: the scaler only adds a host sync per step; enable it for float16 "
                 "only (`enabled=(amp_dtype == torch.float16)`)",
             )
+
+
+def _enabled_expression(call: cst.Call) -> cst.BaseExpression | None:
+    """What ``enabled=`` says, as written; None when it is not given by keyword."""
+    return next(
+        (a.value for a in call.args if a.keyword is not None and a.keyword.value == "enabled"),
+        None,
+    )
 
 
 def _other_autocast(model: ModuleModel) -> bool:
