@@ -110,6 +110,8 @@ def note_traced(values: object) -> None:
         dtype = torch.get_autocast_dtype(device)
     if isinstance(dtype, torch.dtype):
         note_autocast_seen(device, dtype)
+        if dtype is torch.float16 and torch.is_grad_enabled():
+            SESSION.history.compiled_float16 = True
 
 
 def _take_out(hook_id: int) -> None:

@@ -288,6 +288,9 @@ class History:
     scaler_sites: dict[Site, SiteRecord] = field(default_factory=dict)
     autocast_devices: tuple[str, ...] = DEFAULT_AUTOCAST_DEVICES
     autocast_dtypes: set[torch.dtype] = field(default_factory=set)
+    #: Dynamo traced a float16 autocast region with grad on: compiled code may run float16
+    #: forwards that never enter amplint's autocast class (AMP003 then reads the graph).
+    compiled_float16: bool = False
     backward_note_said: bool = False  # compiled.py's note about torch's backward autocast
     threads: ThreadState = field(default_factory=ThreadState)
     #: the first iteration whose optimizer.step() applied gradients still multiplied by

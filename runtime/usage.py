@@ -454,7 +454,8 @@ def on_backward(roots: tuple[Any, ...]) -> list[Verdict]:
         verdicts.append(Verdict("AMP001", message_for("AMP001"), user_site()))
         if tls.autocast_regions:
             tls.backward_region = tls.autocast_regions[-1]
-    fp16 = tls.fp16_forward
+    # A float16 region inside compiled code is not entered here: its graph tells.
+    fp16 = tls.fp16_forward or SESSION.history.compiled_float16
     tls.fp16_forward = False
     usage = usage_of_tensors(roots)
     if usage is not None:
@@ -537,6 +538,18 @@ def _graph_nodes(roots: tuple[Any, ...]) -> Iterator[Any]:
         stack.extend(next_node for next_node, _ in node.next_functions)
 
 
+#: The autograd node of a compiled region's backward (AOTAutograd's CompiledFunction).
+_COMPILED_BACKWARD = "CompiledFunctionBackward"
+
+
+def _function_saved(node: Any) -> tuple[Any, ...]:
+    try:
+        saved = node.saved_tensors
+    except RuntimeError:  # freed by an earlier backward
+        return ()
+    return tuple(t for t in saved or () if isinstance(t, torch.Tensor))
+
+
 def float16_graph(roots: tuple[Any, ...]) -> bool:
     """Whether the graph a backward from ``roots`` runs saved a float16 tensor: an op that
     autocast ran in float16 (its matmuls save their float16 inputs). Asked only after a
@@ -546,6 +559,12 @@ def float16_graph(roots: tuple[Any, ...]) -> bool:
     try:
         for node in _graph_nodes(roots):
             kind = type(node)
+            if kind.__name__ == _COMPILED_BACKWARD:
+                # A compiled region (AOTAutograd) saves its activations as a Function
+                # does: a float16 autocast inside or around it saved float16 ones.
+                if any(t.dtype is torch.float16 for t in _function_saved(node)):
+                    return True
+                continue
             names = _SAVED.get(kind)
             if names is None:
                 names = _SAVED[kind] = tuple(

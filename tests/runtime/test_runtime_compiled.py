@@ -138,6 +138,43 @@ def test_a_float16_region_inside_compiled_code_makes_the_scaler_right() -> None:
     assert (losses, counts) == (plain_losses, plain_counts)
 
 
+class AutocastInsideBfloat16(AutocastInside):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.second(torch.relu(self.first(x)))
+
+
+@pytest.mark.parametrize("where", ["around", "inside", "inside-bfloat16"])
+def test_float16_without_a_scaler_is_reported_with_a_compiled_model(
+    where: str, quiet: None
+) -> None:
+    """float16 autocast and no GradScaler (AMP003), with the autocast around the compiled
+    model or inside its forward, where amplint's autocast class is never entered: the
+    compiled region's saved activations are float16. bfloat16 needs no scaler."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = AutocastInsideBfloat16() if where == "inside-bfloat16" else AutocastInside()
+    if where == "around":
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    run = torch.compile(model, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with ar.checking() as seen:
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.float16, enabled=where == "around"):
+                out = run(torch.randn(8, 16))
+            loss = out.float().pow(2).mean()
+            line = here() + 1
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    if where == "inside-bfloat16":
+        assert codes(seen.findings) == []
+        return
+    assert codes(seen.findings) == ["AMP003"]
+    (finding,) = seen.findings
+    assert (finding.line, finding.first_step) == (line, 0)
+
+
 def test_no_note_for_a_backend_that_compiles_no_backward(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
