@@ -15,6 +15,7 @@ Two things amplint must not disturb or misread:
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
 import types
@@ -258,6 +259,10 @@ def own_code_objects() -> Iterator[types.CodeType]:
     members (methods, static and class methods, properties) and what they define inside
     (closures, lambdas, comprehensions)."""
     package = __name__.rpartition(".")[0]
+    # Only code compiled from these files: a decorated function of ours can be the
+    # decorator's (contextlib's `helper`, Enum's `__new__` in an Enum's namespace), shared by
+    # every user of the decorator, whose frames Dynamo must go on seeing as without amplint.
+    directory = os.path.dirname(os.path.abspath(__file__)) + os.sep
     stack: list[types.CodeType] = []
     for name, module in list(sys.modules.items()):
         if module is None or not (name == package or name.startswith(package + ".")):
@@ -270,14 +275,26 @@ def own_code_objects() -> Iterator[types.CodeType]:
                     for attribute in ("__func__", "fget", "fset", "fdel")
                 ]
                 members += list(vars(value).values())
-                stack += [m.__code__ for m in members if isinstance(m, types.FunctionType)]
+                stack += [code for member in members for code in _codes(member)]
             elif isinstance(value, types.FunctionType) and value.__module__ == name:
-                stack.append(value.__code__)
+                stack += _codes(value)
     seen: set[types.CodeType] = set()
     while stack:
         code = stack.pop()
         if code in seen:
             continue
         seen.add(code)
+        if not os.path.abspath(code.co_filename).startswith(directory):
+            continue
         yield code
         stack += [const for const in code.co_consts if isinstance(const, types.CodeType)]
+
+
+def _codes(function: object) -> list[types.CodeType]:
+    """The code of a function and of the functions it wraps (``__wrapped__``: the generator
+    function behind a ``@contextmanager``)."""
+    found = []
+    while isinstance(function, types.FunctionType) and len(found) < 8:
+        found.append(function.__code__)
+        function = function.__dict__.get("__wrapped__")
+    return found

@@ -85,8 +85,11 @@ def wrap_grad(original: Callable[..., Any]) -> Callable[..., Any]:
     return grad
 
 
-def optimizer_step_pre_hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Global pre-hook on every ``optimizer.step()``; silent for the one inside scaler.step."""
+def optimizer_step_pre_hook(
+    optimizer: torch.optim.Optimizer, args: Any = (), kwargs: Any = None
+) -> None:
+    """Global pre-hook on every ``optimizer.step()``; silent for the one inside scaler.step.
+    Compiled code calls it with the optimizer alone (see ``install._replay_step_hook``)."""
     run_check("the optimizer.step() check", _check_optimizer_step, optimizer)
 
 

@@ -10,6 +10,7 @@ was found and seen.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import threading
 import types
@@ -48,6 +49,11 @@ class _Installation:
     # Dynamo's table of context managers it traces natively, and what we added to it.
     dynamo_table: dict[Any, Any] | None = None
     dynamo_added: list[Any] = field(default_factory=list)
+    # Our stand-ins that Dynamo judges as torch's functions: id(ours) -> (ours, torch's).
+    judged_as: dict[int, tuple[Any, Any]] = field(default_factory=dict)
+    # Dynamo's set of logging functions it calls after the graph, and what we added to it.
+    reorderable: set[Any] | None = None
+    reordered: list[Any] = field(default_factory=list)
 
 
 # Guards SESSION.live.installation (the current _Installation, None when not installed).
@@ -193,9 +199,11 @@ def _skip_like_torch(installation: _Installation) -> None:
     """torch's GradScaler, ``Optimizer.zero_grad`` and ``autograd.backward``/``grad`` are
     never traced: Dynamo breaks the graph at the call and runs it eagerly, compiling the
     frames it calls (the user's ``optimizer.step``). Our stand-ins get the same treatment,
-    and amplint's bookkeeping (everything under ``run_check``) runs eagerly and whole: traced,
-    it made more graphs and breaks than plain torch (12 graphs for 3 in a compiled training
-    step) and Dynamo warnings about ``sys._getframe``."""
+    for torch's reasons (:func:`_judge_like_torch`), and amplint's bookkeeping (everything
+    under ``run_check``) runs eagerly and whole: traced, it made more graphs and breaks than
+    plain torch (12 graphs for 3 in a compiled training step) and Dynamo warnings about
+    ``sys._getframe``. The optimizer hook runs after the graph (:func:`_replay_step_hook`).
+    Dynamo's counters (graphs, frames, breaks and their reasons) are then plain torch's."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")
     dynamo_types = sys.modules.get("torch._dynamo.types")
     set_strategy = getattr(eval_frame, "set_code_exec_strategy", None)
@@ -203,30 +211,27 @@ def _skip_like_torch(installation: _Installation) -> None:
     action = getattr(dynamo_types, "FrameAction", None)
     if set_strategy is None or strategy is None or action is None:
         return
-    never_traced = {
-        (torch.autograd, "backward"),
-        (torch.autograd, "grad"),
-        (torch.optim.Optimizer, "zero_grad"),
-    }
-    stand_ins: list[Any] = []
-    for owner, name, _previous, ours in installation.patches:
-        if isinstance(ours, type) and issubclass(ours, torch.amp.GradScaler):
-            stand_ins += [f for f in vars(ours).values() if isinstance(f, types.FunctionType)]
-        elif (owner, name) in never_traced:
-            stand_ins.append(ours)
-    scheduler = SESSION.live.scheduler_patch  # torch's LR schedulers are skipped files
-    if scheduler is not None:
-        stand_ins.append(scheduler[2])
-    # Bookkeeping: neither its frame nor any frame it calls is compiled.
-    bookkeeping = (reporting.run_check, hooks.optimizer_step_pre_hook)
+    stand_ins = _stand_ins(installation)
+    judged = _judge_like_torch(installation, stand_ins)
+    replayed = _replay_step_hook(installation)
     done: set[types.CodeType] = set()
-    for function in (*stand_ins, *bookkeeping):
+    for ours, torchs in stand_ins:
+        done.add(ours.__code__)
+        if not judged or torchs is None:
+            # Never inlined: the graph breaks at the call, for a reason of its own where this
+            # Dynamo cannot judge it as torch's (our GradScaler's helpers have no torch twin).
+            ours._torchdynamo_disable = True
+        set_strategy(ours.__code__, strategy(action.SKIP, action.DEFAULT))
+    # Bookkeeping: neither its frame nor any frame it calls is compiled. The optimizer hook
+    # is replayed after the graph when this Dynamo can (see _replay_step_hook); else it is
+    # never inlined, and the graph breaks in torch's optimizer wrapper, which then runs
+    # eagerly: the hook still runs, but the counts of frames and breaks are not torch's.
+    bookkeeping: list[Any] = [reporting.run_check, hooks.optimizer_step_pre_hook]
+    for function in bookkeeping:
         done.add(function.__code__)
-        if getattr(function, "_torchdynamo_disable", False):
-            continue  # done after an earlier torch.compile()
-        nested = action.SKIP if function in bookkeeping else action.DEFAULT
-        function._torchdynamo_disable = True  # not inlined: the graph breaks at the call
-        set_strategy(function.__code__, strategy(action.SKIP, nested))
+        if not (replayed and function is hooks.optimizer_step_pre_hook):
+            function._torchdynamo_disable = True
+        set_strategy(function.__code__, strategy(action.SKIP, action.SKIP))
     # Every other frame of amplint's that runs eagerly while a compiled function runs (the
     # helpers the stand-ins call, outside `run_check`) is skipped as torch's own files are:
     # plain torch has no such frames for Dynamo to look at. The frames they call (the
@@ -235,6 +240,146 @@ def _skip_like_torch(installation: _Installation) -> None:
     for code in compiled.own_code_objects():
         if code not in done:
             set_strategy(code, strategy(action.SKIP, action.DEFAULT))
+
+
+def _stand_ins(installation: _Installation) -> list[tuple[types.FunctionType, Any]]:
+    """Our functions that take the place of torch's never-traced ones, each with torch's
+    function it calls in the end (None for our GradScaler's own helpers)."""
+    never_traced = {
+        (torch.autograd, "backward"),
+        (torch.autograd, "grad"),
+        (torch.optim.Optimizer, "zero_grad"),
+    }
+    found: dict[int, tuple[types.FunctionType, Any]] = {}
+    for owner, name, previous, ours in installation.patches:
+        if isinstance(ours, type) and issubclass(ours, torch.amp.GradScaler):
+            torchs_class = getattr(ours, "_stands_in_for", torch.amp.grad_scaler.GradScaler)
+            for attribute, function in vars(ours).items():
+                if isinstance(function, types.FunctionType):
+                    torchs = inspect.getattr_static(torchs_class, attribute, None)
+                    if not isinstance(torchs, types.FunctionType):
+                        torchs = None
+                    found[id(function)] = (function, torchs)
+        elif (owner, name) in never_traced and isinstance(ours, types.FunctionType):
+            found[id(ours)] = (ours, previous if isinstance(previous, types.FunctionType) else None)
+    scheduler = SESSION.live.scheduler_patch  # torch's LR schedulers are skipped files
+    if scheduler is not None:
+        found[id(scheduler[2])] = (scheduler[2], scheduler[1])
+    return list(found.values())
+
+
+def _judge_like_torch(
+    installation: _Installation, stand_ins: list[tuple[types.FunctionType, Any]]
+) -> bool:
+    """Dynamo decides by the function it finds (its file, its name) whether to inline a
+    call, and says why not. Asked about one of our stand-ins, it is asked about torch's
+    function instead: it breaks the graph where plain torch does, for torch's reason word
+    for word (``counters["graph_break"]`` is keyed by it), and the call that then runs
+    eagerly is ours. False where this Dynamo has no such decision to patch."""
+    convert = sys.modules.get("torch._dynamo.symbolic_convert")
+    owner = getattr(convert, "InliningInstructionTranslator", None)
+    previous = owner.__dict__.get("check_inlineable") if owner is not None else None
+    variables = sys.modules.get("torch._dynamo.variables")
+    function_variable = getattr(variables, "UserFunctionVariable", None)
+    if not isinstance(previous, staticmethod) or function_variable is None:
+        return False
+    judged = installation.judged_as
+    # Updated in place, never emptied: Dynamo may be compiling in another thread. The
+    # LR-scheduler patch comes and goes with the health checks.
+    wanted = {id(ours): (ours, torchs) for ours, torchs in stand_ins if torchs is not None}
+    judged.update(wanted)
+    for key in [key for key in judged if key not in wanted]:
+        judged.pop(key, None)
+    if any(patch[0] is owner for patch in installation.patches):
+        return True
+
+    def torchs_function(function: object) -> Any:
+        # By id: Dynamo hands over any callable, hashable or not.
+        entry = judged.get(id(function))
+        return entry[1] if entry is not None and entry[0] is function else None
+
+    check = previous.__func__
+
+    @functools.wraps(check)
+    def check_inlineable(func: Any) -> Any:
+        original = torchs_function(getattr(func, "fn", None))
+        return check(func if original is None else function_variable(original))
+
+    _patch(installation, owner, "check_inlineable", staticmethod(check_inlineable))
+    # A stand-in Dynamo knows by its name (``torch.autograd.backward``, copied from torch's
+    # by functools.wraps) is not inlined but called as a skipped function, whose reason and
+    # explanation come from the function's file.
+    skipped = getattr(variables, "SkipFunctionVariable", None)
+    call = skipped.__dict__.get("call_function") if skipped is not None else None
+    if isinstance(call, types.FunctionType):
+
+        @functools.wraps(call)
+        def call_function(self: Any, tx: Any, args: Any, kwargs: Any) -> Any:
+            original = torchs_function(getattr(self, "value", None))
+            if original is not None:
+                self = skipped(original, source=self.source)
+            return call(self, tx, args, kwargs)
+
+        _patch(installation, skipped, "call_function", call_function)
+    return True
+
+
+def _patch(installation: _Installation, owner: Any, name: str, ours: Any) -> None:
+    installation.patches.append((owner, name, owner.__dict__[name], ours))
+    setattr(owner, name, ours)
+
+
+def _replay_step_hook(installation: _Installation) -> bool:
+    """amplint's global ``optimizer.step()`` pre-hook, met by Dynamo in torch's optimizer
+    wrapper, is called eagerly right after the graph, as Dynamo calls the logging functions
+    it may reorder (``torch._dynamo.config.reorderable_logging_functions``). No graph break:
+    the wrapper compiles into the frames and breaks plain torch gives it, and the checks
+    still see every step. False where this Dynamo cannot."""
+    config = sys.modules.get("torch._dynamo.config")
+    table = getattr(config, "reorderable_logging_functions", None)
+    misc = sys.modules.get("torch._dynamo.variables.misc")
+    owner = getattr(misc, "DebuggingVariable", None)
+    can_reorder = owner.__dict__.get("can_reorder_logs") if owner is not None else None
+    call = owner.__dict__.get("call_function") if owner is not None else None
+    if (
+        not isinstance(table, set)
+        or not isinstance(can_reorder, staticmethod)
+        or not isinstance(call, types.FunctionType)
+    ):
+        return False
+    hook = hooks.optimizer_step_pre_hook
+    if installation.reorderable is None:
+        installation.reorderable = table
+        if hook not in table:
+            table.add(hook)
+            installation.reordered.append(hook)
+    if any(patch[0] is owner for patch in installation.patches):
+        return True
+    check = can_reorder.__func__
+
+    @functools.wraps(check)
+    def can_reorder_logs(fn: Any, args: Any, kwargs: Any) -> bool:
+        # torch's logging functions take tensors and constants; the hook is given the
+        # optimizer alone (see call_function), which Dynamo loads back from where it read it.
+        return (fn is hook and len(args) == 1 and not kwargs) or bool(check(fn, args, kwargs))
+
+    @functools.wraps(call)
+    def call_function(self: Any, tx: Any, args: Any, kwargs: Any) -> Any:
+        if getattr(self, "value", None) is hook and args:
+            # The hook reads the optimizer only: the step's own arguments (a closure, a
+            # tensor) need not be loaded back after the graph, or become its outputs.
+            args, kwargs = list(args)[:1], {}
+            # Dynamo calls what the frame it compiles recorded, and forgets what an inlined
+            # call recorded: the optimizer wrapper inlined into the user's compiled step (an
+            # optimizer of the user's with no graph break) would never call the hook.
+            root = getattr(getattr(tx, "output", None), "root_tx", None)
+            if isinstance(getattr(root, "debug_locals", None), list):
+                tx = root
+        return call(self, tx, args, kwargs)
+
+    _patch(installation, owner, "can_reorder_logs", staticmethod(can_reorder_logs))
+    _patch(installation, owner, "call_function", call_function)
+    return True
 
 
 def _extra_clip_targets(replacements: dict[int, tuple[Any, Any]]) -> list[tuple[Any, str, Any]]:
@@ -332,6 +477,10 @@ def _undo(installation: _Installation) -> None:
         for cls in installation.dynamo_added:
             installation.dynamo_table.pop(cls, None)
         installation.dynamo_added.clear()
+    if installation.reorderable is not None:
+        for function in installation.reordered:
+            installation.reorderable.discard(function)
+        installation.reordered.clear()
     if installation.hook is not None:
         installation.hook.remove()
     for owner, name, previous, ours in reversed(installation.patches):

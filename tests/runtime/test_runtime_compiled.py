@@ -4,8 +4,10 @@ model gets the graphs plain torch gives it."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -338,12 +340,9 @@ def test_a_compiled_training_step_compiles_what_plain_torch_compiles() -> None:
             losses, counts = _compiled_training_step()
     assert seen.findings == []
     assert losses == plain_losses
-    # The same graphs with the same operations. One break fewer: amplint's optimizer.step()
-    # pre-hook runs eagerly, so Dynamo leaves that frame to eager mode before reaching the
-    # break torch's optimizer wrapper inserts.
-    assert counts["unique_graphs"] == plain_counts["unique_graphs"]
-    assert counts["calls_captured"] == plain_counts["calls_captured"]
-    assert counts["graph_breaks"] <= plain_counts["graph_breaks"]
+    # The same graphs with the same operations, and the same breaks: amplint's
+    # optimizer.step() pre-hook, called after the graph, breaks none in torch's wrapper.
+    assert counts == plain_counts
     dynamo_warnings = [str(w.message) for w in caught if "Dynamo" in str(w.message)]
     assert dynamo_warnings == []
 
@@ -380,6 +379,55 @@ def test_a_mistake_inside_a_compiled_training_step_is_still_reported(quiet: None
     with ar.checking() as seen:
         _compiled_training_step(mistake="bypass")
     assert codes(seen.findings) == ["AMP004"]
+
+
+class PlainSGD(torch.optim.Optimizer):
+    """An optimizer of the user's that Dynamo traces whole (torch's own break the graph)."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    param.add_(param.grad, alpha=-group["lr"])
+
+
+def _step_traced_into_compiled_code() -> tuple[list[torch.Tensor], dict[str, int]]:
+    """``optimizer.step()`` after ``unscale_`` (a bypass of the scaler) inlined into a
+    compiled function."""
+    model, _, scaler = _fresh_setup(torch.optim.SGD)
+    optimizer = PlainSGD(model.parameters(), lr=0.01)
+
+    @torch.compile(backend="eager")
+    def apply() -> None:
+        optimizer.step()
+
+    generator = torch.Generator().manual_seed(4)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = model(torch.randn(4, 8, generator=generator)).float().pow(2).mean()
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        apply()
+        scaler.update()
+    return [p.detach().clone() for p in model.parameters()], _dynamo_counts()
+
+
+def test_a_step_traced_into_a_graph_is_still_seen(quiet: None) -> None:
+    """No graph break for amplint's optimizer.step() hook there either: Dynamo calls it
+    after the graph."""
+    plain_params, plain_counts = _step_traced_into_compiled_code()
+    assert plain_counts["graph_breaks"] == 0
+    with ar.checking() as seen:
+        params, counts = _step_traced_into_compiled_code()
+    assert codes(seen.findings) == ["AMP004"]
+    assert counts == plain_counts
+    for got, want in zip(params, plain_params, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def _train_with_compiled_function(amplint: str, steps: int = 6) -> tuple[list[float], dict]:
@@ -480,3 +528,78 @@ def test_the_hook_keeps_its_place_ahead_of_a_users_later_hook_around_compiled_mo
             handle.remove()
         overflows = [f for f in seen.findings if f.code == "AMP105"]
     assert [f.first_step for f in overflows] == [0]
+
+
+# The whole iteration compiled: Dynamo breaks the graph at the GradScaler, zero_grad and
+# backward and in torch's optimizer wrapper, and compiles again for the bypass (a misuse
+# amplint reports as AMP004). The last line printed is Dynamo's counters.
+TRAIN_STEP_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import re
+
+    import torch
+    from torch import nn
+    from torch._dynamo.utils import counters
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scaler = torch.amp.GradScaler("cpu")
+
+    @torch.compile(backend="aot_eager")
+    def train_step(x, y, bypass):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.float16):
+            loss = nn.functional.mse_loss(model(x).float(), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if bypass:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+        scaler.update()
+        return loss.detach()
+
+    generator = torch.Generator().manual_seed(1)
+    for bypass in (False, False, False, True, True):
+        x, y = torch.randn(6, 8, generator=generator), torch.randn(6, 1, generator=generator)
+        print(train_step(x, y, bypass).item())
+    found = {key: dict(value) for key, value in sorted(counters.items()) if value}
+    print(re.sub("0x[0-9a-f]+", "0x", json.dumps(found, sort_keys=True)))
+    """
+)
+
+
+def test_a_compiled_train_step_gets_plain_torchs_dynamo_counters_under_amplint_run(
+    tmp_path: Path,
+) -> None:
+    """Every counter of Dynamo's (graphs, recompiles, frames, breaks and their reasons word
+    for word) is plain torch's, in a fresh process each (Dynamo counts the frames it meets
+    for the first time); amplint still sees the optimizer steps, and the bypass."""
+    script = tmp_path / "train_step.py"
+    script.write_text(TRAIN_STEP_SCRIPT, encoding="utf-8")
+    commands = {
+        "plain": [sys.executable, str(script)],
+        "amplint": [sys.executable, "-m", "amplint.runtime.runner", str(script)],
+    }
+    running = {
+        name: subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name, command in commands.items()
+    }
+    try:
+        done = {name: process.communicate(timeout=300) for name, process in running.items()}
+    finally:
+        for process in running.values():
+            process.kill()  # a no-op for one that has exited
+    for name, process in running.items():
+        assert process.returncode == 0, done[name][1]
+    *plain_losses, plain_counters = done["plain"][0].splitlines()
+    *losses, counters = done["amplint"][0].splitlines()
+    assert losses == plain_losses
+    assert json.loads(counters)["stats"]["unique_graphs"] > 1  # the script compiled
+    assert json.loads(counters) == json.loads(plain_counters)
+    stderr = done["amplint"][1]
+    assert set(re.findall(r"\bAMP\d{3}\b", stderr)) == {"AMP004"}, stderr
