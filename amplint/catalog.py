@@ -340,10 +340,11 @@ scaler.update()
             fix_safety="""
 The fix wraps the loss: `loss.backward(...)` becomes `scaler.scale(loss).backward(...)`,
 keeping the backward's arguments. It is safe: it is offered only where the loss is surely
-unscaled, so it never scales twice. No fix is offered when the backward sits in
-a helper other code may call or backs up a loss handed in as a parameter, when gradients are clipped before the step without
-`scaler.unscale_` (scaling the loss would then make the clip act on scaled gradients), or
-when the scaler is not surely bound at the backward (assigned only after it). A one-off
+unscaled, so it never scales twice. No fix is offered when the backward sits in a helper
+other code may call or backs up a loss handed in as a parameter, when gradients are
+clipped before the step without `scaler.unscale_` (scaling the loss would then make the
+clip act on scaled gradients), or when the scaler is not surely bound at the backward
+(assigned only after it). A one-off
 backward before the training loop (a smoke test whose step is the loop's, after the loop's
 own backward) is not reported.
 """,

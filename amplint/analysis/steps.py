@@ -418,6 +418,8 @@ class _Walker:
         #: the scaler a helper's scaled parameter carries, for the event being classified
         self._carried: tuple[str | None, str | None] | None = None
         self.escaped: set[str] = set()
+        #: (scope, name) -> whether some assignment there gives the name a scaled loss
+        self._scaled_names: dict[tuple[object, str], bool] = {}
 
     def events(self, root: cst.CSTNode) -> list[Event]:
         frame = Frame(
@@ -679,6 +681,11 @@ class _Walker:
     ) -> tuple[Kind, cst.BaseExpression | None, None]:
         """The backward of ``loss`` where nothing local scales it: a helper's parameter
         carries what the caller handed over (``self.run_backward(scaler.scale(loss))``)."""
+        if isinstance(loss, cst.Name) and loss.value not in frame.scaled and frame.via:
+            # `for loss in losses: loss.backward()` over what the caller handed
+            loop = _loop_binding(self.model, loss)
+            if isinstance(loop, cst.Name) and loop.value in frame.scaled:
+                loss = loop
         if isinstance(loss, cst.Name) and loss.value in frame.scaled:
             state = frame.scaled[loss.value]
             if state is not None:
@@ -712,6 +719,10 @@ class _Walker:
         position = 0
         for arg in call.args:
             if arg.star:
+                if _may_hold_a_scaled_loss(self.model, arg.value, self._scaled_names):
+                    # `step(*losses)`, `step(**kwargs)` with a scaled loss among them
+                    for param in _all_parameters(helper):
+                        scaled.setdefault(param, None)
                 break
             if arg.keyword is not None:
                 name: str | None = arg.keyword.value
@@ -719,7 +730,12 @@ class _Walker:
                 name = names[position]
                 position += 1
             else:
-                break
+                extra = _star_parameter(helper)
+                if extra is not None and _may_hold_a_scaled_loss(
+                    self.model, arg.value, self._scaled_names
+                ):
+                    scaled.setdefault(extra, None)  # one of `*losses`
+                continue
             if name is None:
                 continue
             key = self._key(arg.value, frame)
@@ -729,7 +745,7 @@ class _Walker:
                 scaled[name] = (self._key(owner, frame), _text(self.model, owner))
             elif isinstance(arg.value, cst.Name) and arg.value.value in frame.scaled:
                 scaled[name] = frame.scaled[arg.value.value]
-            elif _may_hold_a_scaled_loss(self.model, arg.value):
+            elif _may_hold_a_scaled_loss(self.model, arg.value, self._scaled_names):
                 # `loss = self.scaler.scale(loss) if self.scaler else loss`, then handed on
                 scaled[name] = None
         for param in (
@@ -832,17 +848,14 @@ _HANDED_VALUES: WeakKeyDictionary[ModuleModel, dict[cst.FunctionDef, dict[str, b
 
 def handed_loss(model: ModuleModel, backward: Event) -> str | None:
     """Where the loss of a backward in a function that is itself the iteration comes from,
-    when it is one of the function's parameters: "unseen" (no call of the module hands
-    that parameter anything: the callers are elsewhere), "unscaled" (calls of the module
-    hand it, none of them something that may be scaled); None when the loss is no
-    parameter's (or a caller may hand a scaled one: the backward is not a plain one)."""
+    when it is made of the function's parameters only: "unseen" (no call of the module
+    hands them anything: the callers are elsewhere), "unscaled" (calls of the module hand
+    them, none of them something that may be scaled); None when the loss is not the
+    parameters' (or a caller may hand a scaled one: the backward is not a plain one)."""
     frame = backward.frame
     if frame.via or frame.function is None:
         return None
-    call = backward.call
-    loss = call.func.value if method_name(call) == "backward" else None  # type: ignore[union-attr]
-    if loss is None:
-        loss = next((a.value for a in call.args if a.keyword is None and not a.star), None)
+    loss = _loss_of(model, backward.call)
     names = _parameters_in(model, loss) if loss is not None else set()
     if not names:
         return None
@@ -850,68 +863,148 @@ def handed_loss(model: ModuleModel, backward: Event) -> str | None:
     return "unscaled" if names.intersection(handed) else "unseen"
 
 
+def _loss_of(model: ModuleModel, call: cst.Call) -> cst.BaseExpression | None:
+    """What a backward call backs up: ``torch.autograd.backward(loss)``'s first argument
+    (or ``tensors=``), ``loss.backward()``'s receiver."""
+    if model.evaluator.is_symbol(call.func, Symbol.AUTOGRAD_BACKWARD):
+        for arg in call.args:
+            if arg.star:
+                return None
+            if arg.keyword is None or arg.keyword.value == "tensors":
+                return arg.value
+        return None
+    return receiver(call)
+
+
+#: Tensor methods that keep the loss what it was (a reduction, a cast): their receiver is
+#: the loss. Any other method call computes something new (``model.loss(out, y)``).
+_LOSS_KEEPING = frozenset(
+    {"mean", "sum", "float", "double", "half", "squeeze", "reshape", "view", "clone", "to"}
+)
+
+
 def _parameters_in(model: ModuleModel, loss: cst.BaseExpression) -> set[str]:
-    """The parameters of its function that ``loss`` is made of: itself, in arithmetic, or
-    as the receiver of a method (``(loss / accum).mean()``), not what a call computes."""
+    """The parameters of its function that ``loss`` is made of, when it is made of them
+    alone (names never rebound in the function), in arithmetic or reduced
+    (``(loss / accum).mean()``); empty when any part is something else: a local
+    (``(loss / accum_steps)`` with ``loss`` computed here), or a call's result."""
     found: set[str] = set()
     pending: list[cst.BaseExpression] = [loss]
     while pending:
         expr = pending.pop()
         if isinstance(expr, cst.Name):
-            # `self.model(x)` is a call on the instance, not a loss handed in.
-            if expr.value not in ("self", "cls") and any(
-                binding.kind is BindingKind.PARAM
-                for binding in model.index.scope_of(expr).lookup(expr.value)
-            ):
-                found.add(expr.value)
+            bindings = model.index.scope_of(expr).lookup(expr.value)
+            if expr.value in ("self", "cls") or not bindings:
+                return set()
+            if all(binding.kind is BindingKind.OTHER for binding in bindings):
+                # `for loss in losses:` over a parameter: the losses are the parameter's
+                loop = _loop_binding(model, expr)
+                if loop is None:
+                    return set()
+                pending.append(loop)
+                continue
+            if any(binding.kind is not BindingKind.PARAM for binding in bindings):
+                return set()
+            found.add(expr.value)
         elif isinstance(expr, cst.BinaryOperation):
             pending += (expr.left, expr.right)
         elif isinstance(expr, cst.UnaryOperation):
             pending.append(expr.expression)
-        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute):
+        elif (
+            isinstance(expr, cst.Call)
+            and isinstance(expr.func, cst.Attribute)
+            and expr.func.attr.value in _LOSS_KEEPING
+        ):
             pending.append(expr.func.value)
-        elif isinstance(expr, cst.Subscript):
-            pending.append(expr.value)
+        elif isinstance(expr, (cst.Integer, cst.Float, cst.Attribute)):
+            continue  # a constant or a setting (`self.accum`): a factor, not the loss
+        else:
+            return set()
     return found
 
 
+def _loop_binding(model: ModuleModel, name: cst.Name) -> cst.BaseExpression | None:
+    """What the enclosing ``for`` loop whose target is ``name`` iterates over, when that
+    is a plain name."""
+    for ancestor in model.index.ancestors(name):
+        if (
+            isinstance(ancestor, cst.For)
+            and isinstance(ancestor.target, cst.Name)
+            and ancestor.target.value == name.value
+            and isinstance(ancestor.iter, cst.Name)
+        ):
+            return ancestor.iter
+    return None
+
+
 def _handed_parameters(model: ModuleModel) -> dict[cst.FunctionDef, dict[str, bool]]:
-    """For each function of the module, the parameters some call of it hands a value, each
-    with whether one such value may hold a scaled loss (a scale call in it, or a name
-    assigned one); found in one pass over the module's calls."""
+    """For each function of the module, the parameters some call of it (other than its
+    own, recursive) hands a value, each with whether one such value may hold a scaled loss
+    (a scale call in it, or a name assigned one); every parameter, where a call unpacks
+    what may hold one (``step(*losses)``); found in one pass over the module's calls."""
     known = _HANDED_VALUES.get(model)
     if known is not None:
         return known
     known = _HANDED_VALUES[model] = {}
+    scaled_names: dict[tuple[object, str], bool] = {}
     for call in model.index.calls:
         if not call.args:
             continue
         function = model.helper_of(call)
-        if function is None:
+        if function is None or model.index.enclosing_function(call) is function:
             continue
         bound = parameters_as_called(call, function)
+        handed = known.setdefault(function, {})
         for position, arg in enumerate(call.args):
+            scaled = _may_hold_a_scaled_loss(model, arg.value, scaled_names)
             if arg.star:
-                break
+                if scaled:
+                    for param in _all_parameters(function):
+                        handed[param] = True
+                continue
             keyword = arg.keyword.value if arg.keyword is not None else None
             name = keyword or (bound[position] if position < len(bound) else None)
+            if name is None and keyword is None:
+                name = _star_parameter(function)  # one of `*losses`
             if name is not None:
-                handed = known.setdefault(function, {})
-                handed[name] = handed.get(name, False) or _may_hold_a_scaled_loss(model, arg.value)
+                handed[name] = handed.get(name, False) or scaled
     return known
 
 
-def _may_hold_a_scaled_loss(model: ModuleModel, value: cst.BaseExpression) -> bool:
+def _star_parameter(function: cst.FunctionDef) -> str | None:
+    star = function.params.star_arg
+    return star.name.value if isinstance(star, cst.Param) else None
+
+
+def _all_parameters(function: cst.FunctionDef) -> list[str]:
+    params = function.params
+    found = [p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)]
+    for star in (params.star_arg, params.star_kwarg):
+        if isinstance(star, cst.Param):
+            found.append(star.name.value)
+    return found
+
+
+def _may_hold_a_scaled_loss(
+    model: ModuleModel, value: cst.BaseExpression, memo: dict[tuple[object, str], bool]
+) -> bool:
+    """A value with a scale call in it, or a name some assignment of its scope gives one
+    (answered once per scope and name: a long script hands the same names again and
+    again)."""
     if _wraps_scale_call(model, value):
         return True
     if not isinstance(value, cst.Name):
         return False
-    return any(
-        binding.kind is BindingKind.ASSIGN
-        and isinstance(binding.node, cst.BaseExpression)
-        and _wraps_scale_call(model, binding.node)
-        for binding in model.index.scope_of(value).lookup(value.value)
-    )
+    scope = model.index.scope_of(value)
+    key = (scope, value.value)
+    if key not in memo:
+        memo[key] = any(
+            binding.kind is BindingKind.ASSIGN
+            and isinstance(binding.node, cst.BaseExpression)
+            and _wraps_scale_call(model, binding.node)
+            for binding in scope.lookup(value.value)
+        )
+    return memo[key]
 
 
 def _accumulation_parameters(model: ModuleModel) -> dict[cst.FunctionDef, set[str]]:

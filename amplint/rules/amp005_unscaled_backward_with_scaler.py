@@ -77,6 +77,31 @@ def optimize(loss, optimizer):
     loss.backward()
     scaler.step(optimizer)
     scaler.update()
+
+def optimize_tensors(loss, optimizer):
+    torch.autograd.backward(loss)
+    scaler.step(optimizer)
+    scaler.update()
+
+def optimize_each(optimizer, *losses):
+    for loss in losses:
+        loss.backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+def optimize_deep(optimizer, loss, depth=0):
+    if depth < 1:
+        return optimize_deep(optimizer, loss * 1.0, depth + 1)
+    loss.backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+for x, y in loader:
+    with torch.autocast("cuda"):
+        a, b = model(x, y)
+    optimize_each(opt, scaler.scale(a), scaler.scale(b))
+    kwargs = {"loss": scaler.scale(a + b)}
+    optimize(optimizer=opt, **kwargs)
 """,
         # Scaled losses written in other ways: a list of them, a sum over a generator, a
         # walrus, a scaled value reduced further, an element that holds the scaled loss.
@@ -219,6 +244,35 @@ def smoke_then_train(model, x, loader, optimizer):
 """,
     )
     invalid = (
+        # A parameter in the loss's arithmetic is a factor, not the loss: the loss is the
+        # local one, surely unscaled.
+        Invalid(
+            """
+import torch
+def train(model, loader, optimizer, accum_steps):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, (x, y) in enumerate(loader):
+        with torch.autocast("cuda"):
+            loss = model(x, y)
+        (loss / accum_steps).backward()
+        if (i + 1) % accum_steps == 0:
+            scaler.step(optimizer)
+            scaler.update()
+""",
+            line=8,
+            fixed="""
+import torch
+def train(model, loader, optimizer, accum_steps):
+    scaler = torch.amp.GradScaler("cuda")
+    for i, (x, y) in enumerate(loader):
+        with torch.autocast("cuda"):
+            loss = model(x, y)
+        scaler.scale(loss / accum_steps).backward()
+        if (i + 1) % accum_steps == 0:
+            scaler.step(optimizer)
+            scaler.update()
+""",
+        ),
         # The micro-batches that leave early with `continue` still accumulate their
         # gradients into the step the last one takes.
         Invalid(
