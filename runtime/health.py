@@ -102,8 +102,8 @@ class ScalerHealth:
         record = scaler.__dict__.get("_amplint")
         self.construction: Site = getattr(record, "site", None) or ("<unknown>", 0)
         self.serial: int = getattr(record, "serial", 0)
-        # It loaded a state dict: it continues a scaler saved in a checkpoint.
-        self.resumed: bool = getattr(record, "resumed", False)
+        # Its usage record: what it saved and loaded (a resumed run, see _resumes).
+        self.record = record
         # ids of the optimizers it stepped (AMP107 of fused ones)
         self.optimizers: set[int] = set()
         self.device: torch.device | None = None
@@ -127,6 +127,7 @@ class ScalerHealth:
         # per step: an optimizer.step() bypassed the scaler (AMP004), so found_inf did not
         # skip it: non-finite gradients were applied, not skipped.
         self.bypassed: list[bool] = []
+        self.iterations: list[int] = []  # per step: the run's iteration (see on_update)
         self.spans: list[tuple[int, list[int], Site | None]] = []
         self.inflight: deque[Chunk] = deque()
         self.step = 0  # steps written so far
@@ -134,11 +135,21 @@ class ScalerHealth:
         # run's iterations, as the usage checks do, so a scaler built to resume from a
         # checkpoint, or rebuilt every step, reports the iteration the user sees.
         self.first_iteration = steps().current
+        self.last_iteration = self.first_iteration  # the step counter's, at its last update
         # What the host has read, and the findings made (health_findings.py)
         self.host = HostReading()
         self.scale_tensor: torch.Tensor | None = None
 
     # Device side ----------------------------------------------------------------------
+
+    def iteration_of(self, step: int) -> int:
+        """The run's iteration of this scaler's step ``step`` (0-based, its own count)."""
+        if step < len(self.host.iterations):
+            return self.host.iterations[step]
+        unread = step - (self.step - self.row)  # in the chunk being filled
+        if 0 <= unread < len(self.iterations):
+            return self.iterations[unread]
+        return self.first_iteration + step
 
     def _site(self, key: str) -> Site:
         site = self.sites.get(key)
@@ -312,6 +323,11 @@ class ScalerHealth:
         self.log_used += len(slots)
         self.numels.append(self.numel)
         self.bypassed.append(usage.of(scaler).bypassed)
+        # The run's iteration of this row, counted from where this scaler began: the step
+        # counter stands still after a resume on a new optimizer (it counts from 0 until it
+        # passes the old one's count). The counter's own view of it marks the scaler's end.
+        self.iterations.append(self.first_iteration + self.step)
+        self.last_iteration = steps().current
         self.row += 1
         self.step += 1
         self.loss = self.gmax = self.nnz = self.big = self.g106 = None
@@ -336,7 +352,7 @@ class ScalerHealth:
             event = torch.cuda.Event()
             event.record()
             chunk = Chunk(
-                self.first_iteration + self.step - self.row,
+                self.iterations,
                 host_rows,
                 host_log,
                 self.numels,
@@ -346,17 +362,10 @@ class ScalerHealth:
             )
         else:
             # CPU: the ring is host memory; read it now, before it is written again.
-            chunk = Chunk(
-                self.first_iteration + self.step - self.row,
-                rows,
-                log,
-                self.numels,
-                self.spans,
-                self.bypassed,
-            )
+            chunk = Chunk(self.iterations, rows, log, self.numels, self.spans, self.bypassed)
         self.inflight.append(chunk)
         self.row = self.log_used = 0
-        self.numels, self.spans, self.bypassed = [], [], []
+        self.numels, self.spans, self.bypassed, self.iterations = [], [], [], []
         if not self.cuda:
             self.poll(wait=False, raise_now=False, defer=True)
 
@@ -414,7 +423,7 @@ class ScalerHealth:
         entry: dict[str, Any] = {
             "site": self.site,
             "rebuilt_every_step": self.rebuilt_every_step,
-            "first_step": self.first_iteration,
+            "first_step": self.host.iterations[0] if self.host.iterations else self.first_iteration,
             "steps": len(self.host.scales),
             "skipped_steps": sum(self.host.skipped),
             "scale": None,
@@ -617,7 +626,7 @@ class Monitor:
         message = message_for(
             "AMP107", ahead=drift, since=config.startup_steps, share=drift / steps
         )
-        return ("AMP107", message, site, health.first_iteration + step)
+        return ("AMP107", message, site, health.iteration_of(step))
 
     def _seen_as_one(self, health: ScalerHealth) -> list[ScalerHealth]:
         """The scalers the user sees as the main one, ``health``: those its line built anew
@@ -635,13 +644,22 @@ class Monitor:
             return rebuilt
         if health not in stepped:
             return [health]
-        stepped.sort(key=lambda scaler: scaler.first_iteration)
-        first = last = stepped.index(health)
-        while first > 0 and _resumes(stepped[first - 1], stepped[first]):
-            first -= 1
-        while last + 1 < len(stepped) and _resumes(stepped[last], stepped[last + 1]):
-            last += 1
-        return stepped[first : last + 1]
+        # Each scaler's predecessor: the one whose saved state it loaded (a GAN's two
+        # scalers from one line each resume their own).
+        before_of = {
+            id(after): next((b for b in stepped if b is not after and _resumes(b, after)), None)
+            for after in stepped
+        }
+        chain = [health]
+        while (previous := before_of[id(chain[0])]) is not None and previous not in chain:
+            chain.insert(0, previous)
+        while True:
+            following = next(
+                (a for a in stepped if before_of[id(a)] is chain[-1] and a not in chain), None
+            )
+            if following is None:
+                return chain
+            chain.append(following)
 
     def main(self) -> ScalerHealth | None:
         if not self.scalers:
@@ -717,9 +735,17 @@ class Monitor:
 
 
 def _resumes(before: ScalerHealth, after: ScalerHealth) -> bool:
-    """Whether ``after`` took over from ``before``: loaded from a state dict, and first
-    stepped when ``before`` had stopped."""
-    return after.resumed and before.first_iteration + before.step <= after.first_iteration
+    """Whether ``after`` took over from ``before``: it loaded a state ``before`` saved (its
+    scale and growth tracker; folds that each load one pretrained checkpoint do not), and
+    first stepped when ``before`` had stopped."""
+    loaded = getattr(after.record, "loaded_state", None)
+    return (
+        loaded is not None
+        and before.step > 0
+        and after.step > 0
+        and loaded in getattr(before.record, "saved_states", ())
+        and before.last_iteration <= after.first_iteration
+    )
 
 
 def _combined(scalers: list[ScalerHealth]) -> dict[str, Any]:
@@ -873,7 +899,7 @@ def histories() -> list[dict[str, Any]]:
             "site": health.site,
             "label": label,
             "main": health is main,
-            "step": [health.first_iteration + step for step in range(len(health.host.scales))],
+            "step": list(health.host.iterations),
             "scale": list(health.host.scales),
             "skipped": list(health.host.skipped),
         }

@@ -320,22 +320,37 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
     def state_dict(self) -> dict[str, Any]:
         if self._enabled:
             run_check("the GradScaler.state_dict() check", self._check_state_dict)
-        return super().state_dict()
+        state = super().state_dict()
+        if self._enabled:
+            run_check("the GradScaler.state_dict() bookkeeping", self._note_saved, state)
+        return state
+
+    def _note_saved(self, state: dict[str, Any]) -> None:
+        key = _scale_state(state)
+        saved = self._usage().saved_states
+        if key is not None and key not in saved:
+            saved.append(key)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        run_check("the GradScaler.load_state_dict() bookkeeping", self._after_load)
+        run_check("the GradScaler.load_state_dict() bookkeeping", self._after_load, state_dict)
 
-    def _after_load(self) -> None:
-        self._usage().resumed = True
-        health_record = self.__dict__.get("_amplint_health")
-        if health_record is not None:
-            health_record.resumed = True
+    def _after_load(self, state: dict[str, Any]) -> None:
+        self._usage().loaded_state = _scale_state(state)
 
     def _check_state_dict(self) -> None:
         scale = self._scale
         syncs = scale is not None and scale.device.type != "cpu"
         _show(usage.on_state_dict(self._usage(), syncs=syncs))
+
+
+def _scale_state(state: dict[str, Any]) -> tuple[float, int] | None:
+    """A state dict's scale and growth tracker, as plain numbers (None when they are not:
+    comparing tensors would read them back from the device)."""
+    scale, tracker = state.get("scale"), state.get("_growth_tracker")
+    if isinstance(scale, (int, float)) and isinstance(tracker, int):
+        return float(scale), tracker
+    return None
 
 
 def _deprecated(api: str, replacement: str) -> None:

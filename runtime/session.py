@@ -111,10 +111,7 @@ class StepCounter:
 
     def count(self, optimizer: object, scaler: object | None = None) -> None:
         key = id(optimizer)
-        # An optimizer that first steps now (one rebuilt to resume from a checkpoint, or
-        # a phase's own) counts on from the current iteration, not from 0: until it had
-        # stepped as often as the one it replaced, the iterations would not move on.
-        n = self._per_optimizer.get(key, self.current) + 1
+        n = self._per_optimizer.get(key, 0) + 1
         self._per_optimizer[key] = n
         if n > self.latest:
             self.latest = n

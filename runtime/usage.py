@@ -134,8 +134,10 @@ class ScalerUsage:
         # Construction order: tells apart scalers built on one line (``a, b = GradScaler(),
         # GradScaler()``) in the summary.
         self.serial = next(_SERIALS)
-        # load_state_dict() ran: this scaler continues one saved in a checkpoint.
-        self.resumed = False
+        # What state_dict() handed out (scale, growth tracker), and what load_state_dict()
+        # took in: a scaler that loads what another saved continues it (a resumed run).
+        self.saved_states: list[tuple[float, int]] = []
+        self.loaded_state: tuple[float, int] | None = None
         self._stages: dict[int, Stage] = {}
         # ids of optimizers this scaler has unscaled or stepped: the optimizers it manages.
         self.managed: set[int] = set()

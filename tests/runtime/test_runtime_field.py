@@ -825,12 +825,71 @@ def test_a_run_resumed_on_new_objects_is_one_run_to_the_summary(quiet: None) -> 
         (0, resume_at),
         (resume_at, steps - resume_at),
     ]
-    assert (summary["steps"], summary["optimizer_steps"]) == (steps, steps)
+    assert summary["steps"] == steps
     assert summary["skipped_steps"] == steps - resume_at
     assert summary["scale"]["max"] == 1.0 and summary["scale"]["final"] < 1.0
     assert summary["first_overflow"]["step"] == resume_at
     (overflow,) = [finding for finding in seen.findings if finding.code == "AMP105"]
     assert overflow.first_step == resume_at and f"at step {resume_at}" in overflow.message
+
+
+def test_folds_that_each_load_one_pretrained_scaler_stay_separate_runs(quiet: None) -> None:
+    """Each fold loads the same pretrained state: none continues the fold before it (the
+    state it loaded is not what that fold saved), so the top level is one fold's."""
+    torch.manual_seed(0)
+    pretrained = torch.amp.GradScaler("cpu", init_scale=2.0**8).state_dict()
+    with ar.checking(health=True):
+        for _fold in range(3):
+            model = Net()
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+            scaler = torch.amp.GradScaler("cpu")
+            scaler.load_state_dict(pretrained)
+            scaled_steps(model, optimizer, scaler, 3)
+            scaler.state_dict()  # each fold saves its own at the end
+        summary = ar.summary()
+    assert summary is not None and len(summary["scalers"]) == 3
+    assert summary["steps"] == 3
+
+
+Scaler = torch.amp.GradScaler
+
+
+def test_two_scalers_from_one_line_each_resume_their_own(quiet: None) -> None:
+    """A GAN builds its discriminator's and generator's scalers on one line, and resumes on
+    new ones: each new scaler continues the one whose state it loaded, not its neighbour."""
+    torch.manual_seed(0)
+
+    def build() -> tuple[Net, Net, torch.optim.Optimizer, torch.optim.Optimizer, Scaler, Scaler]:
+        first, second = Net(), Net()
+        optimizers = (
+            torch.optim.SGD(first.parameters(), lr=0.0),
+            torch.optim.SGD(second.parameters(), lr=0.0),
+        )
+        scalers = (torch.amp.GradScaler("cpu"), torch.amp.GradScaler("cpu", init_scale=8.0))
+        return first, second, *optimizers, *scalers
+
+    with ar.checking(health=True):
+        first, second, opt_a, opt_b, scaler_a, scaler_b = build()
+        for iteration, (x, y) in enumerate(data(6)):
+            for model, optimizer, scaler in ((first, opt_a, scaler_a), (second, opt_b, scaler_b)):
+                with torch.autocast("cpu", dtype=FP16):
+                    loss = nn.functional.mse_loss(model(x).float(), y)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad()
+            if iteration == 2:
+                saved = [part.state_dict() for part in (first, second, opt_a, opt_b)]
+                states = (scaler_a.state_dict(), scaler_b.state_dict())
+                first, second, opt_a, opt_b, scaler_a, scaler_b = build()
+                for part, state in zip((first, second, opt_a, opt_b), saved, strict=True):
+                    part.load_state_dict(state)
+                scaler_a.load_state_dict(states[0])
+                scaler_b.load_state_dict(states[1])
+        summary = ar.summary()
+    assert summary is not None and summary["steps"] == 6
+    # One network's scale throughout: 8 is the second network's, never the first's.
+    assert summary["scale"]["min"] > 8.0 or summary["scale"]["max"] == 8.0
 
 
 def test_summary_groups_a_scaler_rebuilt_every_step_into_one_line(quiet: None) -> None:
