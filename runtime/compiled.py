@@ -85,7 +85,8 @@ def note_backward_traced(autocast_on: bool) -> None:
     print(
         "amplint: note: torch compiled the backward of a region called inside autocast, under "
         "that autocast (torch._functorch.config.backward_pass_autocast = 'same_as_forward'); "
-        "eager mode runs backward without autocast, so gradients can differ. Set "
+        "eager mode runs a backward called outside autocast without it, so gradients can "
+        "differ. Set "
         "torch._functorch.config.backward_pass_autocast = 'off' to match eager "
         "(PyTorch issue #153044).",
         file=sys.stderr,
