@@ -13,8 +13,9 @@ them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -113,20 +114,27 @@ class GradScaler(torch.amp.grad_scaler.GradScaler, metaclass=_StandIn):
         enabled: bool = True,
     ) -> None:
         asked = enabled
-        context: Any = nullcontext()
+        context: Any = None
         if enabled and device == "cuda" and not torch.cuda.is_available():
             context = torch_disabling("GradScaler")  # torch's "... Disabling." warning
             if context is None:
-                context, enabled = nullcontext(), False
-        with context:
-            super().__init__(
-                device,
-                init_scale=init_scale,
-                growth_factor=growth_factor,
-                backoff_factor=backoff_factor,
-                growth_interval=growth_interval,
-                enabled=enabled,
-            )
+                enabled = False
+        build = functools.partial(
+            super().__init__,
+            device,
+            init_scale=init_scale,
+            growth_factor=growth_factor,
+            backoff_factor=backoff_factor,
+            growth_interval=growth_interval,
+            enabled=enabled,
+        )
+        # No context manager unless one is needed: a scaler built inside compiled code
+        # would show Dynamo frames of contextlib's that plain torch's __init__ has not.
+        if context is None:
+            build()
+        else:
+            with context:
+                build()
         run_check("the GradScaler() check", self._after_init, device, asked)
 
     def _after_init(self, device: str, enabled: bool) -> None:

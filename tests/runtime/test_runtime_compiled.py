@@ -177,6 +177,29 @@ def test_float16_without_a_scaler_is_reported_with_a_compiled_model(
     assert (finding.line, finding.first_step) == (line, 0)
 
 
+def _scaler_built_in_compiled_code() -> tuple[dict[str, int], dict[str, int], str]:
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+
+    @torch.compile(backend="eager")
+    def make() -> torch.amp.GradScaler:
+        return torch.amp.GradScaler("cpu", init_scale=2.0**8)
+
+    scaler = make()
+    frames = dict(torch._dynamo.utils.counters["frames"])
+    return _dynamo_counts(), frames, type(scaler).__module__
+
+
+def test_a_scaler_built_in_compiled_code_gets_plain_torchs_frames() -> None:
+    """Dynamo breaks at the constructor (torch's own reason) and counts no frame of amplint's
+    constructor: the scaler is amplint's all the same."""
+    plain_counts, plain_frames, plain_module = _scaler_built_in_compiled_code()
+    with ar.checking():
+        counts, frames, module = _scaler_built_in_compiled_code()
+    assert (counts, frames) == (plain_counts, plain_frames)
+    assert (plain_module, module) == ("torch.amp.grad_scaler", "amplint.runtime.scaler")
+
+
 def test_no_note_for_a_backend_that_compiles_no_backward(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
