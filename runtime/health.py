@@ -127,7 +127,6 @@ class ScalerHealth:
         # per step: an optimizer.step() bypassed the scaler (AMP004), so found_inf did not
         # skip it: non-finite gradients were applied, not skipped.
         self.bypassed: list[bool] = []
-        self.iterations: list[int] = []  # per step: the run's iteration (see on_update)
         self.spans: list[tuple[int, list[int], Site | None]] = []
         self.inflight: deque[Chunk] = deque()
         self.step = 0  # steps written so far
@@ -143,12 +142,9 @@ class ScalerHealth:
     # Device side ----------------------------------------------------------------------
 
     def iteration_of(self, step: int) -> int:
-        """The run's iteration of this scaler's step ``step`` (0-based, its own count)."""
-        if step < len(self.host.iterations):
-            return self.host.iterations[step]
-        unread = step - (self.step - self.row)  # in the chunk being filled
-        if 0 <= unread < len(self.iterations):
-            return self.iterations[unread]
+        """The run's iteration of this scaler's step ``step`` (0-based, its own count),
+        counted from where this scaler began: the step counter stands still after a resume
+        on a new optimizer (it counts from 0 until it passes the old one's count)."""
         return self.first_iteration + step
 
     def _site(self, key: str) -> Site:
@@ -323,10 +319,7 @@ class ScalerHealth:
         self.log_used += len(slots)
         self.numels.append(self.numel)
         self.bypassed.append(usage.of(scaler).bypassed)
-        # The run's iteration of this row, counted from where this scaler began: the step
-        # counter stands still after a resume on a new optimizer (it counts from 0 until it
-        # passes the old one's count). The counter's own view of it marks the scaler's end.
-        self.iterations.append(self.first_iteration + self.step)
+        # The counter's own view of this step marks the scaler's end (see _resumes).
         self.last_iteration = steps().current
         self.row += 1
         self.step += 1
@@ -352,7 +345,7 @@ class ScalerHealth:
             event = torch.cuda.Event()
             event.record()
             chunk = Chunk(
-                self.iterations,
+                self.iteration_of(self.step - self.row),
                 host_rows,
                 host_log,
                 self.numels,
@@ -362,10 +355,17 @@ class ScalerHealth:
             )
         else:
             # CPU: the ring is host memory; read it now, before it is written again.
-            chunk = Chunk(self.iterations, rows, log, self.numels, self.spans, self.bypassed)
+            chunk = Chunk(
+                self.iteration_of(self.step - self.row),
+                rows,
+                log,
+                self.numels,
+                self.spans,
+                self.bypassed,
+            )
         self.inflight.append(chunk)
         self.row = self.log_used = 0
-        self.numels, self.spans, self.bypassed, self.iterations = [], [], [], []
+        self.numels, self.spans, self.bypassed = [], [], []
         if not self.cuda:
             self.poll(wait=False, raise_now=False, defer=True)
 
@@ -423,7 +423,7 @@ class ScalerHealth:
         entry: dict[str, Any] = {
             "site": self.site,
             "rebuilt_every_step": self.rebuilt_every_step,
-            "first_step": self.host.iterations[0] if self.host.iterations else self.first_iteration,
+            "first_step": self.first_iteration,
             "steps": len(self.host.scales),
             "skipped_steps": sum(self.host.skipped),
             "scale": None,
@@ -539,7 +539,7 @@ class Monitor:
             # stopped in its generator's half has updated the discriminator's scaler.
             latest = main.step
             fallback = min(
-                health.first_iteration + health.step
+                health.iteration_of(health.step)
                 for health in self.scalers
                 if health.step >= latest - 1
             )
@@ -899,7 +899,7 @@ def histories() -> list[dict[str, Any]]:
             "site": health.site,
             "label": label,
             "main": health is main,
-            "step": list(health.host.iterations),
+            "step": [health.iteration_of(step) for step in range(len(health.host.scales))],
             "scale": list(health.host.scales),
             "skipped": list(health.host.skipped),
         }

@@ -53,7 +53,7 @@ _DEFAULT_SCALE = 2.0**16
 
 @dataclass
 class Chunk:
-    iterations: list[int]  # per step: the run's iteration it belongs to
+    first_step: int  # the run's iteration of the chunk's first step
     rows: torch.Tensor  # [n, COLUMNS] float32, host memory
     log: torch.Tensor  # [m] float16, host memory
     numels: list[int]
@@ -73,7 +73,6 @@ class HostReading:
 
     def __init__(self) -> None:
         self.scales: list[float] = []
-        self.iterations: list[int] = []  # per step read: the run's iteration
         self.skipped: list[bool] = []
         self.consecutive = 0
         self.window: deque[bool] = deque()
@@ -167,8 +166,7 @@ class HostReading:
             return message_for(code, **fields)
 
         for index in range(len(chunk.numels)):
-            step = chunk.iterations[index]
-            self.iterations.append(step)
+            step = chunk.first_step + index
             base = index * COLUMNS
             scale, found_inf, loss, gmax, nnz, big, g106 = rows[base : base + COLUMNS]
             numel = chunk.numels[index]
