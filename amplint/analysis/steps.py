@@ -19,6 +19,7 @@ AMP021) all ask the same question: in one iteration, in which order do the backw
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from weakref import WeakKeyDictionary
@@ -418,8 +419,6 @@ class _Walker:
         #: the scaler a helper's scaled parameter carries, for the event being classified
         self._carried: tuple[str | None, str | None] | None = None
         self.escaped: set[str] = set()
-        #: (scope, name) -> whether some assignment there gives the name a scaled loss
-        self._scaled_names: dict[tuple[object, str], bool] = {}
 
     def events(self, root: cst.CSTNode) -> list[Event]:
         frame = Frame(
@@ -713,28 +712,15 @@ class _Walker:
         self, call: cst.Call, helper: cst.FunctionDef, frame: Frame
     ) -> tuple[dict[str, tuple[str | None, bool]], dict[str, tuple[str | None, str | None] | None]]:
         """The helper's parameters as the caller's keys, and those handed a scaled loss."""
-        names = parameters_as_called(call, helper)
         mapping: dict[str, tuple[str | None, bool]] = {}
         scaled: dict[str, tuple[str | None, str | None] | None] = {}
-        position = 0
-        for arg in call.args:
-            if arg.star:
-                if _may_hold_a_scaled_loss(self.model, arg.value, self._scaled_names):
-                    # `step(*losses)`, `step(**kwargs)` with a scaled loss among them
-                    for param in _all_parameters(helper):
+        star = _star_parameter(helper)
+        for name, arg in _bound_arguments(call, helper):
+            if arg.star or (name is not None and name == star):
+                # `step(*losses)`, `step(**kwargs)`, one of `*losses`: maybe scaled
+                if _may_hold_a_scaled_loss(self.model, arg.value):
+                    for param in _all_parameters(helper) if arg.star else [name]:
                         scaled.setdefault(param, None)
-                break
-            if arg.keyword is not None:
-                name: str | None = arg.keyword.value
-            elif position < len(names):
-                name = names[position]
-                position += 1
-            else:
-                extra = _star_parameter(helper)
-                if extra is not None and _may_hold_a_scaled_loss(
-                    self.model, arg.value, self._scaled_names
-                ):
-                    scaled.setdefault(extra, None)  # one of `*losses`
                 continue
             if name is None:
                 continue
@@ -745,7 +731,7 @@ class _Walker:
                 scaled[name] = (self._key(owner, frame), _text(self.model, owner))
             elif isinstance(arg.value, cst.Name) and arg.value.value in frame.scaled:
                 scaled[name] = frame.scaled[arg.value.value]
-            elif _may_hold_a_scaled_loss(self.model, arg.value, self._scaled_names):
+            elif _may_hold_a_scaled_loss(self.model, arg.value):
                 # `loss = self.scaler.scale(loss) if self.scaler else loss`, then handed on
                 scaled[name] = None
         for param in (
@@ -946,29 +932,43 @@ def _handed_parameters(model: ModuleModel) -> dict[cst.FunctionDef, dict[str, bo
     if known is not None:
         return known
     known = _HANDED_VALUES[model] = {}
-    scaled_names: dict[tuple[object, str], bool] = {}
     for call in model.index.calls:
-        if not call.args:
-            continue
-        function = model.helper_of(call)
+        function = model.helper_of(call) if call.args else None
         if function is None or model.index.enclosing_function(call) is function:
             continue
-        bound = parameters_as_called(call, function)
         handed = known.setdefault(function, {})
-        for position, arg in enumerate(call.args):
-            scaled = _may_hold_a_scaled_loss(model, arg.value, scaled_names)
+        for name, arg in _bound_arguments(call, function):
+            scaled = _may_hold_a_scaled_loss(model, arg.value)
             if arg.star:
                 if scaled:
                     for param in _all_parameters(function):
                         handed[param] = True
-                continue
-            keyword = arg.keyword.value if arg.keyword is not None else None
-            name = keyword or (bound[position] if position < len(bound) else None)
-            if name is None and keyword is None:
-                name = _star_parameter(function)  # one of `*losses`
-            if name is not None:
+            elif name is not None:
                 handed[name] = handed.get(name, False) or scaled
     return known
+
+
+def _bound_arguments(
+    call: cst.Call, function: cst.FunctionDef
+) -> Iterator[tuple[str | None, cst.Arg]]:
+    """Each argument of ``call`` with the parameter of ``function`` it fills: by keyword,
+    by position (``self`` left out where bound), or the ``*args`` parameter for positions
+    past the named ones; None for an unpacked ``*x``/``**x`` and for positions after one."""
+    names = parameters_as_called(call, function)
+    star = _star_parameter(function)
+    position = 0
+    lost = False  # a `*x` before: later positions are not known
+    for arg in call.args:
+        if arg.star:
+            lost = lost or arg.star == "*"
+            yield None, arg
+        elif arg.keyword is not None:
+            yield arg.keyword.value, arg
+        elif lost:
+            yield None, arg
+        else:
+            yield (names[position] if position < len(names) else star), arg
+            position += 1
 
 
 def _star_parameter(function: cst.FunctionDef) -> str | None:
@@ -985,9 +985,10 @@ def _all_parameters(function: cst.FunctionDef) -> list[str]:
     return found
 
 
-def _may_hold_a_scaled_loss(
-    model: ModuleModel, value: cst.BaseExpression, memo: dict[tuple[object, str], bool]
-) -> bool:
+_SCALED_NAMES: WeakKeyDictionary[ModuleModel, dict[tuple[object, str], bool]] = WeakKeyDictionary()
+
+
+def _may_hold_a_scaled_loss(model: ModuleModel, value: cst.BaseExpression) -> bool:
     """A value with a scale call in it, or a name some assignment of its scope gives one
     (answered once per scope and name: a long script hands the same names again and
     again)."""
@@ -995,6 +996,7 @@ def _may_hold_a_scaled_loss(
         return True
     if not isinstance(value, cst.Name):
         return False
+    memo = _SCALED_NAMES.setdefault(model, {})
     scope = model.index.scope_of(value)
     key = (scope, value.value)
     if key not in memo:
@@ -1015,18 +1017,12 @@ def _accumulation_parameters(model: ModuleModel) -> dict[cst.FunctionDef, set[st
         return known
     known = _HANDED[model] = {}
     for call in model.index.calls:
-        if not call.args:
-            continue
-        function = model.helper_of(call)
+        function = model.helper_of(call) if call.args else None
         if function is None:
             continue
-        bound = parameters_as_called(call, function)
-        for position, arg in enumerate(call.args):
-            if arg.star:
-                break
-            keyword = arg.keyword.value if arg.keyword is not None else None
-            name = keyword or (bound[position] if position < len(bound) else None)
-            if name is None:
+        star = _star_parameter(function)
+        for name, arg in _bound_arguments(call, function):
+            if name is None or arg.star or name == star:
                 continue
             code = _code(model, arg.value)
             if "%" in code or _ACCUMULATION.search(code):
