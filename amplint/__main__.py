@@ -1,3 +1,3 @@
-from amplint.cli import main
+from amplint.launch import main
 
 main()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, content_hash
+from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, RunRecord, content_hash
 from amplint.catalog import INTERNAL_ERROR_CODE
 from amplint.config import Settings, codes_ignored_for, load_settings, resolve_selection
 from amplint.discovery import discover, is_excluded, is_notebook
@@ -193,7 +193,7 @@ def _start_worker(
 def project_for(paths: Sequence[Path], files: Sequence[Path]) -> Project | None:
     """The project of a run: the files found, when a directory or several files were given;
     None for a single file, which is checked on its own, as it always was."""
-    if len(files) < 2 and not any(path.is_dir() for path in paths):
+    if not _is_project_run(paths, len(files)):
         return None
     from amplint.engine.project import Project
 
@@ -366,7 +366,7 @@ def check_paths(
     """
     found = discover(paths, settings)
     any_syntax_error = _files_named_one_by_one(paths)
-    result = RunResult(errors=list(found.errors), files_checked=len(found.files))
+    result = RunResult(errors=list(found.errors), files_checked=len(found.absolutes))
     if isinstance(codes, Selection):
         selection_key = codes.key()
     else:
@@ -374,20 +374,24 @@ def check_paths(
         selection_key = ",".join(sorted(codes))
     if not with_edits:
         selection_key += "|without-edits"
-    project = project_for(paths, found.files)
-    if project is not None:
+    if _is_project_run(paths, len(found.absolutes)):
         # Findings made with the project's modules in view differ from a file's own.
         selection_key += "|project"
     if any_syntax_error:
         selection_key += "|any-syntax-error"
-    cache = (
-        FindingsCache(
-            cache_dir or cache_directory(settings),
-            FindingsCache.key_for(settings.fingerprint(), selection_key),
-        )
-        if use_cache
-        else None
-    )
+    record = signature = None
+    if use_cache:
+        cache_dir = cache_dir or cache_directory(settings)
+        # The findings' names are spelled after the arguments and the working directory.
+        command = repr(([str(path) for path in paths], os.getcwd()))
+        record = RunRecord(cache_dir, _cache_key(settings, f"{selection_key}|run|{command}"))
+        signature = RunRecord.signature(found.absolutes)
+        recorded = record.findings(signature) if signature is not None else None
+        if recorded is not None:
+            result.findings = recorded
+            return result
+    project = project_for(paths, found.files)
+    cache = FindingsCache(cache_dir, _cache_key(settings, selection_key)) if use_cache else None
     pending: list[tuple[Path, str | None]] = []
     for path in found.files:
         entry = None
@@ -438,7 +442,22 @@ def check_paths(
     if cache is not None:
         cache.save()
     result.findings.sort(key=Finding.sort_key)
+    if record is not None:
+        if signature is not None and not (result.failed or result.notes):
+            record.save(signature, result.findings)
+        else:
+            record.forget()  # a reason to re-check (a broken notebook) must be seen again
     return result
+
+
+def _cache_key(settings: Settings, selection_key: str) -> str:
+    return FindingsCache.key_for(settings.fingerprint(), selection_key)
+
+
+def _is_project_run(paths: Sequence[Path], files: int) -> bool:
+    """Whether the ``files`` found under ``paths`` are analysed as one project (see
+    :func:`project_for`)."""
+    return files >= 2 or any(path.is_dir() for path in paths)
 
 
 def _files_named_one_by_one(paths: Sequence[Path]) -> bool:

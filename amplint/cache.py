@@ -14,20 +14,23 @@ correct entries). In a project run (see :mod:`amplint.engine.project`) an entry 
 the project files its findings were made from (stat and content hash, checked the same way)
 and the files its imports looked for and did not find: a change to either re-checks the
 file.
+
+Beside it, a :class:`RunRecord` answers a re-run of the same command over an unchanged tree
+from one small file: the ``stat`` of every file the run found and the findings it reported.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from amplint import __version__
 from amplint.findings import Finding, finding_from_dict, finding_to_dict
+from amplint.hashing import hex_digest
 
 CACHE_DIRECTORY = ".amplint_cache"
 #: The environment variable that, like ``--cache-dir``, names the cache directory.
@@ -42,7 +45,7 @@ _GITIGNORE = "# Automatically created by amplint: a cache of findings (`amplint 
 
 
 def content_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return hex_digest(data)
 
 
 @dataclass
@@ -69,7 +72,7 @@ class FindingsCache:
     @staticmethod
     def key_for(fingerprint: str, selection: str) -> str:
         text = fingerprint + "|" + selection
-        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        return hex_digest(text.encode(), size=12)
 
     def _load(self) -> None:
         try:
@@ -148,19 +151,79 @@ class FindingsCache:
                 for path, e in self._entries.items()
             }
         }
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            mark(self.cache_dir)
-            import tempfile  # imported when saving: a --no-cache run never needs it
+        _write(self.cache_dir, self.path, payload)
 
-            handle, temporary = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(payload, stream, separators=(",", ":"))
-            os.replace(temporary, self.path)
+
+class RunRecord:
+    """What one command (its arguments, working directory, settings and selection: the
+    ``key``) last reported, with the ``stat`` of every file it found.
+
+    A re-run that finds the same files with the same ``stat`` reports the same findings: a
+    run's findings are made from its files alone (a project's imports are resolved among
+    them, and the settings are in the key). Comparing the stats of a tree is all such a
+    re-run costs; the per-file cache, the project's index and the dependency checks are
+    never loaded. Any change (a file edited, touched, added, removed or renamed) misses, and
+    the run goes through the per-file cache as before.
+    """
+
+    def __init__(self, cache_dir: Path, key: str) -> None:
+        self.cache_dir = cache_dir
+        self.path = cache_dir / __version__ / f"{key}.run.json"
+
+    @staticmethod
+    def signature(absolutes: Sequence[str]) -> str | None:
+        """The files' identity and ``stat``, hashed; None when one cannot be read."""
+        parts = []
+        try:
+            for path in absolutes:
+                # Stricter than the per-file cache's size and mtime: the inode and ctime
+                # also catch a file replaced by another with the same size and mtime.
+                info = os.stat(path)
+                stat = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+                parts.append(f"{path}\0{stat}")
         except OSError:
-            # A cache that cannot be written only costs speed next time.
-            with contextlib.suppress(OSError, UnboundLocalError):
-                os.unlink(temporary)
+            return None
+        return hex_digest("\n".join(parts).encode(errors="surrogateescape"))
+
+    def findings(self, signature: str) -> list[Finding] | None:
+        """The findings recorded for exactly these files, or None."""
+        try:
+            with open(self.path, encoding="utf-8") as stream:
+                raw = json.load(stream)
+            if raw["signature"] != signature:
+                return None
+            return [finding_from_dict(data, filename) for filename, data in raw["findings"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, signature: str, findings: Sequence[Finding]) -> None:
+        payload = {
+            "signature": signature,
+            "findings": [[f.filename, finding_to_dict(f)] for f in findings],
+        }
+        _write(self.cache_dir, self.path, payload)
+
+    def forget(self) -> None:
+        """Drop the record: the run's outcome is not one a re-run may repeat."""
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+
+def _write(cache_dir: Path, path: Path, payload: object) -> None:
+    """Replace ``path`` atomically with ``payload`` as JSON (a reader never sees half)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        mark(cache_dir)
+        import tempfile  # imported when saving: a --no-cache run never needs it
+
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            json.dump(payload, stream, separators=(",", ":"))
+        os.replace(temporary, path)
+    except OSError:
+        # A cache that cannot be written only costs speed next time.
+        with contextlib.suppress(OSError, UnboundLocalError):
+            os.unlink(temporary)
 
 
 def mark(cache_dir: Path) -> None:

@@ -1,15 +1,16 @@
-"""The ``amplint`` command line: a thin click layer over :mod:`amplint.api`.
+"""The ``amplint`` command line: a thin click layer over :mod:`amplint.command` and
+:mod:`amplint.api`.
 
 Option parsing, ``amplint rules`` and ``amplint rule`` read only :mod:`amplint.catalog`: the
-rules (and libcst) are imported when a file is really analysed.
+rules (and libcst) are imported when a file is really analysed. The console script is
+:func:`amplint.launch.main`, which hands every command line but the plainest to :data:`cli`.
 """
 
 from __future__ import annotations
 
 import difflib
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,24 +18,20 @@ import click
 
 from amplint import __version__, api
 from amplint.cache import CACHE_DIR_ENV
-from amplint.config import ConfigError, Settings, load_settings
-from amplint.output import FORMATS, emit, emit_statistics
-from amplint.output.source import decode
-from amplint.progress import Progress
+from amplint.command import (
+    EXIT_CLEAN,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    Options,
+    UserError,
+    error_line,
+    lint,
+)
+from amplint.config import ConfigError, load_settings
+from amplint.output import FORMATS
 
 if TYPE_CHECKING:
     from amplint.catalog import Threshold
-
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-
-#: The path argument that means "read the source from standard input".
-STDIN = "-"
-
-
-class UserError(click.ClickException):
-    """A one-line error for the user; exits 2 like every amplint error."""
-
-    exit_code = EXIT_ERROR
 
 
 def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
@@ -44,13 +41,6 @@ def _codes_option(name: str, help_text: str):  # type: ignore[no-untyped-def]
         metavar="CODES",
         help=f"{help_text} Comma-separated codes or prefixes (AMP001, AMP0, ALL).",
     )
-
-
-def _split(values: Sequence[str], *, upper: bool = True) -> tuple[str, ...] | None:
-    if not values:
-        return None
-    parts = (part.strip() for value in values for part in value.split(","))
-    return tuple(part.upper() if upper else part for part in parts if part)
 
 
 def _lint_options(*, fix_command: bool):  # type: ignore[no-untyped-def]
@@ -134,202 +124,6 @@ def _lint_options(*, fix_command: bool):  # type: ignore[no-untyped-def]
     return decorate
 
 
-@dataclass(frozen=True)
-class _Options:
-    """``check``'s and ``fix``'s options, as given."""
-
-    paths: tuple[Path, ...]
-    select: tuple[str, ...]
-    ignore: tuple[str, ...]
-    extend_select: tuple[str, ...]
-    config: Path | None
-    output_format: str
-    unsafe_fixes: bool
-    diff: bool
-    show_fixes: bool
-    exit_zero: bool
-    exit_non_zero_on_fix: bool
-    statistics: bool
-    quiet: bool
-    exclude: tuple[str, ...]
-    extend_exclude: tuple[str, ...]
-    force_exclude: bool | None
-    stdin_filename: Path | None
-    no_cache: bool
-    cache_dir: Path | None
-    fix: bool = False
-
-
-def _settings(options: _Options, start: Path) -> tuple[Settings, api.Selection]:
-    api.tune_collector()
-    try:
-        settings = load_settings(options.config, start)
-    except ConfigError as error:
-        raise UserError(str(error)) from error
-    # Command-line exclusions layer over the configuration's, as ruff's do.
-    exclude = _split(options.exclude, upper=False)
-    settings = replace(
-        settings,
-        exclude=settings.exclude if exclude is None else exclude,
-        extend_exclude=(
-            *settings.extend_exclude,
-            *(_split(options.extend_exclude, upper=False) or ()),
-        ),
-        force_exclude=settings.force_exclude
-        if options.force_exclude is None
-        else options.force_exclude,
-    )
-    selection = api.Selection(
-        _split(options.select), _split(options.ignore), _split(options.extend_select)
-    )
-    return settings, selection
-
-
-def _resolve(selection: api.Selection, settings: Settings) -> frozenset[str]:
-    try:
-        return selection.codes(settings)
-    except ConfigError as error:
-        raise UserError(str(error)) from error
-
-
-def _lint(options: _Options) -> int:
-    """``check`` and ``fix``: report, fix in place, or show fixes as a diff."""
-    reads_stdin = STDIN in (str(path) for path in options.paths) or (
-        not options.paths and options.stdin_filename is not None
-    )
-    if reads_stdin:
-        if len(options.paths) > 1:
-            raise UserError("'-' (standard input) cannot be combined with other paths")
-        return _lint_stdin(options)
-    targets = list(options.paths) or [Path(".")]
-    settings, selection = _settings(options, targets[0] if len(targets) == 1 else Path("."))
-    if options.diff or options.fix:
-        return _fix(options, targets, settings, _resolve(selection, settings))
-    interactive = (
-        options.output_format in ("concise", "full")
-        and not options.statistics
-        and not options.quiet
-    )
-    with Progress(enabled=interactive) as progress:
-        try:
-            result = api.check_paths(
-                targets,
-                settings,
-                selection,
-                use_cache=not options.no_cache,
-                progress=progress.update,
-                # The text formats need a fix's title only; the rest show its edits.
-                with_edits=options.output_format in ("json", "sarif", "full"),
-                cache_dir=api.cache_directory(settings, options.cache_dir),
-            )
-        except ConfigError as error:
-            raise UserError(str(error)) from error
-    _report(result, options)
-    return _exit_status(result, options)
-
-
-def _fix(options: _Options, targets: list[Path], settings: Settings, codes: frozenset[str]) -> int:
-    result = api.fix_paths(
-        targets, settings, codes, unsafe=options.unsafe_fixes, write=not options.diff
-    )
-    if not options.diff:
-        _report(result, options, fixed=result.fixed)
-        return _exit_status(result, options)
-    _errors(result)
-    click.echo("".join(result.diffs), nl=False)
-    fixes = sum(result.fixed.values())
-    if fixes and not options.quiet:
-        click.echo(f"Would fix {fixes} error{'s' if fixes != 1 else ''}.", err=True)
-    if result.failed:
-        return EXIT_ERROR
-    return EXIT_FINDINGS if result.diffs and not options.exit_zero else EXIT_CLEAN
-
-
-def _lint_stdin(options: _Options) -> int:
-    path = options.stdin_filename
-    start = path.parent if path is not None else Path(".")
-    settings, selection = _settings(options, start)
-    codes = _resolve(selection, settings)
-    data = sys.stdin.buffer.read()
-    fixing = options.fix or options.diff
-    result = api.lint_stdin(data, path, settings, codes, fix=fixing, unsafe=options.unsafe_fixes)
-    name = api.display_name(path) if path is not None else STDIN
-    stdout = sys.stdout.buffer
-    if result.excluded:
-        if options.fix:
-            stdout.write(data)  # a formatter pipeline must get its source back untouched
-        return EXIT_CLEAN
-    if options.diff:
-        if result.output is not None and result.output != data:
-            diff = result.diff or api.unified_diff(name, data, result.output)
-            click.echo(diff, nl=False)
-            return EXIT_CLEAN if options.exit_zero else EXIT_FINDINGS
-        return EXIT_CLEAN
-    sources = {name: _decoded(result.output if result.output is not None else data)}
-    run = api.RunResult(findings=result.findings, files_checked=1)
-    if options.fix:
-        assert result.output is not None
-        stdout.write(result.output)
-        stdout.flush()
-        # The source owns standard output; what remains is reported on standard error.
-        run.fixed = {name: result.applied}
-        _report(run, options, fixed=run.fixed, sources=sources, stream=sys.stderr)
-    else:
-        _report(run, options, sources=sources)
-    return _exit_status(run, options)
-
-
-def _decoded(data: bytes) -> str:
-    try:
-        return decode(data)
-    except (SyntaxError, UnicodeDecodeError, LookupError):
-        return data.decode("utf-8", errors="replace")
-
-
-def _errors(result: api.RunResult) -> None:
-    for path, reason in result.notes:
-        click.echo(f"amplint: note: {path}: {reason}", err=True)
-    for path, reason in result.errors:
-        click.echo(f"amplint: error: {path}: {reason}", err=True)
-
-
-def _report(
-    result: api.RunResult,
-    options: _Options,
-    *,
-    fixed: dict[str, int] | None = None,
-    sources: dict[str, str] | None = None,
-    stream: Any = None,
-) -> None:
-    _errors(result)
-    stream = stream or sys.stdout
-    if options.statistics:
-        fmt = "json" if options.output_format == "json" else "text"
-        emit_statistics(result.findings, stream, unsafe_fixes=options.unsafe_fixes, fmt=fmt)
-        return
-    emit(
-        options.output_format,
-        result.findings,
-        stream,
-        show_fixes=options.show_fixes,
-        fixed=fixed,
-        unsafe_fixes=options.unsafe_fixes,
-        quiet=options.quiet,
-        unchecked=len(result.errors),
-        sources=sources,
-    )
-
-
-def _exit_status(result: api.RunResult, options: _Options) -> int:
-    if result.failed:
-        return EXIT_ERROR
-    if options.exit_zero:
-        return EXIT_CLEAN
-    if result.findings or (options.exit_non_zero_on_fix and any(result.fixed.values())):
-        return EXIT_FINDINGS
-    return EXIT_CLEAN
-
-
 class _AmplintGroup(click.Group):
     """Click's usage errors become one line on stderr and exit 2, never a traceback."""
 
@@ -338,15 +132,17 @@ class _AmplintGroup(click.Group):
             result = super().main(args, prog_name or "amplint", complete_var, False, **extra)
         except click.exceptions.Abort:
             click.echo("amplint: aborted", err=True)
-            sys.exit(130)
+            sys.exit(EXIT_INTERRUPTED)
         except click.NoSuchOption as error:
             # The one wording for every command (``run`` parses its own options).
             context = error.ctx or click.Context(self)
-            click.echo(f"amplint: error: {_unknown_option(error.option_name, context)}", err=True)
+            click.echo(error_line(_unknown_option(error.option_name, context)), err=True)
             sys.exit(EXIT_ERROR)
         except click.ClickException as error:
-            message = " ".join(error.format_message().split())
-            click.echo(f"amplint: error: {message}", err=True)
+            click.echo(error_line(error.format_message()), err=True)
+            sys.exit(EXIT_ERROR)
+        except UserError as error:
+            click.echo(error_line(str(error)), err=True)
             sys.exit(EXIT_ERROR)
         except BrokenPipeError:
             sys.exit(EXIT_CLEAN)
@@ -371,14 +167,14 @@ def cli() -> None:
 @_lint_options(fix_command=False)
 def check(**given: Any) -> None:
     """Report AMP misuse in PATHS (default: the current directory; '-': standard input)."""
-    sys.exit(_lint(_Options(**given)))
+    sys.exit(lint(Options(**given)))
 
 
 @cli.command()
 @_lint_options(fix_command=True)
 def fix(**given: Any) -> None:
     """Apply fixes to PATHS in place (`check --fix`); what cannot be fixed is reported."""
-    sys.exit(_lint(_Options(**given, fix=True)))
+    sys.exit(lint(Options(**given, fix=True)))
 
 
 @cli.command()
@@ -592,5 +388,6 @@ def run(
     )
 
 
-#: The console-script entry point.
+#: The click command line as a callable (what tests and ``python -c`` callers invoke); the
+#: console script is :func:`amplint.launch.main`, which parses the plainest form itself.
 main = cli

@@ -7,7 +7,6 @@ checked against a fixed list of keys and turned into a frozen ``Settings``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import os
 import sys
@@ -15,6 +14,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from amplint.hashing import hex_digest
 
 if TYPE_CHECKING:
     import pathspec
@@ -91,7 +92,7 @@ class Settings:
             "project_root": str(self.project_root),
         }
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return hex_digest(text.encode("utf-8"), size=32)
 
 
 def _maybe_list(values: tuple[str, ...] | None) -> list[str] | None:

@@ -81,8 +81,17 @@ DEFAULT_EXCLUDES = (
 class Discovery:
     """What ``discover`` found: the files to check and the paths it could not use."""
 
-    files: list[Path] = field(default_factory=list)
+    #: The files as shown: each below its argument as given (``src/a.py``), sorted.
+    names: list[str] = field(default_factory=list)
+    #: The same files' absolute paths, in the same order.
+    absolutes: list[str] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+
+    @cached_property
+    def files(self) -> list[Path]:
+        # Made on first use: a re-run answered by the cache's run record never needs them
+        # (a Path costs more than the walk's own work for each file).
+        return [Path(name) for name in self.names]
 
 
 def discover(paths: Sequence[Path], settings: Settings) -> Discovery:
@@ -276,21 +285,26 @@ class _Walker:
         self._settings = settings
         self._root = os.path.abspath(settings.project_root)
         self._excludes = _Excludes(settings)
-        self._files: dict[str, Path] = {}
+        #: absolute path -> the name shown for it
+        self._files: dict[str, str] = {}
         self._errors: list[tuple[Path, str]] = []
         self._ignore_cache: dict[str, _IgnoreFile | None] = {}
         self._visited_dirs: set[tuple[int, int]] = set()
 
     def result(self) -> Discovery:
-        files = sorted(self._files.values(), key=lambda p: p.as_posix())
-        return Discovery(files=files, errors=list(self._errors))
+        found = sorted(self._files.items(), key=lambda item: _posix(item[1]))
+        return Discovery(
+            names=[name for _, name in found],
+            absolutes=[absolute for absolute, _ in found],
+            errors=list(self._errors),
+        )
 
     def _error(self, path: Path, reason: str) -> None:
         self._errors.append((path, reason))
 
-    def _add(self, path: Path, absolute: str) -> None:
+    def _add(self, name: str, absolute: str) -> None:
         # Keep the first spelling of a file named twice (``src`` and ``./src/a.py``).
-        self._files.setdefault(absolute, path)
+        self._files.setdefault(absolute, name)
 
     # -- explicit arguments
 
@@ -309,7 +323,7 @@ class _Walker:
             return
         if stat.S_ISDIR(mode):
             if not self._excludes.excludes_argument(absolute, True):
-                self._walk(path, absolute, self._chain_above(absolute))
+                self._walk(str(path), absolute, self._chain_above(absolute))
         elif not stat.S_ISREG(mode):
             self._error(path, "not a regular file or directory")
         elif not self._excludes.excludes_argument(absolute, False):
@@ -318,7 +332,7 @@ class _Walker:
     def _visit_explicit_file(self, path: Path, absolute: str) -> None:
         # pre-commit's `types: [python]` also passes extension-less scripts with a python shebang.
         if path.suffix in LINTED_SUFFIXES or _has_python_shebang(absolute):
-            self._add(path, absolute)
+            self._add(str(path), absolute)
         else:
             self._error(path, "not a Python file (expected .py, .pyi or .ipynb)")
 
@@ -363,47 +377,52 @@ class _Walker:
 
     # -- directories
 
-    def _walk(self, path: Path, absolute: str, chain: list[_IgnoreFile]) -> None:
+    def _walk(self, name: str, absolute: str, chain: list[_IgnoreFile]) -> None:
         identity = _directory_identity(absolute)
         if identity is None or identity in self._visited_dirs:
             # Already walked through another path (a symlink, possibly a loop): skip it.
             return
         self._visited_dirs.add(identity)
-        if os.path.lexists(os.path.join(absolute, ".git")):
-            # A nested repository (submodule) ignores the ignore files of the outer one.
-            chain = self._info_exclude(absolute)
-        own = self._gitignore(absolute)
-        if own is not None:
-            chain = [*chain, own]
         try:
             entries = sorted(os.scandir(absolute), key=lambda entry: entry.name)
         except OSError as exc:
-            self._error(path, f"cannot read directory: {exc.strerror or exc}")
+            self._error(Path(name), f"cannot read directory: {exc.strerror or exc}")
             return
+        # The listing says whether the folder holds ignore files: no lookup per folder.
+        listed = {entry.name for entry in entries if entry.name.startswith(".git")}
+        if ".git" in listed:
+            # A nested repository (submodule) ignores the ignore files of the outer one.
+            chain = self._info_exclude(absolute)
+        own = self._gitignore(absolute) if ".gitignore" in listed else None
+        if own is not None:
+            chain = [*chain, own]
         for entry in entries:
-            self._visit_entry(path, os.path.join(absolute, entry.name), entry, chain)
+            self._visit_entry(name, entry, chain)
 
-    def _visit_entry(
-        self, parent: Path, absolute: str, entry: os.DirEntry[str], chain: list[_IgnoreFile]
-    ) -> None:
+    def _visit_entry(self, parent: str, entry: os.DirEntry[str], chain: list[_IgnoreFile]) -> None:
         try:
             is_dir = entry.is_dir()
             is_file = not is_dir and entry.is_file()
         except OSError:
             return
-        # The suffix is read off the name: most entries of a tree are dropped here, before
-        # any Path object is made for them.
+        # The suffix is read off the name: most entries of a tree are dropped here.
         if not is_dir and not (is_file and os.path.splitext(entry.name)[1] in LINTED_SUFFIXES):
             return
-        path = parent / entry.name
+        absolute = entry.path  # the directory was scanned by its absolute path
         if self._excludes.excludes_entry(absolute, is_dir):
             return
-        if _ignored_by(chain, absolute, is_dir):
+        if chain and _ignored_by(chain, absolute, is_dir):
             return
+        # As ``Path(parent) / entry.name`` spells it, without making the Path.
+        name = entry.name if parent == "." else os.path.join(parent, entry.name)
         if is_dir:
-            self._walk(path, absolute, chain)
+            self._walk(name, absolute, chain)
         else:
-            self._add(path, absolute)
+            self._add(name, absolute)
+
+
+def _posix(name: str) -> str:
+    return name if os.sep == "/" else name.replace(os.sep, "/")
 
 
 def _directory_identity(path: str) -> tuple[int, int] | None:
