@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from amplint.cache import CACHE_DIR_ENV, CACHE_DIRECTORY, FindingsCache, RunRecord, content_hash
 from amplint.catalog import INTERNAL_ERROR_CODE
@@ -59,8 +59,7 @@ class RunResult:
         return bool(self.errors) or any(f.code == INTERNAL_ERROR_CODE for f in self.findings)
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """Rule selectors as given on the command line, resolved against the settings lazily."""
 
     select: tuple[str, ...] | None = None

@@ -22,7 +22,6 @@ from one small file: the ``stat`` of every file the run found and the findings i
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -75,6 +74,8 @@ class FindingsCache:
         return hex_digest(text.encode(), size=12)
 
     def _load(self) -> None:
+        import json  # a run with the cache off never needs it (see amplint.config)
+
         try:
             raw = json.loads(self.path.read_text("utf-8"))
             self._entries = {path: Entry(*values) for path, values in raw["files"].items()}
@@ -187,6 +188,8 @@ class RunRecord:
 
     def findings(self, signature: str) -> list[Finding] | None:
         """The findings recorded for exactly these files, or None."""
+        import json
+
         try:
             with open(self.path, encoding="utf-8") as stream:
                 raw = json.load(stream)
@@ -211,6 +214,8 @@ class RunRecord:
 
 def _write(cache_dir: Path, path: Path, payload: object) -> None:
     """Replace ``path`` atomically with ``payload`` as JSON (a reader never sees half)."""
+    import json
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         mark(cache_dir)

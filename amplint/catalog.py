@@ -8,9 +8,8 @@ listing or selecting codes never loads libcst, a rule, or torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = [
     "ALWAYS_REPORTED",
@@ -50,8 +49,11 @@ def docs_url(code: str) -> str:
     return f"{HOMEPAGE}/blob/main/docs/rules/{code}.md"
 
 
-@dataclass(frozen=True)
-class Docs:
+# Named tuples, not frozen dataclasses: each entry is read on every run, and a frozen
+# dataclass costs a millisecond or two to define at import (issue 21's one-file budget).
+
+
+class Docs(NamedTuple):
     """Documentation in ruff's shape; ``amplint rule CODE`` prints it."""
 
     what_it_does: str
@@ -62,8 +64,7 @@ class Docs:
     references: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Threshold:
+class Threshold(NamedTuple):
     """A runtime threshold: ``install(name=...)`` and ``amplint run --name-with-dashes``."""
 
     name: str
@@ -76,8 +77,7 @@ class Threshold:
         return f"--no-{option}" if self.default is True else f"--{option}"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     code: str
     name: str
     summary: str

@@ -6,24 +6,21 @@ checked against a fixed list of keys and turned into a frozen ``Settings``.
 
 from __future__ import annotations
 
-import difflib
-import json
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from amplint.hashing import hex_digest
 
 if TYPE_CHECKING:
     import pathspec
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised only on Python 3.10
-    import tomli as tomllib
+# tomllib, json and difflib are imported where they are used: a file checked where no
+# configuration file exists (or with the cache off) never needs them, and each one costs a
+# tenth of the budget of a one-file run (issue 21).
 
 __all__ = [
     "ALL_SELECTOR",
@@ -91,6 +88,8 @@ class Settings:
             "force_exclude": self.force_exclude,
             "project_root": str(self.project_root),
         }
+        import json
+
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hex_digest(text.encode("utf-8"), size=32)
 
@@ -140,6 +139,11 @@ def _find_config(start_dir: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised only on Python 3.10
+        import tomli as tomllib
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -207,7 +211,9 @@ def _normalized_keys(path: Path, table: Mapping[str, Any], where: str) -> dict[s
 
 
 def _key_hint(key: str) -> str:
-    close = difflib.get_close_matches(key, _KNOWN_KEYS, n=1, cutoff=0.6)
+    from difflib import get_close_matches
+
+    close = get_close_matches(key, _KNOWN_KEYS, n=1, cutoff=0.6)
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f" (known keys: {', '.join(_KNOWN_KEYS)})"
@@ -274,7 +280,9 @@ def selector_hint(selector: str, known_codes: Collection[str]) -> str:
     for item in by_code().values():
         if item.name == selector.lower() and item.code in known_codes:
             return f" (did you mean {item.code}? select codes, not names)"
-    close = difflib.get_close_matches(upper, sorted(known_codes), n=1, cutoff=0.75)
+    from difflib import get_close_matches
+
+    close = get_close_matches(upper, sorted(known_codes), n=1, cutoff=0.75)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
@@ -283,8 +291,7 @@ def _specificity(selector: str) -> int:
     return -1 if selector == ALL_SELECTOR else len(selector)
 
 
-@dataclass(frozen=True)
-class _Layer:
+class _Layer(NamedTuple):
     """One source of selectors (the defaults, the configuration, the command line)."""
 
     select: Sequence[str] | None

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from amplint.config import Settings, relative_to_root
 
@@ -197,8 +197,7 @@ class _Rules:
         return self._singles
 
 
-@dataclass(frozen=True)
-class _IgnoreFile:
+class _IgnoreFile(NamedTuple):
     """The patterns of one ignore file, matched relative to the directory it applies to."""
 
     base: str

@@ -19,7 +19,7 @@ import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 if TYPE_CHECKING:
     import ast
@@ -245,8 +245,7 @@ def may_fire(data: bytes, rules: Sequence[_T], source: SourceWords | None = None
 _SHARED_PREFIX = 8
 
 
-@dataclass(frozen=True)
-class _Needle:
+class _Needle(NamedTuple):
     """A byte string every word it stands for contains, searched in one scan."""
 
     text: bytes
@@ -292,8 +291,7 @@ def _needle(word: str) -> _Needle:
     return _Needle(bare(word).encode())
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     """A few scans that rule out, at once, a file in which no rule's words can all occur:
     for each rule one of its groups is *covered* (each of its words contains one of the
     needles), so a file with no needle lacks a whole group of every rule. Most files of a
@@ -743,8 +741,7 @@ def _reads_literals(rule: _HasWords) -> bool:
     return any(word.startswith(KEYWORD) for group in rule.tokens for word in group)
 
 
-@dataclass(frozen=True)
-class _Code:
+class _Code(NamedTuple):
     code: str
     tokens: tuple[tuple[str, ...], ...]
 

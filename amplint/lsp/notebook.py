@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -201,7 +201,7 @@ def code_actions(
                         title=f"Disable {finding.code} for this line",
                         kind=QUICK_FIX,
                         diagnostics=[diagnostic],
-                        edit=_cell_edit(snapshot, [replace(silence, cell=cell.number)], encoding),
+                        edit=_cell_edit(snapshot, [silence._replace(cell=cell.number)], encoding),
                     )
                 )
         actions.extend([*fixes, *silencers])

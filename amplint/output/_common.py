@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
 from amplint.catalog import docs_url, entry
 from amplint.findings import Finding, Fix
 
 
-@dataclass(frozen=True)
-class EmitOptions:
+class EmitOptions(NamedTuple):
     #: print the files ``amplint fix`` changed (``--show-fixes``)
     show_fixes: bool = False
     #: filename -> number of fixes ``amplint fix`` applied to it; ``None`` outside ``fix``
