@@ -42,6 +42,8 @@ def tune_collector() -> None:
 
 @dataclass
 class RunResult:
+    """What a run over paths found, could not use, left out, fixed and checked."""
+
     findings: list[Finding] = field(default_factory=list)
     #: paths that could not be used at all (missing paths), with one-line reasons.
     errors: list[tuple[Path, str]] = field(default_factory=list)
@@ -160,6 +162,8 @@ def check_source(
 
 @dataclass(frozen=True)
 class _Outcome:
+    """One file's result, as a pool worker hands it back."""
+
     findings: list[Finding]
     #: content hash of what was read; None when the file could not be read (not cached).
     digest: str | None
@@ -569,6 +573,8 @@ def fix_paths(
 
 @dataclass
 class StdinResult:
+    """What checking (or fixing) a source read from standard input gave."""
+
     findings: list[Finding] = field(default_factory=list)
     #: the fixed source (``fix``): also the unchanged source when nothing was fixed.
     output: bytes | None = None

@@ -49,6 +49,8 @@ def content_hash(data: bytes) -> str:
 
 @dataclass
 class Entry:
+    """One file's cached findings, with the stat and content hash they hold for."""
+
     size: int
     mtime_ns: int
     digest: str

@@ -38,6 +38,8 @@ class Fix(NamedTuple):
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem at one place in one file, with the fix that would mend it (if any)."""
+
     code: str
     message: str
     filename: str

@@ -86,6 +86,15 @@ def record(tool: Tool, cwd: Path) -> None:
     tool.cpus.append(cpu)
 
 
+#: A project's root holds a pyproject.toml: amplint reads it on every run (its
+#: configuration, the cache's place), as it would in a real project.
+PROJECT_FILE = '[project]\nname = "benchmark-tree"\nversion = "0"\n'
+
+
+def make_project(work: Path) -> None:
+    (work / "pyproject.toml").write_text(PROJECT_FILE)
+
+
 def copy_python_files(source: Path, target: Path) -> tuple[int, int]:
     files = lines = 0
     for path in source.rglob("*.py"):
@@ -149,6 +158,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="amplint-bench-"))
     tree = work / "tree"
     files, lines = copy_python_files(args.tree or torch_tree(), tree)
+    make_project(work)
     print(f"tree: {files} files, {lines:,} lines (copied to {tree})")
 
     amplint = [str(BIN / "amplint"), "check", "--exit-zero", "tree"]

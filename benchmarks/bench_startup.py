@@ -37,6 +37,7 @@ from bench_lint import (
     LOOP_FILE_TARGET,
     WARM_TARGET,
     copy_python_files,
+    make_project,
     measure,
     torch_tree,
 )
@@ -78,6 +79,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="amplint-startup-"))
     files, lines = copy_python_files(torch_tree(), work / "tree")
+    make_project(work)
     clean = str(work / "tree" / CLEAN_FILE)
     loop = str(LOOP_FILE)
     amplint = [str(BIN / "amplint"), "check", "--exit-zero"]

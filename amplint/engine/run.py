@@ -47,6 +47,8 @@ def select_rules(codes: Collection[str]) -> list[type[Rule]]:
 
 @dataclass
 class LintResult:
+    """One source's findings, with what the fixes and the caller still need of its parse."""
+
     findings: list[Finding]
     parsed: ParsedSource | None = None
     #: Fixes not yet turned into edits (``lint_bytes(..., fixes=False)``), by finding key.
@@ -108,6 +110,8 @@ def _fix(plan: FixPlan, layout: ModuleLayout, *, local: bool) -> Fix | None:
 
 @dataclass
 class FixResult:
+    """What fixing one source did: its new bytes, the fixes applied, what remains."""
+
     #: the fixed file's bytes, or None when nothing changed.
     data: bytes | None
     applied: int

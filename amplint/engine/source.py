@@ -35,6 +35,8 @@ class SourceError(Exception):
 
 @dataclass
 class ParsedSource:
+    """A source parsed by libcst, with the text its positions refer to."""
+
     module: cst.Module
     #: the decoded text libcst works on (no BOM); edits are positions in it.
     text: str
