@@ -385,16 +385,19 @@ def check_paths(
     record = signature = None
     if use_cache:
         cache_dir = cache_dir or cache_directory(settings)
+        record = RunRecord(cache_dir, _cache_key(settings, selection_key))
         # The findings' names are spelled after the arguments and the working directory.
         command = repr(([str(path) for path in paths], os.getcwd()))
-        record = RunRecord(cache_dir, _cache_key(settings, f"{selection_key}|run|{command}"))
-        signature = RunRecord.signature(found.absolutes)
+        signature = RunRecord.signature(command, found.absolutes)
         recorded = record.findings(signature) if signature is not None else None
         if recorded is not None:
             result.findings = recorded
             return result
     project = project_for(paths, found.files)
     cache = FindingsCache(cache_dir, _cache_key(settings, selection_key)) if use_cache else None
+    #: whether every file's verdict holds until its stat changes: a file that could not be
+    #: read may be readable next time with nothing changed on disk (permissions, locks).
+    repeatable = True
     pending: list[tuple[Path, str | None]] = []
     for path in found.files:
         entry = None
@@ -433,6 +436,7 @@ def check_paths(
             if entry is not None:
                 result.findings.extend(cache.findings_of(entry, display_name(path)))
                 continue
+        repeatable = repeatable and outcome.digest is not None
         if outcome.error is not None:
             result.errors.append((path, outcome.error))
         if outcome.note is not None:
@@ -446,10 +450,11 @@ def check_paths(
         cache.save()
     result.findings.sort(key=Finding.sort_key)
     if record is not None:
-        if signature is not None and not (result.failed or result.notes):
+        if signature is not None and repeatable and not (result.failed or result.notes):
             record.save(signature, result.findings)
         else:
-            record.forget()  # a reason to re-check (a broken notebook) must be seen again
+            # An outcome a re-run must reach again (a broken notebook, an unreadable file).
+            record.forget()
     return result
 
 

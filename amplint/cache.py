@@ -158,15 +158,18 @@ class FindingsCache:
 
 
 class RunRecord:
-    """What one command (its arguments, working directory, settings and selection: the
-    ``key``) last reported, with the ``stat`` of every file it found.
+    """What the last command run with these settings and this selection (the ``key``, the
+    per-file cache's) reported, with its arguments, its working directory and the ``stat``
+    of every file it found, hashed into one signature.
 
-    A re-run that finds the same files with the same ``stat`` reports the same findings: a
-    run's findings are made from its files alone (a project's imports are resolved among
-    them, and the settings are in the key). Comparing the stats of a tree is all such a
-    re-run costs; the per-file cache, the project's index and the dependency checks are
-    never loaded. Any change (a file edited, touched, added, removed or renamed) misses, and
-    the run goes through the per-file cache as before.
+    A re-run of that command that finds the same files with the same ``stat`` reports the
+    same findings: a run's findings are made from its files alone (a project's imports are
+    resolved among them, and the settings are in the key). Comparing the stats of a tree is
+    all such a re-run costs; the per-file cache, the project's index and the dependency
+    checks are never loaded. Any change (a file edited, touched, added, removed or renamed)
+    misses, and the run goes through the per-file cache as before. One record per key: a
+    pre-commit hook names other files on each commit, and a record per command would pile
+    up; another command replaces the record instead.
     """
 
     def __init__(self, cache_dir: Path, key: str) -> None:
@@ -174,9 +177,10 @@ class RunRecord:
         self.path = cache_dir / __version__ / f"{key}.run.json"
 
     @staticmethod
-    def signature(absolutes: Sequence[str]) -> str | None:
-        """The files' identity and ``stat``, hashed; None when one cannot be read."""
-        parts = []
+    def signature(command: str, absolutes: Sequence[str]) -> str | None:
+        """The command and its files' identity and ``stat``, hashed; None when a file
+        cannot be read."""
+        parts = [command]
         try:
             for path in absolutes:
                 # Stricter than the per-file cache's size and mtime: the inode and ctime

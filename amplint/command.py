@@ -54,7 +54,7 @@ def guarded(command: Callable[[], int]) -> int:
         echo(error_line(str(error)), err=True)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        echo("amplint: aborted", err=True)
+        echo("\namplint: aborted", err=True)  # after the ^C, as click writes it
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_CLEAN
@@ -289,8 +289,16 @@ def quick_options(args: Sequence[str]) -> Options | None:
         flag = QUICK_FLAGS.get(arg)
         if flag is not None:
             chosen[flag[0]] = flag[1]
-        elif not arg or arg.startswith("-"):
-            return None  # an option of click's, ``--``, ``--help``, standard input
+        elif not arg or arg.startswith("-") or not _readable_or_absent(arg):
+            # An option of click's, ``--``, ``--help``, standard input; or a path click
+            # refuses as unreadable, with its own message.
+            return None
         else:
             paths.append(Path(arg))
     return Options(paths=tuple(paths), **chosen)
+
+
+def _readable_or_absent(path: str) -> bool:
+    """What click's ``Path`` type lets through: a path that does not exist (amplint says
+    so), or one the user may read."""
+    return not os.path.exists(path) or os.access(path, os.R_OK)

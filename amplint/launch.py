@@ -10,17 +10,20 @@ same way (a test runs both on each).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    given = list(sys.argv[1:] if args is None else args)
-    from amplint.command import guarded, lint, quick_options
+    # On Windows the shell leaves ``*.py`` and ``~`` to the program: click expands them
+    # (when it reads sys.argv itself), so every command line there is click's.
+    if os.name != "nt":
+        from amplint.command import guarded, lint, quick_options
 
-    options = quick_options(given)
-    if options is not None:
-        sys.exit(guarded(lambda: lint(options)))
+        options = quick_options(list(sys.argv[1:] if args is None else args))
+        if options is not None:
+            sys.exit(guarded(lambda: lint(options)))
     from amplint.cli import cli
 
-    cli.main(given)
+    cli.main(None if args is None else list(args))

@@ -160,3 +160,16 @@ def test_a_clean_file_imports_neither_click_nor_libcst(project: Path) -> None:
     status, out, _ = _run(program, ["check", "--force-exclude", "src/clean.py"], project)
     assert status == 0
     assert json.loads(out.splitlines()[-1]) == []
+
+
+def test_an_unreadable_path_is_clicks_to_refuse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # click's Path type refuses a path the user may not read, with its own message.
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.py").write_text("import os\n")
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    assert quick_options(["check", "a.py"]) is None
+    # A path that does not exist is amplint's to report, as click lets it through.
+    assert quick_options(["check", "missing.py"]) == Options(paths=(Path("missing.py"),))

@@ -152,3 +152,31 @@ def test_a_damaged_record_is_ignored(tree: Path) -> None:
     for damage in ("{", json.dumps({"signature": None}), json.dumps([1, 2])):
         record.write_text(damage)
         assert _seen(_check([Path("src")])) == _seen(first)
+
+
+def test_a_file_that_could_not_be_read_is_not_recorded(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Readable next time with nothing changed on disk (permissions, a lock): check it again.
+    from amplint.engine.source import SourceError, read_bytes
+
+    def locked(path: Path) -> bytes:
+        if Path(path).name == "train.py":
+            raise SourceError("cannot read file: Permission denied")
+        return read_bytes(path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(api, "read_bytes", locked)
+        assert [code for _, _, code in _seen(_check([Path("src")]))] == ["AMP999"]
+    assert _seen(_check([Path("src")])) == [("src/pkg/train.py", 6, "AMP001")]
+
+
+def test_other_commands_replace_the_record_instead_of_piling_up(tree: Path) -> None:
+    # pre-commit names other files on each commit: one record per settings and selection.
+    names = sorted(path.name for path in (tree / "pkg").iterdir())
+    for name in names:
+        _check([Path("src/pkg") / name])
+    for first, second in zip(names, names[1:], strict=False):
+        _check([Path("src/pkg") / first, Path("src/pkg") / second])
+    assert len(list((tree.parent / ".amplint_cache").rglob("*.run.json"))) == 2
+    assert _seen(_check([Path("src/pkg/train.py")])) == [("src/pkg/train.py", 6, "AMP001")]
