@@ -14,6 +14,7 @@ from amplint.cache import CACHE_DIR_ENV
 from amplint.cli import cli
 from amplint.command import QUICK_FLAGS, Options, quick_options
 from tests.notebooks import write
+from tests.samples import BACKWARD_IN_AUTOCAST
 
 CLICK = "from amplint.cli import main; main()"
 CONSOLE_SCRIPT = "from amplint.launch import main; main()"
@@ -76,30 +77,18 @@ def test_the_cache_directory_variable_is_clicks(monkeypatch: pytest.MonkeyPatch)
     assert quick_options(["check", "a.py"]) is None
 
 
-BUGGY = (
-    "import torch\n"
-    "scaler = torch.amp.GradScaler()\n"
-    "for x in loader:\n"
-    "    with torch.autocast('cuda'):\n"
-    "        loss = model(x)\n"
-    "        scaler.scale(loss).backward()\n"
-    "    scaler.step(opt)\n"
-    "    scaler.update()\n"
-)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     (root / "pyproject.toml").write_text('[tool.amplint]\nextend-exclude = ["legacy"]\n')
     (root / "src").mkdir()
-    (root / "src" / "train.py").write_text(BUGGY)
+    (root / "src" / "train.py").write_text(BACKWARD_IN_AUTOCAST)
     (root / "src" / "clean.py").write_text("import os\n")
     (root / "src" / "broken.py").write_text("def f(:\n")
     (root / "legacy").mkdir()
-    (root / "legacy" / "old.py").write_text(BUGGY)
+    (root / "legacy" / "old.py").write_text(BACKWARD_IN_AUTOCAST)
     (root / "notes.txt").write_text("not python\n")
-    write(root / "src" / "nb.ipynb", ["import torch", BUGGY])
+    write(root / "src" / "nb.ipynb", ["import torch", BACKWARD_IN_AUTOCAST])
     return root
 
 

@@ -3,6 +3,7 @@ any change to the tree, the command or the outcome's kind goes back to the per-f
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from collections.abc import Callable
@@ -14,17 +15,8 @@ from amplint import api
 from amplint.cache import FindingsCache
 from amplint.config import load_settings
 from tests.notebooks import write
+from tests.samples import BACKWARD_IN_AUTOCAST
 
-BUGGY = (
-    "import torch\n"
-    "scaler = torch.amp.GradScaler()\n"
-    "for x in loader:\n"
-    "    with torch.autocast('cuda'):\n"
-    "        loss = model(x)\n"
-    "        scaler.scale(loss).backward()\n"
-    "    scaler.step(opt)\n"
-    "    scaler.update()\n"
-)
 CLEAN = "import os\n\n\ndef join(x):\n    return os.path.join(x, 'a')\n"
 
 
@@ -33,7 +25,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "src"
     (root / "pkg").mkdir(parents=True)
-    (root / "pkg" / "train.py").write_text(BUGGY)
+    (root / "pkg" / "train.py").write_text(BACKWARD_IN_AUTOCAST)
     for i in range(3):
         (root / "pkg" / f"util_{i}.py").write_text(CLEAN)
     return root
@@ -79,7 +71,7 @@ def _edit(tree: Path) -> None:
 
 
 def _add(tree: Path) -> None:
-    (tree / "pkg" / "other.py").write_text(BUGGY)
+    (tree / "pkg" / "other.py").write_text(BACKWARD_IN_AUTOCAST)
 
 
 def _remove(tree: Path) -> None:
@@ -176,7 +168,7 @@ def test_other_commands_replace_the_record_instead_of_piling_up(tree: Path) -> N
     names = sorted(path.name for path in (tree / "pkg").iterdir())
     for name in names:
         _check([Path("src/pkg") / name])
-    for first, second in zip(names, names[1:], strict=False):
+    for first, second in itertools.pairwise(names):
         _check([Path("src/pkg") / first, Path("src/pkg") / second])
     assert len(list((tree.parent / ".amplint_cache").rglob("*.run.json"))) == 2
     assert _seen(_check([Path("src/pkg/train.py")])) == [("src/pkg/train.py", 6, "AMP001")]
