@@ -383,9 +383,10 @@ def check_paths(
     if any_syntax_error:
         selection_key += "|any-syntax-error"
     record = signature = None
+    key = FindingsCache.key_for(settings.fingerprint(), selection_key) if use_cache else ""
     if use_cache:
         cache_dir = cache_dir or cache_directory(settings)
-        record = RunRecord(cache_dir, _cache_key(settings, selection_key))
+        record = RunRecord(cache_dir, key)
         # The findings' names are spelled after the arguments and the working directory.
         command = repr(([str(path) for path in paths], os.getcwd()))
         signature = RunRecord.signature(command, found.absolutes)
@@ -394,7 +395,7 @@ def check_paths(
             result.findings = recorded
             return result
     project = project_for(paths, found.files)
-    cache = FindingsCache(cache_dir, _cache_key(settings, selection_key)) if use_cache else None
+    cache = FindingsCache(cache_dir, key) if use_cache else None
     #: whether every file's verdict holds until its stat changes: a file that could not be
     #: read may be readable next time with nothing changed on disk (permissions, locks).
     repeatable = True
@@ -456,10 +457,6 @@ def check_paths(
             # An outcome a re-run must reach again (a broken notebook, an unreadable file).
             record.forget()
     return result
-
-
-def _cache_key(settings: Settings, selection_key: str) -> str:
-    return FindingsCache.key_for(settings.fingerprint(), selection_key)
 
 
 def _is_project_run(paths: Sequence[Path], files: int) -> bool:
