@@ -337,6 +337,7 @@ class ScalerHealth:
         if self.row == 0 or self.rows is None or self.log is None:
             return
         rows, log = self.rows[: self.row], self.log[: self.log_used]
+        event = None
         if self.cuda:
             host_rows = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=True)
             host_log = torch.empty(log.shape, dtype=log.dtype, pin_memory=True)
@@ -344,25 +345,17 @@ class ScalerHealth:
             host_log.copy_(log, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            chunk = Chunk(
-                self.iteration_of(self.step - self.row),
-                host_rows,
-                host_log,
-                self.numels,
-                self.spans,
-                self.bypassed,
-                event,
-            )
-        else:
-            # CPU: the ring is host memory; read it now, before it is written again.
-            chunk = Chunk(
-                self.iteration_of(self.step - self.row),
-                rows,
-                log,
-                self.numels,
-                self.spans,
-                self.bypassed,
-            )
+            rows, log = host_rows, host_log
+        # On CPU the ring is host memory: it is read now (below), before it is written again.
+        chunk = Chunk(
+            self.iteration_of(self.step - self.row),
+            rows,
+            log,
+            self.numels,
+            self.spans,
+            self.bypassed,
+            event,
+        )
         self.inflight.append(chunk)
         self.row = self.log_used = 0
         self.numels, self.spans, self.bypassed = [], [], []
